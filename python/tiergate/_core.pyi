@@ -1,0 +1,3 @@
+"""Contract of the Rust extension ``tiergate._core`` (checked by ``mypy.stubtest``)."""
+
+__version__: str

@@ -1,0 +1,1 @@
+"""providers phase of tiergate (see README architecture)."""

@@ -1,0 +1,1 @@
+"""routing phase of tiergate (see README architecture)."""

@@ -1,0 +1,1 @@
+"""server phase of tiergate (see README architecture)."""

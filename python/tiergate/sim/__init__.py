@@ -1,0 +1,1 @@
+"""sim phase of tiergate (see README architecture)."""

@@ -1,0 +1,1 @@
+"""telemetry phase of tiergate (see README architecture)."""
