@@ -1,0 +1,343 @@
+"""Configuration: one YAML file, validated at load, every default stated where declared.
+
+A wrong file never half-loads: :func:`load_config` collects every problem and raises
+:class:`~tiergate.errors.ConfigError` whose message lists each one by its path
+(``deployments.gpt-4o.price.input: Input should be greater than or equal to 0``).
+
+String values may reference the environment as ``${NAME}`` or ``${NAME:-default}``.
+Credentials are never written inline: a provider names an environment variable or a
+mounted file, read when the provider session opens.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from tiergate.errors import ConfigError
+
+__all__ = [
+    "CAPABILITIES",
+    "Config",
+    "Credential",
+    "DeploymentConfig",
+    "LatencyPrior",
+    "Limits",
+    "Price",
+    "ProviderConfig",
+    "RouteConfig",
+    "ServerConfig",
+    "SimConfig",
+    "SimModelConfig",
+    "TenantConfig",
+    "load_config",
+    "parse_config",
+]
+
+ProviderKind = Literal["openai", "openai_compatible", "anthropic", "gemini", "bedrock", "sagemaker"]
+Capability = Literal["tools", "json_schema", "vision", "streaming"]
+CAPABILITIES: tuple[Capability, ...] = ("tools", "json_schema", "vision", "streaming")
+
+NonNeg = Annotated[float, Field(ge=0)]
+Pos = Annotated[float, Field(gt=0)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Credential(_Model):
+    """Where a secret comes from: exactly one of an environment variable or a file."""
+
+    env: str | None = None
+    file: Path | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Credential:
+        if (self.env is None) == (self.file is None):
+            raise ValueError("give exactly one of `env` or `file`")
+        return self
+
+    def read(self) -> str:
+        """The secret's value; raises ConfigError naming the source (never the value)."""
+        if self.env is not None:
+            value = os.environ.get(self.env)
+            if value is None:
+                raise ConfigError([f"environment variable {self.env} is not set"])
+            return value
+        assert self.file is not None
+        try:
+            return self.file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError([f"cannot read credential file {self.file}: {exc.strerror}"]) from None
+
+    def describe(self) -> str:
+        return f"env:{self.env}" if self.env is not None else f"file:{self.file}"
+
+
+class ServerConfig(_Model):
+    host: str = "127.0.0.1"
+    port: int = Field(4000, ge=0, le=65535)
+    admin_port: int = Field(4001, ge=0, le=65535)
+    max_body_bytes: int = Field(8 * 1024 * 1024, gt=0)
+    # A client that has not sent its whole request within this many seconds is cut off.
+    client_timeout_s: Pos = 30.0
+    # Seconds a graceful shutdown waits for in-flight requests.
+    shutdown_timeout_s: NonNeg = 10.0
+    # Sidecar API keys (Authorization: Bearer / x-api-key) accepted; empty = no auth.
+    api_keys: list[Credential] = []
+
+
+class ProviderConfig(_Model):
+    kind: ProviderKind
+    # Base URL of the HTTP API. Defaults to the public endpoint for openai/anthropic/gemini;
+    # required for openai_compatible; for bedrock/sagemaker an endpoint override (simulators).
+    base_url: str | None = None
+    api_key: Credential | None = None
+    # AWS region for bedrock/sagemaker. Keys come from the standard AWS credential chain
+    # unless both of the two credentials below are given.
+    region: str = "us-east-1"
+    aws_access_key_id: Credential | None = None
+    aws_secret_access_key: Credential | None = None
+    # Default per-attempt ceiling in seconds; the request deadline shortens it further.
+    timeout_s: Pos = 60.0
+    # Keep-alive connections per provider.
+    pool_size: int = Field(100, gt=0)
+    # Extra headers sent to this provider only (e.g. api-version for Azure-style APIs).
+    headers: dict[str, str] = {}
+
+    @model_validator(mode="after")
+    def _needs_url(self) -> ProviderConfig:
+        if self.kind == "openai_compatible" and not self.base_url:
+            raise ValueError("`base_url` is required for kind openai_compatible")
+        return self
+
+
+class Price(_Model):
+    """USD per million tokens."""
+
+    input: NonNeg
+    output: NonNeg
+    # Cached input tokens; defaults to the input price when the provider has no discount.
+    cached: NonNeg | None = None
+
+
+class LatencyPrior(_Model):
+    """Used by the planner until enough live samples exist."""
+
+    ttft_ms: Pos = 500.0
+    tpot_ms: Pos = 20.0
+
+
+class Limits(_Model):
+    rpm: int | None = Field(None, gt=0)
+    tpm: int | None = Field(None, gt=0)
+
+
+class DeploymentConfig(_Model):
+    provider: str
+    # Provider model id, pinned (for sagemaker: the endpoint name).
+    model: str
+    tier: str
+    price: Price
+    context_window: int = Field(128_000, gt=0)
+    capabilities: list[Capability] = list(CAPABILITIES)
+    latency_prior: LatencyPrior = LatencyPrior()
+    limits: Limits = Limits()
+    # Quality prior (0–1) used when no learned model covers this deployment; defaults by tier rank.
+    quality_prior: float | None = Field(None, ge=0, le=1)
+    # Model family for the learned classifier (issue 6).
+    family: str | None = None
+    # sagemaker only: request/response payload shape of the serving container.
+    payload_format: Literal["openai_messages", "tgi"] = "openai_messages"
+    # Upper bound on output tokens when the request gives none.
+    max_output_tokens: int = Field(4096, gt=0)
+
+
+class RouteConfig(_Model):
+    """What a caller's `model` field may name. Exactly one target kind."""
+
+    strategy: Literal["auto"] | None = None
+    tier: str | None = None
+    deployment: str | None = None
+    # Serves when the decision exceeds its budget; defaults to the cheapest candidate.
+    default: str | None = None
+    latency_budget_ms: Pos | None = None
+    max_cost_usd: Pos | None = None
+    min_quality: float | None = Field(None, ge=0, le=1)
+    hedge: bool = False
+
+    @model_validator(mode="after")
+    def _one_target(self) -> RouteConfig:
+        given = [x for x in (self.strategy, self.tier, self.deployment) if x is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of `strategy: auto`, `tier` or `deployment`")
+        return self
+
+
+class TenantConfig(_Model):
+    latency_budget_ms: Pos | None = None
+    max_cost_usd: Pos | None = None
+    min_quality: float | None = Field(None, ge=0, le=1)
+    # Deployment or tier names this tenant may use; empty = all.
+    allow: list[str] = []
+    daily_spend_usd: Pos | None = None
+    api_keys: list[Credential] = []
+
+
+class SimModelConfig(_Model):
+    """How one simulated model behaves. Prices default to the deployment naming it."""
+
+    ttft_ms: Pos = 300.0
+    tokens_per_s: Pos = 80.0
+    # Lognormal shape of both latency components.
+    sigma: NonNeg = 0.25
+    price: Price | None = None
+    # Model column of the labelled data set whose recorded answers this model gives.
+    dataset_model: str | None = None
+    rpm: int | None = Field(None, gt=0)
+
+
+class SimConfig(_Model):
+    # host:port of the simulator process: every provider protocol plus /_sim/*.
+    control: str = "127.0.0.1:4100"
+    seed: int = 0
+    # Directory of RouterBench-format CSVs driving answers; relative to the config file.
+    dataset: str | None = None
+    models: dict[str, SimModelConfig] = {}
+
+
+class Config(_Model):
+    server: ServerConfig = ServerConfig()
+    providers: dict[str, ProviderConfig]
+    deployments: dict[str, DeploymentConfig]
+    # Ordered smallest first; a failure escalates upward, never below the floor.
+    tiers: list[str]
+    routes: dict[str, RouteConfig] = {}
+    tenants: dict[str, TenantConfig] = {}
+    sim: SimConfig | None = None
+    # Directory of the config file; relative paths resolve against it.
+    base_dir: Path = Path()
+
+    @model_validator(mode="after")
+    def _references(self) -> Config:
+        problems: list[str] = []
+        if not self.deployments:
+            problems.append("deployments: at least one deployment is required")
+        if len(set(self.tiers)) != len(self.tiers):
+            problems.append("tiers: names must be unique")
+        for name, dep in self.deployments.items():
+            if dep.provider not in self.providers:
+                problems.append(f"deployments.{name}.provider: unknown provider {dep.provider!r}")
+            if dep.tier not in self.tiers:
+                problems.append(f"deployments.{name}.tier: unknown tier {dep.tier!r}")
+        for name, route in self.routes.items():
+            if route.tier is not None and route.tier not in self.tiers:
+                problems.append(f"routes.{name}.tier: unknown tier {route.tier!r}")
+            if route.deployment is not None and route.deployment not in self.deployments:
+                problems.append(
+                    f"routes.{name}.deployment: unknown deployment {route.deployment!r}"
+                )
+            if route.default is not None and route.default not in self.deployments:
+                problems.append(f"routes.{name}.default: unknown deployment {route.default!r}")
+        for name, tenant in self.tenants.items():
+            for i, item in enumerate(tenant.allow):
+                if item not in self.deployments and item not in self.tiers:
+                    problems.append(
+                        f"tenants.{name}.allow.{i}: {item!r} is neither a deployment nor a tier"
+                    )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def tier_rank(self, tier: str) -> int:
+        return self.tiers.index(tier)
+
+    def route_names(self) -> list[str]:
+        """Every name a caller's `model` may use: explicit routes, `auto`, tiers, deployments."""
+        names = dict.fromkeys(self.routes)
+        names.setdefault("auto")
+        names.update(dict.fromkeys(self.tiers))
+        names.update(dict.fromkeys(self.deployments))
+        return list(names)
+
+    def resolve_route(self, name: str) -> RouteConfig | None:
+        if name in self.routes:
+            return self.routes[name]
+        if name == "auto":
+            return RouteConfig(strategy="auto")
+        if name in self.tiers:
+            return RouteConfig(tier=name)
+        if name in self.deployments:
+            return RouteConfig(deployment=name)
+        return None
+
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _interpolate(node: Any, path: str, problems: list[str]) -> Any:
+    if isinstance(node, str):
+
+        def sub(m: re.Match[str]) -> str:
+            value = os.environ.get(m.group(1))
+            if value is None:
+                if m.group(2) is not None:
+                    return m.group(2)
+                problems.append(f"{path or '<root>'}: environment variable {m.group(1)} is not set")
+                return ""
+            return value
+
+        return _ENV.sub(sub, node)
+    if isinstance(node, dict):
+        return {k: _interpolate(v, f"{path}.{k}" if path else str(k), problems) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_interpolate(v, f"{path}.{i}", problems) for i, v in enumerate(node)]
+    return node
+
+
+def _format_errors(exc: ValidationError) -> list[str]:
+    out = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"] if p not in ("function-after[_references()]",))
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "value_error" and "; " in msg and not loc:
+            out.extend(msg.split("; "))
+        else:
+            out.append(f"{loc or '<root>'}: {msg}")
+    return out
+
+
+def parse_config(data: Any, base_dir: Path | None = None) -> Config:
+    """Validate an already-parsed YAML document."""
+    if not isinstance(data, dict):
+        raise ConfigError(["<root>: the config must be a mapping"])
+    problems: list[str] = []
+    data = _interpolate(data, "", problems)
+    if problems:
+        raise ConfigError(problems)
+    if base_dir is not None:
+        data = {**data, "base_dir": base_dir}
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc)) from None
+
+
+def load_config(path: str | Path) -> Config:
+    """Read, interpolate and validate a YAML config; ConfigError lists every problem."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{p}: {exc.strerror}"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{p}: invalid YAML: {exc}"]) from None
+    return parse_config(data, base_dir=p.resolve().parent)

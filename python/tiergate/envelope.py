@@ -1,0 +1,130 @@
+"""The canonical request: what every surface parses into and every adapter translates from.
+
+The shape follows OpenAI chat completions (the most general of the wire formats) but
+typed and normalised, so adapters never re-check what the server already validated:
+system text is one string per message, user content is a list of parts, tool-call
+arguments are JSON text, tool results are their own messages.
+
+:class:`Envelope` adds what the request must satisfy (latency budget, cost ceiling,
+quality floor, tenant, route, idempotency key, deadline) from headers and defaults.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+__all__ = [
+    "ChatRequest",
+    "Envelope",
+    "ImagePart",
+    "Message",
+    "Part",
+    "ResponseFormat",
+    "TextPart",
+    "Tool",
+    "ToolCall",
+]
+
+Role = Literal["system", "user", "assistant", "tool"]
+
+
+@dataclass(slots=True, frozen=True)
+class TextPart:
+    text: str
+
+
+@dataclass(slots=True, frozen=True)
+class ImagePart:
+    """An image by URL; for ``data:`` URLs the media type and base64 payload are split out."""
+
+    url: str
+    media_type: str | None = None
+    data_b64: str | None = None
+
+
+Part = TextPart | ImagePart
+
+
+@dataclass(slots=True, frozen=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments: str  # JSON text, as OpenAI sends it
+
+
+@dataclass(slots=True)
+class Message:
+    role: Role
+    parts: list[Part] = field(default_factory=list)
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    tool_call_id: str | None = None  # role == "tool"
+    name: str | None = None
+
+    @property
+    def text(self) -> str:
+        """All text parts joined (images dropped)."""
+        return "".join(p.text for p in self.parts if isinstance(p, TextPart))
+
+
+@dataclass(slots=True, frozen=True)
+class Tool:
+    name: str
+    description: str
+    parameters: dict[str, Any]  # JSON Schema of the arguments
+    strict: bool = False
+
+
+@dataclass(slots=True, frozen=True)
+class ResponseFormat:
+    kind: Literal["text", "json_object", "json_schema"] = "text"
+    schema: dict[str, Any] | None = None
+    name: str = "response"
+    strict: bool = False
+
+
+@dataclass(slots=True)
+class ChatRequest:
+    """A validated chat request, independent of the surface it arrived on."""
+
+    model: str  # the route name the caller asked for
+    messages: list[Message]
+    tools: list[Tool] = field(default_factory=list)
+    # "auto" | "none" | "required" | "function" (then tool_choice_name names it)
+    tool_choice: Literal["auto", "none", "required", "function"] = "auto"
+    tool_choice_name: str | None = None
+    parallel_tool_calls: bool = True
+    response_format: ResponseFormat = field(default_factory=ResponseFormat)
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: list[str] = field(default_factory=list)
+    seed: int | None = None
+    stream: bool = False
+    include_usage: bool = False  # stream_options.include_usage
+    # The body as received (for request_key / estimate_tokens in the core).
+    raw: bytes = b""
+
+    @property
+    def system_text(self) -> str:
+        """System messages joined with blank lines (for providers with one system slot)."""
+        return "\n\n".join(m.text for m in self.messages if m.role == "system")
+
+    @property
+    def has_images(self) -> bool:
+        return any(isinstance(p, ImagePart) for m in self.messages for p in m.parts)
+
+
+@dataclass(slots=True)
+class Envelope:
+    """What the request must satisfy, after headers, tenant and route defaults."""
+
+    surface: Literal["openai", "anthropic"]
+    route: str
+    tenant: str = ""
+    latency_budget_ms: float | None = None
+    max_cost_usd: float | None = None
+    min_quality: float | None = None
+    timeout_ms: float | None = None
+    idempotency_key: str | None = None
+    request_id: str = ""

@@ -1,0 +1,103 @@
+"""What every provider adapter takes and gives back.
+
+An adapter translates a :class:`~tiergate.envelope.ChatRequest` into one provider's wire
+protocol and the answer back into a :class:`Completion` (or a stream of
+:data:`StreamEvent`). Failures are raised as :class:`~tiergate.errors.ProviderError`
+with one :class:`~tiergate.errors.ErrorClass`; the dispatcher decides what to do next.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from tiergate.config import DeploymentConfig, ProviderConfig
+from tiergate.envelope import ChatRequest, ToolCall
+
+__all__ = [
+    "Adapter",
+    "Completion",
+    "FinishReason",
+    "StreamEnd",
+    "StreamEvent",
+    "TextDelta",
+    "ToolCallDelta",
+    "Usage",
+]
+
+FinishReason = Literal["stop", "length", "tool_calls", "content_filter"]
+
+
+@dataclass(slots=True)
+class Usage:
+    input_tokens: int = 0  # all prompt tokens, cached ones included
+    output_tokens: int = 0  # all completion tokens, reasoning ones included
+    cached_tokens: int = 0  # prompt tokens served from the provider's cache
+    reasoning_tokens: int = 0
+
+
+@dataclass(slots=True)
+class Completion:
+    text: str | None
+    finish_reason: FinishReason
+    usage: Usage
+    model: str  # the model id the provider says answered
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    refusal: str | None = None
+    provider_response_id: str = ""
+
+
+@dataclass(slots=True, frozen=True)
+class TextDelta:
+    text: str
+
+
+@dataclass(slots=True, frozen=True)
+class ToolCallDelta:
+    """A piece of one tool call. ``id``/``name`` arrive with the first piece of an index."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+@dataclass(slots=True, frozen=True)
+class StreamEnd:
+    """Always the last event of a stream that completed; a cut stream raises instead."""
+
+    finish_reason: FinishReason
+    usage: Usage
+    model: str
+    refusal: str | None = None
+
+
+StreamEvent = TextDelta | ToolCallDelta | StreamEnd
+
+
+class Adapter(Protocol):
+    """One provider wire protocol. One instance per configured provider."""
+
+    name: str
+    config: ProviderConfig
+
+    async def open(self) -> None:
+        """Create the pooled keep-alive session/client; read credentials."""
+
+    async def close(self) -> None: ...
+
+    async def complete(
+        self, request: ChatRequest, deployment: DeploymentConfig, timeout_s: float
+    ) -> Completion:
+        """Non-streaming call. Raises ProviderError."""
+        ...
+
+    def stream(
+        self, request: ChatRequest, deployment: DeploymentConfig, timeout_s: float
+    ) -> AsyncIterator[StreamEvent]:
+        """Streaming call: yields deltas then exactly one StreamEnd; raises ProviderError.
+
+        ``timeout_s`` bounds the time to the first event; the caller enforces the
+        inter-chunk timeout and the overall deadline."""
+        ...
