@@ -1,0 +1,94 @@
+"""``tiergate serve``: load the config, open provider sessions, serve until signalled.
+
+Shutdown drains: the listening sockets close first, in-flight requests get
+``server.shutdown_timeout_s`` to finish, then provider sessions close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from dataclasses import dataclass
+
+import uvloop
+from aiohttp import web
+
+from tiergate.config import Config, load_config
+from tiergate.errors import ConfigError
+from tiergate.server.admin import make_admin_app
+from tiergate.server.app import make_app
+from tiergate.server.state import Gateway
+
+__all__ = ["RunningServer", "serve_main", "start_server"]
+
+log = logging.getLogger("tiergate")
+
+
+@dataclass(slots=True)
+class RunningServer:
+    gateway: Gateway
+    runner: web.AppRunner
+    admin_runner: web.AppRunner
+    url: str
+    admin_url: str
+
+    async def stop(self) -> None:
+        await self.runner.cleanup()
+        await self.admin_runner.cleanup()
+        await self.gateway.close()
+
+
+def _bound_port(runner: web.AppRunner) -> int:
+    for site in runner.sites:
+        server = getattr(site, "_server", None)
+        if server is not None and server.sockets:
+            return int(server.sockets[0].getsockname()[1])
+    raise RuntimeError("site is not listening")
+
+
+async def start_server(config: Config, port: int | None = None, admin_port: int | None = None) -> RunningServer:
+    """Start both ports (0 = ephemeral); readiness turns on once providers are open."""
+    gateway = Gateway(config)
+    host = config.server.host
+    timeout = config.server.shutdown_timeout_s
+    admin_runner = web.AppRunner(make_admin_app(gateway), shutdown_timeout=timeout, access_log=None)
+    await admin_runner.setup()
+    admin_site = web.TCPSite(admin_runner, host, config.server.admin_port if admin_port is None else admin_port)
+    await admin_site.start()
+    await gateway.open()
+    runner = web.AppRunner(make_app(gateway), shutdown_timeout=timeout, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, config.server.port if port is None else port, backlog=1024)
+    await site.start()
+    return RunningServer(
+        gateway,
+        runner,
+        admin_runner,
+        f"http://{host}:{_bound_port(runner)}",
+        f"http://{host}:{_bound_port(admin_runner)}",
+    )
+
+
+async def _serve(config: Config, port: int | None, admin_port: int | None) -> None:
+    server = await start_server(config, port, admin_port)
+    print(f"tiergate listening on {server.url} (admin {server.admin_url})", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down: draining in-flight requests")
+    await server.stop()
+
+
+def serve_main(config_path: str, port: int | None, admin_port: int | None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        print(f"tiergate: {exc}", file=sys.stderr)
+        return 2
+    uvloop.run(_serve(config, port, admin_port))
+    return 0

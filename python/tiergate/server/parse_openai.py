@@ -1,0 +1,292 @@
+"""OpenAI chat-completions body → :class:`~tiergate.envelope.ChatRequest`.
+
+Every rejection is a :class:`~tiergate.errors.RequestError` whose ``param`` names the
+field the way OpenAI does (``messages[2].content[0].type``). Fields that do not change
+the answer and that we do not forward (``user``, ``metadata``, ``store``, …) are
+accepted and ignored, as OpenAI-compatible servers do.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tiergate.envelope import (
+    ChatRequest,
+    ImagePart,
+    Message,
+    Part,
+    ResponseFormat,
+    TextPart,
+    Tool,
+    ToolCall,
+)
+from tiergate.errors import RequestError
+from tiergate.server.validate import (
+    bad,
+    check_tool_name,
+    opt_bool,
+    opt_int,
+    opt_number,
+    parse_data_url,
+    req_str,
+    stop_list,
+)
+
+__all__ = ["parse_openai_request"]
+
+_ROLES = ("system", "developer", "user", "assistant", "tool")
+
+
+def parse_openai_request(body: Any, raw: bytes = b"") -> ChatRequest:
+    if not isinstance(body, dict):
+        raise RequestError("the request body must be a JSON object")
+    model = req_str(body, "model", "model")
+    messages = _messages(body.get("messages"))
+    tools = _tools(body.get("tools"))
+    tool_choice, tool_choice_name = _tool_choice(body.get("tool_choice"), tools)
+    n = opt_int(body, "n", "n", minimum=1)
+    if n is not None and n != 1:
+        raise RequestError("`n` greater than 1 is not supported", param="n", code="unsupported_value")
+    max_tokens = opt_int(body, "max_completion_tokens", "max_completion_tokens", minimum=1)
+    if max_tokens is None:
+        max_tokens = opt_int(body, "max_tokens", "max_tokens", minimum=1)
+    stream = opt_bool(body, "stream", "stream") or False
+    include_usage = False
+    options = body.get("stream_options")
+    if options is not None:
+        if not isinstance(options, dict):
+            bad("stream_options", "must be an object")
+        include_usage = opt_bool(options, "include_usage", "stream_options.include_usage") or False
+    parallel = opt_bool(body, "parallel_tool_calls", "parallel_tool_calls")
+    return ChatRequest(
+        model=model,
+        messages=messages,
+        tools=tools,
+        tool_choice=tool_choice,
+        tool_choice_name=tool_choice_name,
+        parallel_tool_calls=True if parallel is None else parallel,
+        response_format=_response_format(body.get("response_format")),
+        max_tokens=max_tokens,
+        temperature=opt_number(body, "temperature", "temperature", 0.0, 2.0),
+        top_p=opt_number(body, "top_p", "top_p", 0.0, 1.0),
+        stop=stop_list(body.get("stop"), "stop", limit=4),
+        seed=opt_int(body, "seed", "seed"),
+        stream=stream,
+        include_usage=include_usage,
+        raw=raw,
+    )
+
+
+def _messages(value: Any) -> list[Message]:
+    if value is None:
+        raise RequestError("missing required parameter: `messages`", param="messages")
+    if not isinstance(value, list):
+        bad("messages", "must be an array of message objects")
+    if not value:
+        bad("messages", "must contain at least one message")
+    out = [_message(m, f"messages[{i}]") for i, m in enumerate(value)]
+    return out
+
+
+def _message(m: Any, path: str) -> Message:
+    if not isinstance(m, dict):
+        bad(path, "must be an object")
+    role = m.get("role")
+    if role not in _ROLES:
+        bad(f"{path}.role", f"must be one of {', '.join(_ROLES)}; got {role!r}")
+    name = m.get("name")
+    if name is not None and not isinstance(name, str):
+        bad(f"{path}.name", "must be a string")
+    content = m.get("content")
+    if role in ("system", "developer"):
+        return Message("system", _text_parts(content, f"{path}.content", required=True), name=name)
+    if role == "user":
+        return Message("user", _user_parts(content, f"{path}.content"), name=name)
+    if role == "tool":
+        call_id = m.get("tool_call_id")
+        if not isinstance(call_id, str) or not call_id:
+            bad(f"{path}.tool_call_id", "is required for tool messages and must be a string")
+        parts = _text_parts(content, f"{path}.content", required=False)
+        return Message("tool", parts, tool_call_id=call_id)
+    # assistant
+    calls = _tool_calls(m.get("tool_calls"), f"{path}.tool_calls")
+    parts = _text_parts(content, f"{path}.content", required=not calls, allow_refusal=True)
+    return Message("assistant", parts, tool_calls=calls, name=name)
+
+
+def _text_parts(
+    content: Any, path: str, *, required: bool, allow_refusal: bool = False
+) -> list[Part]:
+    if content is None:
+        if required:
+            bad(path, "is required")
+        return []
+    if isinstance(content, str):
+        if not content and required:
+            bad(path, "must not be empty")
+        return [TextPart(content)] if content else []
+    if not isinstance(content, list):
+        bad(path, "must be a string or an array of content parts")
+    parts: list[Part] = []
+    for j, part in enumerate(content):
+        ppath = f"{path}[{j}]"
+        if not isinstance(part, dict):
+            bad(ppath, "must be an object")
+        kind = part.get("type")
+        if kind == "text" or (allow_refusal and kind == "refusal"):
+            key = "text" if kind == "text" else "refusal"
+            text = part.get(key)
+            if not isinstance(text, str):
+                bad(f"{ppath}.{key}", "must be a string")
+            parts.append(TextPart(text))
+        else:
+            bad(f"{ppath}.type", f"unsupported content part type {kind!r} here; expected 'text'")
+    if required and not any(isinstance(p, TextPart) and p.text for p in parts):
+        bad(path, "must not be empty")
+    return parts
+
+
+def _user_parts(content: Any, path: str) -> list[Part]:
+    if content is None:
+        bad(path, "is required")
+    if isinstance(content, str):
+        if not content:
+            bad(path, "must not be empty")
+        return [TextPart(content)]
+    if not isinstance(content, list):
+        bad(path, "must be a string or an array of content parts")
+    if not content:
+        bad(path, "must not be empty")
+    parts: list[Part] = []
+    for j, part in enumerate(content):
+        ppath = f"{path}[{j}]"
+        if not isinstance(part, dict):
+            bad(ppath, "must be an object")
+        kind = part.get("type")
+        if kind == "text":
+            text = part.get("text")
+            if not isinstance(text, str):
+                bad(f"{ppath}.text", "must be a string")
+            parts.append(TextPart(text))
+        elif kind == "image_url":
+            image = part.get("image_url")
+            url = image.get("url") if isinstance(image, dict) else None
+            if not isinstance(url, str) or not url:
+                bad(f"{ppath}.image_url.url", "must be a non-empty string")
+            parts.append(_image(url, f"{ppath}.image_url.url"))
+        else:
+            bad(
+                f"{ppath}.type",
+                f"unsupported content part type {kind!r}; supported: 'text', 'image_url'",
+            )
+    if not any((isinstance(p, TextPart) and p.text) or isinstance(p, ImagePart) for p in parts):
+        bad(path, "must not be empty")
+    return parts
+
+
+def _image(url: str, path: str) -> ImagePart:
+    if url.startswith("data:"):
+        media_type, data = parse_data_url(url, path)
+        return ImagePart(url=url, media_type=media_type, data_b64=data)
+    if not url.startswith(("http://", "https://")):
+        bad(path, "must be an http(s) URL or a base64 data: URL")
+    return ImagePart(url=url)
+
+
+def _tool_calls(value: Any, path: str) -> list[ToolCall]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        bad(path, "must be an array")
+    calls = []
+    for i, call in enumerate(value):
+        cpath = f"{path}[{i}]"
+        if not isinstance(call, dict):
+            bad(cpath, "must be an object")
+        call_id = call.get("id")
+        if not isinstance(call_id, str) or not call_id:
+            bad(f"{cpath}.id", "must be a non-empty string")
+        fn = call.get("function")
+        if not isinstance(fn, dict):
+            bad(f"{cpath}.function", "must be an object")
+        name = fn.get("name")
+        if not isinstance(name, str) or not name:
+            bad(f"{cpath}.function.name", "must be a non-empty string")
+        args = fn.get("arguments", "")
+        if not isinstance(args, str):
+            bad(f"{cpath}.function.arguments", "must be a JSON string")
+        calls.append(ToolCall(call_id, name, args or "{}"))
+    return calls
+
+
+def _tools(value: Any) -> list[Tool]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        bad("tools", "must be an array")
+    tools = []
+    seen: set[str] = set()
+    for i, t in enumerate(value):
+        path = f"tools[{i}]"
+        if not isinstance(t, dict):
+            bad(path, "must be an object")
+        if t.get("type") != "function":
+            bad(f"{path}.type", f"unsupported tool type {t.get('type')!r}; expected 'function'")
+        fn = t.get("function")
+        if not isinstance(fn, dict):
+            bad(f"{path}.function", "must be an object")
+        name = check_tool_name(fn.get("name"), f"{path}.function.name")
+        if name in seen:
+            bad(f"{path}.function.name", f"duplicate tool name {name!r}")
+        seen.add(name)
+        desc = fn.get("description", "")
+        if not isinstance(desc, str):
+            bad(f"{path}.function.description", "must be a string")
+        params = fn.get("parameters", {"type": "object", "properties": {}})
+        if not isinstance(params, dict):
+            bad(f"{path}.function.parameters", "must be a JSON Schema object")
+        strict = fn.get("strict", False)
+        tools.append(Tool(name, desc, params, strict=bool(strict)))
+    return tools
+
+
+def _tool_choice(value: Any, tools: list[Tool]) -> tuple[Any, str | None]:
+    if value is None:
+        return "auto", None
+    if value in ("auto", "none", "required"):
+        if value == "required" and not tools:
+            bad("tool_choice", "'required' needs at least one tool in `tools`")
+        return value, None
+    if isinstance(value, dict) and value.get("type") == "function":
+        fn = value.get("function")
+        name = fn.get("name") if isinstance(fn, dict) else None
+        if not isinstance(name, str):
+            bad("tool_choice.function.name", "must be a string")
+        if name not in {t.name for t in tools}:
+            bad("tool_choice.function.name", f"names no tool in `tools`: {name!r}")
+        return "function", name
+    bad("tool_choice", "must be 'auto', 'none', 'required' or {type: 'function', function: {name}}")
+
+
+def _response_format(value: Any) -> ResponseFormat:
+    if value is None:
+        return ResponseFormat()
+    if not isinstance(value, dict):
+        bad("response_format", "must be an object")
+    kind = value.get("type")
+    if kind == "text":
+        return ResponseFormat()
+    if kind == "json_object":
+        return ResponseFormat("json_object")
+    if kind == "json_schema":
+        spec = value.get("json_schema")
+        if not isinstance(spec, dict):
+            bad("response_format.json_schema", "is required for type 'json_schema'")
+        name = spec.get("name", "response")
+        if not isinstance(name, str) or not name:
+            bad("response_format.json_schema.name", "must be a non-empty string")
+        schema = spec.get("schema", {})
+        if not isinstance(schema, dict):
+            bad("response_format.json_schema.schema", "must be a JSON Schema object")
+        return ResponseFormat("json_schema", schema, name, bool(spec.get("strict", False)))
+    bad("response_format.type", f"must be 'text', 'json_object' or 'json_schema'; got {kind!r}")
