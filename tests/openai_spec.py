@@ -1,0 +1,26 @@
+"""Validate payloads against OpenAI's published OpenAPI description (../shared/specs)."""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
+
+
+@functools.cache
+def _validators(spec_path: Path) -> tuple[Registry, dict[str, Any]]:
+    spec = json.loads(spec_path.read_text())
+    resource = Resource.from_contents(spec, default_specification=DRAFT202012)
+    return Registry().with_resource("urn:openai", resource), spec
+
+
+def validate(spec_path: Path, schema_name: str, payload: Any) -> None:
+    """Raise jsonschema.ValidationError when payload does not match the named schema."""
+    registry, _ = _validators(spec_path)
+    schema = {"$ref": f"urn:openai#/components/schemas/{schema_name}"}
+    Draft202012Validator(schema, registry=registry).validate(payload)
