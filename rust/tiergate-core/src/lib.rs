@@ -1,5 +1,21 @@
 //! tiergate's routing core: pure functions and data structures, no I/O, no Python.
+//!
+//! * [`hash`]: canonical form and xxh3-128 idempotency key of a chat request;
+//! * [`window`]: sliding-window latency quantiles;
+//! * [`tokens`]: prompt-token estimate of a chat request;
+//! * [`policy`]: the router that ranks candidates for one request.
 #![forbid(unsafe_code)]
+// Every fallible function returns a `CoreError` naming the input it rejected (see
+// `error.rs`); an `# Errors` section on each would repeat that.
+#![allow(clippy::missing_errors_doc)]
+
+pub mod error;
+pub mod hash;
+pub mod policy;
+pub mod tokens;
+pub mod window;
+
+pub use error::{CoreError, ErrorKind, Result};
 
 /// Version of the core, reported by the Python package.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
