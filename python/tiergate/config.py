@@ -224,37 +224,6 @@ class Config(_Model):
     # Directory of the config file; relative paths resolve against it.
     base_dir: Path = Path()
 
-    @model_validator(mode="after")
-    def _references(self) -> Config:
-        problems: list[str] = []
-        if not self.deployments:
-            problems.append("deployments: at least one deployment is required")
-        if len(set(self.tiers)) != len(self.tiers):
-            problems.append("tiers: names must be unique")
-        for name, dep in self.deployments.items():
-            if dep.provider not in self.providers:
-                problems.append(f"deployments.{name}.provider: unknown provider {dep.provider!r}")
-            if dep.tier not in self.tiers:
-                problems.append(f"deployments.{name}.tier: unknown tier {dep.tier!r}")
-        for name, route in self.routes.items():
-            if route.tier is not None and route.tier not in self.tiers:
-                problems.append(f"routes.{name}.tier: unknown tier {route.tier!r}")
-            if route.deployment is not None and route.deployment not in self.deployments:
-                problems.append(
-                    f"routes.{name}.deployment: unknown deployment {route.deployment!r}"
-                )
-            if route.default is not None and route.default not in self.deployments:
-                problems.append(f"routes.{name}.default: unknown deployment {route.default!r}")
-        for name, tenant in self.tenants.items():
-            for i, item in enumerate(tenant.allow):
-                if item not in self.deployments and item not in self.tiers:
-                    problems.append(
-                        f"tenants.{name}.allow.{i}: {item!r} is neither a deployment nor a tier"
-                    )
-        if problems:
-            raise ValueError("; ".join(problems))
-        return self
-
     def tier_rank(self, tier: str) -> int:
         return self.tiers.index(tier)
 
@@ -301,6 +270,46 @@ def _interpolate(node: Any, path: str, problems: list[str]) -> Any:
     return node
 
 
+def _names(node: Any) -> set[str]:
+    return {str(k) for k in node} if isinstance(node, dict) else set()
+
+
+def _reference_problems(data: dict[str, Any]) -> list[str]:
+    """Cross-references, checked on the raw document so they are reported beside field errors."""
+    problems: list[str] = []
+    providers = _names(data.get("providers"))
+    deployments = _names(data.get("deployments"))
+    raw_tiers = data.get("tiers")
+    tiers = [str(t) for t in raw_tiers] if isinstance(raw_tiers, list) else []
+    if "deployments" in data and not deployments:
+        problems.append("deployments: at least one deployment is required")
+    if len(set(tiers)) != len(tiers):
+        problems.append("tiers: names must be unique")
+    for name, dep in (data.get("deployments") or {}).items() if isinstance(data.get("deployments"), dict) else []:
+        if not isinstance(dep, dict):
+            continue
+        if "provider" in dep and dep["provider"] not in providers:
+            problems.append(f"deployments.{name}.provider: unknown provider {dep['provider']!r}")
+        if "tier" in dep and dep["tier"] not in tiers:
+            problems.append(f"deployments.{name}.tier: unknown tier {dep['tier']!r}")
+    routes = data.get("routes")
+    for name, route in routes.items() if isinstance(routes, dict) else []:
+        if not isinstance(route, dict):
+            continue
+        if "tier" in route and route["tier"] not in tiers:
+            problems.append(f"routes.{name}.tier: unknown tier {route['tier']!r}")
+        for key in ("deployment", "default"):
+            if key in route and route[key] not in deployments:
+                problems.append(f"routes.{name}.{key}: unknown deployment {route[key]!r}")
+    tenants = data.get("tenants")
+    for name, tenant in tenants.items() if isinstance(tenants, dict) else []:
+        allow = tenant.get("allow") if isinstance(tenant, dict) else None
+        for i, item in enumerate(allow if isinstance(allow, list) else []):
+            if item not in deployments and item not in tiers:
+                problems.append(f"tenants.{name}.allow.{i}: {item!r} is neither a deployment nor a tier")
+    return problems
+
+
 def _format_errors(exc: ValidationError) -> list[str]:
     out = []
     for err in exc.errors():
@@ -324,9 +333,13 @@ def parse_config(data: Any, base_dir: Path | None = None) -> Config:
     if base_dir is not None:
         data = {**data, "base_dir": base_dir}
     try:
-        return Config.model_validate(data)
+        config = Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_format_errors(exc)) from None
+        problems = _format_errors(exc)
+    problems += _reference_problems(data)
+    if problems:
+        raise ConfigError(problems)
+    return config
 
 
 def load_config(path: str | Path) -> Config:
