@@ -1,0 +1,259 @@
+"""Overhead of the sidecar against a bare aiohttp pass-through proxy, same run, loopback.
+
+Three targets answer the same OpenAI chat request: the upstream directly, a bare
+aiohttp proxy written here (one shared ClientSession, body parsed and re-serialised with
+orjson), and ``tiergate serve --config examples/overhead.yaml``. Rounds are interleaved
+so that machine noise hits every target alike; the figures are medians over rounds of
+each target's latency minus the direct latency of the same round.
+
+Run alone: ``.venv/bin/python benches/bench_overhead.py [--rounds N]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+import orjson
+
+REPO = Path(__file__).resolve().parents[1]
+
+BODY = orjson.dumps(
+    {
+        "model": "auto",
+        "messages": [
+            {"role": "system", "content": "You are terse."},
+            {"role": "user", "content": "Say hello in one word. " * 20},
+        ],
+        "max_tokens": 16,
+    }
+)
+STREAM_BODY = orjson.dumps({**orjson.loads(BODY), "stream": True})
+
+UPSTREAM = r'''
+import sys, time, orjson, uvloop
+from aiohttp import web
+ANSWER = orjson.dumps({"id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": "bench-model",
+  "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello."}, "finish_reason": "stop", "logprobs": None}],
+  "usage": {"prompt_tokens": 60, "completion_tokens": 2, "total_tokens": 62}})
+def chunk(delta, finish=None):
+    return b"data: " + orjson.dumps({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 0, "model": "bench-model",
+      "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}) + b"\n\n"
+STREAM = (chunk({"role": "assistant", "content": ""}) + b"".join(chunk({"content": w}) for w in ["Hel", "lo", "."])
+  + chunk({}, "stop") + b"data: " + orjson.dumps({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 0,
+  "model": "bench-model", "choices": [], "usage": {"prompt_tokens": 60, "completion_tokens": 2, "total_tokens": 62}})
+  + b"\n\n" + b"data: [DONE]\n\n")
+async def chat(request):
+    body = orjson.loads(await request.read())
+    if body.get("stream"):
+        resp = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(STREAM)
+        await resp.write_eof()
+        return resp
+    return web.Response(body=ANSWER, content_type="application/json")
+app = web.Application()
+app.router.add_post("/v1/chat/completions", chat)
+uvloop.run(web._run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None))
+'''
+
+BARE_PROXY = r'''
+import sys, orjson, uvloop, aiohttp
+from aiohttp import web
+UP = sys.argv[2]
+async def on_start(app):
+    app["s"] = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256))
+async def on_stop(app):
+    await app["s"].close()
+async def chat(request):
+    body = orjson.loads(await request.read())
+    data = orjson.dumps(body)
+    async with request.app["s"].post(UP + "/chat/completions", data=data, headers={"content-type": "application/json"}) as up:
+        if body.get("stream"):
+            resp = web.StreamResponse(status=up.status, headers={"content-type": "text/event-stream"})
+            await resp.prepare(request)
+            async for piece in up.content.iter_any():
+                await resp.write(piece)
+            await resp.write_eof()
+            return resp
+        payload = orjson.loads(await up.read())
+        return web.Response(body=orjson.dumps(payload), status=up.status, content_type="application/json")
+app = web.Application()
+app.on_startup.append(on_start)
+app.on_cleanup.append(on_stop)
+app.router.add_post("/v1/chat/completions", chat)
+uvloop.run(web._run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None))
+'''
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def wait_http(url: str, proc: subprocess.Popen[bytes], method: str = "GET", timeout_s: float = 20) -> float:
+    """Seconds until ``url`` answers 200 (or 405 for POST-only paths)."""
+    start = time.perf_counter()
+    async with aiohttp.ClientSession() as session:
+        while time.perf_counter() - start < timeout_s:
+            if proc.poll() is not None:
+                raise RuntimeError(f"process for {url} exited with {proc.returncode}")
+            try:
+                async with session.request(method, url) as resp:
+                    if resp.status in (200, 405):
+                        return time.perf_counter() - start
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.005)
+    raise RuntimeError(f"{url} not ready in {timeout_s} s")
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def one(session: aiohttp.ClientSession, url: str, stream: bool) -> float:
+    """Latency in ms: whole response, or time to the first body byte when streaming."""
+    start = time.perf_counter()
+    async with session.post(url, data=STREAM_BODY if stream else BODY, headers={"content-type": "application/json"}) as resp:
+        if resp.status != 200:
+            raise RuntimeError(f"{url}: status {resp.status}: {await resp.text()}")
+        if stream:
+            await resp.content.readany()
+            elapsed = time.perf_counter() - start
+            await resp.read()
+            return elapsed * 1000
+        await resp.read()
+    return (time.perf_counter() - start) * 1000
+
+
+async def batch(session: aiohttp.ClientSession, url: str, stream: bool, concurrency: int, n: int) -> tuple[list[float], float]:
+    latencies: list[float] = []
+    queue = iter(range(n))
+
+    async def worker() -> None:
+        for _ in queue:
+            latencies.append(await one(session, url, stream))
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return latencies, n / (time.perf_counter() - start)
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * (len(ordered) - 1) + 0.5))]
+
+
+async def measure(targets: dict[str, str], rounds: int, per_round: int) -> dict[tuple[str, int, bool], dict[str, float]]:
+    results: dict[tuple[str, int, bool], dict[str, list[float]]] = {}
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        for name, url in targets.items():  # warm every pool and code path
+            for stream in (False, True):
+                await batch(session, url, stream, 8, 200)
+        for _ in range(rounds):
+            for concurrency in (1, 32):
+                for stream in (False, True):
+                    for name, url in targets.items():
+                        n = per_round if concurrency == 1 else per_round * 4
+                        lat, rps = await batch(session, url, stream, concurrency, n)
+                        slot = results.setdefault((name, concurrency, stream), {"p50": [], "p99": [], "rps": []})
+                        slot["p50"].append(pct(lat, 0.5))
+                        slot["p99"].append(pct(lat, 0.99))
+                        slot["rps"].append(rps)
+    return {k: {m: statistics.median(v) for m, v in d.items()} for k, d in results.items()}
+
+
+def render(res: dict[tuple[str, int, bool], dict[str, float]], rss: float, ready_s: float, rounds: int, per_round: int) -> str:
+    lines = [
+        "## Overhead: tiergate vs a bare aiohttp proxy (issue 3)",
+        "",
+        f"Command: `.venv/bin/python benches/bench_overhead.py --rounds {rounds} --per-round {per_round}` "
+        "(upstream answers at once; all on 127.0.0.1; rounds interleaved; medians over rounds).",
+        "",
+        "| mode | concurrency | direct p50 ms | bare added p50 | tiergate added p50 | ratio p50 (target ≤ 1.3) | bare added p99 | tiergate added p99 | ratio p99 (≤ 1.3) | rps bare | rps tiergate | rps ratio (≥ 0.8) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for concurrency in (1, 32):
+        for stream in (False, True):
+            d = res[("direct", concurrency, stream)]
+            b = res[("bare", concurrency, stream)]
+            t = res[("tiergate", concurrency, stream)]
+            ab50, at50 = b["p50"] - d["p50"], t["p50"] - d["p50"]
+            ab99, at99 = b["p99"] - d["p99"], t["p99"] - d["p99"]
+            mode = "stream TTFB" if stream else "non-stream"
+            lines.append(
+                f"| {mode} | {concurrency} | {d['p50']:.3f} | {ab50:.3f} | {at50:.3f} | {at50 / ab50:.2f} | "
+                f"{ab99:.3f} | {at99:.3f} | {at99 / ab99:.2f} | {b['rps']:.0f} | {t['rps']:.0f} | {t['rps'] / b['rps']:.2f} |"
+            )
+    lines += [
+        "",
+        f"tiergate resident memory after the run: {rss:.1f} MB (target < 100 MB); "
+        f"start-up to ready: {ready_s:.2f} s (target < 1.5 s).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+async def run_async(rounds: int, per_round: int) -> str:
+    up_port, bare_port, tg_port, admin_port = free_port(), free_port(), free_port(), free_port()
+    procs: list[subprocess.Popen[bytes]] = []
+    env = {
+        **os.environ,
+        "UPSTREAM_URL": f"http://127.0.0.1:{up_port}/v1",
+        "TIERGATE_PORT": str(tg_port),
+        "TIERGATE_ADMIN_PORT": str(admin_port),
+    }
+    try:
+        procs.append(subprocess.Popen([sys.executable, "-c", UPSTREAM, str(up_port)]))
+        await wait_http(f"http://127.0.0.1:{up_port}/v1/chat/completions", procs[-1])
+        procs.append(subprocess.Popen([sys.executable, "-c", BARE_PROXY, str(bare_port), f"http://127.0.0.1:{up_port}/v1"]))
+        await wait_http(f"http://127.0.0.1:{bare_port}/v1/chat/completions", procs[-1])
+        tiergate = subprocess.Popen(
+            [sys.executable, "-m", "tiergate.cli", "serve", "--config", str(REPO / "examples" / "overhead.yaml")],
+            env=env,
+            stdout=subprocess.DEVNULL,
+        )
+        procs.append(tiergate)
+        ready_s = await wait_http(f"http://127.0.0.1:{admin_port}/readyz", tiergate)
+        targets = {
+            "direct": f"http://127.0.0.1:{up_port}/v1/chat/completions",
+            "bare": f"http://127.0.0.1:{bare_port}/v1/chat/completions",
+            "tiergate": f"http://127.0.0.1:{tg_port}/v1/chat/completions",
+        }
+        res = await measure(targets, rounds, per_round)
+        rss = rss_mb(tiergate.pid)
+        return render(res, rss, ready_s, rounds, per_round)
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def run(rounds: int = 7, per_round: int = 200) -> str:
+    return asyncio.run(run_async(rounds, per_round))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--per-round", type=int, default=200)
+    args = parser.parse_args()
+    print(run(args.rounds, args.per_round))
