@@ -26,11 +26,13 @@ __all__ = [
     "Config",
     "Credential",
     "DeploymentConfig",
+    "EjectionConfig",
     "LatencyPrior",
     "Limits",
     "Price",
     "ProviderConfig",
     "RouteConfig",
+    "RoutingConfig",
     "ServerConfig",
     "SimConfig",
     "SimModelConfig",
@@ -190,6 +192,48 @@ class TenantConfig(_Model):
     api_keys: list[Credential] = []
 
 
+class EjectionConfig(_Model):
+    """Outlier ejection (passive health), as Envoy's outlier detection."""
+
+    # Failures in a row that eject a deployment.
+    consecutive_failures: int = Field(5, gt=0)
+    # Share of failed attempts within `window_s` that ejects it, once `min_requests` were seen.
+    failure_ratio: float = Field(0.5, gt=0, le=1)
+    min_requests: int = Field(10, gt=0)
+    window_s: Pos = 30.0
+    # First ejection lasts this long; each further ejection in a row doubles it, up to the cap.
+    base_ejection_s: Pos = 15.0
+    max_ejection_s: Pos = 300.0
+    # At most this share of a tier is ejected at once (at least one deployment always may be).
+    max_ejected_share: float = Field(0.5, gt=0, le=1)
+
+
+class RoutingConfig(_Model):
+    """How plans are made and run. Every default is stated here."""
+
+    # Past this, the route's default deployment serves and the log says why.
+    decision_budget_ms: Pos = 50.0
+    # Deadline = latency budget × slack when the caller gives no x-tiergate-timeout-ms.
+    timeout_slack: float = Field(2.0, ge=1)
+    # Deadline when neither a timeout nor a budget is known.
+    default_timeout_s: Pos = 120.0
+    # A stream with no chunk for this long has stalled.
+    inter_chunk_timeout_s: Pos = 30.0
+    # Live latency windows: length and the samples needed before they replace the prior.
+    window_s: Pos = 300.0
+    min_samples: int = Field(20, gt=0)
+    # Share of requests that may be hedged, fleet-wide for this sidecar.
+    hedge_budget: float = Field(0.1, ge=0, le=1)
+    # Relax the quality floor as a last resort (reported in x-tiergate-relaxed) instead of failing.
+    allow_quality_relax: bool = True
+    # Completed responses replay for this long; the in-memory store holds at most this many bytes.
+    idempotency_ttl_s: NonNeg = 600.0
+    idempotency_max_bytes: int = Field(64 * 1024 * 1024, ge=0)
+    # A deployment whose RPM/TPM bucket is below this share of its capacity is routed around.
+    limit_headroom: float = Field(0.05, ge=0, lt=1)
+    ejection: EjectionConfig = EjectionConfig()
+
+
 class SimModelConfig(_Model):
     """How one simulated model behaves. Prices default to the deployment naming it."""
 
@@ -220,6 +264,7 @@ class Config(_Model):
     tiers: list[str]
     routes: dict[str, RouteConfig] = {}
     tenants: dict[str, TenantConfig] = {}
+    routing: RoutingConfig = RoutingConfig()
     sim: SimConfig | None = None
     # Directory of the config file; relative paths resolve against it.
     base_dir: Path = Path()

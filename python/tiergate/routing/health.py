@@ -1,0 +1,146 @@
+"""Passive health: outlier ejection and rate-limit cool-downs, per deployment.
+
+Ejection works as Envoy's outlier detection: ``consecutive_failures`` in a row, or a
+failure ratio over ``failure_ratio`` within ``window_s`` (once ``min_requests`` were
+seen), ejects a deployment for ``base_ejection_s × 2^(n-1)`` (n = how many times it was
+ejected in a row, capped at ``max_ejection_s``). At most ``max_ejected_share`` of a
+tier is ejected at once (one always may, as in Envoy), so a fleet-wide problem degrades rather than empties a tier.
+A cool-down is separate: a 429 with Retry-After (or provider rate-limit headers) makes
+the deployment unavailable until then; nothing is sent to it before.
+
+Only failures that say something about the deployment count: server errors, overload,
+timeouts, connect errors and invalid output. A caller's error, a context-length error or
+a rate limit (a cool-down instead) do not.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from tiergate.config import EjectionConfig
+from tiergate.errors import ErrorClass
+
+__all__ = ["Health"]
+
+_COUNTS_AGAINST = frozenset(
+    {
+        ErrorClass.SERVER_ERROR,
+        ErrorClass.OVERLOADED,
+        ErrorClass.TIMEOUT,
+        ErrorClass.CONNECT,
+        ErrorClass.INVALID_OUTPUT,
+    }
+)
+# A 429 without Retry-After cools the deployment down this long.
+DEFAULT_COOLDOWN_S = 1.0
+
+
+@dataclass(slots=True)
+class _State:
+    tier: str
+    consecutive: int = 0
+    outcomes: deque[tuple[float, bool]] = field(default_factory=deque)  # (time, failed)
+    ejected_until: float = 0.0
+    ejections_in_a_row: int = 0
+    cooldown_until: float = 0.0
+
+
+class Health:
+    __slots__ = ("_config", "_index", "_states", "_tier_size", "events")
+
+    def __init__(
+        self,
+        config: EjectionConfig,
+        tiers: dict[str, str],
+        index: dict[str, int],
+        previous: Health | None = None,
+    ) -> None:
+        """``tiers``: deployment → tier; ``index``: deployment → router index."""
+        self._config = config
+        self._index = index
+        self._states: dict[str, _State] = {}
+        for name, tier in tiers.items():
+            old = previous._states.get(name) if previous is not None else None
+            self._states[name] = old if old is not None and old.tier == tier else _State(tier)
+        self._tier_size: dict[str, int] = {}
+        for tier in tiers.values():
+            self._tier_size[tier] = self._tier_size.get(tier, 0) + 1
+        # (kind, deployment, seconds) of ejections and cool-downs, drained by telemetry.
+        self.events: deque[tuple[str, str, float]] = deque(maxlen=1024)
+
+    def available(self, name: str, now: float | None = None) -> bool:
+        now = time.monotonic() if now is None else now
+        s = self._states[name]
+        return s.ejected_until <= now and s.cooldown_until <= now
+
+    def unavailable_mask(self, now: float | None = None) -> int:
+        """Bit i set when the deployment at router index i is ejected or cooling down."""
+        now = time.monotonic() if now is None else now
+        mask = 0
+        for name, s in self._states.items():
+            if s.ejected_until > now or s.cooldown_until > now:
+                mask |= 1 << self._index[name]
+        return mask
+
+    def unavailable(self, now: float | None = None) -> list[str]:
+        now = time.monotonic() if now is None else now
+        return [n for n in self._states if not self.available(n, now)]
+
+    def success(self, name: str, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        s = self._states[name]
+        s.consecutive = 0
+        if s.ejected_until <= now:
+            s.ejections_in_a_row = 0
+        self._remember(s, now, failed=False)
+
+    def failure(
+        self, name: str, error_class: ErrorClass, retry_after_s: float | None, now: float | None = None
+    ) -> None:
+        now = time.monotonic() if now is None else now
+        s = self._states[name]
+        if error_class is ErrorClass.RATE_LIMITED:
+            wait = retry_after_s if retry_after_s is not None else DEFAULT_COOLDOWN_S
+            self.cool_down(name, wait, now)
+            return
+        if retry_after_s is not None and error_class is ErrorClass.OVERLOADED:
+            self.cool_down(name, retry_after_s, now)
+        if error_class not in _COUNTS_AGAINST:
+            return
+        s.consecutive += 1
+        self._remember(s, now, failed=True)
+        if s.ejected_until > now:
+            return
+        c = self._config
+        failures = sum(1 for _, failed in s.outcomes if failed)
+        ratio_tripped = len(s.outcomes) >= c.min_requests and failures / len(s.outcomes) >= c.failure_ratio
+        if s.consecutive >= c.consecutive_failures or ratio_tripped:
+            self._eject(name, s, now)
+
+    def cool_down(self, name: str, seconds: float, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        s = self._states[name]
+        until = now + max(0.0, seconds)
+        if until > s.cooldown_until:
+            s.cooldown_until = until
+            self.events.append(("cooldown", name, seconds))
+
+    def _eject(self, name: str, s: _State, now: float) -> None:
+        c = self._config
+        ejected = sum(1 for o in self._states.values() if o.tier == s.tier and o.ejected_until > now)
+        if ejected >= max(1, int(c.max_ejected_share * self._tier_size[s.tier])):
+            return  # the cap keeps part of the tier serving (one may always go, as in Envoy)
+        s.ejections_in_a_row += 1
+        seconds = min(c.base_ejection_s * 2 ** (s.ejections_in_a_row - 1), c.max_ejection_s)
+        s.ejected_until = now + seconds
+        s.consecutive = 0
+        s.outcomes.clear()
+        self.events.append(("ejection", name, seconds))
+
+    def _remember(self, s: _State, now: float, failed: bool) -> None:
+        s.outcomes.append((now, failed))
+        horizon = now - self._config.window_s
+        while s.outcomes and s.outcomes[0][0] < horizon:
+            s.outcomes.popleft()

@@ -1,0 +1,152 @@
+"""Idempotency: identical requests share one upstream call; completed ones replay.
+
+Key: the caller's ``Idempotency-Key`` when given, else the core's ``request_key`` over
+the canonical body. Both are scoped by tenant, surface and stream mode, so a replay is
+byte-for-byte what the original caller received (a streamed answer replays as its
+recorded frames). Only successes are stored; a failure is shared with the requests that
+were waiting on it, and the next request tries again.
+
+The store is an interface: :class:`MemoryStore` (bounded by bytes, LRU, TTL) is the
+default; a Redis store implements the same two methods for a fleet of pods.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Protocol
+
+import xxhash
+
+from tiergate import _core
+
+__all__ = ["Flight", "Idempotency", "MemoryStore", "Recorded", "Store"]
+
+
+@dataclass(slots=True, frozen=True)
+class Recorded:
+    """A finished response as the caller received it."""
+
+    status: int
+    headers: tuple[tuple[str, str], ...]
+    body: bytes = b""  # non-streamed body
+    frames: tuple[bytes, ...] = ()  # streamed body, frame by frame
+    stream: bool = False
+
+    @property
+    def size(self) -> int:
+        return len(self.body) + sum(len(f) for f in self.frames) + 64 * len(self.headers) + 128
+
+
+class Store(Protocol):
+    async def get(self, key: bytes) -> Recorded | None: ...
+
+    async def put(self, key: bytes, value: Recorded, ttl_s: float) -> None: ...
+
+
+class MemoryStore:
+    """Bounded in-memory store: evicts least recently used entries past ``max_bytes``."""
+
+    __slots__ = ("_bytes", "_entries", "max_bytes")
+
+    def __init__(self, max_bytes: int = 64 * 1024 * 1024) -> None:
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[bytes, tuple[float, Recorded]] = OrderedDict()
+        self._bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def bytes_used(self) -> int:
+        return self._bytes
+
+    async def get(self, key: bytes) -> Recorded | None:
+        item = self._entries.get(key)
+        if item is None:
+            return None
+        expires, value = item
+        if expires <= time.monotonic():
+            self._drop(key)
+            return None
+        self._entries.move_to_end(key)
+        return value
+
+    async def put(self, key: bytes, value: Recorded, ttl_s: float) -> None:
+        if value.size > self.max_bytes:
+            return  # larger than the whole store: not kept
+        if key in self._entries:
+            self._drop(key)
+        self._entries[key] = (time.monotonic() + ttl_s, value)
+        self._bytes += value.size
+        while self._bytes > self.max_bytes:
+            oldest = next(iter(self._entries))
+            self._drop(oldest)
+
+    def _drop(self, key: bytes) -> None:
+        _, value = self._entries.pop(key)
+        self._bytes -= value.size
+
+
+class Flight:
+    """The leader's promise to the followers of an identical in-flight request."""
+
+    __slots__ = ("future", "key")
+
+    def __init__(self, key: bytes) -> None:
+        self.key = key
+        self.future: asyncio.Future[Recorded] = asyncio.get_running_loop().create_future()
+
+
+class Idempotency:
+    """Coalescing and replay in front of the upstream call."""
+
+    __slots__ = ("_inflight", "store", "ttl_s")
+
+    def __init__(self, store: Store | None = None, ttl_s: float = 600.0) -> None:
+        self.store: Store = store if store is not None else MemoryStore()
+        self.ttl_s = ttl_s
+        self._inflight: dict[bytes, Flight] = {}
+
+    @staticmethod
+    def key(raw: bytes, tenant: str, surface: str, stream: bool, caller_key: str | None) -> bytes:
+        scope = f"{tenant}\x00{surface}\x00{'s' if stream else 'n'}"
+        if caller_key is not None:
+            return xxhash.xxh3_128_digest(f"{scope}\x00key\x00{caller_key}".encode())
+        return _core.request_key(raw, scope)
+
+    async def lookup(self, key: bytes) -> tuple[str, Recorded | Flight]:
+        """``("replay", recorded)``, ``("coalesced", recorded)`` after waiting on an
+        identical in-flight request, or ``("miss", flight)``: the caller leads and must
+        call :meth:`finish` exactly once."""
+        recorded = await self.store.get(key)
+        if recorded is not None:
+            return "replay", recorded
+        flight = self._inflight.get(key)
+        if flight is not None:
+            return "coalesced", await asyncio.shield(flight.future)
+        flight = Flight(key)
+        self._inflight[key] = flight
+        return "miss", flight
+
+    async def finish(self, flight: Flight, result: Recorded) -> None:
+        """Hand the result to the followers; keep it only when it succeeded."""
+        if self._inflight.get(flight.key) is flight:
+            del self._inflight[flight.key]
+        if not flight.future.done():
+            flight.future.set_result(result)
+        if 200 <= result.status < 300:
+            await self.store.put(flight.key, result, self.ttl_s)
+
+    def abandon(self, flight: Flight, result: Recorded) -> None:
+        """The leader could not finish (cancelled): followers get ``result``; nothing is kept."""
+        if self._inflight.get(flight.key) is flight:
+            del self._inflight[flight.key]
+        if not flight.future.done():
+            flight.future.set_result(result)
+
+    @property
+    def inflight(self) -> int:
+        return len(self._inflight)
