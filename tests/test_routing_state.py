@@ -1,0 +1,208 @@
+"""Routing state machines: ejection, cool-downs, token buckets, tenants, idempotency store."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from tiergate.config import EjectionConfig, parse_config
+from tiergate.errors import ErrorClass, RequestError
+from tiergate.routing.health import Health
+from tiergate.routing.idempotency import Idempotency, MemoryStore, Recorded
+from tiergate.routing.limits import Limits
+from tiergate.routing.tenants import Tenants
+
+TIERS = {"a": "small", "b": "small", "c": "small", "d": "large"}
+INDEX = {"a": 0, "b": 1, "c": 2, "d": 3}
+
+
+def health(**kw: float) -> Health:
+    return Health(EjectionConfig(**kw), TIERS, INDEX)
+
+
+def test_consecutive_failures_eject_for_a_growing_time() -> None:
+    h = health(consecutive_failures=3, base_ejection_s=10, max_ejection_s=25)
+    for _ in range(2):
+        h.failure("a", ErrorClass.SERVER_ERROR, None, now=100)
+    assert h.available("a", 100)
+    h.failure("a", ErrorClass.SERVER_ERROR, None, now=100)
+    assert not h.available("a", 100) and h.available("a", 110.01)
+    assert h.unavailable_mask(105) == 0b0001
+    for _ in range(3):  # ejected again at once after returning: twice as long
+        h.failure("a", ErrorClass.TIMEOUT, None, now=111)
+    assert not h.available("a", 130) and h.available("a", 131.01)
+    for _ in range(3):  # capped
+        h.failure("a", ErrorClass.TIMEOUT, None, now=132)
+    assert h.available("a", 157.01)
+    assert [kind for kind, *_ in h.events] == ["ejection"] * 3
+
+
+def test_success_resets_the_run_and_caller_errors_do_not_count() -> None:
+    h = health(consecutive_failures=2, min_requests=100)
+    h.failure("b", ErrorClass.SERVER_ERROR, None, now=1)
+    h.success("b", now=2)
+    h.failure("b", ErrorClass.SERVER_ERROR, None, now=3)
+    for _ in range(5):
+        h.failure("b", ErrorClass.BAD_REQUEST, None, now=4)
+        h.failure("b", ErrorClass.CONTEXT_LENGTH, None, now=4)
+    assert h.available("b", 5)
+
+
+def test_failure_ratio_ejects() -> None:
+    h = health(consecutive_failures=100, failure_ratio=0.5, min_requests=4, window_s=10)
+    for t, ok in [(1, True), (2, False), (3, True), (4, False)]:
+        if ok:
+            h.success("c", now=t)
+        else:
+            h.failure("c", ErrorClass.OVERLOADED, None, now=t)
+    assert not h.available("c", 4.5)
+
+
+def test_ejection_cap_keeps_part_of_a_tier() -> None:
+    h = health(consecutive_failures=1, max_ejected_share=0.5)
+    for name in ("a", "b", "c"):
+        h.failure(name, ErrorClass.CONNECT, None, now=1)
+    assert h.unavailable(1.5) == ["a"]  # 3 × 0.5 → one may go
+    h.failure("d", ErrorClass.CONNECT, None, now=1)  # a tier of one may still lose it
+    assert not h.available("d", 1.5)
+
+
+def test_rate_limit_cools_down_until_retry_after() -> None:
+    h = health()
+    h.failure("a", ErrorClass.RATE_LIMITED, 2.5, now=10)
+    assert not h.available("a", 12.4) and h.available("a", 12.6)
+    h.failure("a", ErrorClass.RATE_LIMITED, None, now=20)
+    assert not h.available("a", 20.5) and h.available("a", 21.1)
+    assert ("cooldown", "a", 2.5) in h.events
+
+
+def test_health_survives_reload_for_unchanged_deployments() -> None:
+    h = health(consecutive_failures=1)
+    h.failure("a", ErrorClass.CONNECT, None, now=time.monotonic())
+    again = Health(EjectionConfig(consecutive_failures=1), {"a": "small", "e": "small"}, {"a": 1, "e": 0}, previous=h)
+    assert not again.available("a") and again.unavailable_mask() == 0b10
+
+
+def test_token_buckets_route_around_before_the_limit(tmp_path: object) -> None:
+    config = parse_config(
+        {
+            "providers": {"p": {"kind": "openai"}},
+            "tiers": ["t"],
+            "deployments": {
+                "x": {"provider": "p", "model": "m", "tier": "t", "price": {"input": 1, "output": 1}, "limits": {"rpm": 10, "tpm": 1000}},
+                "y": {"provider": "p", "model": "n", "tier": "t", "price": {"input": 1, "output": 1}},
+            },
+        }
+    )
+    limits = Limits(config.deployments, {"x": 0, "y": 1}, headroom=0.2)
+    t0 = time.monotonic()
+    assert limits.near_limit_mask(100, now=t0) == 0
+    for _ in range(9):
+        limits.spend("x", 50, now=t0)
+    assert limits.near_limit_mask(100, now=t0) == 0b01  # 1 request left < 20% headroom
+    assert limits.near_limit_mask(100, now=t0 + 30) == 0  # 5 requests refilled in 30 s
+    limits.spend("x", 900, now=t0 + 30)
+    assert limits.near_limit_mask(300, now=t0 + 30) == 0b01  # now tokens are short
+    limits.spend("y", 10**9, now=t0 + 30)  # no limits configured: never masked
+    assert limits.near_limit_mask(1, now=t0 + 31) & 0b10 == 0
+
+
+def tenant_config(monkeypatch: pytest.MonkeyPatch) -> Tenants:
+    monkeypatch.setenv("ACME_KEY", "acme-secret")
+    config = parse_config(
+        {
+            "providers": {"p": {"kind": "openai"}},
+            "tiers": ["small", "large"],
+            "deployments": {
+                "s": {"provider": "p", "model": "m", "tier": "small", "price": {"input": 1, "output": 1}},
+                "l": {"provider": "p", "model": "n", "tier": "large", "price": {"input": 1, "output": 1}},
+            },
+            "tenants": {
+                "acme": {"allow": ["small"], "daily_spend_usd": 1.0, "api_keys": [{"env": "ACME_KEY"}], "min_quality": 0.7},
+                "beta": {},
+            },
+        }
+    )
+    return Tenants(config, {"s": 0, "l": 1})
+
+
+def test_tenants_resolve_by_key_and_header(monkeypatch: pytest.MonkeyPatch) -> None:
+    tenants = tenant_config(monkeypatch)
+    acme = tenants.resolve("Bearer acme-secret", None, None)
+    assert (acme.name, acme.allowed_mask, acme.min_quality) == ("acme", 0b01, 0.7)
+    assert tenants.resolve(None, "acme-secret", "acme").name == "acme"
+    with pytest.raises(RequestError) as info:
+        tenants.resolve("Bearer wrong", None, None)
+    assert info.value.status == 401 and "acme-secret" not in info.value.message
+    with pytest.raises(RequestError) as info:
+        tenants.resolve(None, "acme-secret", "beta")
+    assert info.value.status == 403
+
+
+def test_daily_spend_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    tenants = tenant_config(monkeypatch)
+    acme = tenants.resolve("Bearer acme-secret", None, None)
+    tenants.check_spend(acme)
+    tenants.add_spend("acme", 0.6)
+    tenants.check_spend(acme)
+    tenants.add_spend("acme", 0.5)
+    with pytest.raises(RequestError) as info:
+        tenants.check_spend(acme)
+    assert info.value.status == 429 and info.value.code == "tenant_spend_limit"
+
+
+async def test_store_is_bounded_and_expires() -> None:
+    store = MemoryStore(max_bytes=2000)
+    rec = Recorded(200, (("a", "b"),), body=b"x" * 500)
+    for i in range(5):
+        await store.put(bytes([i]), rec, ttl_s=60)
+    assert store.bytes_used <= 2000 and len(store) < 5
+    assert await store.get(b"\x04") == rec and await store.get(b"\x00") is None
+    await store.put(b"short", rec, ttl_s=0)
+    assert await store.get(b"short") is None
+
+
+async def test_identical_concurrent_requests_share_one_call() -> None:
+    idem = Idempotency(MemoryStore(), ttl_s=60)
+    key = Idempotency.key(b"{}", "t", "openai", False, "caller-key")
+    calls = 0
+
+    async def request() -> tuple[str, Recorded]:
+        nonlocal calls
+        outcome, value = await idem.lookup(key)
+        if outcome != "miss":
+            assert isinstance(value, Recorded)
+            return outcome, value
+        calls += 1
+        await asyncio.sleep(0.01)
+        result = Recorded(200, (), body=b"answer")
+        assert not isinstance(value, Recorded)
+        await idem.finish(value, result)
+        return outcome, result
+
+    results = await asyncio.gather(*(request() for _ in range(8)))
+    assert calls == 1
+    assert sorted(o for o, _ in results) == ["coalesced"] * 7 + ["miss"]
+    assert {r.body for _, r in results} == {b"answer"}
+    assert (await request())[0] == "replay" and calls == 1
+
+
+async def test_failures_are_shared_but_not_kept() -> None:
+    idem = Idempotency(MemoryStore(), ttl_s=60)
+    key = Idempotency.key(b"{}", "t", "openai", False, "k2")
+    outcome, flight = await idem.lookup(key)
+    assert outcome == "miss" and not isinstance(flight, Recorded)
+    follower = asyncio.create_task(idem.lookup(key))
+    await asyncio.sleep(0)
+    await idem.finish(flight, Recorded(502, (), body=b"failed"))
+    assert (await follower)[0] == "coalesced"
+    assert (await idem.lookup(key))[0] == "miss"
+
+
+def test_keys_are_scoped() -> None:
+    k = Idempotency.key
+    assert k(b"", "t", "openai", False, "x") != k(b"", "u", "openai", False, "x")
+    assert k(b"", "t", "openai", False, "x") != k(b"", "t", "anthropic", False, "x")
+    assert k(b"", "t", "openai", False, "x") != k(b"", "t", "openai", True, "x")
