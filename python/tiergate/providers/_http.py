@@ -1,0 +1,258 @@
+"""What the HTTP adapters share: one pooled keep-alive session, JSON POST, SSE streams,
+and the mapping of transport failures to error classes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from typing import Any, Protocol
+
+import aiohttp
+import orjson
+
+from tiergate.config import DeploymentConfig, ProviderConfig
+from tiergate.envelope import ChatRequest
+from tiergate.errors import ErrorClass, ProviderError
+from tiergate.providers.base import Completion, StreamEvent
+from tiergate.providers.normalise import (
+    SSEEvent,
+    SSEParser,
+    cut_stream,
+    malformed,
+    provider_error_from_body,
+)
+
+__all__ = ["KEEPALIVE_S", "HttpAdapter", "StreamParser", "translate_sse", "transport_error"]
+
+# Idle keep-alive connections are kept this long (providers close theirs after ~60-90 s).
+KEEPALIVE_S = 30.0
+# An error body is read up to this many bytes.
+_MAX_ERROR_BODY = 64 * 1024
+
+
+class StreamParser(Protocol):
+    """Incremental translation of one provider's stream into canonical events."""
+
+    done: bool
+
+    def feed(self, event: SSEEvent) -> list[StreamEvent]:
+        """Events completed by this SSE event; sets ``done`` at the terminal event."""
+        ...
+
+    def finish(self) -> list[StreamEvent]:
+        """The body ended: the StreamEnd if the stream was complete, else raise cut."""
+        ...
+
+
+def transport_error(exc: BaseException, provider: str, *, started: bool) -> ProviderError:
+    """A ProviderError for an exception raised by the transport (aiohttp, asyncio).
+
+    ``started``: the response had begun (headers received), so a dropped connection is a
+    cut stream rather than a failure to connect.
+    """
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return ProviderError(ErrorClass.CONNECT, "connect timed out", provider=provider)
+    if isinstance(exc, TimeoutError):
+        return ProviderError(ErrorClass.TIMEOUT, "timed out", provider=provider)
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return ProviderError(
+            ErrorClass.CONNECT, f"cannot connect: {exc.os_error.strerror or exc}", provider=provider
+        )
+    if isinstance(exc, (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError)) and started:
+        return cut_stream(provider)
+    if isinstance(exc, (aiohttp.ClientConnectionError, OSError)):
+        what = type(exc).__name__
+        if started:
+            return ProviderError(
+                ErrorClass.SERVER_ERROR, f"connection lost ({what})", provider=provider
+            )
+        return ProviderError(ErrorClass.CONNECT, f"connection failed ({what})", provider=provider)
+    return ProviderError(
+        ErrorClass.SERVER_ERROR, f"transport error ({type(exc).__name__})", provider=provider
+    )
+
+
+_TRANSPORT_ERRORS = (aiohttp.ClientError, OSError, TimeoutError)
+
+
+class HttpAdapter:
+    """Base of the adapters that speak JSON over HTTP (OpenAI, Anthropic, Gemini).
+
+    Subclasses set the request-independent headers in :meth:`_auth_headers` and
+    implement :meth:`complete` / :meth:`stream` through :meth:`_post_json` and
+    :meth:`_stream`.
+    """
+
+    __slots__ = ("_secrets", "_session", "config", "name")
+
+    default_base_url = ""
+
+    def __init__(self, name: str, config: ProviderConfig) -> None:
+        self.name = name
+        self.config = config
+        self._session: aiohttp.ClientSession | None = None
+        self._secrets: tuple[str, ...] = ()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r}, kind={self.config.kind!r})"
+
+    @property
+    def base_url(self) -> str:
+        return (self.config.base_url or self.default_base_url).rstrip("/")
+
+    def _auth_headers(self, key: str | None) -> dict[str, str]:
+        raise NotImplementedError
+
+    async def open(self) -> None:
+        if self._session is not None:
+            return
+        key = self.config.api_key.read() if self.config.api_key is not None else None
+        self._secrets = (key,) if key else ()
+        headers = {"content-type": "application/json", **self._auth_headers(key)}
+        headers.update(self.config.headers)
+        connector = aiohttp.TCPConnector(
+            limit=self.config.pool_size,
+            limit_per_host=self.config.pool_size,
+            keepalive_timeout=KEEPALIVE_S,
+            ttl_dns_cache=300,
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            headers=headers,
+            timeout=aiohttp.ClientTimeout(total=None),
+            auto_decompress=True,
+            raise_for_status=False,
+        )
+
+    async def close(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+    def _require_session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise ProviderError(ErrorClass.CONNECT, "adapter is not open", provider=self.name)
+        return self._session
+
+    def _error(self, status: int, body: bytes, headers: Mapping[str, str]) -> ProviderError:
+        return provider_error_from_body(
+            status, body, headers, provider=self.name, secrets=self._secrets
+        )
+
+    async def _post_json(
+        self,
+        url: str,
+        body: dict[str, Any],
+        timeout_s: float,
+        headers: Mapping[str, str] | None = None,
+    ) -> Any:
+        """POST ``body`` and return the parsed JSON answer, or raise ProviderError."""
+        session = self._require_session()
+        data = orjson.dumps(body)
+        started = False
+        try:
+            async with session.post(
+                url, data=data, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout_s)
+            ) as resp:
+                started = True
+                if resp.status >= 400:
+                    raw = await resp.content.read(_MAX_ERROR_BODY)
+                    raise self._error(resp.status, raw, resp.headers)
+                raw = await resp.read()
+        except _TRANSPORT_ERRORS as exc:
+            raise transport_error(exc, self.name, started=started) from None
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise malformed("response body (not JSON)", self.name) from None
+
+    async def _stream(
+        self,
+        url: str,
+        body: dict[str, Any],
+        timeout_s: float,
+        parser: StreamParser,
+        headers: Mapping[str, str] | None = None,
+    ) -> AsyncIterator[StreamEvent]:
+        """POST ``body`` and translate the SSE answer with ``parser``.
+
+        ``timeout_s`` bounds everything up to the first canonical event; later gaps
+        are the caller's to bound.
+        """
+        session = self._require_session()
+        data = orjson.dumps(body)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        resp: aiohttp.ClientResponse | None = None
+        events: AsyncGenerator[StreamEvent, None] | None = None
+        try:
+            async with asyncio.timeout_at(deadline):
+                resp = await session.post(
+                    url,
+                    data=data,
+                    headers=headers,
+                    timeout=aiohttp.ClientTimeout(total=None, sock_connect=timeout_s),
+                )
+                if resp.status >= 400:
+                    raw = await resp.content.read(_MAX_ERROR_BODY)
+                    raise self._error(resp.status, raw, resp.headers)
+                events = translate_sse(resp.content.iter_any(), parser)
+                try:
+                    first = await anext(events)
+                except StopAsyncIteration:
+                    raise cut_stream(self.name) from None
+            yield first
+            async for event in events:
+                yield event
+        except ProviderError as exc:
+            exc.provider = exc.provider or self.name
+            raise
+        except _TRANSPORT_ERRORS as exc:
+            raise transport_error(exc, self.name, started=resp is not None) from None
+        finally:
+            if events is not None:
+                await events.aclose()
+            if resp is not None:
+                resp.release()
+
+    # The Adapter protocol; subclasses implement these.
+    async def complete(
+        self, request: ChatRequest, deployment: DeploymentConfig, timeout_s: float
+    ) -> Completion:
+        raise NotImplementedError
+
+    def stream(
+        self, request: ChatRequest, deployment: DeploymentConfig, timeout_s: float
+    ) -> AsyncIterator[StreamEvent]:
+        raise NotImplementedError
+
+
+async def translate_sse(
+    chunks: AsyncIterator[bytes], parser: StreamParser
+) -> AsyncGenerator[StreamEvent, None]:
+    """Bytes of an SSE body, split anywhere → canonical events through ``parser``.
+
+    Stops reading at the parser's terminal event; a body that ends before it raises
+    the cut-stream error.
+    """
+    sse = SSEParser()
+    try:
+        async for chunk in chunks:
+            for event in sse.feed(chunk):
+                for out in parser.feed(event):
+                    yield out
+                if parser.done:
+                    return
+    finally:
+        aclose = getattr(chunks, "aclose", None)
+        if aclose is not None:
+            await aclose()
+    for event in sse.finish():
+        for out in parser.feed(event):
+            yield out
+        if parser.done:
+            return
+    for out in parser.finish():
+        yield out
+    if not parser.done:
+        raise cut_stream()

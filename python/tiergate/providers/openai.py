@@ -1,0 +1,321 @@
+"""OpenAI chat completions (kinds ``openai`` and ``openai_compatible``).
+
+The canonical request is already OpenAI-shaped, so translation is mostly renaming. The
+differences between the two kinds: the output bound is ``max_completion_tokens`` for
+OpenAI itself and ``max_tokens`` for compatible servers (vLLM, TGI, llama.cpp, Azure-
+style gateways), which mostly do not know the newer name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+
+from tiergate.config import DeploymentConfig, ProviderConfig
+from tiergate.envelope import ChatRequest, ImagePart, Message, TextPart, ToolCall
+from tiergate.errors import ErrorClass, ProviderError
+from tiergate.providers._http import HttpAdapter
+from tiergate.providers.base import (
+    Completion,
+    FinishReason,
+    StreamEnd,
+    StreamEvent,
+    TextDelta,
+    ToolCallDelta,
+    Usage,
+)
+from tiergate.providers.normalise import (
+    SSEEvent,
+    check_json_completion,
+    classify_error_type,
+    cut_stream,
+    finish_reason,
+    malformed,
+    scrub,
+    usage_openai,
+)
+
+__all__ = [
+    "OpenAIAdapter",
+    "OpenAIStreamParser",
+    "build_openai_messages",
+    "build_openai_request",
+    "parse_openai_response",
+]
+
+
+def _image_url(part: ImagePart) -> str:
+    if part.data_b64 is not None and not part.url.startswith("data:"):
+        return f"data:{part.media_type or 'image/png'};base64,{part.data_b64}"
+    return part.url
+
+
+def _content(msg: Message) -> str | list[dict[str, Any]]:
+    parts = msg.parts
+    if len(parts) == 1 and isinstance(parts[0], TextPart):
+        return parts[0].text
+    if all(isinstance(p, TextPart) for p in parts):
+        return msg.text
+    return [
+        {"type": "text", "text": p.text}
+        if isinstance(p, TextPart)
+        else {"type": "image_url", "image_url": {"url": _image_url(p)}}
+        for p in parts
+    ]
+
+
+def build_openai_messages(messages: list[Message]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for msg in messages:
+        role = msg.role
+        if role == "tool":
+            out.append(
+                {"role": "tool", "tool_call_id": msg.tool_call_id or "", "content": msg.text}
+            )
+            continue
+        m: dict[str, Any] = {"role": role}
+        if role == "assistant":
+            text = msg.text
+            m["content"] = text if text or not msg.tool_calls else None
+            if msg.tool_calls:
+                m["tool_calls"] = [
+                    {
+                        "id": c.id,
+                        "type": "function",
+                        "function": {"name": c.name, "arguments": c.arguments},
+                    }
+                    for c in msg.tool_calls
+                ]
+        elif role == "system":
+            m["content"] = msg.text
+        else:
+            m["content"] = _content(msg)
+        if msg.name:
+            m["name"] = msg.name
+        out.append(m)
+    return out
+
+
+def build_openai_request(
+    request: ChatRequest, deployment: DeploymentConfig, *, compatible: bool = False
+) -> dict[str, Any]:
+    """The chat-completions body for ``request`` on ``deployment``.
+
+    ``compatible``: bound the output with ``max_tokens`` (what OpenAI-compatible
+    servers understand) instead of ``max_completion_tokens``. Streaming always asks for
+    usage (``stream_options.include_usage``) so cost is known.
+    """
+    body: dict[str, Any] = {
+        "model": deployment.model,
+        "messages": build_openai_messages(request.messages),
+    }
+    limit = request.max_tokens or deployment.max_output_tokens
+    body["max_tokens" if compatible else "max_completion_tokens"] = limit
+    if request.tools:
+        tools = []
+        for t in request.tools:
+            fn: dict[str, Any] = {"name": t.name, "parameters": t.parameters}
+            if t.description:
+                fn["description"] = t.description
+            if t.strict:
+                fn["strict"] = True
+            tools.append({"type": "function", "function": fn})
+        body["tools"] = tools
+        if request.tool_choice == "function":
+            body["tool_choice"] = {
+                "type": "function",
+                "function": {"name": request.tool_choice_name or ""},
+            }
+        else:
+            body["tool_choice"] = request.tool_choice
+        if not request.parallel_tool_calls:
+            body["parallel_tool_calls"] = False
+    rf = request.response_format
+    if rf.kind == "json_object":
+        body["response_format"] = {"type": "json_object"}
+    elif rf.kind == "json_schema":
+        js: dict[str, Any] = {"name": rf.name, "schema": rf.schema or {}}
+        if rf.strict:
+            js["strict"] = True
+        body["response_format"] = {"type": "json_schema", "json_schema": js}
+    if request.temperature is not None:
+        body["temperature"] = request.temperature
+    if request.top_p is not None:
+        body["top_p"] = request.top_p
+    if request.stop:
+        body["stop"] = request.stop
+    if request.seed is not None:
+        body["seed"] = request.seed
+    if request.stream:
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+    return body
+
+
+def _tool_calls(raw: Any) -> list[ToolCall]:
+    if not raw:
+        return []
+    calls = []
+    for c in raw:
+        fn = c.get("function") or {}
+        args = fn.get("arguments")
+        calls.append(
+            ToolCall(
+                id=c.get("id") or "",
+                name=fn.get("name") or "",
+                arguments=args if isinstance(args, str) else orjson.dumps(args or {}).decode(),
+            )
+        )
+    return calls
+
+
+def parse_openai_response(doc: Any, *, provider: str = "") -> Completion:
+    """A chat.completion object → Completion (first choice)."""
+    try:
+        choice = doc["choices"][0]
+        message = choice["message"]
+    except (KeyError, IndexError, TypeError):
+        raise malformed("chat completion (no choices[0].message)", provider) from None
+    tool_calls = _tool_calls(message.get("tool_calls"))
+    reason: FinishReason = finish_reason(choice.get("finish_reason"))
+    if tool_calls and reason == "stop":
+        reason = "tool_calls"
+    return Completion(
+        text=message.get("content"),
+        finish_reason=reason,
+        usage=usage_openai(doc.get("usage")),
+        model=doc.get("model") or "",
+        tool_calls=tool_calls,
+        refusal=message.get("refusal"),
+        provider_response_id=doc.get("id") or "",
+    )
+
+
+def stream_error(err: Any, provider: str = "") -> ProviderError:
+    """An ``{"error": ...}`` object sent inside a stream."""
+    if not isinstance(err, dict):
+        return ProviderError(ErrorClass.SERVER_ERROR, "error in stream", provider=provider)
+    message = str(err.get("message") or "")
+    kinds = (err.get("code") if isinstance(err.get("code"), str) else None, err.get("type"))
+    cls = classify_error_type(kinds, message) or ErrorClass.SERVER_ERROR
+    return ProviderError(cls, f"error in stream: {scrub(message)}", provider=provider)
+
+
+class OpenAIStreamParser:
+    """chat.completion.chunk SSE data → canonical events; ``[DONE]`` is terminal.
+
+    A body that ends after a chunk carrying ``finish_reason`` and one carrying
+    ``usage`` but before ``[DONE]`` still counts as complete (some compatible servers
+    omit ``[DONE]``); a body that ends sooner is a cut stream.
+    """
+
+    __slots__ = ("_finish", "_model", "_refusal", "_usage", "_usage_seen", "done", "provider")
+
+    def __init__(self, provider: str = "", model: str = "") -> None:
+        self.provider = provider
+        self.done = False
+        self._finish: str | None = None
+        self._model = model
+        self._refusal: list[str] = []
+        self._usage = Usage()
+        self._usage_seen = False
+
+    def feed(self, event: SSEEvent) -> list[StreamEvent]:
+        data = event.data
+        if data == "[DONE]":
+            return [self._end()]
+        try:
+            chunk = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raise malformed("stream chunk (not JSON)", self.provider) from None
+        if not isinstance(chunk, dict):
+            raise malformed("stream chunk (not an object)", self.provider)
+        if "error" in chunk:
+            raise stream_error(chunk["error"], self.provider)
+        out: list[StreamEvent] = []
+        model = chunk.get("model")
+        if model:
+            self._model = model
+        usage = chunk.get("usage")
+        if usage:
+            self._usage = usage_openai(usage)
+            self._usage_seen = True
+        for choice in chunk.get("choices") or ():
+            if choice.get("index", 0) != 0:
+                continue
+            delta = choice.get("delta") or {}
+            text = delta.get("content")
+            if text:
+                out.append(TextDelta(text))
+            refusal = delta.get("refusal")
+            if refusal:
+                self._refusal.append(refusal)
+            for tc in delta.get("tool_calls") or ():
+                fn = tc.get("function") or {}
+                out.append(
+                    ToolCallDelta(
+                        index=tc.get("index", 0),
+                        id=tc.get("id"),
+                        name=fn.get("name"),
+                        arguments=fn.get("arguments") or "",
+                    )
+                )
+            reason = choice.get("finish_reason")
+            if reason:
+                self._finish = reason
+        return out
+
+    def finish(self) -> list[StreamEvent]:
+        if self._finish is not None and self._usage_seen:
+            return [self._end()]
+        raise cut_stream(self.provider)
+
+    def _end(self) -> StreamEnd:
+        if self._finish is None:
+            raise cut_stream(self.provider)  # [DONE] without any finish_reason
+        self.done = True
+        return StreamEnd(
+            finish_reason=finish_reason(self._finish),
+            usage=self._usage,
+            model=self._model,
+            refusal="".join(self._refusal) or None,
+        )
+
+
+class OpenAIAdapter(HttpAdapter):
+    """Kinds ``openai`` and ``openai_compatible``: ``POST {base}/chat/completions``."""
+
+    __slots__ = ("_compatible", "_url")
+
+    default_base_url = "https://api.openai.com/v1"
+
+    def __init__(self, name: str, config: ProviderConfig) -> None:
+        super().__init__(name, config)
+        self._compatible = config.kind == "openai_compatible"
+        self._url = f"{self.base_url}/chat/completions"
+
+    def _auth_headers(self, key: str | None) -> dict[str, str]:
+        return {"authorization": f"Bearer {key}"} if key else {}
+
+    async def complete(
+        self, request: ChatRequest, deployment: DeploymentConfig, timeout_s: float
+    ) -> Completion:
+        body = build_openai_request(request, deployment, compatible=self._compatible)
+        body.pop("stream", None)
+        body.pop("stream_options", None)
+        doc = await self._post_json(self._url, body, timeout_s)
+        completion = parse_openai_response(doc, provider=self.name)
+        check_json_completion(completion, request.response_format, self.name)
+        return completion
+
+    def stream(
+        self, request: ChatRequest, deployment: DeploymentConfig, timeout_s: float
+    ) -> AsyncIterator[StreamEvent]:
+        body = build_openai_request(request, deployment, compatible=self._compatible)
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+        return self._stream(
+            self._url, body, timeout_s, OpenAIStreamParser(self.name, deployment.model)
+        )
