@@ -263,7 +263,8 @@ def test_sse_any_chunking(
             wire += b"data" + sep + line.encode() + newline
         if i < len(events) - 1 or trailing_blank:
             wire += newline
-        expected.append(SSEEvent(name or "message", "\n".join(lines)))
+            expected.append(SSEEvent(name or "message", "\n".join(lines)))
+        # else: an event the body ends inside is incomplete and never dispatched
     positions = sorted({c % (len(wire) + 1) for c in cuts})
     chunks = [wire[a:b] for a, b in zip([0, *positions], [*positions, len(wire)], strict=True)]
     parser = SSEParser()

@@ -654,8 +654,7 @@ class SSEParser:
     Feed it bytes as they arrive, split anywhere (even inside a UTF-8 sequence or a
     CRLF); it returns the events completed so far. ``event:`` names the event
     (``"message"`` when absent), ``data:`` lines join with ``\\n``, ``:`` lines are
-    comments, ``id:``/``retry:`` are ignored. An event is dispatched on a blank line;
-    :meth:`finish` dispatches a final event that lacks one.
+    comments, ``id:``/``retry:`` are ignored. An event is dispatched on a blank line.
     """
 
     __slots__ = ("_buf", "_data", "_event", "_skip_lf")
@@ -696,13 +695,12 @@ class SSEParser:
         return out
 
     def finish(self) -> list[SSEEvent]:
-        """End of the body: a trailing line and an undispatched event still count."""
-        out: list[SSEEvent] = []
-        if self._buf:
-            self._line(self._buf, out)
-            self._buf = b""
-        self._line(b"", out)
-        return out
+        """End of the body. As the SSE standard says, an event not yet closed by a blank
+        line is incomplete and discarded (a body cut mid-event is a cut, not garbage)."""
+        self._buf = b""
+        self._event = ""
+        self._data = []
+        return []
 
     def _line(self, raw: bytes, out: list[SSEEvent]) -> None:
         if not raw:
