@@ -23,9 +23,11 @@ from tiergate.errors import ConfigError
 
 __all__ = [
     "CAPABILITIES",
+    "CloudWatchConfig",
     "Config",
     "Credential",
     "DeploymentConfig",
+    "DriftConfig",
     "EjectionConfig",
     "LatencyPrior",
     "Limits",
@@ -36,6 +38,7 @@ __all__ = [
     "ServerConfig",
     "SimConfig",
     "SimModelConfig",
+    "TelemetryConfig",
     "TenantConfig",
     "load_config",
     "parse_config",
@@ -182,6 +185,23 @@ class RouteConfig(_Model):
         return self
 
 
+SafetyAction = Literal["off", "log", "redact", "block"]
+SafetyKind = Literal[
+    "email", "phone", "card", "national_id", "aws_key", "api_key", "private_key", "bearer_token",
+    "injection", "refusal", "schema_invalid",
+]  # fmt: skip
+
+
+class SafetyPolicyConfig(_Model):
+    """What a safety finding does (see tiergate.safety.scan). Output kinds only ever log."""
+
+    # Action for every kind not listed in `kinds`.
+    default: SafetyAction = "log"
+    kinds: dict[SafetyKind, SafetyAction] = {}
+    # Check answers for refusals and schema-invalid JSON.
+    scan_output: bool = True
+
+
 class TenantConfig(_Model):
     latency_budget_ms: Pos | None = None
     max_cost_usd: Pos | None = None
@@ -190,6 +210,8 @@ class TenantConfig(_Model):
     allow: list[str] = []
     daily_spend_usd: Pos | None = None
     api_keys: list[Credential] = []
+    # Overrides the top-level `safety` policy for this tenant (whole policy, not merged).
+    safety: SafetyPolicyConfig | None = None
 
 
 class EjectionConfig(_Model):
@@ -256,6 +278,93 @@ class SimConfig(_Model):
     models: dict[str, SimModelConfig] = {}
 
 
+class OtlpConfig(_Model):
+    """OpenTelemetry export over OTLP/HTTP (protobuf)."""
+
+    # Base URL; /v1/traces and /v1/metrics are appended.
+    endpoint: str = "http://127.0.0.1:4318"
+    # Extra request headers (e.g. an API key), each read from env or a mounted file.
+    headers: dict[str, Credential] = {}
+    traces: bool = True
+    metrics: bool = True
+    # Seconds between metric exports.
+    metrics_interval_s: Pos = 30.0
+    timeout_s: Pos = 10.0
+    service_name: str = "tiergate"
+
+
+class CloudWatchConfig(_Model):
+    """CloudWatch metrics: EMF lines for the agent, batched PutMetricData, or both."""
+
+    mode: Literal["emf", "put_metric_data", "both"] = "emf"
+    namespace: str = "tiergate"
+    # EMF destination: "-" = stdout, otherwise a file path (appended).
+    emf_path: str = "-"
+    region: str = "us-east-1"
+    # Endpoint override (tests, VPC endpoints).
+    endpoint_url: str | None = None
+    # Keys come from the standard AWS chain unless both are given.
+    aws_access_key_id: Credential | None = None
+    aws_secret_access_key: Credential | None = None
+    # PutMetricData: data per call (API limit 1000), flush period, retries with backoff.
+    batch_size: int = Field(500, gt=0, le=1000)
+    flush_interval_s: Pos = 10.0
+    max_retries: int = Field(4, ge=0)
+    # Data points held while CloudWatch is unreachable; beyond it the oldest are dropped (counted).
+    max_buffered: int = Field(20_000, gt=0)
+
+
+class TelemetryConfig(_Model):
+    # Per-request JSON lines: "-" = stdout, a path = append to that file, null = off.
+    log: str | None = "-"
+    # Safety findings, a stream of their own: same choices.
+    safety_log: str | None = "-"
+    # Put prompt and completion text into log lines, redacted by the safety detectors.
+    log_text: bool = False
+    # Capacity of each exporter's queue; when full, records are dropped and counted.
+    queue_size: int = Field(10_000, gt=0)
+    # Serve /metrics on the admin port.
+    prometheus: bool = True
+    otlp: OtlpConfig | None = None
+    cloudwatch: CloudWatchConfig | None = None
+
+
+class ShadowConfig(_Model):
+    """Shadow evaluation of one route: a sampled share also goes to a reference deployment."""
+
+    reference: str
+    # Share of the route's successful requests shadowed (0–1).
+    sample: float = Field(0.01, ge=0, le=1)
+    # exact: identical text; json: equal after parsing; judge: the judge deployment says.
+    comparator: Literal["exact", "json", "judge"] = "exact"
+    judge: str | None = None
+    # Shadow calls in flight at once; beyond it a sampled request is skipped (counted).
+    max_in_flight: int = Field(4, gt=0)
+
+    @model_validator(mode="after")
+    def _judge(self) -> ShadowConfig:
+        if self.comparator == "judge" and not self.judge:
+            raise ValueError("`judge` is required when comparator is judge")
+        return self
+
+
+class DriftConfig(_Model):
+    # Write hourly aggregates per deployment to `sink`. Off by default: no files appear
+    # unless asked for.
+    enabled: bool = False
+    # A directory (relative to the config file) or s3://bucket/prefix.
+    sink: str = "drift"
+    # Seconds between writes of the open hours' aggregates.
+    flush_interval_s: Pos = 60.0
+    # request_id → (deployment, hour) remembered for feedback; oldest forgotten first.
+    feedback_capacity: int = Field(100_000, gt=0)
+    # S3 sink: region and endpoint override (tests, VPC endpoints).
+    region: str = "us-east-1"
+    endpoint_url: str | None = None
+    # Route name → shadow evaluation (opt-in per route).
+    shadow: dict[str, ShadowConfig] = {}
+
+
 class Config(_Model):
     server: ServerConfig = ServerConfig()
     providers: dict[str, ProviderConfig]
@@ -266,6 +375,10 @@ class Config(_Model):
     tenants: dict[str, TenantConfig] = {}
     routing: RoutingConfig = RoutingConfig()
     sim: SimConfig | None = None
+    telemetry: TelemetryConfig = TelemetryConfig()
+    # Default safety policy; tenants may override it.
+    safety: SafetyPolicyConfig = SafetyPolicyConfig()
+    drift: DriftConfig = DriftConfig()
     # Directory of the config file; relative paths resolve against it.
     base_dir: Path = Path()
 
@@ -352,6 +465,14 @@ def _reference_problems(data: dict[str, Any]) -> list[str]:
         for i, item in enumerate(allow if isinstance(allow, list) else []):
             if item not in deployments and item not in tiers:
                 problems.append(f"tenants.{name}.allow.{i}: {item!r} is neither a deployment nor a tier")
+    drift = data.get("drift")
+    shadow = drift.get("shadow") if isinstance(drift, dict) else None
+    for name, sh in shadow.items() if isinstance(shadow, dict) else []:
+        if not isinstance(sh, dict):
+            continue
+        for key in ("reference", "judge"):
+            if key in sh and sh[key] is not None and sh[key] not in deployments:
+                problems.append(f"drift.shadow.{name}.{key}: unknown deployment {sh[key]!r}")
     return problems
 
 

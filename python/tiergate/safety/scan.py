@@ -1,0 +1,201 @@
+"""Inline safety: scan the canonical request before the provider sees it, and the answer after.
+
+Per tenant the policy says, per kind, what a finding does:
+
+* ``off``    not scanned for;
+* ``log``    reported (findings event stream, metrics), the request goes through unchanged;
+* ``redact`` the match is replaced by ``[REDACTED:<kind>]`` in a copy of the request, which
+  is what the provider sees (``ChatRequest.raw`` keeps the original bytes for hashing only:
+  no adapter forwards it);
+* ``block``  the caller gets HTTP 400 ``content_blocked`` naming the kinds, never the text.
+
+Findings carry kind, side, action and location (``messages[1].parts[0]``), never the
+matched text.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Mapping
+from typing import Any, Final, Literal
+
+import jsonschema
+import orjson
+
+from tiergate.envelope import ChatRequest, Message, ResponseFormat, TextPart, ToolCall
+from tiergate.errors import RequestError
+from tiergate.safety.detectors import INPUT_KINDS, Span, find_spans, redact_spans
+from tiergate.telemetry.record import SafetyFinding
+
+__all__ = [
+    "OUTPUT_KINDS",
+    "Action",
+    "SafetyPolicy",
+    "SafetyResult",
+    "enforce",
+    "scan_output",
+    "scan_request",
+]
+
+Action = Literal["off", "log", "redact", "block"]
+OUTPUT_KINDS: Final = ("refusal", "schema_invalid")
+_RANK: Final[dict[str, int]] = {"off": 0, "log": 1, "redact": 2, "block": 3}
+
+
+@dataclasses.dataclass(slots=True, frozen=True)
+class SafetyPolicy:
+    """What each kind of finding does. Built once per tenant at config load."""
+
+    default: Action = "log"
+    kinds: Mapping[str, Action] = dataclasses.field(default_factory=dict)
+    # Injection markers are looked for in these roles only (the app's own system prompt is trusted).
+    injection_roles: frozenset[str] = frozenset({"user", "tool"})
+
+    def action(self, kind: str) -> Action:
+        return self.kinds.get(kind, self.default)
+
+    @property
+    def enabled(self) -> bool:
+        return self.default != "off" or any(a != "off" for a in self.kinds.values())
+
+    @property
+    def wants_injection(self) -> bool:
+        return self.action("injection") != "off"
+
+
+@dataclasses.dataclass(slots=True)
+class SafetyResult:
+    findings: list[SafetyFinding]
+    blocked: bool
+    request: ChatRequest  # the redacted copy, or the original when nothing was redacted
+
+    def error(self) -> RequestError:
+        """The 400 a blocked request gets; names the kinds, never the text."""
+        kinds = sorted({f.kind for f in self.findings if f.action == "block"})
+        where = sorted({f.location for f in self.findings if f.action == "block" and f.location})
+        return RequestError(
+            f"the request was blocked by the content policy: found {', '.join(kinds)}"
+            + (f" in {', '.join(where)}" if where else ""),
+            param=where[0] if where else None,
+            status=400,
+            type="invalid_request_error",
+            code="content_blocked",
+        )
+
+
+def _scan_text(
+    text: str, location: str, policy: SafetyPolicy, injection: bool, findings: list[SafetyFinding]
+) -> tuple[str, bool]:
+    """Record findings for ``text``; return (possibly redacted text, blocked)."""
+    spans = find_spans(text, injection=injection)
+    if not spans:
+        return text, False
+    redact: list[Span] = []
+    blocked = False
+    seen: set[str] = set()
+    for s in spans:
+        action = policy.action(s.kind)
+        if action == "off":
+            continue
+        if s.kind not in seen:  # one finding per kind and location
+            seen.add(s.kind)
+            findings.append(SafetyFinding(s.kind, "input", action, location))
+        if action == "redact":
+            redact.append(s)
+        elif action == "block":
+            blocked = True
+    return (redact_spans(text, redact) if redact else text), blocked
+
+
+def scan_request(chat: ChatRequest, policy: SafetyPolicy) -> SafetyResult:
+    """Scan every text part and tool-call argument of every message."""
+    findings: list[SafetyFinding] = []
+    if not policy.enabled:
+        return SafetyResult(findings, False, chat)
+    blocked = False
+    new_messages: list[Message] | None = None
+    for mi, msg in enumerate(chat.messages):
+        injection = policy.wants_injection and msg.role in policy.injection_roles
+        parts = msg.parts
+        new_parts: list[Any] | None = None
+        for pi, part in enumerate(parts):
+            if not isinstance(part, TextPart) or not part.text:
+                continue
+            text, b = _scan_text(part.text, f"messages[{mi}].parts[{pi}]", policy, injection, findings)
+            blocked |= b
+            if text is not part.text:
+                if new_parts is None:
+                    new_parts = list(parts)
+                new_parts[pi] = TextPart(text)
+        new_calls: list[ToolCall] | None = None
+        for ci, call in enumerate(msg.tool_calls):
+            text, b = _scan_text(
+                call.arguments, f"messages[{mi}].tool_calls[{ci}].arguments", policy, False, findings
+            )
+            blocked |= b
+            if text is not call.arguments:
+                if new_calls is None:
+                    new_calls = list(msg.tool_calls)
+                new_calls[ci] = dataclasses.replace(call, arguments=text)
+        if new_parts is not None or new_calls is not None:
+            if new_messages is None:
+                new_messages = list(chat.messages)
+            new_messages[mi] = dataclasses.replace(
+                msg,
+                parts=new_parts if new_parts is not None else list(msg.parts),
+                tool_calls=new_calls if new_calls is not None else list(msg.tool_calls),
+            )
+    out = chat if new_messages is None else dataclasses.replace(chat, messages=new_messages)
+    return SafetyResult(findings, blocked, out)
+
+
+def enforce(chat: ChatRequest, policy: SafetyPolicy) -> SafetyResult:
+    """:func:`scan_request`, raising the caller's 400 when the policy blocks."""
+    result = scan_request(chat, policy)
+    if result.blocked:
+        raise result.error()
+    return result
+
+
+# Refusals: an answer that opens by declining. Checked on the first 300 characters only.
+_REFUSAL = re.compile(
+    r"^\W*(?:I'?m\s+(?:sorry|afraid)|I\s+am\s+(?:sorry|afraid)|sorry|unfortunately|as\s+an\s+ai)?[^.!?\n]{0,60}?"
+    r"\b(?:I\s+(?:can(?:no|')t|cannot|won'?t|will\s+not|am\s+(?:not\s+able|unable)|'m\s+(?:not\s+able|unable))"
+    r"\s+(?:help|assist|provide|comply|do\s+that|fulfil|support|answer|create|generate|write)"
+    r"|I\s+must\s+(?:decline|refuse))",
+    re.IGNORECASE,
+)
+
+
+def _validator(schema: dict[str, Any]) -> Any:
+    cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+    return cls(schema)
+
+
+def scan_output(
+    text: str, response_format: ResponseFormat | None = None, policy: SafetyPolicy | None = None
+) -> list[SafetyFinding]:
+    """Refusal and schema checks on the provider's answer (``where="output"``; action is log)."""
+    policy = policy or SafetyPolicy()
+    findings: list[SafetyFinding] = []
+    if policy.action("refusal") != "off" and _REFUSAL.search(text[:300]) is not None:
+        findings.append(SafetyFinding("refusal", "output", "log", "choices[0].message.content"))
+    fmt = response_format
+    if fmt is not None and fmt.kind != "text" and policy.action("schema_invalid") != "off":
+        ok = True
+        try:
+            doc = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            ok = False
+        else:
+            if fmt.kind == "json_object":
+                ok = isinstance(doc, dict)
+            elif fmt.schema is not None:
+                ok = _validator(fmt.schema).is_valid(doc)
+        if not ok:
+            findings.append(SafetyFinding("schema_invalid", "output", "log", "choices[0].message.content"))
+    return findings
+
+
+
