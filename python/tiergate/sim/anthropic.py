@@ -300,6 +300,10 @@ class AnthropicWire(Wire):
         out.append(Frame(_sse("message_stop", {"type": "message_stop"}), 0, True))
         return out
 
+    def stream_error(self, call: Call, status: int, message: str, error_type: str | None) -> bytes:
+        kind = error_type or _TYPES.get(status, "api_error")
+        return _sse("error", {"type": "error", "error": {"type": kind, "message": message}})
+
     def malformed(self, call: Call) -> bytes:
         return b'event: content_block_delta\ndata: {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "\n\n'
 

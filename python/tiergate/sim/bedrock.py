@@ -50,6 +50,13 @@ _TYPES = {
     503: "ServiceUnavailableException",
 }
 
+_STREAM_TYPES = {
+    400: "validationException",
+    429: "throttlingException",
+    500: "internalServerException",
+    503: "serviceUnavailableException",
+}
+
 
 def _result_text(content: Any, where: str) -> str:
     out = []
@@ -256,6 +263,14 @@ class BedrockWire(Wire):
         meta = {"usage": self._usage(call), "metrics": {"latencyMs": call.latency_ms}}
         out.append(ev("metadata", meta, terminal=True))
         return out
+
+    def stream_error(self, call: Call, status: int, message: str, error_type: str | None) -> bytes:
+        if error_type is None:
+            error_type = _STREAM_TYPES.get(status, "modelStreamErrorException")
+        payload: dict[str, Any] = {"message": message}
+        if error_type == "modelStreamErrorException":
+            payload.update(originalStatusCode=status, originalMessage=message)
+        return eventstream.exception(error_type, orjson.dumps(payload))
 
     def malformed(self, call: Call) -> bytes:
         return eventstream.event(

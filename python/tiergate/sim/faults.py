@@ -12,6 +12,10 @@ stall      streaming: the first chunk(s), then silence until the client goes awa
 cut        streaming: some chunks, then the connection closes without the terminal event;
            non-streaming: the connection closes part-way through the body
 malformed  streaming: a chunk of invalid JSON; non-streaming: an invalid JSON body
+stream_    streaming: some chunks, then the protocol's in-stream error for ``status``
+error      (OpenAI ``data: {"error"}``, Anthropic ``event: error``, Gemini
+           ``data: {"error"}``, Bedrock/SageMaker ``:message-type`` = exception frames);
+           non-streaming: as ``error``
 =========  ==============================================================================
 
 A fault applies to one model id (``"*"`` = every model) with probability ``rate`` per
@@ -30,7 +34,7 @@ from typing import Any, Literal, get_args
 
 __all__ = ["KINDS", "STALL_MAX_S", "Fault", "FaultKind", "FaultTable", "RateLimiter"]
 
-FaultKind = Literal["error", "latency", "ratelimit", "stall", "cut", "malformed"]
+FaultKind = Literal["error", "latency", "ratelimit", "stall", "cut", "malformed", "stream_error"]
 KINDS: tuple[str, ...] = get_args(FaultKind)
 STALL_MAX_S = 60.0
 

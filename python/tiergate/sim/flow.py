@@ -79,6 +79,10 @@ class Wire(ABC):
     def malformed(self, call: Call) -> bytes:
         """A stream chunk whose JSON does not parse."""
 
+    @abstractmethod
+    def stream_error(self, call: Call, status: int, message: str, error_type: str | None) -> bytes:
+        """The protocol's in-stream error event."""
+
     def headers(self, call: Call) -> dict[str, str]:
         return {}
 
@@ -135,7 +139,9 @@ async def serve(
         st.rate_limited += 1
         return wire.error(429, fault_message(429), retry_after=wait)
     fault, factor = state.faults.draw(model)
-    if fault is not None and fault.kind in ("error", "ratelimit"):
+    if fault is not None and (
+        fault.kind in ("error", "ratelimit") or (fault.kind == "stream_error" and not req.stream)
+    ):
         st.errors += 1
         if fault.kind == "ratelimit":
             st.rate_limited += 1
@@ -235,7 +241,7 @@ async def _stream(
     first_token = next((i for i, f in enumerate(frames) if f.tokens), 0)
     if kind == "stall":
         frames = frames[: first_token + 1]
-    elif kind in ("cut", "malformed"):
+    elif kind in ("cut", "malformed", "stream_error"):
         frames = body[: max(first_token + 1, len(body) // 2)]
     lat = call.latency
     emitted = 0
@@ -256,6 +262,11 @@ async def _stream(
             return resp, False
         if kind == "malformed":
             await resp.write(wire.malformed(call))
+            await resp.write_eof()
+            return resp, False
+        if kind == "stream_error" and fault is not None:
+            message = fault_message(fault.status)
+            await resp.write(wire.stream_error(call, fault.status, message, fault.error_type))
             await resp.write_eof()
             return resp, False
         await resp.write_eof()

@@ -262,6 +262,15 @@ class GeminiWire(Wire):
             out.append(Frame(self._frame(self._response(call, parts, last), i == 0, last), n, last))
         return out
 
+    def stream_error(self, call: Call, status: int, message: str, error_type: str | None) -> bytes:
+        err = {
+            "code": status,
+            "message": message,
+            "status": error_type or _STATUS.get(status, "UNKNOWN"),
+        }
+        body = orjson.dumps({"error": err})
+        return b"data: " + body + b"\r\n\r\n" if self.sse else b",\r\n" + body + b"]"
+
     def malformed(self, call: Call) -> bytes:
         bad = b'{"candidates": [{"content": {"parts": [{"text": "'
         return b"data: " + bad + b"\r\n\r\n" if self.sse else b",\r\n" + bad

@@ -311,6 +311,15 @@ class OpenAIWire(Wire):
         out.append(Frame(b"data: [DONE]\n\n", 0, True))
         return out
 
+    def stream_error(self, call: Call, status: int, message: str, error_type: str | None) -> bytes:
+        err = {
+            "message": message,
+            "type": error_type or _TYPES.get(status, "server_error"),
+            "param": None,
+            "code": _CODES.get(status),
+        }
+        return sse(orjson.dumps({"error": err}))
+
     def malformed(self, call: Call) -> bytes:
         return sse(
             b'{"id": "chatcmpl-' + call.id.encode() + b'", "choices": [{"delta": {"content": "'

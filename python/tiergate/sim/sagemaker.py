@@ -158,6 +158,12 @@ class SageMakerWire(Wire):
             )
         return frames
 
+    def stream_error(self, call: Call, status: int, message: str, error_type: str | None) -> bytes:
+        if error_type == "InternalStreamFailure":
+            return eventstream.exception(error_type, orjson.dumps({"Message": message}))
+        payload = {"Message": message, "ErrorCode": f"ModelStreamError{status}"}
+        return eventstream.exception(error_type or "ModelStreamError", orjson.dumps(payload))
+
     def malformed(self, call: Call) -> bytes:
         return eventstream.event(
             "PayloadPart", b'data: {"token": {"text": "\n\n', "application/octet-stream"
