@@ -8,8 +8,8 @@ import aiohttp
 import anthropic
 import jsonschema
 import pytest
-from test_sim_support import ANTHROPIC_MODEL, add_fault, sim
 
+from test_sim_support import ANTHROPIC_MODEL, add_fault, sim
 from tiergate.sim.server import SimServer
 
 __all__ = ["sim"]
@@ -69,12 +69,10 @@ async def test_max_tokens_and_stop_sequence(client: anthropic.AsyncAnthropic) ->
 async def test_stream_final_message(client: anthropic.AsyncAnthropic) -> None:
     msgs: list = [{"role": "user", "content": "Stream a short answer"}]
     whole = await client.messages.create(model=ANTHROPIC_MODEL, max_tokens=300, messages=msgs)
-    events = []
     async with client.messages.stream(
         model=ANTHROPIC_MODEL, max_tokens=300, messages=msgs
     ) as stream:
-        async for event in stream:
-            events.append(event.type)
+        events = [event.type async for event in stream]
         final = await stream.get_final_message()
     assert final.content[0].text == whole.content[0].text  # type: ignore[union-attr]
     assert final.stop_reason == whole.stop_reason
@@ -168,9 +166,8 @@ async def test_overloaded_and_rate_limited(
         "request_id": "req_sim",
     }
     assert fault["kind"] == "error"
-    async with aiohttp.ClientSession() as s:
-        async with s.delete(f"{sim.url}/_sim/faults") as r:
-            assert (await r.json())["cleared"] == 1
+    async with aiohttp.ClientSession() as s, s.delete(f"{sim.url}/_sim/faults") as r:
+        assert (await r.json())["cleared"] == 1
     await add_fault(sim, model=ANTHROPIC_MODEL, kind="ratelimit", retry_after_s=3)
     with pytest.raises(anthropic.RateLimitError) as rl:
         await client.messages.create(

@@ -12,8 +12,8 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.eventstream import EventStreamBuffer
 from botocore.exceptions import ClientError, EventStreamError
-from test_sim_support import BEDROCK_MODEL, add_fault, sim
 
+from test_sim_support import BEDROCK_MODEL, add_fault, sim
 from tiergate.sim import eventstream
 from tiergate.sim.server import SimServer
 
@@ -190,12 +190,12 @@ async def test_throttling_and_other_errors(sim: SimServer, client: Any) -> None:
 
 
 async def test_unsigned_request_is_refused(sim: SimServer) -> None:
-    async with aiohttp.ClientSession() as s:
-        async with s.post(
-            f"{sim.url}/model/{BEDROCK_MODEL}/converse", json={"messages": _msgs("x")}
-        ) as r:
-            assert r.status == 403
-            assert r.headers["x-amzn-ErrorType"].startswith("MissingAuthenticationTokenException")
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(f"{sim.url}/model/{BEDROCK_MODEL}/converse", json={"messages": _msgs("x")}) as r,
+    ):
+        assert r.status == 403
+        assert r.headers["x-amzn-ErrorType"].startswith("MissingAuthenticationTokenException")
 
 
 async def test_malformed_event_reaches_the_client_unparsed(sim: SimServer, client: Any) -> None:
@@ -214,6 +214,6 @@ async def test_mid_stream_error_is_an_exception_frame(sim: SimServer, client: An
     seen = []
     with pytest.raises(EventStreamError) as err:
         async for event in r["stream"]:
-            seen.append(event)
+            seen.append(event)  # noqa: PERF401 (keep what arrived before the error)
     assert seen and "messageStart" in seen[0]
     assert err.value.response["Error"]["Code"] == "throttlingException"

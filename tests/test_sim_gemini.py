@@ -11,8 +11,8 @@ import jsonschema
 import pytest
 from google import genai
 from google.genai import errors, types
-from test_sim_support import GEMINI_MODEL, add_fault, sim
 
+from test_sim_support import GEMINI_MODEL, add_fault, sim
 from tiergate.sim.server import SimServer
 
 __all__ = ["sim"]

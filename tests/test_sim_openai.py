@@ -9,8 +9,8 @@ import aiohttp
 import jsonschema
 import openai
 import pytest
-from test_sim_support import OPENAI_MODEL, add_fault, sim, stats
 
+from test_sim_support import OPENAI_MODEL, add_fault, sim, stats
 from tiergate.sim.server import SimServer
 
 __all__ = ["sim"]
