@@ -196,7 +196,7 @@ async def _scenario(config: Config, url: str, sim_url: str) -> list[Row]:
 
     async def anthropic_chat(row: Row, **kwargs: Any) -> None:
         raw = await ant.messages.with_raw_response.create(model=row.route, max_tokens=200, **kwargs)
-        msg = raw.parse()
+        msg = await raw.parse()
         note(row, raw.headers, msg.usage.input_tokens, msg.usage.output_tokens)
         block = msg.content[0] if msg.content else None
         if block is not None and block.type == "tool_use":

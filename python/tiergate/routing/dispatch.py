@@ -1,45 +1,50 @@
 """Dispatcher: runs a plan under one deadline.
 
-Every attempt gets the time that remains of the request's deadline, never a fresh
-timeout. A retryable failure moves to the next deployment of the plan; a caller's error
-returns at once. For streams, failover is free until the first event has been obtained;
-after that the caller owns the stream and a failure is its terminal error.
+- One deadline per request: ``x-tiergate-timeout-ms``, else the latency budget × the
+  configured slack, else ``routing.default_timeout_s``. Every attempt gets what remains,
+  never a fresh timeout; when it passes the caller gets 504.
+- A retryable failure moves to the next deployment of the plan (same-tier siblings
+  come before the next tier up: the planner ordered them so). A context-length error
+  skips candidates whose window is not larger; a caller's error returns at once.
+- Retry-After and rate limits cool a deployment down; failures feed outlier ejection.
+- Hedging (opt-in per route, bounded by the hedge budget and the cost ceiling): when
+  the primary has not answered by its own p95, the next candidate starts too; the first
+  answer wins and the other is cancelled, its cost still counted.
+- Streams fail over freely until the first event has been obtained; after that the
+  caller owns the stream (see server/app.py for the terminal error event).
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 
-from tiergate.config import Config
+from tiergate.config import Config, DeploymentConfig
 from tiergate.envelope import ChatRequest, Envelope
 from tiergate.errors import DispatchError, ErrorClass, ProviderError
-from tiergate.providers.base import Adapter, Completion, StreamEvent
-from tiergate.routing.planner import Plan
+from tiergate.providers.base import Adapter, Completion, StreamEvent, Usage
+from tiergate.routing.planner import Plan, Planner
+from tiergate.telemetry.record import AttemptRecord
 
-__all__ = ["Attempt", "Dispatcher", "Outcome", "StreamOutcome"]
-
-# Deadline when neither the caller nor the route gives one.
-DEFAULT_TIMEOUT_S = 120.0
-# Deadline = latency budget × this slack, when only a budget is known.
-BUDGET_SLACK = 2.0
+__all__ = ["Dispatcher", "HedgeBudget", "Outcome", "StreamOutcome", "cost_usd"]
 
 
-@dataclass(slots=True)
-class Attempt:
-    deployment: str
-    ms: float
-    error_class: str | None = None  # None = success
-    status: int | None = None
+def cost_usd(dep: DeploymentConfig, usage: Usage) -> float:
+    """What the provider bills for one call, from the deployment's prices."""
+    cached_price = dep.price.cached if dep.price.cached is not None else dep.price.input
+    fresh = max(usage.input_tokens - usage.cached_tokens, 0)
+    return (fresh * dep.price.input + usage.cached_tokens * cached_price + usage.output_tokens * dep.price.output) / 1e6
 
 
 @dataclass(slots=True)
 class Outcome:
     completion: Completion
     deployment: str
-    attempts: list[Attempt]
+    attempts: list[AttemptRecord]
+    hedged: bool = False
 
 
 @dataclass(slots=True)
@@ -47,101 +52,306 @@ class StreamOutcome:
     first: StreamEvent
     rest: AsyncIterator[StreamEvent]
     deployment: str
-    attempts: list[Attempt] = field(default_factory=list)
+    attempts: list[AttemptRecord] = field(default_factory=list)
     deadline: float = 0.0
+    started: float = 0.0  # monotonic start of the winning attempt
+    ttft_ms: float = 0.0
+
+
+class HedgeBudget:
+    """At most ``share`` of requests may be hedged (with a burst of one)."""
+
+    __slots__ = ("hedges", "requests", "share")
+
+    def __init__(self, share: float) -> None:
+        self.share = share
+        self.requests = 0
+        self.hedges = 0
+
+    def seen(self) -> None:
+        self.requests += 1
+
+    def take(self) -> bool:
+        if self.hedges + 1 > self.share * self.requests + 1:
+            return False
+        self.hedges += 1
+        return True
 
 
 class Dispatcher:
-    __slots__ = ("_adapters", "_config")
+    __slots__ = ("_adapters", "_config", "_planner", "hedges")
 
-    def __init__(self, config: Config, adapters: Mapping[str, Adapter]) -> None:
+    def __init__(self, config: Config, adapters: Mapping[str, Adapter], planner: Planner, hedges: HedgeBudget) -> None:
         self._config = config
         self._adapters = adapters
+        self._planner = planner
+        self.hedges = hedges
 
-    def deadline(self, envelope: Envelope) -> float:
+    def deadline(self, envelope: Envelope, route_budget_ms: float | None) -> float:
         """Monotonic time by which the whole request must be answered."""
+        routing = self._config.routing
         if envelope.timeout_ms is not None:
             budget_s = envelope.timeout_ms / 1000
-        elif envelope.latency_budget_ms is not None:
-            budget_s = envelope.latency_budget_ms / 1000 * BUDGET_SLACK
+        elif envelope.latency_budget_ms is not None or route_budget_ms is not None:
+            ms = envelope.latency_budget_ms if envelope.latency_budget_ms is not None else route_budget_ms
+            assert ms is not None
+            budget_s = ms / 1000 * routing.timeout_slack
         else:
-            budget_s = DEFAULT_TIMEOUT_S
+            budget_s = routing.default_timeout_s
         return time.monotonic() + budget_s
 
-    def _adapter(self, deployment: str) -> tuple[Adapter, float]:
-        dep = self._config.deployments[deployment]
-        return self._adapters[dep.provider], self._config.providers[dep.provider].timeout_s
+    def _budget(self, plan: Plan) -> float | None:
+        r = plan.request
+        return None if r is None or math.isinf(r.latency_budget_ms) else r.latency_budget_ms
 
-    async def complete(self, plan: Plan, request: ChatRequest, envelope: Envelope) -> Outcome:
-        deadline = self.deadline(envelope)
-        attempts: list[Attempt] = []
+    def _usable(self, name: str, min_context: int) -> bool:
+        dep = self._config.deployments[name]
+        return dep.context_window > min_context and self._planner.health.available(name)
+
+    def _record(self, name: str, started: float, start_ns: int, **kw: object) -> AttemptRecord:
+        dep = self._config.deployments[name]
+        return AttemptRecord(
+            deployment=name,
+            provider=self._config.providers[dep.provider].kind,
+            model=dep.model,
+            start_ns=start_ns,
+            ms=round((time.monotonic() - started) * 1000, 3),
+            **kw,  # type: ignore[arg-type]
+        )
+
+    def _failed(self, name: str, exc: ProviderError) -> None:
+        self._planner.health.failure(name, exc.error_class, exc.retry_after_s)
+
+    async def _attempt(
+        self, name: str, request: ChatRequest, envelope: Envelope, deadline: float, attempts: list[AttemptRecord], hedge: bool = False
+    ) -> Completion:
+        """One call; records it, feeds health and the live windows, raises ProviderError."""
+        dep = self._config.deployments[name]
+        adapter = self._adapters[dep.provider]
+        ceiling = self._config.providers[dep.provider].timeout_s
+        started, start_ns = time.monotonic(), time.time_ns()
+        remaining = deadline - started
+        self._planner.limits.spend(name, _tokens_hint(request))
+        try:
+            async with asyncio.timeout(remaining):
+                completion = await adapter.complete(request, dep, min(remaining, ceiling))
+        except TimeoutError:
+            exc = ProviderError(ErrorClass.TIMEOUT, "the request's deadline passed during the attempt")
+            attempts.append(self._record(name, started, start_ns, error_class=exc.error_class.value, hedge=hedge))
+            self._failed(name, exc)
+            raise exc from None
+        except ProviderError as exc:
+            attempts.append(
+                self._record(name, started, start_ns, error_class=exc.error_class.value, status=exc.status, hedge=hedge)
+            )
+            self._failed(name, exc)
+            raise
+        except asyncio.CancelledError:
+            # Lost a hedge race (or the caller went away): the prompt was still sent.
+            est = Usage(input_tokens=_tokens_hint(request))
+            attempts.append(
+                self._record(name, started, start_ns, error_class="cancelled", hedge=hedge, cancelled=True, cost_usd=cost_usd(dep, est))
+            )
+            raise
+        record = self._record(
+            name,
+            started,
+            start_ns,
+            status=200,
+            hedge=hedge,
+            input_tokens=completion.usage.input_tokens,
+            output_tokens=completion.usage.output_tokens,
+            cost_usd=cost_usd(dep, completion.usage),
+            finish_reason=completion.finish_reason,
+        )
+        attempts.append(record)
+        self._planner.health.success(name)
+        self._planner.observe(envelope.route, name, None, record.ms, completion.usage.output_tokens, streamed=False)
+        return completion
+
+    async def complete(
+        self, plan: Plan, request: ChatRequest, envelope: Envelope, attempts: list[AttemptRecord]
+    ) -> Outcome:
+        """Runs the plan; every attempt is appended to ``attempts`` (also when it raises)."""
+        deadline = self.deadline(envelope, self._budget(plan))
+        self.hedges.seen()
         last: ProviderError | None = None
-        for name in plan.deployments:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            adapter, ceiling = self._adapter(name)
-            dep = self._config.deployments[name]
-            started = time.monotonic()
-            try:
-                async with asyncio.timeout(remaining):
-                    completion = await adapter.complete(request, dep, min(remaining, ceiling))
-            except TimeoutError:
-                last = ProviderError(ErrorClass.TIMEOUT, "deadline reached during the attempt")
-                attempts.append(Attempt(name, _ms(started), last.error_class.value))
+        min_context = 0
+        queue = list(plan.deployments)
+        hedged = False
+        while queue:
+            name = queue.pop(0)
+            if not self._usable(name, min_context):
                 continue
+            if time.monotonic() >= deadline:
+                break
+            try:
+                if plan.hedge and not hedged:
+                    backup = self._hedge_partner(queue, plan, min_context)
+                    if backup is not None:
+                        completion, winner, hedged = await self._hedged(
+                            plan, name, backup, queue, request, envelope, deadline, attempts
+                        )
+                        return Outcome(completion, winner, attempts, hedged)
+                completion = await self._attempt(name, request, envelope, deadline, attempts)
+                return Outcome(completion, name, attempts, hedged)
             except ProviderError as exc:
-                attempts.append(Attempt(name, _ms(started), exc.error_class.value, exc.status))
                 if not exc.retryable:
                     raise _caller_error(exc) from None
                 last = exc
-                continue
-            attempts.append(Attempt(name, _ms(started)))
-            return Outcome(completion, name, attempts)
+                if exc.error_class is ErrorClass.CONTEXT_LENGTH:
+                    min_context = max(min_context, self._config.deployments[name].context_window)
         raise _exhausted(last, attempts, deadline)
 
-    async def stream(self, plan: Plan, request: ChatRequest, envelope: Envelope) -> StreamOutcome:
+    def _hedge_partner(self, queue: list[str], plan: Plan, min_context: int) -> str | None:
+        r = plan.request
+        for candidate in queue:
+            if not self._usable(candidate, min_context):
+                continue
+            if r is not None and not math.isinf(r.max_cost_usd):
+                # Both calls may be billed: the pair must fit under the ceiling.
+                primary = self._config.deployments[plan.deployments[0]]
+                backup = self._config.deployments[candidate]
+                usage = Usage(r.prompt_tokens, r.expected_output_tokens)
+                if cost_usd(primary, usage) + cost_usd(backup, usage) > r.max_cost_usd:
+                    return None
+            return candidate
+        return None
+
+    async def _hedged(
+        self,
+        plan: Plan,
+        primary: str,
+        backup: str,
+        queue: list[str],
+        request: ChatRequest,
+        envelope: Envelope,
+        deadline: float,
+        attempts: list[AttemptRecord],
+    ) -> tuple[Completion, str, bool]:
+        """Primary alone until its p95, then both; the first success wins."""
+        expected = plan.request.expected_output_tokens if plan.request is not None else 0
+        p95_ms = self._planner.router.predicted_latency(self._planner.index[primary], expected)
+        first = asyncio.ensure_future(self._attempt(primary, request, envelope, deadline, attempts))
+        done, _ = await asyncio.wait({first}, timeout=max(0.0, min(p95_ms / 1000, deadline - time.monotonic())))
+        if first in done or not self.hedges.take():
+            return await first, primary, False
+        queue.remove(backup)
+        second = asyncio.ensure_future(self._attempt(backup, request, envelope, deadline, attempts, hedge=True))
+        pending = {first, second}
+        names = {first: primary, second: backup}
+        error: ProviderError | None = None
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                exc = task.exception()
+                if exc is None:
+                    for other in pending:
+                        other.cancel()
+                    await asyncio.gather(*pending, return_exceptions=True)
+                    return task.result(), names[task], True
+                if isinstance(exc, ProviderError):
+                    if not exc.retryable:
+                        for other in pending:
+                            other.cancel()
+                        await asyncio.gather(*pending, return_exceptions=True)
+                    error = exc
+                else:
+                    raise exc
+        assert error is not None
+        raise error
+
+    async def stream(
+        self, plan: Plan, request: ChatRequest, envelope: Envelope, attempts: list[AttemptRecord]
+    ) -> StreamOutcome:
         """Opens the stream on the first deployment that yields an event before the deadline."""
-        deadline = self.deadline(envelope)
-        attempts: list[Attempt] = []
+        deadline = self.deadline(envelope, self._budget(plan))
+        self.hedges.seen()
         last: ProviderError | None = None
+        min_context = 0
         for name in plan.deployments:
+            if not self._usable(name, min_context):
+                continue
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
-            adapter, ceiling = self._adapter(name)
             dep = self._config.deployments[name]
-            started = time.monotonic()
+            adapter = self._adapters[dep.provider]
+            ceiling = self._config.providers[dep.provider].timeout_s
+            started, start_ns = time.monotonic(), time.time_ns()
+            self._planner.limits.spend(name, _tokens_hint(request))
             events = adapter.stream(request, dep, min(remaining, ceiling))
             try:
                 async with asyncio.timeout(remaining):
                     first = await anext(events)
-            except (TimeoutError, StopAsyncIteration) as exc:
+            except (TimeoutError, StopAsyncIteration, ProviderError) as exc:
                 await _aclose(events)
-                kind = ErrorClass.TIMEOUT if isinstance(exc, TimeoutError) else ErrorClass.SERVER_ERROR
-                last = ProviderError(kind, "no first event from the provider")
-                attempts.append(Attempt(name, _ms(started), kind.value))
+                if isinstance(exc, ProviderError):
+                    error = exc
+                elif isinstance(exc, TimeoutError):
+                    error = ProviderError(ErrorClass.TIMEOUT, "no first event before the deadline")
+                else:
+                    error = ProviderError(ErrorClass.SERVER_ERROR, "the stream ended before its first event")
+                attempts.append(
+                    self._record(name, started, start_ns, error_class=error.error_class.value, status=error.status)
+                )
+                self._failed(name, error)
+                if not error.retryable:
+                    raise _caller_error(error) from None
+                last = error
+                if error.error_class is ErrorClass.CONTEXT_LENGTH:
+                    min_context = max(min_context, dep.context_window)
                 continue
-            except ProviderError as exc:
-                await _aclose(events)
-                attempts.append(Attempt(name, _ms(started), exc.error_class.value, exc.status))
-                if not exc.retryable:
-                    raise _caller_error(exc) from None
-                last = exc
-                continue
-            attempts.append(Attempt(name, _ms(started)))
-            return StreamOutcome(first, events, name, attempts, deadline)
+            ttft = (time.monotonic() - started) * 1000
+            return StreamOutcome(first, events, name, attempts, deadline, started, ttft)
         raise _exhausted(last, attempts, deadline)
+
+    def stream_finished(
+        self,
+        outcome: StreamOutcome,
+        envelope: Envelope,
+        usage: Usage | None,
+        finish_reason: str | None,
+        error: ProviderError | None,
+    ) -> AttemptRecord:
+        """Account for the winning stream once it ended (completed or failed mid-way)."""
+        name = outcome.deployment
+        dep = self._config.deployments[name]
+        start_ns = time.time_ns() - int((time.monotonic() - outcome.started) * 1e9)
+        used = usage or Usage()
+        record = self._record(
+            name,
+            outcome.started,
+            start_ns,
+            status=200 if error is None else error.status,
+            error_class=None if error is None else error.error_class.value,
+            ttft_ms=round(outcome.ttft_ms, 3),
+            input_tokens=used.input_tokens,
+            output_tokens=used.output_tokens,
+            cost_usd=cost_usd(dep, used),
+            finish_reason=finish_reason,
+        )
+        outcome.attempts.append(record)
+        if error is None:
+            self._planner.health.success(name)
+            self._planner.observe(envelope.route, name, outcome.ttft_ms, record.ms, used.output_tokens, streamed=True)
+        else:
+            self._failed(name, error)
+        return record
+
+
+def _tokens_hint(request: ChatRequest) -> int:
+    """A cheap size estimate for budgets (4 bytes a token); the planner has the real one."""
+    return len(request.raw) // 4 + (request.max_tokens or 0)
 
 
 async def _aclose(events: AsyncIterator[StreamEvent]) -> None:
     close = getattr(events, "aclose", None)
     if close is not None:
-        await close()
-
-
-def _ms(started: float) -> float:
-    return round((time.monotonic() - started) * 1000, 3)
+        try:
+            await close()
+        except Exception:  # closing a failed stream must not mask the failure
+            pass
 
 
 def _caller_error(exc: ProviderError) -> DispatchError:
@@ -149,10 +359,12 @@ def _caller_error(exc: ProviderError) -> DispatchError:
         return DispatchError(
             exc.message, status=400, type="invalid_request_error", code="content_policy_violation", last=exc
         )
-    return DispatchError(exc.message, status=exc.status or 400, type="invalid_request_error", code="provider_rejected", last=exc)
+    return DispatchError(
+        exc.message, status=exc.status or 400, type="invalid_request_error", code="provider_rejected", last=exc
+    )
 
 
-def _exhausted(last: ProviderError | None, attempts: list[Attempt], deadline: float) -> DispatchError:
+def _exhausted(last: ProviderError | None, attempts: list[AttemptRecord], deadline: float) -> DispatchError:
     if time.monotonic() >= deadline or (last is not None and last.error_class is ErrorClass.TIMEOUT):
         return DispatchError(
             f"the request's deadline passed after {len(attempts)} attempt(s)",
@@ -163,7 +375,11 @@ def _exhausted(last: ProviderError | None, attempts: list[Attempt], deadline: fl
         )
     if not attempts:
         return DispatchError(
-            "no deployment of this route is available", status=503, type="service_unavailable", code="no_candidate"
+            "no deployment of this route is available (all ejected, cooling down or infeasible)",
+            status=503,
+            type="service_unavailable",
+            code="no_candidate",
+            last=last,
         )
     summary = ", ".join(f"{a.deployment}: {a.error_class}" for a in attempts)
     status = 429 if last is not None and last.error_class is ErrorClass.RATE_LIMITED else 502

@@ -1,64 +1,349 @@
-"""Planner: from a canonical request and its envelope to an ordered plan of deployments.
+"""Planner: from a canonical request and its envelope to a ranked plan of deployments.
 
-This is the seam the routing decision plugs into. The first version orders a route's
-candidates by configuration alone: a pinned deployment first, then its same-tier
-siblings, then the tiers above; a tier or ``auto`` route cheapest first. The envelope
-policy of the Rust core replaces the ordering without changing this interface.
+Everything that does not depend on the request is compiled once per config into the
+core's :class:`~tiergate._core.Router` (candidate table, priors, live latency windows)
+and into bitmasks (route scopes, tenant allow-lists). Per request the planner builds
+the feature record — capability bits, estimated prompt tokens, output bound and
+expectation, envelope constraints, what is unavailable — and asks the core for the
+ranked plan (DESIGN.md §3). Quality comes from a :class:`QualityModel`: a prior per tier
+adjusted by a request-difficulty heuristic until the learned classifier is loaded.
+
+If the decision takes longer than ``routing.decision_budget_ms``, the route's default
+deployment serves and the plan says so.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from tiergate.config import Config
+from tiergate import _core
+from tiergate.config import Config, RouteConfig
 from tiergate.envelope import ChatRequest, Envelope
 from tiergate.errors import RequestError
+from tiergate.routing.health import Health
+from tiergate.routing.limits import Limits
+from tiergate.routing.tenants import TenantPolicy
 
-__all__ = ["Plan", "Planner"]
+__all__ = ["HeuristicQuality", "Plan", "Planner", "QualityModel", "Request"]
+
+_CAP_BITS = {
+    "tools": _core.CAP_TOOLS,
+    "json_schema": _core.CAP_JSON_SCHEMA,
+    "vision": _core.CAP_VISION,
+    "streaming": _core.CAP_STREAMING,
+}
+_RELAXED = ((_core.RELAX_LATENCY, "latency"), (_core.RELAX_COST, "cost"), (_core.RELAX_QUALITY, "quality"))
+_VERDICTS = (
+    (_core.V_CAPABILITY, "capability"),
+    (_core.V_CONTEXT, "context"),
+    (_core.V_UNAVAILABLE, "unavailable"),
+    (_core.V_NOT_ALLOWED, "not_allowed"),
+    (_core.V_LATENCY, "latency"),
+    (_core.V_COST, "cost"),
+    (_core.V_QUALITY, "quality"),
+)
+# Output tokens expected of a route before any answer was seen.
+INITIAL_OUTPUT_TOKENS = 256.0
+# Weight of the newest answer in a route's rolling mean of output tokens.
+OUTPUT_EWMA_ALPHA = 0.05
+
+
+@dataclass(slots=True)
+class Request:
+    """The feature record of one request, as the core receives it."""
+
+    required_caps: int
+    prompt_tokens: int
+    max_output_tokens: int
+    expected_output_tokens: int
+    latency_budget_ms: float
+    max_cost_usd: float
+    min_quality: float
+    allowed_mask: int
+    unavailable_mask: int
+    flags: int
+
+    def args(self) -> tuple[int, int, int, int, float, float, float, int, int, int]:
+        return (
+            self.required_caps,
+            self.prompt_tokens,
+            self.max_output_tokens,
+            self.expected_output_tokens,
+            self.latency_budget_ms,
+            self.max_cost_usd,
+            self.min_quality,
+            self.allowed_mask,
+            self.unavailable_mask,
+            self.flags,
+        )
 
 
 @dataclass(slots=True)
 class Plan:
     deployments: list[str]  # primary first, then the fallback chain
-    reason: str = "config-order"
+    reason: str = "envelope"
     decision_us: float = 0.0
     relaxed: list[str] = field(default_factory=list)
+    request: Request | None = None
+    qualities: list[float] | None = None
+    hedge: bool = False
+
+    def predicted_quality(self, planner: Planner, deployment: str) -> float | None:
+        if self.qualities is None:
+            return None
+        return self.qualities[planner.index[deployment]]
+
+
+class QualityModel(Protocol):
+    """Predicted probability of a correct answer, per router candidate, for one request."""
+
+    def predict(self, request: ChatRequest, prompt_tokens: int) -> list[float]: ...
+
+
+class HeuristicQuality:
+    """A prior per deployment (its own ``quality_prior`` or its tier's) lowered for hard
+    requests: ``q = prior ** (1 + difficulty)``, difficulty in [0, 1] from prompt length,
+    code, tools, schemas and multi-step wording. Small models lose more on hard requests."""
+
+    __slots__ = ("_priors",)
+
+    def __init__(self, priors: list[float]) -> None:
+        self._priors = priors
+
+    @staticmethod
+    def difficulty(request: ChatRequest, prompt_tokens: int) -> float:
+        d = min(prompt_tokens / 8000.0, 0.4)
+        text = request.messages[-1].text if request.messages else ""
+        if "```" in text or "def " in text or "function " in text:
+            d += 0.2
+        if request.tools:
+            d += 0.1
+        if request.response_format.kind == "json_schema":
+            d += 0.1
+        lowered = text.lower()
+        if any(w in lowered for w in ("prove", "step by step", "derive", "optimi", "analy")):
+            d += 0.2
+        return min(d, 1.0)
+
+    def predict(self, request: ChatRequest, prompt_tokens: int) -> list[float]:
+        exponent = 1.0 + self.difficulty(request, prompt_tokens)
+        return [p**exponent for p in self._priors]
+
+
+def tier_prior(rank: int, tiers: int) -> float:
+    """Default quality prior of a tier: 0.70 for the smallest up to 0.95 for the largest."""
+    return 0.95 if tiers <= 1 else 0.70 + 0.25 * rank / (tiers - 1)
 
 
 class Planner:
-    __slots__ = ("_blended", "_config", "_order_by_tier")
+    __slots__ = (
+        "_all",
+        "_budget_us",
+        "_config",
+        "_output_mean",
+        "_scopes",
+        "_tier_masks",
+        "health",
+        "index",
+        "limits",
+        "names",
+        "quality",
+        "router",
+    )
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, previous: Planner | None = None) -> None:
         self._config = config
-        # Work that does not depend on the request is done once, here.
-        deps = config.deployments
-        self._blended = {n: d.price.input + 3 * d.price.output for n, d in deps.items()}
-        self._order_by_tier = {
-            tier: sorted((n for n, d in deps.items() if d.tier == tier), key=self._blended.__getitem__)
-            for tier in config.tiers
-        }
-
-    def plan(self, request: ChatRequest, envelope: Envelope) -> Plan:
-        start = time.perf_counter_ns()
-        route = self._config.resolve_route(envelope.route)
-        if route is None:
-            raise RequestError(
-                f"unknown model {envelope.route!r}; GET /v1/models lists the routes",
-                param="model",
-                status=404,
-                code="model_not_found",
+        routing = config.routing
+        self.names = list(config.deployments)
+        self.index = {name: i for i, name in enumerate(self.names)}
+        rows = []
+        priors = []
+        for name, dep in config.deployments.items():
+            rank = config.tier_rank(dep.tier)
+            prior = dep.quality_prior if dep.quality_prior is not None else tier_prior(rank, len(config.tiers))
+            priors.append(prior)
+            caps = 0
+            for cap in dep.capabilities:
+                caps |= _CAP_BITS[cap]
+            cached = dep.price.cached if dep.price.cached is not None else dep.price.input
+            rows.append(
+                (name, rank, dep.price.input, dep.price.output, cached, dep.context_window, caps,
+                 dep.latency_prior.ttft_ms, dep.latency_prior.tpot_ms, prior)
             )
+        self.router = _core.Router(
+            rows,
+            window_s=routing.window_s,
+            min_samples=routing.min_samples,
+            previous=previous.router if previous is not None else None,
+        )
+        self.quality: QualityModel = HeuristicQuality(priors)
+        tiers = {name: dep.tier for name, dep in config.deployments.items()}
+        self.health = Health(routing.ejection, tiers, self.index, previous.health if previous else None)
+        self.limits = Limits(config.deployments, self.index, routing.limit_headroom, previous.limits if previous else None)
+        self._all = (1 << len(self.names)) - 1
+        self._tier_masks = {
+            tier: sum(1 << i for i, n in enumerate(self.names) if tiers[n] == tier) for tier in config.tiers
+        }
+        self._scopes: dict[str, tuple[RouteConfig, int, int]] = {
+            name: self._scope(name) for name in config.route_names()
+        }
+        self._output_mean: dict[str, float] = dict(previous._output_mean) if previous is not None else {}
+        self._budget_us = routing.decision_budget_ms * 1000
+
+    def _scope(self, name: str) -> tuple[RouteConfig, int, int]:
+        """(route, candidates it may use, candidates that come first)."""
+        route = self._config.resolve_route(name)
+        assert route is not None
         tiers = self._config.tiers
         if route.deployment is not None:
-            pinned = route.deployment
-            rank = tiers.index(self._config.deployments[pinned].tier)
-            order = [pinned] + [d for d in self._order_by_tier[tiers[rank]] if d != pinned]
-            for tier in tiers[rank + 1 :]:
-                order.extend(self._order_by_tier[tier])
-        elif route.tier is not None:
+            rank = self._config.tier_rank(self._config.deployments[route.deployment].tier)
+            scope = sum(self._tier_masks[t] for t in tiers[rank:])
+            return route, scope, 1 << self.index[route.deployment]
+        if route.tier is not None:
             rank = tiers.index(route.tier)
-            order = [d for tier in tiers[rank:] for d in self._order_by_tier[tier]]
+            return route, sum(self._tier_masks[t] for t in tiers[rank:]), self._tier_masks[route.tier]
+        return route, self._all, self._all
+
+    def route(self, name: str) -> RouteConfig:
+        return self._lookup(name)[0]
+
+    def _lookup(self, name: str) -> tuple[RouteConfig, int, int]:
+        scope = self._scopes.get(name)
+        if scope is None:
+            raise RequestError(
+                f"unknown model {name!r}; GET /v1/models lists the routes",
+                param="model",
+                status=404,
+                type="invalid_request_error",
+                code="model_not_found",
+            )
+        return scope
+
+    def features(self, request: ChatRequest, envelope: Envelope, tenant: TenantPolicy) -> Request:
+        route, scope, _ = self._lookup(envelope.route)
+        caps = 0
+        if request.tools and request.tool_choice != "none":
+            caps |= _core.CAP_TOOLS
+        if request.response_format.kind == "json_schema":
+            caps |= _core.CAP_JSON_SCHEMA
+        if request.stream:
+            caps |= _core.CAP_STREAMING
+        if request.has_images:
+            caps |= _core.CAP_VISION
+        prompt_tokens = _core.estimate_tokens(request.raw) if request.raw else 0
+        mean = self._output_mean.get(route_key(envelope.route), INITIAL_OUTPUT_TOKENS)
+        expected = min(request.max_tokens, mean) if request.max_tokens else mean
+        budget = _first(envelope.latency_budget_ms, tenant.latency_budget_ms, route.latency_budget_ms)
+        ceiling = _first(envelope.max_cost_usd, tenant.max_cost_usd, route.max_cost_usd)
+        floor = _first(envelope.min_quality, tenant.min_quality, route.min_quality)
+        now = time.monotonic()
+        unavailable = self.health.unavailable_mask(now) | self.limits.near_limit_mask(
+            prompt_tokens + int(expected), now
+        )
+        return Request(
+            caps,
+            prompt_tokens,
+            request.max_tokens or int(math.ceil(expected)),
+            int(math.ceil(expected)),
+            budget if budget is not None else math.inf,
+            ceiling if ceiling is not None else math.inf,
+            floor if floor is not None else 0.0,
+            scope & tenant.allowed_mask,
+            unavailable,
+            1 if self._config.routing.allow_quality_relax else 0,
+        )
+
+    def plan(self, request: ChatRequest, envelope: Envelope, tenant: TenantPolicy) -> Plan:
+        start = time.perf_counter_ns()
+        route, _, first = self._lookup(envelope.route)
+        features = self.features(request, envelope, tenant)
+        qualities = self.quality.predict(request, features.prompt_tokens)
+        order, relaxed_bits = self.router.plan(*features.args(), qualities=qualities)
+        # Route scope: its own tier (or pinned deployment) leads, wider tiers follow.
+        names = self.names
+        plan = [names[i] for i in order if first >> i & 1] + [names[i] for i in order if not first >> i & 1]
+        if route.deployment is not None and route.deployment not in plan:
+            if self.health.available(route.deployment):
+                plan.insert(0, route.deployment)
+        elapsed_us = (time.perf_counter_ns() - start) / 1000
+        relaxed = [label for bit, label in _RELAXED if relaxed_bits & bit]
+        reason = "envelope"
+        if elapsed_us > self._budget_us:
+            default = route.default or (plan[0] if plan else None)
+            if default is not None:
+                plan = [default] + [d for d in plan if d != default]
+            reason = "decision-budget-exceeded"
+        elif not plan:
+            reason = "nothing-feasible"
+        return Plan(plan, reason, elapsed_us, relaxed, features, qualities, route.hedge)
+
+    def explain(self, request: ChatRequest, envelope: Envelope, tenant: TenantPolicy) -> dict[str, object]:
+        plan = self.plan(request, envelope, tenant)
+        assert plan.request is not None
+        rows = self.router.explain(*plan.request.args(), qualities=plan.qualities)
+        candidates = []
+        for idx, bits, latency, cost, quality in rows:
+            name = self.names[idx]
+            dep = self._config.deployments[name]
+            candidates.append(
+                {
+                    "deployment": name,
+                    "provider": dep.provider,
+                    "model": dep.model,
+                    "tier": dep.tier,
+                    "feasible": bits == 0,
+                    "failed": [label for bit, label in _VERDICTS if bits & bit],
+                    "predicted_latency_ms": round(latency, 3),
+                    "expected_cost_usd": cost,
+                    "predicted_quality": round(quality, 4),
+                }
+            )
+        r = plan.request
+        return {
+            "route": envelope.route,
+            "tenant": envelope.tenant,
+            "request": {
+                "prompt_tokens": r.prompt_tokens,
+                "max_output_tokens": r.max_output_tokens,
+                "expected_output_tokens": r.expected_output_tokens,
+                "latency_budget_ms": None if math.isinf(r.latency_budget_ms) else r.latency_budget_ms,
+                "max_cost_usd": None if math.isinf(r.max_cost_usd) else r.max_cost_usd,
+                "min_quality": r.min_quality,
+                "required": [label for label, bit in _CAP_BITS.items() if r.required_caps & bit],
+            },
+            "candidates": candidates,
+            "plan": plan.deployments,
+            "relaxed": plan.relaxed,
+            "reason": plan.reason,
+            "decision_us": round(plan.decision_us, 1),
+        }
+
+    def observe(self, route: str, deployment: str, ttft_ms: float | None, total_ms: float, output_tokens: int, streamed: bool) -> None:
+        """Feed the live windows and the route's output-token mean after an attempt succeeded."""
+        idx = self.index[deployment]
+        if streamed and ttft_ms is not None:
+            tpot = (total_ms - ttft_ms) / (output_tokens - 1) if output_tokens > 1 else math.nan
+            self.router.record(idx, ttft_ms, tpot, total_ms)
         else:
-            order = [d for tier in tiers for d in self._order_by_tier[tier]]
-        return Plan(order, decision_us=(time.perf_counter_ns() - start) / 1000)
+            # A whole answer: the first token came at total − generation time, estimated
+            # with the deployment's current time per token.
+            tpot_p50 = self._config.deployments[deployment].latency_prior.tpot_ms
+            ttft = max(total_ms - output_tokens * tpot_p50, total_ms * 0.1)
+            self.router.record(idx, ttft, math.nan, total_ms)
+        key = route_key(route)
+        mean = self._output_mean.get(key, INITIAL_OUTPUT_TOKENS)
+        self._output_mean[key] = mean + OUTPUT_EWMA_ALPHA * (output_tokens - mean)
+
+
+def route_key(route: str) -> str:
+    return route
+
+
+def _first(*values: float | None) -> float | None:
+    for v in values:
+        if v is not None:
+            return v
+    return None

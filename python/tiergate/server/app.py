@@ -1,9 +1,10 @@
 """The traffic port: OpenAI and Anthropic surfaces over one request pipeline.
 
 Phases of a request, each a named function with one job (as pingora's ``ProxyHttp``):
-``read_body`` → ``parse`` (surface → canonical) → ``make_envelope`` (headers) →
-planner → dispatcher → render (canonical → the caller's shape) → response headers.
-Errors leave in the caller's API shape from one middleware.
+``read_body`` → parse (surface → canonical) → ``make_envelope`` (headers) → tenant →
+idempotency (replay / coalesce / lead) → planner → dispatcher → render (canonical → the
+caller's shape) → ``finish`` (record for telemetry, spend). Errors leave in the
+caller's API shape from one middleware.
 """
 
 from __future__ import annotations
@@ -11,16 +12,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import orjson
 from aiohttp import web
 
 from tiergate.envelope import ChatRequest, Envelope
-from tiergate.errors import DispatchError, RequestError
-from tiergate.providers.base import StreamEnd
-from tiergate.routing.dispatch import Attempt
+from tiergate.errors import DispatchError, ErrorClass, ProviderError, RequestError
+from tiergate.providers.base import StreamEnd, Usage
+from tiergate.routing.idempotency import Flight, Idempotency, Recorded
+from tiergate.routing.planner import Plan
 from tiergate.server.parse_anthropic import parse_anthropic_request
 from tiergate.server.parse_openai import parse_openai_request
 from tiergate.server.render_anthropic import (
@@ -33,30 +36,46 @@ from tiergate.server.render_openai import (
     openai_error_body,
     render_openai_completion,
 )
-from tiergate.server.state import Gateway
+from tiergate.server.state import Gateway, Runtime
+from tiergate.telemetry.record import AttemptRecord, RequestRecord
 
-__all__ = ["GATEWAY", "make_app"]
+__all__ = ["RUNTIME", "SINK", "RecordSink", "make_app"]
 
 log = logging.getLogger("tiergate.server")
 
-GATEWAY: web.AppKey[Gateway] = web.AppKey("gateway", Gateway)
+
+class RecordSink(Protocol):
+    """Where finished request records go (telemetry); must not block."""
+
+    def record(self, rec: RequestRecord) -> None: ...
+
+
+class _NoSink:
+    def record(self, rec: RequestRecord) -> None:
+        return None
+
+
+RUNTIME: web.AppKey[Runtime] = web.AppKey("runtime", Runtime)
+SINK: web.AppKey[RecordSink] = web.AppKey("sink", RecordSink)  # type: ignore[type-abstract]
 Surface = Literal["openai", "anthropic"]
 JSON = "application/json"
-
-# Seconds a streamed response may go without a chunk from the provider.
-INTER_CHUNK_TIMEOUT_S = 30.0
+_JSON_HEADERS = (("content-type", JSON),)
 
 
 def _surface(request: web.Request) -> Surface:
     return "anthropic" if request.path.startswith("/v1/messages") else "openai"
 
 
-def error_response(surface: Surface, exc: RequestError | DispatchError) -> web.Response:
+def error_body(surface: Surface, exc: RequestError | DispatchError) -> bytes:
     body = anthropic_error_body(exc) if surface == "anthropic" else openai_error_body(exc)
+    return orjson.dumps(body)
+
+
+def error_response(surface: Surface, exc: RequestError | DispatchError) -> web.Response:
     headers = {}
     if isinstance(exc, DispatchError) and exc.last is not None and exc.last.retry_after_s:
         headers["retry-after"] = str(max(1, round(exc.last.retry_after_s)))
-    return web.Response(body=orjson.dumps(body), status=exc.status, content_type=JSON, headers=headers)
+    return web.Response(body=error_body(surface, exc), status=exc.status, content_type=JSON, headers=headers)
 
 
 @web.middleware
@@ -86,7 +105,9 @@ async def read_body(request: web.Request, limit: int, timeout_s: float) -> bytes
     """The whole body, refusing more than ``limit`` bytes or a client slower than ``timeout_s``."""
     length = request.content_length
     if length is not None and length > limit:
-        raise RequestError(f"request body of {length} bytes exceeds the limit of {limit} bytes", status=413, code="request_too_large")
+        raise RequestError(
+            f"request body of {length} bytes exceeds the limit of {limit} bytes", status=413, code="request_too_large"
+        )
     chunks: list[bytes] = []
     size = 0
     try:
@@ -102,7 +123,7 @@ async def read_body(request: web.Request, limit: int, timeout_s: float) -> bytes
         raise RequestError(
             f"the request body did not arrive within {timeout_s:g} s", status=408, code="request_timeout"
         ) from None
-    return b"".join(chunks)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def parse_json(raw: bytes) -> Any:
@@ -125,14 +146,17 @@ def _header_number(request: web.Request, name: str, low: float, high: float) -> 
     try:
         number = float(value)
     except ValueError:
-        raise RequestError(f"header `{name}` must be a number; got {value!r}", param=name) from None
+        raise RequestError(f"header `{name}` must be a number; got {value[:32]!r}", param=name) from None
     if not low <= number <= high:
         raise RequestError(f"header `{name}` must be between {low:g} and {high:g}", param=name)
     return number
 
 
-def make_envelope(request: web.Request, chat: ChatRequest, surface: Surface) -> Envelope:
+def make_envelope(request: web.Request, chat: ChatRequest, surface: Surface, request_id: str) -> Envelope:
     inf = float("inf")
+    key = request.headers.get("idempotency-key")
+    if key is not None and not 0 < len(key) <= 256:
+        raise RequestError("header `Idempotency-Key` must be 1-256 characters", param="Idempotency-Key")
     return Envelope(
         surface=surface,
         route=chat.model,
@@ -141,119 +165,278 @@ def make_envelope(request: web.Request, chat: ChatRequest, surface: Surface) -> 
         max_cost_usd=_header_number(request, "x-tiergate-max-cost-usd", 0, inf),
         min_quality=_header_number(request, "x-tiergate-min-quality", 0, 1),
         timeout_ms=_header_number(request, "x-tiergate-timeout-ms", 1, inf),
-        idempotency_key=request.headers.get("idempotency-key"),
-        request_id=os.urandom(12).hex(),
+        idempotency_key=key,
+        request_id=request_id,
     )
 
 
-def _headers(envelope: Envelope, deployment: str, attempts: list[Attempt], decision_us: float, relaxed: list[str]) -> dict[str, str]:
-    headers = {
-        "x-request-id": envelope.request_id,
-        "x-tiergate-deployment": deployment,
-        "x-tiergate-attempts": str(len(attempts)),
-        "x-tiergate-decision-us": f"{decision_us:.1f}",
-    }
-    if relaxed:
-        headers["x-tiergate-relaxed"] = ",".join(relaxed)
+def _decision_headers(record: RequestRecord, plan: Plan, attempts: int) -> list[tuple[str, str]]:
+    headers = [
+        ("x-request-id", record.request_id),
+        ("x-tiergate-deployment", record.deployment or ""),
+        ("x-tiergate-attempts", str(attempts)),
+        ("x-tiergate-decision-us", f"{plan.decision_us:.1f}"),
+    ]
+    if plan.relaxed:
+        headers.append(("x-tiergate-relaxed", ",".join(plan.relaxed)))
     return headers
 
 
-async def _chat(request: web.Request, surface: Surface) -> web.StreamResponse:
-    gateway = request.app[GATEWAY]
-    server = gateway.config.server
-    raw = await read_body(request, server.max_body_bytes, server.client_timeout_s)
-    body = parse_json(raw)
-    parse = parse_anthropic_request if surface == "anthropic" else parse_openai_request
-    chat = parse(body, raw)
-    envelope = make_envelope(request, chat, surface)
-    plan = gateway.planner.plan(chat, envelope)
-    if chat.stream:
-        return await _stream(request, gateway, chat, envelope, plan.decision_us, plan.relaxed, plan)
-    outcome = await gateway.dispatcher.complete(plan, chat, envelope)
-    headers = _headers(envelope, outcome.deployment, outcome.attempts, plan.decision_us, plan.relaxed)
-    c = outcome.completion
-    if surface == "anthropic":
-        payload = render_anthropic_message(c, f"msg_{envelope.request_id}", c.model)
-    else:
-        payload = render_openai_completion(c, f"chatcmpl-{envelope.request_id}", c.model)
-    return web.Response(body=orjson.dumps(payload), content_type=JSON, headers=headers)
+def _account(gw: Gateway, record: RequestRecord, attempts: list[AttemptRecord]) -> None:
+    """Fold the attempts into the record: who served, tokens, cost (every attempt billed)."""
+    record.attempts = attempts
+    record.cost_usd = sum(a.cost_usd for a in attempts)
+    winners = [a for a in attempts if a.error_class is None]
+    record.fallbacks = sum(1 for a in attempts if a.error_class is not None and not a.cancelled)
+    record.hedged = any(a.hedge for a in attempts)
+    if winners:
+        w = winners[-1]
+        dep = gw.config.deployments[w.deployment]
+        record.deployment, record.provider, record.tier = w.deployment, w.provider, dep.tier
+        record.input_tokens, record.output_tokens = w.input_tokens, w.output_tokens
+        record.finish_reason = w.finish_reason
+        if w.ttft_ms is not None:
+            record.ttft_ms = w.ttft_ms
+    if record.cost_usd:
+        gw.tenants.add_spend(record.tenant, record.cost_usd)
 
 
-async def _stream(
-    request: web.Request,
-    gateway: Gateway,
-    chat: ChatRequest,
-    envelope: Envelope,
-    decision_us: float,
-    relaxed: list[str],
-    plan: Any,
-) -> web.StreamResponse:
-    outcome = await gateway.dispatcher.stream(plan, chat, envelope)
-    model = gateway.config.deployments[outcome.deployment].model
-    renderer: OpenAIStreamRenderer | AnthropicStreamRenderer
-    if envelope.surface == "anthropic":
-        renderer = AnthropicStreamRenderer(f"msg_{envelope.request_id}", model)
-    else:
-        renderer = OpenAIStreamRenderer(f"chatcmpl-{envelope.request_id}", model, chat.include_usage)
-    headers = _headers(envelope, outcome.deployment, outcome.attempts, decision_us, relaxed)
-    headers["cache-control"] = "no-cache"
-    response = web.StreamResponse(headers=headers)
-    response.content_type = "text/event-stream"
-    await response.prepare(request)
-    await response.write(renderer.render(outcome.first))
-    if isinstance(outcome.first, StreamEnd):
+class Pipeline:
+    """One request's trip through the phases. Holds nothing beyond the request."""
+
+    __slots__ = ("gw", "record", "request", "sink", "surface")
+
+    def __init__(self, request: web.Request, surface: Surface) -> None:
+        self.request = request
+        self.surface = surface
+        self.gw = request.app[RUNTIME].current
+        self.sink = request.app[SINK]
+        self.record = RequestRecord(
+            request_id=os.urandom(12).hex(),
+            start_ns=time.time_ns(),
+            surface=surface,
+            route="",
+            traceparent=request.headers.get("traceparent"),
+        )
+
+    async def run(self) -> web.StreamResponse:
+        gw = self.gw
+        gw.inflight += 1
+        started = time.perf_counter()
+        try:
+            return await self._run()
+        except (RequestError, DispatchError) as exc:
+            self.record.status = exc.status
+            self.record.error_type = exc.type
+            raise
+        finally:
+            gw.inflight -= 1
+            self.record.latency_ms = round((time.perf_counter() - started) * 1000, 3)
+            self.sink.record(self.record)
+
+    async def _run(self) -> web.StreamResponse:
+        gw, request, record = self.gw, self.request, self.record
+        server = gw.config.server
+        raw = await read_body(request, server.max_body_bytes, server.client_timeout_s)
+        body = parse_json(raw)
+        chat = (parse_anthropic_request if self.surface == "anthropic" else parse_openai_request)(body, raw)
+        envelope = make_envelope(request, chat, self.surface, record.request_id)
+        record.route = record.request_model = envelope.route
+        record.stream = chat.stream
+        h = request.headers
+        tenant = gw.tenants.resolve(h.get("authorization"), h.get("x-api-key"), envelope.tenant or None)
+        envelope.tenant = record.tenant = tenant.name
+        gw.tenants.check_spend(tenant)
+        gw.planner.route(envelope.route)  # unknown routes fail before anything is shared
+        key = Idempotency.key(raw, tenant.name, self.surface, chat.stream, envelope.idempotency_key)
+        outcome, value = await gw.idempotency.lookup(key)
+        if isinstance(value, Recorded):
+            record.idempotency = outcome
+            record.status = value.status
+            return await self._replay(value, outcome)
+        record.idempotency = "miss"
+        flight = value
+        try:
+            plan = gw.planner.plan(chat, envelope, tenant)
+        except BaseException as exc:
+            gw.idempotency.abandon(flight, self._failure(exc))
+            raise
+        record.decision_us = round(plan.decision_us, 1)
+        record.decision_reason = plan.reason
+        record.relaxed = plan.relaxed
+        if chat.stream:
+            return await self._stream(chat, envelope, plan, flight)
+        return await self._complete(chat, envelope, plan, flight)
+
+    def _failure(self, exc: BaseException) -> Recorded:
+        if isinstance(exc, RequestError | DispatchError):
+            return Recorded(exc.status, _JSON_HEADERS, error_body(self.surface, exc))
+        err = DispatchError("the shared request failed", status=502, type="upstream_error", code="shared_failure")
+        return Recorded(502, _JSON_HEADERS, error_body(self.surface, err))
+
+    async def _replay(self, value: Recorded, outcome: str) -> web.StreamResponse:
+        headers = [(k, v) for k, v in value.headers if k != "x-request-id"]
+        headers += [("x-request-id", self.record.request_id), ("x-tiergate-idempotency", outcome)]
+        if 200 <= value.status < 300:
+            headers.append(("x-tiergate-replay", "true"))
+        if not value.stream:
+            return web.Response(body=value.body, status=value.status, headers=headers)
+        response = web.StreamResponse(status=value.status, headers=headers)
+        await response.prepare(self.request)
+        for frame in value.frames:
+            await response.write(frame)
         await response.write_eof()
         return response
-    loop = asyncio.get_running_loop()
-    try:
-        while True:
-            remaining = outcome.deadline - loop.time()
-            if remaining <= 0:
-                raise TimeoutError
-            async with asyncio.timeout(min(remaining, INTER_CHUNK_TIMEOUT_S)):
-                event = await anext(outcome.rest)
-            await response.write(renderer.render(event))
-            if isinstance(event, StreamEnd):
-                break
-    except (StopAsyncIteration, TimeoutError, Exception) as exc:
-        if isinstance(exc, ConnectionResetError):
+
+    async def _complete(self, chat: ChatRequest, envelope: Envelope, plan: Plan, flight: Flight) -> web.StreamResponse:
+        gw, record = self.gw, self.record
+        attempts: list[AttemptRecord] = []
+        try:
+            outcome = await gw.dispatcher.complete(plan, chat, envelope, attempts)
+        except BaseException as exc:
+            _account(gw, record, attempts)
+            gw.idempotency.abandon(flight, self._failure(exc))
             raise
-        reason = {
-            StopAsyncIteration: "the provider's stream ended before completion",
-            TimeoutError: "the provider's stream stalled",
-        }.get(type(exc), f"the provider's stream failed: {exc}")
-        log.warning("stream of %s on %s ended in error: %s", envelope.request_id, outcome.deployment, reason)
-        close = getattr(outcome.rest, "aclose", None)
-        if close is not None:
+        _account(gw, record, outcome.attempts)
+        c = outcome.completion
+        record.response_model = c.model
+        record.reasoning_tokens = c.usage.reasoning_tokens
+        record.cached_tokens = c.usage.cached_tokens
+        record.predicted_quality = plan.predicted_quality(gw.planner, outcome.deployment)
+        if self.surface == "anthropic":
+            payload = render_anthropic_message(c, f"msg_{record.request_id}", c.model)
+        else:
+            payload = render_openai_completion(c, f"chatcmpl-{record.request_id}", c.model)
+        body = orjson.dumps(payload)
+        headers = [*_JSON_HEADERS, *_decision_headers(record, plan, len(record.attempts))]
+        await gw.idempotency.finish(flight, Recorded(200, tuple(headers), body))
+        return web.Response(body=body, headers=headers)
+
+    async def _stream(self, chat: ChatRequest, envelope: Envelope, plan: Plan, flight: Flight) -> web.StreamResponse:
+        gw, record = self.gw, self.record
+        attempts: list[AttemptRecord] = []
+        try:
+            outcome = await gw.dispatcher.stream(plan, chat, envelope, attempts)
+        except BaseException as exc:
+            _account(gw, record, attempts)
+            gw.idempotency.abandon(flight, self._failure(exc))
+            raise
+        record.deployment = outcome.deployment
+        model = gw.config.deployments[outcome.deployment].model
+        renderer: OpenAIStreamRenderer | AnthropicStreamRenderer
+        if self.surface == "anthropic":
+            renderer = AnthropicStreamRenderer(f"msg_{record.request_id}", model)
+        else:
+            renderer = OpenAIStreamRenderer(f"chatcmpl-{record.request_id}", model, chat.include_usage)
+        # Headers leave before the winning attempt is accounted: count it in (+1).
+        headers = [
+            ("content-type", "text/event-stream"),
+            ("cache-control", "no-cache"),
+            *_decision_headers(record, plan, len(outcome.attempts) + 1),
+        ]
+        response = web.StreamResponse(headers=headers)
+        await response.prepare(self.request)
+        frames: list[bytes] = []
+        event = outcome.first
+        usage: Usage | None = None
+        finish: str | None = None
+        error: ProviderError | None = None
+        loop = asyncio.get_running_loop()
+        inter_chunk = gw.config.routing.inter_chunk_timeout_s
+        try:
+            while True:
+                frame = renderer.render(event)
+                frames.append(frame)
+                await response.write(frame)
+                if isinstance(event, StreamEnd):
+                    usage, finish = event.usage, event.finish_reason
+                    record.response_model = event.model
+                    break
+                remaining = outcome.deadline - loop.time()
+                if remaining <= 0:
+                    raise TimeoutError
+                async with asyncio.timeout(min(remaining, inter_chunk)):
+                    event = await anext(outcome.rest)
+        except (StopAsyncIteration, TimeoutError, ProviderError) as exc:
+            if isinstance(exc, ProviderError):
+                error = exc
+            elif isinstance(exc, TimeoutError):
+                error = ProviderError(ErrorClass.TIMEOUT, "the provider's stream stalled")
+            else:
+                error = ProviderError(ErrorClass.SERVER_ERROR, "the provider's stream ended before completion")
+        except (ConnectionResetError, asyncio.CancelledError):
+            # The caller went away: stop the upstream stream; nothing is kept.
+            await _aclose(outcome.rest)
+            gw.dispatcher.stream_finished(outcome, envelope, None, None, ProviderError(ErrorClass.SERVER_ERROR, "caller disconnected"))
+            gw.idempotency.abandon(flight, self._failure(RuntimeError()))
+            raise
+        attempt = gw.dispatcher.stream_finished(outcome, envelope, usage, finish, error)
+        _account(gw, record, outcome.attempts)
+        record.ttft_ms = attempt.ttft_ms
+        record.predicted_quality = plan.predicted_quality(gw.planner, outcome.deployment)
+        if error is not None:
+            await _aclose(outcome.rest)
+            reason = error.message
+            record.stream_error = reason
+            record.status = 502
+            log.warning("stream %s on %s failed after its first byte: %s", record.request_id, outcome.deployment, reason)
+            code = "stream_stalled" if error.error_class is ErrorClass.TIMEOUT else "stream_interrupted"
+            if self.surface == "anthropic":
+                await response.write(AnthropicStreamRenderer.error(reason))
+            else:
+                await response.write(OpenAIStreamRenderer.error(reason, code))
+            gw.idempotency.abandon(flight, self._failure(RuntimeError()))
+        else:
+            await gw.idempotency.finish(flight, Recorded(200, tuple(headers), frames=tuple(frames), stream=True))
+        await response.write_eof()
+        return response
+
+
+async def _aclose(events: Any) -> None:
+    close = getattr(events, "aclose", None)
+    if close is not None:
+        try:
             await close()
-        code = "stream_stalled" if isinstance(exc, TimeoutError) else "stream_interrupted"
-        frame = AnthropicStreamRenderer.error(reason) if envelope.surface == "anthropic" else OpenAIStreamRenderer.error(reason, code)
-        await response.write(frame)
-    await response.write_eof()
-    return response
+        except Exception:
+            pass
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
-    return await _chat(request, "openai")
+    return await Pipeline(request, "openai").run()
 
 
 async def messages(request: web.Request) -> web.StreamResponse:
-    return await _chat(request, "anthropic")
+    return await Pipeline(request, "anthropic").run()
+
+
+async def explain(request: web.Request) -> web.Response:
+    """The routing decision for a chat body, without calling any provider."""
+    gw = request.app[RUNTIME].current
+    server = gw.config.server
+    raw = await read_body(request, server.max_body_bytes, server.client_timeout_s)
+    chat = parse_openai_request(parse_json(raw), raw)
+    envelope = make_envelope(request, chat, "openai", os.urandom(12).hex())
+    h = request.headers
+    tenant = gw.tenants.resolve(h.get("authorization"), h.get("x-api-key"), envelope.tenant or None)
+    envelope.tenant = tenant.name
+    return web.Response(body=orjson.dumps(gw.planner.explain(chat, envelope, tenant)), content_type=JSON)
 
 
 async def list_models(request: web.Request) -> web.Response:
-    config = request.app[GATEWAY].config
+    config = request.app[RUNTIME].current.config
     data = [{"id": name, "object": "model", "created": 0, "owned_by": "tiergate"} for name in config.route_names()]
     return web.Response(body=orjson.dumps({"object": "list", "data": data}), content_type=JSON)
 
 
-def make_app(gateway: Gateway) -> web.Application:
+def make_app(runtime: Runtime, sink: RecordSink | None = None) -> web.Application:
     # The body limit is enforced by read_body with an error in the caller's shape.
     app = web.Application(middlewares=[errors_in_caller_shape], client_max_size=2**62)
-    app[GATEWAY] = gateway
+    app[RUNTIME] = runtime
+    app[SINK] = sink if sink is not None else _NoSink()
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/chat/completions", chat_completions)
     app.router.add_post("/v1/messages", messages)
+    app.router.add_post("/v1/route/explain", explain)
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/models", list_models)
     return app

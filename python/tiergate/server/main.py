@@ -1,5 +1,7 @@
 """``tiergate serve``: load the config, open provider sessions, serve until signalled.
 
+Readiness turns on once every provider session is open. SIGHUP or a change of the
+config file reloads it whole (a broken file is rejected and the running config stays).
 Shutdown drains: the listening sockets close first, in-flight requests get
 ``server.shutdown_timeout_s`` to finish, then provider sessions close.
 """
@@ -11,6 +13,7 @@ import logging
 import signal
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import uvloop
 from aiohttp import web
@@ -18,8 +21,8 @@ from aiohttp import web
 from tiergate.config import Config, load_config
 from tiergate.errors import ConfigError
 from tiergate.server.admin import make_admin_app
-from tiergate.server.app import make_app
-from tiergate.server.state import Gateway
+from tiergate.server.app import RecordSink, make_app
+from tiergate.server.state import Gateway, Runtime
 
 __all__ = ["RunningServer", "serve_main", "start_server"]
 
@@ -28,7 +31,7 @@ log = logging.getLogger("tiergate")
 
 @dataclass(slots=True)
 class RunningServer:
-    gateway: Gateway
+    runtime: Runtime
     runner: web.AppRunner
     admin_runner: web.AppRunner
     url: str
@@ -37,7 +40,7 @@ class RunningServer:
     async def stop(self) -> None:
         await self.runner.cleanup()
         await self.admin_runner.cleanup()
-        await self.gateway.close()
+        await self.runtime.close()
 
 
 def _bound_port(runner: web.AppRunner) -> int:
@@ -48,22 +51,26 @@ def _bound_port(runner: web.AppRunner) -> int:
     raise RuntimeError("site is not listening")
 
 
-async def start_server(config: Config, port: int | None = None, admin_port: int | None = None) -> RunningServer:
+async def start_server(
+    config: Config,
+    port: int | None = None,
+    admin_port: int | None = None,
+    config_path: Path | None = None,
+    sink: RecordSink | None = None,
+) -> RunningServer:
     """Start both ports (0 = ephemeral); readiness turns on once providers are open."""
-    gateway = Gateway(config)
+    runtime = Runtime(Gateway(config), config_path)
     host = config.server.host
     timeout = config.server.shutdown_timeout_s
-    admin_runner = web.AppRunner(make_admin_app(gateway), shutdown_timeout=timeout, access_log=None)
+    admin_runner = web.AppRunner(make_admin_app(runtime), shutdown_timeout=timeout, access_log=None)
     await admin_runner.setup()
-    admin_site = web.TCPSite(admin_runner, host, config.server.admin_port if admin_port is None else admin_port)
-    await admin_site.start()
-    await gateway.open()
-    runner = web.AppRunner(make_app(gateway), shutdown_timeout=timeout, access_log=None)
+    await web.TCPSite(admin_runner, host, config.server.admin_port if admin_port is None else admin_port).start()
+    runner = web.AppRunner(make_app(runtime, sink), shutdown_timeout=timeout, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, host, config.server.port if port is None else port, backlog=1024)
-    await site.start()
+    await web.TCPSite(runner, host, config.server.port if port is None else port, backlog=1024).start()
+    await runtime.current.open()
     return RunningServer(
-        gateway,
+        runtime,
         runner,
         admin_runner,
         f"http://{host}:{_bound_port(runner)}",
@@ -71,8 +78,9 @@ async def start_server(config: Config, port: int | None = None, admin_port: int 
     )
 
 
-async def _serve(config: Config, port: int | None, admin_port: int | None) -> None:
-    server = await start_server(config, port, admin_port)
+async def _serve(config: Config, path: Path, port: int | None, admin_port: int | None) -> None:
+    server = await start_server(config, port, admin_port, config_path=path)
+    server.runtime.install()
     print(f"tiergate listening on {server.url} (admin {server.admin_url})", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -90,5 +98,5 @@ def serve_main(config_path: str, port: int | None, admin_port: int | None) -> in
     except ConfigError as exc:
         print(f"tiergate: {exc}", file=sys.stderr)
         return 2
-    uvloop.run(_serve(config, port, admin_port))
+    uvloop.run(_serve(config, Path(config_path), port, admin_port))
     return 0
