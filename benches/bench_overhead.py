@@ -38,7 +38,7 @@ BODY = orjson.dumps(
 )
 STREAM_BODY = orjson.dumps({**orjson.loads(BODY), "stream": True})
 
-UPSTREAM = r'''
+UPSTREAM = r"""
 import sys, time, orjson, uvloop
 from aiohttp import web
 ANSWER = orjson.dumps({"id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": "bench-model",
@@ -63,9 +63,9 @@ async def chat(request):
 app = web.Application()
 app.router.add_post("/v1/chat/completions", chat)
 uvloop.run(web._run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None))
-'''
+"""
 
-BARE_PROXY = r'''
+BARE_PROXY = r"""
 import sys, orjson, uvloop, aiohttp
 from aiohttp import web
 UP = sys.argv[2]
@@ -91,7 +91,7 @@ app.on_startup.append(on_start)
 app.on_cleanup.append(on_stop)
 app.router.add_post("/v1/chat/completions", chat)
 uvloop.run(web._run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None))
-'''
+"""
 
 
 def free_port() -> int:
@@ -100,7 +100,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def wait_http(url: str, proc: subprocess.Popen[bytes], method: str = "GET", timeout_s: float = 20) -> float:
+async def wait_http(
+    url: str, proc: subprocess.Popen[bytes], method: str = "GET", timeout_s: float = 20
+) -> float:
     """Seconds until ``url`` answers 200 (or 405 for POST-only paths)."""
     start = time.perf_counter()
     async with aiohttp.ClientSession() as session:
@@ -127,7 +129,9 @@ def rss_mb(pid: int) -> float:
 async def one(session: aiohttp.ClientSession, url: str, stream: bool) -> float:
     """Latency in ms: whole response, or time to the first body byte when streaming."""
     start = time.perf_counter()
-    async with session.post(url, data=STREAM_BODY if stream else BODY, headers={"content-type": "application/json"}) as resp:
+    async with session.post(
+        url, data=STREAM_BODY if stream else BODY, headers={"content-type": "application/json"}
+    ) as resp:
         if resp.status != 200:
             raise RuntimeError(f"{url}: status {resp.status}: {await resp.text()}")
         if stream:
@@ -139,7 +143,9 @@ async def one(session: aiohttp.ClientSession, url: str, stream: bool) -> float:
     return (time.perf_counter() - start) * 1000
 
 
-async def batch(session: aiohttp.ClientSession, url: str, stream: bool, concurrency: int, n: int) -> tuple[list[float], float]:
+async def batch(
+    session: aiohttp.ClientSession, url: str, stream: bool, concurrency: int, n: int
+) -> tuple[list[float], float]:
     latencies: list[float] = []
     queue = iter(range(n))
 
@@ -157,11 +163,13 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * (len(ordered) - 1) + 0.5))]
 
 
-async def measure(targets: dict[str, str], rounds: int, per_round: int) -> dict[tuple[str, int, bool], dict[str, float]]:
+async def measure(
+    targets: dict[str, str], rounds: int, per_round: int
+) -> dict[tuple[str, int, bool], dict[str, float]]:
     results: dict[tuple[str, int, bool], dict[str, list[float]]] = {}
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as session:
-        for name, url in targets.items():  # warm every pool and code path
+        for url in targets.values():  # warm every pool and code path
             for stream in (False, True):
                 await batch(session, url, stream, 8, 200)
         for _ in range(rounds):
@@ -170,14 +178,22 @@ async def measure(targets: dict[str, str], rounds: int, per_round: int) -> dict[
                     for name, url in targets.items():
                         n = per_round if concurrency == 1 else per_round * 4
                         lat, rps = await batch(session, url, stream, concurrency, n)
-                        slot = results.setdefault((name, concurrency, stream), {"p50": [], "p99": [], "rps": []})
+                        slot = results.setdefault(
+                            (name, concurrency, stream), {"p50": [], "p99": [], "rps": []}
+                        )
                         slot["p50"].append(pct(lat, 0.5))
                         slot["p99"].append(pct(lat, 0.99))
                         slot["rps"].append(rps)
     return {k: {m: statistics.median(v) for m, v in d.items()} for k, d in results.items()}
 
 
-def render(res: dict[tuple[str, int, bool], dict[str, float]], rss: float, ready_s: float, rounds: int, per_round: int) -> str:
+def render(
+    res: dict[tuple[str, int, bool], dict[str, float]],
+    rss: float,
+    ready_s: float,
+    rounds: int,
+    per_round: int,
+) -> str:
     lines = [
         "## Overhead: tiergate vs a bare aiohttp proxy (issue 3)",
         "",
@@ -220,10 +236,21 @@ async def run_async(rounds: int, per_round: int) -> str:
     try:
         procs.append(subprocess.Popen([sys.executable, "-c", UPSTREAM, str(up_port)]))
         await wait_http(f"http://127.0.0.1:{up_port}/v1/chat/completions", procs[-1])
-        procs.append(subprocess.Popen([sys.executable, "-c", BARE_PROXY, str(bare_port), f"http://127.0.0.1:{up_port}/v1"]))
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-c", BARE_PROXY, str(bare_port), f"http://127.0.0.1:{up_port}/v1"]
+            )
+        )
         await wait_http(f"http://127.0.0.1:{bare_port}/v1/chat/completions", procs[-1])
         tiergate = subprocess.Popen(
-            [sys.executable, "-m", "tiergate.cli", "serve", "--config", str(REPO / "examples" / "overhead.yaml")],
+            [
+                sys.executable,
+                "-m",
+                "tiergate.cli",
+                "serve",
+                "--config",
+                str(REPO / "examples" / "overhead.yaml"),
+            ],
             env=env,
             stdout=subprocess.DEVNULL,
         )

@@ -16,7 +16,14 @@ REPO = Path(__file__).resolve().parents[1]
 def minimal() -> dict:
     return {
         "providers": {"p": {"kind": "openai", "api_key": {"env": "X_KEY"}}},
-        "deployments": {"d": {"provider": "p", "model": "m", "tier": "small", "price": {"input": 1, "output": 2}}},
+        "deployments": {
+            "d": {
+                "provider": "p",
+                "model": "m",
+                "tier": "small",
+                "price": {"input": 1, "output": 2},
+            }
+        },
         "tiers": ["small"],
     }
 
@@ -44,7 +51,12 @@ def test_every_problem_is_named_by_path() -> None:
     data = minimal()
     data["providers"]["q"] = {"kind": "openai_compatible"}
     data["deployments"]["d"]["price"]["input"] = -1
-    data["deployments"]["e"] = {"provider": "nope", "model": "m", "tier": "huge", "price": {"input": 1, "output": 1}}
+    data["deployments"]["e"] = {
+        "provider": "nope",
+        "model": "m",
+        "tier": "huge",
+        "price": {"input": 1, "output": 1},
+    }
     data["routes"] = {"r": {"tier": "small", "deployment": "d"}}
     with pytest.raises(ConfigError) as info:
         parse_config(data)
@@ -57,7 +69,12 @@ def test_every_problem_is_named_by_path() -> None:
 
 def test_references_are_checked() -> None:
     data = minimal()
-    data["deployments"]["e"] = {"provider": "nope", "model": "m", "tier": "huge", "price": {"input": 1, "output": 1}}
+    data["deployments"]["e"] = {
+        "provider": "nope",
+        "model": "m",
+        "tier": "huge",
+        "price": {"input": 1, "output": 1},
+    }
     data["tenants"] = {"t": {"allow": ["d", "ghost"]}}
     with pytest.raises(ConfigError) as info:
         parse_config(data)
@@ -85,7 +102,9 @@ def test_env_interpolation(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BASE", "http://127.0.0.1:2")
     assert parse_config(data).providers["p"].base_url == "http://127.0.0.1:2/v1"
     data["providers"]["p"]["base_url"] = "${MISSING_VAR_XYZ}"
-    with pytest.raises(ConfigError, match="providers.p.base_url: environment variable MISSING_VAR_XYZ"):
+    with pytest.raises(
+        ConfigError, match=r"providers\.p\.base_url: environment variable MISSING_VAR_XYZ"
+    ):
         parse_config(data)
 
 
@@ -98,7 +117,10 @@ def test_credentials_from_env_or_file(tmp_path: Path, monkeypatch: pytest.Monkey
     assert config.providers["f"].api_key is not None
     assert config.providers["f"].api_key.read() == "from-file"
     monkeypatch.setenv("X_KEY", "from-env")
-    assert config.providers["p"].api_key is not None and config.providers["p"].api_key.read() == "from-env"
+    assert (
+        config.providers["p"].api_key is not None
+        and config.providers["p"].api_key.read() == "from-env"
+    )
     monkeypatch.delenv("X_KEY")
     with pytest.raises(ConfigError, match="X_KEY is not set"):
         config.providers["p"].api_key.read()
@@ -119,7 +141,9 @@ def test_yaml_errors_and_missing_file(tmp_path: Path) -> None:
 
 def test_routes_resolve() -> None:
     config = parse_config(minimal())
-    assert config.resolve_route("auto") is not None and config.resolve_route("auto").strategy == "auto"
+    assert (
+        config.resolve_route("auto") is not None and config.resolve_route("auto").strategy == "auto"
+    )
     assert config.resolve_route("small").tier == "small"
     assert config.resolve_route("d").deployment == "d"
     assert config.resolve_route("nope") is None

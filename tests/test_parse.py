@@ -20,7 +20,11 @@ TOOL = {
     "function": {
         "name": "get_weather",
         "description": "weather",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+        },
     },
 }
 
@@ -44,14 +48,21 @@ def test_openai_full_request_is_canonical(openapi_spec: Any) -> None:
                 "role": "assistant",
                 "content": None,
                 "tool_calls": [
-                    {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Oslo"}'}}
+                    {
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": '{"city":"Oslo"}'},
+                    }
                 ],
             },
             {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
         ],
         tools=[TOOL],
         tool_choice={"type": "function", "function": {"name": "get_weather"}},
-        response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}},
+        response_format={
+            "type": "json_schema",
+            "json_schema": {"name": "x", "schema": {"type": "object"}},
+        },
         max_completion_tokens=50,
         temperature=0.5,
         stop="END",
@@ -62,12 +73,22 @@ def test_openai_full_request_is_canonical(openapi_spec: Any) -> None:
     req = parse_openai_request(body)
     assert [m.role for m in req.messages] == ["system", "user", "assistant", "tool"]
     image = req.messages[1].parts[1]
-    assert isinstance(image, ImagePart) and image.media_type == "image/png" and image.data_b64 == PNG
+    assert (
+        isinstance(image, ImagePart) and image.media_type == "image/png" and image.data_b64 == PNG
+    )
     assert req.messages[2].tool_calls[0].arguments == '{"city":"Oslo"}'
     assert req.messages[3].tool_call_id == "call_1"
     assert (req.tool_choice, req.tool_choice_name) == ("function", "get_weather")
-    assert req.response_format.kind == "json_schema" and req.response_format.schema == {"type": "object"}
-    assert (req.max_tokens, req.temperature, req.stop, req.stream, req.include_usage) == (50, 0.5, ["END"], True, True)
+    assert req.response_format.kind == "json_schema" and req.response_format.schema == {
+        "type": "object"
+    }
+    assert (req.max_tokens, req.temperature, req.stop, req.stream, req.include_usage) == (
+        50,
+        0.5,
+        ["END"],
+        True,
+        True,
+    )
     assert req.system_text == "be brief" and req.has_images
 
 
@@ -80,10 +101,42 @@ BAD_OPENAI = [
     (openai_body(messages="hi"), "messages", "array"),
     (openai_body(messages=[{"role": "robot", "content": "x"}]), "messages[0].role", "robot"),
     (openai_body(messages=[{"role": "user", "content": ""}]), "messages[0].content", "empty"),
-    (openai_body(messages=[{"role": "user", "content": [{"type": "input_audio"}]}]), "messages[0].content[0].type", "input_audio"),
-    (openai_body(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "ftp://x"}}]}]), "messages[0].content[0].image_url.url", "URL"),
-    (openai_body(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,@@@"}}]}]), "messages[0].content[0].image_url.url", "base64"),
-    (openai_body(messages=[{"role": "tool", "content": "x"}]), "messages[0].tool_call_id", "tool_call_id"),
+    (
+        openai_body(messages=[{"role": "user", "content": [{"type": "input_audio"}]}]),
+        "messages[0].content[0].type",
+        "input_audio",
+    ),
+    (
+        openai_body(
+            messages=[
+                {
+                    "role": "user",
+                    "content": [{"type": "image_url", "image_url": {"url": "ftp://x"}}],
+                }
+            ]
+        ),
+        "messages[0].content[0].image_url.url",
+        "URL",
+    ),
+    (
+        openai_body(
+            messages=[
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "image_url", "image_url": {"url": "data:image/png;base64,@@@"}}
+                    ],
+                }
+            ]
+        ),
+        "messages[0].content[0].image_url.url",
+        "base64",
+    ),
+    (
+        openai_body(messages=[{"role": "tool", "content": "x"}]),
+        "messages[0].tool_call_id",
+        "tool_call_id",
+    ),
     (openai_body(temperature="hot"), "temperature", "number"),
     (openai_body(temperature=True), "temperature", "number"),
     (openai_body(temperature=3), "temperature", "between"),
@@ -92,11 +145,23 @@ BAD_OPENAI = [
     (openai_body(n=2), "n", "not supported"),
     (openai_body(stream="yes"), "stream", "boolean"),
     (openai_body(tools=[{"type": "retrieval"}]), "tools[0].type", "retrieval"),
-    (openai_body(tools=[{"type": "function", "function": {"name": "bad name!"}}]), "tools[0].function.name", "letters"),
+    (
+        openai_body(tools=[{"type": "function", "function": {"name": "bad name!"}}]),
+        "tools[0].function.name",
+        "letters",
+    ),
     (openai_body(tool_choice="required"), "tool_choice", "at least one tool"),
-    (openai_body(tools=[TOOL], tool_choice={"type": "function", "function": {"name": "nope"}}), "tool_choice.function.name", "nope"),
+    (
+        openai_body(tools=[TOOL], tool_choice={"type": "function", "function": {"name": "nope"}}),
+        "tool_choice.function.name",
+        "nope",
+    ),
     (openai_body(response_format={"type": "xml"}), "response_format.type", "xml"),
-    (openai_body(response_format={"type": "json_schema"}), "response_format.json_schema", "required"),
+    (
+        openai_body(response_format={"type": "json_schema"}),
+        "response_format.json_schema",
+        "required",
+    ),
     (openai_body(stop=[1, 2]), "stop", "strings"),
 ]
 
@@ -111,7 +176,12 @@ def test_openai_bad_input_names_the_field(body: Any, param: str | None, words: s
 
 
 def anthropic_body(**extra: Any) -> dict[str, Any]:
-    return {"model": "auto", "max_tokens": 64, "messages": [{"role": "user", "content": "hi"}], **extra}
+    return {
+        "model": "auto",
+        "max_tokens": 64,
+        "messages": [{"role": "user", "content": "hi"}],
+        **extra,
+    }
 
 
 def test_anthropic_tool_turns_become_canonical() -> None:
@@ -119,11 +189,20 @@ def test_anthropic_tool_turns_become_canonical() -> None:
         system=[{"type": "text", "text": "sys"}],
         messages=[
             {"role": "user", "content": "weather?"},
-            {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "w", "input": {"city": "Oslo"}}]},
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "tool_use", "id": "toolu_1", "name": "w", "input": {"city": "Oslo"}}
+                ],
+            },
             {
                 "role": "user",
                 "content": [
-                    {"type": "tool_result", "tool_use_id": "toolu_1", "content": [{"type": "text", "text": "sunny"}]},
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": "toolu_1",
+                        "content": [{"type": "text", "text": "sunny"}],
+                    },
                     {"type": "text", "text": "thanks"},
                 ],
             },
@@ -136,15 +215,42 @@ def test_anthropic_tool_turns_become_canonical() -> None:
     assert [m.role for m in req.messages] == ["system", "user", "assistant", "tool", "user"]
     assert req.messages[2].tool_calls[0].arguments == '{"city":"Oslo"}'
     assert req.messages[3].tool_call_id == "toolu_1" and req.messages[3].text == "sunny"
-    assert (req.tool_choice, req.parallel_tool_calls, req.stop, req.max_tokens) == ("required", False, ["X"], 64)
+    assert (req.tool_choice, req.parallel_tool_calls, req.stop, req.max_tokens) == (
+        "required",
+        False,
+        ["X"],
+        64,
+    )
 
 
 BAD_ANTHROPIC = [
     ({"model": "auto", "messages": [{"role": "user", "content": "x"}]}, "max_tokens"),
     (anthropic_body(messages=[{"role": "system", "content": "x"}]), "messages.0.role"),
     (anthropic_body(messages=[{"role": "user", "content": []}]), "messages.0.content"),
-    (anthropic_body(messages=[{"role": "user", "content": [{"type": "document"}]}]), "messages.0.content.0.type"),
-    (anthropic_body(messages=[{"role": "user", "content": [{"type": "image", "source": {"type": "base64", "media_type": "text/plain", "data": "eA=="}}]}]), "messages.0.content.0.source.media_type"),
+    (
+        anthropic_body(messages=[{"role": "user", "content": [{"type": "document"}]}]),
+        "messages.0.content.0.type",
+    ),
+    (
+        anthropic_body(
+            messages=[
+                {
+                    "role": "user",
+                    "content": [
+                        {
+                            "type": "image",
+                            "source": {
+                                "type": "base64",
+                                "media_type": "text/plain",
+                                "data": "eA==",
+                            },
+                        }
+                    ],
+                }
+            ]
+        ),
+        "messages.0.content.0.source.media_type",
+    ),
     (anthropic_body(tools=[{"name": "w"}]), "tools.0.input_schema"),
     (anthropic_body(tool_choice={"type": "tool", "name": "w"}), "tool_choice.name"),
     (anthropic_body(temperature=1.5), "temperature"),
@@ -162,12 +268,18 @@ def test_anthropic_bad_input_names_the_field(body: Any, param: str) -> None:
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
     max_leaves=20,
 )
 message = st.fixed_dictionaries(
     {"role": st.sampled_from(["user", "assistant", "system", "tool", "x"])},
-    optional={"content": json_values | st.text(max_size=10), "tool_call_id": json_values, "tool_calls": json_values},
+    optional={
+        "content": json_values | st.text(max_size=10),
+        "tool_call_id": json_values,
+        "tool_calls": json_values,
+    },
 )
 bodies = st.fixed_dictionaries(
     {},

@@ -81,7 +81,12 @@ def test_rate_limit_cools_down_until_retry_after() -> None:
 def test_health_survives_reload_for_unchanged_deployments() -> None:
     h = health(consecutive_failures=1)
     h.failure("a", ErrorClass.CONNECT, None, now=time.monotonic())
-    again = Health(EjectionConfig(consecutive_failures=1), {"a": "small", "e": "small"}, {"a": 1, "e": 0}, previous=h)
+    again = Health(
+        EjectionConfig(consecutive_failures=1),
+        {"a": "small", "e": "small"},
+        {"a": 1, "e": 0},
+        previous=h,
+    )
     assert not again.available("a") and again.unavailable_mask() == 0b10
 
 
@@ -91,8 +96,19 @@ def test_token_buckets_route_around_before_the_limit(tmp_path: object) -> None:
             "providers": {"p": {"kind": "openai"}},
             "tiers": ["t"],
             "deployments": {
-                "x": {"provider": "p", "model": "m", "tier": "t", "price": {"input": 1, "output": 1}, "limits": {"rpm": 10, "tpm": 1000}},
-                "y": {"provider": "p", "model": "n", "tier": "t", "price": {"input": 1, "output": 1}},
+                "x": {
+                    "provider": "p",
+                    "model": "m",
+                    "tier": "t",
+                    "price": {"input": 1, "output": 1},
+                    "limits": {"rpm": 10, "tpm": 1000},
+                },
+                "y": {
+                    "provider": "p",
+                    "model": "n",
+                    "tier": "t",
+                    "price": {"input": 1, "output": 1},
+                },
             },
         }
     )
@@ -116,11 +132,26 @@ def tenant_config(monkeypatch: pytest.MonkeyPatch) -> Tenants:
             "providers": {"p": {"kind": "openai"}},
             "tiers": ["small", "large"],
             "deployments": {
-                "s": {"provider": "p", "model": "m", "tier": "small", "price": {"input": 1, "output": 1}},
-                "l": {"provider": "p", "model": "n", "tier": "large", "price": {"input": 1, "output": 1}},
+                "s": {
+                    "provider": "p",
+                    "model": "m",
+                    "tier": "small",
+                    "price": {"input": 1, "output": 1},
+                },
+                "l": {
+                    "provider": "p",
+                    "model": "n",
+                    "tier": "large",
+                    "price": {"input": 1, "output": 1},
+                },
             },
             "tenants": {
-                "acme": {"allow": ["small"], "daily_spend_usd": 1.0, "api_keys": [{"env": "ACME_KEY"}], "min_quality": 0.7},
+                "acme": {
+                    "allow": ["small"],
+                    "daily_spend_usd": 1.0,
+                    "api_keys": [{"env": "ACME_KEY"}],
+                    "min_quality": 0.7,
+                },
                 "beta": {},
             },
         }

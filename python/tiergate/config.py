@@ -79,7 +79,9 @@ class Credential(_Model):
         try:
             return self.file.read_text(encoding="utf-8").strip()
         except OSError as exc:
-            raise ConfigError([f"cannot read credential file {self.file}: {exc.strerror}"]) from None
+            raise ConfigError(
+                [f"cannot read credential file {self.file}: {exc.strerror}"]
+            ) from None
 
     def describe(self) -> str:
         return f"env:{self.env}" if self.env is not None else f"file:{self.file}"
@@ -422,7 +424,9 @@ def _interpolate(node: Any, path: str, problems: list[str]) -> Any:
 
         return _ENV.sub(sub, node)
     if isinstance(node, dict):
-        return {k: _interpolate(v, f"{path}.{k}" if path else str(k), problems) for k, v in node.items()}
+        return {
+            k: _interpolate(v, f"{path}.{k}" if path else str(k), problems) for k, v in node.items()
+        }
     if isinstance(node, list):
         return [_interpolate(v, f"{path}.{i}", problems) for i, v in enumerate(node)]
     return node
@@ -443,7 +447,9 @@ def _reference_problems(data: dict[str, Any]) -> list[str]:
         problems.append("deployments: at least one deployment is required")
     if len(set(tiers)) != len(tiers):
         problems.append("tiers: names must be unique")
-    for name, dep in (data.get("deployments") or {}).items() if isinstance(data.get("deployments"), dict) else []:
+    for name, dep in (
+        (data.get("deployments") or {}).items() if isinstance(data.get("deployments"), dict) else []
+    ):
         if not isinstance(dep, dict):
             continue
         if "provider" in dep and dep["provider"] not in providers:
@@ -464,7 +470,9 @@ def _reference_problems(data: dict[str, Any]) -> list[str]:
         allow = tenant.get("allow") if isinstance(tenant, dict) else None
         for i, item in enumerate(allow if isinstance(allow, list) else []):
             if item not in deployments and item not in tiers:
-                problems.append(f"tenants.{name}.allow.{i}: {item!r} is neither a deployment nor a tier")
+                problems.append(
+                    f"tenants.{name}.allow.{i}: {item!r} is neither a deployment nor a tier"
+                )
     drift = data.get("drift")
     shadow = drift.get("shadow") if isinstance(drift, dict) else None
     for name, sh in shadow.items() if isinstance(shadow, dict) else []:

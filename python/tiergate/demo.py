@@ -36,14 +36,17 @@ SIM_ENV = {
     "SIM_AWS_ACCESS_KEY_ID": "SIMACCESSKEY",
     "SIM_AWS_SECRET_ACCESS_KEY": "sim-secret",
 }
-WEATHER_TOOL = {
+WEATHER_TOOL: dict[str, Any] = {
     "type": "function",
     "function": {
         "name": "get_weather",
         "description": "Current weather for a city",
         "parameters": {
             "type": "object",
-            "properties": {"city": {"type": "string"}, "unit": {"type": "string", "enum": ["C", "F"]}},
+            "properties": {
+                "city": {"type": "string"},
+                "unit": {"type": "string", "enum": ["C", "F"]},
+            },
             "required": ["city"],
         },
     },
@@ -85,7 +88,7 @@ def _free_port() -> int:
 
 def _rewrite(path: Path, sim_port: int, port: int, admin_port: int) -> dict[str, Any]:
     """The config with every sim address and the sidecar's ports moved to free ones."""
-    data = yaml.safe_load(path.read_text())
+    data: dict[str, Any] = yaml.safe_load(path.read_text())
     old = data.get("sim", {}).get("control", "127.0.0.1:4100")
     new = f"127.0.0.1:{sim_port}"
     for provider in data["providers"].values():
@@ -123,8 +126,9 @@ async def _scenario(config: Config, url: str, sim_url: str) -> list[Row]:
     import anthropic
     import openai
 
-    oai = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="demo-app", max_retries=0)
-    ant = anthropic.AsyncAnthropic(base_url=url, api_key="demo-app", max_retries=0)
+    # Typed loosely on purpose: the demo passes plain dicts as an application would.
+    oai: Any = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="demo-app", max_retries=0)
+    ant: Any = anthropic.AsyncAnthropic(base_url=url, api_key="demo-app", max_retries=0)
     rows: list[Row] = []
 
     async def run(row: Row, call: Callable[[Row], Awaitable[None]]) -> None:
@@ -150,7 +154,7 @@ async def _scenario(config: Config, url: str, sim_url: str) -> list[Row]:
         msg = done.choices[0].message
         if msg.tool_calls:
             call = msg.tool_calls[0]
-            row.result = f"tool {call.function.name}({call.function.arguments})"  # type: ignore[union-attr]
+            row.result = f"tool {call.function.name}({call.function.arguments})"
         else:
             row.result = (msg.content or "").replace("\n", " ")[:60]
 
@@ -166,7 +170,13 @@ async def _scenario(config: Config, url: str, sim_url: str) -> list[Row]:
         {
             "role": "assistant",
             "content": None,
-            "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}}],
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'},
+                }
+            ],
         },
         {"role": "tool", "tool_call_id": "call_1", "content": '{"temp_c": 4, "sky": "overcast"}'},
     ]
@@ -174,10 +184,17 @@ async def _scenario(config: Config, url: str, sim_url: str) -> list[Row]:
         Row("tool result turn", "openai", "auto"),
         lambda r: openai_chat(r, messages=result_turn, tools=[WEATHER_TOOL]),
     )
-    schema_format = {"type": "json_schema", "json_schema": {"name": "city", "schema": ANSWER_SCHEMA, "strict": True}}
+    schema_format = {
+        "type": "json_schema",
+        "json_schema": {"name": "city", "schema": ANSWER_SCHEMA, "strict": True},
+    }
     await run(
         Row("JSON schema", "openai", "fast"),
-        lambda r: openai_chat(r, messages=[{"role": "user", "content": "Largest city in Norway?"}], response_format=schema_format),
+        lambda r: openai_chat(
+            r,
+            messages=[{"role": "user", "content": "Largest city in Norway?"}],
+            response_format=schema_format,
+        ),
     )
 
     async def openai_stream(row: Row) -> None:
@@ -189,7 +206,12 @@ async def _scenario(config: Config, url: str, sim_url: str) -> list[Row]:
             if chunk.choices and chunk.choices[0].delta.content:
                 text.append(chunk.choices[0].delta.content)
             usage = chunk.usage or usage
-        note(row, raw.headers, usage.prompt_tokens if usage else 0, usage.completion_tokens if usage else 0)
+        note(
+            row,
+            raw.headers,
+            usage.prompt_tokens if usage else 0,
+            usage.completion_tokens if usage else 0,
+        )
         row.result = f"streamed {len(text)} chunks: " + "".join(text)[:40]
 
     await run(Row("streaming", "openai", "best"), openai_stream)
@@ -211,13 +233,19 @@ async def _scenario(config: Config, url: str, sim_url: str) -> list[Row]:
         lambda r: anthropic_chat(
             r,
             messages=weather,
-            tools=[{"name": tool["name"], "description": tool["description"], "input_schema": tool["parameters"]}],  # type: ignore[index]
+            tools=[
+                {
+                    "name": tool["name"],
+                    "description": tool["description"],
+                    "input_schema": tool["parameters"],
+                }
+            ],
             tool_choice={"type": "any"},
         ),
     )
 
     async def anthropic_stream(row: Row) -> None:
-        async with ant.messages.stream(model=row.route, max_tokens=200, messages=user) as stream:  # type: ignore[arg-type]
+        async with ant.messages.stream(model=row.route, max_tokens=200, messages=user) as stream:
             final = await stream.get_final_message()
             headers = stream.response.headers
         note(row, headers, final.usage.input_tokens, final.usage.output_tokens)
@@ -229,10 +257,18 @@ async def _scenario(config: Config, url: str, sim_url: str) -> list[Row]:
 
     # Resilience: the cheapest small deployment goes down; the caller should not notice.
     async with aiohttp.ClientSession() as session:
-        fault = {"model": config.deployments["gpt-4o-mini"].model, "kind": "error", "status": 503, "rate": 1.0}
+        fault = {
+            "model": config.deployments["gpt-4o-mini"].model,
+            "kind": "error",
+            "status": 503,
+            "rate": 1.0,
+        }
         async with session.post(f"{sim_url}/_sim/faults", json=fault) as resp:
             resp.raise_for_status()
-        await run(Row("outage → fallback", "openai", "gpt-4o-mini"), lambda r: openai_chat(r, messages=user))
+        await run(
+            Row("outage → fallback", "openai", "gpt-4o-mini"),
+            lambda r: openai_chat(r, messages=user),
+        )
         async with session.delete(f"{sim_url}/_sim/faults") as resp:
             resp.raise_for_status()
     await oai.close()
@@ -241,15 +277,39 @@ async def _scenario(config: Config, url: str, sim_url: str) -> list[Row]:
 
 
 def _table(rows: list[Row]) -> str:
-    head = ("request", "sdk", "route", "served by", "tries", "ms", "tokens in/out", "cost USD", "answer")
+    head = (
+        "request",
+        "sdk",
+        "route",
+        "served by",
+        "tries",
+        "ms",
+        "tokens in/out",
+        "cost USD",
+        "answer",
+    )
     body = [
-        (r.what, r.sdk, r.route, r.deployment, r.attempts, f"{r.ms:.0f}", r.tokens, f"{r.cost_usd:.6f}", r.result)
+        (
+            r.what,
+            r.sdk,
+            r.route,
+            r.deployment,
+            r.attempts,
+            f"{r.ms:.0f}",
+            r.tokens,
+            f"{r.cost_usd:.6f}",
+            r.result,
+        )
         for r in rows
     ]
     widths = [max(len(str(x[i])) for x in [head, *body]) for i in range(len(head) - 1)]
     lines = []
     for line in [head, *body]:
-        lines.append("  ".join(str(v).ljust(w) for v, w in zip(line[:-1], widths, strict=True)) + "  " + line[-1])
+        lines.append(
+            "  ".join(str(v).ljust(w) for v, w in zip(line[:-1], widths, strict=True))
+            + "  "
+            + line[-1]
+        )
     lines.insert(1, "-" * min(160, sum(widths) + 2 * len(widths) + 40))
     return "\n".join(lines)
 
@@ -266,21 +326,32 @@ async def _demo(config_path: Path) -> int:
         config = load_config(cfg)
         exe = [sys.executable, "-m", "tiergate.cli"]
         try:
-            sim = subprocess.Popen([*exe, "sim", "--config", str(cfg)], env=env, stdout=subprocess.DEVNULL)
+            sim = subprocess.Popen(
+                [*exe, "sim", "--config", str(cfg)], env=env, stdout=subprocess.DEVNULL
+            )
             procs.append(sim)
             sim_url = f"http://127.0.0.1:{sim_port}"
             await _wait_ready(f"{sim_url}/_sim/stats", sim)
             started = time.perf_counter()
-            side = subprocess.Popen([*exe, "serve", "--config", str(cfg)], env=env, stdout=subprocess.DEVNULL)
+            side = subprocess.Popen(
+                [*exe, "serve", "--config", str(cfg)], env=env, stdout=subprocess.DEVNULL
+            )
             procs.append(side)
             await _wait_ready(f"http://127.0.0.1:{admin_port}/readyz", side)
             ready_ms = (time.perf_counter() - started) * 1000
-            print(f"simulators on {sim_url}; tiergate on http://127.0.0.1:{port} (ready in {ready_ms:.0f} ms)\n")
+            print(
+                f"simulators on {sim_url}; tiergate on http://127.0.0.1:{port} (ready in {ready_ms:.0f} ms)\n"
+            )
             rows = await _scenario(config, f"http://127.0.0.1:{port}", sim_url)
             print(_table(rows))
-            async with aiohttp.ClientSession() as session, session.get(f"{sim_url}/_sim/stats") as resp:
+            async with (
+                aiohttp.ClientSession() as session,
+                session.get(f"{sim_url}/_sim/stats") as resp,
+            ):
                 stats = await resp.json()
-            calls = ", ".join(f"{m}: {s['calls']}" for m, s in sorted(stats.items()) if s.get("calls"))
+            calls = ", ".join(
+                f"{m}: {s['calls']}" for m, s in sorted(stats.items()) if s.get("calls")
+            )
             print(f"\nupstream calls the simulators counted: {calls}")
             total = sum(r.cost_usd for r in rows)
             failed = sum(r.result.startswith("ERROR") for r in rows)

@@ -36,7 +36,11 @@ def cost_usd(dep: DeploymentConfig, usage: Usage) -> float:
     """What the provider bills for one call, from the deployment's prices."""
     cached_price = dep.price.cached if dep.price.cached is not None else dep.price.input
     fresh = max(usage.input_tokens - usage.cached_tokens, 0)
-    return (fresh * dep.price.input + usage.cached_tokens * cached_price + usage.output_tokens * dep.price.output) / 1e6
+    return (
+        fresh * dep.price.input
+        + usage.cached_tokens * cached_price
+        + usage.output_tokens * dep.price.output
+    ) / 1e6
 
 
 @dataclass(slots=True)
@@ -81,7 +85,9 @@ class HedgeBudget:
 class Dispatcher:
     __slots__ = ("_adapters", "_config", "_planner", "hedges")
 
-    def __init__(self, config: Config, adapters: Mapping[str, Adapter], planner: Planner, hedges: HedgeBudget) -> None:
+    def __init__(
+        self, config: Config, adapters: Mapping[str, Adapter], planner: Planner, hedges: HedgeBudget
+    ) -> None:
         self._config = config
         self._adapters = adapters
         self._planner = planner
@@ -93,7 +99,11 @@ class Dispatcher:
         if envelope.timeout_ms is not None:
             budget_s = envelope.timeout_ms / 1000
         elif envelope.latency_budget_ms is not None or route_budget_ms is not None:
-            ms = envelope.latency_budget_ms if envelope.latency_budget_ms is not None else route_budget_ms
+            ms = (
+                envelope.latency_budget_ms
+                if envelope.latency_budget_ms is not None
+                else route_budget_ms
+            )
             assert ms is not None
             budget_s = ms / 1000 * routing.timeout_slack
         else:
@@ -123,7 +133,13 @@ class Dispatcher:
         self._planner.health.failure(name, exc.error_class, exc.retry_after_s)
 
     async def _attempt(
-        self, name: str, request: ChatRequest, envelope: Envelope, deadline: float, attempts: list[AttemptRecord], hedge: bool = False
+        self,
+        name: str,
+        request: ChatRequest,
+        envelope: Envelope,
+        deadline: float,
+        attempts: list[AttemptRecord],
+        hedge: bool = False,
     ) -> Completion:
         """One call; records it, feeds health and the live windows, raises ProviderError."""
         dep = self._config.deployments[name]
@@ -136,13 +152,26 @@ class Dispatcher:
             async with asyncio.timeout(remaining):
                 completion = await adapter.complete(request, dep, min(remaining, ceiling))
         except TimeoutError:
-            exc = ProviderError(ErrorClass.TIMEOUT, "the request's deadline passed during the attempt")
-            attempts.append(self._record(name, started, start_ns, error_class=exc.error_class.value, hedge=hedge))
+            exc = ProviderError(
+                ErrorClass.TIMEOUT, "the request's deadline passed during the attempt"
+            )
+            attempts.append(
+                self._record(
+                    name, started, start_ns, error_class=exc.error_class.value, hedge=hedge
+                )
+            )
             self._failed(name, exc)
             raise exc from None
         except ProviderError as exc:
             attempts.append(
-                self._record(name, started, start_ns, error_class=exc.error_class.value, status=exc.status, hedge=hedge)
+                self._record(
+                    name,
+                    started,
+                    start_ns,
+                    error_class=exc.error_class.value,
+                    status=exc.status,
+                    hedge=hedge,
+                )
             )
             self._failed(name, exc)
             raise
@@ -150,7 +179,15 @@ class Dispatcher:
             # Lost a hedge race (or the caller went away): the prompt was still sent.
             est = Usage(input_tokens=_tokens_hint(request))
             attempts.append(
-                self._record(name, started, start_ns, error_class="cancelled", hedge=hedge, cancelled=True, cost_usd=cost_usd(dep, est))
+                self._record(
+                    name,
+                    started,
+                    start_ns,
+                    error_class="cancelled",
+                    hedge=hedge,
+                    cancelled=True,
+                    cost_usd=cost_usd(dep, est),
+                )
             )
             raise
         record = self._record(
@@ -166,7 +203,9 @@ class Dispatcher:
         )
         attempts.append(record)
         self._planner.health.success(name)
-        self._planner.observe(envelope.route, name, None, record.ms, completion.usage.output_tokens, streamed=False)
+        self._planner.observe(
+            envelope.route, name, None, record.ms, completion.usage.output_tokens, streamed=False
+        )
         return completion
 
     async def complete(
@@ -233,11 +272,15 @@ class Dispatcher:
         expected = plan.request.expected_output_tokens if plan.request is not None else 0
         p95_ms = self._planner.router.predicted_latency(self._planner.index[primary], expected)
         first = asyncio.ensure_future(self._attempt(primary, request, envelope, deadline, attempts))
-        done, _ = await asyncio.wait({first}, timeout=max(0.0, min(p95_ms / 1000, deadline - time.monotonic())))
+        done, _ = await asyncio.wait(
+            {first}, timeout=max(0.0, min(p95_ms / 1000, deadline - time.monotonic()))
+        )
         if first in done or not self.hedges.take():
             return await first, primary, False
         queue.remove(backup)
-        second = asyncio.ensure_future(self._attempt(backup, request, envelope, deadline, attempts, hedge=True))
+        second = asyncio.ensure_future(
+            self._attempt(backup, request, envelope, deadline, attempts, hedge=True)
+        )
         pending = {first, second}
         names = {first: primary, second: backup}
         error: ProviderError | None = None
@@ -291,9 +334,17 @@ class Dispatcher:
                 elif isinstance(exc, TimeoutError):
                     error = ProviderError(ErrorClass.TIMEOUT, "no first event before the deadline")
                 else:
-                    error = ProviderError(ErrorClass.SERVER_ERROR, "the stream ended before its first event")
+                    error = ProviderError(
+                        ErrorClass.SERVER_ERROR, "the stream ended before its first event"
+                    )
                 attempts.append(
-                    self._record(name, started, start_ns, error_class=error.error_class.value, status=error.status)
+                    self._record(
+                        name,
+                        started,
+                        start_ns,
+                        error_class=error.error_class.value,
+                        status=error.status,
+                    )
                 )
                 self._failed(name, error)
                 if not error.retryable:
@@ -334,7 +385,9 @@ class Dispatcher:
         outcome.attempts.append(record)
         if error is None:
             self._planner.health.success(name)
-            self._planner.observe(envelope.route, name, outcome.ttft_ms, record.ms, used.output_tokens, streamed=True)
+            self._planner.observe(
+                envelope.route, name, outcome.ttft_ms, record.ms, used.output_tokens, streamed=True
+            )
         else:
             self._failed(name, error)
         return record
@@ -357,15 +410,27 @@ async def _aclose(events: AsyncIterator[StreamEvent]) -> None:
 def _caller_error(exc: ProviderError) -> DispatchError:
     if exc.error_class is ErrorClass.CONTENT_POLICY:
         return DispatchError(
-            exc.message, status=400, type="invalid_request_error", code="content_policy_violation", last=exc
+            exc.message,
+            status=400,
+            type="invalid_request_error",
+            code="content_policy_violation",
+            last=exc,
         )
     return DispatchError(
-        exc.message, status=exc.status or 400, type="invalid_request_error", code="provider_rejected", last=exc
+        exc.message,
+        status=exc.status or 400,
+        type="invalid_request_error",
+        code="provider_rejected",
+        last=exc,
     )
 
 
-def _exhausted(last: ProviderError | None, attempts: list[AttemptRecord], deadline: float) -> DispatchError:
-    if time.monotonic() >= deadline or (last is not None and last.error_class is ErrorClass.TIMEOUT):
+def _exhausted(
+    last: ProviderError | None, attempts: list[AttemptRecord], deadline: float
+) -> DispatchError:
+    if time.monotonic() >= deadline or (
+        last is not None and last.error_class is ErrorClass.TIMEOUT
+    ):
         return DispatchError(
             f"the request's deadline passed after {len(attempts)} attempt(s)",
             status=504,

@@ -97,7 +97,11 @@ class Health:
         self._remember(s, now, failed=False)
 
     def failure(
-        self, name: str, error_class: ErrorClass, retry_after_s: float | None, now: float | None = None
+        self,
+        name: str,
+        error_class: ErrorClass,
+        retry_after_s: float | None,
+        now: float | None = None,
     ) -> None:
         now = time.monotonic() if now is None else now
         s = self._states[name]
@@ -115,7 +119,9 @@ class Health:
             return
         c = self._config
         failures = sum(1 for _, failed in s.outcomes if failed)
-        ratio_tripped = len(s.outcomes) >= c.min_requests and failures / len(s.outcomes) >= c.failure_ratio
+        ratio_tripped = (
+            len(s.outcomes) >= c.min_requests and failures / len(s.outcomes) >= c.failure_ratio
+        )
         if s.consecutive >= c.consecutive_failures or ratio_tripped:
             self._eject(name, s, now)
 
@@ -129,7 +135,9 @@ class Health:
 
     def _eject(self, name: str, s: _State, now: float) -> None:
         c = self._config
-        ejected = sum(1 for o in self._states.values() if o.tier == s.tier and o.ejected_until > now)
+        ejected = sum(
+            1 for o in self._states.values() if o.tier == s.tier and o.ejected_until > now
+        )
         if ejected >= max(1, int(c.max_ejected_share * self._tier_size[s.tier])):
             return  # the cap keeps part of the tier serving (one may always go, as in Envoy)
         s.ejections_in_a_row += 1

@@ -68,7 +68,8 @@ class Limits:
         mask = 0
         for name, (rpm, tpm) in self._buckets.items():
             if (rpm is not None and rpm.refill(now) < max(1.0, self._headroom * rpm.capacity)) or (
-                tpm is not None and tpm.refill(now) < max(float(tokens), self._headroom * tpm.capacity)
+                tpm is not None
+                and tpm.refill(now) < max(float(tokens), self._headroom * tpm.capacity)
             ):
                 mask |= 1 << self._index[name]
         return mask

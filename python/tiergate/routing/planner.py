@@ -35,7 +35,11 @@ _CAP_BITS = {
     "vision": _core.CAP_VISION,
     "streaming": _core.CAP_STREAMING,
 }
-_RELAXED = ((_core.RELAX_LATENCY, "latency"), (_core.RELAX_COST, "cost"), (_core.RELAX_QUALITY, "quality"))
+_RELAXED = (
+    (_core.RELAX_LATENCY, "latency"),
+    (_core.RELAX_COST, "cost"),
+    (_core.RELAX_QUALITY, "quality"),
+)
 _VERDICTS = (
     (_core.V_CAPABILITY, "capability"),
     (_core.V_CONTEXT, "context"),
@@ -163,15 +167,29 @@ class Planner:
         priors = []
         for name, dep in config.deployments.items():
             rank = config.tier_rank(dep.tier)
-            prior = dep.quality_prior if dep.quality_prior is not None else tier_prior(rank, len(config.tiers))
+            prior = (
+                dep.quality_prior
+                if dep.quality_prior is not None
+                else tier_prior(rank, len(config.tiers))
+            )
             priors.append(prior)
             caps = 0
             for cap in dep.capabilities:
                 caps |= _CAP_BITS[cap]
             cached = dep.price.cached if dep.price.cached is not None else dep.price.input
             rows.append(
-                (name, rank, dep.price.input, dep.price.output, cached, dep.context_window, caps,
-                 dep.latency_prior.ttft_ms, dep.latency_prior.tpot_ms, prior)
+                (
+                    name,
+                    rank,
+                    dep.price.input,
+                    dep.price.output,
+                    cached,
+                    dep.context_window,
+                    caps,
+                    dep.latency_prior.ttft_ms,
+                    dep.latency_prior.tpot_ms,
+                    prior,
+                )
             )
         self.router = _core.Router(
             rows,
@@ -181,16 +199,26 @@ class Planner:
         )
         self.quality: QualityModel = HeuristicQuality(priors)
         tiers = {name: dep.tier for name, dep in config.deployments.items()}
-        self.health = Health(routing.ejection, tiers, self.index, previous.health if previous else None)
-        self.limits = Limits(config.deployments, self.index, routing.limit_headroom, previous.limits if previous else None)
+        self.health = Health(
+            routing.ejection, tiers, self.index, previous.health if previous else None
+        )
+        self.limits = Limits(
+            config.deployments,
+            self.index,
+            routing.limit_headroom,
+            previous.limits if previous else None,
+        )
         self._all = (1 << len(self.names)) - 1
         self._tier_masks = {
-            tier: sum(1 << i for i, n in enumerate(self.names) if tiers[n] == tier) for tier in config.tiers
+            tier: sum(1 << i for i, n in enumerate(self.names) if tiers[n] == tier)
+            for tier in config.tiers
         }
         self._scopes: dict[str, tuple[RouteConfig, int, int]] = {
             name: self._scope(name) for name in config.route_names()
         }
-        self._output_mean: dict[str, float] = dict(previous._output_mean) if previous is not None else {}
+        self._output_mean: dict[str, float] = (
+            dict(previous._output_mean) if previous is not None else {}
+        )
         self._budget_us = routing.decision_budget_ms * 1000
 
     def _scope(self, name: str) -> tuple[RouteConfig, int, int]:
@@ -204,7 +232,11 @@ class Planner:
             return route, scope, 1 << self.index[route.deployment]
         if route.tier is not None:
             rank = tiers.index(route.tier)
-            return route, sum(self._tier_masks[t] for t in tiers[rank:]), self._tier_masks[route.tier]
+            return (
+                route,
+                sum(self._tier_masks[t] for t in tiers[rank:]),
+                self._tier_masks[route.tier],
+            )
         return route, self._all, self._all
 
     def route(self, name: str) -> RouteConfig:
@@ -234,9 +266,11 @@ class Planner:
         if request.has_images:
             caps |= _core.CAP_VISION
         prompt_tokens = _core.estimate_tokens(request.raw) if request.raw else 0
-        mean = self._output_mean.get(route_key(envelope.route), INITIAL_OUTPUT_TOKENS)
+        mean = self._output_mean.get(envelope.route, INITIAL_OUTPUT_TOKENS)
         expected = min(request.max_tokens, mean) if request.max_tokens else mean
-        budget = _first(envelope.latency_budget_ms, tenant.latency_budget_ms, route.latency_budget_ms)
+        budget = _first(
+            envelope.latency_budget_ms, tenant.latency_budget_ms, route.latency_budget_ms
+        )
         ceiling = _first(envelope.max_cost_usd, tenant.max_cost_usd, route.max_cost_usd)
         floor = _first(envelope.min_quality, tenant.min_quality, route.min_quality)
         now = time.monotonic()
@@ -246,8 +280,8 @@ class Planner:
         return Request(
             caps,
             prompt_tokens,
-            request.max_tokens or int(math.ceil(expected)),
-            int(math.ceil(expected)),
+            request.max_tokens or math.ceil(expected),
+            math.ceil(expected),
             budget if budget is not None else math.inf,
             ceiling if ceiling is not None else math.inf,
             floor if floor is not None else 0.0,
@@ -264,10 +298,12 @@ class Planner:
         order, relaxed_bits = self.router.plan(*features.args(), qualities=qualities)
         # Route scope: its own tier (or pinned deployment) leads, wider tiers follow.
         names = self.names
-        plan = [names[i] for i in order if first >> i & 1] + [names[i] for i in order if not first >> i & 1]
-        if route.deployment is not None and route.deployment not in plan:
-            if self.health.available(route.deployment):
-                plan.insert(0, route.deployment)
+        plan = [names[i] for i in order if first >> i & 1] + [
+            names[i] for i in order if not first >> i & 1
+        ]
+        pinned = route.deployment
+        if pinned is not None and pinned not in plan and self.health.available(pinned):
+            plan.insert(0, pinned)  # the caller named it: serve it even outside the envelope
         elapsed_us = (time.perf_counter_ns() - start) / 1000
         relaxed = [label for bit, label in _RELAXED if relaxed_bits & bit]
         reason = "envelope"
@@ -280,7 +316,9 @@ class Planner:
             reason = "nothing-feasible"
         return Plan(plan, reason, elapsed_us, relaxed, features, qualities, route.hedge)
 
-    def explain(self, request: ChatRequest, envelope: Envelope, tenant: TenantPolicy) -> dict[str, object]:
+    def explain(
+        self, request: ChatRequest, envelope: Envelope, tenant: TenantPolicy
+    ) -> dict[str, object]:
         plan = self.plan(request, envelope, tenant)
         assert plan.request is not None
         rows = self.router.explain(*plan.request.args(), qualities=plan.qualities)
@@ -309,7 +347,9 @@ class Planner:
                 "prompt_tokens": r.prompt_tokens,
                 "max_output_tokens": r.max_output_tokens,
                 "expected_output_tokens": r.expected_output_tokens,
-                "latency_budget_ms": None if math.isinf(r.latency_budget_ms) else r.latency_budget_ms,
+                "latency_budget_ms": None
+                if math.isinf(r.latency_budget_ms)
+                else r.latency_budget_ms,
                 "max_cost_usd": None if math.isinf(r.max_cost_usd) else r.max_cost_usd,
                 "min_quality": r.min_quality,
                 "required": [label for label, bit in _CAP_BITS.items() if r.required_caps & bit],
@@ -321,7 +361,15 @@ class Planner:
             "decision_us": round(plan.decision_us, 1),
         }
 
-    def observe(self, route: str, deployment: str, ttft_ms: float | None, total_ms: float, output_tokens: int, streamed: bool) -> None:
+    def observe(
+        self,
+        route: str,
+        deployment: str,
+        ttft_ms: float | None,
+        total_ms: float,
+        output_tokens: int,
+        streamed: bool,
+    ) -> None:
         """Feed the live windows and the route's output-token mean after an attempt succeeded."""
         idx = self.index[deployment]
         if streamed and ttft_ms is not None:
@@ -333,13 +381,9 @@ class Planner:
             tpot_p50 = self._config.deployments[deployment].latency_prior.tpot_ms
             ttft = max(total_ms - output_tokens * tpot_p50, total_ms * 0.1)
             self.router.record(idx, ttft, math.nan, total_ms)
-        key = route_key(route)
+        key = route
         mean = self._output_mean.get(key, INITIAL_OUTPUT_TOKENS)
         self._output_mean[key] = mean + OUTPUT_EWMA_ALPHA * (output_tokens - mean)
-
-
-def route_key(route: str) -> str:
-    return route
 
 
 def _first(*values: float | None) -> float | None:

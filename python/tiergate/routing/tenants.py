@@ -35,7 +35,9 @@ class TenantPolicy:
 class Tenants:
     __slots__ = ("_all", "_keys", "_open", "_policies", "_spend")
 
-    def __init__(self, config: Config, index: Mapping[str, int], previous: Tenants | None = None) -> None:
+    def __init__(
+        self, config: Config, index: Mapping[str, int], previous: Tenants | None = None
+    ) -> None:
         self._all = (1 << len(index)) - 1
         tier_of = {name: dep.tier for name, dep in config.deployments.items()}
         self._policies: dict[str, TenantPolicy] = {}
@@ -63,17 +65,33 @@ class Tenants:
         # (UTC day, tenant) → USD; survives reloads.
         self._spend: dict[tuple[int, str], float] = previous._spend if previous is not None else {}
 
-    def resolve(self, authorization: str | None, api_key: str | None, header: str | None) -> TenantPolicy:
+    def resolve(
+        self, authorization: str | None, api_key: str | None, header: str | None
+    ) -> TenantPolicy:
         keyed: str | None = None
         if not self._open:
             presented = api_key
-            if presented is None and authorization is not None and authorization.lower().startswith("bearer "):
+            if (
+                presented is None
+                and authorization is not None
+                and authorization.lower().startswith("bearer ")
+            ):
                 presented = authorization[7:].strip()
             if not presented:
-                raise RequestError("missing API key", status=401, type="authentication_error", code="invalid_api_key")
+                raise RequestError(
+                    "missing API key",
+                    status=401,
+                    type="authentication_error",
+                    code="invalid_api_key",
+                )
             match = [t for k, t in self._keys if hmac.compare_digest(k, presented.encode())]
             if not match:
-                raise RequestError("invalid API key", status=401, type="authentication_error", code="invalid_api_key")
+                raise RequestError(
+                    "invalid API key",
+                    status=401,
+                    type="authentication_error",
+                    code="invalid_api_key",
+                )
             keyed = match[0]
         if keyed is not None and header and header != keyed:
             raise RequestError(
@@ -87,7 +105,12 @@ class Tenants:
         if policy is not None:
             return policy
         if self._policies and header and name != DEFAULT_TENANT:
-            raise RequestError(f"unknown tenant {name!r}", param="x-tiergate-tenant", status=403, type="permission_error")
+            raise RequestError(
+                f"unknown tenant {name!r}",
+                param="x-tiergate-tenant",
+                status=403,
+                type="permission_error",
+            )
         return TenantPolicy(name, self._all)
 
     @staticmethod

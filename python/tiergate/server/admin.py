@@ -20,7 +20,9 @@ async def readyz(request: web.Request) -> web.Response:
     """200 only once the config is loaded and every provider session is open."""
     gateway = request.app[ADMIN_RUNTIME].current
     if not gateway.ready:
-        return web.Response(body=b'{"status":"starting"}', status=503, content_type="application/json")
+        return web.Response(
+            body=b'{"status":"starting"}', status=503, content_type="application/json"
+        )
     body = {"status": "ready", "deployments": len(gateway.config.deployments)}
     return web.Response(body=orjson.dumps(body), content_type="application/json")
 
@@ -29,7 +31,11 @@ async def reload(request: web.Request) -> web.Response:
     """Reload the config file now; 422 with the problems when it is rejected."""
     problems = await request.app[ADMIN_RUNTIME].reload()
     if problems:
-        return web.Response(body=orjson.dumps({"status": "rejected", "problems": problems}), status=422, content_type="application/json")
+        return web.Response(
+            body=orjson.dumps({"status": "rejected", "problems": problems}),
+            status=422,
+            content_type="application/json",
+        )
     return web.Response(body=b'{"status":"reloaded"}', content_type="application/json")
 
 

@@ -56,7 +56,7 @@ class _NoSink:
 
 
 RUNTIME: web.AppKey[Runtime] = web.AppKey("runtime", Runtime)
-SINK: web.AppKey[RecordSink] = web.AppKey("sink", RecordSink)  # type: ignore[type-abstract]
+SINK: web.AppKey[RecordSink] = web.AppKey("sink", RecordSink)
 Surface = Literal["openai", "anthropic"]
 JSON = "application/json"
 _JSON_HEADERS = (("content-type", JSON),)
@@ -75,7 +75,9 @@ def error_response(surface: Surface, exc: RequestError | DispatchError) -> web.R
     headers = {}
     if isinstance(exc, DispatchError) and exc.last is not None and exc.last.retry_after_s:
         headers["retry-after"] = str(max(1, round(exc.last.retry_after_s)))
-    return web.Response(body=error_body(surface, exc), status=exc.status, content_type=JSON, headers=headers)
+    return web.Response(
+        body=error_body(surface, exc), status=exc.status, content_type=JSON, headers=headers
+    )
 
 
 @web.middleware
@@ -91,13 +93,19 @@ async def errors_in_caller_shape(
         if exc.status < 400:
             raise
         kind = "not_found_error" if exc.status == 404 else "invalid_request_error"
-        err = RequestError(f"{request.method} {request.path}: {exc.reason}", status=exc.status, type=kind)
-        return error_response(surface, err)
+        return error_response(
+            surface,
+            RequestError(
+                f"{request.method} {request.path}: {exc.reason}", status=exc.status, type=kind
+            ),
+        )
     except asyncio.CancelledError:
         raise
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
-        err = DispatchError("internal error in tiergate", status=500, type="server_error", code="internal_error")
+        err = DispatchError(
+            "internal error in tiergate", status=500, type="server_error", code="internal_error"
+        )
         return error_response(surface, err)
 
 
@@ -106,7 +114,9 @@ async def read_body(request: web.Request, limit: int, timeout_s: float) -> bytes
     length = request.content_length
     if length is not None and length > limit:
         raise RequestError(
-            f"request body of {length} bytes exceeds the limit of {limit} bytes", status=413, code="request_too_large"
+            f"request body of {length} bytes exceeds the limit of {limit} bytes",
+            status=413,
+            code="request_too_large",
         )
     chunks: list[bytes] = []
     size = 0
@@ -116,12 +126,16 @@ async def read_body(request: web.Request, limit: int, timeout_s: float) -> bytes
                 size += len(chunk)
                 if size > limit:
                     raise RequestError(
-                        f"request body exceeds the limit of {limit} bytes", status=413, code="request_too_large"
+                        f"request body exceeds the limit of {limit} bytes",
+                        status=413,
+                        code="request_too_large",
                     )
                 chunks.append(chunk)
     except TimeoutError:
         raise RequestError(
-            f"the request body did not arrive within {timeout_s:g} s", status=408, code="request_timeout"
+            f"the request body did not arrive within {timeout_s:g} s",
+            status=408,
+            code="request_timeout",
         ) from None
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
@@ -136,7 +150,9 @@ def parse_json(raw: bytes) -> Any:
             raw.decode("utf-8")
         except UnicodeDecodeError as uexc:
             raise RequestError(f"the request body is not valid UTF-8 (byte {uexc.start})") from None
-        raise RequestError(f"the request body is not valid JSON: {exc.msg} at position {exc.pos}") from None
+        raise RequestError(
+            f"the request body is not valid JSON: {exc.msg} at position {exc.pos}"
+        ) from None
 
 
 def _header_number(request: web.Request, name: str, low: float, high: float) -> float | None:
@@ -146,17 +162,23 @@ def _header_number(request: web.Request, name: str, low: float, high: float) -> 
     try:
         number = float(value)
     except ValueError:
-        raise RequestError(f"header `{name}` must be a number; got {value[:32]!r}", param=name) from None
+        raise RequestError(
+            f"header `{name}` must be a number; got {value[:32]!r}", param=name
+        ) from None
     if not low <= number <= high:
         raise RequestError(f"header `{name}` must be between {low:g} and {high:g}", param=name)
     return number
 
 
-def make_envelope(request: web.Request, chat: ChatRequest, surface: Surface, request_id: str) -> Envelope:
+def make_envelope(
+    request: web.Request, chat: ChatRequest, surface: Surface, request_id: str
+) -> Envelope:
     inf = float("inf")
     key = request.headers.get("idempotency-key")
     if key is not None and not 0 < len(key) <= 256:
-        raise RequestError("header `Idempotency-Key` must be 1-256 characters", param="Idempotency-Key")
+        raise RequestError(
+            "header `Idempotency-Key` must be 1-256 characters", param="Idempotency-Key"
+        )
     return Envelope(
         surface=surface,
         route=chat.model,
@@ -239,12 +261,16 @@ class Pipeline:
         server = gw.config.server
         raw = await read_body(request, server.max_body_bytes, server.client_timeout_s)
         body = parse_json(raw)
-        chat = (parse_anthropic_request if self.surface == "anthropic" else parse_openai_request)(body, raw)
+        chat = (parse_anthropic_request if self.surface == "anthropic" else parse_openai_request)(
+            body, raw
+        )
         envelope = make_envelope(request, chat, self.surface, record.request_id)
         record.route = record.request_model = envelope.route
         record.stream = chat.stream
         h = request.headers
-        tenant = gw.tenants.resolve(h.get("authorization"), h.get("x-api-key"), envelope.tenant or None)
+        tenant = gw.tenants.resolve(
+            h.get("authorization"), h.get("x-api-key"), envelope.tenant or None
+        )
         envelope.tenant = record.tenant = tenant.name
         gw.tenants.check_spend(tenant)
         gw.planner.route(envelope.route)  # unknown routes fail before anything is shared
@@ -271,7 +297,9 @@ class Pipeline:
     def _failure(self, exc: BaseException) -> Recorded:
         if isinstance(exc, RequestError | DispatchError):
             return Recorded(exc.status, _JSON_HEADERS, error_body(self.surface, exc))
-        err = DispatchError("the shared request failed", status=502, type="upstream_error", code="shared_failure")
+        err = DispatchError(
+            "the shared request failed", status=502, type="upstream_error", code="shared_failure"
+        )
         return Recorded(502, _JSON_HEADERS, error_body(self.surface, err))
 
     async def _replay(self, value: Recorded, outcome: str) -> web.StreamResponse:
@@ -288,7 +316,9 @@ class Pipeline:
         await response.write_eof()
         return response
 
-    async def _complete(self, chat: ChatRequest, envelope: Envelope, plan: Plan, flight: Flight) -> web.StreamResponse:
+    async def _complete(
+        self, chat: ChatRequest, envelope: Envelope, plan: Plan, flight: Flight
+    ) -> web.StreamResponse:
         gw, record = self.gw, self.record
         attempts: list[AttemptRecord] = []
         try:
@@ -312,7 +342,9 @@ class Pipeline:
         await gw.idempotency.finish(flight, Recorded(200, tuple(headers), body))
         return web.Response(body=body, headers=headers)
 
-    async def _stream(self, chat: ChatRequest, envelope: Envelope, plan: Plan, flight: Flight) -> web.StreamResponse:
+    async def _stream(
+        self, chat: ChatRequest, envelope: Envelope, plan: Plan, flight: Flight
+    ) -> web.StreamResponse:
         gw, record = self.gw, self.record
         attempts: list[AttemptRecord] = []
         try:
@@ -327,7 +359,9 @@ class Pipeline:
         if self.surface == "anthropic":
             renderer = AnthropicStreamRenderer(f"msg_{record.request_id}", model)
         else:
-            renderer = OpenAIStreamRenderer(f"chatcmpl-{record.request_id}", model, chat.include_usage)
+            renderer = OpenAIStreamRenderer(
+                f"chatcmpl-{record.request_id}", model, chat.include_usage
+            )
         # Headers leave before the winning attempt is accounted: count it in (+1).
         headers = [
             ("content-type", "text/event-stream"),
@@ -363,11 +397,19 @@ class Pipeline:
             elif isinstance(exc, TimeoutError):
                 error = ProviderError(ErrorClass.TIMEOUT, "the provider's stream stalled")
             else:
-                error = ProviderError(ErrorClass.SERVER_ERROR, "the provider's stream ended before completion")
+                error = ProviderError(
+                    ErrorClass.SERVER_ERROR, "the provider's stream ended before completion"
+                )
         except (ConnectionResetError, asyncio.CancelledError):
             # The caller went away: stop the upstream stream; nothing is kept.
             await _aclose(outcome.rest)
-            gw.dispatcher.stream_finished(outcome, envelope, None, None, ProviderError(ErrorClass.SERVER_ERROR, "caller disconnected"))
+            gw.dispatcher.stream_finished(
+                outcome,
+                envelope,
+                None,
+                None,
+                ProviderError(ErrorClass.SERVER_ERROR, "caller disconnected"),
+            )
             gw.idempotency.abandon(flight, self._failure(RuntimeError()))
             raise
         attempt = gw.dispatcher.stream_finished(outcome, envelope, usage, finish, error)
@@ -379,15 +421,26 @@ class Pipeline:
             reason = error.message
             record.stream_error = reason
             record.status = 502
-            log.warning("stream %s on %s failed after its first byte: %s", record.request_id, outcome.deployment, reason)
-            code = "stream_stalled" if error.error_class is ErrorClass.TIMEOUT else "stream_interrupted"
+            log.warning(
+                "stream %s on %s failed after its first byte: %s",
+                record.request_id,
+                outcome.deployment,
+                reason,
+            )
+            code = (
+                "stream_stalled"
+                if error.error_class is ErrorClass.TIMEOUT
+                else "stream_interrupted"
+            )
             if self.surface == "anthropic":
                 await response.write(AnthropicStreamRenderer.error(reason))
             else:
                 await response.write(OpenAIStreamRenderer.error(reason, code))
             gw.idempotency.abandon(flight, self._failure(RuntimeError()))
         else:
-            await gw.idempotency.finish(flight, Recorded(200, tuple(headers), frames=tuple(frames), stream=True))
+            await gw.idempotency.finish(
+                flight, Recorded(200, tuple(headers), frames=tuple(frames), stream=True)
+            )
         await response.write_eof()
         return response
 
@@ -419,12 +472,17 @@ async def explain(request: web.Request) -> web.Response:
     h = request.headers
     tenant = gw.tenants.resolve(h.get("authorization"), h.get("x-api-key"), envelope.tenant or None)
     envelope.tenant = tenant.name
-    return web.Response(body=orjson.dumps(gw.planner.explain(chat, envelope, tenant)), content_type=JSON)
+    return web.Response(
+        body=orjson.dumps(gw.planner.explain(chat, envelope, tenant)), content_type=JSON
+    )
 
 
 async def list_models(request: web.Request) -> web.Response:
     config = request.app[RUNTIME].current.config
-    data = [{"id": name, "object": "model", "created": 0, "owned_by": "tiergate"} for name in config.route_names()]
+    data = [
+        {"id": name, "object": "model", "created": 0, "owned_by": "tiergate"}
+        for name in config.route_names()
+    ]
     return web.Response(body=orjson.dumps({"object": "list", "data": data}), content_type=JSON)
 
 

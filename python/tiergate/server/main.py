@@ -64,10 +64,14 @@ async def start_server(
     timeout = config.server.shutdown_timeout_s
     admin_runner = web.AppRunner(make_admin_app(runtime), shutdown_timeout=timeout, access_log=None)
     await admin_runner.setup()
-    await web.TCPSite(admin_runner, host, config.server.admin_port if admin_port is None else admin_port).start()
+    await web.TCPSite(
+        admin_runner, host, config.server.admin_port if admin_port is None else admin_port
+    ).start()
     runner = web.AppRunner(make_app(runtime, sink), shutdown_timeout=timeout, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, host, config.server.port if port is None else port, backlog=1024).start()
+    await web.TCPSite(
+        runner, host, config.server.port if port is None else port, backlog=1024
+    ).start()
     await runtime.current.open()
     return RunningServer(
         runtime,

@@ -46,7 +46,9 @@ def parse_openai_request(body: Any, raw: bytes = b"") -> ChatRequest:
     tool_choice, tool_choice_name = _tool_choice(body.get("tool_choice"), tools)
     n = opt_int(body, "n", "n", minimum=1)
     if n is not None and n != 1:
-        raise RequestError("`n` greater than 1 is not supported", param="n", code="unsupported_value")
+        raise RequestError(
+            "`n` greater than 1 is not supported", param="n", code="unsupported_value"
+        )
     max_tokens = opt_int(body, "max_completion_tokens", "max_completion_tokens", minimum=1)
     if max_tokens is None:
         max_tokens = opt_int(body, "max_tokens", "max_tokens", minimum=1)

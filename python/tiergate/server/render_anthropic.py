@@ -7,7 +7,14 @@ from typing import Any
 import orjson
 
 from tiergate.errors import DispatchError, RequestError
-from tiergate.providers.base import Completion, FinishReason, StreamEnd, StreamEvent, TextDelta, Usage
+from tiergate.providers.base import (
+    Completion,
+    FinishReason,
+    StreamEnd,
+    StreamEvent,
+    TextDelta,
+    Usage,
+)
 
 __all__ = ["AnthropicStreamRenderer", "anthropic_error_body", "render_anthropic_message"]
 
@@ -59,7 +66,9 @@ def render_anthropic_message(c: Completion, message_id: str, model: str) -> dict
     if text:
         content.append({"type": "text", "text": text})
     for t in c.tool_calls:
-        content.append({"type": "tool_use", "id": t.id, "name": t.name, "input": _tool_input(t.arguments)})
+        content.append(
+            {"type": "tool_use", "id": t.id, "name": t.name, "input": _tool_input(t.arguments)}
+        )
     return {
         "id": message_id,
         "type": "message",
@@ -124,7 +133,9 @@ class AnthropicStreamRenderer:
         )
 
     def _delta(self, index: int, delta: dict[str, Any]) -> bytes:
-        return _event("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})
+        return _event(
+            "content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}
+        )
 
     def render(self, event: StreamEvent) -> bytes:
         out = b"" if self._started else self._start()
@@ -143,13 +154,20 @@ class AnthropicStreamRenderer:
             )
             return out + _event("message_stop", {"type": "message_stop"})
         if event.index not in self._tools:
-            block = {"type": "tool_use", "id": event.id or "", "name": event.name or "", "input": {}}
+            block = {
+                "type": "tool_use",
+                "id": event.id or "",
+                "name": event.name or "",
+                "input": {},
+            }
             out += self._begin("tool", block)
             self._tools[event.index] = self._open
         if not event.arguments:
             return out
         index = self._tools[event.index]
-        return out + self._delta(index, {"type": "input_json_delta", "partial_json": event.arguments})
+        return out + self._delta(
+            index, {"type": "input_json_delta", "partial_json": event.arguments}
+        )
 
     @staticmethod
     def error(message: str, error_type: str = "api_error") -> bytes:

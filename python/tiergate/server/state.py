@@ -49,12 +49,18 @@ class Gateway:
         self.adapters: dict[str, Adapter] = {}
         for name, provider in config.providers.items():
             old = previous.adapters.get(name) if previous is not None else None
-            if old is not None and previous is not None and previous.config.providers[name] == provider:
+            if (
+                old is not None
+                and previous is not None
+                and previous.config.providers[name] == provider
+            ):
                 self.adapters[name] = old
             else:
                 self.adapters[name] = make_adapter(name, provider)
         self.planner = Planner(config, previous.planner if previous is not None else None)
-        self.tenants = Tenants(config, self.planner.index, previous.tenants if previous is not None else None)
+        self.tenants = Tenants(
+            config, self.planner.index, previous.tenants if previous is not None else None
+        )
         routing = config.routing
         self.hedges = previous.hedges if previous is not None else HedgeBudget(routing.hedge_budget)
         self.hedges.share = routing.hedge_budget
@@ -63,7 +69,9 @@ class Gateway:
             self.idempotency = previous.idempotency
             self.idempotency.ttl_s = routing.idempotency_ttl_s
         else:
-            self.idempotency = Idempotency(MemoryStore(routing.idempotency_max_bytes), routing.idempotency_ttl_s)
+            self.idempotency = Idempotency(
+                MemoryStore(routing.idempotency_max_bytes), routing.idempotency_ttl_s
+            )
         self.inflight = 0
         self.ready = False
 
@@ -115,7 +123,9 @@ class Runtime:
 
     async def _retire(self, old: Gateway, keep: set[Adapter]) -> None:
         """Close what the new gateway dropped once the old one's requests finished."""
-        deadline = asyncio.get_running_loop().time() + max(old.config.server.shutdown_timeout_s, 1.0) * 6
+        deadline = (
+            asyncio.get_running_loop().time() + max(old.config.server.shutdown_timeout_s, 1.0) * 6
+        )
         while old.inflight > 0 and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.05)
         await old.close(keep)

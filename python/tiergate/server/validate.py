@@ -37,9 +37,7 @@ def opt_bool(body: dict[str, Any], key: str, param: str) -> bool | None:
     bad(param, "must be a boolean")
 
 
-def opt_int(
-    body: dict[str, Any], key: str, param: str, minimum: int | None = None
-) -> int | None:
+def opt_int(body: dict[str, Any], key: str, param: str, minimum: int | None = None) -> int | None:
     value = body.get(key)
     if value is None:
         return None
@@ -54,9 +52,7 @@ def opt_int(
     return value
 
 
-def opt_number(
-    body: dict[str, Any], key: str, param: str, low: float, high: float
-) -> float | None:
+def opt_number(body: dict[str, Any], key: str, param: str, low: float, high: float) -> float | None:
     value = body.get(key)
     if value is None:
         return None
