@@ -214,6 +214,6 @@ async def test_mid_stream_error_is_an_exception_frame(sim: SimServer, client: An
     seen = []
     with pytest.raises(EventStreamError) as err:
         async for event in r["stream"]:
-            seen.append(event)  # noqa: PERF401 (keep what arrived before the error)
+            seen.append(event)
     assert seen and "messageStart" in seen[0]
     assert err.value.response["Error"]["Code"] == "throttlingException"
