@@ -859,6 +859,23 @@ def test_sagemaker_tgi_body_and_response() -> None:
     assert info.value.error_class is ErrorClass.BAD_REQUEST
 
 
+def test_tgi_prompt_templates() -> None:
+    req = ChatRequest(
+        model="auto",
+        messages=[Message("system", [TextPart("S")]), Message("user", [TextPart("U")])],
+    )
+    llama = build_sagemaker_body(req, dep("llama-3-1-8b-instruct", payload_format="tgi"))
+    assert llama["inputs"] == (
+        "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nS<|eot_id|>"
+        "<|start_header_id|>user<|end_header_id|>\n\nU<|eot_id|>"
+        "<|start_header_id|>assistant<|end_header_id|>\n\n"
+    )
+    mistral = build_sagemaker_body(req, dep("mistral-7b", payload_format="tgi"))
+    assert mistral["inputs"] == "<s>[INST] S\n\nU [/INST]"
+    qwen = build_sagemaker_body(req, dep("qwen2-7b", payload_format="tgi"))
+    assert qwen["inputs"].endswith("<|im_start|>user\nU<|im_end|>\n<|im_start|>assistant\n")
+
+
 def test_tgi_stream() -> None:
     wire = (
         b'data:{"index":1,"token":{"id":1,"text":"Hel","logprob":-0.1,"special":false},"generated_text":null,"details":null}\n\n'

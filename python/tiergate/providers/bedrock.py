@@ -288,7 +288,12 @@ class BedrockStreamParser:
     def feed(self, event: dict[str, Any]) -> list[StreamEvent]:
         if "contentBlockDelta" in event:
             body = event["contentBlockDelta"]
-            delta = body.get("delta") or {}
+            delta = body.get("delta")
+            if not isinstance(delta, dict):
+                # botocore turns an undecodable payload into an event without members
+                raise malformed(
+                    "ConverseStream event (contentBlockDelta without delta)", self.provider
+                )
             index = body.get("contentBlockIndex", 0)
             text = delta.get("text")
             if text:
@@ -328,10 +333,18 @@ class BedrockStreamParser:
                 return [TextDelta(unwrap_answer("".join(self._held), self.provider))]
             return []
         if "messageStop" in event:
-            self._stop = event["messageStop"].get("stopReason") or "end_turn"
+            stop = event["messageStop"].get("stopReason")
+            if not stop:
+                raise malformed(
+                    "ConverseStream event (messageStop without stopReason)", self.provider
+                )
+            self._stop = stop
             return []
         if "metadata" in event:
-            self._usage = usage_bedrock(event["metadata"].get("usage"))
+            usage = event["metadata"].get("usage")
+            if not isinstance(usage, dict):
+                raise malformed("ConverseStream event (metadata without usage)", self.provider)
+            self._usage = usage_bedrock(usage)
             if self._stop is not None:
                 return [self._end()]
             return []

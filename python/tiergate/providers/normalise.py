@@ -127,6 +127,8 @@ _POLICY_WORDING = re.compile(
 )
 # Provider error types/codes (OpenAI `error.type`/`error.code`, Anthropic `error.type`,
 # Gemini `error.status`, AWS error codes) that decide the class whatever the status.
+# Generic ones ("server_error", "api_error", "INTERNAL") are left out on purpose: they
+# say less than the status (a 503 "server_error" is overloaded, not a plain 5xx).
 _ERROR_TYPES: dict[str, ErrorClass] = {
     # OpenAI
     "context_length_exceeded": ErrorClass.CONTEXT_LENGTH,
@@ -135,12 +137,10 @@ _ERROR_TYPES: dict[str, ErrorClass] = {
     "content_filter": ErrorClass.CONTENT_POLICY,
     "rate_limit_exceeded": ErrorClass.RATE_LIMITED,
     "insufficient_quota": ErrorClass.RATE_LIMITED,
-    "server_error": ErrorClass.SERVER_ERROR,
     "invalid_api_key": ErrorClass.AUTH,
     # Anthropic
     "overloaded_error": ErrorClass.OVERLOADED,
     "rate_limit_error": ErrorClass.RATE_LIMITED,
-    "api_error": ErrorClass.SERVER_ERROR,
     "authentication_error": ErrorClass.AUTH,
     "permission_error": ErrorClass.AUTH,
     "request_too_large": ErrorClass.CONTEXT_LENGTH,
@@ -149,7 +149,6 @@ _ERROR_TYPES: dict[str, ErrorClass] = {
     "RESOURCE_EXHAUSTED": ErrorClass.RATE_LIMITED,
     "UNAVAILABLE": ErrorClass.OVERLOADED,
     "DEADLINE_EXCEEDED": ErrorClass.TIMEOUT,
-    "INTERNAL": ErrorClass.SERVER_ERROR,
     "UNAUTHENTICATED": ErrorClass.AUTH,
     "PERMISSION_DENIED": ErrorClass.AUTH,
     # AWS (Bedrock, SageMaker)

@@ -9,8 +9,8 @@ Two payload formats, chosen per deployment (``payload_format``):
   the model) and with ``max_tokens``; streamed answers are SSE lines inside PayloadPart
   bytes, which split lines anywhere.
 - ``tgi``: Text Generation Inference's native ``{"inputs", "parameters"}``. The prompt
-  is a plain role-tagged transcript (``System:``/``User:``/``Assistant:``) ending with
-  ``Assistant:``; the container's own chat template is not applied. JSON answers use
+  is rendered in the chat template the endpoint name suggests (Llama 3, Mistral,
+  ChatML), else as a plain ``System:``/``User:``/``Assistant:`` transcript. JSON answers use
   TGI's ``grammar``. Tools cannot be expressed and are refused (bad_request). TGI
   reports no prompt token count unless asked for the whole prefill, so
   ``usage.input_tokens`` stays 0 (the caller estimates it).
@@ -57,11 +57,55 @@ __all__ = [
 _ROLE_TAGS = {"system": "System", "user": "User", "assistant": "Assistant", "tool": "Tool"}
 
 
-def render_prompt(request: ChatRequest) -> str:
-    """The conversation as a plain transcript ending where the assistant speaks next."""
+def _llama3(request: ChatRequest) -> str:
+    out = ["<|begin_of_text|>"]
+    for m in request.messages:
+        role = "ipython" if m.role == "tool" else m.role
+        out.append(f"<|start_header_id|>{role}<|end_header_id|>\n\n{m.text}<|eot_id|>")
+    out.append("<|start_header_id|>assistant<|end_header_id|>\n\n")
+    return "".join(out)
+
+
+def _mistral(request: ChatRequest) -> str:
+    system = request.system_text
+    out = ["<s>"]
+    for m in request.messages:
+        if m.role == "system":
+            continue
+        if m.role == "assistant":
+            out.append(f" {m.text}</s>")
+        else:
+            text = m.text if m.role == "user" else f"Tool result: {m.text}"
+            if system:
+                text, system = f"{system}\n\n{text}", ""
+            out.append(f"[INST] {text} [/INST]")
+    return "".join(out)
+
+
+def _chatml(request: ChatRequest) -> str:
+    out = [f"<|im_start|>{m.role}\n{m.text}<|im_end|>\n" for m in request.messages]
+    out.append("<|im_start|>assistant\n")
+    return "".join(out)
+
+
+def _plain(request: ChatRequest) -> str:
     lines = [f"{_ROLE_TAGS[m.role]}: {m.text}" for m in request.messages]
     lines.append("Assistant:")
     return "\n\n".join(lines)
+
+
+def render_prompt(request: ChatRequest, model: str = "") -> str:
+    """The conversation in the chat template the endpoint name suggests (Llama 3,
+    Mistral ``[INST]``, ChatML for Qwen), else a plain role-tagged transcript; it ends
+    where the assistant speaks next."""
+    name = model.lower()
+    if "llama-3" in name or "llama3" in name:
+        return _llama3(request)
+    if "mistral" in name or "mixtral" in name:
+        return _mistral(request)
+    if "qwen" in name or "chatml" in name:
+        return _chatml(request)
+    return _plain(request)
 
 
 def build_tgi_request(request: ChatRequest, deployment: DeploymentConfig) -> dict[str, Any]:
@@ -89,7 +133,10 @@ def build_tgi_request(request: ChatRequest, deployment: DeploymentConfig) -> dic
         params["grammar"] = {"type": "json", "value": rf.schema}
     elif rf.kind != "text":
         params["grammar"] = {"type": "json", "value": {"type": "object"}}
-    body: dict[str, Any] = {"inputs": render_prompt(request), "parameters": params}
+    body: dict[str, Any] = {
+        "inputs": render_prompt(request, deployment.model),
+        "parameters": params,
+    }
     if request.stream:
         body["stream"] = True
     return body
