@@ -11,7 +11,16 @@ from typing import Any
 
 import orjson
 
-from tiergate.envelope import ChatRequest, ImagePart, Message, Part, TextPart, Tool, ToolCall
+from tiergate.envelope import (
+    ChatRequest,
+    ImagePart,
+    Message,
+    Part,
+    ResponseFormat,
+    TextPart,
+    Tool,
+    ToolCall,
+)
 from tiergate.errors import RequestError
 from tiergate.server.validate import (
     bad,
@@ -50,6 +59,7 @@ def parse_anthropic_request(body: Any, raw: bytes = b"") -> ChatRequest:
         tool_choice=tool_choice,
         tool_choice_name=name,
         parallel_tool_calls=parallel,
+        response_format=_output_format(body),
         max_tokens=max_tokens,
         temperature=opt_number(body, "temperature", "temperature", 0.0, 1.0),
         top_p=opt_number(body, "top_p", "top_p", 0.0, 1.0),
@@ -174,6 +184,25 @@ def _image(source: Any, path: str) -> ImagePart:
             bad(f"{path}.url", "must be an http(s) URL")
         return ImagePart(url)
     bad(f"{path}.type", f"must be 'base64' or 'url'; got {kind!r}")
+
+
+def _output_format(body: dict[str, Any]) -> ResponseFormat:
+    """Structured output: ``output_config.format`` (or the older ``output_format``)."""
+    config = body.get("output_config")
+    if config is not None:
+        if not isinstance(config, dict):
+            bad("output_config", "must be an object")
+        spec, path = config.get("format"), "output_config.format"
+    else:
+        spec, path = body.get("output_format"), "output_format"
+    if spec is None:
+        return ResponseFormat()
+    if not isinstance(spec, dict) or spec.get("type") != "json_schema":
+        bad(f"{path}.type", "must be 'json_schema'")
+    schema = spec.get("schema")
+    if not isinstance(schema, dict):
+        bad(f"{path}.schema", "is required and must be a JSON Schema object")
+    return ResponseFormat("json_schema", schema, "response", True)
 
 
 def _tools(value: Any) -> list[Tool]:

@@ -1,0 +1,110 @@
+"""A simulator and a sidecar on ephemeral loopback ports, in a background event loop.
+
+Tests drive them with the official SDKs (sync or async) exactly as an application
+would. ``Stack.faults``/``Stack.stats`` talk to the simulator's control endpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+import urllib3
+
+from tiergate.config import Config, SimModelConfig, load_config
+from tiergate.server.main import RunningServer, start_server
+from tiergate.sim.server import SimServer, sim_config_for
+
+REPO = Path(__file__).resolve().parents[1]
+SIM_ENV = {
+    "SIM_OPENAI_API_KEY": "sim-openai-key",
+    "SIM_ANTHROPIC_API_KEY": "sim-anthropic-key",
+    "SIM_GEMINI_API_KEY": "sim-gemini-key",
+    "SIM_AWS_ACCESS_KEY_ID": "SIMACCESSKEY",
+    "SIM_AWS_SECRET_ACCESS_KEY": "sim-secret",
+}
+T = TypeVar("T")
+
+
+def fast_sim_config(path: Path = REPO / "examples" / "sim.yaml", **routing: Any) -> Config:
+    """The example config with every simulated model answering in milliseconds."""
+    for key, value in SIM_ENV.items():
+        os.environ.setdefault(key, value)
+    config = load_config(path)
+    assert config.sim is not None
+    models = {m: SimModelConfig(ttft_ms=3, tokens_per_s=5000, sigma=0.1) for m in config.sim.models}
+    sim = config.sim.model_copy(update={"models": models})
+    update: dict[str, Any] = {"sim": sim}
+    if routing:
+        update["routing"] = config.routing.model_copy(update=routing)
+    return config.model_copy(update=update)
+
+
+class Stack:
+    def __init__(self, config: Config, sink: Any = None) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.sim: SimServer = self.run(SimServer.start(config, port=0))
+        self.config = sim_config_for(config, self.sim.url)
+        self.server: RunningServer = self.run(
+            start_server(self.config, port=0, admin_port=0, sink=sink)
+        )
+        self.url = self.server.url
+        self.http = urllib3.PoolManager()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 60) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.run(self.server.stop())
+        self.run(self.sim.stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+        self.http.clear()
+
+    def _sim(self, method: str, path: str, body: Any = None) -> Any:
+        data = orjson.dumps(body) if body is not None else None
+        resp = self.http.request(
+            method, self.sim.url + path, body=data, headers={"content-type": "application/json"}
+        )
+        assert resp.status < 300, resp.data
+        return orjson.loads(resp.data) if resp.data else None
+
+    def stats(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._sim("GET", "/_sim/stats")
+        return result
+
+    def calls(self, deployment: str) -> int:
+        model = self.config.deployments[deployment].model
+        return int(self.stats().get(model, {}).get("calls", 0))
+
+    def reset_stats(self) -> None:
+        self._sim("DELETE", "/_sim/stats")
+
+    def fault(self, deployment: str, kind: str, **kw: Any) -> None:
+        self._sim(
+            "POST",
+            "/_sim/faults",
+            {"model": self.config.deployments[deployment].model, "kind": kind, **kw},
+        )
+
+    def clear_faults(self) -> None:
+        self._sim("DELETE", "/_sim/faults")
+
+    def post(
+        self, path: str, body: Any, headers: dict[str, str] | None = None
+    ) -> urllib3.BaseHTTPResponse:
+        raw = body if isinstance(body, bytes) else orjson.dumps(body)
+        return self.http.request(
+            "POST",
+            self.url + path,
+            body=raw,
+            headers={"content-type": "application/json", **(headers or {})},
+        )
