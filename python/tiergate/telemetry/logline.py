@@ -1,0 +1,129 @@
+"""The per-request JSON line and the JSON-lines writers (request log, safety stream, EMF).
+
+A log line holds what DESIGN.md §6 lists and nothing else: no header, no key, no prompt
+text unless ``telemetry.log_text`` is on, and then redacted by the safety detectors.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+from tiergate.safety.detectors import redact_text
+from tiergate.telemetry.record import RequestRecord, SafetyFinding
+
+__all__ = ["JsonLines", "finding_event", "record_line"]
+
+
+def _iso(ns: int) -> str:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(ns / 1e9, dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def record_line(rec: RequestRecord, *, include_text: bool = False) -> dict[str, Any]:
+    """The log line's fields for one request (a dict, so tests and other sinks can read it)."""
+    line: dict[str, Any] = {
+        "ts": _iso(rec.start_ns),
+        "event": "request",
+        "request_id": rec.request_id,
+        "tenant": rec.tenant,
+        "surface": rec.surface,
+        "operation": rec.operation,
+        "route": rec.route,
+        "deployment": rec.deployment,
+        "provider": rec.provider,
+        "tier": rec.tier,
+        "response_model": rec.response_model,
+        "status": rec.status,
+        "error_type": rec.error_type,
+        "finish_reason": rec.finish_reason,
+        "stream": rec.stream,
+        "stream_error": rec.stream_error,
+        "attempts": [
+            {
+                "deployment": a.deployment,
+                "provider": a.provider,
+                "status": a.status,
+                "error_class": a.error_class,
+                "ms": round(a.ms, 3),
+                "ttft_ms": None if a.ttft_ms is None else round(a.ttft_ms, 3),
+                "hedge": a.hedge,
+                "cancelled": a.cancelled,
+                "input_tokens": a.input_tokens,
+                "output_tokens": a.output_tokens,
+                "cost_usd": a.cost_usd,
+            }
+            for a in rec.attempts
+        ],
+        "fallbacks": rec.fallbacks,
+        "hedged": rec.hedged,
+        "idempotency": rec.idempotency,
+        "ttft_ms": None if rec.ttft_ms is None else round(rec.ttft_ms, 3),
+        "latency_ms": round(rec.latency_ms, 3),
+        "tokens": {
+            "input": rec.input_tokens,
+            "output": rec.output_tokens,
+            "cached": rec.cached_tokens,
+            "reasoning": rec.reasoning_tokens,
+        },
+        "cost_usd": rec.cost_usd,
+        "predicted_quality": rec.predicted_quality,
+        "predicted_latency_ms": rec.predicted_latency_ms,
+        "decision_us": round(rec.decision_us, 1),
+        "decision_reason": rec.decision_reason,
+        "relaxed": rec.relaxed,
+        # Kinds and actions only; the detailed events are the safety stream's.
+        "safety": [f"{f.kind}:{f.action}" for f in rec.safety],
+    }
+    if include_text:
+        if rec.prompt_text is not None:
+            line["prompt"] = redact_text(rec.prompt_text)
+        if rec.completion_text is not None:
+            line["completion"] = redact_text(rec.completion_text)
+    return line
+
+
+def finding_event(f: SafetyFinding, request_id: str, tenant: str, ts_ns: int) -> dict[str, Any]:
+    return {
+        "ts": _iso(ts_ns),
+        "event": "safety_finding",
+        "request_id": request_id,
+        "tenant": tenant,
+        "kind": f.kind,
+        "where": f.where,
+        "action": f.action,
+        "location": f.location,
+    }
+
+
+class JsonLines:
+    """Appends JSON lines to stdout (``"-"``) or a file; one write and flush per batch."""
+
+    __slots__ = ("_out", "_owned", "target")
+
+    def __init__(self, target: str | Path, stream: IO[bytes] | None = None) -> None:
+        self.target = str(target)
+        self._owned = False
+        if stream is not None:
+            self._out: IO[bytes] = stream
+        elif self.target == "-":
+            self._out = sys.stdout.buffer
+        else:
+            path = Path(self.target)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._out = path.open("ab")
+            self._owned = True
+
+    def write(self, objs: list[dict[str, Any]]) -> None:
+        if not objs:
+            return
+        self._out.write(b"".join(orjson.dumps(o, option=orjson.OPT_APPEND_NEWLINE) for o in objs))
+        self._out.flush()
+
+    def close(self) -> None:
+        if self._owned:
+            self._out.close()

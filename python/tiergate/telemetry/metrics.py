@@ -1,0 +1,224 @@
+"""Metrics: one set of instruments, exposed to Prometheus and (when configured) OTLP.
+
+Every instrument exists twice: a ``prometheus_client`` family in this hub's own
+registry (``GET /metrics``) and an OpenTelemetry instrument (the GenAI semantic
+conventions' names and attributes) when an OTel meter is given. Label values are
+bounded: routes, deployments and tenants not in the config are reported as ``other``.
+
+Prometheus names (OTel names in brackets):
+
+- ``gen_ai_client_operation_duration_seconds`` [gen_ai.client.operation.duration]
+- ``gen_ai_client_token_usage`` [gen_ai.client.token.usage], label ``token_type``
+- ``gen_ai_client_operation_time_to_first_chunk_seconds`` [gen_ai.client.operation.time_to_first_chunk]
+- ``tiergate_requests_total{route,deployment,outcome}`` — outcome: ok, client_error, error
+- ``tiergate_attempts_total{deployment,outcome}`` — outcome: ok or the error class
+- ``tiergate_cost_usd_total{route,deployment,tenant}``
+- ``tiergate_fallbacks_total{route}``, ``tiergate_hedges_total{route,deployment,outcome}``
+- ``tiergate_ejections_total{deployment}``, ``tiergate_cooldowns_total{deployment}``
+- ``tiergate_idempotency_total{outcome}``, ``tiergate_decision_seconds``
+- ``tiergate_telemetry_dropped_total{sink}``, ``tiergate_safety_findings_total{kind,where,action}``
+- ``tiergate_shadow_total{route,outcome}`` — outcome: agree, disagree, error, skipped
+- ``tiergate_route_latency_budget_seconds{route}``, ``tiergate_tenant_daily_spend_budget_usd{tenant}``
+  (from the config, for alert rules)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from opentelemetry.metrics import Meter
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from tiergate.config import Config
+from tiergate.telemetry.record import RequestRecord, SafetyFinding
+
+__all__ = ["DURATION_BUCKETS", "TOKEN_BUCKETS", "Metrics"]
+
+# The GenAI semantic conventions' advised bucket boundaries.
+DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
+TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304)
+TTFT_BUCKETS = (0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24)
+DECISION_BUCKETS = (1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 5e-3, 0.01, 0.05)
+
+# Prometheus label → OTel attribute.
+_OTEL_KEY = {
+    "route": "gen_ai.request.model",
+    "deployment": "tiergate.deployment",
+    "provider": "gen_ai.provider.name",
+    "operation": "gen_ai.operation.name",
+    "response_model": "gen_ai.response.model",
+    "token_type": "gen_ai.token.type",
+    "error_type": "error.type",
+}
+
+
+class _Instrument:
+    """A Prometheus family and, optionally, its OTel twin."""
+
+    __slots__ = ("_labels", "_otel", "_prom")
+
+    def __init__(self, prom: Any, otel: Any, labels: Sequence[str]) -> None:
+        self._prom = prom
+        self._otel = otel
+        self._labels = tuple(labels)
+
+    def _attrs(self, values: Sequence[str]) -> dict[str, str]:
+        return {_OTEL_KEY.get(k, f"tiergate.{k}"): v for k, v in zip(self._labels, values, strict=True)}
+
+    def add(self, amount: float, *values: str) -> None:
+        (self._prom.labels(*values) if values else self._prom).inc(amount)
+        if self._otel is not None:
+            self._otel.add(amount, self._attrs(values))
+
+    def observe(self, value: float, *values: str) -> None:
+        (self._prom.labels(*values) if values else self._prom).observe(value)
+        if self._otel is not None:
+            self._otel.record(value, self._attrs(values))
+
+
+class Metrics:
+    """Every metric tiergate exports; fed by the hub's metrics worker and direct counters."""
+
+    def __init__(self, config: Config, meter: Meter | None = None) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._routes = frozenset(config.route_names())
+        self._deployments = frozenset(config.deployments)
+        self._tenants = frozenset(config.tenants)
+        self._tiers = {name: dep.tier for name, dep in config.deployments.items()}
+        r = self.registry
+        m = meter
+
+        def counter(name: str, doc: str, labels: Sequence[str], otel_name: str, unit: str = "1") -> _Instrument:
+            prom = Counter(name, doc, labels, registry=r)
+            otel = m.create_counter(otel_name, unit=unit, description=doc) if m is not None else None
+            return _Instrument(prom, otel, labels)
+
+        def histogram(
+            name: str, doc: str, labels: Sequence[str], buckets: Sequence[float], otel_name: str, unit: str
+        ) -> _Instrument:
+            prom = Histogram(name, doc, labels, buckets=buckets, registry=r)
+            otel = (
+                m.create_histogram(otel_name, unit=unit, description=doc, explicit_bucket_boundaries_advisory=buckets)
+                if m is not None
+                else None
+            )
+            return _Instrument(prom, otel, labels)
+
+        gen = ("operation", "provider", "route", "deployment", "response_model")
+        self.duration = histogram(
+            "gen_ai_client_operation_duration_seconds",
+            "GenAI operation duration, end to end as the caller saw it.",
+            (*gen, "error_type"),
+            DURATION_BUCKETS,
+            "gen_ai.client.operation.duration",
+            "s",
+        )
+        self.tokens = histogram(
+            "gen_ai_client_token_usage",
+            "Tokens used per operation, by token type.",
+            (*gen, "token_type"),
+            TOKEN_BUCKETS,
+            "gen_ai.client.token.usage",
+            "{token}",
+        )
+        self.ttft = histogram(
+            "gen_ai_client_operation_time_to_first_chunk_seconds",
+            "Time to the first token (chunk) of the answer.",
+            gen,
+            TTFT_BUCKETS,
+            "gen_ai.client.operation.time_to_first_chunk",
+            "s",
+        )
+        self.requests = counter(
+            "tiergate_requests", "Requests by route, serving deployment and outcome.",
+            ("route", "deployment", "outcome"), "tiergate.requests", "{request}",
+        )  # fmt: skip
+        self.attempts = counter(
+            "tiergate_attempts", "Upstream attempts by deployment and outcome (ok or error class).",
+            ("deployment", "outcome"), "tiergate.attempts", "{attempt}",
+        )  # fmt: skip
+        self.cost = counter(
+            "tiergate_cost_usd", "Spend in USD from the deployments' prices, hedges included.",
+            ("route", "deployment", "tenant"), "tiergate.cost", "USD",
+        )  # fmt: skip
+        self.fallbacks = counter("tiergate_fallbacks", "Fallbacks to another deployment.", ("route",), "tiergate.fallbacks")
+        self.hedges = counter(
+            "tiergate_hedges", "Hedged attempts: started, won, lost.", ("route", "deployment", "outcome"), "tiergate.hedges"
+        )
+        self.ejections = counter("tiergate_ejections", "Deployments ejected by passive health checks.", ("deployment",), "tiergate.ejections")
+        self.cooldowns = counter("tiergate_cooldowns", "Cool-downs from Retry-After or rate-limit headers.", ("deployment",), "tiergate.cooldowns")
+        self.idempotency = counter("tiergate_idempotency", "Idempotency outcomes: miss, coalesced, replay.", ("outcome",), "tiergate.idempotency")
+        self.decision = histogram(
+            "tiergate_decision_seconds", "Routing decision time.", (), DECISION_BUCKETS, "tiergate.decision.duration", "s"
+        )
+        self.dropped = counter(
+            "tiergate_telemetry_dropped", "Telemetry items dropped because an exporter's queue was full.",
+            ("sink",), "tiergate.telemetry.dropped",
+        )  # fmt: skip
+        self.findings = counter(
+            "tiergate_safety_findings", "Safety findings by kind, side and action.", ("kind", "where", "action"), "tiergate.safety.findings"
+        )
+        self.shadow = counter(
+            "tiergate_shadow", "Shadow evaluations by outcome: agree, disagree, error, skipped.", ("route", "outcome"), "tiergate.shadow"
+        )
+        budget = Gauge("tiergate_route_latency_budget_seconds", "Configured latency budget per route.", ("route",), registry=r)
+        for name, route in config.routes.items():
+            if route.latency_budget_ms is not None:
+                budget.labels(name).set(route.latency_budget_ms / 1000)
+        spend = Gauge("tiergate_tenant_daily_spend_budget_usd", "Configured daily spend limit per tenant.", ("tenant",), registry=r)
+        for name, tenant in config.tenants.items():
+            if tenant.daily_spend_usd is not None:
+                spend.labels(name).set(tenant.daily_spend_usd)
+
+    # Bounded label values.
+    def route(self, name: str) -> str:
+        return name if name in self._routes else "other"
+
+    def deployment(self, name: str | None) -> str:
+        if name is None:
+            return "none"
+        return name if name in self._deployments else "other"
+
+    def tenant(self, name: str) -> str:
+        if not name:
+            return "default"
+        return name if name in self._tenants else "other"
+
+    def observe_request(self, rec: RequestRecord) -> None:
+        route = self.route(rec.route)
+        dep = self.deployment(rec.deployment)
+        outcome = "ok" if rec.status < 400 and rec.stream_error is None else "client_error" if rec.status < 500 else "error"
+        self.requests.add(1, route, dep, outcome)
+        provider = rec.provider or "none"
+        model = rec.response_model or "none"
+        if rec.deployment is not None and rec.deployment not in self._deployments:
+            model = "other"
+        gen = (rec.operation, provider, route, dep, model)
+        error_type = "" if outcome == "ok" else (rec.error_type or rec.stream_error or str(rec.status))
+        self.duration.observe(rec.latency_ms / 1000, *gen, error_type)
+        if rec.input_tokens:
+            self.tokens.observe(rec.input_tokens, *gen, "input")
+        if rec.output_tokens:
+            self.tokens.observe(rec.output_tokens, *gen, "output")
+        if rec.ttft_ms is not None:
+            self.ttft.observe(rec.ttft_ms / 1000, *gen)
+        if rec.cost_usd:
+            self.cost.add(rec.cost_usd, route, dep, self.tenant(rec.tenant))
+        if rec.fallbacks:
+            self.fallbacks.add(rec.fallbacks, route)
+        for a in rec.attempts:
+            self.attempts.add(1, self.deployment(a.deployment), a.error_class or ("cancelled" if a.cancelled else "ok"))
+            if a.hedge:
+                self.hedges.add(1, route, self.deployment(a.deployment), "lost" if a.cancelled else "won")
+        if rec.idempotency != "none":
+            self.idempotency.add(1, rec.idempotency)
+        if rec.decision_us:
+            self.decision.observe(rec.decision_us / 1e6)
+
+    def observe_findings(self, findings: Iterable[SafetyFinding]) -> None:
+        for f in findings:
+            self.findings.add(1, f.kind, f.where, f.action)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
