@@ -356,6 +356,16 @@ async def test_stall_times_out(harness: Harness, name: str) -> None:
     assert info.value.error_class is ErrorClass.TIMEOUT
 
 
+@pytest.mark.parametrize("name", ALL)
+async def test_stream_time_to_first_event_is_bounded(harness: Harness, name: str) -> None:
+    sim, _, adapter = harness
+    a, dep = await adapter(name)
+    await add_fault(sim, model=dep.model, kind="latency", factor=1000)  # TTFT 2 ms -> 2 s
+    with pytest.raises(ProviderError) as info:
+        await drain(a.stream(ask("hi", stream=True), dep, 0.3))
+    assert info.value.error_class is ErrorClass.TIMEOUT and info.value.provider == dep.provider
+
+
 @pytest.mark.parametrize("name", HTTP_SSE)
 async def test_consumer_can_stop_a_stream_early(harness: Harness, name: str) -> None:
     _, _, adapter = harness
