@@ -94,6 +94,9 @@ class ServerConfig(_Model):
     max_body_bytes: int = Field(8 * 1024 * 1024, gt=0)
     # A client that has not sent its whole request within this many seconds is cut off.
     client_timeout_s: Pos = 30.0
+    # Idle keep-alive connections, and connections that never finish sending request
+    # headers, are closed after this many seconds.
+    keepalive_timeout_s: Pos = 75.0
     # Seconds a graceful shutdown waits for in-flight requests.
     shutdown_timeout_s: NonNeg = 10.0
     # Sidecar API keys (Authorization: Bearer / x-api-key) accepted; empty = no auth.

@@ -67,7 +67,12 @@ async def start_server(
     await web.TCPSite(
         admin_runner, host, config.server.admin_port if admin_port is None else admin_port
     ).start()
-    runner = web.AppRunner(make_app(runtime, sink), shutdown_timeout=timeout, access_log=None)
+    runner = web.AppRunner(
+        make_app(runtime, sink),
+        shutdown_timeout=timeout,
+        access_log=None,
+        keepalive_timeout=config.server.keepalive_timeout_s,
+    )
     await runner.setup()
     await web.TCPSite(
         runner, host, config.server.port if port is None else port, backlog=1024
