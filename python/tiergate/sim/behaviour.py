@@ -61,88 +61,28 @@ IMAGE_TOKENS = 85
 _TOKEN = re.compile(r"\s*\S{1,4}|\s+")
 _LEN = re.compile(r"\[\[sim:len=(\d+)\]\]")
 
-_VOCAB = [
-    "the",
-    "system",
-    "routes",
-    "each",
-    "request",
-    "to",
-    "a",
-    "model",
-    "that",
-    "meets",
-    "its",
-    "budget",
-    "while",
-    "keeping",
-    "latency",
-    "low",
-    "and",
-    "quality",
-    "high",
-    "so",
-    "the",
-    "answer",
-    "arrives",
-    "quickly",
-    "with",
-    "a",
-    "clear",
-    "explanation",
-    "of",
-    "the",
-    "trade",
-    "offs",
-    "between",
-    "cost",
-    "speed",
-    "and",
-    "accuracy",
-    "in",
-    "practice",
-    "most",
-    "requests",
-    "are",
-    "simple",
-    "enough",
-    "for",
-    "a",
-    "small",
-    "model",
-    "but",
-    "some",
-    "need",
-    "careful",
-    "reasoning",
-    "over",
-    "several",
-    "steps",
-    "which",
-    "is",
-    "where",
-    "a",
-    "larger",
-    "model",
-    "earns",
-    "its",
-    "price",
-    "this",
-    "answer",
-    "summarises",
-    "the",
-    "key",
-    "points",
-    "and",
-    "suggests",
-    "a",
-    "next",
-    "step",
-    "you",
-    "can",
-    "take",
-    "today",
-]
+_SENTENCES = (
+    "The short answer is that it depends on the constraints you care about most.",
+    "In practice the simplest approach is usually the right place to start.",
+    "A smaller model handles most routine requests quickly and cheaply.",
+    "Harder questions benefit from a larger model that reasons over several steps.",
+    "It helps to measure latency and cost together rather than one at a time.",
+    "Here is a concise summary of the main points.",
+    "First, state the goal clearly and list what must not change.",
+    "Second, compare the options against that goal and note the trade-offs.",
+    "Finally, pick the option that meets every hard requirement at the lowest cost.",
+    "If the inputs change, the recommendation may change as well.",
+    "You can verify this by running a small experiment with realistic data.",
+    "Keep an eye on tail latency, since averages hide the slow requests.",
+    "Caching repeated work is often the cheapest improvement available.",
+    "When in doubt, prefer the option that is easier to explain and to undo.",
+    "This should give you a reasonable starting point.",
+    "Let me know if you would like a more detailed walkthrough.",
+    "There are a few caveats worth mentioning.",
+    "Errors should be handled explicitly rather than silently ignored.",
+    "The same reasoning applies to larger systems with more moving parts.",
+    "Most of the benefit comes from getting the defaults right.",
+)
 
 
 def split_tokens(text: str) -> list[str]:
@@ -216,12 +156,9 @@ def _content_key(req: ChatRequest) -> bytes:
 
 
 def _sentences(rng: random.Random, n_tokens: int, opening: str) -> str:
-    words: list[str] = []
     text = opening
     while len(split_tokens(text)) < n_tokens:
-        k = rng.randint(6, 14)
-        words = [rng.choice(_VOCAB) for _ in range(k)]
-        sentence = " ".join(words).capitalize() + "."
+        sentence = rng.choice(_SENTENCES)
         text = f"{text} {sentence}" if text else sentence
     return text
 

@@ -203,7 +203,7 @@ async def _unary(
         await _stall(request, state)
         _close(request)
         return web.Response(), False
-    if not await state.pause(call.latency.total_s(call.answer.output_tokens)):
+    if not await state.pause(call.latency.total_s(call.answer.output_tokens)) or _gone(request):
         _close(request)
         return web.Response(), False
     headers = {"Content-Type": ctype, **wire.headers(call)}
