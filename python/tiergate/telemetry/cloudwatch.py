@@ -102,9 +102,12 @@ class CloudWatchSink:
     async def start(self) -> None:
         if not self._put:
             return
+        from aiobotocore.config import AioConfig
         from aiobotocore.session import get_session
 
-        kwargs: dict[str, Any] = {"region_name": self.cfg.region}
+        # Retries are ours (bounded, with backoff), not botocore's.
+        aio = AioConfig(retries={"max_attempts": 1, "mode": "standard"}, connect_timeout=5, read_timeout=10)
+        kwargs: dict[str, Any] = {"region_name": self.cfg.region, "config": aio}
         if self.cfg.endpoint_url:
             kwargs["endpoint_url"] = self.cfg.endpoint_url
         if self.cfg.aws_access_key_id is not None and self.cfg.aws_secret_access_key is not None:
