@@ -1,3 +1,220 @@
-"""Contract of the Rust extension ``tiergate._core`` (checked by ``mypy.stubtest``)."""
+"""Contract of the Rust extension ``tiergate._core`` (checked by ``mypy.stubtest``).
+
+Every function here takes microseconds and holds the GIL. Errors: a rejected input
+raises ``ValueError`` with the reason; a candidate index past the end raises
+``IndexError``. ``now`` arguments are seconds on ``time.monotonic()``'s clock; ``None``
+reads that clock.
+"""
+
+from collections.abc import Sequence
+from typing import Final, final
 
 __version__: str
+__all__ = [
+    "CAP_JSON_SCHEMA",
+    "CAP_STREAMING",
+    "CAP_TOOLS",
+    "CAP_VISION",
+    "FLAG_ALLOW_QUALITY_RELAX",
+    "MAX_CANDIDATES",
+    "RELAX_COST",
+    "RELAX_LATENCY",
+    "RELAX_QUALITY",
+    "TRANSPORT_FIELDS",
+    "V_CAPABILITY",
+    "V_CONTEXT",
+    "V_COST",
+    "V_LATENCY",
+    "V_NOT_ALLOWED",
+    "V_QUALITY",
+    "V_UNAVAILABLE",
+    "WINDOW_MAX_VALUE_MS",
+    "WINDOW_MIN_VALUE_MS",
+    "WINDOW_RELATIVE_ACCURACY",
+    "LatencyWindow",
+    "Router",
+    "__version__",
+    "_noop",
+    "canonical_request",
+    "estimate_text_tokens",
+    "estimate_tokens",
+    "request_key",
+]
+
+# ----------------------------------------------------------------- request key
+TRANSPORT_FIELDS: Final[tuple[str, ...]]
+"""Top-level fields dropped from the canonical form: ``stream``, ``stream_options``,
+``user``, ``metadata``, ``store``, ``service_tier``, ``timeout``, ``request_id``,
+``idempotency_key``, ``prompt_cache_key``, ``safety_identifier``. ``stream`` is here
+because a streamed and a non-streamed answer are the same answer; the idempotency layer
+keys the stream flag separately where it replays in the caller's shape."""
+
+def request_key(body: bytes, tenant: str = "") -> bytes:
+    """16-byte xxh3-128 of ``len(tenant) as u64 LE ‖ tenant ‖ canonical_request(body)``
+    (big-endian digest, as ``xxhash.xxh3_128_digest``).
+
+    Canonical form of an OpenAI chat-completions body:
+
+    * JSON object required (``ValueError`` for invalid JSON or UTF-8, a non-object, a
+      number overflowing f64, nesting deeper than 128);
+    * top-level ``null`` values and ``TRANSPORT_FIELDS`` dropped;
+    * top-level defaults dropped: ``temperature`` 1, ``top_p`` 1, ``n`` 1,
+      ``presence_penalty`` 0, ``frequency_penalty`` 0, ``logprobs`` false,
+      ``parallel_tool_calls`` true, ``response_format`` ``{"type": "text"}``,
+      ``tools`` / ``functions`` / ``stop`` ``[]``, ``logit_bias`` ``{}``, ``tool_choice``
+      ``"auto"`` when ``tools`` is non-empty else ``"none"``; a string ``stop`` becomes a
+      one-element list;
+    * in each message: ``null`` values dropped; content ``[{"type": "text", "text": s}]``
+      (exactly those keys) becomes ``s``;
+    * serialised compactly with keys sorted by UTF-8 bytes, strings escaped as serde_json
+      does, integral numbers in [-2^63, 2^63) as integers (``1.0`` → ``1``, ``-0.0`` →
+      ``0``), other numbers in Rust's shortest ``{:e}`` form (``0.7`` → ``7e-1``).
+
+    ``model`` is part of the key."""
+
+def canonical_request(body: bytes) -> bytes:
+    """The canonical bytes ``request_key`` hashes (without the tenant prefix)."""
+
+# ---------------------------------------------------------------------- tokens
+def estimate_tokens(body: bytes) -> int:
+    """Approximate cl100k_base prompt tokens of a chat-completions body: 3 priming, per
+    message 3 + role + content text (string or text parts; image parts 85) + name (+1),
+    per tool call 3 + name + arguments, per tool 8 + name + description + parameters,
+    plus ``response_format.json_schema``. ``ValueError`` on invalid JSON / non-object."""
+
+def estimate_text_tokens(text: str) -> int:
+    """Approximate cl100k_base tokens of one text (no message overhead)."""
+
+# ---------------------------------------------------------------------- window
+WINDOW_RELATIVE_ACCURACY: Final[float]
+"""Relative error bound of every quantile (0.005) for values in [min, max]."""
+WINDOW_MIN_VALUE_MS: Final[float]
+"""Values below this (0.01 ms) are reported as 0.0."""
+WINDOW_MAX_VALUE_MS: Final[float]
+"""Values above this (3 600 000 ms) are clamped to it."""
+
+@final
+class LatencyWindow:
+    """Sliding window of latencies: ``buckets`` sub-windows of ``window_s / buckets``
+    seconds; a sample counts while its sub-window is one of the ``buckets`` most recent
+    (so for between ``window_s - window_s/buckets`` and ``window_s`` seconds). Time never
+    goes backwards: an earlier ``now`` is taken as the latest seen. Memory is bounded
+    whatever the number of samples."""
+
+    def __new__(cls, window_s: float = 300.0, buckets: int = 30) -> LatencyWindow: ...
+    @property
+    def window_s(self) -> float: ...
+    @property
+    def buckets(self) -> int: ...
+    def record(self, value_ms: float, now: float | None = None) -> None:
+        """Add a sample; ``ValueError`` when ``value_ms`` is NaN, infinite or negative."""
+
+    def quantile(self, q: float, now: float | None = None) -> float | None:
+        """The sample at rank ``floor(q * (n - 1))`` of the sorted in-window samples,
+        within ``WINDOW_RELATIVE_ACCURACY``; ``None`` when empty; ``ValueError`` unless
+        ``0 <= q <= 1``."""
+
+    def count(self, now: float | None = None) -> int:
+        """Samples in the window."""
+
+# ---------------------------------------------------------------------- router
+CAP_TOOLS: Final[int]  # 1
+CAP_JSON_SCHEMA: Final[int]  # 2
+CAP_VISION: Final[int]  # 4
+CAP_STREAMING: Final[int]  # 8
+FLAG_ALLOW_QUALITY_RELAX: Final[int]  # 1
+RELAX_LATENCY: Final[int]  # 1
+RELAX_COST: Final[int]  # 2
+RELAX_QUALITY: Final[int]  # 4
+V_CAPABILITY: Final[int]  # 1
+V_CONTEXT: Final[int]  # 2
+V_UNAVAILABLE: Final[int]  # 4
+V_NOT_ALLOWED: Final[int]  # 8
+V_LATENCY: Final[int]  # 16
+V_COST: Final[int]  # 32
+V_QUALITY: Final[int]  # 64
+MAX_CANDIDATES: Final[int]  # 64
+
+@final
+class Router:
+    """A candidate table compiled once; ``plan`` ranks it per request (DESIGN.md §3).
+
+    Each candidate is ``(name, tier_rank, price_in_per_mtok, price_out_per_mtok,
+    price_cached_per_mtok, context_window, capabilities_bitmask, ttft_prior_ms,
+    tpot_prior_ms, quality_prior)``; tier 0 is the smallest. At most 64 candidates,
+    names unique, prices and priors finite and >= 0 (``ValueError`` otherwise).
+    ``previous`` shares its latency windows by candidate name when ``window_s`` is the
+    same, so a reload keeps what was measured."""
+
+    def __new__(
+        cls,
+        candidates: Sequence[tuple[str, int, float, float, float, int, int, float, float, float]],
+        window_s: float = 300.0,
+        min_samples: int = 20,
+        previous: Router | None = None,
+    ) -> Router: ...
+    def __len__(self) -> int: ...
+    @property
+    def names(self) -> tuple[str, ...]: ...
+    @property
+    def window_s(self) -> float: ...
+    @property
+    def min_samples(self) -> int: ...
+    def record(
+        self, idx: int, ttft_ms: float, tpot_ms: float, total_ms: float, now: float | None = None
+    ) -> None:
+        """Record an attempt. ``tpot_ms`` NaN or negative means unknown (skipped);
+        ``ttft_ms`` / ``total_ms`` must be finite and >= 0."""
+
+    def predicted_latency(
+        self, idx: int, expected_output_tokens: int = 0, now: float | None = None
+    ) -> float:
+        """p95 TTFT + ``expected_output_tokens`` × p50 TPOT, each from its window once
+        it holds ``min_samples`` samples, else the prior (ms)."""
+
+    def plan(
+        self,
+        required_caps: int,
+        prompt_tokens: int,
+        max_output_tokens: int,
+        expected_output_tokens: int,
+        latency_budget_ms: float,
+        max_cost_usd: float,
+        min_quality: float,
+        allowed_mask: int,
+        unavailable_mask: int,
+        flags: int = 0,
+        qualities: Sequence[float] | None = None,
+        now: float | None = None,
+    ) -> tuple[tuple[int, ...], int]:
+        """``(candidate indices best first, RELAX_* bits)``.
+
+        Budget / ceiling <= 0 or infinite and ``min_quality`` <= 0 are no constraint
+        (NaN is a ``ValueError``). Candidates meeting every constraint come first by
+        (expected cost, predicted latency, index); then the primary's same-tier siblings
+        and each higher tier in ascending rank, filtered by capability, context, allowed,
+        available and the quality floor, sorted the same way. With nothing feasible,
+        latency is relaxed, then cost, then quality only with
+        ``FLAG_ALLOW_QUALITY_RELAX``; otherwise the plan is empty and the bits say what
+        was tried. ``qualities`` (one per candidate) overrides the quality priors."""
+
+    def explain(
+        self,
+        required_caps: int,
+        prompt_tokens: int,
+        max_output_tokens: int,
+        expected_output_tokens: int,
+        latency_budget_ms: float,
+        max_cost_usd: float,
+        min_quality: float,
+        allowed_mask: int,
+        unavailable_mask: int,
+        flags: int = 0,
+        qualities: Sequence[float] | None = None,
+        now: float | None = None,
+    ) -> list[tuple[int, int, float, float, float]]:
+        """Per candidate ``(idx, V_* bits of failed constraints, predicted latency ms,
+        expected cost USD, quality)``; no relaxation applied."""
+
+def _noop() -> None:
+    """Does nothing: the baseline of the boundary benchmark."""

@@ -49,13 +49,13 @@
 //! 16 big-endian bytes (the same bytes as Python's `xxhash.xxh3_128_digest`). The length
 //! prefix keeps `("ab", "c…")` and `("a", "bc…")` apart.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
-use std::io::Write as _;
 
-use serde_json::{Map, Number, Value};
 use xxhash_rust::xxh3::xxh3_128;
 
-use crate::error::{CoreError, Result};
+use crate::error::Result;
+use crate::json::{parse_object, write_escaped, Node, Str};
 
 /// Top-level fields that only shape the transport, never the answer.
 pub const TRANSPORT_FIELDS: &[&str] = &[
@@ -89,81 +89,106 @@ pub fn request_key(body: &[u8], tenant: &str) -> Result<[u8; 16]> {
 }
 
 fn write_canonical(body: &[u8], out: &mut Vec<u8>) -> Result<()> {
-    let value: Value = serde_json::from_slice(body)?;
-    let Value::Object(mut map) = value else {
-        return Err(CoreError::invalid("request body must be a JSON object"));
-    };
-    canonicalise_top(&mut map);
-    write_object(&map, out);
+    let mut node = parse_object(body)?;
+    if let Node::Obj(members) = &mut node {
+        canonicalise_top(members);
+    }
+    write_value(&node, out);
     Ok(())
 }
 
-fn number_is(v: &Value, target: f64) -> bool {
-    matches!(v, Value::Number(n) if n.as_f64() == Some(target))
+type Members<'a> = Vec<(Cow<'a, str>, Node<'a>)>;
+
+fn number_is(v: &Node<'_>, target: f64) -> bool {
+    v.as_f64() == Some(target)
 }
 
-fn canonicalise_top(map: &mut Map<String, Value>) {
-    map.retain(|k, v| !v.is_null() && !TRANSPORT_FIELDS.contains(&k.as_str()));
-    if let Some(Value::String(s)) = map.get("stop") {
-        let s = Value::String(s.clone());
-        map.insert("stop".to_owned(), Value::Array(vec![s]));
+fn is_text_format(v: &Node<'_>) -> bool {
+    matches!(v, Node::Obj(o) if o.len() == 1 && o[0].0 == "type" && o[0].1.as_str() == Some("text"))
+}
+
+fn canonicalise_top(map: &mut Members<'_>) {
+    map.retain(|(k, v)| *v != Node::Null && !TRANSPORT_FIELDS.contains(&k.as_ref()));
+    for (k, v) in map.iter_mut() {
+        if k == "stop" {
+            if let Node::Str(_) = v {
+                let s = std::mem::replace(v, Node::Null);
+                *v = Node::Arr(vec![s]);
+            }
+        }
     }
-    let has_tools = matches!(map.get("tools"), Some(Value::Array(a)) if !a.is_empty());
-    map.retain(|k, v| {
-        let default = match k.as_str() {
+    let has_tools = map
+        .iter()
+        .any(|(k, v)| k == "tools" && matches!(v, Node::Arr(a) if !a.is_empty()));
+    map.retain(|(k, v)| {
+        let default = match k.as_ref() {
             "temperature" | "top_p" | "n" => number_is(v, 1.0),
             "presence_penalty" | "frequency_penalty" => number_is(v, 0.0),
-            "logprobs" => *v == Value::Bool(false),
-            "parallel_tool_calls" => *v == Value::Bool(true),
-            "response_format" => {
-                matches!(v, Value::Object(o) if o.len() == 1
-                    && o.get("type").and_then(Value::as_str) == Some("text"))
-            }
-            "tools" | "functions" | "stop" => matches!(v, Value::Array(a) if a.is_empty()),
-            "logit_bias" => matches!(v, Value::Object(o) if o.is_empty()),
+            "logprobs" => *v == Node::Bool(false),
+            "parallel_tool_calls" => *v == Node::Bool(true),
+            "response_format" => is_text_format(v),
+            "tools" | "functions" | "stop" => matches!(v, Node::Arr(a) if a.is_empty()),
+            "logit_bias" => matches!(v, Node::Obj(o) if o.is_empty()),
             "tool_choice" => v.as_str() == Some(if has_tools { "auto" } else { "none" }),
             _ => false,
         };
         !default
     });
-    if let Some(Value::Array(messages)) = map.get_mut("messages") {
-        for message in messages {
-            if let Value::Object(m) = message {
-                canonicalise_message(m);
+    for (k, v) in map.iter_mut() {
+        if let (true, Node::Arr(messages)) = (k == "messages", v) {
+            for message in messages {
+                if let Node::Obj(m) = message {
+                    canonicalise_message(m);
+                }
             }
         }
     }
 }
 
-fn canonicalise_message(m: &mut Map<String, Value>) {
-    m.retain(|_, v| !v.is_null());
-    let single_text = match m.get_mut("content") {
-        Some(Value::Array(parts)) if parts.len() == 1 => match &mut parts[0] {
-            Value::Object(p)
-                if p.len() == 2 && p.get("type").and_then(Value::as_str) == Some("text") =>
-            {
-                match p.get_mut("text") {
-                    Some(Value::String(s)) => Some(std::mem::take(s)),
-                    _ => None,
-                }
-            }
-            _ => None,
-        },
-        _ => None,
-    };
-    if let Some(s) = single_text {
-        m.insert("content".to_owned(), Value::String(s));
+fn canonicalise_message(m: &mut Members<'_>) {
+    m.retain(|(_, v)| *v != Node::Null);
+    for (k, v) in m.iter_mut() {
+        if k != "content" {
+            continue;
+        }
+        let Node::Arr(parts) = v else { continue };
+        if parts.len() != 1 {
+            continue;
+        }
+        let Node::Obj(p) = &mut parts[0] else {
+            continue;
+        };
+        // Sorted keys: exactly [("text", Str), ("type", "text")].
+        if p.len() == 2
+            && p[0].0 == "text"
+            && matches!(p[0].1, Node::Str(_))
+            && p[1].0 == "type"
+            && p[1].1.as_str() == Some("text")
+        {
+            let text = std::mem::replace(&mut p[0].1, Node::Null);
+            *v = text;
+        }
     }
 }
 
-fn write_value(v: &Value, out: &mut Vec<u8>) {
+fn write_value(v: &Node<'_>, out: &mut Vec<u8>) {
     match v {
-        Value::Null => out.extend_from_slice(b"null"),
-        Value::Bool(true) => out.extend_from_slice(b"true"),
-        Value::Bool(false) => out.extend_from_slice(b"false"),
-        Value::Number(n) => write_number(n, out),
-        Value::String(s) => write_str(s, out),
-        Value::Array(a) => {
+        Node::Null => out.extend_from_slice(b"null"),
+        Node::Bool(true) => out.extend_from_slice(b"true"),
+        Node::Bool(false) => out.extend_from_slice(b"false"),
+        Node::Int(i) => {
+            let _ = write!(Adapter(out), "{i}");
+        }
+        Node::UInt(u) => write_f64(*u as f64, out),
+        Node::Float(f) => write_f64(*f, out),
+        Node::Str(Str::Raw(s)) => {
+            // No escapes in the input means nothing to escape on output.
+            out.push(b'"');
+            out.extend_from_slice(s.as_bytes());
+            out.push(b'"');
+        }
+        Node::Str(Str::Decoded(s)) => write_escaped(s, out),
+        Node::Arr(a) => {
             out.push(b'[');
             for (i, item) in a.iter().enumerate() {
                 if i > 0 {
@@ -173,42 +198,32 @@ fn write_value(v: &Value, out: &mut Vec<u8>) {
             }
             out.push(b']');
         }
-        Value::Object(o) => write_object(o, out),
-    }
-}
-
-/// `serde_json::Map` is a `BTreeMap` here (no `preserve_order`), so iteration is
-/// already in byte order of the keys.
-fn write_object(o: &Map<String, Value>, out: &mut Vec<u8>) {
-    out.push(b'{');
-    for (i, (k, v)) in o.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
+        Node::Obj(o) => {
+            out.push(b'{');
+            for (i, (k, item)) in o.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_escaped(k, out);
+                out.push(b':');
+                write_value(item, out);
+            }
+            out.push(b'}');
         }
-        write_str(k, out);
-        out.push(b':');
-        write_value(v, out);
     }
-    out.push(b'}');
 }
 
-fn write_str(s: &str, out: &mut Vec<u8>) {
-    // Writing into a Vec cannot fail, and a &str always serialises.
-    let _ = serde_json::to_writer(&mut *out, s);
+struct Adapter<'a>(&'a mut Vec<u8>);
+
+impl std::fmt::Write for Adapter<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
 }
 
 /// 2^63 as f64: integral values in `[-2^63, 2^63)` fit an `i64` exactly.
 const TWO_POW_63: f64 = 9_223_372_036_854_775_808.0;
-
-fn write_number(n: &Number, out: &mut Vec<u8>) {
-    if let Some(i) = n.as_i64() {
-        let _ = write!(out, "{i}");
-    } else if let Some(u) = n.as_u64() {
-        write_f64(u as f64, out);
-    } else if let Some(f) = n.as_f64() {
-        write_f64(f, out);
-    }
-}
 
 /// Canonical text of a finite `f64` (see the module documentation).
 pub fn format_f64(f: f64) -> String {

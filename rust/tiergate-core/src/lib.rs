@@ -11,6 +11,7 @@
 
 pub mod error;
 pub mod hash;
+pub mod json;
 pub mod policy;
 pub mod tokens;
 pub mod window;

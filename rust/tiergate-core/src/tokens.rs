@@ -24,9 +24,8 @@
 //! `1 + Σ(key + 1 + json(value))`, an array `1 + Σ(json(item))`, a string its text + 1,
 //! any other scalar 1. Chunks are summed in milli-tokens and rounded once at the end.
 
-use serde_json::Value;
-
-use crate::error::{CoreError, Result};
+use crate::error::Result;
+use crate::json::{parse_object, Node};
 
 /// Tokens counted for an image part (`OpenAI`'s "low detail" cost).
 pub const IMAGE_TOKENS: u64 = 85;
@@ -78,17 +77,28 @@ pub fn is_space(c: char) -> bool {
     )
 }
 
+const fn ascii_class(b: u8) -> Class {
+    match b {
+        b'a'..=b'z' | b'A'..=b'Z' => Class::Letter,
+        b'0'..=b'9' => Class::Digit,
+        b'\t' | b'\n' | 0x0b | 0x0c | b'\r' | b' ' => Class::Space,
+        _ => Class::Punct,
+    }
+}
+
+const ASCII_CLASS: [Class; 128] = {
+    let mut t = [Class::Punct; 128];
+    let mut i = 0;
+    while i < 128 {
+        t[i] = ascii_class(i as u8);
+        i += 1;
+    }
+    t
+};
+
 fn class(c: char) -> Class {
     if c.is_ascii() {
-        if c.is_ascii_alphabetic() {
-            Class::Letter
-        } else if c.is_ascii_digit() {
-            Class::Digit
-        } else if is_space(c) {
-            Class::Space
-        } else {
-            Class::Punct
-        }
+        ASCII_CLASS[c as usize]
     } else if is_space(c) {
         Class::Space
     } else if PUNCT_RANGES
@@ -101,6 +111,18 @@ fn class(c: char) -> Class {
     }
 }
 
+/// Class and UTF-8 length of the character starting at byte `i` (`i < s.len()`).
+#[inline]
+fn class_at(s: &str, i: usize) -> (Class, usize) {
+    let b = s.as_bytes()[i];
+    if b < 0x80 {
+        (ASCII_CLASS[b as usize], 1)
+    } else {
+        let c = s[i..].chars().next().unwrap_or(' ');
+        (class(c), c.len_utf8())
+    }
+}
+
 fn seg_cost(table: &[u64; 17], len: usize) -> u64 {
     if len < table.len() {
         table[len]
@@ -109,43 +131,35 @@ fn seg_cost(table: &[u64; 17], len: usize) -> u64 {
     }
 }
 
-/// `prefix`: 0 none, 1 a space, 2 anything else.
+fn seg_millitokens(prefix: u8, s: &[u8]) -> u64 {
+    if s.len() >= 2 && s.iter().all(u8::is_ascii_uppercase) {
+        return 1000 + 450 * (s.len() as u64 - 2) + if prefix == 2 { 600 } else { 0 };
+    }
+    let table = match prefix {
+        1 => &SPACE_LOWER,
+        2 => &OTHER_LOWER,
+        _ => &NOSPACE_LOWER,
+    };
+    seg_cost(table, s.len())
+}
+
+/// `prefix`: 0 none, 1 a space, 2 anything else. Segments split at lower→upper.
 fn ascii_word_cost(prefix: u8, w: &[u8]) -> u64 {
     let mut total = 0;
     let mut start = 0;
-    let mut first = true;
-    let mut seg = |s: &[u8], first: bool| {
-        let p = if first { prefix } else { 0 };
-        if s.len() >= 2 && s.iter().all(u8::is_ascii_uppercase) {
-            total += 1000 + 450 * (s.len() as u64 - 2) + if p == 2 { 600 } else { 0 };
-        } else {
-            let table = match p {
-                1 => &SPACE_LOWER,
-                2 => &OTHER_LOWER,
-                _ => &NOSPACE_LOWER,
-            };
-            total += seg_cost(table, s.len());
-        }
-    };
+    let mut p = prefix;
     for i in 1..w.len() {
         if w[i].is_ascii_uppercase() && w[i - 1].is_ascii_lowercase() {
-            seg(&w[start..i], first);
-            first = false;
+            total += seg_millitokens(p, &w[start..i]);
+            p = 0;
             start = i;
         }
     }
-    seg(&w[start..], first);
-    total
+    total + seg_millitokens(p, &w[start..])
 }
 
-fn word_cost(chunk: &str) -> u64 {
-    let first = chunk.chars().next().unwrap_or(' ');
-    let (prefix, w) = if class(first) == Class::Letter {
-        (0, chunk)
-    } else {
-        (if first == ' ' { 1 } else { 2 }, &chunk[first.len_utf8()..])
-    };
-    if w.is_ascii() {
+fn word_cost(prefix: u8, w: &str, ascii: bool) -> u64 {
+    if ascii {
         return ascii_word_cost(prefix, w.as_bytes());
     }
     let mut c = if prefix == 2 { 500 } else { 0 };
@@ -160,16 +174,14 @@ fn word_cost(chunk: &str) -> u64 {
     c.max(1000)
 }
 
-fn punct_cost(chunk: &str) -> u64 {
-    let body = chunk.trim_end_matches(['\r', '\n']);
-    let newline = body.len() != chunk.len();
-    let body = if body.len() > 1 && body.starts_with(' ') {
-        &body[1..]
-    } else {
-        body
-    };
+/// `body`: the punctuation characters (no leading space, no trailing newlines).
+fn punct_cost(body: &str, newline: bool) -> u64 {
     let ascii = body.bytes().filter(u8::is_ascii).count();
-    let non_ascii = body.chars().count() - ascii;
+    let non_ascii = if ascii == body.len() {
+        0
+    } else {
+        body.chars().count() - ascii
+    };
     let mut c = if ascii < PUNCT.len() {
         PUNCT[ascii]
     } else {
@@ -182,8 +194,67 @@ fn punct_cost(chunk: &str) -> u64 {
     c
 }
 
-fn char_at(s: &str, i: usize) -> Option<char> {
-    s[i..].chars().next()
+/// End of the run of `class` characters starting at byte `j`; also whether it is ASCII.
+#[inline]
+fn run_end(s: &str, mut j: usize, class: Class) -> (usize, bool) {
+    let b = s.as_bytes();
+    let mut ascii = true;
+    while j < b.len() {
+        if b[j] < 0x80 {
+            if ASCII_CLASS[b[j] as usize] != class {
+                break;
+            }
+            j += 1;
+        } else {
+            let (cl, n) = class_at(s, j);
+            if cl != class {
+                break;
+            }
+            ascii = false;
+            j += n;
+        }
+    }
+    (j, ascii)
+}
+
+fn is_newline(b: u8) -> bool {
+    b == b'\r' || b == b'\n'
+}
+
+/// Scan the letter run starting at byte `start`; return its end and cost.
+#[inline]
+fn letter_run(s: &str, start: usize, prefix: u8) -> (usize, u64) {
+    let bytes = s.as_bytes();
+    let mut j = start;
+    let mut ascii = true;
+    loop {
+        while j < bytes.len() && bytes[j].is_ascii_alphabetic() {
+            j += 1;
+        }
+        if j < bytes.len() && bytes[j] >= 0x80 {
+            let (cl, n) = class_at(s, j);
+            if cl == Class::Letter {
+                ascii = false;
+                j += n;
+                continue;
+            }
+        }
+        break;
+    }
+    let w = &s[start..j];
+    let cost = if !ascii {
+        word_cost(prefix, w, false)
+    } else if w.as_bytes()[1..].iter().any(u8::is_ascii_uppercase) {
+        ascii_word_cost(prefix, w.as_bytes())
+    } else {
+        let table = match prefix {
+            1 => &SPACE_LOWER,
+            2 => &OTHER_LOWER,
+            _ => &NOSPACE_LOWER,
+        };
+        seg_cost(table, w.len())
+    };
+    (j, cost)
 }
 
 /// Estimated milli-tokens of one text.
@@ -192,16 +263,17 @@ pub fn text_millitokens(s: &str) -> u64 {
     let len = bytes.len();
     let mut total = 0u64;
     let mut i = 0;
-    while let Some(c) = char_at(s, i) {
-        let cl = class(c);
-        let next_i = i + c.len_utf8();
+    while i < len {
+        let (cl, n) = class_at(s, i);
+        let c0 = bytes[i];
+        let next_i = i + n;
         let next = if next_i < len {
-            char_at(s, next_i)
+            Some(class_at(s, next_i).0)
         } else {
             None
         };
         // 1. contractions: 's 'd 'm 't 'll 've 're (ASCII, any case)
-        if c == '\'' && next_i < len {
+        if c0 == b'\'' && next_i < len {
             let two = bytes
                 .get(next_i..next_i + 2)
                 .map(<[u8]>::to_ascii_lowercase);
@@ -219,14 +291,18 @@ pub fn text_millitokens(s: &str) -> u64 {
                 continue;
             }
         }
-        let next_letter = next.is_some_and(|x| class(x) == Class::Letter);
         // 2. letters, with one optional leading non-letter, non-digit, non-newline
-        if cl == Class::Letter || (cl != Class::Digit && c != '\r' && c != '\n' && next_letter) {
-            let mut j = next_i;
-            while let Some(x) = char_at(s, j).filter(|&x| class(x) == Class::Letter) {
-                j += x.len_utf8();
-            }
-            total += word_cost(&s[i..j]);
+        let prefix = if cl == Class::Letter {
+            Some(0)
+        } else if cl != Class::Digit && !is_newline(c0) && next == Some(Class::Letter) {
+            Some(if c0 == b' ' { 1 } else { 2 })
+        } else {
+            None
+        };
+        if let Some(prefix) = prefix {
+            let start = if prefix == 0 { i } else { next_i };
+            let (j, cost) = letter_run(s, start, prefix);
+            total += cost;
             i = j;
             continue;
         }
@@ -241,38 +317,46 @@ pub fn text_millitokens(s: &str) -> u64 {
             continue;
         }
         // 4. punctuation run, optional leading space, trailing newlines
-        if cl == Class::Punct || (c == ' ' && next.is_some_and(|x| class(x) == Class::Punct)) {
-            let mut j = next_i;
-            while let Some(x) = char_at(s, j).filter(|&x| class(x) == Class::Punct) {
-                j += x.len_utf8();
-            }
-            while j < len && (bytes[j] == b'\r' || bytes[j] == b'\n') {
+        if cl == Class::Punct || (c0 == b' ' && next == Some(Class::Punct)) {
+            let start = if cl == Class::Punct { i } else { next_i };
+            let (mut j, _) = run_end(
+                s,
+                start + if cl == Class::Punct { n } else { 0 },
+                Class::Punct,
+            );
+            let body_end = j;
+            while j < len && is_newline(bytes[j]) {
                 j += 1;
             }
-            total += punct_cost(&s[i..j]);
+            total += punct_cost(&s[start..body_end], j > body_end);
             i = j;
             continue;
         }
         // 5. whitespace: to the end, up to the last newline, all but the last, or one
-        let mut j = next_i;
+        let mut j = i;
         let mut last_nl = None;
-        if c == '\r' || c == '\n' {
-            last_nl = Some(i);
-        }
-        while let Some(x) = char_at(s, j).filter(|&x| is_space(x)) {
-            if x == '\r' || x == '\n' {
+        let mut count = 0usize;
+        let mut last_len = 0;
+        while j < len {
+            let (cl, n) = class_at(s, j);
+            if cl != Class::Space {
+                break;
+            }
+            if is_newline(bytes[j]) {
                 last_nl = Some(j);
             }
-            j += x.len_utf8();
+            count += 1;
+            last_len = n;
+            j += n;
         }
         total += 1000;
         i = if j == len {
             j
         } else if let Some(nl) = last_nl {
             nl + 1
-        } else if s[i..j].chars().nth(1).is_some() {
+        } else if count >= 2 {
             // leave the last whitespace character to prefix what follows
-            j - char_at_end(&s[..j]).len_utf8()
+            j - last_len
         } else {
             j
         };
@@ -280,42 +364,38 @@ pub fn text_millitokens(s: &str) -> u64 {
     total
 }
 
-fn char_at_end(s: &str) -> char {
-    s.chars().next_back().unwrap_or(' ')
-}
-
 /// Estimated tokens of one text (no message overhead).
 pub fn estimate_text_tokens(s: &str) -> u64 {
     (text_millitokens(s) + 500) / 1000
 }
 
-fn json_millitokens(v: &Value) -> u64 {
+fn json_millitokens(v: &Node<'_>) -> u64 {
     match v {
-        Value::Object(o) => {
+        Node::Obj(o) => {
             1000 + o
                 .iter()
                 .map(|(k, x)| text_millitokens(k) + 1000 + json_millitokens(x))
                 .sum::<u64>()
         }
-        Value::Array(a) => 1000 + a.iter().map(json_millitokens).sum::<u64>(),
-        Value::String(s) => text_millitokens(s) + 1000,
+        Node::Arr(a) => 1000 + a.iter().map(json_millitokens).sum::<u64>(),
+        Node::Str(s) => text_millitokens(s.as_str()) + 1000,
         _ => 1000,
     }
 }
 
-fn str_field<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
-    v.get(key).and_then(Value::as_str)
+fn str_field<'a>(v: &'a Node<'_>, key: &str) -> Option<&'a str> {
+    v.get(key).and_then(Node::as_str)
 }
 
-fn str_cost(v: &Value, key: &str) -> u64 {
+fn str_cost(v: &Node<'_>, key: &str) -> u64 {
     str_field(v, key).map_or(0, text_millitokens)
 }
 
-fn message_millitokens(m: &Value) -> u64 {
+fn message_millitokens(m: &Node<'_>) -> u64 {
     let mut t = 3000 + str_cost(m, "role");
     match m.get("content") {
-        Some(Value::String(s)) => t += text_millitokens(s),
-        Some(Value::Array(parts)) => {
+        Some(Node::Str(s)) => t += text_millitokens(s.as_str()),
+        Some(Node::Arr(parts)) => {
             for p in parts {
                 if let Some(s) = str_field(p, "text") {
                     t += text_millitokens(s);
@@ -329,7 +409,7 @@ fn message_millitokens(m: &Value) -> u64 {
     if let Some(name) = str_field(m, "name") {
         t += 1000 + text_millitokens(name);
     }
-    if let Some(Value::Array(calls)) = m.get("tool_calls") {
+    if let Some(Node::Arr(calls)) = m.get("tool_calls") {
         for call in calls {
             t += 3000;
             if let Some(f) = call.get("function") {
@@ -343,15 +423,12 @@ fn message_millitokens(m: &Value) -> u64 {
 /// Estimated prompt tokens of a chat-completions body. Errors only on invalid JSON or a
 /// non-object body; unknown shapes inside count what they can.
 pub fn estimate_tokens(body: &[u8]) -> Result<u64> {
-    let v: Value = serde_json::from_slice(body)?;
-    if !v.is_object() {
-        return Err(CoreError::invalid("request body must be a JSON object"));
-    }
+    let v = parse_object(body)?;
     let mut t = 3000;
-    if let Some(Value::Array(messages)) = v.get("messages") {
+    if let Some(Node::Arr(messages)) = v.get("messages") {
         t += messages.iter().map(message_millitokens).sum::<u64>();
     }
-    if let Some(Value::Array(tools)) = v.get("tools") {
+    if let Some(Node::Arr(tools)) = v.get("tools") {
         for tool in tools {
             t += 8000;
             if let Some(f) = tool.get("function") {

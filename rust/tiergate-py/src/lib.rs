@@ -1,9 +1,377 @@
 //! Python bindings for tiergate-core. Conversion and error mapping only: every
 //! decision lives in the core crate so it can be tested without Python.
+//!
+//! Calls here take microseconds, so none releases the GIL (the release would cost more
+//! than the work). `now=None` reads Python's own `time.monotonic()`, so explicit and
+//! implicit times are on one clock.
+// PyO3 hands `#[pymethods]` their arguments by value (extracted from Python objects).
+#![allow(clippy::needless_pass_by_value)]
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use pyo3::exceptions::{PyIndexError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBytes, PyTuple};
+use tiergate_core::{hash, policy, tokens, window, CoreError, ErrorKind};
+
+fn to_py(e: CoreError) -> PyErr {
+    match e.kind {
+        ErrorKind::InvalidInput => PyValueError::new_err(e.message),
+        ErrorKind::OutOfRange => PyIndexError::new_err(e.message),
+    }
+}
+
+fn now_or_monotonic(py: Python<'_>, now: Option<f64>) -> PyResult<f64> {
+    static MONOTONIC: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    match now {
+        Some(t) => Ok(t),
+        None => MONOTONIC
+            .import(py, "time", "monotonic")?
+            .call0()?
+            .extract(),
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// xxh3-128 of the canonical form of a chat-completions body, tenant length-prefixed.
+#[pyfunction]
+#[pyo3(signature = (body, tenant = ""))]
+fn request_key<'py>(py: Python<'py>, body: &[u8], tenant: &str) -> PyResult<Bound<'py, PyBytes>> {
+    let key = hash::request_key(body, tenant).map_err(to_py)?;
+    Ok(PyBytes::new(py, &key))
+}
+
+/// The canonical bytes `request_key` hashes (for debugging and tests).
+#[pyfunction]
+fn canonical_request<'py>(py: Python<'py>, body: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
+    let c = hash::canonical_request(body).map_err(to_py)?;
+    Ok(PyBytes::new(py, &c))
+}
+
+/// Approximate `cl100k_base` prompt tokens of a chat-completions body.
+#[pyfunction]
+fn estimate_tokens(body: &[u8]) -> PyResult<u64> {
+    tokens::estimate_tokens(body).map_err(to_py)
+}
+
+/// Approximate tokens of one text, without message overhead.
+#[pyfunction]
+fn estimate_text_tokens(text: &str) -> u64 {
+    tokens::estimate_text_tokens(text)
+}
+
+/// Does nothing: the baseline of the boundary benchmark.
+#[pyfunction]
+fn _noop() {}
+
+#[pyclass(frozen, module = "tiergate._core")]
+struct LatencyWindow {
+    inner: Mutex<window::LatencyWindow>,
+}
+
+#[pymethods]
+impl LatencyWindow {
+    #[new]
+    #[pyo3(signature = (window_s = 300.0, buckets = 30))]
+    fn new(window_s: f64, buckets: usize) -> PyResult<Self> {
+        let w = window::LatencyWindow::new(window_s, buckets).map_err(to_py)?;
+        Ok(Self {
+            inner: Mutex::new(w),
+        })
+    }
+
+    #[pyo3(signature = (value_ms, now = None))]
+    fn record(&self, py: Python<'_>, value_ms: f64, now: Option<f64>) -> PyResult<()> {
+        let now = now_or_monotonic(py, now)?;
+        lock(&self.inner).record(value_ms, now).map_err(to_py)
+    }
+
+    #[pyo3(signature = (q, now = None))]
+    fn quantile(&self, py: Python<'_>, q: f64, now: Option<f64>) -> PyResult<Option<f64>> {
+        let now = now_or_monotonic(py, now)?;
+        lock(&self.inner).quantile(q, now).map_err(to_py)
+    }
+
+    #[pyo3(signature = (now = None))]
+    fn count(&self, py: Python<'_>, now: Option<f64>) -> PyResult<u64> {
+        let now = now_or_monotonic(py, now)?;
+        lock(&self.inner).count(now).map_err(to_py)
+    }
+
+    #[getter]
+    fn window_s(&self) -> f64 {
+        lock(&self.inner).window_s()
+    }
+
+    #[getter]
+    fn buckets(&self) -> usize {
+        lock(&self.inner).buckets()
+    }
+}
+
+type CandidateRow = (String, u32, f64, f64, f64, u64, u64, f64, f64, f64);
+/// `(idx, failed V_* bits, predicted latency ms, expected cost USD, quality)`.
+type VerdictRow = (usize, u32, f64, f64, f64);
+
+#[pyclass(frozen, module = "tiergate._core")]
+struct Router {
+    inner: Arc<policy::Router>,
+    names: Py<PyTuple>,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn request(
+    required_caps: u64,
+    prompt_tokens: u64,
+    max_output_tokens: u64,
+    expected_output_tokens: u64,
+    latency_budget_ms: f64,
+    max_cost_usd: f64,
+    min_quality: f64,
+    allowed_mask: u64,
+    unavailable_mask: u64,
+    flags: u64,
+) -> policy::Request {
+    policy::Request {
+        required_caps,
+        prompt_tokens,
+        max_output_tokens,
+        expected_output_tokens,
+        latency_budget_ms,
+        max_cost_usd,
+        min_quality,
+        allowed_mask,
+        unavailable_mask,
+        flags,
+    }
+}
+
+#[pymethods]
+impl Router {
+    #[new]
+    #[pyo3(signature = (candidates, window_s = 300.0, min_samples = 20, previous = None))]
+    fn new(
+        py: Python<'_>,
+        candidates: Vec<CandidateRow>,
+        window_s: f64,
+        min_samples: u64,
+        previous: Option<PyRef<'_, Router>>,
+    ) -> PyResult<Self> {
+        let table: Vec<policy::Candidate> = candidates
+            .into_iter()
+            .map(
+                |(name, tier, pi, po, pc, ctx, caps, ttft, tpot, q)| policy::Candidate {
+                    name,
+                    tier,
+                    price_in_per_mtok: pi,
+                    price_out_per_mtok: po,
+                    price_cached_per_mtok: pc,
+                    context_window: ctx,
+                    caps,
+                    ttft_prior_ms: ttft,
+                    tpot_prior_ms: tpot,
+                    quality_prior: q,
+                },
+            )
+            .collect();
+        let prev = previous.as_ref().map(|p| Arc::clone(&p.inner));
+        let inner =
+            policy::Router::new(table, window_s, min_samples, prev.as_deref()).map_err(to_py)?;
+        let names = PyTuple::new(py, inner.candidates().iter().map(|c| c.name.as_str()))?.unbind();
+        Ok(Self {
+            inner: Arc::new(inner),
+            names,
+        })
+    }
+
+    fn __len__(&self) -> usize {
+        self.inner.len()
+    }
+
+    #[getter]
+    fn names(&self, py: Python<'_>) -> Py<PyTuple> {
+        self.names.clone_ref(py)
+    }
+
+    #[getter]
+    fn window_s(&self) -> f64 {
+        self.inner.window_s()
+    }
+
+    #[getter]
+    fn min_samples(&self) -> u64 {
+        self.inner.min_samples()
+    }
+
+    #[pyo3(signature = (idx, ttft_ms, tpot_ms, total_ms, now = None))]
+    fn record(
+        &self,
+        py: Python<'_>,
+        idx: usize,
+        ttft_ms: f64,
+        tpot_ms: f64,
+        total_ms: f64,
+        now: Option<f64>,
+    ) -> PyResult<()> {
+        let now = now_or_monotonic(py, now)?;
+        self.inner
+            .record(idx, ttft_ms, tpot_ms, total_ms, now)
+            .map_err(to_py)
+    }
+
+    #[pyo3(signature = (idx, expected_output_tokens = 0, now = None))]
+    fn predicted_latency(
+        &self,
+        py: Python<'_>,
+        idx: usize,
+        expected_output_tokens: u64,
+        now: Option<f64>,
+    ) -> PyResult<f64> {
+        let now = now_or_monotonic(py, now)?;
+        self.inner
+            .predicted_latency(idx, expected_output_tokens, now)
+            .map_err(to_py)
+    }
+
+    #[pyo3(signature = (required_caps, prompt_tokens, max_output_tokens, expected_output_tokens, latency_budget_ms, max_cost_usd, min_quality, allowed_mask, unavailable_mask, flags = 0, qualities = None, now = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn plan<'py>(
+        &self,
+        py: Python<'py>,
+        required_caps: u64,
+        prompt_tokens: u64,
+        max_output_tokens: u64,
+        expected_output_tokens: u64,
+        latency_budget_ms: f64,
+        max_cost_usd: f64,
+        min_quality: f64,
+        allowed_mask: u64,
+        unavailable_mask: u64,
+        flags: u64,
+        qualities: Option<Vec<f64>>,
+        now: Option<f64>,
+    ) -> PyResult<(Bound<'py, PyTuple>, u32)> {
+        let now = now_or_monotonic(py, now)?;
+        let req = request(
+            required_caps,
+            prompt_tokens,
+            max_output_tokens,
+            expected_output_tokens,
+            latency_budget_ms,
+            max_cost_usd,
+            min_quality,
+            allowed_mask,
+            unavailable_mask,
+            flags,
+        );
+        let plan = self
+            .inner
+            .plan(&req, qualities.as_deref(), now)
+            .map_err(to_py)?;
+        Ok((PyTuple::new(py, plan.order)?, plan.relaxed))
+    }
+
+    #[pyo3(signature = (required_caps, prompt_tokens, max_output_tokens, expected_output_tokens, latency_budget_ms, max_cost_usd, min_quality, allowed_mask, unavailable_mask, flags = 0, qualities = None, now = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn explain(
+        &self,
+        py: Python<'_>,
+        required_caps: u64,
+        prompt_tokens: u64,
+        max_output_tokens: u64,
+        expected_output_tokens: u64,
+        latency_budget_ms: f64,
+        max_cost_usd: f64,
+        min_quality: f64,
+        allowed_mask: u64,
+        unavailable_mask: u64,
+        flags: u64,
+        qualities: Option<Vec<f64>>,
+        now: Option<f64>,
+    ) -> PyResult<Vec<VerdictRow>> {
+        let now = now_or_monotonic(py, now)?;
+        let req = request(
+            required_caps,
+            prompt_tokens,
+            max_output_tokens,
+            expected_output_tokens,
+            latency_budget_ms,
+            max_cost_usd,
+            min_quality,
+            allowed_mask,
+            unavailable_mask,
+            flags,
+        );
+        let rows = self
+            .inner
+            .explain(&req, qualities.as_deref(), now)
+            .map_err(to_py)?;
+        Ok(rows
+            .into_iter()
+            .map(|v| {
+                (
+                    v.idx,
+                    v.failed,
+                    v.predicted_latency_ms,
+                    v.expected_cost_usd,
+                    v.quality,
+                )
+            })
+            .collect())
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Router(<{} candidates>, window_s={})",
+            self.inner.len(),
+            self.inner.window_s()
+        )
+    }
+}
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", tiergate_core::VERSION)?;
+    m.add_function(wrap_pyfunction!(request_key, m)?)?;
+    m.add_function(wrap_pyfunction!(canonical_request, m)?)?;
+    m.add_function(wrap_pyfunction!(estimate_tokens, m)?)?;
+    m.add_function(wrap_pyfunction!(estimate_text_tokens, m)?)?;
+    m.add_function(wrap_pyfunction!(_noop, m)?)?;
+    m.add_class::<LatencyWindow>()?;
+    m.add_class::<Router>()?;
+    m.add(
+        "TRANSPORT_FIELDS",
+        PyTuple::new(m.py(), hash::TRANSPORT_FIELDS)?,
+    )?;
+    for (name, value) in [
+        ("CAP_TOOLS", policy::CAP_TOOLS),
+        ("CAP_JSON_SCHEMA", policy::CAP_JSON_SCHEMA),
+        ("CAP_VISION", policy::CAP_VISION),
+        ("CAP_STREAMING", policy::CAP_STREAMING),
+        ("FLAG_ALLOW_QUALITY_RELAX", policy::FLAG_ALLOW_QUALITY_RELAX),
+    ] {
+        m.add(name, value)?;
+    }
+    for (name, value) in [
+        ("RELAX_LATENCY", policy::RELAX_LATENCY),
+        ("RELAX_COST", policy::RELAX_COST),
+        ("RELAX_QUALITY", policy::RELAX_QUALITY),
+        ("V_CAPABILITY", policy::V_CAPABILITY),
+        ("V_CONTEXT", policy::V_CONTEXT),
+        ("V_UNAVAILABLE", policy::V_UNAVAILABLE),
+        ("V_NOT_ALLOWED", policy::V_NOT_ALLOWED),
+        ("V_LATENCY", policy::V_LATENCY),
+        ("V_COST", policy::V_COST),
+        ("V_QUALITY", policy::V_QUALITY),
+    ] {
+        m.add(name, value)?;
+    }
+    m.add("MAX_CANDIDATES", policy::MAX_CANDIDATES)?;
+    m.add("WINDOW_RELATIVE_ACCURACY", window::RELATIVE_ACCURACY)?;
+    m.add("WINDOW_MIN_VALUE_MS", window::MIN_VALUE_MS)?;
+    m.add("WINDOW_MAX_VALUE_MS", window::MAX_VALUE_MS)?;
     Ok(())
 }
