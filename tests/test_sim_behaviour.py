@@ -272,3 +272,48 @@ def test_refs_and_all_of() -> None:
     }
     for seed in range(20):
         jsonschema.validate(instance(schema, random.Random(seed)), schema)
+
+
+# --- prompt caching -----------------------------------------------------------------
+
+
+async def test_prompt_cache_write_then_read() -> None:
+    server = await SimServer.start(sim_config(), port=0)
+    long_system = "You are a careful assistant. " * 200  # > 1,024 tokens
+    body = {
+        "model": ANTHROPIC_MODEL,
+        "max_tokens": 50,
+        "system": [{"type": "text", "text": long_system, "cache_control": {"type": "ephemeral"}}],
+        "messages": [{"role": "user", "content": "first"}],
+    }
+    headers = {"x-api-key": "k", "anthropic-version": "2023-06-01"}
+    try:
+        async with aiohttp.ClientSession() as s:
+            async with s.post(f"{server.url}/v1/messages", json=body, headers=headers) as r:
+                first = (await r.json())["usage"]
+            body["messages"] = [{"role": "user", "content": "second, different"}]
+            async with s.post(f"{server.url}/v1/messages", json=body, headers=headers) as r:
+                second = (await r.json())["usage"]
+        assert first["cache_creation_input_tokens"] > 1024 and first["cache_read_input_tokens"] == 0
+        assert second["cache_read_input_tokens"] == first["cache_creation_input_tokens"]
+        assert second["input_tokens"] < 20
+        async with openai.AsyncOpenAI(base_url=f"{server.url}/v1", api_key="x", max_retries=0) as c:
+            history: list[Any] = [
+                {"role": "system", "content": long_system},
+                {"role": "user", "content": "q1"},
+            ]
+            r1 = await c.chat.completions.create(
+                model=OPENAI_MODEL, messages=[*history, {"role": "user", "content": "a"}]
+            )
+            r2 = await c.chat.completions.create(
+                model=OPENAI_MODEL, messages=[*history, {"role": "user", "content": "b"}]
+            )
+        assert r1.usage is not None and r1.usage.prompt_tokens_details is not None
+        assert r1.usage.prompt_tokens_details.cached_tokens == 0
+        assert r2.usage is not None and r2.usage.prompt_tokens_details is not None
+        assert 1024 <= (r2.usage.prompt_tokens_details.cached_tokens or 0) <= r2.usage.prompt_tokens
+        assert (await stats(server))[OPENAI_MODEL][
+            "cached_input_tokens"
+        ] == r2.usage.prompt_tokens_details.cached_tokens
+    finally:
+        await server.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -17,6 +18,7 @@ from tiergate.envelope import (
     Tool,
     ToolCall,
 )
+from tiergate.sim.cache import CacheHint, prefix_hint
 from tiergate.sim.flow import Call, Frame, Wire, serve
 from tiergate.sim.http import BadRequest, arr, json_response, obj, read_json, seconds
 from tiergate.sim.state import SimState
@@ -166,11 +168,29 @@ def _tool_id(call_id: str) -> str:
     return "toolu_" + call_id.removeprefix("call_")
 
 
+def cache_hint(body: dict[str, Any]) -> CacheHint | None:
+    """Prefix up to the last ``cache_control`` block, in the order tools, system, messages."""
+
+    def elements() -> Iterator[tuple[Any, bool]]:
+        for t in body.get("tools") or []:
+            yield t, isinstance(t, dict) and "cache_control" in t
+        system = body.get("system")
+        for b in system if isinstance(system, list) else [system] if system else []:
+            yield b, isinstance(b, dict) and "cache_control" in b
+        for m in body.get("messages") or []:
+            content = m.get("content") if isinstance(m, dict) else None
+            for b in content if isinstance(content, list) else [content]:
+                yield b, isinstance(b, dict) and "cache_control" in b
+
+    return prefix_hint(elements())
+
+
 def _usage(call: Call, output: int) -> dict[str, Any]:
+    a = call.answer
     return {
-        "input_tokens": call.answer.input_tokens,
-        "cache_creation_input_tokens": 0,
-        "cache_read_input_tokens": 0,
+        "input_tokens": a.input_tokens - a.cache_read_tokens - a.cache_write_tokens,
+        "cache_creation_input_tokens": a.cache_write_tokens,
+        "cache_read_input_tokens": a.cache_read_tokens,
         "output_tokens": output,
         "service_tier": "standard",
     }
@@ -320,10 +340,11 @@ def routes(state: SimState) -> list[web.RouteDef]:
         if not request.headers.get("anthropic-version"):
             return wire.error(400, "anthropic-version: header is required")
         try:
-            req = parse_messages(await read_json(request))
+            body = await read_json(request)
+            req = parse_messages(body)
         except BadRequest as exc:
             return wire.error(400, exc.message)
-        return await serve(request, state, wire, req.model, req)
+        return await serve(request, state, wire, req.model, req, cache_hint(body))
 
     async def count_tokens(request: web.Request) -> web.Response:
         from tiergate.sim.behaviour import count_input_tokens

@@ -7,6 +7,7 @@ ConverseStream answers ``application/vnd.amazon.eventstream`` framed by
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import unquote
 
@@ -25,6 +26,7 @@ from tiergate.envelope import (
 )
 from tiergate.sim import eventstream
 from tiergate.sim.aws import aws_error, signed
+from tiergate.sim.cache import CacheHint, prefix_hint
 from tiergate.sim.flow import Call, Frame, Wire, serve
 from tiergate.sim.http import BadRequest, arr, obj, read_json
 from tiergate.sim.state import SimState
@@ -171,6 +173,22 @@ def parse_converse(model: str, body: Any, stream: bool) -> ChatRequest:
     )
 
 
+def cache_hint(body: dict[str, Any]) -> CacheHint | None:
+    """Prefix up to the last ``cachePoint`` block, in the order tools, system, messages."""
+
+    def elements() -> Iterator[tuple[Any, bool]]:
+        tc = body.get("toolConfig")
+        for t in tc.get("tools") or [] if isinstance(tc, dict) else []:
+            yield t, isinstance(t, dict) and "cachePoint" in t
+        for b in body.get("system") or []:
+            yield b, isinstance(b, dict) and "cachePoint" in b
+        for m in body.get("messages") or []:
+            for b in (m.get("content") if isinstance(m, dict) else None) or []:
+                yield b, isinstance(b, dict) and "cachePoint" in b
+
+    return prefix_hint(elements())
+
+
 def _tool_id(call_id: str) -> str:
     return "tooluse_" + call_id.removeprefix("call_")
 
@@ -201,11 +219,11 @@ class BedrockWire(Wire):
     def _usage(self, call: Call) -> dict[str, Any]:
         a = call.answer
         return {
-            "inputTokens": a.input_tokens,
+            "inputTokens": a.input_tokens - a.cache_read_tokens - a.cache_write_tokens,
             "outputTokens": a.output_tokens,
             "totalTokens": a.input_tokens + a.output_tokens,
-            "cacheReadInputTokens": 0,
-            "cacheWriteInputTokens": 0,
+            "cacheReadInputTokens": a.cache_read_tokens,
+            "cacheWriteInputTokens": a.cache_write_tokens,
         }
 
     def unary(self, call: Call) -> tuple[bytes, str]:
@@ -289,10 +307,11 @@ def routes(state: SimState) -> list[web.RouteDef]:
         model = unquote(request.match_info["model"])
         stream = request.path.endswith("/converse-stream")
         try:
-            req = parse_converse(model, await read_json(request), stream)
+            body = await read_json(request)
+            req = parse_converse(model, body, stream)
         except BadRequest as exc:
             return wire.error(400, exc.message)
-        return await serve(request, state, wire, model, req)
+        return await serve(request, state, wire, model, req, cache_hint(body))
 
     return [
         web.post("/model/{model}/converse", converse),

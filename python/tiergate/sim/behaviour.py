@@ -102,6 +102,9 @@ class Answer:
     # Per tool call, its argument JSON split into stream fragments.
     arg_tokens: list[list[str]] = field(default_factory=list)
     record: Record | None = None
+    # Of input_tokens: read from / written to the simulated prompt cache.
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
 
     @property
     def output_tokens(self) -> int:

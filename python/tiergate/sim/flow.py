@@ -17,6 +17,7 @@ from aiohttp import web
 
 from tiergate.envelope import ChatRequest
 from tiergate.sim.behaviour import Answer, decide, last_user_text
+from tiergate.sim.cache import CacheHint
 from tiergate.sim.faults import STALL_MAX_S, Fault
 from tiergate.sim.latency import Latency
 from tiergate.sim.state import ModelSpec, SimState
@@ -123,7 +124,12 @@ async def _stall(request: web.Request, state: SimState) -> None:
 
 
 async def serve(
-    request: web.Request, state: SimState, wire: Wire, model: str, req: ChatRequest
+    request: web.Request,
+    state: SimState,
+    wire: Wire,
+    model: str,
+    req: ChatRequest,
+    cache: CacheHint | None = None,
 ) -> web.StreamResponse:
     spec = state.models.get(model)
     if spec is None:
@@ -166,6 +172,12 @@ async def serve(
         max_tokens=req.max_tokens or spec.max_output_tokens,
         record_for=record,
     )
+    if cache is not None:
+        seen = state.caches.setdefault(model, {})
+        if cache.key in seen:
+            answer.cache_read_tokens = min(seen[cache.key], answer.input_tokens)
+        else:
+            answer.cache_write_tokens = seen[cache.key] = min(cache.tokens, answer.input_tokens)
     call = Call(
         protocol=wire.name,
         model=model,
@@ -186,9 +198,14 @@ async def serve(
             st.correct += answer.record.correct
             st.dataset_answers += 1
         else:
+            cached = spec.price.cached if spec.price.cached is not None else spec.price.input
+            fresh = answer.input_tokens - answer.cache_read_tokens
             st.cost_usd += (
-                answer.input_tokens * spec.price.input + answer.output_tokens * spec.price.output
+                fresh * spec.price.input
+                + answer.cache_read_tokens * cached
+                + answer.output_tokens * spec.price.output
             ) / 1e6
+        st.cached_input_tokens += answer.cache_read_tokens
     else:
         st.errors += 1
     return resp

@@ -21,6 +21,7 @@ from tiergate.envelope import (
     Tool,
     ToolCall,
 )
+from tiergate.sim.cache import CacheHint, prefix_hint
 from tiergate.sim.flow import Call, Frame, Wire, serve
 from tiergate.sim.http import BadRequest, arr, json_response, obj, read_json, seconds
 from tiergate.sim.state import SimState
@@ -161,13 +162,23 @@ def parse_chat(body: Any) -> ChatRequest:
     )
 
 
+def cache_hint(body: dict[str, Any]) -> CacheHint | None:
+    """Automatic caching: tools and every message but the last, when long enough."""
+    messages = body.get("messages") or []
+    if len(messages) < 2:
+        return None
+    items: list[tuple[Any, bool]] = [(t, False) for t in body.get("tools") or []]
+    items += [(m, i == len(messages) - 2) for i, m in enumerate(messages[:-1])]
+    return prefix_hint(items)
+
+
 def _usage(call: Call) -> dict[str, Any]:
     a = call.answer
     return {
         "prompt_tokens": a.input_tokens,
         "completion_tokens": a.output_tokens,
         "total_tokens": a.input_tokens + a.output_tokens,
-        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+        "prompt_tokens_details": {"cached_tokens": a.cache_read_tokens, "audio_tokens": 0},
         "completion_tokens_details": {
             "reasoning_tokens": 0,
             "audio_tokens": 0,
@@ -343,10 +354,11 @@ def routes(state: SimState) -> list[web.RouteDef]:
         if not _authorized(request):
             return unauthorized()
         try:
-            req = parse_chat(await read_json(request))
+            body = await read_json(request)
+            req = parse_chat(body)
         except BadRequest as exc:
             return wire.error(400, exc.message, param=exc.param)
-        return await serve(request, state, wire, req.model, req)
+        return await serve(request, state, wire, req.model, req, cache_hint(body))
 
     def model_obj(m: str) -> dict[str, Any]:
         return {"id": m, "object": "model", "created": 1700000000, "owned_by": "tiergate-sim"}

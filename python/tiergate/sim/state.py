@@ -9,6 +9,8 @@ Statistics (``GET /_sim/stats``), per provider model id:
 - ``input_tokens``, ``output_tokens``, ``cost_usd``: only for answers served in full.
   Cost is the data set's recorded cost when the answer came from it, else tokens times the
   model's price;
+- ``cached_input_tokens``: of ``input_tokens``, those read from the simulated cache
+  (priced at the ``cached`` price);
 - ``correct`` (sum of recorded 0/1 correctness) and ``dataset_answers`` (how many answers
   came from the data set), ``rate_limited``, ``streams``, ``by_protocol`` (calls per wire
   protocol).
@@ -50,6 +52,7 @@ class ModelStats:
     errors: int = 0
     correct: float = 0.0
     dataset_answers: int = 0
+    cached_input_tokens: int = 0
     rate_limited: int = 0
     streams: int = 0
     by_protocol: dict[str, int] = field(default_factory=dict)
@@ -61,7 +64,7 @@ class ModelStats:
 
 
 class SimState:
-    __slots__ = ("closing", "config", "dataset", "faults", "models", "seed", "stats")
+    __slots__ = ("caches", "closing", "config", "dataset", "faults", "models", "seed", "stats")
 
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -70,6 +73,8 @@ class SimState:
         self.faults = FaultTable(sim.seed)
         self.stats: dict[str, ModelStats] = {}
         self.closing = asyncio.Event()
+        # Per model: keys of prompt prefixes already cached (see tiergate.sim.cache).
+        self.caches: dict[str, dict[bytes, int]] = {}
         self.dataset: Dataset | None = None
         if sim.dataset:
             path = config.base_dir / sim.dataset
