@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import orjson
 import urllib3
 
-from tiergate.config import Config, SimModelConfig, load_config
+from tiergate.config import Config, LatencyPrior, SimModelConfig, load_config
 from tiergate.server.main import RunningServer, start_server
 from tiergate.sim.server import SimServer, sim_config_for
 
@@ -39,7 +39,12 @@ def fast_sim_config(path: Path = REPO / "examples" / "sim.yaml", **routing: Any)
     assert config.sim is not None
     models = {m: SimModelConfig(ttft_ms=3, tokens_per_s=5000, sigma=0.1) for m in config.sim.models}
     sim = config.sim.model_copy(update={"models": models})
-    update: dict[str, Any] = {"sim": sim}
+    # Priors that match the fast simulators, as a real config's would match its providers.
+    prior = LatencyPrior(ttft_ms=5, tpot_ms=0.3)
+    deployments = {
+        n: d.model_copy(update={"latency_prior": prior}) for n, d in config.deployments.items()
+    }
+    update: dict[str, Any] = {"sim": sim, "deployments": deployments}
     if routing:
         update["routing"] = config.routing.model_copy(update=routing)
     return config.model_copy(update=update)
