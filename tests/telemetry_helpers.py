@@ -17,8 +17,18 @@ def config(**sections: Any) -> Config:
     doc: dict[str, Any] = {
         "providers": {"oa": {"kind": "openai", "api_key": {"env": "TG_TEST_OPENAI_KEY"}}},
         "deployments": {
-            "small": {"provider": "oa", "model": "gpt-4o-mini", "tier": "small", "price": {"input": 0.15, "output": 0.6}},
-            "large": {"provider": "oa", "model": "gpt-4o", "tier": "large", "price": {"input": 2.5, "output": 10}},
+            "small": {
+                "provider": "oa",
+                "model": "gpt-4o-mini",
+                "tier": "small",
+                "price": {"input": 0.15, "output": 0.6},
+            },
+            "large": {
+                "provider": "oa",
+                "model": "gpt-4o",
+                "tier": "large",
+                "price": {"input": 2.5, "output": 10},
+            },
         },
         "tiers": ["small", "large"],
         "routes": {"chat": {"strategy": "auto", "latency_budget_ms": 2000}},
@@ -43,7 +53,15 @@ def record(
     attempts = []
     if fallback:
         attempts.append(
-            AttemptRecord("large", "openai", "gpt-4o", start + 1_000_000, 100.0, status=503, error_class="server_error")
+            AttemptRecord(
+                "large",
+                "openai",
+                "gpt-4o",
+                start + 1_000_000,
+                100.0,
+                status=503,
+                error_class="server_error",
+            )
         )
     if deployment is not None:
         attempts.append(

@@ -10,8 +10,8 @@ from typing import Any
 import orjson
 import pytest
 from moto.server import ThreadedMotoServer
-from telemetry_helpers import config, record
 
+from telemetry_helpers import config, record
 from tiergate.telemetry import Telemetry
 
 
@@ -33,14 +33,24 @@ def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 async def test_emf_lines_name_metrics_and_dimensions(tmp_path: Any) -> None:
     path = tmp_path / "emf.jsonl"
-    tel = Telemetry.from_config(config(telemetry={"log": None, "safety_log": None, "cloudwatch": {"mode": "emf", "emf_path": str(path)}}))
+    tel = Telemetry.from_config(
+        config(
+            telemetry={
+                "log": None,
+                "safety_log": None,
+                "cloudwatch": {"mode": "emf", "emf_path": str(path)},
+            }
+        )
+    )
     await tel.start()
     tel.record(record("r1"))
     tel.record(record("r2", route="weird-route", ttft_ms=None))
     await tel.stop()
     first, second = (orjson.loads(x) for x in path.read_bytes().splitlines())
     directive = first["_aws"]["CloudWatchMetrics"][0]
-    assert directive["Namespace"] == "tiergate" and directive["Dimensions"] == [["Route", "Deployment"]]
+    assert directive["Namespace"] == "tiergate" and directive["Dimensions"] == [
+        ["Route", "Deployment"]
+    ]
     names = {m["Name"] for m in directive["Metrics"]}
     assert {"Requests", "Errors", "Latency", "TimeToFirstToken", "CostUSD", "InputTokens"} <= names
     for n in names:
@@ -52,8 +62,16 @@ async def test_emf_lines_name_metrics_and_dimensions(tmp_path: Any) -> None:
 async def test_put_metric_data_batched_and_read_back(moto_url: str) -> None:
     from aiobotocore.session import get_session
 
-    cw = {"mode": "put_metric_data", "namespace": "tg-test", "endpoint_url": moto_url, "batch_size": 3, "flush_interval_s": 60}
-    tel = Telemetry.from_config(config(telemetry={"log": None, "safety_log": None, "cloudwatch": cw}))
+    cw = {
+        "mode": "put_metric_data",
+        "namespace": "tg-test",
+        "endpoint_url": moto_url,
+        "batch_size": 3,
+        "flush_interval_s": 60,
+    }
+    tel = Telemetry.from_config(
+        config(telemetry={"log": None, "safety_log": None, "cloudwatch": cw})
+    )
     await tel.start()
     now = dt.datetime.now(dt.UTC).replace(second=0, microsecond=0)
     for i in range(4):
@@ -61,7 +79,9 @@ async def test_put_metric_data_batched_and_read_back(moto_url: str) -> None:
     await tel.stop()  # final flush
     sink = tel.cloudwatch
     assert sink.sent >= 7 and sink.failed_calls == 0  # 7+ statistic sets, in batches of 3
-    async with get_session().create_client("cloudwatch", region_name="us-east-1", endpoint_url=moto_url) as client:
+    async with get_session().create_client(
+        "cloudwatch", region_name="us-east-1", endpoint_url=moto_url
+    ) as client:
         listed = await client.list_metrics(Namespace="tg-test")
         names = {m["MetricName"] for m in listed["Metrics"]}
         assert {"Requests", "Latency", "CostUSD", "Errors"} <= names
@@ -85,7 +105,10 @@ async def test_unreachable_cloudwatch_retries_then_keeps_data_bounded() -> None:
         port = s.getsockname()[1]
     cw = {"mode": "put_metric_data", "endpoint_url": f"http://127.0.0.1:{port}", "max_retries": 1,
           "flush_interval_s": 60, "max_buffered": 5}  # fmt: skip
-    tel = Telemetry.from_config(config(telemetry={"log": None, "safety_log": None, "cloudwatch": cw}), log_stream=io.BytesIO())
+    tel = Telemetry.from_config(
+        config(telemetry={"log": None, "safety_log": None, "cloudwatch": cw}),
+        log_stream=io.BytesIO(),
+    )
     await tel.start()
     tel.record(record("r1"))
     await tel.stop(timeout_s=5)

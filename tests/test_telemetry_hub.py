@@ -9,8 +9,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
-from telemetry_helpers import config, record
 
+from telemetry_helpers import config, record
 from tiergate.telemetry import Telemetry, add_admin_routes, add_feedback_route
 
 
@@ -27,7 +27,9 @@ def streams() -> tuple[io.BytesIO, io.BytesIO]:
     return io.BytesIO(), io.BytesIO()
 
 
-async def test_one_log_line_per_request_with_every_attempt(streams: tuple[io.BytesIO, io.BytesIO]) -> None:
+async def test_one_log_line_per_request_with_every_attempt(
+    streams: tuple[io.BytesIO, io.BytesIO],
+) -> None:
     log, safety = streams
     tel = Telemetry.from_config(config(), log_stream=log, safety_stream=safety)
     await tel.start()
@@ -52,26 +54,40 @@ async def test_one_log_line_per_request_with_every_attempt(streams: tuple[io.Byt
     assert safety.getvalue() == b""  # findings go to the safety stream only via record_safety
 
 
-async def test_safety_findings_have_their_own_stream(streams: tuple[io.BytesIO, io.BytesIO]) -> None:
+async def test_safety_findings_have_their_own_stream(
+    streams: tuple[io.BytesIO, io.BytesIO],
+) -> None:
     from tiergate.telemetry.record import SafetyFinding
 
     log, safety = streams
     tel = Telemetry.from_config(config(), log_stream=log, safety_stream=safety)
     await tel.start()
-    tel.record_safety([SafetyFinding("card", "input", "block", "messages[1].parts[0]")], "r9", "acme")
+    tel.record_safety(
+        [SafetyFinding("card", "input", "block", "messages[1].parts[0]")], "r9", "acme"
+    )
     await tel.stop()
     assert log.getvalue() == b""
     (event,) = [orjson.loads(x) for x in safety.getvalue().splitlines()]
     assert event["event"] == "safety_finding"
-    assert (event["kind"], event["action"], event["request_id"], event["tenant"]) == ("card", "block", "r9", "acme")
+    assert (event["kind"], event["action"], event["request_id"], event["tenant"]) == (
+        "card",
+        "block",
+        "r9",
+        "acme",
+    )
     samples = _samples(tel.metrics.exposition().decode())
-    key = ("tiergate_safety_findings_total", (("action", "block"), ("kind", "card"), ("where", "input")))
+    key = (
+        "tiergate_safety_findings_total",
+        (("action", "block"), ("kind", "card"), ("where", "input")),
+    )
     assert samples[key] == 1
 
 
 async def test_full_queues_drop_and_count(streams: tuple[io.BytesIO, io.BytesIO]) -> None:
     log, safety = streams
-    tel = Telemetry.from_config(config(telemetry={"queue_size": 2}), log_stream=log, safety_stream=safety)
+    tel = Telemetry.from_config(
+        config(telemetry={"queue_size": 2}), log_stream=log, safety_stream=safety
+    )
     for i in range(5):  # not started: nothing drains
         tel.record(record(f"r{i}"))
     assert tel.dropped["log"] == 3 and tel.dropped["metrics"] == 3 and tel.dropped["drift"] == 3
@@ -82,7 +98,9 @@ async def test_full_queues_drop_and_count(streams: tuple[io.BytesIO, io.BytesIO]
     assert samples[("tiergate_telemetry_dropped_total", (("sink", "log"),))] == 3
 
 
-async def test_prometheus_exposition_counts_what_was_recorded(streams: tuple[io.BytesIO, io.BytesIO]) -> None:
+async def test_prometheus_exposition_counts_what_was_recorded(
+    streams: tuple[io.BytesIO, io.BytesIO],
+) -> None:
     log, safety = streams
     tel = Telemetry.from_config(config(), log_stream=log, safety_stream=safety)
     await tel.start()
@@ -96,29 +114,83 @@ async def test_prometheus_exposition_counts_what_was_recorded(streams: tuple[io.
     tel.hedge("chat", "small")
     await tel.stop()
     s = _samples(tel.metrics.exposition().decode())
-    assert s[("tiergate_requests_total", (("deployment", "small"), ("outcome", "ok"), ("route", "chat")))] == 3
-    assert s[("tiergate_requests_total", (("deployment", "none"), ("outcome", "error"), ("route", "chat")))] == 1
-    assert s[("tiergate_requests_total", (("deployment", "small"), ("outcome", "ok"), ("route", "other")))] == 1
+    assert (
+        s[
+            (
+                "tiergate_requests_total",
+                (("deployment", "small"), ("outcome", "ok"), ("route", "chat")),
+            )
+        ]
+        == 3
+    )
+    assert (
+        s[
+            (
+                "tiergate_requests_total",
+                (("deployment", "none"), ("outcome", "error"), ("route", "chat")),
+            )
+        ]
+        == 1
+    )
+    assert (
+        s[
+            (
+                "tiergate_requests_total",
+                (("deployment", "small"), ("outcome", "ok"), ("route", "other")),
+            )
+        ]
+        == 1
+    )
     assert s[("tiergate_fallbacks_total", (("route", "chat"),))] == 4
-    assert s[("tiergate_attempts_total", (("deployment", "large"), ("outcome", "server_error")))] == 5
+    assert (
+        s[("tiergate_attempts_total", (("deployment", "large"), ("outcome", "server_error")))] == 5
+    )
     assert s[("tiergate_ejections_total", (("deployment", "large"),))] == 1
     assert s[("tiergate_cooldowns_total", (("deployment", "other"),))] == 1
-    assert s[("tiergate_hedges_total", (("deployment", "small"), ("outcome", "started"), ("route", "chat")))] == 1
+    assert (
+        s[
+            (
+                "tiergate_hedges_total",
+                (("deployment", "small"), ("outcome", "started"), ("route", "chat")),
+            )
+        ]
+        == 1
+    )
     assert s[("tiergate_idempotency_total", (("outcome", "miss"),))] == 5
-    assert s[("tiergate_cost_usd_total", (("deployment", "small"), ("route", "chat"), ("tenant", "acme")))] == pytest.approx(3 * 0.000036)
+    assert s[
+        (
+            "tiergate_cost_usd_total",
+            (("deployment", "small"), ("route", "chat"), ("tenant", "acme")),
+        )
+    ] == pytest.approx(3 * 0.000036)
     assert s[("tiergate_route_latency_budget_seconds", (("route", "chat"),))] == 2.0
     assert s[("tiergate_tenant_daily_spend_budget_usd", (("tenant", "acme"),))] == 50
     dur = {k: v for k, v in s.items() if k[0] == "gen_ai_client_operation_duration_seconds_count"}
     assert sum(dur.values()) == 5
-    ok_labels = dict(next(k[1] for k in dur if ("route", "chat") in k[1] and ("error_type", "") in k[1]))
+    ok_labels = dict(
+        next(k[1] for k in dur if ("route", "chat") in k[1] and ("error_type", "") in k[1])
+    )
     assert ok_labels["operation"] == "chat" and ok_labels["provider"] == "openai"
     assert ok_labels["response_model"] == "gpt-4o-mini-2024-07-18"
     # 420 ms falls in the 0.64 s bucket, not the 0.32 s one.
-    bucket = [(k, v) for k, v in s.items() if k[0] == "gen_ai_client_operation_duration_seconds_bucket" and dict(k[1]) | {} == {**ok_labels, "le": "0.32"}]
+    bucket = [
+        (k, v)
+        for k, v in s.items()
+        if k[0] == "gen_ai_client_operation_duration_seconds_bucket"
+        and dict(k[1]) | {} == {**ok_labels, "le": "0.32"}
+    ]
     assert bucket and bucket[0][1] == 0
-    tokens = [v for k, v in s.items() if k[0] == "gen_ai_client_token_usage_sum" and ("token_type", "input") in k[1]]
+    tokens = [
+        v
+        for k, v in s.items()
+        if k[0] == "gen_ai_client_token_usage_sum" and ("token_type", "input") in k[1]
+    ]
     assert sum(tokens) == 5 * 120
-    ttft = [v for k, v in s.items() if k[0] == "gen_ai_client_operation_time_to_first_chunk_seconds_count"]
+    ttft = [
+        v
+        for k, v in s.items()
+        if k[0] == "gen_ai_client_operation_time_to_first_chunk_seconds_count"
+    ]
     assert sum(ttft) == 5
 
 
@@ -144,7 +216,9 @@ async def test_admin_metrics_and_feedback_handlers(streams: tuple[io.BytesIO, io
         ]:
             r = await c.post("/v1/feedback", json=body)
             err = (await r.json())["error"]
-            assert r.status == 400 and err["param"] == param and err["type"] == "invalid_request_error"
+            assert (
+                r.status == 400 and err["param"] == param and err["type"] == "invalid_request_error"
+            )
         r = await c.post("/v1/feedback", data=b"{nope")
         assert r.status == 400
         r = await c.post("/v1/feedback", json={"request_id": "never-seen", "score": 1})
@@ -159,7 +233,11 @@ async def test_admin_metrics_and_feedback_handlers(streams: tuple[io.BytesIO, io
 async def test_record_is_cheap() -> None:
     import time
 
-    tel = Telemetry.from_config(config(telemetry={"queue_size": 100_000}), log_stream=io.BytesIO(), safety_stream=io.BytesIO())
+    tel = Telemetry.from_config(
+        config(telemetry={"queue_size": 100_000}),
+        log_stream=io.BytesIO(),
+        safety_stream=io.BytesIO(),
+    )
     rec = record()
     n = 5_000
     t0 = time.perf_counter()

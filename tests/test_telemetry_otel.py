@@ -13,6 +13,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
+
 from telemetry_helpers import (
     CANARY_OTLP_TOKEN,
     CANARY_PROVIDER_KEY,
@@ -20,7 +21,6 @@ from telemetry_helpers import (
     config,
     record,
 )
-
 from tiergate.telemetry import Telemetry
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -31,7 +31,9 @@ async def test_spans_follow_genai_conventions_and_continue_the_callers_trace() -
     exporter = InMemorySpanExporter()
     reader = InMemoryMetricReader()
     tel = Telemetry.from_config(
-        config(telemetry={"log": None, "safety_log": None}), span_exporter=exporter, metric_reader=reader
+        config(telemetry={"log": None, "safety_log": None}),
+        span_exporter=exporter,
+        metric_reader=reader,
     )
     await tel.start()
     rec = record("r1", traceparent=TRACEPARENT)
@@ -39,7 +41,9 @@ async def test_spans_follow_genai_conventions_and_continue_the_callers_trace() -
     await tel.stop()
     spans = exporter.get_finished_spans()
     server = next(s for s in spans if s.kind is SpanKind.SERVER)
-    clients = sorted((s for s in spans if s.kind is SpanKind.CLIENT), key=lambda s: s.start_time or 0)
+    clients = sorted(
+        (s for s in spans if s.kind is SpanKind.CLIENT), key=lambda s: s.start_time or 0
+    )
     assert format(server.context.trace_id, "032x") == TRACE_ID
     assert server.parent is not None and format(server.parent.span_id, "016x") == "00f067aa0ba902b7"
     a = server.attributes or {}
@@ -49,11 +53,19 @@ async def test_spans_follow_genai_conventions_and_continue_the_callers_trace() -
     assert a["gen_ai.response.model"] == "gpt-4o-mini-2024-07-18"
     assert (a["gen_ai.usage.input_tokens"], a["gen_ai.usage.output_tokens"]) == (120, 30)
     assert tuple(a["gen_ai.response.finish_reasons"]) == ("stop",)  # type: ignore[arg-type]
-    assert (a["tiergate.deployment"], a["tiergate.tier"], a["tiergate.fallbacks"]) == ("small", "small", 1)
+    assert (a["tiergate.deployment"], a["tiergate.tier"], a["tiergate.fallbacks"]) == (
+        "small",
+        "small",
+        1,
+    )
     assert a["tiergate.idempotency"] == "miss" and a["tiergate.cost_usd"] == pytest.approx(0.000036)
-    assert server.start_time == rec.start_ns and server.end_time == rec.start_ns + int(rec.latency_ms * 1e6)
+    assert server.start_time == rec.start_ns and server.end_time == rec.start_ns + int(
+        rec.latency_ms * 1e6
+    )
     assert [e.name for e in server.events] == ["tiergate.safety.finding"]
-    assert len(clients) == 2 and all(c.parent is not None and c.parent.span_id == server.context.span_id for c in clients)
+    assert len(clients) == 2 and all(
+        c.parent is not None and c.parent.span_id == server.context.span_id for c in clients
+    )
     failed, served = clients
     assert failed.attributes is not None and failed.attributes["error.type"] == "server_error"
     assert failed.status.is_ok is False
@@ -61,7 +73,12 @@ async def test_spans_follow_genai_conventions_and_continue_the_callers_trace() -
     assert served.attributes["gen_ai.request.model"] == "gpt-4o-mini"
     assert served.start_time == rec.attempts[1].start_ns
     assert served.end_time == rec.attempts[1].start_ns + int(rec.attempts[1].ms * 1e6)
-    names = {m.name for rm in reader.get_metrics_data().resource_metrics for sm in rm.scope_metrics for m in sm.metrics}  # type: ignore[union-attr]
+    names = {
+        m.name
+        for rm in reader.get_metrics_data().resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+    }  # type: ignore[union-attr]
     assert {"gen_ai.client.operation.duration", "gen_ai.client.token.usage",
             "gen_ai.client.operation.time_to_first_chunk", "tiergate.requests"} <= names  # fmt: skip
 
@@ -111,7 +128,14 @@ async def test_otlp_http_export_to_a_real_receiver_without_leaking_secrets(
         tel = Telemetry.from_config(cfg, log_stream=log, safety_stream=safety)
         await tel.start()
         prompt = f"my key is {CANARY_PROVIDER_KEY} and theirs {CANARY_SIDECAR_KEY}; Authorization: Bearer {CANARY_OTLP_TOKEN}xyz"
-        tel.record(record("r1", traceparent=TRACEPARENT, prompt_text=prompt, completion_text=f"echo {CANARY_PROVIDER_KEY}"))
+        tel.record(
+            record(
+                "r1",
+                traceparent=TRACEPARENT,
+                prompt_text=prompt,
+                completion_text=f"echo {CANARY_PROVIDER_KEY}",
+            )
+        )
         await tel.stop()  # flushes spans and metrics
     finally:
         await runner.cleanup()
@@ -129,12 +153,24 @@ async def test_otlp_http_export_to_a_real_receiver_without_leaking_secrets(
     metrics = ExportMetricsServiceRequest()
     for body in received["/v1/metrics"]:
         metrics.MergeFromString(body)
-    names = {m.name for rm in metrics.resource_metrics for sm in rm.scope_metrics for m in sm.metrics}
-    assert {"gen_ai.client.operation.duration", "gen_ai.client.token.usage", "tiergate.requests"} <= names
+    names = {
+        m.name for rm in metrics.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
+    }
+    assert {
+        "gen_ai.client.operation.duration",
+        "gen_ai.client.token.usage",
+        "tiergate.requests",
+    } <= names
     # No canary anywhere: request log, safety stream, OTLP payloads, Prometheus text.
     line = orjson.loads(log.getvalue())
     assert "[REDACTED:api_key]" in line["prompt"] and "[REDACTED:bearer_token]" in line["prompt"]
-    outputs = [log.getvalue(), safety.getvalue(), *received["/v1/traces"], *received["/v1/metrics"], tel.metrics.exposition()]
+    outputs = [
+        log.getvalue(),
+        safety.getvalue(),
+        *received["/v1/traces"],
+        *received["/v1/metrics"],
+        tel.metrics.exposition(),
+    ]
     for canary in (CANARY_PROVIDER_KEY, CANARY_OTLP_TOKEN, CANARY_SIDECAR_KEY):
         for out in outputs:
             assert canary.encode() not in out
@@ -143,7 +179,13 @@ async def test_otlp_http_export_to_a_real_receiver_without_leaking_secrets(
 async def test_unreachable_collector_does_not_break_stop() -> None:
     port = _free_port()  # nothing listens
     tel = Telemetry.from_config(
-        config(telemetry={"log": None, "safety_log": None, "otlp": {"endpoint": f"http://127.0.0.1:{port}", "timeout_s": 1}})
+        config(
+            telemetry={
+                "log": None,
+                "safety_log": None,
+                "otlp": {"endpoint": f"http://127.0.0.1:{port}", "timeout_s": 1},
+            }
+        )
     )
     await tel.start()
     tel.record(record())

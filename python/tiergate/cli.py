@@ -22,6 +22,13 @@ def _build_parser() -> argparse.ArgumentParser:
     sim = sub.add_parser("sim", help="run the provider simulators named by a config")
     sim.add_argument("--config", required=True, help="YAML configuration file with a `sim` section")
 
+    drift = sub.add_parser("drift", help="drift monitoring over the hourly aggregates")
+    drift_sub = drift.add_subparsers(dest="drift_command", metavar="SUBCOMMAND", required=True)
+    report = drift_sub.add_parser("report", help="flag what moved out of bounds against the trailing baseline")
+    report.add_argument("--aggregates", required=True, help="directory or s3://bucket/prefix of the aggregates")
+    report.add_argument("--since", default="14d", help="days (14d) or hours (36h) to report on (default 14d)")
+    report.add_argument("--json", action="store_true", help="machine-readable output")
+
     demo = sub.add_parser("demo", help="simulators + sidecar + a short scenario, then a table")
     demo.add_argument("--config", default=None, help="config (default: the bundled sim config)")
     return parser
@@ -41,6 +48,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from tiergate.sim.main import sim_main
 
         return sim_main(args.config)
+    if args.command == "drift":
+        from tiergate.drift.report import drift_main
+
+        return drift_main(args.aggregates, args.since, args.json)
     if args.command == "demo":
         from tiergate.demo import demo_main
 

@@ -17,7 +17,7 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
@@ -92,9 +92,12 @@ class Aggregate:
             self.quality_n += 1
 
     def row(self) -> dict[str, Any]:
-        d = asdict(self)
+        d = {f: getattr(self, f) for f in _FIELDS}
         d["ts"] = datetime.fromtimestamp(self.hour, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         return d
+
+
+_FIELDS = tuple(f.name for f in fields(Aggregate))
 
 
 def _served_by(rec: RequestRecord) -> str:
@@ -126,7 +129,10 @@ class DriftAggregator:
         self._dirty: set[int] = set()
         self._late: dict[int, dict[str, Aggregate]] = {}
         self._late_seq = 0
-        self._ids: dict[str, tuple[str, int]] = {}  # request_id → (deployment, hour); insertion-ordered
+        self._closed_before = 0  # hours before this were written whole and evicted
+        self._ids: dict[
+            str, tuple[str, int]
+        ] = {}  # request_id → (deployment, hour); insertion-ordered
         self._task: asyncio.Task[None] | None = None
 
     # --- request path (O(1)) ---
@@ -140,7 +146,7 @@ class DriftAggregator:
     # --- off path ---
     def _agg(self, hour: int, deployment: str) -> Aggregate:
         table = self._open
-        if hour not in table and table and hour < min(table) and hour < self._current_hour() - 3600:
+        if hour < self._closed_before:
             table = self._late  # an hour already written and closed
         else:
             self._dirty.add(hour)
@@ -193,6 +199,7 @@ class DriftAggregator:
         keep_from = self._current_hour() - 3600
         for hour in [h for h in self._open if h < keep_from]:
             del self._open[hour]
+        self._closed_before = max(self._closed_before, keep_from)
 
     async def start(self) -> None:
         if self._sink is not None:

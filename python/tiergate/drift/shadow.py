@@ -66,14 +66,19 @@ def judge_request(chat: ChatRequest, answer: str, reference: str, model: str) ->
     prompt = f"Request:\n{question}\n\nAnswer A:\n{answer}\n\nAnswer B:\n{reference}"
     return ChatRequest(
         model=model,
-        messages=[Message("system", [TextPart(_JUDGE_SYSTEM)]), Message("user", [TextPart(prompt)])],
+        messages=[
+            Message("system", [TextPart(_JUDGE_SYSTEM)]),
+            Message("user", [TextPart(prompt)]),
+        ],
         max_tokens=4,
         temperature=0.0,
     )
 
 
 class ShadowEvaluator:
-    def __init__(self, routes: Mapping[str, ShadowConfig], drift: DriftAggregator, metrics: Metrics | None) -> None:
+    def __init__(
+        self, routes: Mapping[str, ShadowConfig], drift: DriftAggregator, metrics: Metrics | None
+    ) -> None:
         self._routes = dict(routes)
         self._drift = drift
         self._metrics = metrics
@@ -84,7 +89,9 @@ class ShadowEvaluator:
         if self._metrics is not None:
             self._metrics.shadow.add(1, self._metrics.route(route), outcome)
 
-    def maybe_schedule(self, record: RequestRecord, chat: ChatRequest, completion_text: str, call: Call) -> bool:
+    def maybe_schedule(
+        self, record: RequestRecord, chat: ChatRequest, completion_text: str, call: Call
+    ) -> bool:
         """Hook for the server after a successful response. O(1); True when a shadow task started."""
         cfg = self._routes.get(record.route)
         if cfg is None or record.deployment is None or record.status >= 400:
@@ -95,12 +102,16 @@ class ShadowEvaluator:
             self._count(record.route, "skipped")
             return False
         self._in_flight[record.route] = self._in_flight.get(record.route, 0) + 1
-        task = asyncio.create_task(self._run(cfg, record, chat, completion_text, call), name="tiergate-shadow")
+        task = asyncio.create_task(
+            self._run(cfg, record, chat, completion_text, call), name="tiergate-shadow"
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return True
 
-    async def _run(self, cfg: ShadowConfig, rec: RequestRecord, chat: ChatRequest, answer: str, call: Call) -> None:
+    async def _run(
+        self, cfg: ShadowConfig, rec: RequestRecord, chat: ChatRequest, answer: str, call: Call
+    ) -> None:
         assert rec.deployment is not None
         try:
             reference = await call(cfg.reference, chat)

@@ -62,13 +62,17 @@ class S3Sink:
             kwargs: dict[str, Any] = {"region_name": self._region}
             if self._endpoint:
                 kwargs["endpoint_url"] = self._endpoint
-            self._client = await self._stack.enter_async_context(get_session().create_client("s3", **kwargs))
+            self._client = await self._stack.enter_async_context(
+                get_session().create_client("s3", **kwargs)
+            )
         return self._client
 
     async def put(self, hour: int, name: str, body: bytes) -> None:
         client = await self._open()
         key = hour_key(hour, name)
-        await client.put_object(Bucket=self.bucket, Key=f"{self.prefix}/{key}" if self.prefix else key, Body=body)
+        await client.put_object(
+            Bucket=self.bucket, Key=f"{self.prefix}/{key}" if self.prefix else key, Body=body
+        )
 
     async def close(self) -> None:
         await self._stack.aclose()

@@ -5,7 +5,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-__all__ = ["LAT_BUCKETS", "QUALITY_BUCKETS", "lat_bucket", "lat_bucket_mid", "quantile", "quality_bucket"]
+__all__ = [
+    "LAT_BUCKETS",
+    "QUALITY_BUCKETS",
+    "lat_bucket",
+    "lat_bucket_mid",
+    "quality_bucket",
+    "quantile",
+]
 
 # Latency buckets: bucket i holds [LAT_MIN_MS·G^i, LAT_MIN_MS·G^(i+1)) ms, G = 2^(1/4) (≈19 %
 # wide, so a quantile is known to ±9 %); bucket 0 also holds everything below 1 ms and the

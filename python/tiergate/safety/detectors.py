@@ -127,7 +127,17 @@ _INJECTION = re.compile(
 # only count when the word before them is one of _NOUN_LEADS, checked before any regex runs.
 _NOUN_ANCHORS: Final = (b"instruction", b"prompt", b"rules", b"message")
 _NOUN_LEADS: Final = frozenset(
-    (b"previous", b"prior", b"above", b"earlier", b"preceding", b"system", b"original", b"hidden", b"initial")
+    (
+        b"previous",
+        b"prior",
+        b"above",
+        b"earlier",
+        b"preceding",
+        b"system",
+        b"original",
+        b"hidden",
+        b"initial",
+    )
 )
 _NOW_LEADS: Final = frozenset((b"are", b"anything"))  # "you are now …", "do anything now"
 _TEMPLATE_NEXT: Final = frozenset(b"|<")  # "<|im_start|>", "<<SYS>>"
@@ -135,7 +145,9 @@ _LEAD_CHECKED: Final = (*((a, _NOUN_LEADS) for a in _NOUN_ANCHORS), (b" now", _N
 _INJECTION_REACH = 120  # bytes before an anchor the confirming pattern may span
 
 
-def _windows(hay: bytes, needle: bytes, before: int, after: int, out: list[tuple[int, int]]) -> None:
+def _windows(
+    hay: bytes, needle: bytes, before: int, after: int, out: list[tuple[int, int]]
+) -> None:
     i = hay.find(needle)
     n = len(hay)
     while i >= 0:
@@ -211,7 +223,9 @@ def _scan(raw: bytes, injection: bool) -> list[Span]:
                     wins.append((max(0, i - _INJECTION_REACH), min(n, i + 24)))
                 i = low.find(anchor, i + len(anchor))
         for lo, hi in _merge(wins):
-            spans.extend(Span("injection", m.start(), m.end()) for m in _INJECTION.finditer(raw, lo, hi))
+            spans.extend(
+                Span("injection", m.start(), m.end()) for m in _INJECTION.finditer(raw, lo, hi)
+            )
     if len(spans) > 1:
         spans = _disjoint(spans)
     return spans

@@ -20,12 +20,12 @@ import re
 from collections.abc import Mapping
 from typing import Any, Final, Literal
 
-import jsonschema
+import jsonschema  # type: ignore[import-untyped]
 import orjson
 
 from tiergate.envelope import ChatRequest, Message, ResponseFormat, TextPart, ToolCall
 from tiergate.errors import RequestError
-from tiergate.safety.detectors import INPUT_KINDS, Span, find_spans, redact_spans
+from tiergate.safety.detectors import Span, find_spans, redact_spans
 from tiergate.telemetry.record import SafetyFinding
 
 __all__ = [
@@ -122,7 +122,9 @@ def scan_request(chat: ChatRequest, policy: SafetyPolicy) -> SafetyResult:
         for pi, part in enumerate(parts):
             if not isinstance(part, TextPart) or not part.text:
                 continue
-            text, b = _scan_text(part.text, f"messages[{mi}].parts[{pi}]", policy, injection, findings)
+            text, b = _scan_text(
+                part.text, f"messages[{mi}].parts[{pi}]", policy, injection, findings
+            )
             blocked |= b
             if text is not part.text:
                 if new_parts is None:
@@ -131,7 +133,11 @@ def scan_request(chat: ChatRequest, policy: SafetyPolicy) -> SafetyResult:
         new_calls: list[ToolCall] | None = None
         for ci, call in enumerate(msg.tool_calls):
             text, b = _scan_text(
-                call.arguments, f"messages[{mi}].tool_calls[{ci}].arguments", policy, False, findings
+                call.arguments,
+                f"messages[{mi}].tool_calls[{ci}].arguments",
+                policy,
+                False,
+                findings,
             )
             blocked |= b
             if text is not call.arguments:
@@ -194,8 +200,7 @@ def scan_output(
             elif fmt.schema is not None:
                 ok = _validator(fmt.schema).is_valid(doc)
         if not ok:
-            findings.append(SafetyFinding("schema_invalid", "output", "log", "choices[0].message.content"))
+            findings.append(
+                SafetyFinding("schema_invalid", "output", "log", "choices[0].message.content")
+            )
     return findings
-
-
-

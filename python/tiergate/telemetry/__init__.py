@@ -11,7 +11,13 @@ Server wiring (see :mod:`tiergate.telemetry.hub` for every hook)::
     await telemetry.stop()                      # on shutdown (flushes)
 """
 
-from tiergate.telemetry.http import TELEMETRY, add_admin_routes, add_feedback_route, feedback_handler, metrics_handler
+from tiergate.telemetry.http import (
+    TELEMETRY,
+    add_admin_routes,
+    add_feedback_route,
+    feedback_handler,
+    metrics_handler,
+)
 from tiergate.telemetry.hub import Telemetry
 from tiergate.telemetry.record import AttemptRecord, RequestRecord, SafetyFinding
 

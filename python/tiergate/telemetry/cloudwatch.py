@@ -106,14 +106,18 @@ class CloudWatchSink:
         from aiobotocore.session import get_session
 
         # Retries are ours (bounded, with backoff), not botocore's.
-        aio = AioConfig(retries={"max_attempts": 1, "mode": "standard"}, connect_timeout=5, read_timeout=10)
+        aio = AioConfig(
+            retries={"max_attempts": 1, "mode": "standard"}, connect_timeout=5, read_timeout=10
+        )
         kwargs: dict[str, Any] = {"region_name": self.cfg.region, "config": aio}
         if self.cfg.endpoint_url:
             kwargs["endpoint_url"] = self.cfg.endpoint_url
         if self.cfg.aws_access_key_id is not None and self.cfg.aws_secret_access_key is not None:
             kwargs["aws_access_key_id"] = self.cfg.aws_access_key_id.read()
             kwargs["aws_secret_access_key"] = self.cfg.aws_secret_access_key.read()
-        self._client = await self._stack.enter_async_context(get_session().create_client("cloudwatch", **kwargs))
+        self._client = await self._stack.enter_async_context(
+            get_session().create_client("cloudwatch", **kwargs)
+        )
         self._task = asyncio.create_task(self._flush_loop(), name="tiergate-cloudwatch")
 
     async def write(self, batch: list[RequestRecord]) -> None:
@@ -175,9 +179,17 @@ class CloudWatchSink:
         data = [
             {
                 "MetricName": name,
-                "Dimensions": [{"Name": "Route", "Value": route}, {"Name": "Deployment", "Value": dep}],
+                "Dimensions": [
+                    {"Name": "Route", "Value": route},
+                    {"Name": "Deployment", "Value": dep},
+                ],
                 "Timestamp": minute * 60,
-                "StatisticValues": {"SampleCount": s.count, "Sum": s.sum, "Minimum": s.min, "Maximum": s.max},
+                "StatisticValues": {
+                    "SampleCount": s.count,
+                    "Sum": s.sum,
+                    "Minimum": s.min,
+                    "Maximum": s.max,
+                },
                 "Unit": unit,
             }
             for (minute, name, unit, route, dep), s in chunk
@@ -189,7 +201,9 @@ class CloudWatchSink:
                 raise
             except Exception as exc:  # botocore errors, connection errors
                 self.failed_calls += 1
-                log.warning("PutMetricData failed (attempt %d): %s", attempt + 1, type(exc).__name__)
+                log.warning(
+                    "PutMetricData failed (attempt %d): %s", attempt + 1, type(exc).__name__
+                )
                 if attempt < self.cfg.max_retries:
                     await asyncio.sleep(min(5.0, 0.1 * 2**attempt) * (0.5 + random.random()))
                 continue
@@ -207,5 +221,3 @@ class CloudWatchSink:
         await self._stack.aclose()
         if self._emf is not None:
             self._emf.close()
-
-

@@ -11,7 +11,13 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from tiergate.telemetry.hub import Telemetry
 
-__all__ = ["TELEMETRY", "add_admin_routes", "add_feedback_route", "feedback_handler", "metrics_handler"]
+__all__ = [
+    "TELEMETRY",
+    "add_admin_routes",
+    "add_feedback_route",
+    "feedback_handler",
+    "metrics_handler",
+]
 
 TELEMETRY: web.AppKey[Telemetry] = web.AppKey("telemetry", Telemetry)
 
@@ -21,8 +27,12 @@ async def metrics_handler(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"content-type": CONTENT_TYPE_LATEST})
 
 
-def _error(message: str, param: str | None, status: int = 400, code: str | None = None) -> web.Response:
-    body: dict[str, Any] = {"error": {"message": message, "type": "invalid_request_error", "param": param, "code": code}}
+def _error(
+    message: str, param: str | None, status: int = 400, code: str | None = None
+) -> web.Response:
+    body: dict[str, Any] = {
+        "error": {"message": message, "type": "invalid_request_error", "param": param, "code": code}
+    }
     return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
 
 
@@ -41,10 +51,17 @@ async def feedback_handler(request: web.Request) -> web.Response:
     if not isinstance(rid, str) or not rid:
         return _error("`request_id` is required and must be a non-empty string", "request_id")
     score = body.get("score")
-    if isinstance(score, bool) or not isinstance(score, int | float) or not math.isfinite(score) or not 0 <= score <= 1:
+    if (
+        isinstance(score, bool)
+        or not isinstance(score, int | float)
+        or not math.isfinite(score)
+        or not 0 <= score <= 1
+    ):
         return _error("`score` is required and must be a number between 0 and 1", "score")
     if not request.app[TELEMETRY].add_feedback(rid, float(score)):
-        return _error("no recent request has this `request_id`", "request_id", 404, "unknown_request_id")
+        return _error(
+            "no recent request has this `request_id`", "request_id", 404, "unknown_request_id"
+        )
     return web.Response(body=b'{"status":"recorded"}', content_type="application/json")
 
 

@@ -49,7 +49,11 @@ class _Worker(Generic[T]):
     __slots__ = ("_handle", "_on_drop", "_queue", "_task", "dropped", "name")
 
     def __init__(
-        self, name: str, handle: Callable[[list[T]], Awaitable[None]], size: int, on_drop: Callable[[str], None]
+        self,
+        name: str,
+        handle: Callable[[list[T]], Awaitable[None]],
+        size: int,
+        on_drop: Callable[[str], None],
     ) -> None:
         self.name = name
         self._handle = handle
@@ -79,7 +83,9 @@ class _Worker(Generic[T]):
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("telemetry exporter %s failed on a batch of %d", self.name, len(batch))
+                log.exception(
+                    "telemetry exporter %s failed on a batch of %d", self.name, len(batch)
+                )
             finally:
                 for _ in batch:
                     q.task_done()
@@ -120,7 +126,9 @@ class Telemetry:
         from tiergate.telemetry.otel import make_meter_provider, make_tracer_provider
 
         self._meter_provider = make_meter_provider(tc.otlp, metric_reader)
-        meter = self._meter_provider.get_meter("tiergate") if self._meter_provider is not None else None
+        meter = (
+            self._meter_provider.get_meter("tiergate") if self._meter_provider is not None else None
+        )
         self.metrics = Metrics(config, meter)
         self._workers: list[_Worker[RequestRecord]] = []
         self._closers: list[Callable[[], Awaitable[None]]] = []
@@ -154,19 +162,28 @@ class Telemetry:
         from tiergate.drift.sink import make_sink
 
         dc = config.drift
-        sink = make_sink(dc.sink, config.base_dir, dc.region, dc.endpoint_url) if dc.enabled else None
+        sink = (
+            make_sink(dc.sink, config.base_dir, dc.region, dc.endpoint_url) if dc.enabled else None
+        )
         self.drift = DriftAggregator(
-            sink, flush_interval_s=dc.flush_interval_s, feedback_capacity=dc.feedback_capacity, clock=drift_clock
+            sink,
+            flush_interval_s=dc.flush_interval_s,
+            feedback_capacity=dc.feedback_capacity,
+            clock=drift_clock,
         )
         self._add("drift", self.drift.write, size)
         self._starters.append(self.drift.start)
         self._closers.append(self.drift.close)
-        self._safety_log = JsonLines(tc.safety_log, safety_stream) if tc.safety_log is not None else None
+        self._safety_log = (
+            JsonLines(tc.safety_log, safety_stream) if tc.safety_log is not None else None
+        )
         self._safety: _Worker[tuple[Sequence[SafetyFinding], str, str, int]] = _Worker(
             "safety", self._write_safety, size, self._dropped
         )
         self._default_policy = _policy(config.safety)
-        self._policies = {name: _policy(t.safety) for name, t in config.tenants.items() if t.safety is not None}
+        self._policies = {
+            name: _policy(t.safety) for name, t in config.tenants.items() if t.safety is not None
+        }
         self.shadow: Any = None
         if dc.shadow:
             from tiergate.drift.shadow import ShadowEvaluator
@@ -179,7 +196,9 @@ class Telemetry:
     def from_config(cls, config: Config, **kwargs: Any) -> Telemetry:
         return cls(config, **kwargs)
 
-    def _add(self, name: str, handle: Callable[[list[RequestRecord]], Awaitable[None]], size: int) -> None:
+    def _add(
+        self, name: str, handle: Callable[[list[RequestRecord]], Awaitable[None]], size: int
+    ) -> None:
         self._workers.append(_Worker(name, handle, size, self._dropped))
 
     def _dropped(self, sink: str) -> None:
@@ -227,7 +246,9 @@ class Telemetry:
         for w in self._workers:
             w.offer(rec)
 
-    def record_safety(self, findings: Sequence[SafetyFinding], request_id: str, tenant: str) -> None:
+    def record_safety(
+        self, findings: Sequence[SafetyFinding], request_id: str, tenant: str
+    ) -> None:
         """Safety findings to their own event stream (not the request log) and metrics."""
         if findings:
             self._safety.offer((findings, request_id, tenant, time.time_ns()))
@@ -243,7 +264,9 @@ class Telemetry:
 
     def hedge(self, route: str, deployment: str) -> None:
         """A hedged attempt was started (won/lost are counted from the record)."""
-        self.metrics.hedges.add(1, self.metrics.route(route), self.metrics.deployment(deployment), "started")
+        self.metrics.hedges.add(
+            1, self.metrics.route(route), self.metrics.deployment(deployment), "started"
+        )
 
     def add_feedback(self, request_id: str, score: float) -> bool:
         return self.drift.add_feedback(request_id, score)
@@ -262,7 +285,9 @@ class Telemetry:
         for r in batch:
             self._spans.emit(r)
 
-    async def _write_safety(self, batch: list[tuple[Sequence[SafetyFinding], str, str, int]]) -> None:
+    async def _write_safety(
+        self, batch: list[tuple[Sequence[SafetyFinding], str, str, int]]
+    ) -> None:
         events: list[dict[str, Any]] = []
         for findings, request_id, tenant, ts in batch:
             self.metrics.observe_findings(findings)

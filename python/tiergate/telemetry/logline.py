@@ -21,7 +21,11 @@ __all__ = ["JsonLines", "finding_event", "record_line"]
 def _iso(ns: int) -> str:
     import datetime as dt
 
-    return dt.datetime.fromtimestamp(ns / 1e9, dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return (
+        dt.datetime.fromtimestamp(ns / 1e9, dt.UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
 
 
 def record_line(rec: RequestRecord, *, include_text: bool = False) -> dict[str, Any]:

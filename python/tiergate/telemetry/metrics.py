@@ -36,7 +36,22 @@ from tiergate.telemetry.record import RequestRecord, SafetyFinding
 __all__ = ["DURATION_BUCKETS", "TOKEN_BUCKETS", "Metrics"]
 
 # The GenAI semantic conventions' advised bucket boundaries.
-DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
+DURATION_BUCKETS = (
+    0.01,
+    0.02,
+    0.04,
+    0.08,
+    0.16,
+    0.32,
+    0.64,
+    1.28,
+    2.56,
+    5.12,
+    10.24,
+    20.48,
+    40.96,
+    81.92,
+)
 TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304)
 TTFT_BUCKETS = (0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24)
 DECISION_BUCKETS = (1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 5e-3, 0.01, 0.05)
@@ -64,7 +79,9 @@ class _Instrument:
         self._labels = tuple(labels)
 
     def _attrs(self, values: Sequence[str]) -> dict[str, str]:
-        return {_OTEL_KEY.get(k, f"tiergate.{k}"): v for k, v in zip(self._labels, values, strict=True)}
+        return {
+            _OTEL_KEY.get(k, f"tiergate.{k}"): v for k, v in zip(self._labels, values, strict=True)
+        }
 
     def add(self, amount: float, *values: str) -> None:
         (self._prom.labels(*values) if values else self._prom).inc(amount)
@@ -89,17 +106,31 @@ class Metrics:
         r = self.registry
         m = meter
 
-        def counter(name: str, doc: str, labels: Sequence[str], otel_name: str, unit: str = "1") -> _Instrument:
+        def counter(
+            name: str, doc: str, labels: Sequence[str], otel_name: str, unit: str = "1"
+        ) -> _Instrument:
             prom = Counter(name, doc, labels, registry=r)
-            otel = m.create_counter(otel_name, unit=unit, description=doc) if m is not None else None
+            otel = (
+                m.create_counter(otel_name, unit=unit, description=doc) if m is not None else None
+            )
             return _Instrument(prom, otel, labels)
 
         def histogram(
-            name: str, doc: str, labels: Sequence[str], buckets: Sequence[float], otel_name: str, unit: str
+            name: str,
+            doc: str,
+            labels: Sequence[str],
+            buckets: Sequence[float],
+            otel_name: str,
+            unit: str,
         ) -> _Instrument:
             prom = Histogram(name, doc, labels, buckets=buckets, registry=r)
             otel = (
-                m.create_histogram(otel_name, unit=unit, description=doc, explicit_bucket_boundaries_advisory=buckets)
+                m.create_histogram(
+                    otel_name,
+                    unit=unit,
+                    description=doc,
+                    explicit_bucket_boundaries_advisory=buckets,
+                )
                 if m is not None
                 else None
             )
@@ -142,31 +173,75 @@ class Metrics:
             "tiergate_cost_usd", "Spend in USD from the deployments' prices, hedges included.",
             ("route", "deployment", "tenant"), "tiergate.cost", "USD",
         )  # fmt: skip
-        self.fallbacks = counter("tiergate_fallbacks", "Fallbacks to another deployment.", ("route",), "tiergate.fallbacks")
-        self.hedges = counter(
-            "tiergate_hedges", "Hedged attempts: started, won, lost.", ("route", "deployment", "outcome"), "tiergate.hedges"
+        self.fallbacks = counter(
+            "tiergate_fallbacks",
+            "Fallbacks to another deployment.",
+            ("route",),
+            "tiergate.fallbacks",
         )
-        self.ejections = counter("tiergate_ejections", "Deployments ejected by passive health checks.", ("deployment",), "tiergate.ejections")
-        self.cooldowns = counter("tiergate_cooldowns", "Cool-downs from Retry-After or rate-limit headers.", ("deployment",), "tiergate.cooldowns")
-        self.idempotency = counter("tiergate_idempotency", "Idempotency outcomes: miss, coalesced, replay.", ("outcome",), "tiergate.idempotency")
+        self.hedges = counter(
+            "tiergate_hedges",
+            "Hedged attempts: started, won, lost.",
+            ("route", "deployment", "outcome"),
+            "tiergate.hedges",
+        )
+        self.ejections = counter(
+            "tiergate_ejections",
+            "Deployments ejected by passive health checks.",
+            ("deployment",),
+            "tiergate.ejections",
+        )
+        self.cooldowns = counter(
+            "tiergate_cooldowns",
+            "Cool-downs from Retry-After or rate-limit headers.",
+            ("deployment",),
+            "tiergate.cooldowns",
+        )
+        self.idempotency = counter(
+            "tiergate_idempotency",
+            "Idempotency outcomes: miss, coalesced, replay.",
+            ("outcome",),
+            "tiergate.idempotency",
+        )
         self.decision = histogram(
-            "tiergate_decision_seconds", "Routing decision time.", (), DECISION_BUCKETS, "tiergate.decision.duration", "s"
+            "tiergate_decision_seconds",
+            "Routing decision time.",
+            (),
+            DECISION_BUCKETS,
+            "tiergate.decision.duration",
+            "s",
         )
         self.dropped = counter(
             "tiergate_telemetry_dropped", "Telemetry items dropped because an exporter's queue was full.",
             ("sink",), "tiergate.telemetry.dropped",
         )  # fmt: skip
         self.findings = counter(
-            "tiergate_safety_findings", "Safety findings by kind, side and action.", ("kind", "where", "action"), "tiergate.safety.findings"
+            "tiergate_safety_findings",
+            "Safety findings by kind, side and action.",
+            ("kind", "where", "action"),
+            "tiergate.safety.findings",
         )
         self.shadow = counter(
-            "tiergate_shadow", "Shadow evaluations by outcome: agree, disagree, error, skipped.", ("route", "outcome"), "tiergate.shadow"
+            "tiergate_shadow",
+            "Shadow evaluations by outcome: agree, disagree, error, skipped.",
+            ("route", "outcome"),
+            "tiergate.shadow",
         )
-        budget = Gauge("tiergate_route_latency_budget_seconds", "Configured latency budget per route.", ("route",), registry=r)
+        budget = Gauge(
+            "tiergate_route_latency_budget_seconds",
+            "Configured latency budget per route.",
+            ("route",),
+            registry=r,
+        )
         for name, route in config.routes.items():
             if route.latency_budget_ms is not None:
                 budget.labels(name).set(route.latency_budget_ms / 1000)
-        spend = Gauge("tiergate_tenant_daily_spend_budget_usd", "Configured daily spend limit per tenant.", ("tenant",), registry=r)
+        spend = Gauge(
+            "tiergate_tenant_daily_spend_budget_usd",
+            "Configured daily spend limit per tenant.",
+            ("tenant",),
+            registry=r,
+        )
         for name, tenant in config.tenants.items():
             if tenant.daily_spend_usd is not None:
                 spend.labels(name).set(tenant.daily_spend_usd)
@@ -188,14 +263,22 @@ class Metrics:
     def observe_request(self, rec: RequestRecord) -> None:
         route = self.route(rec.route)
         dep = self.deployment(rec.deployment)
-        outcome = "ok" if rec.status < 400 and rec.stream_error is None else "client_error" if rec.status < 500 else "error"
+        outcome = (
+            "ok"
+            if rec.status < 400 and rec.stream_error is None
+            else "client_error"
+            if rec.status < 500
+            else "error"
+        )
         self.requests.add(1, route, dep, outcome)
         provider = rec.provider or "none"
         model = rec.response_model or "none"
         if rec.deployment is not None and rec.deployment not in self._deployments:
             model = "other"
         gen = (rec.operation, provider, route, dep, model)
-        error_type = "" if outcome == "ok" else (rec.error_type or rec.stream_error or str(rec.status))
+        error_type = (
+            "" if outcome == "ok" else (rec.error_type or rec.stream_error or str(rec.status))
+        )
         self.duration.observe(rec.latency_ms / 1000, *gen, error_type)
         if rec.input_tokens:
             self.tokens.observe(rec.input_tokens, *gen, "input")
@@ -208,9 +291,15 @@ class Metrics:
         if rec.fallbacks:
             self.fallbacks.add(rec.fallbacks, route)
         for a in rec.attempts:
-            self.attempts.add(1, self.deployment(a.deployment), a.error_class or ("cancelled" if a.cancelled else "ok"))
+            self.attempts.add(
+                1,
+                self.deployment(a.deployment),
+                a.error_class or ("cancelled" if a.cancelled else "ok"),
+            )
             if a.hedge:
-                self.hedges.add(1, route, self.deployment(a.deployment), "lost" if a.cancelled else "won")
+                self.hedges.add(
+                    1, route, self.deployment(a.deployment), "lost" if a.cancelled else "won"
+                )
         if rec.idempotency != "none":
             self.idempotency.add(1, rec.idempotency)
         if rec.decision_us:

@@ -49,24 +49,36 @@ def make_tracer_provider(
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
         exporter = OTLPSpanExporter(
-            endpoint=cfg.endpoint.rstrip("/") + "/v1/traces", headers=otlp_headers(cfg), timeout=cfg.timeout_s
+            endpoint=cfg.endpoint.rstrip("/") + "/v1/traces",
+            headers=otlp_headers(cfg),
+            timeout=cfg.timeout_s,
         )
     provider = TracerProvider(resource=_resource(cfg.service_name if cfg else "tiergate"))
-    provider.add_span_processor(BatchSpanProcessor(exporter, max_queue_size=max_queue, schedule_delay_millis=1000))
+    provider.add_span_processor(
+        BatchSpanProcessor(exporter, max_queue_size=max_queue, schedule_delay_millis=1000)
+    )
     return provider
 
 
-def make_meter_provider(cfg: OtlpConfig | None, reader: MetricReader | None = None) -> MeterProvider | None:
+def make_meter_provider(
+    cfg: OtlpConfig | None, reader: MetricReader | None = None
+) -> MeterProvider | None:
     if reader is None:
         if cfg is None or not cfg.metrics:
             return None
         from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 
         exporter = OTLPMetricExporter(
-            endpoint=cfg.endpoint.rstrip("/") + "/v1/metrics", headers=otlp_headers(cfg), timeout=cfg.timeout_s
+            endpoint=cfg.endpoint.rstrip("/") + "/v1/metrics",
+            headers=otlp_headers(cfg),
+            timeout=cfg.timeout_s,
         )
-        reader = PeriodicExportingMetricReader(exporter, export_interval_millis=cfg.metrics_interval_s * 1000)
-    return MeterProvider(metric_readers=[reader], resource=_resource(cfg.service_name if cfg else "tiergate"))
+        reader = PeriodicExportingMetricReader(
+            exporter, export_interval_millis=cfg.metrics_interval_s * 1000
+        )
+    return MeterProvider(
+        metric_readers=[reader], resource=_resource(cfg.service_name if cfg else "tiergate")
+    )
 
 
 class SpanBuilder:
@@ -107,7 +119,9 @@ class SpanBuilder:
             "tiergate.stream_error": rec.stream_error,
             "gen_ai.usage.cache_read.input_tokens": rec.cached_tokens or None,
             "gen_ai.usage.reasoning.output_tokens": rec.reasoning_tokens or None,
-            "gen_ai.response.time_to_first_chunk": None if rec.ttft_ms is None else rec.ttft_ms / 1000,
+            "gen_ai.response.time_to_first_chunk": None
+            if rec.ttft_ms is None
+            else rec.ttft_ms / 1000,
         }
         attrs.update({k: v for k, v in optional.items() if v is not None})
         if rec.finish_reason:
@@ -118,7 +132,11 @@ class SpanBuilder:
         if rec.status >= 400 or failed:
             attrs["error.type"] = rec.error_type or rec.stream_error or str(rec.status)
         server = self._tracer.start_span(
-            f"{rec.operation} {rec.route}", context=parent, kind=SpanKind.SERVER, start_time=rec.start_ns, attributes=attrs
+            f"{rec.operation} {rec.route}",
+            context=parent,
+            kind=SpanKind.SERVER,
+            start_time=rec.start_ns,
+            attributes=attrs,
         )
         for f in rec.safety:
             server.add_event(
@@ -153,12 +171,21 @@ class SpanBuilder:
                 a_attrs["gen_ai.response.finish_reasons"] = [a.finish_reason]
             if a.ttft_ms is not None:
                 a_attrs["gen_ai.response.time_to_first_chunk"] = a.ttft_ms / 1000
-            if a.error_class is None and not a.cancelled and rec.response_model and a.deployment == rec.deployment:
+            if (
+                a.error_class is None
+                and not a.cancelled
+                and rec.response_model
+                and a.deployment == rec.deployment
+            ):
                 a_attrs["gen_ai.response.model"] = rec.response_model
             if a.error_class is not None:
                 a_attrs["error.type"] = a.error_class
             span = self._tracer.start_span(
-                f"{rec.operation} {a.model}", context=ctx, kind=SpanKind.CLIENT, start_time=a.start_ns, attributes=a_attrs
+                f"{rec.operation} {a.model}",
+                context=ctx,
+                kind=SpanKind.CLIENT,
+                start_time=a.start_ns,
+                attributes=a_attrs,
             )
             if a.error_class is not None:
                 span.set_status(Status(StatusCode.ERROR, a.error_class))
