@@ -80,9 +80,12 @@ _ALNUM = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 # Keys: runs of [A-Za-z0-9_-] become "a"; a key is a run of at least 16.
 _TOKEN_MASK = _table({_ALNUM + b"_-": b"a"}, b" ")
 _LONG_TOKEN = b"a" * 16
-# Numbers: digits become "0", separators ".", so a candidate is 0[0.]{6,}.
-_NUMBER_MASK = _table({b"0123456789": b"0", b" -.()+/": b"."}, b" ")
-_NUMBER_RUN = re.compile(rb"0[0.]{6,}")
+# Numbers: digits become "0", separators ".", a full stop "d" (so decimals and IP
+# addresses do not make runs); a candidate is a whole run 0[0.]{7,} (the shortest pattern, a spaced UK NINO, is 8) or a dotted phone.
+_NUMBER_MASK = _table({b"0123456789": b"0", b" -()+/": b".", b".": b"d"}, b" ")
+_NUMBER_RUN = re.compile(
+    rb"0(?<![0d]0)(?:00d000d0000(?![0d])|[0.]{7,})"
+)  # literal first: fast scan
 
 # Confirmed at the start of a long token.
 _KEY_AT = re.compile(
@@ -108,6 +111,11 @@ _NUMBERS = re.compile(
     rb"|(?P<phone>(?<![\w+])(?:\+\d{1,3}[ .-]?)?(?:\(\d{3}\)[ .-]?|\d{3}[ .-])\d{3}[ .-]\d{4}(?!\d)"
     rb"|(?<![\w+])\+\d{1,3}[ .-]?\d{2,4}(?:[ .-]?\d{2,4}){2,4}(?!\d))"
 )
+
+_NUMBERS_NO_CARD = re.compile(
+    _NUMBERS.pattern.replace(rb"|(?P<card>(?<![\d.])\d(?:[ -]?\d){12,18}(?![\d.]))", b"")
+)
+assert _NUMBERS_NO_CARD.pattern != _NUMBERS.pattern
 
 _EMAIL = re.compile(
     rb"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63})*\.[A-Za-z]{2,24}(?![A-Za-z0-9-])"
@@ -198,10 +206,25 @@ def _scan(raw: bytes, injection: bool) -> list[Span]:
     # Numbers.
     numbers = raw.translate(_NUMBER_MASK)
     for run in _NUMBER_RUN.finditer(numbers):
-        lo, hi = max(0, run.start() - 4), min(n, run.end() + 3)
+        rs, re_ = run.start(), run.end()
+        shape = run.group()
+        if shape.isdigit() and (rs == 0 or raw[rs - 1] != 43):  # digits only, no leading "+"
+            # Only a card can be a bare digit run (ids, timestamps and the like are not).
+            if (
+                13 <= re_ - rs <= 19
+                and (rs == 0 or raw[rs - 1] != 46)
+                and (re_ == n or raw[re_] != 46)
+            ):
+                if luhn_ok(raw[rs:re_]):
+                    spans.append(Span("card", rs, re_))
+            continue
+        lo, hi = max(0, rs - 4), min(n, re_ + 3)
         for m in _NUMBERS.finditer(raw, lo, hi):
             kind = m.lastgroup or ""
             if kind == "card" and not luhn_ok(m.group().replace(b" ", b"").replace(b"-", b"")):
+                # The greedy candidate may join a card to a neighbouring number, or be a
+                # phone number run into another: look inside it for both.
+                spans.extend(_inside_failed_card(raw, m.start(), m.end()))
                 continue
             spans.append(Span(kind, m.start(), m.end()))
     # Injection markers.
@@ -229,6 +252,28 @@ def _scan(raw: bytes, injection: bool) -> list[Span]:
     if len(spans) > 1:
         spans = _disjoint(spans)
     return spans
+
+
+def _inside_failed_card(raw: bytes, lo: int, hi: int) -> list[Span]:
+    found = [
+        Span(m.lastgroup or "", m.start(), m.end()) for m in _NUMBERS_NO_CARD.finditer(raw, lo, hi)
+    ]
+    # Sub-candidates start and end on digit-group boundaries (separators or the edges).
+    digits = [i for i in range(lo, hi) if 48 <= raw[i] <= 57]
+    n = len(digits)
+    starts = [k for k in range(n) if k == 0 or digits[k] != digits[k - 1] + 1]
+    ends = {k for k in range(n) if k == n - 1 or digits[k + 1] != digits[k] + 1}
+    for i in starts:
+        for j in range(min(n - 1, i + 18), i + 11, -1):  # 13–19 digits, longest first
+            if j not in ends:
+                continue
+            start, end = digits[i], digits[j] + 1
+            if any(s.start < end and start < s.end for s in found):
+                continue
+            if luhn_ok(bytes(raw[k] for k in digits[i : j + 1])):
+                found.append(Span("card", start, end))
+                break
+    return found
 
 
 def find_spans(text: str, *, injection: bool = True) -> list[Span]:
