@@ -214,9 +214,8 @@ def _scan(raw: bytes, injection: bool) -> list[Span]:
                 13 <= re_ - rs <= 19
                 and (rs == 0 or raw[rs - 1] != 46)
                 and (re_ == n or raw[re_] != 46)
-            ):
-                if luhn_ok(raw[rs:re_]):
-                    spans.append(Span("card", rs, re_))
+            ) and luhn_ok(raw[rs:re_]):
+                spans.append(Span("card", rs, re_))
             continue
         lo, hi = max(0, rs - 4), min(n, re_ + 3)
         for m in _NUMBERS.finditer(raw, lo, hi):
