@@ -10,6 +10,7 @@ Run alone: ``.venv/bin/python benches/bench_safety.py``; ``run()`` returns the m
 
 from __future__ import annotations
 
+import functools
 import random
 import time
 from collections.abc import Callable
@@ -181,10 +182,10 @@ def measure() -> list[tuple[str, float, float, float, int]]:
     for name, text in corpora().items():
         kb = len(text.encode()) / 1024
         raw = text.encode()
-        base = _best_us(lambda raw=raw: raw.find(b"\x00"))  # one C pass over the bytes
-        spans = _best_us(lambda text=text: find_spans(text))
         chat = ChatRequest(model="auto", messages=[Message("user", [TextPart(text)])])
-        scan = _best_us(lambda chat=chat: scan_request(chat, policy))
+        base = _best_us(functools.partial(raw.find, b"\x00"))  # one C pass over the bytes
+        spans = _best_us(functools.partial(find_spans, text))
+        scan = _best_us(functools.partial(scan_request, chat, policy))
         rows.append((name, spans / kb, scan / kb, base / kb, len(find_spans(text))))
     return rows
 

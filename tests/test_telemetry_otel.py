@@ -73,12 +73,9 @@ async def test_spans_follow_genai_conventions_and_continue_the_callers_trace() -
     assert served.attributes["gen_ai.request.model"] == "gpt-4o-mini"
     assert served.start_time == rec.attempts[1].start_ns
     assert served.end_time == rec.attempts[1].start_ns + int(rec.attempts[1].ms * 1e6)
-    names = {
-        m.name
-        for rm in reader.get_metrics_data().resource_metrics
-        for sm in rm.scope_metrics
-        for m in sm.metrics
-    }  # type: ignore[union-attr]
+    data = reader.get_metrics_data()
+    assert data is not None
+    names = {m.name for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics}
     assert {"gen_ai.client.operation.duration", "gen_ai.client.token.usage",
             "gen_ai.client.operation.time_to_first_chunk", "tiergate.requests"} <= names  # fmt: skip
 

@@ -24,10 +24,21 @@ def _build_parser() -> argparse.ArgumentParser:
 
     drift = sub.add_parser("drift", help="drift monitoring over the hourly aggregates")
     drift_sub = drift.add_subparsers(dest="drift_command", metavar="SUBCOMMAND", required=True)
-    report = drift_sub.add_parser("report", help="flag what moved out of bounds against the trailing baseline")
-    report.add_argument("--aggregates", required=True, help="directory or s3://bucket/prefix of the aggregates")
-    report.add_argument("--since", default="14d", help="days (14d) or hours (36h) to report on (default 14d)")
+    report = drift_sub.add_parser(
+        "report", help="flag what moved out of bounds against the trailing baseline"
+    )
+    report.add_argument(
+        "--aggregates", required=True, help="directory or s3://bucket/prefix of the aggregates"
+    )
+    report.add_argument(
+        "--since", default="14d", help="days (14d) or hours (36h) to report on (default 14d)"
+    )
     report.add_argument("--json", action="store_true", help="machine-readable output")
+    report.add_argument(
+        "--prom-textfile",
+        default=None,
+        help="also write the latest day's flags for node_exporter's textfile collector",
+    )
 
     demo = sub.add_parser("demo", help="simulators + sidecar + a short scenario, then a table")
     demo.add_argument("--config", default=None, help="config (default: the bundled sim config)")
@@ -51,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "drift":
         from tiergate.drift.report import drift_main
 
-        return drift_main(args.aggregates, args.since, args.json)
+        return drift_main(args.aggregates, args.since, args.json, textfile=args.prom_textfile)
     if args.command == "demo":
         from tiergate.demo import demo_main
 

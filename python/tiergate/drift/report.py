@@ -47,6 +47,7 @@ __all__ = [
     "evaluate",
     "load_days",
     "parse_since",
+    "prom_textfile",
     "render_table",
 ]
 
@@ -342,8 +343,31 @@ def render_table(flags: Sequence[Flag]) -> str:
     return "\n".join(lines)
 
 
+def prom_textfile(flags: Sequence[Flag], day: date) -> str:
+    """``tiergate_drift_flagged`` for ``day``'s flags, in the textfile-collector format."""
+    lines = [
+        "# HELP tiergate_drift_flagged 1 when the daily drift report flagged this metric of this deployment.",
+        "# TYPE tiergate_drift_flagged gauge",
+    ]
+    for f in flags:
+        if f.day == day.isoformat():
+            lines.append(
+                f'tiergate_drift_flagged{{deployment="{f.deployment}",metric="{f.metric}"}} 1'
+            )
+    lines += [
+        "# HELP tiergate_drift_report_day_seconds Start of the UTC day the drift report covered last.",
+        "# TYPE tiergate_drift_report_day_seconds gauge",
+        f"tiergate_drift_report_day_seconds {datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp():.0f}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def drift_main(
-    path: str, since: str = "14d", as_json: bool = False, today: date | None = None
+    path: str,
+    since: str = "14d",
+    as_json: bool = False,
+    today: date | None = None,
+    textfile: str | None = None,
 ) -> int:
     """Exit status: 0 nothing moved, 1 something did, 2 the aggregates could not be read."""
     try:
@@ -361,6 +385,12 @@ def drift_main(
         print(f"tiergate drift report: cannot read aggregates at {path}: {exc}", file=sys.stderr)
         return 2
     flags = evaluate(days, report_from, thresholds)
+    if textfile is not None and days:
+        latest = max(d.day for d in days)
+        target = Path(textfile)
+        tmp = target.with_name(f".{target.name}.tmp")
+        tmp.write_text(prom_textfile(flags, latest), encoding="utf-8")
+        tmp.replace(target)  # atomic, as the textfile collector expects
     if as_json:
         out = {
             "since": report_from.isoformat(),
