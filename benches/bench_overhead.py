@@ -26,17 +26,23 @@ import orjson
 
 REPO = Path(__file__).resolve().parents[1]
 
-BODY = orjson.dumps(
-    {
+_COUNTER = iter(range(10**12))
+
+
+def request_body(stream: bool) -> bytes:
+    """A unique request each time, so that no target may answer from a cache."""
+    body: dict[str, object] = {
         "model": "auto",
         "messages": [
             {"role": "system", "content": "You are terse."},
-            {"role": "user", "content": "Say hello in one word. " * 20},
+            {"role": "user", "content": "Say hello in one word. " * 20 + str(next(_COUNTER))},
         ],
         "max_tokens": 16,
     }
-)
-STREAM_BODY = orjson.dumps({**orjson.loads(BODY), "stream": True})
+    if stream:
+        body["stream"] = True
+    return orjson.dumps(body)
+
 
 UPSTREAM = r"""
 import sys, time, orjson, uvloop
@@ -128,10 +134,9 @@ def rss_mb(pid: int) -> float:
 
 async def one(session: aiohttp.ClientSession, url: str, stream: bool) -> float:
     """Latency in ms: whole response, or time to the first body byte when streaming."""
+    data = request_body(stream)
     start = time.perf_counter()
-    async with session.post(
-        url, data=STREAM_BODY if stream else BODY, headers={"content-type": "application/json"}
-    ) as resp:
+    async with session.post(url, data=data, headers={"content-type": "application/json"}) as resp:
         if resp.status != 200:
             raise RuntimeError(f"{url}: status {resp.status}: {await resp.text()}")
         if stream:

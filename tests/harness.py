@@ -44,21 +44,23 @@ def fast_sim_config(path: Path = REPO / "examples" / "sim.yaml", **routing: Any)
     deployments = {
         n: d.model_copy(update={"latency_prior": prior}) for n, d in config.deployments.items()
     }
-    update: dict[str, Any] = {"sim": sim, "deployments": deployments}
+    # Request and safety logs off: tests read telemetry through their own exporters.
+    telemetry = config.telemetry.model_copy(update={"log": None, "safety_log": None})
+    update: dict[str, Any] = {"sim": sim, "deployments": deployments, "telemetry": telemetry}
     if routing:
         update["routing"] = config.routing.model_copy(update=routing)
     return config.model_copy(update=update)
 
 
 class Stack:
-    def __init__(self, config: Config, sink: Any = None) -> None:
+    def __init__(self, config: Config, telemetry: Any = None) -> None:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         self.sim: SimServer = self.run(SimServer.start(config, port=0))
         self.config = sim_config_for(config, self.sim.url)
         self.server: RunningServer = self.run(
-            start_server(self.config, port=0, admin_port=0, sink=sink)
+            start_server(self.config, port=0, admin_port=0, telemetry=telemetry)
         )
         self.url = self.server.url
         self.http = urllib3.PoolManager()

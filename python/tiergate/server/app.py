@@ -14,16 +14,17 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import orjson
 from aiohttp import web
 
 from tiergate.envelope import ChatRequest, Envelope
 from tiergate.errors import DispatchError, ErrorClass, ProviderError, RequestError
-from tiergate.providers.base import StreamEnd, Usage
+from tiergate.providers.base import StreamEnd, TextDelta, Usage
 from tiergate.routing.idempotency import Flight, Idempotency, Recorded
 from tiergate.routing.planner import Plan
+from tiergate.safety import scan_output, scan_request
 from tiergate.server.parse_anthropic import parse_anthropic_request
 from tiergate.server.parse_openai import parse_openai_request
 from tiergate.server.render_anthropic import (
@@ -37,26 +38,17 @@ from tiergate.server.render_openai import (
     render_openai_completion,
 )
 from tiergate.server.state import Gateway, Runtime
-from tiergate.telemetry.record import AttemptRecord, RequestRecord
+from tiergate.telemetry.http import add_feedback_route
+from tiergate.telemetry.hub import Telemetry
+from tiergate.telemetry.record import AttemptRecord, RequestRecord, SafetyFinding
 
-__all__ = ["RUNTIME", "SINK", "RecordSink", "make_app"]
+__all__ = ["RUNTIME", "make_app"]
 
 log = logging.getLogger("tiergate.server")
 
 
-class RecordSink(Protocol):
-    """Where finished request records go (telemetry); must not block."""
-
-    def record(self, rec: RequestRecord) -> None: ...
-
-
-class _NoSink:
-    def record(self, rec: RequestRecord) -> None:
-        return None
-
-
 RUNTIME: web.AppKey[Runtime] = web.AppKey("runtime", Runtime)
-SINK: web.AppKey[RecordSink] = web.AppKey("sink", RecordSink)
+TELEMETRY: web.AppKey[Telemetry] = web.AppKey("pipeline_telemetry", Telemetry)
 Surface = Literal["openai", "anthropic"]
 JSON = "application/json"
 _JSON_HEADERS = (("content-type", JSON),)
@@ -223,16 +215,26 @@ def _account(gw: Gateway, record: RequestRecord, attempts: list[AttemptRecord]) 
         gw.tenants.add_spend(record.tenant, record.cost_usd)
 
 
+def _last_user_text(chat: ChatRequest) -> str:
+    for m in reversed(chat.messages):
+        if m.role == "user":
+            return m.text
+    return ""
+
+
 class Pipeline:
     """One request's trip through the phases. Holds nothing beyond the request."""
 
-    __slots__ = ("gw", "record", "request", "sink", "surface")
+    __slots__ = ("chat", "findings", "gw", "record", "request", "surface", "telemetry", "text")
 
     def __init__(self, request: web.Request, surface: Surface) -> None:
         self.request = request
         self.surface = surface
         self.gw = request.app[RUNTIME].current
-        self.sink = request.app[SINK]
+        self.telemetry = request.app[TELEMETRY]
+        self.chat: ChatRequest | None = None
+        self.findings: list[SafetyFinding] = []
+        self.text: str | None = None  # the answer's text, for output checks and shadows
         self.record = RequestRecord(
             request_id=os.urandom(12).hex(),
             start_ns=time.time_ns(),
@@ -254,7 +256,32 @@ class Pipeline:
         finally:
             gw.inflight -= 1
             self.record.latency_ms = round((time.perf_counter() - started) * 1000, 3)
-            self.sink.record(self.record)
+            self._report()
+
+    def _report(self) -> None:
+        """Everything telemetry learns from this request, handed over without blocking."""
+        t, rec, chat = self.telemetry, self.record, self.chat
+        findings = self.findings
+        if self.text is not None and chat is not None and rec.status < 400:
+            findings = findings + scan_output(
+                self.text, chat.response_format, t.safety_policy(rec.tenant)
+            )
+        rec.safety = findings
+        if findings:
+            t.record_safety(findings, rec.request_id, rec.tenant)
+        if t.config.telemetry.log_text and chat is not None:
+            rec.prompt_text = _last_user_text(chat)
+            rec.completion_text = self.text
+        events = self.gw.planner.health.events
+        while events:
+            kind, deployment, _ = events.popleft()
+            (t.ejection if kind == "ejection" else t.cooldown)(deployment)
+        for a in rec.attempts:
+            if a.hedge:
+                t.hedge(rec.route, a.deployment)
+        t.record(rec)
+        if t.shadow is not None and chat is not None and self.text is not None and rec.status < 400:
+            t.shadow.maybe_schedule(rec, chat, self.text, self.gw.call_text)
 
     async def _run(self) -> web.StreamResponse:
         gw, request, record = self.gw, self.request, self.record
@@ -274,6 +301,13 @@ class Pipeline:
         envelope.tenant = record.tenant = tenant.name
         gw.tenants.check_spend(tenant)
         gw.planner.route(envelope.route)  # unknown routes fail before anything is shared
+        # Inline safety: findings are logged, redacted before any provider sees them, or
+        # the request is refused (400) — as the tenant's policy says.
+        checked = scan_request(chat, self.telemetry.safety_policy(tenant.name))
+        self.findings = checked.findings
+        if checked.blocked:
+            raise checked.error()
+        chat = self.chat = checked.request
         key = Idempotency.key(raw, tenant.name, self.surface, chat.stream, envelope.idempotency_key)
         outcome, value = await gw.idempotency.lookup(key)
         if isinstance(value, Recorded):
@@ -329,6 +363,9 @@ class Pipeline:
             raise
         _account(gw, record, outcome.attempts)
         c = outcome.completion
+        self.text = (
+            c.text if c.text is not None else (c.tool_calls[0].arguments if c.tool_calls else "")
+        )
         record.response_model = c.model
         record.reasoning_tokens = c.usage.reasoning_tokens
         record.cached_tokens = c.usage.cached_tokens
@@ -371,6 +408,7 @@ class Pipeline:
         response = web.StreamResponse(headers=headers)
         await response.prepare(self.request)
         frames: list[bytes] = []
+        pieces: list[str] = []
         event = outcome.first
         usage: Usage | None = None
         finish: str | None = None
@@ -381,6 +419,8 @@ class Pipeline:
             while True:
                 frame = renderer.render(event)
                 frames.append(frame)
+                if isinstance(event, TextDelta):
+                    pieces.append(event.text)
                 await response.write(frame)
                 if isinstance(event, StreamEnd):
                     usage, finish = event.usage, event.finish_reason
@@ -412,6 +452,7 @@ class Pipeline:
             )
             gw.idempotency.abandon(flight, self._failure(RuntimeError()))
             raise
+        self.text = "".join(pieces)
         attempt = gw.dispatcher.stream_finished(outcome, envelope, usage, finish, error)
         _account(gw, record, outcome.attempts)
         record.ttft_ms = attempt.ttft_ms
@@ -486,11 +527,12 @@ async def list_models(request: web.Request) -> web.Response:
     return web.Response(body=orjson.dumps({"object": "list", "data": data}), content_type=JSON)
 
 
-def make_app(runtime: Runtime, sink: RecordSink | None = None) -> web.Application:
+def make_app(runtime: Runtime, telemetry: Telemetry) -> web.Application:
     # The body limit is enforced by read_body with an error in the caller's shape.
     app = web.Application(middlewares=[errors_in_caller_shape], client_max_size=2**62)
     app[RUNTIME] = runtime
-    app[SINK] = sink if sink is not None else _NoSink()
+    app[TELEMETRY] = telemetry
+    add_feedback_route(app, telemetry)
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/chat/completions", chat_completions)
     app.router.add_post("/v1/messages", messages)

@@ -21,8 +21,10 @@ from aiohttp import web
 from tiergate.config import Config, load_config
 from tiergate.errors import ConfigError
 from tiergate.server.admin import make_admin_app
-from tiergate.server.app import RecordSink, make_app
+from tiergate.server.app import make_app
 from tiergate.server.state import Gateway, Runtime
+from tiergate.telemetry.http import add_admin_routes
+from tiergate.telemetry.hub import Telemetry
 
 __all__ = ["RunningServer", "serve_main", "start_server"]
 
@@ -32,6 +34,7 @@ log = logging.getLogger("tiergate")
 @dataclass(slots=True)
 class RunningServer:
     runtime: Runtime
+    telemetry: Telemetry
     runner: web.AppRunner
     admin_runner: web.AppRunner
     url: str
@@ -41,6 +44,7 @@ class RunningServer:
         await self.runner.cleanup()
         await self.admin_runner.cleanup()
         await self.runtime.close()
+        await self.telemetry.stop()
 
 
 def _bound_port(runner: web.AppRunner) -> int:
@@ -56,19 +60,26 @@ async def start_server(
     port: int | None = None,
     admin_port: int | None = None,
     config_path: Path | None = None,
-    sink: RecordSink | None = None,
+    telemetry: Telemetry | None = None,
 ) -> RunningServer:
     """Start both ports (0 = ephemeral); readiness turns on once providers are open."""
     runtime = Runtime(Gateway(config), config_path)
+    if telemetry is None:
+        telemetry = Telemetry.from_config(config)
+    await telemetry.start()
+    runtime.on_reload.append(telemetry.reconfigure)
     host = config.server.host
     timeout = config.server.shutdown_timeout_s
-    admin_runner = web.AppRunner(make_admin_app(runtime), shutdown_timeout=timeout, access_log=None)
+    admin_app = make_admin_app(runtime)
+    if config.telemetry.prometheus:
+        add_admin_routes(admin_app, telemetry)
+    admin_runner = web.AppRunner(admin_app, shutdown_timeout=timeout, access_log=None)
     await admin_runner.setup()
     await web.TCPSite(
         admin_runner, host, config.server.admin_port if admin_port is None else admin_port
     ).start()
     runner = web.AppRunner(
-        make_app(runtime, sink),
+        make_app(runtime, telemetry),
         shutdown_timeout=timeout,
         access_log=None,
         keepalive_timeout=config.server.keepalive_timeout_s,
@@ -80,6 +91,7 @@ async def start_server(
     await runtime.current.open()
     return RunningServer(
         runtime,
+        telemetry,
         runner,
         admin_runner,
         f"http://{host}:{_bound_port(runner)}",

@@ -14,9 +14,11 @@ import asyncio
 import logging
 import os
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 from tiergate.config import Config, load_config
+from tiergate.envelope import ChatRequest
 from tiergate.errors import ConfigError
 from tiergate.providers.base import Adapter
 from tiergate.routing.dispatch import Dispatcher, HedgeBudget
@@ -80,6 +82,15 @@ class Gateway:
         await asyncio.gather(*(a.open() for a in self.adapters.values() if a not in reused))
         self.ready = True
 
+    async def call_text(self, deployment: str, chat: ChatRequest) -> str:
+        """One direct call, off the request path (shadow evaluation): the answer's text."""
+        dep = self.config.deployments[deployment]
+        adapter = self.adapters[dep.provider]
+        c = await adapter.complete(chat, dep, self.config.providers[dep.provider].timeout_s)
+        if c.text is not None:
+            return c.text
+        return c.tool_calls[0].arguments if c.tool_calls else ""
+
     async def close(self, keep: set[Adapter] | None = None) -> None:
         self.ready = False
         closing = [a.close() for a in self.adapters.values() if keep is None or a not in keep]
@@ -89,10 +100,12 @@ class Gateway:
 class Runtime:
     """Holds the current gateway and swaps it whole on SIGHUP or a config file change."""
 
-    __slots__ = ("_mtime", "_path", "_watch", "current", "reloads")
+    __slots__ = ("_mtime", "_path", "_watch", "current", "on_reload", "reloads")
 
     def __init__(self, gateway: Gateway, path: Path | None = None) -> None:
         self.current = gateway
+        # Called with each newly loaded config (telemetry takes its safety policies from it).
+        self.on_reload: list[Callable[[Config], None]] = []
         self._path = path
         self._mtime = _mtime(path)
         self._watch: asyncio.Task[None] | None = None
@@ -117,6 +130,8 @@ class Runtime:
             return exc.problems
         self.current = new
         self.reloads += 1
+        for hook in self.on_reload:
+            hook(config)
         log.info("config reloaded (%d deployments)", len(config.deployments))
         asyncio.get_running_loop().create_task(self._retire(old, set(new.adapters.values())))
         return []

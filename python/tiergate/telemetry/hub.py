@@ -253,6 +253,13 @@ class Telemetry:
         if findings:
             self._safety.offer((findings, request_id, tenant, time.time_ns()))
 
+    def reconfigure(self, config: Config) -> None:
+        """Take the safety policies of a reloaded config (exporters keep their settings)."""
+        self._default_policy = _policy(config.safety)
+        self._policies = {
+            name: _policy(t.safety) for name, t in config.tenants.items() if t.safety is not None
+        }
+
     def safety_policy(self, tenant: str) -> SafetyPolicy:
         return self._policies.get(tenant, self._default_policy)
 
