@@ -191,7 +191,7 @@ class Planner:
                     prior,
                 )
             )
-        self.router = _core.Router(
+        self.router: _core.Router = _core.Router(
             rows,
             window_s=routing.window_s,
             min_samples=routing.min_samples,
@@ -199,10 +199,10 @@ class Planner:
         )
         self.quality: QualityModel = HeuristicQuality(priors)
         tiers = {name: dep.tier for name, dep in config.deployments.items()}
-        self.health = Health(
+        self.health: Health = Health(
             routing.ejection, tiers, self.index, previous.health if previous else None
         )
-        self.limits = Limits(
+        self.limits: Limits = Limits(
             config.deployments,
             self.index,
             routing.limit_headroom,

@@ -103,7 +103,7 @@ class AnthropicStreamRenderer:
 
     def _start(self) -> bytes:
         self._started = True
-        message = {
+        message: dict[str, Any] = {
             "id": self._message_id,
             "type": "message",
             "role": "assistant",

@@ -59,16 +59,18 @@ class Gateway:
                 self.adapters[name] = old
             else:
                 self.adapters[name] = make_adapter(name, provider)
-        self.planner = Planner(config, previous.planner if previous is not None else None)
-        self.tenants = Tenants(
+        self.planner: Planner = Planner(config, previous.planner if previous is not None else None)
+        self.tenants: Tenants = Tenants(
             config, self.planner.index, previous.tenants if previous is not None else None
         )
         routing = config.routing
-        self.hedges = previous.hedges if previous is not None else HedgeBudget(routing.hedge_budget)
+        self.hedges: HedgeBudget = (
+            previous.hedges if previous is not None else HedgeBudget(routing.hedge_budget)
+        )
         self.hedges.share = routing.hedge_budget
         self.dispatcher = Dispatcher(config, self.adapters, self.planner, self.hedges)
         if previous is not None:
-            self.idempotency = previous.idempotency
+            self.idempotency: Idempotency = previous.idempotency
             self.idempotency.ttl_s = routing.idempotency_ttl_s
         else:
             self.idempotency = Idempotency(
