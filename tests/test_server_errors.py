@@ -12,6 +12,7 @@ import anthropic
 import openai
 import orjson
 import pytest
+
 from harness import Stack, fast_sim_config
 
 GOOD = {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}
@@ -44,11 +45,18 @@ CASES_OPENAI = [
     (b"[1,2]", 400, None, "JSON object"),
     (orjson.dumps({"messages": GOOD["messages"]}), 400, "model", "model"),
     (orjson.dumps({"model": "auto"}), 400, "messages", "messages"),
-    (orjson.dumps({**GOOD, "messages": [{"role": "user", "content": ""}]}), 400, "messages[0].content", "empty"),
+    (
+        orjson.dumps({**GOOD, "messages": [{"role": "user", "content": ""}]}),
+        400,
+        "messages[0].content",
+        "empty",
+    ),
     (orjson.dumps({**GOOD, "temperature": "warm"}), 400, "temperature", "number"),
     (orjson.dumps({**GOOD, "max_tokens": -1}), 400, "max_tokens", "at least"),
     (
-        orjson.dumps({**GOOD, "messages": [{"role": "user", "content": [{"type": "file", "file": {}}]}]}),
+        orjson.dumps(
+            {**GOOD, "messages": [{"role": "user", "content": [{"type": "file", "file": {}}]}]}
+        ),
         400,
         "messages[0].content[0].type",
         "file",
@@ -58,7 +66,9 @@ CASES_OPENAI = [
 
 
 @pytest.mark.parametrize(("body", "status", "param", "words"), CASES_OPENAI)
-def test_openai_surface_errors(stack: Stack, body: bytes, status: int, param: str | None, words: str) -> None:
+def test_openai_surface_errors(
+    stack: Stack, body: bytes, status: int, param: str | None, words: str
+) -> None:
     before = stack.stats()
     err = openai_error(stack.post("/v1/chat/completions", body), status, param)
     assert words in err["message"]
@@ -69,8 +79,18 @@ def test_openai_surface_errors(stack: Stack, body: bytes, status: int, param: st
     ("body", "param"),
     [
         ({"model": "auto", "messages": [{"role": "user", "content": "x"}]}, "max_tokens"),
-        ({"model": "auto", "max_tokens": 5, "messages": [{"role": "user", "content": [{"type": "document"}]}]}, "messages.0.content.0.type"),
-        ({"model": "auto", "max_tokens": "5", "messages": [{"role": "user", "content": "x"}]}, "max_tokens"),
+        (
+            {
+                "model": "auto",
+                "max_tokens": 5,
+                "messages": [{"role": "user", "content": [{"type": "document"}]}],
+            },
+            "messages.0.content.0.type",
+        ),
+        (
+            {"model": "auto", "max_tokens": "5", "messages": [{"role": "user", "content": "x"}]},
+            "max_tokens",
+        ),
     ],
 )
 def test_anthropic_surface_errors(stack: Stack, body: dict[str, Any], param: str) -> None:
@@ -87,15 +107,30 @@ def test_sdks_raise_their_own_typed_errors(stack: Stack) -> None:
             client.chat.completions.create(model="auto", messages=[{"role": "user", "content": ""}])
         assert info.value.body["param"] == "messages[0].content"  # type: ignore[index]
         with pytest.raises(openai.NotFoundError):
-            client.chat.completions.create(model="ghost", messages=[{"role": "user", "content": "x"}])
-    with anthropic.Anthropic(base_url=stack.url, api_key="x", max_retries=0) as client, pytest.raises(anthropic.BadRequestError):
-        client.messages.create(model="auto", max_tokens=5, messages=[{"role": "user", "content": []}])
+            client.chat.completions.create(
+                model="ghost", messages=[{"role": "user", "content": "x"}]
+            )
+    with (
+        anthropic.Anthropic(base_url=stack.url, api_key="x", max_retries=0) as client,
+        pytest.raises(anthropic.BadRequestError),
+    ):
+        client.messages.create(
+            model="auto", max_tokens=5, messages=[{"role": "user", "content": []}]
+        )
 
 
 def test_headers_are_validated(stack: Stack) -> None:
-    err = openai_error(stack.post("/v1/chat/completions", GOOD, {"x-tiergate-min-quality": "2"}), 400, "x-tiergate-min-quality")
+    err = openai_error(
+        stack.post("/v1/chat/completions", GOOD, {"x-tiergate-min-quality": "2"}),
+        400,
+        "x-tiergate-min-quality",
+    )
     assert "between" in err["message"]
-    openai_error(stack.post("/v1/chat/completions", GOOD, {"x-tiergate-latency-budget-ms": "soon"}), 400, "x-tiergate-latency-budget-ms")
+    openai_error(
+        stack.post("/v1/chat/completions", GOOD, {"x-tiergate-latency-budget-ms": "soon"}),
+        400,
+        "x-tiergate-latency-budget-ms",
+    )
 
 
 def test_body_over_the_limit_is_413_in_caller_shape(stack: Stack) -> None:
