@@ -149,8 +149,8 @@ class Dispatcher:
         remaining = deadline - started
         self._planner.limits.spend(name, _tokens_hint(request))
         try:
-            async with asyncio.timeout(remaining):
-                completion = await adapter.complete(request, dep, min(remaining, ceiling))
+            # The adapter bounds the whole call by the time it is given: no second timer.
+            completion = await adapter.complete(request, dep, min(remaining, ceiling))
         except TimeoutError:
             exc = ProviderError(
                 ErrorClass.TIMEOUT, "the request's deadline passed during the attempt"

@@ -110,11 +110,15 @@ async def read_body(request: web.Request, limit: int, timeout_s: float) -> bytes
             status=413,
             code="request_too_large",
         )
+    content = request.content
+    if length is not None and content.is_eof():
+        # The whole body came with the headers (the common case): no timer needed.
+        return content.read_nowait()
     chunks: list[bytes] = []
     size = 0
     try:
         async with asyncio.timeout(timeout_s):
-            async for chunk in request.content.iter_any():
+            async for chunk in content.iter_any():
                 size += len(chunk)
                 if size > limit:
                     raise RequestError(

@@ -71,12 +71,23 @@ _OTEL_KEY = {
 class _Instrument:
     """A Prometheus family and, optionally, its OTel twin."""
 
-    __slots__ = ("_labels", "_otel", "_prom")
+    __slots__ = ("_children", "_labels", "_otel", "_prom")
 
     def __init__(self, prom: Any, otel: Any, labels: Sequence[str]) -> None:
         self._prom = prom
         self._otel = otel
         self._labels = tuple(labels)
+        # prometheus_client's labels() validates and locks on every call; label values
+        # are bounded (unknown names become "other"), so their children are cached.
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def _child(self, values: tuple[str, ...]) -> Any:
+        if not values:
+            return self._prom
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self._prom.labels(*values)
+        return child
 
     def _attrs(self, values: Sequence[str]) -> dict[str, str]:
         return {
@@ -84,12 +95,12 @@ class _Instrument:
         }
 
     def add(self, amount: float, *values: str) -> None:
-        (self._prom.labels(*values) if values else self._prom).inc(amount)
+        self._child(values).inc(amount)
         if self._otel is not None:
             self._otel.add(amount, self._attrs(values))
 
     def observe(self, value: float, *values: str) -> None:
-        (self._prom.labels(*values) if values else self._prom).observe(value)
+        self._child(values).observe(value)
         if self._otel is not None:
             self._otel.record(value, self._attrs(values))
 
@@ -277,7 +288,9 @@ class Metrics:
             model = "other"
         gen = (rec.operation, provider, route, dep, model)
         error_type = (
-            "" if outcome == "ok" else (rec.error_type or rec.stream_error or str(rec.status))
+            ""
+            if outcome == "ok"
+            else (rec.error_type or ("stream_error" if rec.stream_error else str(rec.status)))
         )
         self.duration.observe(rec.latency_ms / 1000, *gen, error_type)
         if rec.input_tokens:
