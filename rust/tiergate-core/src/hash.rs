@@ -2,8 +2,8 @@
 //!
 //! # Canonical form
 //!
-//! 1. Parse with `serde_json` (UTF-8 checked; nesting deeper than `serde_json`'s limit of
-//!    128 is an error, never a stack overflow). The top level must be an object.
+//! 1. Parse with `serde_json`'s grammar ([`crate::rawjson`]: UTF-8 checked; nesting 128
+//!    deep is an error, never a stack overflow). The top level must be an object.
 //!    Duplicate keys: the last one wins.
 //! 2. Top-level keys whose value is `null` are dropped (the API reads `null` as absent).
 //! 3. Transport-only top-level fields are dropped: [`TRANSPORT_FIELDS`] —
@@ -49,13 +49,13 @@
 //! 16 big-endian bytes (the same bytes as Python's `xxhash.xxh3_128_digest`). The length
 //! prefix keeps `("ab", "c…")` and `("a", "bc…")` apart.
 
-use std::borrow::Cow;
+use std::cmp::Ordering;
 use std::fmt::Write as _;
 
 use xxhash_rust::xxh3::xxh3_128;
 
-use crate::error::Result;
-use crate::json::{parse_object, write_escaped, Node, Str};
+use crate::error::{CoreError, Result};
+use crate::rawjson::{Esc, JStr, Parser, Value};
 
 /// Top-level fields that only shape the transport, never the answer.
 pub const TRANSPORT_FIELDS: &[&str] = &[
@@ -89,127 +89,301 @@ pub fn request_key(body: &[u8], tenant: &str) -> Result<[u8; 16]> {
 }
 
 fn write_canonical(body: &[u8], out: &mut Vec<u8>) -> Result<()> {
-    let mut node = parse_object(body)?;
-    if let Node::Obj(members) = &mut node {
-        canonicalise_top(members);
+    let p = Parser::new(body)?;
+    if p.peek() != Some(b'{') {
+        // Reject bad JSON as bad JSON before saying it is not an object.
+        Value::parse(body)?;
+        return Err(CoreError::invalid("request body must be a JSON object"));
     }
-    write_value(&node, out);
-    Ok(())
+    let mut w = Canon {
+        p,
+        members: Vec::new(),
+        scratch: Vec::new(),
+    };
+    w.value(out, Ctx::Top)?;
+    w.p.finish()
 }
 
-type Members<'a> = Vec<(Cow<'a, str>, Node<'a>)>;
-
-fn number_is(v: &Node<'_>, target: f64) -> bool {
-    v.as_f64() == Some(target)
+/// Where a value sits, for the rewrites of steps 2–5.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ctx {
+    Top,
+    Messages,
+    Message,
+    Other,
 }
 
-fn is_text_format(v: &Node<'_>) -> bool {
-    matches!(v, Node::Obj(o) if o.len() == 1 && o[0].0 == "type" && o[0].1.as_str() == Some("text"))
+/// One object member as written, relative to the object's first byte: the key's output
+/// `k..kv` (with its `:`), the value's `v..e` (a rewrite may narrow it).
+struct Written<'a> {
+    key: JStr<'a>,
+    k: usize,
+    kv: usize,
+    v: usize,
+    e: usize,
+    /// A `stop` string, written as a one-element array.
+    wrap: bool,
 }
 
-fn canonicalise_top(map: &mut Members<'_>) {
-    map.retain(|(k, v)| *v != Node::Null && !TRANSPORT_FIELDS.contains(&k.as_ref()));
-    for (k, v) in map.iter_mut() {
-        if k == "stop" {
-            if let Node::Str(_) = v {
-                let s = std::mem::replace(v, Node::Null);
-                *v = Node::Arr(vec![s]);
+/// The streaming canonicaliser: arrays and scalars are written as they are read; an
+/// object's members are written in input order while their ranges are noted, and only
+/// when they were out of order, repeated or rewritten is the object's output reassembled
+/// (one copy of that object's bytes). Strings whose escapes are already canonical are
+/// copied from the input; no tree is built.
+struct Canon<'a> {
+    p: Parser<'a>,
+    /// Members of every object being written, innermost last.
+    members: Vec<Written<'a>>,
+    scratch: Vec<u8>,
+}
+
+impl Canon<'_> {
+    fn value(&mut self, out: &mut Vec<u8>, ctx: Ctx) -> Result<()> {
+        match self.p.peek() {
+            Some(b'{') => {
+                self.p.enter()?;
+                let r = self.object(out, ctx);
+                self.p.leave();
+                r
             }
+            Some(b'[') => {
+                self.p.enter()?;
+                let r = self.array(out, ctx);
+                self.p.leave();
+                r
+            }
+            // Strings and literals skip the `Value` round trip: they are most of a body.
+            Some(b'"') => {
+                self.p.i += 1;
+                self.p.string()?.write_json(out);
+                Ok(())
+            }
+            Some(b'n') => self.p.word(b"null", out),
+            Some(b't') => self.p.word(b"true", out),
+            Some(b'f') => self.p.word(b"false", out),
+            _ => match self.p.scalar()? {
+                Some(v) => {
+                    write_scalar(&v, out);
+                    Ok(())
+                }
+                None => unreachable!("brackets handled above"),
+            },
         }
     }
-    let has_tools = map
-        .iter()
-        .any(|(k, v)| k == "tools" && matches!(v, Node::Arr(a) if !a.is_empty()));
-    map.retain(|(k, v)| {
-        let default = match k.as_ref() {
-            "temperature" | "top_p" | "n" => number_is(v, 1.0),
-            "presence_penalty" | "frequency_penalty" => number_is(v, 0.0),
-            "logprobs" => *v == Node::Bool(false),
-            "parallel_tool_calls" => *v == Node::Bool(true),
-            "response_format" => is_text_format(v),
-            "tools" | "functions" | "stop" => matches!(v, Node::Arr(a) if a.is_empty()),
-            "logit_bias" => matches!(v, Node::Obj(o) if o.is_empty()),
-            "tool_choice" => v.as_str() == Some(if has_tools { "auto" } else { "none" }),
-            _ => false,
-        };
-        !default
-    });
-    for (k, v) in map.iter_mut() {
-        if let (true, Node::Arr(messages)) = (k == "messages", v) {
-            for message in messages {
-                if let Node::Obj(m) = message {
-                    canonicalise_message(m);
+
+    fn array(&mut self, out: &mut Vec<u8>, ctx: Ctx) -> Result<()> {
+        out.push(b'[');
+        if !self.p.empty(b']') {
+            let item = if ctx == Ctx::Messages {
+                Ctx::Message
+            } else {
+                Ctx::Other
+            };
+            loop {
+                self.value(out, item)?;
+                if !self.p.next_or_close(b']')? {
+                    break;
+                }
+                out.push(b',');
+            }
+        }
+        out.push(b']');
+        Ok(())
+    }
+
+    fn object(&mut self, out: &mut Vec<u8>, ctx: Ctx) -> Result<()> {
+        let start = out.len();
+        out.push(b'{');
+        let base = self.members.len();
+        let mut in_order = true;
+        if !self.p.empty(b'}') {
+            loop {
+                let key = self.p.key()?;
+                if let Some(last) = self.members[base..].last() {
+                    in_order &= text_cmp(&last.key, &key) == Ordering::Less;
+                }
+                if self.members.len() > base {
+                    out.push(b',');
+                }
+                let k = out.len() - start;
+                key.write_json(out);
+                out.push(b':');
+                let v = out.len() - start;
+                let inner = match ctx {
+                    Ctx::Top if key.is("messages") => Ctx::Messages,
+                    _ => Ctx::Other,
+                };
+                self.value(out, inner)?;
+                let e = out.len() - start;
+                self.members.push(Written {
+                    key,
+                    k,
+                    kv: v,
+                    v,
+                    e,
+                    wrap: false,
+                });
+                if !self.p.next_or_close(b'}')? {
+                    break;
                 }
             }
         }
+        let mut changed = !in_order;
+        if !in_order {
+            let ms = &mut self.members[base..];
+            ms.sort_by(|a, b| text_cmp(&a.key, &b.key));
+            // Keep the last of each run of equal keys (the stable sort kept input order).
+            let mut kept = base;
+            for i in base..self.members.len() {
+                let next_same = i + 1 < self.members.len()
+                    && text_cmp(&self.members[i].key, &self.members[i + 1].key) == Ordering::Equal;
+                if !next_same {
+                    self.members.swap(kept, i);
+                    kept += 1;
+                }
+            }
+            self.members.truncate(kept);
+        }
+        let obj = &out[start..];
+        match ctx {
+            Ctx::Top => changed |= canonicalise_top(&mut self.members[base..], obj),
+            Ctx::Message => changed |= canonicalise_message(&mut self.members[base..], obj),
+            _ => {}
+        }
+        if changed {
+            self.scratch.clear();
+            self.scratch.extend_from_slice(&out[start..]);
+            out.truncate(start + 1);
+            let mut first = true;
+            for m in &self.members[base..] {
+                if m.e == 0 {
+                    continue; // dropped
+                }
+                if !first {
+                    out.push(b',');
+                }
+                first = false;
+                out.extend_from_slice(&self.scratch[m.k..m.kv]);
+                if m.wrap {
+                    out.push(b'[');
+                }
+                out.extend_from_slice(&self.scratch[m.v..m.e]);
+                if m.wrap {
+                    out.push(b']');
+                }
+            }
+        }
+        out.push(b'}');
+        self.members.truncate(base);
+        Ok(())
     }
 }
 
-fn canonicalise_message(m: &mut Members<'_>) {
-    m.retain(|(_, v)| *v != Node::Null);
-    for (k, v) in m.iter_mut() {
-        if k != "content" {
-            continue;
+/// Order of decoded key bytes (no decoding for keys without escapes).
+fn text_cmp(a: &JStr<'_>, b: &JStr<'_>) -> Ordering {
+    if a.esc() == Esc::None && b.esc() == Esc::None {
+        a.raw().as_bytes().cmp(b.raw().as_bytes())
+    } else {
+        a.text().as_bytes().cmp(b.text().as_bytes())
+    }
+}
+
+/// Steps 2–4 on the written top-level members (`obj`: the object's output so far; the
+/// values are already canonical, so defaults compare as bytes). A dropped member gets
+/// `e = 0`. Whether anything changed.
+fn canonicalise_top(ms: &mut [Written<'_>], obj: &[u8]) -> bool {
+    let val = |m: &Written<'_>| &obj[m.v..m.e];
+    let has_tools = ms.iter().any(|m| {
+        let v = val(m);
+        m.key.is("tools") && v.first() == Some(&b'[') && v != b"[]"
+    });
+    let mut changed = false;
+    for m in ms.iter_mut() {
+        let v = val(m);
+        let key = m.key.text();
+        let drop = v == b"null"
+            || TRANSPORT_FIELDS.contains(&key.as_ref())
+            || match key.as_ref() {
+                "temperature" | "top_p" | "n" => v == b"1",
+                "presence_penalty" | "frequency_penalty" => v == b"0",
+                "logprobs" => v == b"false",
+                "parallel_tool_calls" => v == b"true",
+                "response_format" => v == br#"{"type":"text"}"#,
+                "tools" | "functions" | "stop" => v == b"[]",
+                "logit_bias" => v == b"{}",
+                "tool_choice" => {
+                    v == if has_tools {
+                        &br#""auto""#[..]
+                    } else {
+                        br#""none""#
+                    }
+                }
+                _ => false,
+            };
+        if drop {
+            m.e = 0;
+            changed = true;
+        } else if key == "stop" && v.first() == Some(&b'"') {
+            m.wrap = true;
+            changed = true;
         }
-        let Node::Arr(parts) = v else { continue };
-        if parts.len() != 1 {
-            continue;
-        }
-        let Node::Obj(p) = &mut parts[0] else {
-            continue;
-        };
-        // Sorted keys: exactly [("text", Str), ("type", "text")].
-        if p.len() == 2
-            && p[0].0 == "text"
-            && matches!(p[0].1, Node::Str(_))
-            && p[1].0 == "type"
-            && p[1].1.as_str() == Some("text")
+    }
+    changed
+}
+
+/// Step 5 on the written members of one message.
+fn canonicalise_message(ms: &mut [Written<'_>], obj: &[u8]) -> bool {
+    const HEAD: &[u8] = br#"[{"text":"#;
+    const TAIL: &[u8] = br#","type":"text"}]"#;
+    let mut changed = false;
+    for m in ms.iter_mut() {
+        let v = &obj[m.v..m.e];
+        if v == b"null" {
+            m.e = 0;
+            changed = true;
+        } else if m.key.is("content")
+            && v.len() > HEAD.len() + TAIL.len()
+            && v.starts_with(HEAD)
+            && v.ends_with(TAIL)
+            && is_one_string(&v[HEAD.len()..v.len() - TAIL.len()])
         {
-            let text = std::mem::replace(&mut p[0].1, Node::Null);
-            *v = text;
+            m.v += HEAD.len();
+            m.e -= TAIL.len();
+            changed = true;
         }
     }
+    changed
 }
 
-fn write_value(v: &Node<'_>, out: &mut Vec<u8>) {
+/// Whether canonical JSON bytes `s` are exactly one string.
+fn is_one_string(s: &[u8]) -> bool {
+    if s.len() < 2 || s[0] != b'"' {
+        return false;
+    }
+    let mut i = 1;
+    while let Some(k) = memchr::memchr2(b'"', b'\\', &s[i..]) {
+        i += k;
+        if s[i] == b'\\' {
+            i += 2;
+        } else {
+            return i == s.len() - 1;
+        }
+    }
+    false
+}
+
+fn write_scalar(v: &Value<'_>, out: &mut Vec<u8>) {
     match v {
-        Node::Null => out.extend_from_slice(b"null"),
-        Node::Bool(true) => out.extend_from_slice(b"true"),
-        Node::Bool(false) => out.extend_from_slice(b"false"),
-        Node::Int(i) => {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(true) => out.extend_from_slice(b"true"),
+        Value::Bool(false) => out.extend_from_slice(b"false"),
+        Value::Int(i) => {
             let _ = write!(Adapter(out), "{i}");
         }
-        Node::UInt(u) => write_f64(*u as f64, out),
-        Node::Float(f) => write_f64(*f, out),
-        Node::Str(Str::Raw(s)) => {
-            // No escapes in the input means nothing to escape on output.
-            out.push(b'"');
-            out.extend_from_slice(s.as_bytes());
-            out.push(b'"');
-        }
-        Node::Str(Str::Decoded(s)) => write_escaped(s, out),
-        Node::Arr(a) => {
-            out.push(b'[');
-            for (i, item) in a.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_value(item, out);
-            }
-            out.push(b']');
-        }
-        Node::Obj(o) => {
-            out.push(b'{');
-            for (i, (k, item)) in o.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_escaped(k, out);
-                out.push(b':');
-                write_value(item, out);
-            }
-            out.push(b'}');
-        }
+        Value::UInt(u) => write_f64(*u as f64, out),
+        Value::Float(f) => write_f64(*f, out),
+        Value::Str(s) => s.write_json(out),
+        Value::Arr(_) | Value::Obj(_) => unreachable!("scalars only"),
     }
 }
 
@@ -227,17 +401,147 @@ const TWO_POW_63: f64 = 9_223_372_036_854_775_808.0;
 
 /// Canonical text of a finite `f64` (see the module documentation).
 pub fn format_f64(f: f64) -> String {
-    let mut s = String::new();
-    if f.fract() == 0.0 && (-TWO_POW_63..TWO_POW_63).contains(&f) {
-        let _ = write!(s, "{}", f as i64);
-    } else {
-        let _ = write!(s, "{f:e}");
-    }
-    s
+    let mut out = Vec::new();
+    write_f64(f, &mut out);
+    String::from_utf8(out).unwrap_or_default()
 }
 
 fn write_f64(f: f64, out: &mut Vec<u8>) {
-    out.extend_from_slice(format_f64(f).as_bytes());
+    if f.fract() == 0.0 && (-TWO_POW_63..TWO_POW_63).contains(&f) {
+        let _ = write!(Adapter(out), "{}", f as i64);
+    } else {
+        let _ = write!(Adapter(out), "{f:e}");
+    }
+}
+
+/// The tree-building canonicaliser the streaming one replaced: the oracle of its tests.
+#[cfg(test)]
+mod tree {
+    use super::{write_f64, Adapter, TRANSPORT_FIELDS};
+    use crate::error::Result;
+    use crate::rawjson::{parse_object, Member, Value};
+    use std::fmt::Write as _;
+
+    pub(super) fn write_canonical(body: &[u8], out: &mut Vec<u8>) -> Result<()> {
+        let mut node = parse_object(body)?;
+        if let Value::Obj(members) = &mut node {
+            canonicalise_top(members);
+        }
+        write_value(&node, out);
+        Ok(())
+    }
+
+    fn number_is(v: &Value<'_>, target: f64) -> bool {
+        v.as_f64() == Some(target)
+    }
+
+    fn is_text_format(v: &Value<'_>) -> bool {
+        matches!(v, Value::Obj(o) if o.len() == 1 && o[0].key == "type" && o[0].value.is_str("text"))
+    }
+
+    fn canonicalise_top(map: &mut Vec<Member<'_>>) {
+        map.retain(|m| m.value != Value::Null && !TRANSPORT_FIELDS.contains(&m.key.as_ref()));
+        for m in map.iter_mut() {
+            if m.key == "stop" {
+                if let Value::Str(_) = m.value {
+                    let s = std::mem::replace(&mut m.value, Value::Null);
+                    m.value = Value::Arr(vec![s]);
+                }
+            }
+        }
+        let has_tools = map
+            .iter()
+            .any(|m| m.key == "tools" && matches!(&m.value, Value::Arr(a) if !a.is_empty()));
+        map.retain(|m| {
+            let v = &m.value;
+            let default = match m.key.as_ref() {
+                "temperature" | "top_p" | "n" => number_is(v, 1.0),
+                "presence_penalty" | "frequency_penalty" => number_is(v, 0.0),
+                "logprobs" => *v == Value::Bool(false),
+                "parallel_tool_calls" => *v == Value::Bool(true),
+                "response_format" => is_text_format(v),
+                "tools" | "functions" | "stop" => matches!(v, Value::Arr(a) if a.is_empty()),
+                "logit_bias" => matches!(v, Value::Obj(o) if o.is_empty()),
+                "tool_choice" => v.is_str(if has_tools { "auto" } else { "none" }),
+                _ => false,
+            };
+            !default
+        });
+        for m in map.iter_mut() {
+            if let (true, Value::Arr(messages)) = (m.key == "messages", &mut m.value) {
+                for message in messages {
+                    if let Value::Obj(members) = message {
+                        canonicalise_message(members);
+                    }
+                }
+            }
+        }
+    }
+
+    fn canonicalise_message(m: &mut Vec<Member<'_>>) {
+        m.retain(|x| x.value != Value::Null);
+        for x in m.iter_mut() {
+            if x.key != "content" {
+                continue;
+            }
+            let Value::Arr(parts) = &mut x.value else {
+                continue;
+            };
+            if parts.len() != 1 {
+                continue;
+            }
+            let Value::Obj(p) = &mut parts[0] else {
+                continue;
+            };
+            // Sorted keys: exactly [("text", Str), ("type", "text")].
+            if p.len() == 2
+                && p[0].key == "text"
+                && matches!(p[0].value, Value::Str(_))
+                && p[1].key == "type"
+                && p[1].value.is_str("text")
+            {
+                let text = std::mem::replace(&mut p[0].value, Value::Null);
+                x.value = text;
+            }
+        }
+    }
+
+    fn write_value(v: &Value<'_>, out: &mut Vec<u8>) {
+        match v {
+            Value::Null => out.extend_from_slice(b"null"),
+            Value::Bool(true) => out.extend_from_slice(b"true"),
+            Value::Bool(false) => out.extend_from_slice(b"false"),
+            Value::Int(i) => {
+                let _ = write!(Adapter(out), "{i}");
+            }
+            Value::UInt(u) => write_f64(*u as f64, out),
+            Value::Float(f) => write_f64(*f, out),
+            // Strings whose escapes are already canonical are copied from the input.
+            Value::Str(s) => s.write_json(out),
+            Value::Arr(a) => {
+                out.push(b'[');
+                for (i, item) in a.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    write_value(item, out);
+                }
+                out.push(b']');
+            }
+            Value::Obj(o) => {
+                out.push(b'{');
+                for (i, m) in o.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    m.raw_key.write_json(out);
+                    out.push(b':');
+                    write_value(&m.value, out);
+                }
+                out.push(b'}');
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -305,6 +609,67 @@ mod tests {
             request_key(body, "").unwrap(),
             request_key(body, "a").unwrap()
         );
+    }
+
+    fn tree_canon(body: &[u8]) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        tree::write_canonical(body, &mut out)?;
+        Ok(out)
+    }
+
+    /// The streaming canonicaliser writes what the tree-building one wrote, on chat
+    /// bodies with every rewrite and on random mutations of them.
+    #[test]
+    fn streaming_matches_tree() {
+        const SEEDS: &[&str] = &[
+            r#"{"stream":true,"model":"m","temperature":1.0,"messages":[{"role":"user","content":"hi\n\"x\"","name":null},{"content":[{"type":"text","text":"a\u00e9"}],"role":"user"},{"content":[{"text":"a","type":"text"},{"text":"b","type":"text"}]},{"content":[{"type":"text","text":"x","y":1}]},{"content":[{"type":"text","text":5}]},null,3],"user":"u","n":1}"#,
+            r#"{"tools":[{"type":"function"}],"tool_choice":"auto","stop":"\u0041\n","response_format":{"type":"text"},"logit_bias":{},"functions":[],"top_p":1.0,"presence_penalty":-0.0,"b":2,"a":1,"b":3,"logprobs":false,"parallel_tool_calls":true}"#,
+            r#"{"tool_choice":"none","tools":[],"stop":[],"messages":{"content":[{"type":"text","text":"x"}]},"x":{"z":1,"y":{"b":[{"d":0,"c":1e400}],"a":null}},"\u0061":1,"a":2}"#,
+            r#"{"messages":[{"content":[{"text":"q\"],[\"","type":"text"}],"role":"user","role":"system"}],"seed":18446744073709551615,"k":-9223372036854775808}"#,
+        ];
+        const ALPHABET: &[u8] = br#" {}[]:,"\0123456789-.etnulfasx"#;
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut next = |n: usize| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % n as u64) as usize
+        };
+        let mut ok = 0;
+        for round in 0..30_000 {
+            let mut body = SEEDS[round % SEEDS.len()].as_bytes().to_vec();
+            if round >= SEEDS.len() {
+                for _ in 0..=next(2) {
+                    let at = next(body.len() + 1);
+                    match next(3) {
+                        0 if at < body.len() => {
+                            body.remove(at);
+                        }
+                        1 if at < body.len() => body[at] = ALPHABET[next(ALPHABET.len())],
+                        _ => body.insert(at, ALPHABET[next(ALPHABET.len())]),
+                    }
+                }
+            }
+            let ours = canonical_request(&body);
+            let theirs = tree_canon(&body);
+            match (&ours, &theirs) {
+                (Ok(a), Ok(b)) => {
+                    ok += 1;
+                    assert_eq!(
+                        String::from_utf8_lossy(a),
+                        String::from_utf8_lossy(b),
+                        "{}",
+                        String::from_utf8_lossy(&body)
+                    );
+                }
+                (Err(a), Err(b)) => assert_eq!(
+                    a.message.contains("JSON object"),
+                    b.message.contains("JSON object")
+                ),
+                _ => panic!("{}: {ours:?} vs {theirs:?}", String::from_utf8_lossy(&body)),
+            }
+        }
+        assert!(ok > 3_000, "{ok}");
     }
 
     #[test]

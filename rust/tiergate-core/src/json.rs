@@ -206,7 +206,7 @@ fn may_have_less(v: u64, n: u8) -> bool {
 
 /// Position of the first byte that needs escaping, eight bytes at a time.
 #[inline]
-fn find_escape(b: &[u8]) -> Option<usize> {
+pub(crate) fn find_escape(b: &[u8]) -> Option<usize> {
     let mut i = 0;
     while i + 8 <= b.len() {
         let mut w = [0u8; 8];

@@ -3,7 +3,8 @@
 //! * [`hash`]: canonical form and xxh3-128 idempotency key of a chat request;
 //! * [`window`]: sliding-window latency quantiles;
 //! * [`tokens`]: prompt-token estimate of a chat request;
-//! * [`policy`]: the router that ranks candidates for one request.
+//! * [`policy`]: the router that ranks candidates for one request;
+//! * [`rawjson`]: the request-body parser that keeps strings as input slices.
 #![forbid(unsafe_code)]
 // Every fallible function returns a `CoreError` naming the input it rejected (see
 // `error.rs`); an `# Errors` section on each would repeat that.
@@ -13,6 +14,7 @@ pub mod error;
 pub mod hash;
 pub mod json;
 pub mod policy;
+pub mod rawjson;
 pub mod tokens;
 pub mod window;
 

@@ -25,7 +25,7 @@
 //! any other scalar 1. Chunks are summed in milli-tokens and rounded once at the end.
 
 use crate::error::Result;
-use crate::json::{parse_object, Node};
+use crate::rawjson::{parse_object, JStr, Value};
 
 /// Tokens counted for an image part (`OpenAI`'s "low detail" cost).
 pub const IMAGE_TOKENS: u64 = 85;
@@ -135,12 +135,15 @@ fn seg_millitokens(prefix: u8, s: &[u8]) -> u64 {
     if s.len() >= 2 && s.iter().all(u8::is_ascii_uppercase) {
         return 1000 + 450 * (s.len() as u64 - 2) + if prefix == 2 { 600 } else { 0 };
     }
-    let table = match prefix {
+    seg_cost(lower_table(prefix), s.len())
+}
+
+fn lower_table(prefix: u8) -> &'static [u64; 17] {
+    match prefix {
         1 => &SPACE_LOWER,
         2 => &OTHER_LOWER,
         _ => &NOSPACE_LOWER,
-    };
-    seg_cost(table, s.len())
+    }
 }
 
 /// `prefix`: 0 none, 1 a space, 2 anything else. Segments split at lower→upper.
@@ -247,14 +250,84 @@ fn letter_run(s: &str, start: usize, prefix: u8) -> (usize, u64) {
     } else if w.as_bytes()[1..].iter().any(u8::is_ascii_uppercase) {
         ascii_word_cost(prefix, w.as_bytes())
     } else {
-        let table = match prefix {
-            1 => &SPACE_LOWER,
-            2 => &OTHER_LOWER,
-            _ => &NOSPACE_LOWER,
-        };
-        seg_cost(table, w.len())
+        seg_cost(lower_table(prefix), w.len())
     };
     (j, cost)
+}
+
+const LO: u64 = 0x0101_0101_0101_0101;
+const HI: u64 = 0x8080_8080_8080_8080;
+
+/// Bit 7 of each byte of `v` that is an ASCII letter (the other bits clear).
+#[inline]
+fn letter_bits(v: u64) -> u64 {
+    // Fold case on the low seven bits (no byte can carry into the next), then range-check.
+    let x = (v & !HI) | (LO * 0x20);
+    (x + LO * (0x80 - 0x61)) & !(x + LO * (0x80 - 0x7b)) & !v & HI
+}
+
+/// Bit 7 of each byte of `v` that is an ASCII upper-case letter.
+#[inline]
+fn upper_bits(v: u64) -> u64 {
+    let y = v & !HI;
+    (y + LO * (0x80 - 0x41)) & !(y + LO * (0x80 - 0x5b)) & !v & HI
+}
+
+/// End of the ASCII letter run starting at `start` (an ASCII letter), and whether a
+/// letter after the first is upper-case. Eight bytes at a time: most words end in the
+/// first word-load, so the loop exit is predictable where a per-byte loop's is not.
+#[inline]
+fn ascii_letter_run(bytes: &[u8], start: usize) -> (usize, bool) {
+    let mut end = start;
+    let mut upper = 0u64;
+    let mut first = !0x80u64;
+    while let Some(chunk) = bytes.get(end..end + 8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let v = u64::from_le_bytes(word);
+        let non_letter = !letter_bits(v) & HI;
+        let up = upper_bits(v) & first;
+        first = !0;
+        if non_letter == 0 {
+            upper |= up;
+            end += 8;
+            continue;
+        }
+        let n = non_letter.trailing_zeros() as usize / 8;
+        upper |= up & ((1u64 << (8 * n)) - 1);
+        return (end + n, upper != 0);
+    }
+    let mut any_upper = upper != 0;
+    while end < bytes.len() && bytes[end].is_ascii_alphabetic() {
+        any_upper |= end > start && bytes[end].is_ascii_uppercase();
+        end += 1;
+    }
+    (end, any_upper)
+}
+
+/// Fast path (most chunks of prose and code): an ASCII letter run at `i`, alone or after
+/// one space, that ends at an ASCII byte or the end. Its end and the cost rule 2 of
+/// [`text_millitokens`] gives it; `None` for anything else.
+#[inline]
+fn ascii_word_at(bytes: &[u8], i: usize) -> Option<(usize, u64)> {
+    let c0 = bytes[i];
+    let (start, prefix) = if c0.is_ascii_alphabetic() {
+        (i, 0)
+    } else if c0 == b' ' && bytes.get(i + 1).is_some_and(u8::is_ascii_alphabetic) {
+        (i + 1, 1)
+    } else {
+        return None;
+    };
+    let (end, upper) = ascii_letter_run(bytes, start);
+    if end < bytes.len() && bytes[end] >= 0x80 {
+        return None; // the run may go on with non-ASCII letters
+    }
+    let cost = if upper {
+        ascii_word_cost(prefix, &bytes[start..end])
+    } else {
+        seg_cost(lower_table(prefix), end - start)
+    };
+    Some((end, cost))
 }
 
 /// Estimated milli-tokens of one text.
@@ -264,6 +337,11 @@ pub fn text_millitokens(s: &str) -> u64 {
     let mut total = 0u64;
     let mut i = 0;
     while i < len {
+        if let Some((end, cost)) = ascii_word_at(bytes, i) {
+            total += cost;
+            i = end;
+            continue;
+        }
         let (cl, n) = class_at(s, i);
         let c0 = bytes[i];
         let next_i = i + n;
@@ -332,36 +410,43 @@ pub fn text_millitokens(s: &str) -> u64 {
             i = j;
             continue;
         }
-        // 5. whitespace: to the end, up to the last newline, all but the last, or one
-        let mut j = i;
-        let mut last_nl = None;
-        let mut count = 0usize;
-        let mut last_len = 0;
-        while j < len {
-            let (cl, n) = class_at(s, j);
-            if cl != Class::Space {
-                break;
-            }
-            if is_newline(bytes[j]) {
-                last_nl = Some(j);
-            }
-            count += 1;
-            last_len = n;
-            j += n;
-        }
+        // 5. whitespace
         total += 1000;
-        i = if j == len {
-            j
-        } else if let Some(nl) = last_nl {
-            nl + 1
-        } else if count >= 2 {
-            // leave the last whitespace character to prefix what follows
-            j - last_len
-        } else {
-            j
-        };
+        i = whitespace_end(s, i);
     }
     total
+}
+
+/// Rule 5: a whitespace run starting at `i` goes to the end of the text, else up to its
+/// last newline, else all but its last character (which prefixes what follows), else one.
+fn whitespace_end(s: &str, i: usize) -> usize {
+    let bytes = s.as_bytes();
+    let len = bytes.len();
+    let mut j = i;
+    let mut last_nl = None;
+    let mut count = 0usize;
+    let mut last_len = 0;
+    while j < len {
+        let (cl, n) = class_at(s, j);
+        if cl != Class::Space {
+            break;
+        }
+        if is_newline(bytes[j]) {
+            last_nl = Some(j);
+        }
+        count += 1;
+        last_len = n;
+        j += n;
+    }
+    if j == len {
+        j
+    } else if let Some(nl) = last_nl {
+        nl + 1
+    } else if count >= 2 {
+        j - last_len
+    } else {
+        j
+    }
 }
 
 /// Estimated tokens of one text (no message overhead).
@@ -369,37 +454,37 @@ pub fn estimate_text_tokens(s: &str) -> u64 {
     (text_millitokens(s) + 500) / 1000
 }
 
-fn json_millitokens(v: &Node<'_>) -> u64 {
+fn json_millitokens(v: &Value<'_>) -> u64 {
     match v {
-        Node::Obj(o) => {
+        Value::Obj(o) => {
             1000 + o
                 .iter()
-                .map(|(k, x)| text_millitokens(k) + 1000 + json_millitokens(x))
+                .map(|m| text_millitokens(&m.key) + 1000 + json_millitokens(&m.value))
                 .sum::<u64>()
         }
-        Node::Arr(a) => 1000 + a.iter().map(json_millitokens).sum::<u64>(),
-        Node::Str(s) => text_millitokens(s.as_str()) + 1000,
+        Value::Arr(a) => 1000 + a.iter().map(json_millitokens).sum::<u64>(),
+        Value::Str(s) => text_millitokens(&s.text()) + 1000,
         _ => 1000,
     }
 }
 
-fn str_field<'a>(v: &'a Node<'_>, key: &str) -> Option<&'a str> {
-    v.get(key).and_then(Node::as_str)
+fn str_field<'v, 'a>(v: &'v Value<'a>, key: &str) -> Option<&'v JStr<'a>> {
+    v.get(key).and_then(Value::as_jstr)
 }
 
-fn str_cost(v: &Node<'_>, key: &str) -> u64 {
-    str_field(v, key).map_or(0, text_millitokens)
+fn str_cost(v: &Value<'_>, key: &str) -> u64 {
+    str_field(v, key).map_or(0, |s| text_millitokens(&s.text()))
 }
 
-fn message_millitokens(m: &Node<'_>) -> u64 {
+fn message_millitokens(m: &Value<'_>) -> u64 {
     let mut t = 3000 + str_cost(m, "role");
     match m.get("content") {
-        Some(Node::Str(s)) => t += text_millitokens(s.as_str()),
-        Some(Node::Arr(parts)) => {
+        Some(Value::Str(s)) => t += text_millitokens(&s.text()),
+        Some(Value::Arr(parts)) => {
             for p in parts {
                 if let Some(s) = str_field(p, "text") {
-                    t += text_millitokens(s);
-                } else if str_field(p, "type") == Some("image_url") {
+                    t += text_millitokens(&s.text());
+                } else if str_field(p, "type").is_some_and(|s| s.is("image_url")) {
                     t += IMAGE_TOKENS * 1000;
                 }
             }
@@ -407,9 +492,9 @@ fn message_millitokens(m: &Node<'_>) -> u64 {
         _ => {}
     }
     if let Some(name) = str_field(m, "name") {
-        t += 1000 + text_millitokens(name);
+        t += 1000 + text_millitokens(&name.text());
     }
-    if let Some(Node::Arr(calls)) = m.get("tool_calls") {
+    if let Some(Value::Arr(calls)) = m.get("tool_calls") {
         for call in calls {
             t += 3000;
             if let Some(f) = call.get("function") {
@@ -425,10 +510,10 @@ fn message_millitokens(m: &Node<'_>) -> u64 {
 pub fn estimate_tokens(body: &[u8]) -> Result<u64> {
     let v = parse_object(body)?;
     let mut t = 3000;
-    if let Some(Node::Arr(messages)) = v.get("messages") {
+    if let Some(Value::Arr(messages)) = v.get("messages") {
         t += messages.iter().map(message_millitokens).sum::<u64>();
     }
-    if let Some(Node::Arr(tools)) = v.get("tools") {
+    if let Some(Value::Arr(tools)) = v.get("tools") {
         for tool in tools {
             t += 8000;
             if let Some(f) = tool.get("function") {

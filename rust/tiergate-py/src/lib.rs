@@ -2,15 +2,16 @@
 //! decision lives in the core crate so it can be tested without Python.
 //!
 //! Calls here take microseconds, so none releases the GIL (the release would cost more
-//! than the work). `now=None` reads Python's own `time.monotonic()`, so explicit and
-//! implicit times are on one clock.
+//! than the work). `now=None` reads `CLOCK_MONOTONIC` in Rust, anchored at import to
+//! Python's `time.monotonic()` (see `now_or_monotonic`), so explicit and implicit times
+//! are on one clock.
 // PyO3 hands `#[pymethods]` their arguments by value (extracted from Python objects).
 #![allow(clippy::needless_pass_by_value)]
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::time::Instant;
 
 use pyo3::exceptions::{PyIndexError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyTuple};
 use tiergate_core::{hash, policy, tokens, window, CoreError, ErrorKind};
 
@@ -21,15 +22,28 @@ fn to_py(e: CoreError) -> PyErr {
     }
 }
 
-fn now_or_monotonic(py: Python<'_>, now: Option<f64>) -> PyResult<f64> {
-    static MONOTONIC: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-    match now {
-        Some(t) => Ok(t),
-        None => MONOTONIC
-            .import(py, "time", "monotonic")?
-            .call0()?
-            .extract(),
-    }
+/// `time.monotonic()` read in Rust. On Linux both Python's `time.monotonic()` and
+/// `std::time::Instant` read `CLOCK_MONOTONIC`, so one anchor pair taken at import
+/// (`ANCHOR`: the two read back to back) puts Rust's reads on Python's clock for good,
+/// within the ~100 ns between the two reads; a call saves the Python-level lookup and
+/// call of `time.monotonic` (about a microsecond under load).
+static ANCHOR: OnceLock<(Instant, f64)> = OnceLock::new();
+
+fn anchor_clock(py: Python<'_>) -> PyResult<()> {
+    let t: f64 = py
+        .import("time")?
+        .getattr("monotonic")?
+        .call0()?
+        .extract()?;
+    let _ = ANCHOR.set((Instant::now(), t));
+    Ok(())
+}
+
+fn now_or_monotonic(now: Option<f64>) -> f64 {
+    now.unwrap_or_else(|| {
+        let (at, t) = ANCHOR.get_or_init(|| (Instant::now(), 0.0));
+        t + at.elapsed().as_secs_f64()
+    })
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -84,20 +98,20 @@ impl LatencyWindow {
     }
 
     #[pyo3(signature = (value_ms, now = None))]
-    fn record(&self, py: Python<'_>, value_ms: f64, now: Option<f64>) -> PyResult<()> {
-        let now = now_or_monotonic(py, now)?;
+    fn record(&self, value_ms: f64, now: Option<f64>) -> PyResult<()> {
+        let now = now_or_monotonic(now);
         lock(&self.inner).record(value_ms, now).map_err(to_py)
     }
 
     #[pyo3(signature = (q, now = None))]
-    fn quantile(&self, py: Python<'_>, q: f64, now: Option<f64>) -> PyResult<Option<f64>> {
-        let now = now_or_monotonic(py, now)?;
+    fn quantile(&self, q: f64, now: Option<f64>) -> PyResult<Option<f64>> {
+        let now = now_or_monotonic(now);
         lock(&self.inner).quantile(q, now).map_err(to_py)
     }
 
     #[pyo3(signature = (now = None))]
-    fn count(&self, py: Python<'_>, now: Option<f64>) -> PyResult<u64> {
-        let now = now_or_monotonic(py, now)?;
+    fn count(&self, now: Option<f64>) -> PyResult<u64> {
+        let now = now_or_monotonic(now);
         lock(&self.inner).count(now).map_err(to_py)
     }
 
@@ -209,14 +223,13 @@ impl Router {
     #[pyo3(signature = (idx, ttft_ms, tpot_ms, total_ms, now = None))]
     fn record(
         &self,
-        py: Python<'_>,
         idx: usize,
         ttft_ms: f64,
         tpot_ms: f64,
         total_ms: f64,
         now: Option<f64>,
     ) -> PyResult<()> {
-        let now = now_or_monotonic(py, now)?;
+        let now = now_or_monotonic(now);
         self.inner
             .record(idx, ttft_ms, tpot_ms, total_ms, now)
             .map_err(to_py)
@@ -225,12 +238,11 @@ impl Router {
     #[pyo3(signature = (idx, expected_output_tokens = 0, now = None))]
     fn predicted_latency(
         &self,
-        py: Python<'_>,
         idx: usize,
         expected_output_tokens: u64,
         now: Option<f64>,
     ) -> PyResult<f64> {
-        let now = now_or_monotonic(py, now)?;
+        let now = now_or_monotonic(now);
         self.inner
             .predicted_latency(idx, expected_output_tokens, now)
             .map_err(to_py)
@@ -254,7 +266,7 @@ impl Router {
         qualities: Option<Vec<f64>>,
         now: Option<f64>,
     ) -> PyResult<(Bound<'py, PyTuple>, u32)> {
-        let now = now_or_monotonic(py, now)?;
+        let now = now_or_monotonic(now);
         let req = request(
             required_caps,
             prompt_tokens,
@@ -278,7 +290,6 @@ impl Router {
     #[allow(clippy::too_many_arguments)]
     fn explain(
         &self,
-        py: Python<'_>,
         required_caps: u64,
         prompt_tokens: u64,
         max_output_tokens: u64,
@@ -292,7 +303,7 @@ impl Router {
         qualities: Option<Vec<f64>>,
         now: Option<f64>,
     ) -> PyResult<Vec<VerdictRow>> {
-        let now = now_or_monotonic(py, now)?;
+        let now = now_or_monotonic(now);
         let req = request(
             required_caps,
             prompt_tokens,
@@ -334,6 +345,7 @@ impl Router {
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    anchor_clock(m.py())?;
     m.add("__version__", tiergate_core::VERSION)?;
     m.add_function(wrap_pyfunction!(request_key, m)?)?;
     m.add_function(wrap_pyfunction!(canonical_request, m)?)?;

@@ -1,0 +1,758 @@
+//! A strict JSON parser for request bodies that keeps every string as the slice of input
+//! between its quotes, and notes whether its escapes are already in canonical form.
+//!
+//! [`crate::hash`] copies such a slice to the canonical output unchanged, and
+//! [`crate::tokens`] decodes only the strings it reads; neither pays for decoding and
+//! re-escaping the long, escaped message texts that `json.dumps` produces (`\n`, `\"`).
+//!
+//! The grammar, UTF-8 checks, number range and nesting limit are `serde_json`'s (the
+//! unit tests check acceptance against it on random inputs): whitespace is space, tab,
+//! CR, LF; strings may hold no raw control character; `\uXXXX` surrogates must pair;
+//! a number that overflows `f64` is an error; nesting 128 deep is an error.
+
+use std::borrow::Cow;
+
+use crate::error::{CoreError, Result};
+use crate::json::write_escaped;
+
+/// Nesting depth `serde_json` refuses (its `remaining_depth` starts at 128).
+const MAX_DEPTH: u32 = 128;
+
+/// How the escapes of a string compare with the canonical (`serde_json`) escaping.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Esc {
+    /// No escapes: the raw slice is the text.
+    None,
+    /// Only `\" \\ \b \f \n \r \t` and lowercase `\u00xx` for the other control
+    /// characters: the raw slice is already the canonical form.
+    Canonical,
+    /// Anything else (`\/`, `\u00e9`, uppercase hex…): decode, then escape again.
+    Other,
+}
+
+/// A string value or key: the input between the quotes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct JStr<'a> {
+    raw: &'a str,
+    esc: Esc,
+}
+
+impl<'a> JStr<'a> {
+    pub fn raw(&self) -> &'a str {
+        self.raw
+    }
+
+    pub fn esc(&self) -> Esc {
+        self.esc
+    }
+
+    /// The text, decoded (borrowed when the input had no escapes).
+    pub fn text(&self) -> Cow<'a, str> {
+        if self.esc == Esc::None {
+            Cow::Borrowed(self.raw)
+        } else {
+            Cow::Owned(decode(self.raw))
+        }
+    }
+
+    /// Whether the decoded text equals `s`.
+    pub fn is(&self, s: &str) -> bool {
+        if self.esc == Esc::None {
+            self.raw == s
+        } else {
+            decode(self.raw) == s
+        }
+    }
+
+    /// Append the canonical JSON form (quoted, escaped as `serde_json` escapes).
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        if self.esc == Esc::Other {
+            write_escaped(&decode(self.raw), out);
+        } else {
+            out.reserve(self.raw.len() + 2);
+            out.push(b'"');
+            out.extend_from_slice(self.raw.as_bytes());
+            out.push(b'"');
+        }
+    }
+}
+
+/// One member of an object: the decoded key (for ordering) and the raw key (for output).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Member<'a> {
+    pub key: Cow<'a, str>,
+    pub raw_key: JStr<'a>,
+    pub value: Value<'a>,
+}
+
+/// One JSON value. Object members are sorted by decoded key bytes, duplicates resolved
+/// to the last occurrence (as `serde_json::Map` and Python's `json` do).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value<'a> {
+    Null,
+    Bool(bool),
+    /// Integers that fit an `i64`.
+    Int(i64),
+    /// Integers above `i64::MAX` (up to `u64::MAX`).
+    UInt(u64),
+    Float(f64),
+    Str(JStr<'a>),
+    Arr(Vec<Value<'a>>),
+    Obj(Vec<Member<'a>>),
+}
+
+impl<'a> Value<'a> {
+    /// Parse a whole body (trailing whitespace allowed, nothing else).
+    pub fn parse(body: &'a [u8]) -> Result<Self> {
+        let mut p = Parser::new(body)?;
+        let v = p.value()?;
+        p.finish()?;
+        Ok(v)
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Value<'a>> {
+        match self {
+            Value::Obj(members) => members
+                .binary_search_by(|m| m.key.as_bytes().cmp(key.as_bytes()))
+                .ok()
+                .map(|i| &members[i].value),
+            _ => None,
+        }
+    }
+
+    pub fn as_jstr(&self) -> Option<&JStr<'a>> {
+        match self {
+            Value::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Whether this is the string `s`.
+    pub fn is_str(&self, s: &str) -> bool {
+        matches!(self, Value::Str(j) if j.is(s))
+    }
+
+    pub fn as_f64(&self) -> Option<f64> {
+        match *self {
+            Value::Int(i) => Some(i as f64),
+            Value::UInt(u) => Some(u as f64),
+            Value::Float(f) => Some(f),
+            _ => None,
+        }
+    }
+}
+
+/// Parse a body that must be a JSON object.
+pub fn parse_object(body: &[u8]) -> Result<Value<'_>> {
+    let v = Value::parse(body)?;
+    if matches!(v, Value::Obj(_)) {
+        Ok(v)
+    } else {
+        Err(CoreError::invalid("request body must be a JSON object"))
+    }
+}
+
+/// The tokenizer under [`Value::parse`], also driven directly by the streaming
+/// canonicaliser in [`crate::hash`].
+pub(crate) struct Parser<'a> {
+    s: &'a str,
+    b: &'a [u8],
+    pub(crate) i: usize,
+    depth: u32,
+}
+
+impl<'a> Parser<'a> {
+    /// Check UTF-8 and skip leading whitespace.
+    pub(crate) fn new(body: &'a [u8]) -> Result<Self> {
+        let s = std::str::from_utf8(body)
+            .map_err(|e| CoreError::invalid(format!("invalid JSON body: {e}")))?;
+        let mut p = Parser {
+            s,
+            b: body,
+            i: 0,
+            depth: MAX_DEPTH,
+        };
+        p.ws();
+        Ok(p)
+    }
+
+    /// After the top-level value: only whitespace may follow.
+    pub(crate) fn finish(&mut self) -> Result<()> {
+        self.ws();
+        if self.i == self.b.len() {
+            Ok(())
+        } else {
+            Err(self.err("trailing characters"))
+        }
+    }
+
+    pub(crate) fn err(&self, what: &str) -> CoreError {
+        CoreError::invalid(format!("invalid JSON body: {what} at byte {}", self.i))
+    }
+
+    /// Enter an array or object at its opening bracket (checks the nesting limit).
+    pub(crate) fn enter(&mut self) -> Result<()> {
+        self.depth -= 1;
+        if self.depth == 0 {
+            return Err(self.err("recursion limit exceeded"));
+        }
+        self.i += 1;
+        Ok(())
+    }
+
+    pub(crate) fn leave(&mut self) {
+        self.depth += 1;
+    }
+
+    /// After a member or item: `true` past a `,`, `false` past the closing `close`.
+    pub(crate) fn next_or_close(&mut self, close: u8) -> Result<bool> {
+        self.ws();
+        match self.peek() {
+            Some(b',') => {
+                self.i += 1;
+                self.ws();
+                Ok(true)
+            }
+            Some(c) if c == close => {
+                self.i += 1;
+                Ok(false)
+            }
+            None => Err(self.err("EOF while parsing a list or object")),
+            Some(_) => Err(self.err("expected `,` or a closing bracket")),
+        }
+    }
+
+    /// At a key: the key, then past the `:` and whitespace.
+    pub(crate) fn key(&mut self) -> Result<JStr<'a>> {
+        match self.peek() {
+            Some(b'"') => self.i += 1,
+            None => return Err(self.err("EOF while parsing an object")),
+            Some(_) => return Err(self.err("key must be a string")),
+        }
+        let key = self.string()?;
+        self.ws();
+        match self.peek() {
+            Some(b':') => self.i += 1,
+            None => return Err(self.err("EOF while parsing an object")),
+            Some(_) => return Err(self.err("expected `:`")),
+        }
+        self.ws();
+        Ok(key)
+    }
+
+    /// After an opening bracket: whether the container is empty (and if so, past it).
+    pub(crate) fn empty(&mut self, close: u8) -> bool {
+        self.ws();
+        if self.peek() == Some(close) {
+            self.i += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// The literal `word` at the cursor, copied to `out`.
+    pub(crate) fn word(&mut self, word: &[u8], out: &mut Vec<u8>) -> Result<()> {
+        if self.b[self.i..].starts_with(word) {
+            self.i += word.len();
+            out.extend_from_slice(word);
+            Ok(())
+        } else {
+            Err(self.err("expected value"))
+        }
+    }
+
+    /// A scalar at the cursor (`None` at a bracket, left for the caller).
+    pub(crate) fn scalar(&mut self) -> Result<Option<Value<'a>>> {
+        match self.peek() {
+            Some(b'{' | b'[') => Ok(None),
+            _ => self.value().map(Some),
+        }
+    }
+
+    #[inline]
+    fn ws(&mut self) {
+        while let Some(&c) = self.b.get(self.i) {
+            if !matches!(c, b' ' | b'\n' | b'\t' | b'\r') {
+                break;
+            }
+            self.i += 1;
+        }
+    }
+
+    #[inline]
+    pub(crate) fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+
+    fn literal(&mut self, word: &[u8], v: Value<'a>) -> Result<Value<'a>> {
+        if self.b[self.i..].starts_with(word) {
+            self.i += word.len();
+            Ok(v)
+        } else {
+            Err(self.err("expected value"))
+        }
+    }
+
+    fn value(&mut self) -> Result<Value<'a>> {
+        match self.peek() {
+            None => Err(self.err("EOF while parsing a value")),
+            Some(b'"') => {
+                self.i += 1;
+                Ok(Value::Str(self.string()?))
+            }
+            Some(b'{') => self.nested(Self::object),
+            Some(b'[') => self.nested(Self::array),
+            Some(b'n') => self.literal(b"null", Value::Null),
+            Some(b't') => self.literal(b"true", Value::Bool(true)),
+            Some(b'f') => self.literal(b"false", Value::Bool(false)),
+            Some(b'-' | b'0'..=b'9') => self.number(),
+            Some(_) => Err(self.err("expected value")),
+        }
+    }
+
+    fn nested(&mut self, f: fn(&mut Self) -> Result<Value<'a>>) -> Result<Value<'a>> {
+        self.enter()?;
+        let v = f(self);
+        self.leave();
+        v
+    }
+
+    fn array(&mut self) -> Result<Value<'a>> {
+        let mut items = Vec::new();
+        self.ws();
+        if self.peek() == Some(b']') {
+            self.i += 1;
+            return Ok(Value::Arr(items));
+        }
+        loop {
+            items.push(self.value()?);
+            self.ws();
+            match self.peek() {
+                Some(b',') => {
+                    self.i += 1;
+                    self.ws();
+                }
+                Some(b']') => {
+                    self.i += 1;
+                    return Ok(Value::Arr(items));
+                }
+                None => return Err(self.err("EOF while parsing a list")),
+                Some(_) => return Err(self.err("expected `,` or `]`")),
+            }
+        }
+    }
+
+    fn object(&mut self) -> Result<Value<'a>> {
+        let mut members: Vec<Member<'a>> = Vec::new();
+        self.ws();
+        if self.peek() == Some(b'}') {
+            self.i += 1;
+            return Ok(Value::Obj(members));
+        }
+        let mut sorted = true;
+        loop {
+            match self.peek() {
+                Some(b'"') => self.i += 1,
+                None => return Err(self.err("EOF while parsing an object")),
+                Some(_) => return Err(self.err("key must be a string")),
+            }
+            let raw_key = self.string()?;
+            self.ws();
+            match self.peek() {
+                Some(b':') => self.i += 1,
+                None => return Err(self.err("EOF while parsing an object")),
+                Some(_) => return Err(self.err("expected `:`")),
+            }
+            self.ws();
+            let value = self.value()?;
+            let key = raw_key.text();
+            if let Some(last) = members.last() {
+                sorted &= last.key.as_bytes() < key.as_bytes();
+            }
+            members.push(Member {
+                key,
+                raw_key,
+                value,
+            });
+            self.ws();
+            match self.peek() {
+                Some(b',') => {
+                    self.i += 1;
+                    self.ws();
+                }
+                Some(b'}') => {
+                    self.i += 1;
+                    break;
+                }
+                None => return Err(self.err("EOF while parsing an object")),
+                Some(_) => return Err(self.err("expected `,` or `}`")),
+            }
+        }
+        if !sorted {
+            // Stable sort keeps equal keys in input order; keep the last of each run.
+            members.sort_by(|a, b| a.key.as_bytes().cmp(b.key.as_bytes()));
+            members.dedup_by(|later, earlier| {
+                if later.key == earlier.key {
+                    std::mem::swap(later, earlier);
+                    true
+                } else {
+                    false
+                }
+            });
+        }
+        Ok(Value::Obj(members))
+    }
+
+    /// After the opening quote: up to and past the closing one.
+    pub(crate) fn string(&mut self) -> Result<JStr<'a>> {
+        let start = self.i;
+        let mut esc = Esc::None;
+        loop {
+            let rest = &self.b[self.i..];
+            // Keys and short values end within the first sixteen bytes: a word-at-a-time
+            // look costs less there than a `memchr2` call.
+            let head = rest.len().min(16);
+            let k = if let Some(k) = crate::json::find_escape(&rest[..head]) {
+                k
+            } else if let Some(k) = memchr::memchr2(b'"', b'\\', &rest[head..]) {
+                if let Some(c) = find_control(&rest[head..head + k]) {
+                    self.i += head + c;
+                    return Err(self.err("control character in string"));
+                }
+                head + k
+            } else {
+                self.i = self.b.len();
+                return Err(self.err("EOF while parsing a string"));
+            };
+            self.i += k;
+            match self.b[self.i] {
+                b'"' => {
+                    let raw = &self.s[start..self.i];
+                    self.i += 1;
+                    return Ok(JStr { raw, esc });
+                }
+                b'\\' => {
+                    let canonical = self.escape()?;
+                    if !canonical {
+                        esc = Esc::Other;
+                    } else if esc == Esc::None {
+                        esc = Esc::Canonical;
+                    }
+                }
+                _ => return Err(self.err("control character in string")),
+            }
+        }
+    }
+
+    /// At a backslash: check one escape, move past it; whether it is canonical.
+    fn escape(&mut self) -> Result<bool> {
+        self.i += 1;
+        let Some(c) = self.peek() else {
+            return Err(self.err("EOF while parsing a string"));
+        };
+        self.i += 1;
+        match c {
+            b'"' | b'\\' | b'b' | b'f' | b'n' | b'r' | b't' => Ok(true),
+            b'/' => Ok(false),
+            b'u' => {
+                let hex = self.hex4()?;
+                let canonical = hex < 0x20
+                    && !matches!(hex, 0x08 | 0x09 | 0x0a | 0x0c | 0x0d)
+                    && !self.b[self.i - 4..self.i]
+                        .iter()
+                        .any(u8::is_ascii_uppercase);
+                match hex {
+                    0xD800..=0xDBFF => {
+                        if self.b[self.i..].starts_with(b"\\u") {
+                            self.i += 2;
+                            let low = self.hex4()?;
+                            if (0xDC00..=0xDFFF).contains(&low) {
+                                return Ok(false);
+                            }
+                        }
+                        Err(self.err("lone leading surrogate in hex escape"))
+                    }
+                    0xDC00..=0xDFFF => Err(self.err("lone trailing surrogate in hex escape")),
+                    _ => Ok(canonical),
+                }
+            }
+            _ => Err(self.err("invalid escape")),
+        }
+    }
+
+    fn hex4(&mut self) -> Result<u32> {
+        let Some(h) = self.b.get(self.i..self.i + 4) else {
+            self.i = self.b.len();
+            return Err(self.err("EOF while parsing a string"));
+        };
+        let mut v = 0;
+        for &c in h {
+            let d = match c {
+                b'0'..=b'9' => c - b'0',
+                b'a'..=b'f' => c - b'a' + 10,
+                b'A'..=b'F' => c - b'A' + 10,
+                _ => return Err(self.err("invalid escape")),
+            };
+            v = v * 16 + u32::from(d);
+        }
+        self.i += 4;
+        Ok(v)
+    }
+
+    fn digits(&mut self) -> usize {
+        let start = self.i;
+        while matches!(self.peek(), Some(b'0'..=b'9')) {
+            self.i += 1;
+        }
+        self.i - start
+    }
+
+    fn number(&mut self) -> Result<Value<'a>> {
+        let start = self.i;
+        let negative = self.peek() == Some(b'-');
+        if negative {
+            self.i += 1;
+        }
+        let int_start = self.i;
+        match self.peek() {
+            Some(b'0') => {
+                self.i += 1;
+                if matches!(self.peek(), Some(b'0'..=b'9')) {
+                    return Err(self.err("invalid number"));
+                }
+            }
+            Some(b'1'..=b'9') => {
+                self.digits();
+            }
+            None => return Err(self.err("EOF while parsing a value")),
+            Some(_) => return Err(self.err("invalid number")),
+        }
+        let int_end = self.i;
+        let mut float = false;
+        if self.peek() == Some(b'.') {
+            self.i += 1;
+            if self.digits() == 0 {
+                return Err(self.err("invalid number"));
+            }
+            float = true;
+        }
+        if matches!(self.peek(), Some(b'e' | b'E')) {
+            self.i += 1;
+            if matches!(self.peek(), Some(b'+' | b'-')) {
+                self.i += 1;
+            }
+            if self.digits() == 0 {
+                return Err(self.err("invalid number"));
+            }
+            float = true;
+        }
+        if !float {
+            if let Ok(u) = self.s[int_start..int_end].parse::<u64>() {
+                return Ok(if !negative {
+                    i64::try_from(u).map_or(Value::UInt(u), Value::Int)
+                } else if u == 0 {
+                    Value::Float(-0.0)
+                } else if u <= 1 << 63 {
+                    Value::Int((u as i64).wrapping_neg())
+                } else {
+                    Value::Float(-(u as f64))
+                });
+            }
+        }
+        let f: f64 = self.s[start..self.i]
+            .parse()
+            .map_err(|_| self.err("invalid number"))?;
+        if f.is_finite() {
+            Ok(Value::Float(f))
+        } else {
+            Err(self.err("number out of range"))
+        }
+    }
+}
+
+const LO: u64 = 0x0101_0101_0101_0101;
+const HI: u64 = 0x8080_8080_8080_8080;
+
+/// Position of the first control character (below 0x20), eight bytes at a time.
+#[inline]
+fn find_control(b: &[u8]) -> Option<usize> {
+    let mut chunks = b.chunks_exact(8);
+    for (n, chunk) in chunks.by_ref().enumerate() {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(chunk);
+        let v = u64::from_le_bytes(w);
+        // Some byte may be below 0x20 (exact when false).
+        if v.wrapping_sub(LO * 0x20) & !v & HI != 0 {
+            if let Some(p) = chunk.iter().position(|&c| c < 0x20) {
+                return Some(n * 8 + p);
+            }
+        }
+    }
+    let tail = chunks.remainder();
+    tail.iter()
+        .position(|&c| c < 0x20)
+        .map(|p| b.len() - tail.len() + p)
+}
+
+/// Decode the raw inside of a string the parser accepted.
+fn decode(raw: &str) -> String {
+    let b = raw.as_bytes();
+    let mut out = String::with_capacity(raw.len());
+    let mut i = 0;
+    while let Some(k) = memchr::memchr(b'\\', &b[i..]) {
+        out.push_str(&raw[i..i + k]);
+        i += k + 1;
+        let c = b[i];
+        i += 1;
+        match c {
+            b'b' => out.push('\u{8}'),
+            b'f' => out.push('\u{c}'),
+            b'n' => out.push('\n'),
+            b'r' => out.push('\r'),
+            b't' => out.push('\t'),
+            b'u' => {
+                let mut cp = hex(&b[i..i + 4]);
+                i += 4;
+                if (0xD800..0xDC00).contains(&cp) {
+                    let low = hex(&b[i + 2..i + 6]);
+                    i += 6;
+                    cp = 0x10000 + ((cp - 0xD800) << 10) + (low - 0xDC00);
+                }
+                out.push(char::from_u32(cp).unwrap_or('\u{fffd}'));
+            }
+            other => out.push(char::from(other)), // `"`, `\`, `/`
+        }
+    }
+    out.push_str(&raw[i..]);
+    out
+}
+
+fn hex(h: &[u8]) -> u32 {
+    h.iter().fold(0, |v, &c| {
+        v * 16
+            + u32::from(match c {
+                b'0'..=b'9' => c - b'0',
+                b'a'..=b'f' => c - b'a' + 10,
+                _ => c - b'A' + 10,
+            })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s<'a>(v: &'a Value<'a>) -> &'a JStr<'a> {
+        v.as_jstr().unwrap()
+    }
+
+    #[test]
+    fn strings_keep_their_raw_form() {
+        let v = Value::parse(br#"{"b":"x","a":"y\n\"\u001f","c":"\/\u00e9\ud83d\ude00","b":"z"}"#)
+            .unwrap();
+        let Value::Obj(m) = &v else { panic!() };
+        assert_eq!(m.len(), 3);
+        assert_eq!(m[0].key, "a");
+        assert_eq!(s(&m[0].value).esc(), Esc::Canonical);
+        assert_eq!(s(&m[0].value).text(), "y\n\"\u{1f}");
+        assert_eq!(s(&m[1].value).raw(), "z");
+        assert_eq!(s(&m[2].value).esc(), Esc::Other);
+        assert_eq!(s(&m[2].value).text(), "/é😀");
+        for (input, canonical) in [
+            (r#""\u001F""#, false),
+            (r#""\u000a""#, false),
+            (r#""\u0041""#, false),
+            (r#""\u007f""#, false),
+            (r#""\u0000\b\f""#, true),
+        ] {
+            let v = Value::parse(input.as_bytes()).unwrap();
+            assert_eq!(s(&v).esc() == Esc::Canonical, canonical, "{input}");
+            let mut out = Vec::new();
+            s(&v).write_json(&mut out);
+            let text: String = serde_json::from_slice(input.as_bytes()).unwrap();
+            assert_eq!(out, serde_json::to_vec(&text).unwrap(), "{input}");
+        }
+    }
+
+    #[test]
+    fn numbers_like_serde_json() {
+        for (input, v) in [
+            ("0", Value::Int(0)),
+            ("-0", Value::Float(-0.0)),
+            ("-9223372036854775808", Value::Int(i64::MIN)),
+            ("9223372036854775808", Value::UInt(1 << 63)),
+            (
+                "-9223372036854775809",
+                Value::Float(-9_223_372_036_854_775_809.0),
+            ),
+            (
+                "18446744073709551616",
+                Value::Float(18_446_744_073_709_551_616.0),
+            ),
+            ("1.5e3", Value::Float(1500.0)),
+            ("1E-400", Value::Float(0.0)),
+        ] {
+            assert_eq!(Value::parse(input.as_bytes()).unwrap(), v, "{input}");
+        }
+        for bad in [
+            "01", "1.", "-", "1e", "1e+", ".5", "1e400", "-1e400", "+1", "1x",
+        ] {
+            assert!(Value::parse(bad.as_bytes()).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn depth_limit_is_serde_jsons() {
+        for depth in [126, 127, 128, 129] {
+            let body = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+            assert_eq!(
+                Value::parse(body.as_bytes()).is_ok(),
+                serde_json::from_str::<serde_json::Value>(&body).is_ok(),
+                "{depth}"
+            );
+        }
+        let err = Value::parse("[".repeat(100_000).as_bytes()).unwrap_err();
+        assert!(err.message.contains("recursion"));
+    }
+
+    /// Acceptance agrees with `serde_json` on random mutations of valid bodies.
+    #[test]
+    fn accepts_what_serde_json_accepts() {
+        const SEEDS: &[&str] = &[
+            r#"{"a":[1,-2.5e3,true,false,null,{"b":"c\n\"\\\/\u00e9\ud83d\ude00"}],"d":{}}"#,
+            r#"{"messages":[{"role":"user","content":"hi\u0000"}], "n": 1 , "x":[ ] }"#,
+            "[0, -0, 1e5, 1E-5, 123456789012345678901234567890, \"\\t\"]",
+        ];
+        const ALPHABET: &[u8] =
+            b" \t\n\r{}[]:,\"\\/-+.0123456789eEabfnrtuDdc\x00\x1f\x7f\xc3\xa9\xff";
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = |n: usize| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % n as u64) as usize
+        };
+        for _ in 0..20_000 {
+            let mut body = SEEDS[next(SEEDS.len())].as_bytes().to_vec();
+            for _ in 0..=next(3) {
+                let at = next(body.len() + 1);
+                match next(3) {
+                    0 if at < body.len() => {
+                        body.remove(at);
+                    }
+                    1 if at < body.len() => body[at] = ALPHABET[next(ALPHABET.len())],
+                    _ => body.insert(at, ALPHABET[next(ALPHABET.len())]),
+                }
+            }
+            let ours = Value::parse(&body);
+            let theirs = serde_json::from_slice::<serde_json::Value>(&body);
+            assert_eq!(
+                ours.is_ok(),
+                theirs.is_ok(),
+                "{:?}: {ours:?} vs {theirs:?}",
+                String::from_utf8_lossy(&body)
+            );
+        }
+    }
+}
