@@ -225,6 +225,9 @@ class SlowQuality:
         time.sleep(0.08)  # a scorer gone slow: 80 ms against a 20 ms budget
         return list(self.inner.predict(request, prompt_tokens))
 
+    def floor(self, *args: Any) -> float:
+        return float(self.inner.floor(*args))
+
 
 @pytest.mark.parametrize("stack", [{"decision_budget_ms": 20}], indirect=True)
 def test_a_slow_decision_falls_back_to_the_route_default(stack: Stack) -> None:

@@ -63,12 +63,14 @@ class StreamOutcome:
 
 
 class HedgeBudget:
-    """At most ``share`` of requests may be hedged (with a burst of one)."""
+    """At most ``share`` of requests may be hedged, plus a burst of ``burst`` hedges so a
+    sidecar that has just started (or restarted its counts) can still hedge."""
 
-    __slots__ = ("hedges", "requests", "share")
+    __slots__ = ("burst", "hedges", "requests", "share")
 
-    def __init__(self, share: float) -> None:
+    def __init__(self, share: float, burst: int = 5) -> None:
         self.share = share
+        self.burst = burst
         self.requests = 0
         self.hedges = 0
 
@@ -76,7 +78,7 @@ class HedgeBudget:
         self.requests += 1
 
     def take(self) -> bool:
-        if self.hedges + 1 > self.share * self.requests + 1:
+        if self.share <= 0 or self.hedges + 1 > self.share * self.requests + self.burst:
             return False
         self.hedges += 1
         return True
@@ -270,11 +272,14 @@ class Dispatcher:
     ) -> tuple[Completion, str, bool]:
         """Primary alone until its p95, then both; the first success wins."""
         expected = plan.request.expected_output_tokens if plan.request is not None else 0
-        p95_ms = self._planner.router.predicted_latency(self._planner.index[primary], expected)
-        first = asyncio.ensure_future(self._attempt(primary, request, envelope, deadline, attempts))
-        done, _ = await asyncio.wait(
-            {first}, timeout=max(0.0, min(p95_ms / 1000, deadline - time.monotonic()))
+        p95_s = (
+            self._planner.router.predicted_latency(self._planner.index[primary], expected) / 1000
         )
+        # Hedge at the primary's p95, and at the latest halfway to the deadline so the
+        # backup always has time to answer.
+        delay = max(0.0, min(p95_s, (deadline - time.monotonic()) / 2))
+        first = asyncio.ensure_future(self._attempt(primary, request, envelope, deadline, attempts))
+        done, _ = await asyncio.wait({first}, timeout=delay)
         if first in done or not self.hedges.take():
             return await first, primary, False
         queue.remove(backup)
