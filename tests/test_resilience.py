@@ -80,18 +80,19 @@ def test_outage_is_invisible_while_a_sibling_exists(stack: Stack) -> None:
 
 
 def test_retry_after_is_honoured(stack: Stack) -> None:
-    primary = small_tier(stack)[0]
+    primary = "gpt-4o-mini"  # pinned: every request asks for it first
     stack.fault(primary, "ratelimit", retry_after_s=1.5, duration_s=0.5)
-    first = stack.post("/v1/chat/completions", body())
+    first = stack.post("/v1/chat/completions", body(primary))
     hit_at = time.monotonic()
     assert first.status == 200 and first.headers["x-tiergate-deployment"] != primary
     assert first.headers["x-tiergate-attempts"] == "2"
     assert stack.calls(primary) == 1
     while time.monotonic() - hit_at < 1.3:  # nothing reaches it before Retry-After passes
-        assert stack.post("/v1/chat/completions", body()).status == 200
+        resp = stack.post("/v1/chat/completions", body(primary))
+        assert resp.status == 200 and resp.headers["x-tiergate-deployment"] != primary
     assert stack.calls(primary) == 1
     time.sleep(max(0.0, 1.6 - (time.monotonic() - hit_at)))
-    again = stack.post("/v1/chat/completions", body())
+    again = stack.post("/v1/chat/completions", body(primary))
     assert again.headers["x-tiergate-deployment"] == primary and stack.calls(primary) == 2
 
 
