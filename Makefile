@@ -17,7 +17,7 @@ $(PY):
 	$(PIP) install -q --upgrade pip
 
 $(STAMP): $(PY) $(SOURCES)
-	$(PIP) install -q -e '.[dev]'
+	$(PIP) install -q -e '.[dev,train]'
 	touch $(STAMP)
 
 setup: $(STAMP) ## create .venv and install tiergate with its Rust core built in release mode (reuses what is built)

@@ -6,7 +6,7 @@ raises ``ValueError`` with the reason; a candidate index past the end raises
 reads that clock.
 """
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Final, final
 
 __version__: str
@@ -17,9 +17,11 @@ __all__ = [
     "CAP_VISION",
     "FLAG_ALLOW_QUALITY_RELAX",
     "MAX_CANDIDATES",
+    "QUALITY_MODEL_VERSION",
     "RELAX_COST",
     "RELAX_LATENCY",
     "RELAX_QUALITY",
+    "STRUCTURE_FEATURES",
     "TRANSPORT_FIELDS",
     "V_CAPABILITY",
     "V_CONTEXT",
@@ -32,12 +34,16 @@ __all__ = [
     "WINDOW_MIN_VALUE_MS",
     "WINDOW_RELATIVE_ACCURACY",
     "LatencyWindow",
+    "QualityModel",
     "Router",
     "__version__",
     "_noop",
     "canonical_request",
+    "classifier_text",
     "estimate_text_tokens",
     "estimate_tokens",
+    "feature_config",
+    "features_batch",
     "request_key",
 ]
 
@@ -218,3 +224,54 @@ class Router:
 
 def _noop() -> None:
     """Does nothing: the baseline of the boundary benchmark."""
+
+# ------------------------------------------------------------------ classifier
+STRUCTURE_FEATURES: Final[tuple[str, ...]]
+"""Names of the structure features, at indices ``dim .. dim + 12`` after the hashed
+buckets (see ``rust/tiergate-core/src/features.rs`` for each value)."""
+QUALITY_MODEL_VERSION: Final[int]
+"""The model-file version this core reads (1)."""
+
+def features_batch(
+    items: Iterable[str | bytes], config: str
+) -> tuple[bytes, bytes, bytes]:
+    """CSR arrays of the classifier's features, one row per item (``str``: a prompt text,
+    ``bytes``: a chat-completions body): ``(indices int32, values float32, indptr int64)``,
+    little-endian bytes for ``numpy.frombuffer``; width ``dim + len(STRUCTURE_FEATURES)``.
+    ``config`` is the model file's ``features`` object as JSON (``"{}"`` = defaults).
+    ``ValueError`` for a bad config or body."""
+
+def feature_config(config: str = "{}") -> str:
+    """The feature config with every default filled in, as JSON."""
+
+def classifier_text(body: bytes) -> str:
+    """The text the classifier reads of a chat-completions body: message texts, then
+    each tool's name and description, joined with ``\\n``."""
+
+@final
+class QualityModel:
+    """A loaded quality model (``tiergate classifier train``): immutable; a reload builds
+    a new one. ``ValueError`` from ``from_json`` names the field at fault."""
+
+    @staticmethod
+    def from_json(data: bytes) -> QualityModel: ...
+    @property
+    def families(self) -> tuple[str, ...]: ...
+    @property
+    def feature_config(self) -> str: ...
+    @property
+    def operating_points(self) -> list[tuple[float, float]]:
+        """``(floor, offset)`` rows, by floor."""
+
+    def __len__(self) -> int: ...
+    def predict(self, item: str | bytes) -> list[float]:
+        """Calibrated probability of a correct answer per family, for a body or a text."""
+
+    def logits(self, item: str | bytes) -> list[float]:
+        """Uncalibrated linear scores per family."""
+
+    def offset(self, floor: float) -> float:
+        """The operating point's offset for ``floor`` (interpolated, clamped at the ends)."""
+
+    def min_quality(self, floor: float, best: float) -> float:
+        """``clamp(floor · best − offset(floor), 0, best)``; 0 when ``floor <= 0``."""

@@ -40,6 +40,31 @@ def _build_parser() -> argparse.ArgumentParser:
         help="also write the latest day's flags for node_exporter's textfile collector",
     )
 
+    clf = sub.add_parser("classifier", help="train and evaluate the learned request classifier")
+    clf_sub = clf.add_subparsers(dest="classifier_command", metavar="SUBCOMMAND", required=True)
+    tr = clf_sub.add_parser("train", help="train a quality model from labelled data")
+    tr.add_argument("--data", required=True, help="directory of RouterBench CSVs / labelled JSONL")
+    tr.add_argument("--out", required=True, help="model file to write (JSON)")
+    tr.add_argument("--reference", default=None, help="reference model (default: most accurate)")
+    tr.add_argument("--floor", type=float, default=None, help="accuracy floor to report")
+    tr.add_argument("--tenant", default=None, help="train on this tenant's JSONL records only")
+    tr.add_argument("--C", dest="c", type=float, default=0.25, help="inverse L2 strength (0.25)")
+    tr.add_argument("--margin", type=float, default=0.005, help="CV accuracy margin (0.005)")
+    ev = clf_sub.add_parser(
+        "eval", help="route a labelled set with a model's stored operating point"
+    )
+    ev.add_argument("--model", required=True, help="model file")
+    ev.add_argument("--data", required=True, help="directory of RouterBench CSVs / labelled JSONL")
+    ev.add_argument("--reference", required=True, help="reference model")
+    ev.add_argument("--floor", type=float, required=True, help="accuracy floor F")
+    ev.add_argument("--json", action="store_true", help="print one JSON object")
+    ev.add_argument("--plot", default=None, help="PNG path (default: <model>.eval.png)")
+    jn = clf_sub.add_parser("join", help="labelled records from request logs and scores")
+    jn.add_argument("--requests", required=True, help="request log (JSON lines, log_text on)")
+    jn.add_argument("--scores", required=True, help="JSON lines {request_id, score|agree}")
+    jn.add_argument("--config", default=None, help="config mapping deployments to families")
+    jn.add_argument("--out", required=True, help="labelled records (JSONL) to write")
+
     demo = sub.add_parser("demo", help="simulators + sidecar + a short scenario, then a table")
     demo.add_argument("--config", default=None, help="config (default: the bundled sim config)")
     return parser
@@ -63,6 +88,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         from tiergate.drift.report import drift_main
 
         return drift_main(args.aggregates, args.since, args.json, textfile=args.prom_textfile)
+    if args.command == "classifier":
+        from tiergate.classifier import cli as clf
+
+        if args.classifier_command == "train":
+            return clf.train_main(
+                args.data, args.out, args.reference, args.floor, args.tenant, args.c, args.margin
+            )
+        if args.classifier_command == "eval":
+            return clf.eval_main(
+                args.model, args.data, args.reference, args.floor, args.json, args.plot
+            )
+        return clf.join_main(args.requests, args.scores, args.config, args.out)
     if args.command == "demo":
         from tiergate.demo import demo_main
 

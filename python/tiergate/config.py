@@ -258,6 +258,9 @@ class RoutingConfig(_Model):
     idempotency_max_bytes: int = Field(64 * 1024 * 1024, ge=0)
     # A deployment whose RPM/TPM bucket is below this share of its capacity is routed around.
     limit_headroom: float = Field(0.05, ge=0, lt=1)
+    # Learned quality model file (`tiergate classifier train`), relative to the config file;
+    # null = the tier-prior heuristic. Reloading the config reloads the model.
+    quality_model: str | None = None
     ejection: EjectionConfig = EjectionConfig()
 
 

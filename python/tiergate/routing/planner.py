@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from tiergate import _core
+from tiergate.classifier.model import LearnedQuality, load_quality_model
 from tiergate.config import Config, RouteConfig
 from tiergate.envelope import ChatRequest, Envelope
 from tiergate.errors import RequestError
@@ -106,6 +107,10 @@ class QualityModel(Protocol):
 
     def predict(self, request: ChatRequest, prompt_tokens: int) -> list[float]: ...
 
+    def floor(self, min_quality: float, qualities: list[float], usable_mask: int) -> float:
+        """The absolute threshold the core compares each candidate's quality with."""
+        ...
+
 
 class HeuristicQuality:
     """A prior per deployment (its own ``quality_prior`` or its tier's) lowered for hard
@@ -135,6 +140,9 @@ class HeuristicQuality:
     def predict(self, request: ChatRequest, prompt_tokens: int) -> list[float]:
         exponent = 1.0 + self.difficulty(request, prompt_tokens)
         return [p**exponent for p in self._priors]
+
+    def floor(self, min_quality: float, qualities: list[float], usable_mask: int) -> float:
+        return min_quality  # priors are absolute: the floor is compared as given
 
 
 def tier_prior(rank: int, tiers: int) -> float:
@@ -198,6 +206,9 @@ class Planner:
             previous=previous.router if previous is not None else None,
         )
         self.quality: QualityModel = HeuristicQuality(priors)
+        if routing.quality_model is not None:  # the learned classifier (tiergate.classifier)
+            model = load_quality_model(config.base_dir / routing.quality_model)
+            self.quality = LearnedQuality(model, config, priors)
         tiers = {name: dep.tier for name, dep in config.deployments.items()}
         self.health: Health = Health(
             routing.ejection, tiers, self.index, previous.health if previous else None
@@ -295,6 +306,9 @@ class Planner:
         route, _, first = self._lookup(envelope.route)
         features = self.features(request, envelope, tenant)
         qualities = self.quality.predict(request, features.prompt_tokens)
+        features.min_quality = self.quality.floor(
+            features.min_quality, qualities, features.allowed_mask & ~features.unavailable_mask
+        )
         order, relaxed_bits = self.router.plan(*features.args(), qualities=qualities)
         # Route scope: its own tier (or pinned deployment) leads, wider tiers follow.
         names = self.names

@@ -11,9 +11,11 @@
 #![allow(clippy::missing_errors_doc)]
 
 pub mod error;
+pub mod features;
 pub mod hash;
 pub mod json;
 pub mod policy;
+pub mod quality;
 pub mod rawjson;
 pub mod tokens;
 pub mod window;

@@ -15,6 +15,8 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyTuple};
 use tiergate_core::{hash, policy, tokens, window, CoreError, ErrorKind};
 
+mod classifier;
+
 fn to_py(e: CoreError) -> PyErr {
     match e.kind {
         ErrorKind::InvalidInput => PyValueError::new_err(e.message),
@@ -354,6 +356,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_noop, m)?)?;
     m.add_class::<LatencyWindow>()?;
     m.add_class::<Router>()?;
+    classifier::register(m)?;
     m.add(
         "TRANSPORT_FIELDS",
         PyTuple::new(m.py(), hash::TRANSPORT_FIELDS)?,

@@ -1,0 +1,189 @@
+"""Evaluation: route every prompt of a labelled set with a model file's stored operating
+point (never re-tuned on the evaluated data) and compare with the reference model, the
+best single model and the oracle.
+
+Routing (as :func:`tiergate.classifier.train.route`): per prompt, among the families of
+both the model and the data, the cheapest by the model's ``mean_cost_usd`` (mean cost
+per call in the training data — the router cannot know a prompt's actual cost before
+the call) whose predicted quality passes ``q ≥ clamp(F · q_best − offset(F), 0,
+q_best)``. Accuracy and cost are then the data's own for the chosen family.
+
+* ``best_single``: the cheapest family (by its total cost on the data) whose accuracy
+  reaches ``F`` × the reference's; ``None`` when none does.
+* ``oracle``: per prompt the cheapest family that answered correctly (by that prompt's
+  actual cost), or the cheapest family when none did.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from tiergate import _core
+from tiergate.classifier.data import DataError, Labelled
+from tiergate.classifier.train import route
+
+__all__ = ["evaluate", "load_model", "plot_curve", "predict_matrix", "table"]
+
+Array = np.ndarray[Any, Any]
+
+
+def load_model(path: Path) -> tuple[_core.QualityModel, dict[str, Any]]:
+    raw = path.read_bytes()
+    return _core.QualityModel.from_json(raw), orjson.loads(raw)
+
+
+def predict_matrix(model: _core.QualityModel, items: list[str | bytes]) -> Array:
+    return np.array([model.predict(it) for it in items], dtype=np.float64).reshape(
+        len(items), len(model)
+    )
+
+
+def _columns(model: _core.QualityModel, data: Labelled) -> tuple[list[int], list[int]]:
+    fams = [f for f in model.families if f in data.families]
+    if not fams:
+        raise DataError(f"no family of the model {model.families} is in the data")
+    return [model.families.index(f) for f in fams], [data.families.index(f) for f in fams]
+
+
+def evaluate(
+    model: _core.QualityModel,
+    doc: dict[str, Any],
+    data: Labelled,
+    reference: str,
+    floor: float,
+    probs: Array | None = None,
+) -> dict[str, Any]:
+    """The summary ``tiergate classifier eval --json`` prints."""
+    keep = data.complete() & ~np.isnan(data.costs).any(axis=1)
+    data = data.subset(keep)
+    if reference not in data.families:
+        raise DataError(f"reference {reference!r} is not a model of the data {data.families}")
+    mcols, dcols = _columns(model, data)
+    if probs is None:
+        probs = predict_matrix(model, data.items)
+    p = probs[:, mcols]
+    labels = data.labels[:, dcols]
+    costs = data.costs[:, dcols]
+    fams = [data.families[j] for j in dcols]
+    mean_cost_map = doc.get("mean_cost_usd", {})
+    mean_cost = np.array(
+        [float(mean_cost_map.get(f, np.nanmean(costs[:, i]))) for i, f in enumerate(fams)]
+    )
+    choice = route(p, mean_cost, floor, model.offset(floor))
+    rows = np.arange(len(choice))
+    router_acc = float(labels[rows, choice].mean())
+    router_cost = float(costs[rows, choice].sum())
+    ref = data.families.index(reference)
+    ref_acc = float(data.labels[:, ref].mean())
+    ref_cost = float(data.costs[:, ref].sum())
+    singles = [
+        (float(costs[:, j].sum()), float(labels[:, j].mean()), fams[j]) for j in range(len(fams))
+    ]
+    good = sorted(s for s in singles if s[1] >= floor * ref_acc)
+    best_single = (
+        {"model": good[0][2], "accuracy": good[0][1], "cost_usd": good[0][0]} if good else None
+    )
+    # oracle: cheapest correct by actual cost, else cheapest
+    masked = np.where(labels > 0, costs, np.inf)
+    oc = masked.argmin(axis=1)
+    none = ~(labels > 0).any(axis=1)
+    oc[none] = costs[none].argmin(axis=1)
+    share = {f: round(float((choice == j).mean()), 4) for j, f in enumerate(fams)}
+    return {
+        "n": len(data),
+        "skipped": data.skipped,
+        "floor": floor,
+        "offset": model.offset(floor),
+        "router": {"accuracy": router_acc, "cost_usd": router_cost},
+        "reference": {"model": reference, "accuracy": ref_acc, "cost_usd": ref_cost},
+        "saving": 1 - router_cost / ref_cost if ref_cost else 0.0,
+        "accuracy_ratio": router_acc / ref_acc if ref_acc else 0.0,
+        "best_single": best_single,
+        "oracle": {
+            "accuracy": float(labels[rows, oc].mean()),
+            "cost_usd": float(costs[rows, oc].sum()),
+        },
+        "routed_share": {f: s for f, s in share.items() if s > 0},
+    }
+
+
+def curve(
+    model: _core.QualityModel, doc: dict[str, Any], data: Labelled, reference: str, probs: Array
+) -> list[tuple[float, float, float]]:
+    """(floor, cost, accuracy) of the router over a range of floors."""
+    out = []
+    for f in np.round(np.arange(0.5, 1.0001, 0.01), 2):
+        r = evaluate(model, doc, data, reference, float(f), probs)
+        out.append((float(f), r["router"]["cost_usd"], r["router"]["accuracy"]))
+    return out
+
+
+def table(result: dict[str, Any]) -> str:
+    def row(name: str, acc: float, cost: float) -> str:
+        return f"  {name:<34} {acc:>9.4f} {cost:>11.4f}"
+
+    ref = result["reference"]
+    lines = [
+        f"n={result['n']} prompts (skipped {result['skipped']} with empty labels), "
+        f"floor {result['floor']}, offset {result['offset']:.4f}",
+        f"  {'':<34} {'accuracy':>9} {'cost USD':>11}",
+        row("router", result["router"]["accuracy"], result["router"]["cost_usd"]),
+        row(f"reference ({ref['model']})", ref["accuracy"], ref["cost_usd"]),
+    ]
+    bs = result["best_single"]
+    lines.append(
+        row(f"best single ({bs['model']})", bs["accuracy"], bs["cost_usd"])
+        if bs
+        else f"  {'best single':<34} none reaches {result['floor']} × reference"
+    )
+    lines.append(row("oracle", result["oracle"]["accuracy"], result["oracle"]["cost_usd"]))
+    lines.append(
+        f"accuracy ratio {result['accuracy_ratio']:.4f}, saving {result['saving']:.1%} "
+        f"vs the reference; routed: "
+        + ", ".join(f"{k} {v:.0%}" for k, v in sorted(result["routed_share"].items()))
+    )
+    return "\n".join(lines)
+
+
+def plot_curve(
+    out: Path,
+    points: list[tuple[float, float, float]],
+    data: Labelled,
+    result: dict[str, Any],
+) -> None:
+    """Cost–accuracy curve of the router over floors, single models and the oracle."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keep = data.complete() & ~np.isnan(data.costs).any(axis=1)
+    d = data.subset(keep)
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    ax.plot(
+        [p[1] for p in points], [p[2] for p in points], "-o", ms=3, label="router (floors 0.5–1)"
+    )
+    for j, f in enumerate(d.families):
+        ax.scatter(d.costs[:, j].sum(), d.labels[:, j].mean(), marker="s", s=18)
+        ax.annotate(f.split("/")[-1], (d.costs[:, j].sum(), d.labels[:, j].mean()), fontsize=7)
+    ax.scatter(
+        result["router"]["cost_usd"], result["router"]["accuracy"], c="red", s=60, zorder=5,
+        label=f"router at floor {result['floor']}",
+    )  # fmt: skip
+    ax.scatter(
+        result["oracle"]["cost_usd"], result["oracle"]["accuracy"], marker="*", s=120,
+        label="oracle",
+    )  # fmt: skip
+    ax.set_xscale("log")
+    ax.set_xlabel("total cost (USD, log)")
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"tiergate classifier: cost vs accuracy on {result['n']} prompts")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,247 @@
+"""Training: one logistic regression per family over the core's features, Platt-calibrated
+on out-of-fold scores, with operating points chosen by cross-validation.
+
+1. Features: ``_core.features_batch`` — the same Rust code that scores at serving time.
+2. ``folds``-fold cross-validation (KFold, shuffled, seed 0). Per fold and family a
+   logistic regression (liblinear, L2, ``C``) on the rows labelled for that family; the
+   out-of-fold scores of every row are kept. The served weights are the mean of the
+   fold models' weights (so the scores the operating points were chosen on come from
+   models like the served one).
+3. Calibration: per family, Platt scaling ``p = σ(a·z + b)`` fitted on the out-of-fold
+   scores.
+4. Operating points, on the rows labelled for every family (the only rows where a
+   routing policy can be scored offline). For each floor ``F`` of the table the offset
+   ``o`` of the floor rule (``q ≥ F · q_best − o``, see :mod:`tiergate.classifier`) is
+   the largest on a grid (step ``OFFSET_STEP``, from ``OFFSET_MIN`` upwards) before the
+   cross-validated accuracy of the routed traffic falls below ``(F + margin)`` × the
+   reference family's accuracy. Routing here picks, per prompt, the cheapest family by
+   mean cost per call in the training data among those passing the rule. Without such
+   rows the table is left empty and serving uses the uncalibrated rule (offset 0).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from scipy import sparse
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import KFold
+
+from tiergate import _core
+from tiergate.classifier.data import Labelled
+
+__all__ = [
+    "DEFAULT_FLOORS",
+    "FORMAT",
+    "feature_matrix",
+    "route",
+    "train",
+]
+
+FORMAT = "tiergate.quality_model"
+VERSION = 1
+DEFAULT_FLOORS = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.92, 0.94, 0.95, 0.96, 0.97, 0.98, 0.99, 1.0)
+OFFSET_MIN = -0.3
+OFFSET_MAX = 0.6
+OFFSET_STEP = 0.0025
+Array = np.ndarray[Any, Any]
+
+
+def feature_matrix(items: Sequence[str | bytes], config_json: str) -> Any:
+    """CSR matrix ``(len(items), dim + len(STRUCTURE_FEATURES))`` from the core."""
+    idx, val, ptr = _core.features_batch(items, config_json)
+    width = _width(_core.feature_config(config_json))
+    return sparse.csr_matrix(
+        (
+            np.frombuffer(val, dtype="<f4").astype(np.float64),
+            np.frombuffer(idx, dtype="<i4"),
+            np.frombuffer(ptr, dtype="<i8"),
+        ),
+        shape=(len(items), width),
+    )
+
+
+def _width(cfg_json: str) -> int:
+    import orjson
+
+    cfg = orjson.loads(cfg_json)
+    return int(cfg["dim"]) + len(_core.STRUCTURE_FEATURES)
+
+
+def route(probs: Array, mean_cost: Array, floor: float, offset: float) -> Array:
+    """Per row, the index of the cheapest family (by ``mean_cost``) whose predicted
+    quality passes the floor rule ``q ≥ clamp(F · q_best − offset, 0, q_best)``."""
+    best = probs.max(axis=1, keepdims=True)
+    thr = np.zeros_like(best) if floor <= 0 else np.clip(floor * best - offset, 0.0, best)
+    ok = probs >= thr
+    order = np.argsort(mean_cost, kind="stable")
+    first = ok[:, order].argmax(axis=1)
+    return np.asarray(order[first])
+
+
+def _score(choice: Array, labels: Array, costs: Array) -> tuple[float, float]:
+    rows = np.arange(len(choice))
+    return float(labels[rows, choice].mean()), float(costs[rows, choice].sum())
+
+
+def _fit(x: Any, y: Array, c: float) -> tuple[Array, float]:
+    if y.min() == y.max():  # one class: a constant score at the (clipped) rate
+        rate = min(max(float(y.mean()), 0.02), 0.98)
+        return np.zeros(x.shape[1]), math.log(rate / (1 - rate))
+    m = LogisticRegression(C=c, solver="liblinear", max_iter=1000)
+    m.fit(x, y)
+    return np.asarray(m.coef_[0]), float(m.intercept_[0])
+
+
+def _platt(z: Array, y: Array) -> tuple[float, float]:
+    if y.min() == y.max():
+        return 0.0, float(np.log((y.mean() + 0.02) / (1.02 - y.mean())))
+    m = LogisticRegression(C=1e4, solver="lbfgs", max_iter=1000)
+    m.fit(z.reshape(-1, 1), y)
+    return float(m.coef_[0, 0]), float(m.intercept_[0])
+
+
+def _operating_points(
+    probs: Array,
+    labels: Array,
+    costs: Array,
+    mean_cost: Array,
+    ref: int,
+    floors: Sequence[float],
+    margin: float,
+) -> list[dict[str, Any]]:
+    ref_acc = float(labels[:, ref].mean())
+    ref_cost = float(costs[:, ref].sum())
+    grid = np.arange(OFFSET_MIN, OFFSET_MAX + OFFSET_STEP / 2, OFFSET_STEP)
+    table = []
+    for floor in floors:
+        target = (floor + margin) * ref_acc
+        chosen: tuple[float, float, float] | None = None
+        for o in grid:
+            acc, cost = _score(route(probs, mean_cost, floor, float(o)), labels, costs)
+            if acc < target:
+                break
+            chosen = (float(o), acc, cost)
+        reachable = chosen is not None
+        if chosen is None:
+            acc, cost = _score(route(probs, mean_cost, floor, OFFSET_MIN), labels, costs)
+            chosen = (OFFSET_MIN, acc, cost)
+        o, acc, cost = chosen
+        table.append(
+            {
+                "floor": round(floor, 6),
+                "offset": round(o, 6),
+                "reachable": reachable,
+                "cv_accuracy_ratio": round(acc / ref_acc, 4) if ref_acc else None,
+                "cv_saving": round(1 - cost / ref_cost, 4) if ref_cost else None,
+            }
+        )
+    return table
+
+
+def train(
+    data: Labelled,
+    *,
+    reference: str | None = None,
+    floor: float | None = None,
+    features: dict[str, Any] | None = None,
+    c: float = 0.25,
+    folds: int = 5,
+    margin: float = 0.005,
+    floors: Sequence[float] = DEFAULT_FLOORS,
+) -> dict[str, Any]:
+    """The model file (a JSON-ready dict) for ``data``."""
+    import orjson
+
+    cfg_json = _core.feature_config(orjson.dumps(features or {}).decode())
+    cfg = orjson.loads(cfg_json)
+    x = feature_matrix(data.items, cfg_json)
+    n, k = data.labels.shape
+    if n < folds:
+        raise ValueError(f"{n} labelled rows; cross-validation needs at least {folds}")
+    if reference is None:
+        reference = data.families[int(np.nanargmax(np.nanmean(data.labels, axis=0)))]
+    if reference not in data.families:
+        raise ValueError(f"reference {reference!r} is not a family of the data {data.families}")
+    ref = data.families.index(reference)
+    width = x.shape[1]
+    coef = np.zeros((width, k))
+    intercept = np.zeros(k)
+    oof = np.full((n, k), np.nan)
+    splits = list(KFold(folds, shuffle=True, random_state=0).split(np.arange(n)))
+    for train_rows, test_rows in splits:
+        for j in range(k):
+            rows = train_rows[~np.isnan(data.labels[train_rows, j])]
+            if len(rows) == 0:
+                continue
+            w, b = _fit(x[rows], data.labels[rows, j], c)
+            coef[:, j] += w / folds
+            intercept[j] += b / folds
+            oof[test_rows, j] = x[test_rows] @ w + b
+    platt_a = np.zeros(k)
+    platt_b = np.zeros(k)
+    for j in range(k):
+        have = ~np.isnan(data.labels[:, j]) & ~np.isnan(oof[:, j])
+        platt_a[j], platt_b[j] = _platt(oof[have, j], data.labels[have, j])
+    probs = 1 / (1 + np.exp(-(platt_a * np.nan_to_num(oof) + platt_b)))
+    mean_cost = np.array(
+        [float(np.nanmean(col)) if (~np.isnan(col)).any() else 0.0 for col in data.costs.T]
+    )
+    complete = data.complete() & ~np.isnan(data.costs).any(axis=1)
+    table_floors = sorted({*floors, *([floor] if floor is not None else [])})
+    if complete.sum() >= folds:
+        table = _operating_points(
+            probs[complete],
+            data.labels[complete],
+            data.costs[complete],
+            mean_cost,
+            ref,
+            table_floors,
+            margin,
+        )
+        method = "cross-validation"
+    else:
+        table, method = [], "uncalibrated (no rows labelled for every family)"
+    nz = np.flatnonzero(np.abs(coef).max(axis=1) > 1e-8)
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "features": cfg,
+        "families": list(data.families),
+        "intercepts": [float(f"{v:.7g}") for v in intercept],
+        "weights": {
+            "rows": [int(i) for i in nz],
+            "values": [float(f"{v:.6g}") for v in coef[nz].ravel()],
+        },
+        "calibration": {
+            "method": "platt",
+            "a": [float(f"{v:.7g}") for v in platt_a],
+            "b": [float(f"{v:.7g}") for v in platt_b],
+        },
+        "mean_cost_usd": {f: float(f"{v:.6g}") for f, v in zip(data.families, mean_cost, strict=False)},
+        "accuracy": {
+            f: None if np.isnan(a) else round(float(a), 4)
+            for f, a in zip(data.families, np.nanmean(data.labels, axis=0), strict=False)
+        },
+        "operating_points": {
+            "rule": "feasible when q >= clamp(floor * q_best - offset(floor), 0, q_best)",
+            "reference": reference,
+            "method": method,
+            "margin": margin,
+            "default_floor": floor,
+            "table": table,
+        },
+        "training": {
+            "rows": n,
+            "skipped_rows": data.skipped,
+            "complete_rows": int(complete.sum()),
+            "folds": folds,
+            "C": c,
+            "model": "logistic regression per family (liblinear, L2), mean of fold models",
+        },
+    }
