@@ -132,6 +132,9 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+DECISIONS_US: list[float] = []
+
+
 async def one(session: aiohttp.ClientSession, url: str, stream: bool) -> float:
     """Latency in ms: whole response, or time to the first body byte when streaming."""
     data = request_body(stream)
@@ -139,6 +142,9 @@ async def one(session: aiohttp.ClientSession, url: str, stream: bool) -> float:
     async with session.post(url, data=data, headers={"content-type": "application/json"}) as resp:
         if resp.status != 200:
             raise RuntimeError(f"{url}: status {resp.status}: {await resp.text()}")
+        decision = resp.headers.get("x-tiergate-decision-us")
+        if decision is not None:
+            DECISIONS_US.append(float(decision))
         if stream:
             await resp.content.readany()
             elapsed = time.perf_counter() - start
@@ -220,7 +226,12 @@ def render(
                 f"| {mode} | {concurrency} | {d['p50']:.3f} | {ab50:.3f} | {at50:.3f} | {at50 / ab50:.2f} | "
                 f"{ab99:.3f} | {at99:.3f} | {at99 / ab99:.2f} | {b['rps']:.0f} | {t['rps']:.0f} | {t['rps'] / b['rps']:.2f} |"
             )
+    c1 = res[("tiergate", 1, False)]["p50"] - res[("direct", 1, False)]["p50"]
+    decision = statistics.median(DECISIONS_US) if DECISIONS_US else float("nan")
     lines += [
+        "",
+        f"Routing decision (planner, from `x-tiergate-decision-us`): median {decision:.1f} µs, "
+        f"{decision / 1000 / c1 * 100:.1f}% of tiergate's added p50 at concurrency 1.",
         "",
         f"tiergate resident memory after the run: {rss:.1f} MB (target < 100 MB); "
         f"start-up to ready: {ready_s:.2f} s (target < 1.5 s).",
