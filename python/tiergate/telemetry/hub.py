@@ -41,6 +41,9 @@ log = logging.getLogger("tiergate.telemetry")
 
 T = TypeVar("T")
 BATCH = 256
+# After the first item of a batch arrives, a worker waits this long for more, so that
+# under load it wakes a few times a second instead of once per request.
+LINGER_S = 0.05
 
 
 class _Worker(Generic[T]):
@@ -76,6 +79,7 @@ class _Worker(Generic[T]):
         q = self._queue
         while True:
             batch = [await q.get()]
+            await asyncio.sleep(LINGER_S)
             while len(batch) < BATCH and not q.empty():
                 batch.append(q.get_nowait())
             try:
