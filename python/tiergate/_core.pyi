@@ -22,6 +22,7 @@ __all__ = [
     "RELAX_LATENCY",
     "RELAX_QUALITY",
     "STRUCTURE_FEATURES",
+    "SAFETY_KINDS",
     "TRANSPORT_FIELDS",
     "V_CAPABILITY",
     "V_CONTEXT",
@@ -45,6 +46,7 @@ __all__ = [
     "feature_config",
     "features_batch",
     "request_key",
+    "scan_text",
 ]
 
 # ----------------------------------------------------------------- request key
@@ -90,6 +92,20 @@ def estimate_tokens(body: bytes) -> int:
 
 def estimate_text_tokens(text: str) -> int:
     """Approximate cl100k_base tokens of one text (no message overhead)."""
+
+# ---------------------------------------------------------------------- safety
+SAFETY_KINDS: Final[tuple[str, ...]]
+"""Finding kinds by code: ``email`` 0, ``phone`` 1, ``card`` 2, ``national_id`` 3,
+``aws_key`` 4, ``api_key`` 5, ``private_key`` 6, ``bearer_token`` 7, ``injection`` 8
+(the order of ``tiergate.safety.INPUT_KINDS``)."""
+
+def scan_text(text: str, injection: bool = True) -> list[tuple[int, int, int]]:
+    """Every PII, secret and (with ``injection``) prompt-injection finding in ``text`` as
+    ``(kind code, start, end)``: byte offsets into ``text.encode("utf-8")``, sorted and
+    disjoint (overlaps merged into the earlier span). Spans start and end on ASCII bytes
+    or the end, so slicing the encoded text never splits a character. The same spans as
+    the pure-Python ``tiergate.safety.detectors.find_spans_reference``. A text with lone
+    surrogates raises ``UnicodeEncodeError``."""
 
 # ---------------------------------------------------------------------- window
 WINDOW_RELATIVE_ACCURACY: Final[float]

@@ -1,7 +1,11 @@
 """Text detectors. Found spans never leave this module as text: callers keep kind and location.
 
+The scan runs in the Rust core (``rust/tiergate-core/src/safety.rs``, ``_core.scan_text``);
+the Python implementation below is its reference, kept for the tests (and for text that
+is not valid UTF-8). Both work the same way.
+
 Python's ``re`` tries every alternative at every position, which costs hundreds of µs per
-KB for a combined pattern. So the scan works in two steps, both in C:
+KB for a combined pattern. So the scan works in two steps:
 
 1. *anchors*: cheap whole-text passes that find where a match could start: a
    ``bytes.translate`` to a character-class mask followed by a literal search (long
@@ -11,7 +15,7 @@ KB for a combined pattern. So the scan works in two steps, both in C:
 
 The text is scanned as UTF-8 bytes. Every pattern matches ASCII only, so a span never
 splits a multi-byte character and redaction can work on bytes and decode afterwards.
-``benches/bench_safety.py`` measures the cost per KB (budget: 20 µs/KB).
+``benches/bench_safety.py`` measures the cost per KB of both (budget: 20 µs/KB).
 
 Kinds (the stable names used in findings, metrics and block messages):
 
@@ -33,7 +37,18 @@ from __future__ import annotations
 import re
 from typing import Final, NamedTuple
 
-__all__ = ["INPUT_KINDS", "Span", "find_spans", "luhn_ok", "redact_spans", "redact_text"]
+from tiergate._core import SAFETY_KINDS
+from tiergate._core import scan_text as _scan_text
+
+__all__ = [
+    "INPUT_KINDS",
+    "Span",
+    "find_spans",
+    "find_spans_reference",
+    "luhn_ok",
+    "redact_spans",
+    "redact_text",
+]
 
 INPUT_KINDS: Final = (
     "email",
@@ -46,6 +61,8 @@ INPUT_KINDS: Final = (
     "bearer_token",
     "injection",
 )
+_KIND_NAMES: Final = SAFETY_KINDS
+assert tuple(SAFETY_KINDS) == INPUT_KINDS, "core and Python kind tables differ"
 
 
 class Span(NamedTuple):
@@ -276,7 +293,19 @@ def _inside_failed_card(raw: bytes, lo: int, hi: int) -> list[Span]:
 
 
 def find_spans(text: str, *, injection: bool = True) -> list[Span]:
-    """Every detector match in ``text`` as byte spans of its UTF-8 form, sorted and disjoint."""
+    """Every detector match in ``text`` as byte spans of its UTF-8 form, sorted and disjoint.
+
+    Runs the Rust core's one-pass port (``_core.scan_text``); a text that cannot be UTF-8
+    (lone surrogates) takes the pure-Python path, which is also the tests' reference."""
+    try:
+        found = _scan_text(text, injection)
+    except UnicodeEncodeError:
+        return find_spans_reference(text, injection=injection)
+    return [Span(_KIND_NAMES[k], start, end) for k, start, end in found]
+
+
+def find_spans_reference(text: str, *, injection: bool = True) -> list[Span]:
+    """The pure-Python detectors :func:`find_spans` must agree with (same spans, same order)."""
     return _scan(text.encode("utf-8", "surrogatepass"), injection)
 
 

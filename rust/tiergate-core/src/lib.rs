@@ -4,7 +4,8 @@
 //! * [`window`]: sliding-window latency quantiles;
 //! * [`tokens`]: prompt-token estimate of a chat request;
 //! * [`policy`]: the router that ranks candidates for one request;
-//! * [`rawjson`]: the request-body parser that keeps strings as input slices.
+//! * [`rawjson`]: the request-body parser that keeps strings as input slices;
+//! * [`safety`]: PII, secret and prompt-injection spans in one text.
 #![forbid(unsafe_code)]
 // Every fallible function returns a `CoreError` naming the input it rejected (see
 // `error.rs`); an `# Errors` section on each would repeat that.
@@ -17,6 +18,7 @@ pub mod json;
 pub mod policy;
 pub mod quality;
 pub mod rawjson;
+pub mod safety;
 pub mod tokens;
 pub mod window;
 

@@ -16,6 +16,7 @@ use pyo3::types::{PyBytes, PyTuple};
 use tiergate_core::{hash, policy, tokens, window, CoreError, ErrorKind};
 
 mod classifier;
+mod safety;
 
 fn to_py(e: CoreError) -> PyErr {
     match e.kind {
@@ -357,6 +358,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<LatencyWindow>()?;
     m.add_class::<Router>()?;
     classifier::register(m)?;
+    safety::register(m)?;
     m.add(
         "TRANSPORT_FIELDS",
         PyTuple::new(m.py(), hash::TRANSPORT_FIELDS)?,
