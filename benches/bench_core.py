@@ -70,6 +70,9 @@ def boundary_rows() -> list[tuple[str, float, float, float, str]]:
     for i in range(16):
         for k in range(50):
             router.record(i, 150.0 + k, 8.0, 900.0, now=1.0)
+    small = json.dumps(
+        {"model": "auto", "messages": [{"role": "user", "content": PARAGRAPH[:420]}]}
+    ).encode()  # ~500 B, the size of a typical single-turn request
     noop = _core._noop
     key = _core.request_key
     est = _core.estimate_tokens
@@ -77,6 +80,7 @@ def boundary_rows() -> list[tuple[str, float, float, float, str]]:
     cases: list[tuple[str, Callable[[], object], float, str]] = [
         ("request_key, 4 KB body", lambda: key(body, "tenant"), 4_000, "≤ 4 µs"),
         ("estimate_tokens, 4 KB body", lambda: est(body), 10_000, "≤ 10 µs"),
+        ("estimate_tokens, 500 B body", lambda: est(small), 0, ""),
         ("LatencyWindow.record", lambda: window.record(42.0, 2.0), 0, "(Rust ≤ 150 ns)"),
         ("LatencyWindow.quantile(0.95)", lambda: window.quantile(0.95, 2.0), 1_000, "≤ 1 µs"),
         (
