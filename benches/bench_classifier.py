@@ -1,0 +1,171 @@
+"""Learned classifier: scoring cost from Python beside an empty core call, and routing
+figures on a held-out split of the RouterBench training data.
+
+Held-out split: ``xxh64(sample_id) % 4 == 0`` (about 25%), never used for training or
+for choosing the operating point (``tiergate.classifier.data.held_out``). The model is
+trained on the rest, exactly as ``tiergate classifier train`` does, and cached under
+the system temp directory so ``bench_routing_e2e`` reuses it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from tiergate import _core
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data" / "routing" / "routerbench"
+REFERENCE = "gpt-4-1106-preview"
+FLOOR = 0.95
+
+
+def trained() -> tuple[Path, Path, Path]:
+    """(model file, train dir, held-out dir), built once per data set version."""
+    from tiergate.classifier.data import load_dir, split_csvs
+    from tiergate.classifier.train import train
+
+    digest = hashlib.sha256()
+    for p in sorted(DATA.glob("*.csv")):
+        digest.update(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}".encode())
+    src = (REPO / "python" / "tiergate" / "classifier" / "train.py").read_bytes()
+    digest.update(hashlib.sha256(src).digest())
+    root = Path(tempfile.gettempdir()) / f"tiergate-bench-classifier-{digest.hexdigest()[:12]}"
+    model = root / "model.json"
+    train_dir, held_dir = root / "train", root / "held"
+    if not model.exists():
+        split_csvs(DATA, train_dir, held_dir)
+        doc = train(load_dir(train_dir), reference=REFERENCE, floor=FLOOR)
+        tmp = model.with_suffix(".tmp")
+        tmp.write_bytes(orjson.dumps(doc))
+        tmp.replace(model)
+    return model, train_dir, held_dir
+
+
+def _per_call_ns(fn: Any, arg: Any, batches: int = 300, per: int = 200) -> list[float]:
+    out = []
+    for _ in range(batches):
+        t = time.perf_counter_ns()
+        for _ in range(per):
+            fn(arg)
+        out.append((time.perf_counter_ns() - t) / per)
+    return out
+
+
+def _noop_ns(batches: int = 300, per: int = 200) -> list[float]:
+    noop = _core._noop
+    out = []
+    for _ in range(batches):
+        t = time.perf_counter_ns()
+        for _ in range(per):
+            noop()
+        out.append((time.perf_counter_ns() - t) / per)
+    return out
+
+
+def scoring(model: _core.QualityModel) -> list[str]:
+    # A 2 KB prompt: an ARC-style few-shot prompt, as a chat-completions body.
+    question = (
+        "George wants to warm his hands quickly by rubbing them. Which skin surface will "
+        "produce the most heat?\nA) dry palms\nB) wet palms\nC) palms covered with oil\n"
+        "D) palms covered with lotion\nPrint only a single choice from A or B or C or D "
+        "without explanation.\nAnswer:\nA\n\n"
+    )
+    text = (question * 8)[:2048]
+    body = orjson.dumps(
+        {"model": "auto", "messages": [{"role": "user", "content": text}], "max_tokens": 64}
+    )
+    _per_call_ns(model.predict, body, 20, 50)  # warm up
+    noop = _noop_ns()
+    body_ns = _per_call_ns(model.predict, body)
+    text_ns = _per_call_ns(model.predict, text)
+    med = statistics.median
+    return [
+        f"Scoring one request for all {len(model)} families from Python, prompt of "
+        f"{len(text)} bytes (median per call over 300 batches of 200, same run):",
+        "",
+        "| call | median µs | vs `_noop()` |",
+        "|---|---:|---:|",
+        f"| `_core._noop()` | {med(noop) / 1000:.3f} | 1× |",
+        f"| `QualityModel.predict(body: bytes)` | {med(body_ns) / 1000:.2f} | "
+        f"{med(body_ns) / med(noop):.0f}× |",
+        f"| `QualityModel.predict(text: str)` | {med(text_ns) / 1000:.2f} | "
+        f"{med(text_ns) / med(noop):.0f}× |",
+        "",
+        f"Target ≤ 20 µs median: {'met' if med(body_ns) <= 20_000 else 'NOT met'}.",
+    ]
+
+
+def _fmt(r: dict[str, Any]) -> list[str]:
+    bs = r["best_single"]
+    return [
+        "| policy | accuracy | cost USD | accuracy ratio | saving |",
+        "|---|---:|---:|---:|---:|",
+        f"| router (floor {r['floor']}, offset {r['offset']:+.4f}) | {r['router']['accuracy']:.4f}"
+        f" | {r['router']['cost_usd']:.4f} | {r['accuracy_ratio']:.4f} | {r['saving']:.1%} |",
+        f"| reference `{r['reference']['model']}` | {r['reference']['accuracy']:.4f} | "
+        f"{r['reference']['cost_usd']:.4f} | 1 | 0% |",
+        (
+            f"| best single `{bs['model']}` | {bs['accuracy']:.4f} | {bs['cost_usd']:.4f} | "
+            f"{bs['accuracy'] / r['reference']['accuracy']:.4f} | "
+            f"{1 - bs['cost_usd'] / r['reference']['cost_usd']:.1%} |"
+            if bs
+            else f"| best single | none reaches {r['floor']} × reference | | | |"
+        ),
+        f"| oracle | {r['oracle']['accuracy']:.4f} | {r['oracle']['cost_usd']:.4f} | "
+        f"{r['oracle']['accuracy'] / r['reference']['accuracy']:.4f} | "
+        f"{1 - r['oracle']['cost_usd'] / r['reference']['cost_usd']:.1%} |",
+    ]
+
+
+def run() -> str:
+    out = ["## Learned classifier (issue 6)", ""]
+    if not DATA.is_dir():
+        return "\n".join([*out, f"Skipped: {DATA} is absent.", ""])
+    from tiergate.classifier import evaluate as ev
+    from tiergate.classifier.data import load_dir
+
+    start = time.perf_counter()
+    model_path, _, held_dir = trained()
+    model, doc = ev.load_model(model_path)
+    setup_s = time.perf_counter() - start
+    out += scoring(model)
+    held = load_dir(held_dir)
+    result = ev.evaluate(model, doc, held, REFERENCE, FLOOR)
+    row = next(r for r in doc["operating_points"]["table"] if r["floor"] == FLOOR)
+    ok_ratio = result["accuracy_ratio"] >= 0.95
+    ok_saving = result["saving"] >= 0.70
+    out += [
+        "",
+        f"Held-out routing (25% of the training CSVs by `xxh64(sample_id) % 4 == 0`, "
+        f"n={result['n']}; never used to train or to choose the operating point), floor "
+        f"{FLOOR}, reference `{REFERENCE}`; decisions use each model's mean cost per call "
+        "from the training split, accuracy and cost are the data's for the chosen model:",
+        "",
+        *_fmt(result),
+        "",
+        f"Cross-validated on the training split at floor {FLOOR}: accuracy ratio "
+        f"{row['cv_accuracy_ratio']}, saving {row['cv_saving']:.1%} "
+        f"({doc['training']['rows']} prompts, {doc['training']['folds']} folds, "
+        f"margin {doc['operating_points']['margin']}).",
+        "",
+        f"Targets (accuracy ratio ≥ 0.95, saving ≥ 70%): ratio "
+        f"{'met' if ok_ratio else 'NOT met'}, saving {'met' if ok_saving else 'NOT met'}. "
+        "Routed share: "
+        + ", ".join(f"`{k}` {v:.0%}" for k, v in sorted(result["routed_share"].items())),
+        "",
+        f"(Model file {model_path.stat().st_size / 1e6:.1f} MB; split + training (or the cache) "
+        f"{setup_s:.0f} s.)",
+        "",
+    ]
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    print(run())

@@ -1,0 +1,167 @@
+"""Training, evaluation and the data loaders: a tiny synthetic set in the normal suite,
+the real RouterBench CSVs through the CLI when ../shared is present."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+
+from tiergate import _core
+from tiergate.classifier.data import DataError, Labelled, load_dir, load_records, split_csvs
+from tiergate.classifier.train import route, train
+
+HEADER = ",sample_id,prompt,eval_name,small,big,small|model_response,big|model_response,small|total_cost,big|total_cost\n"
+
+
+def synthetic(n: int = 120, seed: int = 0) -> Labelled:
+    """Easy prompts both families answer; hard ones only the big family does."""
+    rng = np.random.default_rng(seed)
+    items: list[str | bytes] = []
+    labels = []
+    for i in range(n):
+        hard = i % 2 == 1
+        topic = ["cats", "trains", "rivers", "songs"][i % 4]
+        if hard:
+            items.append(f"Prove the integral identity {i} step by step about {topic} ∫ theorem")
+            labels.append([float(rng.random() < 0.1), float(rng.random() < 0.95)])
+        else:
+            items.append(f"What colour are {topic}? quick question {i}")
+            labels.append([float(rng.random() < 0.95), float(rng.random() < 0.97)])
+    lab = np.array(labels)
+    costs = np.tile([0.001, 0.02], (n, 1))
+    return Labelled(items, [str(i) for i in range(n)], ["small", "big"], lab, costs)
+
+
+def test_small_training_run_learns_easy_from_hard(tmp_path: Path) -> None:
+    data = synthetic()
+    doc = train(data, reference="big", floor=0.95, c=4.0, floors=(0.9, 0.95))
+    assert doc["format"] == "tiergate.quality_model" and doc["version"] == 1
+    assert doc["operating_points"]["reference"] == "big"
+    assert [r["floor"] for r in doc["operating_points"]["table"]] == [0.9, 0.95]
+    model = _core.QualityModel.from_json(orjson.dumps(doc))
+    easy = model.predict("What colour are boats? quick question 999")
+    hard = model.predict("Prove the integral identity 999 step by step about boats ∫ theorem")
+    assert easy[0] > 0.7 and hard[0] < 0.4 and hard[1] > 0.7
+    probs = np.array([easy, hard])
+    cost = np.array([0.001, 0.02])
+    offset = model.offset(0.95)
+    assert list(route(probs, cost, 0.95, offset)) == [0, 1]
+
+
+def test_records_jsonl_train_per_tenant(tmp_path: Path) -> None:
+    data = synthetic(60)
+    lines = []
+    for i, item in enumerate(data.items):
+        for j, fam in enumerate(data.families):
+            lines.append(
+                {"id": str(i), "prompt": item, "family": fam, "score": float(data.labels[i, j]),
+                 "cost_usd": float(data.costs[i, j]), "tenant": "a" if i % 3 else "b"}
+            )  # fmt: skip
+    lines.append({"id": "x", "prompt": "unscored", "family": "small", "score": None})
+    path = tmp_path / "records.jsonl"
+    path.write_bytes(b"".join(orjson.dumps(x) + b"\n" for x in lines))
+    every = load_dir(tmp_path)
+    assert len(every) == 60 and every.skipped == 1 and every.families == ["big", "small"]
+    only_a = load_records([path], tenant="a")
+    assert len(only_a) == 40
+    doc = train(only_a, floors=(0.95,))
+    assert doc["operating_points"]["method"] == "cross-validation"
+    _core.QualityModel.from_json(orjson.dumps(doc))
+
+
+def _csv(tmp_path: Path, body: str) -> Path:
+    d = tmp_path / "data"
+    d.mkdir(exist_ok=True)
+    (d / "set.csv").write_text(HEADER + body, encoding="utf-8")
+    return d
+
+
+def test_empty_labels_are_skipped_and_counted(tmp_path: Path) -> None:
+    d = _csv(
+        tmp_path,
+        "0,s0,\"['Q one?']\",e,1.0,1.0,a,b,0.1,0.2\n"
+        "1,s1,\"['Q two']\",e,,1.0,a,b,0.1,0.2\n"
+        "2,s2,\"['Q three']\",e,0.0,1.0,a,b,0.1,0.2\n",
+    )
+    data = load_dir(d)
+    assert len(data) == 2 and data.skipped == 1
+    assert data.items == ["Q one?", "Q three"]
+
+
+@pytest.mark.parametrize(
+    ("row", "needle"),
+    [
+        ("0,s0,\"['Q']\",e,1.0,1.0,a,b,0.1\n", "set.csv:2: 9 cells, the header has 10"),
+        ("0,s0,\"['Q']\",e,yes,1.0,a,b,0.1,0.2\n", "set.csv:2:"),
+        ("0,s0,\"['Q']\",e,2.0,1.0,a,b,0.1,0.2\n", "set.csv:2: labels must be 0 or 1"),
+        ("0,s0,\"['Q']\",e,1.0,1.0,a,b,cheap,0.2\n", "set.csv:2:"),
+    ],
+)
+def test_malformed_csv_names_file_and_line(tmp_path: Path, row: str, needle: str) -> None:
+    d = _csv(tmp_path, "0,s0,\"['ok']\",e,1.0,1.0,a,b,0.1,0.2\n".replace("0,s0", "9,s9") + row)
+    with pytest.raises(DataError, match=needle.replace("2:", "3:")):
+        load_dir(d)
+
+
+def test_malformed_jsonl_names_file_and_line(tmp_path: Path) -> None:
+    (tmp_path / "r.jsonl").write_text('{"prompt": "a", "family": "x", "score": 1}\n{oops\n')
+    with pytest.raises(DataError, match=r"r\.jsonl:2: invalid JSON"):
+        load_dir(tmp_path)
+    (tmp_path / "r.jsonl").write_text('{"prompt": "a", "family": "x", "score": 7}\n')
+    with pytest.raises(DataError, match=r"r\.jsonl:1: `score`"):
+        load_dir(tmp_path)
+
+
+def test_cli_reports_a_bad_file_without_a_traceback(tmp_path: Path) -> None:
+    d = _csv(tmp_path, "0,s0,\"['Q']\",e,1.0\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "tiergate.cli", "classifier", "train", "--data", str(d),
+         "--out", str(tmp_path / "m.json")],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert "set.csv:2:" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.shared
+def test_cli_train_and_eval_on_routerbench(routing_data: Path, tmp_path: Path) -> None:
+    # Train on the 25% split (fast), evaluate on the other 75%: never seen.
+    src = routing_data / "routerbench"
+    seen, unseen = tmp_path / "small", tmp_path / "rest"
+    split_csvs(src, unseen, seen)
+    model = tmp_path / "model.json"
+    cli = [sys.executable, "-m", "tiergate.cli", "classifier"]
+    proc = subprocess.run(
+        [*cli, "train", "--data", str(seen), "--out", str(model),
+         "--reference", "gpt-4-1106-preview", "--floor", "0.95"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    proc = subprocess.run(
+        [*cli, "eval", "--model", str(model), "--data", str(unseen),
+         "--reference", "gpt-4-1106-preview", "--floor", "0.95", "--json"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["n"] > 1500
+    for key in ("router", "reference", "oracle"):
+        assert set(out[key]) >= {"accuracy", "cost_usd"}
+    assert out["saving"] == pytest.approx(
+        1 - out["router"]["cost_usd"] / out["reference"]["cost_usd"]
+    )
+    assert out["accuracy_ratio"] == pytest.approx(
+        out["router"]["accuracy"] / out["reference"]["accuracy"]
+    )
+    assert (
+        out["best_single"] is None
+        or out["best_single"]["accuracy"] >= 0.95 * out["reference"]["accuracy"]
+    )
+    assert out["accuracy_ratio"] > 0.85 and out["saving"] > 0.4
+    assert out["oracle"]["accuracy"] >= out["router"]["accuracy"]
