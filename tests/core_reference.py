@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import json
 import math
+import struct
 from collections.abc import Sequence
-from decimal import Decimal
 from typing import Any
 
 import xxhash
@@ -99,13 +99,7 @@ def canonicalise(obj: dict[str, Any]) -> dict[str, Any]:
 def format_float(f: float) -> str:
     if f == int(f) and -(2**63) <= f < 2**63:
         return str(int(f))
-    d = Decimal(repr(f)).normalize()
-    sign, digits, exp = d.as_tuple()
-    assert isinstance(exp, int)
-    mant = "".join(map(str, digits))
-    e = exp + len(digits) - 1
-    mant = mant[0] + ("." + mant[1:] if len(mant) > 1 else "")
-    return ("-" if sign else "") + mant + "e" + str(e)
+    return f"0x{struct.unpack('>Q', struct.pack('>d', f))[0]:016x}"
 
 
 def dump(v: Any) -> str:

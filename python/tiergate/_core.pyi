@@ -76,7 +76,7 @@ def request_key(body: bytes, tenant: str = "") -> bytes:
       (exactly those keys) becomes ``s``;
     * serialised compactly with keys sorted by UTF-8 bytes, strings escaped as serde_json
       does, integral numbers in [-2^63, 2^63) as integers (``1.0`` → ``1``, ``-0.0`` →
-      ``0``), other numbers in Rust's shortest ``{:e}`` form (``0.7`` → ``7e-1``).
+      ``0``), other numbers as the hex bits of their f64 (``0.7`` → ``0x3fe6666666666666``).
 
     ``model`` is part of the key."""
 

@@ -39,9 +39,10 @@
 //!    whitespace, strings escaped as `serde_json` does (`\"`, `\\`, `\b`, `\f`, `\n`,
 //!    `\r`, `\t`, other control characters as `\u00xx` lowercase, nothing else), numbers
 //!    normalised: a value that is integral and in `[-2^63, 2^63)` is written as an integer
-//!    (`1.0` → `1`, `-0.0` → `0`); any other value is written as its shortest round-trip
-//!    `f64` in Rust's `{:e}` form (`0.7` → `7e-1`, `1e20` → `1e20`, `2^64-1` →
-//!    `1.8446744073709552e19`). Numbers that overflow `f64` are rejected by the parser.
+//!    (`1.0` → `1`, `-0.0` → `0`); any other value is written as the bits of its `f64`
+//!    in hexadecimal (`0.7` → `0x3fe6666666666666`, `1e20` → `0x4415af1d78b58c40`): every
+//!    spelling of the same number gives the same bits, and no decimal printer's rounding
+//!    of ties is involved. Numbers that overflow `f64` are rejected by the parser.
 //!
 //! # Key
 //!
@@ -410,7 +411,9 @@ fn write_f64(f: f64, out: &mut Vec<u8>) {
     if f.fract() == 0.0 && (-TWO_POW_63..TWO_POW_63).contains(&f) {
         let _ = write!(Adapter(out), "{}", f as i64);
     } else {
-        let _ = write!(Adapter(out), "{f:e}");
+        // The bits themselves: shortest-decimal printers disagree on ties (Python's repr
+        // rounds half to even, Rust's `{:e}` does not), the bits never do.
+        let _ = write!(Adapter(out), "0x{:016x}", f.to_bits());
     }
 }
 
@@ -567,7 +570,7 @@ mod tests {
     fn numbers_normalise() {
         assert_eq!(
             canon(r#"{"a":1.0,"b":-0.0,"c":0.7,"d":1e20,"e":18446744073709551615}"#),
-            r#"{"a":1,"b":0,"c":7e-1,"d":1e20,"e":1.8446744073709552e19}"#
+            r#"{"a":1,"b":0,"c":0x3fe6666666666666,"d":0x4415af1d78b58c40,"e":0x43f0000000000000}"#
         );
     }
 
