@@ -21,8 +21,8 @@ __all__ = [
     "RELAX_COST",
     "RELAX_LATENCY",
     "RELAX_QUALITY",
-    "STRUCTURE_FEATURES",
     "SAFETY_KINDS",
+    "STRUCTURE_FEATURES",
     "TRANSPORT_FIELDS",
     "V_CAPABILITY",
     "V_CONTEXT",
@@ -248,9 +248,7 @@ buckets (see ``rust/tiergate-core/src/features.rs`` for each value)."""
 QUALITY_MODEL_VERSION: Final[int]
 """The model-file version this core reads (1)."""
 
-def features_batch(
-    items: Iterable[str | bytes], config: str
-) -> tuple[bytes, bytes, bytes]:
+def features_batch(items: Iterable[str | bytes], config: str) -> tuple[bytes, bytes, bytes]:
     """CSR arrays of the classifier's features, one row per item (``str``: a prompt text,
     ``bytes``: a chat-completions body): ``(indices int32, values float32, indptr int64)``,
     little-endian bytes for ``numpy.frombuffer``; width ``dim + len(STRUCTURE_FEATURES)``.

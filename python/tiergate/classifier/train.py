@@ -223,7 +223,9 @@ def train(
             "a": [float(f"{v:.7g}") for v in platt_a],
             "b": [float(f"{v:.7g}") for v in platt_b],
         },
-        "mean_cost_usd": {f: float(f"{v:.6g}") for f, v in zip(data.families, mean_cost, strict=False)},
+        "mean_cost_usd": {
+            f: float(f"{v:.6g}") for f, v in zip(data.families, mean_cost, strict=False)
+        },
         "accuracy": {
             f: None if np.isnan(a) else round(float(a), 4)
             for f, a in zip(data.families, np.nanmean(data.labels, axis=0), strict=False)
