@@ -117,7 +117,12 @@ def test_no_secret_anywhere(stack: tuple[Stack, Path, Path]) -> None:
     chat(s, f"token {CANARY_KEY} and {CANARY_EMAIL} {uuid.uuid4().hex}")
     s.fault("gpt-4o-mini", "error", status=401)
     chat(s, f"auth failure {uuid.uuid4().hex}")
-    lines(log, 3)
+    s.clear_faults()
+    # A caller's own credentials never reach the logs or metrics.
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": uuid.uuid4().hex}]}
+    headered = s.post("/v1/chat/completions", body, {"authorization": f"Bearer {CANARY_KEY}"})
+    assert headered.status == 200
+    lines(log, 4)
     metrics = s.http.request("GET", s.server.admin_url + "/metrics").data.decode()
     for text in (log.read_text(), safety_log.read_text(), metrics):
         assert CANARY_KEY not in text
