@@ -37,7 +37,10 @@ class Recorded:
 
     @property
     def size(self) -> int:
-        return len(self.body) + sum(len(f) for f in self.frames) + 64 * len(self.headers) + 128
+        """Bytes this entry holds in memory, Python's object overheads included."""
+        frames = sum(len(f) + 40 for f in self.frames)
+        headers = sum(len(k) + len(v) + 130 for k, v in self.headers)
+        return len(self.body) + frames + headers + 400
 
 
 class Store(Protocol):
@@ -51,7 +54,7 @@ class MemoryStore:
 
     __slots__ = ("_bytes", "_entries", "max_bytes")
 
-    def __init__(self, max_bytes: int = 64 * 1024 * 1024) -> None:
+    def __init__(self, max_bytes: int = 16 * 1024 * 1024) -> None:
         self.max_bytes = max_bytes
         self._entries: OrderedDict[bytes, tuple[float, Recorded]] = OrderedDict()
         self._bytes = 0
