@@ -103,11 +103,13 @@ def scoring(model: _core.QualityModel) -> list[str]:
 
 
 def _fmt(r: dict[str, Any]) -> list[str]:
+    from tiergate.classifier.evaluate import point_label
+
     bs = r["best_single"]
     return [
         "| policy | accuracy | cost USD | accuracy ratio | saving |",
         "|---|---:|---:|---:|---:|",
-        f"| router (floor {r['floor']}, offset {r['offset']:+.4f}) | {r['router']['accuracy']:.4f}"
+        f"| router (floor {r['floor']}, {point_label(r)}) | {r['router']['accuracy']:.4f}"
         f" | {r['router']['cost_usd']:.4f} | {r['accuracy_ratio']:.4f} | {r['saving']:.1%} |",
         f"| reference `{r['reference']['model']}` | {r['reference']['accuracy']:.4f} | "
         f"{r['reference']['cost_usd']:.4f} | 1 | 0% |",

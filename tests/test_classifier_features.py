@@ -208,6 +208,36 @@ def test_model_predicts_and_applies_the_floor_rule() -> None:
     assert m.offset(0.95) == pytest.approx(0.05)
     assert m.min_quality(0.9, 0.8) == pytest.approx(0.9 * 0.8 - 0.05)
     assert m.min_quality(0.0, 0.8) == 0.0
+    assert m.rule == "threshold" and m.cost_weight(0.9) == 0.0
+
+
+def test_version_2_utility_rule() -> None:
+    doc = _model(
+        version=2,
+        operating_points={
+            "rule": "utility",
+            "cost_usd": [0.001, 0.01],
+            "table": [{"floor": 0.9, "lambda": 100.0}, {"floor": 0.95, "lambda": 10.0}],
+        },
+    )
+    m = _core.QualityModel.from_json(orjson.dumps(doc))
+    assert m.rule == "utility" and m.costs == [0.001, 0.01]
+    assert m.operating_points == [(0.9, 100.0), (0.95, 10.0)]
+    assert m.cost_weight(0.925) == pytest.approx(55.0)
+    assert m.offset(0.9) == 0.0
+    assert m.utility_choice(0.9, [0.7, 0.9], [0.001, 0.01]) == 0
+    assert m.utility_choice(0.95, [0.7, 0.9], [0.001, 0.01]) == 1
+    assert m.utility_choice(0.0, [0.7, 0.9], [0.001, 0.01]) == 0
+    assert m.utility_choice(0.95, [], []) is None
+    with pytest.raises(ValueError):
+        m.utility_choice(0.95, [0.7], [0.001, 0.01])
+    for bad, needle in [
+        ({"rule": "utility", "table": []}, "cost_usd"),
+        ({"cost_usd": [0.1, -1.0], "table": []}, "negative"),
+        ({"cost_usd": [0.1, 0.1], "table": [{"floor": 0.9, "lambda": -1}]}, "lambda"),
+    ]:
+        with pytest.raises(ValueError, match=needle):
+            _core.QualityModel.from_json(orjson.dumps(_model(version=2, operating_points=bad)))
 
 
 @pytest.mark.parametrize(

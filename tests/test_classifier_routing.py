@@ -88,8 +88,35 @@ def test_explain_shows_the_predicted_qualities_and_the_threshold(stack: Stack) -
     body = orjson.loads(resp.data)
     q = {c["deployment"]: c["predicted_quality"] for c in body["candidates"]}
     assert q["gpt-4o"] > q["gpt-4o-mini"]
-    assert 0 < body["request"]["min_quality"] <= q["gpt-4o"]
+    # utility rule: the threshold is the winner's own prediction (explain rounds to 4)
+    assert body["request"]["min_quality"] == pytest.approx(q["gpt-4o"], abs=1e-4)
     assert body["plan"][0] == "gpt-4o"
+
+
+def test_planner_threshold_is_the_utility_winner(model_file: Path) -> None:
+    from tiergate import _core
+
+    planner = Planner(_config(model_file))
+    quality = planner.quality
+    model = _core.QualityModel.from_json(model_file.read_bytes())
+    assert model.rule == "utility"
+    names = planner.names
+    fam = {"gpt-4o-mini": "small", "gpt-4o": "big"}
+    costs = [model.costs[model.families.index(fam[n])] for n in names]
+    for floor in (0.5, 0.9, 0.95, 0.97, 1.0):
+        for qs in ([0.9, 0.95], [0.3, 0.9], [0.8, 0.81], [0.95, 0.9]):
+            q = dict(zip(["gpt-4o-mini", "gpt-4o"], qs, strict=True))
+            quals = [q[n] for n in names]
+            win = model.utility_choice(floor, quals, costs)
+            assert win is not None
+            thr = quality.floor(floor, quals, 0b11)
+            assert thr == quals[win]
+            # the core's "cheapest feasible" is then the winner
+            feasible = [i for i in range(2) if quals[i] >= thr]
+            assert min(feasible, key=lambda i: costs[i]) == win
+        # only one usable: it wins
+        assert quality.floor(floor, [0.1, 0.2], 0b01) == 0.1
+    assert quality.floor(0.0, [0.9, 0.95], 0b11) == 0.0
 
 
 def test_a_broken_model_file_is_a_config_error(tmp_path: Path, model_file: Path) -> None:

@@ -14,7 +14,7 @@ import pytest
 
 from tiergate import _core
 from tiergate.classifier.data import DataError, Labelled, load_dir, load_records, split_csvs
-from tiergate.classifier.train import route, train
+from tiergate.classifier.train import LAMBDA_GRID, calibrate_lambda, route_utility, train
 
 HEADER = ",sample_id,prompt,eval_name,small,big,small|model_response,big|model_response,small|total_cost,big|total_cost\n"
 
@@ -41,17 +41,105 @@ def synthetic(n: int = 120, seed: int = 0) -> Labelled:
 def test_small_training_run_learns_easy_from_hard(tmp_path: Path) -> None:
     data = synthetic()
     doc = train(data, reference="big", floor=0.95, c=4.0, floors=(0.9, 0.95))
-    assert doc["format"] == "tiergate.quality_model" and doc["version"] == 1
+    assert doc["format"] == "tiergate.quality_model" and doc["version"] == 2
     assert doc["operating_points"]["reference"] == "big"
+    assert doc["operating_points"]["rule"] == "utility"
     assert [r["floor"] for r in doc["operating_points"]["table"]] == [0.9, 0.95]
     model = _core.QualityModel.from_json(orjson.dumps(doc))
     easy = model.predict("What colour are boats? quick question 999")
     hard = model.predict("Prove the integral identity 999 step by step about boats ∫ theorem")
     assert easy[0] > 0.7 and hard[0] < 0.4 and hard[1] > 0.7
     probs = np.array([easy, hard])
-    cost = np.array([0.001, 0.02])
-    offset = model.offset(0.95)
-    assert list(route(probs, cost, 0.95, offset)) == [0, 1]
+    cost = np.array(model.costs)
+    assert list(cost) == pytest.approx([0.001, 0.02])
+    lam = model.cost_weight(0.95)
+    assert list(route_utility(probs, cost, lam)) == [0, 1]
+    # the core's choice is the same rule
+    assert [model.utility_choice(0.95, list(p), list(cost)) for p in probs] == [0, 1]
+
+
+def _cv_setup(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Noisy per-prompt predictions over 3 families with very different costs."""
+    rng = np.random.default_rng(seed)
+    n = 600
+    skill = np.array([0.55, 0.75, 0.9])
+    labels = (rng.random((n, 3)) < skill).astype(float)
+    probs = np.clip(skill + 0.25 * (labels - skill) + rng.normal(0, 0.1, (n, 3)), 0.01, 0.99)
+    mean_cost = np.array([0.0002, 0.001, 0.01])
+    costs = np.tile(mean_cost, (n, 1)) * rng.uniform(0.5, 1.5, (n, 3))
+    return probs, labels, costs, mean_cost
+
+
+def test_lambda_is_monotone_in_the_floor_and_meets_it_on_cv() -> None:
+    probs, labels, costs, mean_cost = _cv_setup()
+    floors = [0.5, 0.7, 0.8, 0.85, 0.9, 0.95, 0.97, 0.99, 1.0]
+    margin = 0.005
+    table = calibrate_lambda(probs, labels, costs, mean_cost, 2, floors, margin)
+    lams = [r["lambda"] for r in table]
+    assert lams == sorted(lams, reverse=True)  # non-increasing in F
+    assert lams[0] > lams[-1]
+    ref_acc = labels[:, 2].mean()
+    rows = np.arange(len(labels))
+    for floor, row in zip(floors, table, strict=True):
+        choice = route_utility(probs, mean_cost, row["lambda"])
+        acc = labels[rows, choice].mean()
+        if row["reachable"]:
+            # the stored point meets (F + margin) × reference on the predictions it was
+            # chosen on, and so does every smaller λ of the grid
+            assert acc >= (floor + margin) * ref_acc - 1e-12
+            assert row["cv_accuracy_ratio"] == pytest.approx(acc / ref_acc, abs=1e-4)
+            for lam in LAMBDA_GRID[row["lambda"] >= LAMBDA_GRID][::50]:
+                got = labels[rows, route_utility(probs, mean_cost, float(lam))].mean()
+                assert got >= (floor + margin) * ref_acc - 1e-12
+        else:
+            assert row["lambda"] == 0.0
+
+
+def test_trained_operating_point_meets_the_floor_on_its_cv_rows() -> None:
+    data = synthetic(160, seed=3)
+    doc = train(data, reference="big", c=4.0, floors=(0.8, 0.9, 0.95))
+    table = doc["operating_points"]["table"]
+    lams = [r["lambda"] for r in table]
+    assert lams == sorted(lams, reverse=True)
+    for r in table:
+        if r["reachable"]:
+            assert r["cv_accuracy_ratio"] >= r["floor"] + doc["operating_points"]["margin"] - 1e-3
+
+
+def test_eval_never_retunes_on_its_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tiergate.classifier import evaluate as ev
+    from tiergate.classifier import train as tr
+
+    doc = train(synthetic(), reference="big", c=4.0, floors=(0.9, 0.95))
+    path = tmp_path / "m.json"
+    path.write_bytes(orjson.dumps(doc))
+    model, loaded = ev.load_model(path)
+
+    def boom(*_: object, **__: object) -> None:
+        raise AssertionError("evaluation must not calibrate")
+
+    monkeypatch.setattr(tr, "calibrate_lambda", boom)
+    other = synthetic(80, seed=9)
+    result = ev.evaluate(model, loaded, other, "big", 0.95)
+    assert result["rule"] == "utility"
+    assert result["lambda"] == pytest.approx(model.cost_weight(0.95))
+    # the decisions are the stored rule's, whatever the evaluated labels say
+    flipped = Labelled(other.items, other.ids, other.families, 1 - other.labels, other.costs)
+    again = ev.evaluate(model, loaded, flipped, "big", 0.95)
+    assert again["lambda"] == result["lambda"]
+    assert again["routed_share"] == result["routed_share"]
+
+
+def test_version_1_files_still_route_by_the_threshold_rule() -> None:
+    from tiergate.classifier import evaluate as ev
+
+    doc = train(synthetic(), reference="big", c=4.0, floors=(0.95,))
+    v1 = dict(doc, version=1)
+    v1["operating_points"] = {"table": [{"floor": 0.95, "offset": 0.0}]}
+    model = _core.QualityModel.from_json(orjson.dumps(v1))
+    assert model.rule == "threshold" and model.costs == [] and model.cost_weight(0.95) == 0
+    result = ev.evaluate(model, v1, synthetic(40, seed=5), "big", 0.95)
+    assert result["rule"] == "threshold" and result["offset"] == 0.0
 
 
 def test_records_jsonl_train_per_tenant(tmp_path: Path) -> None:

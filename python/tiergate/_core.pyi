@@ -275,7 +275,24 @@ class QualityModel:
     def feature_config(self) -> str: ...
     @property
     def operating_points(self) -> list[tuple[float, float]]:
-        """``(floor, offset)`` rows, by floor."""
+        """``(floor, offset)`` (threshold rule) or ``(floor, λ)`` (utility rule) rows."""
+
+    @property
+    def rule(self) -> str:
+        """``"threshold"`` (version-1 files) or ``"utility"`` (version 2)."""
+
+    @property
+    def costs(self) -> list[float]:
+        """Mean cost per call per family (utility rule; empty for version 1)."""
+
+    def cost_weight(self, floor: float) -> float:
+        """``λ(floor)`` of the utility rule (interpolated, clamped); 0 for version 1."""
+
+    def utility_choice(
+        self, floor: float, qualities: list[float], costs: list[float]
+    ) -> int | None:
+        """Index maximising ``q − λ(floor) · c`` (first on ties); cheapest when
+        ``floor <= 0``; ``None`` for no candidate."""
 
     def __len__(self) -> int: ...
     def predict(self, item: str | bytes) -> list[float]:
@@ -285,7 +302,8 @@ class QualityModel:
         """Uncalibrated linear scores per family."""
 
     def offset(self, floor: float) -> float:
-        """The operating point's offset for ``floor`` (interpolated, clamped at the ends)."""
+        """Threshold rule: the offset for ``floor`` (interpolated, clamped); 0 for the
+        utility rule."""
 
     def min_quality(self, floor: float, best: float) -> float:
         """``clamp(floor · best − offset(floor), 0, best)``; 0 when ``floor <= 0``."""

@@ -49,7 +49,7 @@ def train_main(
     for row in op["table"]:
         if floor is None or row["floor"] == round(floor, 6):
             print(
-                f"  floor {row['floor']:.2f}: offset {row['offset']:+.4f}  cv accuracy ratio "
+                f"  floor {row['floor']:.2f}: λ {row['lambda']:.4g}  cv accuracy ratio "
                 f"{row['cv_accuracy_ratio']}  cv saving {row['cv_saving']}",
                 file=sys.stderr,
             )

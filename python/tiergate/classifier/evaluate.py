@@ -2,11 +2,16 @@
 point (never re-tuned on the evaluated data) and compare with the reference model, the
 best single model and the oracle.
 
-Routing (as :func:`tiergate.classifier.train.route`): per prompt, among the families of
-both the model and the data, the cheapest by the model's ``mean_cost_usd`` (mean cost
-per call in the training data — the router cannot know a prompt's actual cost before
-the call) whose predicted quality passes ``q ≥ clamp(F · q_best − offset(F), 0,
-q_best)``. Accuracy and cost are then the data's own for the chosen family.
+Routing, per prompt, among the families of both the model and the data, by the rule the
+model file names, with the model's mean cost per call per family (from the training
+data — the router cannot know a prompt's actual cost before the call):
+
+* utility (version 2, :func:`tiergate.classifier.train.route_utility`): the family
+  maximising ``q − λ(F) · c``, ``λ(F)`` from the stored table;
+* threshold (version 1, :func:`tiergate.classifier.train.route`): the cheapest family
+  whose predicted quality passes ``q ≥ clamp(F · q_best − offset(F), 0, q_best)``.
+
+Accuracy and cost are then the data's own for the chosen family.
 
 * ``best_single``: the cheapest family (by its total cost on the data) whose accuracy
   reaches ``F`` × the reference's; ``None`` when none does.
@@ -24,9 +29,9 @@ import orjson
 
 from tiergate import _core
 from tiergate.classifier.data import DataError, Labelled
-from tiergate.classifier.train import route
+from tiergate.classifier.train import route, route_utility
 
-__all__ = ["evaluate", "load_model", "plot_curve", "predict_matrix", "table"]
+__all__ = ["evaluate", "load_model", "plot_curve", "point_label", "predict_matrix", "table"]
 
 Array = np.ndarray[Any, Any]
 
@@ -69,11 +74,18 @@ def evaluate(
     labels = data.labels[:, dcols]
     costs = data.costs[:, dcols]
     fams = [data.families[j] for j in dcols]
-    mean_cost_map = doc.get("mean_cost_usd", {})
-    mean_cost = np.array(
-        [float(mean_cost_map.get(f, np.nanmean(costs[:, i]))) for i, f in enumerate(fams)]
-    )
-    choice = route(p, mean_cost, floor, model.offset(floor))
+    if model.rule == "utility":
+        stored = model.costs
+        mean_cost = np.array([stored[i] for i in mcols])
+        point = model.cost_weight(floor)
+        choice = route_utility(p, mean_cost, point, floor)
+    else:
+        mean_cost_map = doc.get("mean_cost_usd", {})
+        mean_cost = np.array(
+            [float(mean_cost_map.get(f, np.nanmean(costs[:, i]))) for i, f in enumerate(fams)]
+        )
+        point = model.offset(floor)
+        choice = route(p, mean_cost, floor, point)
     rows = np.arange(len(choice))
     router_acc = float(labels[rows, choice].mean())
     router_cost = float(costs[rows, choice].sum())
@@ -97,7 +109,9 @@ def evaluate(
         "n": len(data),
         "skipped": data.skipped,
         "floor": floor,
-        "offset": model.offset(floor),
+        "rule": model.rule,
+        # λ(F) of the utility rule, offset(F) of the threshold rule
+        "lambda" if model.rule == "utility" else "offset": point,
         "router": {"accuracy": router_acc, "cost_usd": router_cost},
         "reference": {"model": reference, "accuracy": ref_acc, "cost_usd": ref_cost},
         "saving": 1 - router_cost / ref_cost if ref_cost else 0.0,
@@ -122,6 +136,12 @@ def curve(
     return out
 
 
+def point_label(result: dict[str, Any]) -> str:
+    if "lambda" in result:
+        return f"utility rule, λ {result['lambda']:.4g}"
+    return f"threshold rule, offset {result['offset']:+.4f}"
+
+
 def table(result: dict[str, Any]) -> str:
     def row(name: str, acc: float, cost: float) -> str:
         return f"  {name:<34} {acc:>9.4f} {cost:>11.4f}"
@@ -129,7 +149,7 @@ def table(result: dict[str, Any]) -> str:
     ref = result["reference"]
     lines = [
         f"n={result['n']} prompts (skipped {result['skipped']} with empty labels), "
-        f"floor {result['floor']}, offset {result['offset']:.4f}",
+        f"floor {result['floor']}, {point_label(result)}",
         f"  {'':<34} {'accuracy':>9} {'cost USD':>11}",
         row("router", result["router"]["accuracy"], result["router"]["cost_usd"]),
         row(f"reference ({ref['model']})", ref["accuracy"], ref["cost_usd"]),

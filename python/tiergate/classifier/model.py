@@ -8,16 +8,34 @@ handle, so the swap is whole. Serving needs only the core and the file (no numpy
   candidate takes its family's probability (``DeploymentConfig.family``, or the
   deployment name when that is a family of the model); a candidate without a family
   keeps its tier prior.
-* ``floor``: the floor rule. The planner's floor ``F`` (header, tenant or route)
-  becomes the absolute threshold ``clamp(F · q_best − offset(F), 0, q_best)`` the core
-  compares each candidate's quality with, ``q_best`` being the best prediction among
-  the candidates the request may use (allowed and available). ``offset(F)`` comes
-  from the model's operating points; those of the configured tenant and route floors
-  are computed at load.
+* ``floor``: the floor rule, the one the model file names. The planner's floor ``F``
+  (header, tenant or route) becomes the absolute threshold the core compares each
+  candidate's quality with; the core still enforces capabilities, context,
+  availability, latency and cost, and serves the cheapest candidate passing them all.
+
+  - utility (version 2): among the candidates the request may use (allowed and
+    available) that have a family, the winner maximises ``q − λ(F) · c``, ``c`` the
+    family's mean cost per call stored in the model (the units ``λ`` was calibrated
+    in by cross-validation, and the numbers ``tiergate classifier eval`` routes
+    with). The threshold is the winner's own ``q``: a candidate passing it predicts
+    at least as well, so (``λ > 0``) its mean cost is at least the winner's, and the
+    core's cheapest feasible is the winner — exactly when the deployments' prices
+    rank those families as their mean costs do (the core orders by each deployment's
+    expected cost for the request). A candidate without a family keeps its prior and
+    is feasible only when that prior reaches the threshold. Predicted qualities are
+    passed to the core unchanged (they show in ``explain``), and the fallback chain
+    keeps the candidates predicting at least the winner's quality. With no usable
+    family candidate, ``F`` is compared as given (like priors).
+  - threshold (version 1): ``clamp(F · q_best − offset(F), 0, q_best)``, ``q_best``
+    the best prediction among the usable candidates.
+
+  ``λ(F)`` or ``offset(F)`` of the configured tenant and route floors are computed at
+  load; a header floor interpolates the table per request.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from tiergate import _core
@@ -40,7 +58,7 @@ def load_quality_model(path: Path) -> _core.QualityModel:
 
 
 class LearnedQuality:
-    __slots__ = ("_model", "_offsets", "_slots", "names")
+    __slots__ = ("_costs", "_model", "_offsets", "_slots", "_utility", "names")
 
     def __init__(self, model: _core.QualityModel, config: Config, priors: list[float]) -> None:
         self._model = model
@@ -59,7 +77,15 @@ class LearnedQuality:
             ]
             if f is not None
         }
-        self._offsets = {f: model.offset(f) for f in floors}
+        self._utility = model.rule == "utility"
+        # λ(F) (utility) or offset(F) (threshold) of the configured floors.
+        point = model.cost_weight if self._utility else model.offset
+        self._offsets = {f: point(f) for f in floors}
+        costs = model.costs
+        # Per candidate: the family's mean cost per call (utility rule), None = no family.
+        self._costs: list[float | None] = [
+            costs[i] if self._utility and i >= 0 else None for i, _ in self._slots
+        ]
 
     @property
     def model(self) -> _core.QualityModel:
@@ -73,6 +99,8 @@ class LearnedQuality:
         """The absolute threshold for the core (see the module docstring)."""
         if min_quality <= 0:
             return 0.0
+        if self._utility:
+            return self._utility_floor(min_quality, qualities, usable_mask)
         best = 0.0
         for i, q in enumerate(qualities):
             if usable_mask >> i & 1 and q > best:
@@ -83,3 +111,18 @@ class LearnedQuality:
         if offset is None:
             offset = self._model.offset(min_quality)
         return min(max(min_quality * best - offset, 0.0), best)
+
+    def _utility_floor(self, min_quality: float, qualities: list[float], usable_mask: int) -> float:
+        lam = self._offsets.get(min_quality)
+        if lam is None:
+            lam = self._model.cost_weight(min_quality)
+        win_q = -1.0
+        win_u = -math.inf
+        win_c = math.inf
+        for i, (q, c) in enumerate(zip(qualities, self._costs, strict=True)):
+            if c is None or not usable_mask >> i & 1:
+                continue
+            u = q - lam * c
+            if u > win_u or (u == win_u and c < win_c):
+                win_q, win_u, win_c = q, u, c
+        return min_quality if win_q < 0 else win_q

@@ -9,14 +9,24 @@ on out-of-fold scores, with operating points chosen by cross-validation.
    models like the served one).
 3. Calibration: per family, Platt scaling ``p = σ(a·z + b)`` fitted on the out-of-fold
    scores.
-4. Operating points, on the rows labelled for every family (the only rows where a
-   routing policy can be scored offline). For each floor ``F`` of the table the offset
-   ``o`` of the floor rule (``q ≥ F · q_best − o``, see :mod:`tiergate.classifier`) is
-   the largest on a grid (step ``OFFSET_STEP``, from ``OFFSET_MIN`` upwards) before the
-   cross-validated accuracy of the routed traffic falls below ``(F + margin)`` × the
-   reference family's accuracy. Routing here picks, per prompt, the cheapest family by
-   mean cost per call in the training data among those passing the rule. Without such
-   rows the table is left empty and serving uses the uncalibrated rule (offset 0).
+4. Operating points (model file version 2, the utility rule), on the rows labelled
+   for every family (the only rows where a routing policy can be scored offline).
+   A prompt is served by the family maximising ``q − λ · c``, ``c`` being the family's
+   mean cost per call in the training data (:func:`route_utility`). For each floor
+   ``F`` of the table, ``λ(F)`` is the largest cost weight on a log grid
+   (``LAMBDA_GRID``, scanned upwards from 0) before the cross-validated accuracy of the
+   routed traffic (out-of-fold predictions) falls below ``(F + margin)`` × the
+   reference family's accuracy; so every smaller λ on the grid meets the target too,
+   and λ is non-increasing in ``F``. When even λ = 0 misses it, λ = 0 (the best
+   prediction serves) and the row says ``reachable: false``. Without complete rows the
+   table is empty (λ = 0).
+
+Why not the version-1 threshold rule (``q ≥ F · q_best − offset(F)``, cheapest
+feasible, still read by :func:`route`)? It constrains each request on its own, while
+the floor is a promise about accuracy across the traffic: when predictions mostly
+recognise the task, the utility rule spends the accuracy budget where a cheaper model
+loses least per dollar saved (a Lagrangian relaxation of "minimise cost subject to
+mean accuracy ≥ target").
 """
 
 from __future__ import annotations
@@ -37,17 +47,18 @@ from tiergate.classifier.data import Labelled
 __all__ = [
     "DEFAULT_FLOORS",
     "FORMAT",
+    "calibrate_lambda",
     "feature_matrix",
     "route",
+    "route_utility",
     "train",
 ]
 
 FORMAT = "tiergate.quality_model"
-VERSION = 1
+VERSION = 2
+#: Cost weights λ tried (USD⁻¹; mean costs per call are ~1e-4..1e-2 USD).
+LAMBDA_GRID = np.concatenate([[0.0], np.geomspace(0.01, 1e5, 1401)])
 DEFAULT_FLOORS = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.92, 0.94, 0.95, 0.96, 0.97, 0.98, 0.99, 1.0)
-OFFSET_MIN = -0.3
-OFFSET_MAX = 0.6
-OFFSET_STEP = 0.0025
 Array = np.ndarray[Any, Any]
 
 
@@ -83,6 +94,53 @@ def route(probs: Array, mean_cost: Array, floor: float, offset: float) -> Array:
     return np.asarray(order[first])
 
 
+def route_utility(probs: Array, mean_cost: Array, lam: float, floor: float = 1.0) -> Array:
+    """Per row, the family maximising ``q − lam · mean_cost`` (first on ties), as
+    ``QualityModel.utility_choice``; with ``floor <= 0`` the cheapest."""
+    if floor <= 0:
+        return np.full(len(probs), int(np.argmin(mean_cost)))
+    return np.asarray(np.argmax(probs - lam * mean_cost[None, :], axis=1))
+
+
+def calibrate_lambda(
+    probs: Array,
+    labels: Array,
+    costs: Array,
+    mean_cost: Array,
+    ref: int,
+    floors: Sequence[float],
+    margin: float,
+) -> list[dict[str, Any]]:
+    """The utility rule's table: per floor, λ and its cross-validated figures."""
+    ref_acc = float(labels[:, ref].mean())
+    ref_cost = float(costs[:, ref].sum())
+    # Routed accuracy and cost along the grid, computed once for every floor.
+    curve = [
+        _score(route_utility(probs, mean_cost, float(lam)), labels, costs) for lam in LAMBDA_GRID
+    ]
+    table = []
+    for floor in floors:
+        target = (floor + margin) * ref_acc
+        last = -1
+        for i, (acc, _) in enumerate(curve):
+            if acc < target:
+                break
+            last = i
+        reachable = last >= 0
+        i = max(last, 0)
+        acc, cost = curve[i]
+        table.append(
+            {
+                "floor": round(floor, 6),
+                "lambda": float(f"{LAMBDA_GRID[i]:.6g}"),
+                "reachable": reachable,
+                "cv_accuracy_ratio": round(acc / ref_acc, 4) if ref_acc else None,
+                "cv_saving": round(1 - cost / ref_cost, 4) if ref_cost else None,
+            }
+        )
+    return table
+
+
 def _score(choice: Array, labels: Array, costs: Array) -> tuple[float, float]:
     rows = np.arange(len(choice))
     return float(labels[rows, choice].mean()), float(costs[rows, choice].sum())
@@ -103,44 +161,6 @@ def _platt(z: Array, y: Array) -> tuple[float, float]:
     m = LogisticRegression(C=1e4, solver="lbfgs", max_iter=1000)
     m.fit(z.reshape(-1, 1), y)
     return float(m.coef_[0, 0]), float(m.intercept_[0])
-
-
-def _operating_points(
-    probs: Array,
-    labels: Array,
-    costs: Array,
-    mean_cost: Array,
-    ref: int,
-    floors: Sequence[float],
-    margin: float,
-) -> list[dict[str, Any]]:
-    ref_acc = float(labels[:, ref].mean())
-    ref_cost = float(costs[:, ref].sum())
-    grid = np.arange(OFFSET_MIN, OFFSET_MAX + OFFSET_STEP / 2, OFFSET_STEP)
-    table = []
-    for floor in floors:
-        target = (floor + margin) * ref_acc
-        chosen: tuple[float, float, float] | None = None
-        for o in grid:
-            acc, cost = _score(route(probs, mean_cost, floor, float(o)), labels, costs)
-            if acc < target:
-                break
-            chosen = (float(o), acc, cost)
-        reachable = chosen is not None
-        if chosen is None:
-            acc, cost = _score(route(probs, mean_cost, floor, OFFSET_MIN), labels, costs)
-            chosen = (OFFSET_MIN, acc, cost)
-        o, acc, cost = chosen
-        table.append(
-            {
-                "floor": round(floor, 6),
-                "offset": round(o, 6),
-                "reachable": reachable,
-                "cv_accuracy_ratio": round(acc / ref_acc, 4) if ref_acc else None,
-                "cv_saving": round(1 - cost / ref_cost, 4) if ref_cost else None,
-            }
-        )
-    return table
 
 
 def train(
@@ -194,7 +214,7 @@ def train(
     complete = data.complete() & ~np.isnan(data.costs).any(axis=1)
     table_floors = sorted({*floors, *([floor] if floor is not None else [])})
     if complete.sum() >= folds:
-        table = _operating_points(
+        table = calibrate_lambda(
             probs[complete],
             data.labels[complete],
             data.costs[complete],
@@ -231,7 +251,9 @@ def train(
             for f, a in zip(data.families, np.nanmean(data.labels, axis=0), strict=False)
         },
         "operating_points": {
-            "rule": "feasible when q >= clamp(floor * q_best - offset(floor), 0, q_best)",
+            "rule": "utility",
+            "description": "serve argmax over families of q - lambda(floor) * cost_usd",
+            "cost_usd": [float(f"{v:.6g}") for v in mean_cost],
             "reference": reference,
             "method": method,
             "margin": margin,

@@ -108,7 +108,12 @@ class QualityModel(Protocol):
     def predict(self, request: ChatRequest, prompt_tokens: int) -> list[float]: ...
 
     def floor(self, min_quality: float, qualities: list[float], usable_mask: int) -> float:
-        """The absolute threshold the core compares each candidate's quality with."""
+        """The absolute threshold the core compares each candidate's quality with.
+
+        The learned model's utility rule (``tiergate.classifier.model``) returns the
+        predicted quality of its ``argmax q − λ(F) · cost`` winner among the usable
+        candidates, so the core's "cheapest feasible" is that winner while the core
+        still enforces capabilities, context, availability, latency and cost."""
         ...
 
 

@@ -403,49 +403,113 @@ fn for_each_gram(
     (n_word, n_char)
 }
 
+/// Per-byte increments of the text statistics, packed one count per byte of a `u64`
+/// (fields below), so the statistics pass is one table lookup and one add per byte.
+const F_CHARS: u32 = 0;
+const F_NON_ASCII: u32 = 1;
+const F_DIGITS: u32 = 2;
+const F_UPPER: u32 = 3;
+const F_LETTERS: u32 = 4;
+const F_QUESTIONS: u32 = 5;
+const F_LINES: u32 = 6;
+/// Run starts (a byte of the class whose predecessor is not), indexed by
+/// `class & !previous class`: words in field 0, digit runs in field 1.
+const R_WORDS: u32 = 0;
+const R_DIGITS: u32 = 1;
+
+static STAT: [u64; 256] = {
+    let mut t = [0u64; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        let c = CLASS[i];
+        let mut v = 0u64;
+        // a char starts at each byte that is not a UTF-8 continuation byte
+        if b & 0xC0 != 0x80 {
+            v |= 1 << (8 * F_CHARS);
+        }
+        if b >= 0xC0 {
+            v |= 1 << (8 * F_NON_ASCII);
+        }
+        if c & DIGIT != 0 {
+            v |= 1 << (8 * F_DIGITS);
+        }
+        if c & UPPER != 0 {
+            v |= 1 << (8 * F_UPPER);
+        }
+        if c & (UPPER | LOWER) != 0 {
+            v |= 1 << (8 * F_LETTERS);
+        }
+        if b == b'?' {
+            v |= 1 << (8 * F_QUESTIONS);
+        }
+        if b == b'\n' {
+            v |= 1 << (8 * F_LINES);
+        }
+        t[i] = v;
+        i += 1;
+    }
+    t
+};
+
+static STARTS: [u64; 16] = {
+    let mut t = [0u64; 16];
+    let mut s = 0;
+    while s < 16 {
+        let c = s as u8;
+        let mut v = 0u64;
+        if c & WORD != 0 {
+            v |= 1 << (8 * R_WORDS);
+        }
+        if c & DIGIT != 0 {
+            v |= 1 << (8 * R_DIGITS);
+        }
+        t[s] = v;
+        s += 1;
+    }
+    t
+};
+
+/// Adds the 8 byte-wide fields of `packed` into `into`.
+#[inline]
+fn unpack(packed: u64, into: &mut [u64; 8]) {
+    for (f, slot) in into.iter_mut().enumerate() {
+        *slot += (packed >> (8 * f)) & 0xFF;
+    }
+}
+
 /// The structure features of a document, in [`STRUCTURE`] order.
 pub fn structure(doc: &Doc) -> [f64; STRUCTURE.len()] {
     let text = doc.text.as_bytes();
-    let mut chars = 0u64;
-    let mut words = 0u64;
-    let mut digits = 0u64;
-    let mut digit_runs = 0u64;
-    let mut questions = 0u64;
-    let mut lines = 0u64;
-    let mut non_ascii = 0u64;
-    let mut upper = 0u64;
-    let mut letters = 0u64;
-    let mut prev_digit = false;
-    let mut prev_word = false;
-    for &b in text {
-        // Count a char at each byte that starts a UTF-8 sequence.
-        chars += u64::from(b & 0xC0 != 0x80);
-        non_ascii += u64::from(b >= 0xC0);
-        let c = CLASS[b as usize];
-        let d = c & DIGIT != 0;
-        digits += u64::from(d);
-        digit_runs += u64::from(d && !prev_digit);
-        prev_digit = d;
-        let w = c & WORD != 0;
-        words += u64::from(w && !prev_word);
-        prev_word = w;
-        upper += u64::from(c & UPPER != 0);
-        letters += u64::from(c & (UPPER | LOWER) != 0);
-        questions += u64::from(b == b'?');
-        lines += u64::from(b == b'\n');
+    let mut stat = [0u64; 8];
+    let mut runs = [0u64; 8];
+    let mut prev = 0u8;
+    // At most 255 bytes per chunk, so no packed field overflows.
+    for chunk in text.chunks(255) {
+        let mut p = 0u64;
+        let mut r = 0u64;
+        for &b in chunk {
+            let c = CLASS[b as usize];
+            p += STAT[b as usize];
+            r += STARTS[(c & !prev) as usize];
+            prev = c;
+        }
+        unpack(p, &mut stat);
+        unpack(r, &mut runs);
     }
+    let chars = stat[F_CHARS as usize];
     let share = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
     let ln1 = |x: u64| (x as f64).ln_1p();
     [
         ln1(chars) / 8.0,
-        ln1(words) / 7.0,
+        ln1(runs[R_WORDS as usize]) / 7.0,
         if doc.text.contains("```") { 1.0 } else { 0.0 },
-        ln1(digit_runs) / 5.0,
-        share(digits, chars),
-        ln1(questions) / 3.0,
-        ln1(lines) / 6.0,
-        share(non_ascii, chars),
-        share(upper, letters),
+        ln1(runs[R_DIGITS as usize]) / 5.0,
+        share(stat[F_DIGITS as usize], chars),
+        ln1(stat[F_QUESTIONS as usize]) / 3.0,
+        ln1(stat[F_LINES as usize]) / 6.0,
+        share(stat[F_NON_ASCII as usize], chars),
+        share(stat[F_UPPER as usize], stat[F_LETTERS as usize]),
         if doc.json_schema { 1.0 } else { 0.0 },
         ln1(u64::from(doc.tools)) / 2.0,
         ln1(u64::from(doc.messages)) / 3.0,
@@ -519,28 +583,75 @@ pub fn batch(cfg: &FeatureConfig, docs: &[Doc]) -> (Vec<i32>, Vec<f32>, Vec<i64>
     (indices, values, indptr)
 }
 
-/// Adds the rows of `weights` (`width × k`, row-major) selected by the document's
-/// features, each scaled by its value, into `acc` (length `k`). The serving path: no
-/// allocation beyond the lowered text, no sort.
-pub fn accumulate(cfg: &FeatureConfig, doc: &Doc, weights: &[f32], k: usize, acc: &mut [f64]) {
+/// Lanes of one [`Block`]: 16 `f32` = one 64-byte cache line.
+pub const LANES: usize = 16;
+
+/// 16 weights on one cache line. A feature's row of `k` family weights is
+/// `ceil(k / 16)` blocks, zero-padded, so a hashed n-gram touches whole lines only.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[repr(C, align(64))]
+pub struct Block(pub [f32; LANES]);
+
+/// Blocks per row for `k` families.
+pub fn blocks_per_row(k: usize) -> usize {
+    k.div_ceil(LANES)
+}
+
+/// Lay out `weights` (`rows × k`, row-major) as [`Block`] rows.
+pub fn pack_rows(weights: &[f32], k: usize) -> Vec<Block> {
+    let bpr = blocks_per_row(k);
+    let rows = weights.len() / k.max(1);
+    let mut out = vec![Block::default(); rows * bpr];
+    for (r, row) in weights.chunks_exact(k).enumerate() {
+        for (f, &w) in row.iter().enumerate() {
+            out[r * bpr + f / LANES].0[f % LANES] = w;
+        }
+    }
+    out
+}
+
+/// Most families [`accumulate`] takes (4 blocks).
+pub const MAX_ACC_FAMILIES: usize = 4 * LANES;
+
+/// Sums the rows `rows` of `weights` (`bpr` blocks each), in order, into `out`
+/// (`bpr` blocks): one block at a time, the running sum held in registers.
+#[inline]
+fn gather(rows: &[u32], weights: &[Block], bpr: usize, out: &mut [Block]) {
+    for (b, o) in out.iter_mut().enumerate().take(bpr) {
+        let mut sum = [0f32; LANES];
+        for &r in rows {
+            let w = &weights[r as usize * bpr + b].0;
+            for (a, x) in sum.iter_mut().zip(w) {
+                *a += *x;
+            }
+        }
+        o.0 = sum;
+    }
+}
+
+/// Adds the rows of `weights` (`width` rows of [`blocks_per_row`]`(k)` blocks, see
+/// [`pack_rows`]) selected by the document's features, each scaled by its value, into
+/// `acc` (length `k <= MAX_ACC_FAMILIES`). The serving path: no sort; the buckets are
+/// hashed first and then gathered, so the row loads overlap.
+pub fn accumulate(cfg: &FeatureConfig, doc: &Doc, weights: &[Block], k: usize, acc: &mut [f64]) {
     debug_assert_eq!(acc.len(), k);
-    debug_assert_eq!(weights.len(), cfg.width() * k);
+    debug_assert!(k <= MAX_ACC_FAMILIES);
+    let bpr = blocks_per_row(k);
+    debug_assert_eq!(weights.len(), cfg.width() * bpr);
     let low = lowered(&doc.text);
     let dim = cfg.dim;
-    let mut word_sum = vec![0f32; k];
-    let mut char_sum = vec![0f32; k];
-    let add = |sum: &mut [f32], h: u64| {
-        let row = bucket(h, dim) as usize * k;
-        for (s, w) in sum.iter_mut().zip(&weights[row..row + k]) {
-            *s += *w;
-        }
-    };
+    let mut word_rows: Vec<u32> = Vec::with_capacity(low.len() / 2);
+    let mut char_rows: Vec<u32> = Vec::with_capacity(cfg.char_window as usize + 8);
     let (nw, nc) = for_each_gram(
         cfg,
         &low,
-        |h| add(&mut word_sum, h),
-        |h| add(&mut char_sum, h),
+        |h| word_rows.push(bucket(h, dim)),
+        |h| char_rows.push(bucket(h, dim)),
     );
+    let mut word_sum = [Block::default(); 4];
+    let mut char_sum = [Block::default(); 4];
+    gather(&word_rows, weights, bpr, &mut word_sum);
+    gather(&char_rows, weights, bpr, &mut char_sum);
     let sw = if nw > 0 {
         1.0 / f64::from(nw).sqrt()
     } else {
@@ -551,14 +662,15 @@ pub fn accumulate(cfg: &FeatureConfig, doc: &Doc, weights: &[f32], k: usize, acc
     } else {
         0.0
     };
-    for f in 0..k {
-        acc[f] += f64::from(word_sum[f]) * sw + f64::from(char_sum[f]) * sc;
+    for (f, a) in acc.iter_mut().enumerate() {
+        let (b, l) = (f / LANES, f % LANES);
+        *a += f64::from(word_sum[b].0[l]) * sw + f64::from(char_sum[b].0[l]) * sc;
     }
     for (j, v) in structure(doc).into_iter().enumerate() {
         if v != 0.0 {
-            let row = (cfg.dim as usize + j) * k;
-            for f in 0..k {
-                acc[f] += f64::from(weights[row + f]) * v;
+            let row = (cfg.dim as usize + j) * bpr;
+            for (f, a) in acc.iter_mut().enumerate() {
+                *a += f64::from(weights[row + f / LANES].0[f % LANES]) * v;
             }
         }
     }
@@ -650,7 +762,7 @@ mod tests {
             .collect();
         let doc = Doc::from_text("Which of these is a mammal? A) shark B) whale C) trout, 42 ```");
         let mut acc = vec![0.0; k];
-        accumulate(&c, &doc, &weights, k, &mut acc);
+        accumulate(&c, &doc, &pack_rows(&weights, k), k, &mut acc);
         let mut want = vec![0.0f64; k];
         for (i, v) in sparse(&c, &doc) {
             for f in 0..k {
@@ -660,6 +772,28 @@ mod tests {
         for f in 0..k {
             assert!((acc[f] - want[f]).abs() < 1e-4, "{acc:?} vs {want:?}");
         }
+    }
+
+    #[test]
+    fn packed_rows_pad_to_whole_blocks() {
+        let k = 18;
+        let flat: Vec<f32> = (0..3 * k).map(|i| i as f32).collect();
+        let packed = pack_rows(&flat, k);
+        assert_eq!((blocks_per_row(k), packed.len()), (2, 6));
+        assert_eq!(packed[2].0[0], 18.0); // row 1, family 0
+        assert_eq!(packed[3].0[1], 35.0); // row 1, family 17
+        assert_eq!(packed[3].0[2], 0.0); // padding
+        assert_eq!(std::mem::align_of::<Block>(), 64);
+    }
+
+    #[test]
+    fn structure_counts_runs_across_chunks() {
+        // runs spanning the 255-byte chunk boundary count once
+        let text = format!("{} 12{}", "a".repeat(253), "3".repeat(300));
+        let s = structure(&Doc::from_text(&text));
+        assert!((s[1] - (2f64).ln_1p() / 7.0).abs() < 1e-12); // two words
+        assert!((s[3] - (1f64).ln_1p() / 5.0).abs() < 1e-12); // one digit run
+        assert!((s[0] - ((text.len() as f64).ln_1p() / 8.0)).abs() < 1e-12);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The learned quality model (issue 6): one calibrated probability of a correct answer
 //! per model family, from the features of [`crate::features`].
 //!
-//! # Model file (JSON, `format = "tiergate.quality_model"`, `version = 1`)
+//! # Model file (JSON, `format = "tiergate.quality_model"`, `version` 1 or 2)
 //! ```text
 //! features         the FeatureConfig (dim, seed, word_ngrams, char_min, char_max,
 //!                  char_window, structure names)
@@ -10,7 +10,9 @@
 //! weights          {"rows": [i, ...], "values": [w; rows × k]}   row-major: the k
 //!                  weights of feature i are values[r*k .. r*k+k]; absent rows are 0
 //! calibration      {"method": "platt", "a": [k], "b": [k]}  p = σ(a·z + b)
-//! operating_points {"table": [{"floor": F, "offset": o, ...}, ...], ...}
+//! operating_points version 1: {"table": [{"floor": F, "offset": o, ...}, ...], ...}
+//!                  version 2: {"rule": "utility", "cost_usd": [c_f; k],
+//!                              "table": [{"floor": F, "lambda": λ, ...}, ...], ...}
 //! ```
 //! Other keys (training summary, mean costs, reference) are carried for Python and
 //! ignored here.
@@ -19,8 +21,15 @@
 //! `z_f = b_f + Σ_i x_i · w_{i,f}`, then `p_f = σ(a_f · z_f + c_f)`: one pass over the
 //! document's n-grams accumulates all families at once.
 //!
-//! # Floor rule
-//! A request with accuracy floor `F` (route, tenant or `x-tiergate-min-quality`) keeps
+//! # Decision rules
+//! Version 2 (`rule = "utility"`): a request with floor `F` is served by the candidate
+//! maximising `q_f − λ(F) · c_f`, `c_f` being the family's mean cost per call in the
+//! training data (`cost_usd`) and `λ(F)` the table's cost weight, linearly interpolated
+//! by floor and clamped at the ends; `F ≤ 0` is no floor (cheapest). [`QualityModel::
+//! utility_choice`] applies it; the planner turns the winner into a threshold (its own
+//! `q`), so the core's "cheapest feasible" serves it.
+//!
+//! Version 1 (`offset` rows, the threshold rule): a request with accuracy floor `F` (route, tenant or `x-tiergate-min-quality`) keeps
 //! the candidates whose predicted quality `q ≥ F · q_best − offset(F)`, where `q_best` is
 //! the best prediction among the candidates it may use and `offset(F)` is the model's
 //! operating point, linearly interpolated in the table by floor (clamped at its ends).
@@ -30,19 +39,29 @@
 use serde_json::Value;
 
 use crate::error::{CoreError, Result};
-use crate::features::{accumulate, Doc, FeatureConfig};
+use crate::features::{accumulate, pack_rows, Block, Doc, FeatureConfig, MAX_ACC_FAMILIES};
 
 /// Model file format name and the version this core reads.
 pub const FORMAT: &str = "tiergate.quality_model";
-pub const VERSION: u64 = 1;
+pub const VERSION: u64 = 2;
 /// Most families a model may hold.
-pub const MAX_FAMILIES: usize = 64;
+pub const MAX_FAMILIES: usize = MAX_ACC_FAMILIES;
 
-/// One row of the operating-point table.
+/// One row of the operating-point table: `value` is the offset (threshold rule,
+/// version 1) or the cost weight λ (utility rule, version 2).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct OperatingPoint {
     pub floor: f64,
-    pub offset: f64,
+    pub value: f64,
+}
+
+/// How a floor becomes a decision (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rule {
+    /// Version 1: `q ≥ clamp(F · q_best − offset(F), 0, q_best)`, cheapest feasible.
+    Threshold,
+    /// Version 2: argmax of `q_f − λ(F) · c_f`.
+    Utility,
 }
 
 /// A loaded model: immutable, shared behind an `Arc` by the bindings.
@@ -51,12 +70,15 @@ pub struct QualityModel {
     pub features: FeatureConfig,
     pub families: Vec<String>,
     intercepts: Vec<f64>,
-    /// `width × k`, row-major.
-    weights: Vec<f32>,
+    /// `width` rows of `ceil(k / 16)` cache-line blocks (`features::pack_rows`).
+    weights: Vec<Block>,
     platt_a: Vec<f64>,
     platt_b: Vec<f64>,
     /// Sorted by floor, floors unique.
     points: Vec<OperatingPoint>,
+    pub rule: Rule,
+    /// Mean cost per call per family (utility rule; empty for version 1).
+    costs: Vec<f64>,
 }
 
 fn bad(msg: impl Into<String>) -> CoreError {
@@ -86,6 +108,68 @@ fn sigmoid(z: f64) -> f64 {
     1.0 / (1.0 + (-z).exp())
 }
 
+/// The rule, the utility rule's costs and the sorted table of `operating_points`.
+fn operating_points(
+    ops: Option<&Value>,
+    version: u64,
+    k: usize,
+) -> Result<(Rule, Vec<f64>, Vec<OperatingPoint>)> {
+    let (rule, key) = if version == 1 {
+        (Rule::Threshold, "offset")
+    } else {
+        (Rule::Utility, "lambda")
+    };
+    let costs = if rule == Rule::Utility {
+        let c = floats(
+            ops.and_then(|o| o.get("cost_usd")),
+            "operating_points.cost_usd",
+            k,
+        )?;
+        if c.iter().any(|&x| x < 0.0) {
+            return Err(bad("`operating_points.cost_usd` must not be negative"));
+        }
+        c
+    } else {
+        Vec::new()
+    };
+    let mut points = Vec::new();
+    if let Some(table) = ops.and_then(|o| o.get("table")) {
+        let table = table
+            .as_array()
+            .ok_or_else(|| bad("`operating_points.table` must be an array"))?;
+        for (i, row) in table.iter().enumerate() {
+            let num = |key: &str| {
+                row.get(key)
+                    .and_then(Value::as_f64)
+                    .filter(|x| x.is_finite())
+                    .ok_or_else(|| {
+                        bad(format!(
+                            "`operating_points.table[{i}].{key}` must be a number"
+                        ))
+                    })
+            };
+            let value = num(key)?;
+            if rule == Rule::Utility && value < 0.0 {
+                return Err(bad(format!(
+                    "`operating_points.table[{i}].lambda` must be >= 0"
+                )));
+            }
+            points.push(OperatingPoint {
+                floor: num("floor")?,
+                value,
+            });
+        }
+    }
+    points.sort_by(|a, b| a.floor.total_cmp(&b.floor));
+    if points
+        .windows(2)
+        .any(|w| w[0].floor.total_cmp(&w[1].floor).is_eq())
+    {
+        return Err(bad("`operating_points.table` has a floor twice"));
+    }
+    Ok((rule, costs, points))
+}
+
 impl QualityModel {
     /// Parse and check a model file. Every error names the field at fault.
     pub fn from_json(data: &[u8]) -> Result<Self> {
@@ -94,14 +178,14 @@ impl QualityModel {
         if v.get("format").and_then(Value::as_str) != Some(FORMAT) {
             return Err(bad(format!("`format` must be {FORMAT:?}")));
         }
-        match v.get("version").and_then(Value::as_u64) {
-            Some(VERSION) => {}
+        let version = match v.get("version").and_then(Value::as_u64) {
+            Some(x @ (1 | VERSION)) => x,
             other => {
                 return Err(bad(format!(
-                    "unsupported `version` {other:?}; this core reads version {VERSION}"
+                    "unsupported `version` {other:?}; this core reads versions 1 and {VERSION}"
                 )))
             }
-        }
+        };
         let features = FeatureConfig::from_value(
             v.get("features")
                 .ok_or_else(|| bad("`features` is missing"))?,
@@ -149,43 +233,17 @@ impl QualityModel {
         }
         let platt_a = floats(cal.get("a"), "calibration.a", k)?;
         let platt_b = floats(cal.get("b"), "calibration.b", k)?;
-        let mut points = Vec::new();
-        if let Some(table) = v.get("operating_points").and_then(|o| o.get("table")) {
-            let table = table
-                .as_array()
-                .ok_or_else(|| bad("`operating_points.table` must be an array"))?;
-            for (i, row) in table.iter().enumerate() {
-                let num = |key: &str| {
-                    row.get(key)
-                        .and_then(Value::as_f64)
-                        .filter(|x| x.is_finite())
-                        .ok_or_else(|| {
-                            bad(format!(
-                                "`operating_points.table[{i}].{key}` must be a number"
-                            ))
-                        })
-                };
-                points.push(OperatingPoint {
-                    floor: num("floor")?,
-                    offset: num("offset")?,
-                });
-            }
-        }
-        points.sort_by(|a, b| a.floor.total_cmp(&b.floor));
-        if points
-            .windows(2)
-            .any(|w| w[0].floor.total_cmp(&w[1].floor).is_eq())
-        {
-            return Err(bad("`operating_points.table` has a floor twice"));
-        }
+        let (rule, costs, points) = operating_points(v.get("operating_points"), version, k)?;
         Ok(Self {
             features,
             families,
             intercepts,
-            weights,
+            weights: pack_rows(&weights, k),
             platt_a,
             platt_b,
             points,
+            rule,
+            costs,
         })
     }
 
@@ -225,25 +283,90 @@ impl QualityModel {
         Ok(self.predict(&Doc::from_body(body)?))
     }
 
-    /// `offset(F)`: linear interpolation in the table, clamped at its ends; 0 when the
-    /// table is empty (the uncalibrated rule `q ≥ F · q_best`).
-    pub fn offset(&self, floor: f64) -> f64 {
+    /// The table's value at `floor`: linear interpolation, clamped at its ends; 0 when
+    /// the table is empty.
+    fn interpolate(&self, floor: f64) -> f64 {
         let pts = &self.points;
         match pts.len() {
             0 => 0.0,
-            _ if floor <= pts[0].floor => pts[0].offset,
-            len if floor >= pts[len - 1].floor => pts[len - 1].offset,
+            _ if floor <= pts[0].floor => pts[0].value,
+            len if floor >= pts[len - 1].floor => pts[len - 1].value,
             _ => {
                 let hi = pts.partition_point(|x| x.floor <= floor);
                 let (lo, up) = (pts[hi - 1], pts[hi]);
                 let share = (floor - lo.floor) / (up.floor - lo.floor);
-                lo.offset + share * (up.offset - lo.offset)
+                lo.value + share * (up.value - lo.value)
             }
         }
     }
 
-    /// The absolute quality threshold for a request with floor `floor` whose best
-    /// usable candidate predicts `best`: `clamp(F · best − offset(F), 0, best)`;
+    /// `offset(F)` of the threshold rule (version 1): linear interpolation in the
+    /// table, clamped at its ends; 0 when the table is empty (the uncalibrated rule
+    /// `q ≥ F · q_best`) or the model uses the utility rule.
+    pub fn offset(&self, floor: f64) -> f64 {
+        match self.rule {
+            Rule::Threshold => self.interpolate(floor),
+            Rule::Utility => 0.0,
+        }
+    }
+
+    /// `λ(F)` of the utility rule (version 2), interpolated like `offset`; 0 (the best
+    /// prediction wins) for an empty table or a version-1 model.
+    pub fn cost_weight(&self, floor: f64) -> f64 {
+        match self.rule {
+            Rule::Utility => self.interpolate(floor),
+            Rule::Threshold => 0.0,
+        }
+    }
+
+    /// Mean cost per call per family (utility rule; empty for version 1).
+    pub fn costs(&self) -> &[f64] {
+        &self.costs
+    }
+
+    /// The utility rule's choice among `qualities[i]` with costs `costs[i]` (the
+    /// candidates' own, in the units λ was calibrated in): the index maximising
+    /// `q − λ(F) · c` (first on ties); with `floor <= 0` the cheapest. `None` when
+    /// there is no candidate. `ValueError` for NaN or mismatched lengths.
+    pub fn utility_choice(
+        &self,
+        floor: f64,
+        qualities: &[f64],
+        costs: &[f64],
+    ) -> Result<Option<usize>> {
+        if floor.is_nan() || qualities.iter().chain(costs).any(|x| x.is_nan()) {
+            return Err(CoreError::invalid(
+                "floor, qualities and costs must not be NaN",
+            ));
+        }
+        if qualities.len() != costs.len() {
+            return Err(CoreError::invalid(
+                "qualities and costs must have the same length",
+            ));
+        }
+        let lambda = self.cost_weight(floor);
+        let mut best: Option<(usize, f64, f64)> = None;
+        for (i, (&q, &c)) in qualities.iter().zip(costs).enumerate() {
+            // No floor: cheapest first, then the better prediction.
+            let (key, tie) = if floor <= 0.0 {
+                (-c, q)
+            } else {
+                (q - lambda * c, -c)
+            };
+            let better = best.map_or(true, |(_, k, t)| match key.total_cmp(&k) {
+                std::cmp::Ordering::Greater => true,
+                std::cmp::Ordering::Equal => tie > t,
+                std::cmp::Ordering::Less => false,
+            });
+            if better {
+                best = Some((i, key, tie));
+            }
+        }
+        Ok(best.map(|b| b.0))
+    }
+
+    /// Threshold rule (version 1): the absolute quality threshold for a request with
+    /// floor `floor` whose best usable candidate predicts `best`: `clamp(F · best − offset(F), 0, best)`;
     /// 0 (no constraint) when `floor <= 0`. `ValueError` for NaN.
     pub fn min_quality(&self, floor: f64, best: f64) -> Result<f64> {
         if floor.is_nan() || best.is_nan() {
@@ -322,10 +445,38 @@ mod tests {
     }
 
     #[test]
+    fn utility_rule_picks_the_best_trade_off() {
+        let v2 = model_json(r#"[{"floor":0.9,"lambda":100},{"floor":0.95,"lambda":10}]"#)
+            .replace("\"version\":1", "\"version\":2")
+            .replace(
+                "\"operating_points\":{",
+                "\"operating_points\":{\"rule\":\"utility\",\"cost_usd\":[0.001,0.01],",
+            );
+        let m = QualityModel::from_json(v2.as_bytes()).unwrap();
+        assert_eq!(m.rule, Rule::Utility);
+        assert_eq!(m.costs(), &[0.001, 0.01]);
+        assert!((m.cost_weight(0.925) - 55.0).abs() < 1e-9);
+        assert_eq!(m.cost_weight(0.99), 10.0);
+        assert_eq!(m.offset(0.9), 0.0);
+        let (q, c) = ([0.7, 0.9], [0.001, 0.01]);
+        // λ=100: 0.7-0.1 vs 0.9-1.0 → cheap; λ=10: 0.69 vs 0.8 → dear
+        assert_eq!(m.utility_choice(0.9, &q, &c).unwrap(), Some(0));
+        assert_eq!(m.utility_choice(0.95, &q, &c).unwrap(), Some(1));
+        assert_eq!(m.utility_choice(0.0, &q, &c).unwrap(), Some(0));
+        assert_eq!(m.utility_choice(0.95, &[], &[]).unwrap(), None);
+        assert!(m.utility_choice(0.95, &q, &c[..1]).is_err());
+        let neg = v2.replace("\"lambda\":10", "\"lambda\":-1");
+        assert!(QualityModel::from_json(neg.as_bytes()).is_err());
+        let v1 = QualityModel::from_json(model_json("[]").as_bytes()).unwrap();
+        assert_eq!((v1.rule, v1.cost_weight(0.9)), (Rule::Threshold, 0.0));
+    }
+
+    #[test]
     fn rejects_malformed_files() {
         let good = model_json("[]");
         for (from, to) in [
-            ("\"version\":1", "\"version\":2"),
+            ("\"version\":1", "\"version\":3"),
+            ("\"version\":1", "\"version\":2"), // version 2 needs cost_usd
             ("tiergate.quality_model", "other"),
             ("[0.5,-0.25]", "[0.5]"),
             ("[1,5,64]", "[1,5,99]"),

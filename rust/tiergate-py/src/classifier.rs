@@ -97,13 +97,47 @@ impl QualityModel {
         self.inner.features.to_value().to_string()
     }
 
+    /// `(floor, offset)` (threshold rule) or `(floor, λ)` (utility rule) rows.
     #[getter]
     fn operating_points(&self) -> Vec<(f64, f64)> {
         self.inner
             .operating_points()
             .iter()
-            .map(|p| (p.floor, p.offset))
+            .map(|p| (p.floor, p.value))
             .collect()
+    }
+
+    /// `"threshold"` (version-1 files) or `"utility"`.
+    #[getter]
+    fn rule(&self) -> &'static str {
+        match self.inner.rule {
+            quality::Rule::Threshold => "threshold",
+            quality::Rule::Utility => "utility",
+        }
+    }
+
+    /// Mean cost per call per family of the utility rule (empty for version 1).
+    #[getter]
+    fn costs(&self) -> Vec<f64> {
+        self.inner.costs().to_vec()
+    }
+
+    fn cost_weight(&self, floor: f64) -> PyResult<f64> {
+        if floor.is_nan() {
+            return Err(PyValueError::new_err("floor must not be NaN"));
+        }
+        Ok(self.inner.cost_weight(floor))
+    }
+
+    fn utility_choice(
+        &self,
+        floor: f64,
+        qualities: Vec<f64>,
+        costs: Vec<f64>,
+    ) -> PyResult<Option<usize>> {
+        self.inner
+            .utility_choice(floor, &qualities, &costs)
+            .map_err(to_py)
     }
 
     fn __len__(&self) -> usize {
