@@ -13,7 +13,6 @@
 use std::borrow::Cow;
 
 use crate::error::{CoreError, Result};
-use crate::json::write_escaped;
 
 /// Nesting depth `serde_json` refuses (its `remaining_depth` starts at 128).
 const MAX_DEPTH: u32 = 128;
@@ -33,6 +32,8 @@ pub enum Esc {
 /// A string value or key: the input between the quotes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct JStr<'a> {
+    /// The input from the opening quote to the closing one, both included.
+    quoted: &'a str,
     raw: &'a str,
     esc: Esc,
 }
@@ -65,14 +66,12 @@ impl<'a> JStr<'a> {
     }
 
     /// Append the canonical JSON form (quoted, escaped as `serde_json` escapes).
+    #[inline]
     pub fn write_json(&self, out: &mut Vec<u8>) {
         if self.esc == Esc::Other {
-            write_escaped(&decode(self.raw), out);
+            write_recoded(self.raw, out);
         } else {
-            out.reserve(self.raw.len() + 2);
-            out.push(b'"');
-            out.extend_from_slice(self.raw.as_bytes());
-            out.push(b'"');
+            out.extend_from_slice(self.quoted.as_bytes());
         }
     }
 }
@@ -262,6 +261,44 @@ impl<'a> Parser<'a> {
         }
     }
 
+    /// Past the value at the cursor, checked as [`Value::parse`] checks it, nothing built.
+    pub(crate) fn skip(&mut self) -> Result<()> {
+        match self.peek() {
+            Some(b'"') => {
+                self.i += 1;
+                self.string().map(|_| ())
+            }
+            Some(b'[') => {
+                self.enter()?;
+                if !self.empty(b']') {
+                    loop {
+                        self.skip()?;
+                        if !self.next_or_close(b']')? {
+                            break;
+                        }
+                    }
+                }
+                self.leave();
+                Ok(())
+            }
+            Some(b'{') => {
+                self.enter()?;
+                if !self.empty(b'}') {
+                    loop {
+                        self.key()?;
+                        self.skip()?;
+                        if !self.next_or_close(b'}')? {
+                            break;
+                        }
+                    }
+                }
+                self.leave();
+                Ok(())
+            }
+            _ => self.value().map(|_| ()),
+        }
+    }
+
     /// A scalar at the cursor (`None` at a bracket, left for the caller).
     pub(crate) fn scalar(&mut self) -> Result<Option<Value<'a>>> {
         match self.peek() {
@@ -404,43 +441,81 @@ impl<'a> Parser<'a> {
         Ok(Value::Obj(members))
     }
 
-    /// After the opening quote: up to and past the closing one.
+    /// After the opening quote: up to and past the closing one. Eight bytes at a time,
+    /// looking for a quote, a backslash or a control character at once; the common
+    /// two-byte escapes are stepped over without leaving the loop.
     pub(crate) fn string(&mut self) -> Result<JStr<'a>> {
         let start = self.i;
+        let bytes = self.b;
+        let mut i = start;
         let mut esc = Esc::None;
         loop {
-            let rest = &self.b[self.i..];
-            // Keys and short values end within the first sixteen bytes: a word-at-a-time
-            // look costs less there than a `memchr2` call.
-            let head = rest.len().min(16);
-            let k = if let Some(k) = crate::json::find_escape(&rest[..head]) {
+            // Keys and short values end within sixteen bytes, looked at eight at a time;
+            // past that, `memchr2` finds the next quote or backslash and one vectorised
+            // pass checks the bytes it skipped for control characters.
+            let mut k = None;
+            for _ in 0..2 {
+                if let Some(chunk) = bytes.get(i..i + 8) {
+                    let mut w = [0u8; 8];
+                    w.copy_from_slice(chunk);
+                    let m = special_bits(u64::from_le_bytes(w));
+                    if m != 0 {
+                        k = Some(i + m.trailing_zeros() as usize / 8);
+                        break;
+                    }
+                    i += 8;
+                }
+            }
+            let k = if let Some(k) = k {
                 k
-            } else if let Some(k) = memchr::memchr2(b'"', b'\\', &rest[head..]) {
-                if let Some(c) = find_control(&rest[head..head + k]) {
-                    self.i += head + c;
+            } else if let Some(p) = memchr::memchr2(b'"', b'\\', &bytes[i..]) {
+                if has_control(&bytes[i..i + p]) {
+                    let c = bytes[i..].iter().position(|&c| c < 0x20).unwrap_or(0);
+                    self.i = i + c;
                     return Err(self.err("control character in string"));
                 }
-                head + k
+                i + p
             } else {
-                self.i = self.b.len();
+                if let Some(c) = bytes[i..].iter().position(|&c| c < 0x20) {
+                    self.i = i + c;
+                    return Err(self.err("control character in string"));
+                }
+                self.i = bytes.len();
                 return Err(self.err("EOF while parsing a string"));
             };
-            self.i += k;
-            match self.b[self.i] {
+            match bytes[k] {
                 b'"' => {
-                    let raw = &self.s[start..self.i];
-                    self.i += 1;
-                    return Ok(JStr { raw, esc });
+                    self.i = k + 1;
+                    return Ok(JStr {
+                        quoted: &self.s[start - 1..=k],
+                        raw: &self.s[start..k],
+                        esc,
+                    });
                 }
                 b'\\' => {
+                    if matches!(
+                        bytes.get(k + 1),
+                        Some(b'"' | b'\\' | b'b' | b'f' | b'n' | b'r' | b't')
+                    ) {
+                        i = k + 2;
+                        if esc == Esc::None {
+                            esc = Esc::Canonical;
+                        }
+                        continue;
+                    }
+                    self.i = k;
                     let canonical = self.escape()?;
+                    i = self.i;
                     if !canonical {
                         esc = Esc::Other;
                     } else if esc == Esc::None {
                         esc = Esc::Canonical;
                     }
                 }
-                _ => return Err(self.err("control character in string")),
+                _ => {
+                    self.i = k;
+                    return Err(self.err("control character in string"));
+                }
             }
         }
     }
@@ -574,25 +649,103 @@ impl<'a> Parser<'a> {
 const LO: u64 = 0x0101_0101_0101_0101;
 const HI: u64 = 0x8080_8080_8080_8080;
 
-/// Position of the first control character (below 0x20), eight bytes at a time.
+/// Whether any byte is below 0x20 (no early exit, so the loop vectorises).
 #[inline]
-fn find_control(b: &[u8]) -> Option<usize> {
-    let mut chunks = b.chunks_exact(8);
+fn has_control(b: &[u8]) -> bool {
+    b.iter().fold(0u8, |acc, &c| acc | u8::from(c < 0x20)) != 0
+}
+
+/// Bit 7 set in each byte of `v` that is `"`, `\\` or below 0x20 (exact up to the lowest
+/// such byte; bytes above it may be marked falsely, which only the lowest-bit reader sees
+/// past).
+#[inline]
+fn special_bits(v: u64) -> u64 {
+    let q = v ^ (LO * u64::from(b'"'));
+    let s = v ^ (LO * u64::from(b'\\'));
+    (q.wrapping_sub(LO) & !q | s.wrapping_sub(LO) & !s | v.wrapping_sub(LO * 0x20) & !v) & HI
+}
+
+/// Position of the first backslash: the first sixteen bytes eight at a time (escapes in
+/// message texts are often a few bytes apart, where a `memchr` call costs more than the
+/// search), then `memchr`.
+#[inline]
+fn find_backslash(b: &[u8]) -> Option<usize> {
+    let head = b.len().min(16);
+    let mut chunks = b[..head].chunks_exact(8);
     for (n, chunk) in chunks.by_ref().enumerate() {
         let mut w = [0u8; 8];
         w.copy_from_slice(chunk);
-        let v = u64::from_le_bytes(w);
-        // Some byte may be below 0x20 (exact when false).
-        if v.wrapping_sub(LO * 0x20) & !v & HI != 0 {
-            if let Some(p) = chunk.iter().position(|&c| c < 0x20) {
-                return Some(n * 8 + p);
-            }
+        let s = u64::from_le_bytes(w) ^ (LO * u64::from(b'\\'));
+        let m = s.wrapping_sub(LO) & !s & HI;
+        if m != 0 {
+            return Some(n * 8 + m.trailing_zeros() as usize / 8);
         }
     }
     let tail = chunks.remainder();
-    tail.iter()
-        .position(|&c| c < 0x20)
-        .map(|p| b.len() - tail.len() + p)
+    if let Some(p) = tail.iter().position(|&c| c == b'\\') {
+        return Some(head - tail.len() + p);
+    }
+    memchr::memchr(b'\\', &b[head..]).map(|p| head + p)
+}
+
+/// Append the canonical JSON form of a string whose raw inside (accepted by the parser)
+/// has escapes `serde_json` would not write: canonical escapes are copied, `\/` becomes
+/// `/`, and each `\uXXXX` (or surrogate pair) becomes its character, escaped again only
+/// if `serde_json` escapes it. Equivalent to `write_escaped(&decode(raw))` in one pass.
+fn write_recoded(raw: &str, out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let b = raw.as_bytes();
+    out.reserve(b.len() + 2);
+    out.push(b'"');
+    let mut i = 0;
+    while let Some(k) = find_backslash(&b[i..]) {
+        out.extend_from_slice(&b[i..i + k]);
+        i += k;
+        match b[i + 1] {
+            b'/' => {
+                out.push(b'/');
+                i += 2;
+            }
+            b'u' => {
+                let mut cp = hex(&b[i + 2..i + 6]);
+                i += 6;
+                if (0xD800..0xDC00).contains(&cp) {
+                    let low = hex(&b[i + 2..i + 6]);
+                    i += 6;
+                    cp = 0x10000 + ((cp - 0xD800) << 10) + (low - 0xDC00);
+                }
+                match cp {
+                    0x22 => out.extend_from_slice(b"\\\""),
+                    0x5c => out.extend_from_slice(b"\\\\"),
+                    0x0a => out.extend_from_slice(b"\\n"),
+                    0x0d => out.extend_from_slice(b"\\r"),
+                    0x09 => out.extend_from_slice(b"\\t"),
+                    0x08 => out.extend_from_slice(b"\\b"),
+                    0x0c => out.extend_from_slice(b"\\f"),
+                    0..=0x1f => out.extend_from_slice(&[
+                        b'\\',
+                        b'u',
+                        b'0',
+                        b'0',
+                        HEX[(cp >> 4) as usize],
+                        HEX[(cp & 15) as usize],
+                    ]),
+                    _ => {
+                        let c = char::from_u32(cp).unwrap_or('\u{fffd}');
+                        let mut buf = [0u8; 4];
+                        out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+                    }
+                }
+            }
+            // `\"`, `\\` and the short control escapes are already canonical.
+            _ => {
+                out.extend_from_slice(&b[i..i + 2]);
+                i += 2;
+            }
+        }
+    }
+    out.extend_from_slice(&b[i..]);
+    out.push(b'"');
 }
 
 /// Decode the raw inside of a string the parser accepted.
@@ -600,7 +753,7 @@ fn decode(raw: &str) -> String {
     let b = raw.as_bytes();
     let mut out = String::with_capacity(raw.len());
     let mut i = 0;
-    while let Some(k) = memchr::memchr(b'\\', &b[i..]) {
+    while let Some(k) = find_backslash(&b[i..]) {
         out.push_str(&raw[i..i + k]);
         i += k + 1;
         let c = b[i];
@@ -672,6 +825,55 @@ mod tests {
             s(&v).write_json(&mut out);
             let text: String = serde_json::from_slice(input.as_bytes()).unwrap();
             assert_eq!(out, serde_json::to_vec(&text).unwrap(), "{input}");
+        }
+    }
+
+    /// The one-pass recoder writes what decoding and escaping again write.
+    #[test]
+    fn recoding_matches_decode_then_escape() {
+        const PIECES: &[&str] = &[
+            "a",
+            "\\/",
+            "\\u00e9",
+            "\\u0022",
+            "\\u005C",
+            "\\u001F",
+            "\\u000a",
+            "\\u0008",
+            "\\u000C",
+            "\\u000d",
+            "\\u0009",
+            "\\u007f",
+            "\\ud83d\\ude00",
+            "\\n",
+            "\\\"",
+            "\\\\",
+            "\\t",
+            "\\u0000",
+            "\\u2014",
+            "é",
+            " x ",
+        ];
+        let mut x: u64 = 0x1234_5678_9ABC_DEF1;
+        for _ in 0..5_000 {
+            let mut s = String::from("\"");
+            for _ in 0..(x % 7) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                s.push_str(PIECES[(x % PIECES.len() as u64) as usize]);
+            }
+            s.push('"');
+            let v = Value::parse(s.as_bytes()).unwrap();
+            let j = v.as_jstr().unwrap();
+            let mut ours = Vec::new();
+            write_recoded(j.raw(), &mut ours);
+            let mut theirs = Vec::new();
+            crate::json::write_escaped(&decode(j.raw()), &mut theirs);
+            assert_eq!(ours, theirs, "{s}");
+            let mut written = Vec::new();
+            j.write_json(&mut written);
+            assert_eq!(written, theirs, "{s}");
         }
     }
 

@@ -24,8 +24,8 @@
 //! `1 + Σ(key + 1 + json(value))`, an array `1 + Σ(json(item))`, a string its text + 1,
 //! any other scalar 1. Chunks are summed in milli-tokens and rounded once at the end.
 
-use crate::error::Result;
-use crate::rawjson::{parse_object, JStr, Value};
+use crate::error::{CoreError, Result};
+use crate::rawjson::{Esc, JStr, Parser, Value};
 
 /// Tokens counted for an image part (`OpenAI`'s "low detail" cost).
 pub const IMAGE_TOKENS: u64 = 85;
@@ -112,15 +112,21 @@ fn class(c: char) -> Class {
 }
 
 /// Class and UTF-8 length of the character starting at byte `i` (`i < s.len()`).
-#[inline]
+#[allow(clippy::inline_always)] // called per character; the ASCII path is two loads
+#[inline(always)]
 fn class_at(s: &str, i: usize) -> (Class, usize) {
     let b = s.as_bytes()[i];
     if b < 0x80 {
         (ASCII_CLASS[b as usize], 1)
     } else {
-        let c = s[i..].chars().next().unwrap_or(' ');
-        (class(c), c.len_utf8())
+        class_at_non_ascii(s, i)
     }
+}
+
+#[inline(never)]
+fn class_at_non_ascii(s: &str, i: usize) -> (Class, usize) {
+    let c = s[i..].chars().next().unwrap_or(' ');
+    (class(c), c.len_utf8())
 }
 
 fn seg_cost(table: &[u64; 17], len: usize) -> u64 {
@@ -454,80 +460,345 @@ pub fn estimate_text_tokens(s: &str) -> u64 {
     (text_millitokens(s) + 500) / 1000
 }
 
-fn json_millitokens(v: &Value<'_>) -> u64 {
-    match v {
-        Value::Obj(o) => {
-            1000 + o
-                .iter()
-                .map(|m| text_millitokens(&m.key) + 1000 + json_millitokens(&m.value))
-                .sum::<u64>()
+/// The streaming walk under [`estimate_tokens`]: it reads only the fields it counts and
+/// validates the rest without building a tree. A repeated key counts once, its last
+/// occurrence (as `serde_json::Map` and Python's `json` read it): a field's slot is
+/// overwritten, and `json(v)` drops all but the last of equal keys.
+struct Walk<'a> {
+    p: Parser<'a>,
+    /// `(key, cost)` of the members of every object `json` is inside, innermost last.
+    keys: Vec<(JStr<'a>, u64)>,
+}
+
+impl<'a> Walk<'a> {
+    /// At an object: `f(self, key)` per member, with the cursor at its value (which `f`
+    /// must consume). Anything but an object is skipped, and `f` never called.
+    #[inline]
+    fn object(&mut self, mut f: impl FnMut(&mut Self, JStr<'a>) -> Result<()>) -> Result<()> {
+        if self.p.peek() != Some(b'{') {
+            return self.p.skip();
         }
-        Value::Arr(a) => 1000 + a.iter().map(json_millitokens).sum::<u64>(),
-        Value::Str(s) => text_millitokens(&s.text()) + 1000,
-        _ => 1000,
-    }
-}
-
-fn str_field<'v, 'a>(v: &'v Value<'a>, key: &str) -> Option<&'v JStr<'a>> {
-    v.get(key).and_then(Value::as_jstr)
-}
-
-fn str_cost(v: &Value<'_>, key: &str) -> u64 {
-    str_field(v, key).map_or(0, |s| text_millitokens(&s.text()))
-}
-
-fn message_millitokens(m: &Value<'_>) -> u64 {
-    let mut t = 3000 + str_cost(m, "role");
-    match m.get("content") {
-        Some(Value::Str(s)) => t += text_millitokens(&s.text()),
-        Some(Value::Arr(parts)) => {
-            for p in parts {
-                if let Some(s) = str_field(p, "text") {
-                    t += text_millitokens(&s.text());
-                } else if str_field(p, "type").is_some_and(|s| s.is("image_url")) {
-                    t += IMAGE_TOKENS * 1000;
+        self.p.enter()?;
+        if !self.p.empty(b'}') {
+            loop {
+                let key = self.p.key()?;
+                f(self, key)?;
+                if !self.p.next_or_close(b'}')? {
+                    break;
                 }
             }
         }
-        _ => {}
+        self.p.leave();
+        Ok(())
     }
-    if let Some(name) = str_field(m, "name") {
-        t += 1000 + text_millitokens(&name.text());
-    }
-    if let Some(Value::Arr(calls)) = m.get("tool_calls") {
-        for call in calls {
-            t += 3000;
-            if let Some(f) = call.get("function") {
-                t += str_cost(f, "name") + str_cost(f, "arguments");
+
+    /// At an array: `f(self)` per item, with the cursor at it. Anything but an array is
+    /// skipped.
+    #[inline]
+    fn array(&mut self, mut f: impl FnMut(&mut Self) -> Result<()>) -> Result<()> {
+        if self.p.peek() != Some(b'[') {
+            return self.p.skip();
+        }
+        self.p.enter()?;
+        if !self.p.empty(b']') {
+            loop {
+                f(self)?;
+                if !self.p.next_or_close(b']')? {
+                    break;
+                }
             }
         }
+        self.p.leave();
+        Ok(())
     }
-    t
+
+    /// The string at the cursor, or `None` (and the value skipped).
+    #[inline]
+    fn string(&mut self) -> Result<Option<JStr<'a>>> {
+        if self.p.peek() == Some(b'"') {
+            self.p.i += 1;
+            self.p.string().map(Some)
+        } else {
+            self.p.skip().map(|()| None)
+        }
+    }
+
+    /// Milli-tokens of the string at the cursor, or `None` for any other value.
+    #[inline]
+    fn text(&mut self) -> Result<Option<u64>> {
+        Ok(self.string()?.map(|s| text_millitokens(&s.text())))
+    }
+
+    /// `json(v)` of the value at the cursor (see the module documentation).
+    fn json(&mut self) -> Result<u64> {
+        match self.p.peek() {
+            Some(b'{') => {
+                let base = self.keys.len();
+                self.object(|w, key| {
+                    let cost = text_millitokens(&key.text()) + 1000 + w.json()?;
+                    w.keys.push((key, cost));
+                    Ok(())
+                })?;
+                let sum = last_of_each_key(&mut self.keys[base..]);
+                self.keys.truncate(base);
+                Ok(1000 + sum)
+            }
+            Some(b'[') => {
+                let mut t = 1000;
+                self.array(|w| {
+                    t += w.json()?;
+                    Ok(())
+                })?;
+                Ok(t)
+            }
+            Some(b'"') => Ok(self.text()?.unwrap_or(0) + 1000),
+            _ => self.p.skip().map(|()| 1000),
+        }
+    }
+
+    fn message(&mut self) -> Result<u64> {
+        let (mut role, mut content, mut name, mut calls) = (0, 0, None, 0);
+        self.object(|w, key| {
+            if key.is("role") {
+                role = w.text()?.unwrap_or(0);
+            } else if key.is("content") {
+                content = w.content()?;
+            } else if key.is("name") {
+                name = w.text()?;
+            } else if key.is("tool_calls") {
+                calls = 0;
+                w.array(|w| {
+                    calls += 3000;
+                    let mut f = 0;
+                    w.object(|w, key| {
+                        if key.is("function") {
+                            f = w.fields(["name", "arguments"])?;
+                        } else {
+                            w.p.skip()?;
+                        }
+                        Ok(())
+                    })?;
+                    calls += f;
+                    Ok(())
+                })?;
+            } else {
+                w.p.skip()?;
+            }
+            Ok(())
+        })?;
+        Ok(3000 + role + content + name.map_or(0, |n| 1000 + n) + calls)
+    }
+
+    fn content(&mut self) -> Result<u64> {
+        if self.p.peek() == Some(b'"') {
+            return Ok(self.text()?.unwrap_or(0));
+        }
+        let mut t = 0;
+        self.array(|w| {
+            let (mut text, mut image) = (None, false);
+            w.object(|w, key| {
+                if key.is("text") {
+                    text = w.text()?;
+                } else if key.is("type") {
+                    image = w.string()?.is_some_and(|s| s.is("image_url"));
+                } else {
+                    w.p.skip()?;
+                }
+                Ok(())
+            })?;
+            t += text.unwrap_or(if image { IMAGE_TOKENS * 1000 } else { 0 });
+            Ok(())
+        })?;
+        Ok(t)
+    }
+
+    /// The summed text of the string members `names` of the object at the cursor.
+    fn fields(&mut self, names: [&str; 2]) -> Result<u64> {
+        let mut costs = [0; 2];
+        self.object(|w, key| {
+            match names.iter().position(|n| key.is(n)) {
+                Some(i) => costs[i] = w.text()?.unwrap_or(0),
+                None => w.p.skip()?,
+            }
+            Ok(())
+        })?;
+        Ok(costs[0] + costs[1])
+    }
+
+    fn tool(&mut self) -> Result<u64> {
+        let mut f = 0;
+        self.object(|w, key| {
+            if !key.is("function") {
+                return w.p.skip();
+            }
+            let (mut name, mut description, mut parameters) = (0, 0, 0);
+            w.object(|w, key| {
+                if key.is("name") {
+                    name = w.text()?.unwrap_or(0);
+                } else if key.is("description") {
+                    description = w.text()?.unwrap_or(0);
+                } else if key.is("parameters") {
+                    parameters = w.json()?;
+                } else {
+                    w.p.skip()?;
+                }
+                Ok(())
+            })?;
+            f = name + description + parameters;
+            Ok(())
+        })?;
+        Ok(8000 + f)
+    }
+}
+
+/// Sum of the costs of `(key, cost)` members, counting only the last of equal keys.
+fn last_of_each_key(ms: &mut [(JStr<'_>, u64)]) -> u64 {
+    fn same(a: &JStr<'_>, b: &JStr<'_>) -> bool {
+        if a.esc() == Esc::None && b.esc() == Esc::None {
+            a.raw() == b.raw()
+        } else {
+            a.text() == b.text()
+        }
+    }
+    if ms.len() <= 16 {
+        return (0..ms.len())
+            .filter(|&i| !ms[i + 1..].iter().any(|(k, _)| same(k, &ms[i].0)))
+            .map(|i| ms[i].1)
+            .sum();
+    }
+    // Stable: equal keys stay in input order, so the last of each run is the one kept.
+    ms.sort_by(|a, b| a.0.text().as_bytes().cmp(b.0.text().as_bytes()));
+    (0..ms.len())
+        .filter(|&i| i + 1 == ms.len() || !same(&ms[i].0, &ms[i + 1].0))
+        .map(|i| ms[i].1)
+        .sum()
 }
 
 /// Estimated prompt tokens of a chat-completions body. Errors only on invalid JSON or a
 /// non-object body; unknown shapes inside count what they can.
 pub fn estimate_tokens(body: &[u8]) -> Result<u64> {
-    let v = parse_object(body)?;
-    let mut t = 3000;
-    if let Some(Value::Arr(messages)) = v.get("messages") {
-        t += messages.iter().map(message_millitokens).sum::<u64>();
+    let p = Parser::new(body)?;
+    if p.peek() != Some(b'{') {
+        // Reject bad JSON as bad JSON before saying it is not an object.
+        Value::parse(body)?;
+        return Err(CoreError::invalid("request body must be a JSON object"));
     }
-    if let Some(Value::Arr(tools)) = v.get("tools") {
-        for tool in tools {
-            t += 8000;
-            if let Some(f) = tool.get("function") {
-                t += str_cost(f, "name") + str_cost(f, "description");
-                if let Some(p) = f.get("parameters") {
-                    t += json_millitokens(p);
+    let mut w = Walk {
+        p,
+        keys: Vec::new(),
+    };
+    let (mut messages, mut tools, mut schema) = (0, 0, 0);
+    w.object(|w, key| {
+        if key.is("messages") {
+            messages = 0;
+            w.array(|w| {
+                messages += w.message()?;
+                Ok(())
+            })
+        } else if key.is("tools") {
+            tools = 0;
+            w.array(|w| {
+                tools += w.tool()?;
+                Ok(())
+            })
+        } else if key.is("response_format") {
+            schema = 0;
+            w.object(|w, key| {
+                if key.is("json_schema") {
+                    schema = w.json()?;
+                    Ok(())
+                } else {
+                    w.p.skip()
+                }
+            })
+        } else {
+            w.p.skip()
+        }
+    })?;
+    w.p.finish()?;
+    Ok((3000 + messages + tools + schema + 500) / 1000)
+}
+
+/// The tree-walking estimator the streaming one replaced: the oracle of its tests.
+#[cfg(test)]
+mod tree {
+    use super::{text_millitokens, IMAGE_TOKENS};
+    use crate::error::Result;
+    use crate::rawjson::{parse_object, JStr, Value};
+
+    fn json_millitokens(v: &Value<'_>) -> u64 {
+        match v {
+            Value::Obj(o) => {
+                1000 + o
+                    .iter()
+                    .map(|m| text_millitokens(&m.key) + 1000 + json_millitokens(&m.value))
+                    .sum::<u64>()
+            }
+            Value::Arr(a) => 1000 + a.iter().map(json_millitokens).sum::<u64>(),
+            Value::Str(s) => text_millitokens(&s.text()) + 1000,
+            _ => 1000,
+        }
+    }
+
+    fn str_field<'v, 'a>(v: &'v Value<'a>, key: &str) -> Option<&'v JStr<'a>> {
+        v.get(key).and_then(Value::as_jstr)
+    }
+
+    fn str_cost(v: &Value<'_>, key: &str) -> u64 {
+        str_field(v, key).map_or(0, |s| text_millitokens(&s.text()))
+    }
+
+    fn message_millitokens(m: &Value<'_>) -> u64 {
+        let mut t = 3000 + str_cost(m, "role");
+        match m.get("content") {
+            Some(Value::Str(s)) => t += text_millitokens(&s.text()),
+            Some(Value::Arr(parts)) => {
+                for p in parts {
+                    if let Some(s) = str_field(p, "text") {
+                        t += text_millitokens(&s.text());
+                    } else if str_field(p, "type").is_some_and(|s| s.is("image_url")) {
+                        t += IMAGE_TOKENS * 1000;
+                    }
+                }
+            }
+            _ => {}
+        }
+        if let Some(name) = str_field(m, "name") {
+            t += 1000 + text_millitokens(&name.text());
+        }
+        if let Some(Value::Arr(calls)) = m.get("tool_calls") {
+            for call in calls {
+                t += 3000;
+                if let Some(f) = call.get("function") {
+                    t += str_cost(f, "name") + str_cost(f, "arguments");
                 }
             }
         }
+        t
     }
-    if let Some(schema) = v.get("response_format").and_then(|r| r.get("json_schema")) {
-        t += json_millitokens(schema);
+
+    pub(super) fn estimate_tokens(body: &[u8]) -> Result<u64> {
+        let v = parse_object(body)?;
+        let mut t = 3000;
+        if let Some(Value::Arr(messages)) = v.get("messages") {
+            t += messages.iter().map(message_millitokens).sum::<u64>();
+        }
+        if let Some(Value::Arr(tools)) = v.get("tools") {
+            for tool in tools {
+                t += 8000;
+                if let Some(f) = tool.get("function") {
+                    t += str_cost(f, "name") + str_cost(f, "description");
+                    if let Some(p) = f.get("parameters") {
+                        t += json_millitokens(p);
+                    }
+                }
+            }
+        }
+        if let Some(schema) = v.get("response_format").and_then(|r| r.get("json_schema")) {
+            t += json_millitokens(schema);
+        }
+        Ok((t + 500) / 1000)
     }
-    Ok((t + 500) / 1000)
 }
 
 #[cfg(test)]
@@ -541,6 +812,56 @@ mod tests {
         assert_eq!(estimate_text_tokens("it's 12345"), 5); // it 's ␣ 123 45
         assert_eq!(estimate_text_tokens("a\n\n  b"), 4); // a \n\n ␣ ␣b
         assert!(estimate_text_tokens("日本語のテキスト") >= 8);
+    }
+
+    /// The streaming estimator counts what the tree-walking one counted, on bodies with
+    /// every counted field, repeated keys and odd shapes, and on random mutations of them.
+    #[test]
+    fn streaming_matches_tree() {
+        const SEEDS: &[&str] = &[
+            r#"{"model":"m","messages":[{"role":"system","content":"Be brief.\nOK \"x\" \u00e9"},{"role":"user","name":"dana","content":[{"type":"text","text":"hi there"},{"type":"image_url","image_url":{"url":"u"}},{"text":5,"type":"image_url"},7]},{"role":"assistant","content":null,"tool_calls":[{"id":"c","type":"function","function":{"name":"get","arguments":"{\"a\":1}"}},{"function":3},5]},{"role":"tool","content":"42"},null,[1]],"tools":[{"type":"function","function":{"name":"get","description":"Get it.","parameters":{"type":"object","properties":{"a":{"type":"integer"},"b":{"enum":["x","y"]}},"required":["a"],"type":"object"}}},{"function":"x"},1],"response_format":{"type":"json_schema","json_schema":{"name":"s","schema":{"k":[1,true,null,"v"]}}}}"#,
+            r#"{"messages":[{"role":"user","content":"a","content":"longer text here","\u0072ole":"assistant","name":"x","name":7}],"messages":[{"content":[{"text":"b","text":"c d"}],"tool_calls":[{"function":{"name":"n","name":"m2","arguments":"{}"},"function":{"arguments":"[1,2]"}}]}],"tools":[{"function":{"parameters":{"a":1,"b":2,"a":"three","\u0062":[{"c":1,"c":2}]}}}],"tools":{"x":1},"response_format":{"json_schema":{"a":1},"json_schema":[1,2,{"q":"r"}]}}"#,
+            r#"{"tools":[{"function":{"name":"f","parameters":{"k01":1,"k02":2,"k03":3,"k04":4,"k05":5,"k06":6,"k07":7,"k08":8,"k09":9,"k10":10,"k11":11,"k12":12,"k13":13,"k14":14,"k15":15,"k16":16,"k17":17,"k03":"again","k01":{"x":"y"}}}}],"messages":"no","response_format":"text"}"#,
+        ];
+        const ALPHABET: &[u8] = br#" {}[]:,"\0123456789-.etnulfasx"#;
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = |n: usize| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % n as u64) as usize
+        };
+        let mut ok = 0;
+        for round in 0..30_000 {
+            let mut body = SEEDS[round % SEEDS.len()].as_bytes().to_vec();
+            if round >= SEEDS.len() {
+                for _ in 0..=next(2) {
+                    let at = next(body.len() + 1);
+                    match next(3) {
+                        0 if at < body.len() => {
+                            body.remove(at);
+                        }
+                        1 if at < body.len() => body[at] = ALPHABET[next(ALPHABET.len())],
+                        _ => body.insert(at, ALPHABET[next(ALPHABET.len())]),
+                    }
+                }
+            }
+            let ours = estimate_tokens(&body);
+            let theirs = tree::estimate_tokens(&body);
+            assert!(round >= SEEDS.len() || ours.is_ok(), "seed {round}");
+            match (&ours, &theirs) {
+                (Ok(a), Ok(b)) => {
+                    ok += 1;
+                    assert_eq!(a, b, "{}", String::from_utf8_lossy(&body));
+                }
+                (Err(a), Err(b)) => assert_eq!(
+                    a.message.contains("JSON object"),
+                    b.message.contains("JSON object")
+                ),
+                _ => panic!("{}: {ours:?} vs {theirs:?}", String::from_utf8_lossy(&body)),
+            }
+        }
+        assert!(ok > 3_000, "{ok}");
     }
 
     #[test]
