@@ -273,3 +273,32 @@ def test_a_broken_reload_keeps_the_running_config(stack: Stack, tmp_path: Any) -
     problems = stack.run(runtime.reload())
     assert problems and any("deployments" in p for p in problems)
     assert stack.post("/v1/chat/completions", body()).status == 200
+
+
+def test_a_caller_leaving_mid_stream_is_not_the_providers_fault(stack: Stack) -> None:
+    stack.fault("claude-haiku", "latency", factor=400)  # a slow stream: ~0.5 s of tokens
+    req = body("claude-haiku", stream=True, max_tokens=300)
+    resp = stack.http.request(
+        "POST",
+        stack.url + "/v1/chat/completions",
+        body=orjson.dumps(req),
+        headers={"content-type": "application/json"},
+        preload_content=False,
+    )
+    assert resp.status == 200
+    assert resp.read(64)  # the first chunk arrived
+    resp.drain_conn = lambda: None  # type: ignore[method-assign]
+    resp.connection.sock.close()  # type: ignore[union-attr]
+    resp.release_conn()
+    planner = stack.server.runtime.current.planner
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and stack.calls("claude-haiku") < 1:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    state = planner.health._states["claude-haiku"]
+    assert state.consecutive == 0 and planner.health.available("claude-haiku")
+    # The same request afterwards is a fresh call, not a replay of a half answer.
+    stack.clear_faults()
+    again = stack.post("/v1/chat/completions", req)
+    assert again.status == 200 and "x-tiergate-replay" not in again.headers
+    assert again.data.endswith(b"data: [DONE]\n\n")

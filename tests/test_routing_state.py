@@ -237,3 +237,17 @@ def test_keys_are_scoped() -> None:
     assert k(b"", "t", "openai", False, "x") != k(b"", "u", "openai", False, "x")
     assert k(b"", "t", "openai", False, "x") != k(b"", "t", "anthropic", False, "x")
     assert k(b"", "t", "openai", False, "x") != k(b"", "t", "openai", True, "x")
+
+
+async def test_a_follower_leads_when_the_leader_gives_up() -> None:
+    idem = Idempotency(MemoryStore(), ttl_s=60)
+    key = Idempotency.key(b"{}", "t", "openai", True, "k3")
+    outcome, flight = await idem.lookup(key)
+    assert outcome == "miss" and not isinstance(flight, Recorded)
+    follower = asyncio.create_task(idem.lookup(key))
+    await asyncio.sleep(0)
+    idem.abandon(flight, None)  # the leader's caller left mid-stream
+    outcome, second = await follower
+    assert outcome == "miss" and not isinstance(second, Recorded)
+    await idem.finish(second, Recorded(200, (), body=b"fresh"))
+    assert (await idem.lookup(key))[0] == "replay"

@@ -60,6 +60,7 @@ class StreamOutcome:
     deadline: float = 0.0
     started: float = 0.0  # monotonic start of the winning attempt
     ttft_ms: float = 0.0
+    prompt_tokens: int = 0  # estimate, for billing a stream that ends without usage
 
 
 class HedgeBudget:
@@ -359,7 +360,10 @@ class Dispatcher:
                     min_context = max(min_context, dep.context_window)
                 continue
             ttft = (time.monotonic() - started) * 1000
-            return StreamOutcome(first, events, name, attempts, deadline, started, ttft)
+            prompt = (
+                plan.request.prompt_tokens if plan.request is not None else _tokens_hint(request)
+            )
+            return StreamOutcome(first, events, name, attempts, deadline, started, ttft, prompt)
         raise _exhausted(last, attempts, deadline)
 
     def stream_finished(
@@ -369,18 +373,30 @@ class Dispatcher:
         usage: Usage | None,
         finish_reason: str | None,
         error: ProviderError | None,
+        *,
+        delivered: int = 0,
+        caller_gone: bool = False,
     ) -> AttemptRecord:
-        """Account for the winning stream once it ended (completed or failed mid-way)."""
+        """Account for the winning stream once it ended: completed, failed mid-way, or
+        abandoned by the caller (which says nothing about the deployment's health).
+
+        A stream that ended without its usage is billed as the prompt estimate plus the
+        ``delivered`` text pieces, since the provider charged for them."""
         name = outcome.deployment
         dep = self._config.deployments[name]
         start_ns = time.time_ns() - int((time.monotonic() - outcome.started) * 1e9)
-        used = usage or Usage()
+        used = usage or Usage(input_tokens=outcome.prompt_tokens, output_tokens=delivered)
+        if caller_gone:
+            error_class: str | None = "cancelled"
+        else:
+            error_class = None if error is None else error.error_class.value
         record = self._record(
             name,
             outcome.started,
             start_ns,
             status=200 if error is None else error.status,
-            error_class=None if error is None else error.error_class.value,
+            error_class=error_class,
+            cancelled=caller_gone,
             ttft_ms=round(outcome.ttft_ms, 3),
             input_tokens=used.input_tokens,
             output_tokens=used.output_tokens,
@@ -388,7 +404,9 @@ class Dispatcher:
             finish_reason=finish_reason,
         )
         outcome.attempts.append(record)
-        if error is None:
+        if caller_gone:
+            pass
+        elif error is None:
             self._planner.health.success(name)
             self._planner.observe(
                 envelope.route, name, outcome.ttft_ms, record.ms, used.output_tokens, streamed=True

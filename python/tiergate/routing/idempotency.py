@@ -100,7 +100,8 @@ class Flight:
 
     def __init__(self, key: bytes) -> None:
         self.key = key
-        self.future: asyncio.Future[Recorded] = asyncio.get_running_loop().create_future()
+        # None: the leader gave up without an answer (its caller left); a follower leads anew.
+        self.future: asyncio.Future[Recorded | None] = asyncio.get_running_loop().create_future()
 
 
 class Idempotency:
@@ -124,12 +125,16 @@ class Idempotency:
         """``("replay", recorded)``, ``("coalesced", recorded)`` after waiting on an
         identical in-flight request, or ``("miss", flight)``: the caller leads and must
         call :meth:`finish` exactly once."""
-        recorded = await self.store.get(key)
-        if recorded is not None:
-            return "replay", recorded
-        flight = self._inflight.get(key)
-        if flight is not None:
-            return "coalesced", await asyncio.shield(flight.future)
+        while True:
+            recorded = await self.store.get(key)
+            if recorded is not None:
+                return "replay", recorded
+            flight = self._inflight.get(key)
+            if flight is None:
+                break
+            shared = await asyncio.shield(flight.future)
+            if shared is not None:
+                return "coalesced", shared
         flight = Flight(key)
         self._inflight[key] = flight
         return "miss", flight
@@ -143,8 +148,9 @@ class Idempotency:
         if 200 <= result.status < 300:
             await self.store.put(flight.key, result, self.ttl_s)
 
-    def abandon(self, flight: Flight, result: Recorded) -> None:
-        """The leader could not finish (cancelled): followers get ``result``; nothing is kept."""
+    def abandon(self, flight: Flight, result: Recorded | None) -> None:
+        """The leader could not finish: followers get ``result`` (its error), or, when it is
+        None (the leader's caller left), one of them leads a fresh call. Nothing is kept."""
         if self._inflight.get(flight.key) is flight:
             del self._inflight[flight.key]
         if not flight.future.done():

@@ -91,8 +91,8 @@ async def errors_in_caller_shape(
                 f"{request.method} {request.path}: {exc.reason}", status=exc.status, type=kind
             ),
         )
-    except asyncio.CancelledError:
-        raise
+    except (asyncio.CancelledError, ConnectionResetError):
+        raise  # the caller went away: nobody to answer
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         err = DispatchError(
@@ -332,7 +332,11 @@ class Pipeline:
             return await self._stream(chat, envelope, plan, flight)
         return await self._complete(chat, envelope, plan, flight)
 
-    def _failure(self, exc: BaseException) -> Recorded:
+    def _failure(self, exc: BaseException) -> Recorded | None:
+        """What followers of this request get when it failed; None (a follower leads a
+        fresh call) when the failure was this caller leaving."""
+        if isinstance(exc, asyncio.CancelledError | ConnectionResetError):
+            return None
         if isinstance(exc, RequestError | DispatchError):
             return Recorded(exc.status, _JSON_HEADERS, error_body(self.surface, exc))
         err = DispatchError(
@@ -448,16 +452,16 @@ class Pipeline:
             # The caller went away: stop the upstream stream; nothing is kept.
             await _aclose(outcome.rest)
             gw.dispatcher.stream_finished(
-                outcome,
-                envelope,
-                None,
-                None,
-                ProviderError(ErrorClass.SERVER_ERROR, "caller disconnected"),
+                outcome, envelope, None, None, None, delivered=len(pieces), caller_gone=True
             )
-            gw.idempotency.abandon(flight, self._failure(RuntimeError()))
+            _account(gw, record, outcome.attempts)
+            record.stream_error = "caller disconnected"
+            gw.idempotency.abandon(flight, None)
             raise
         self.text = "".join(pieces)
-        attempt = gw.dispatcher.stream_finished(outcome, envelope, usage, finish, error)
+        attempt = gw.dispatcher.stream_finished(
+            outcome, envelope, usage, finish, error, delivered=len(pieces)
+        )
         _account(gw, record, outcome.attempts)
         record.ttft_ms = attempt.ttft_ms
         record.predicted_quality = plan.predicted_quality(gw.planner, outcome.deployment)
