@@ -264,13 +264,17 @@ impl Canon<'_> {
                     out.push(b',');
                 }
                 first = false;
-                out.extend_from_slice(&self.scratch[m.k..m.kv]);
                 if m.wrap {
+                    out.extend_from_slice(&self.scratch[m.k..m.kv]);
                     out.push(b'[');
-                }
-                out.extend_from_slice(&self.scratch[m.v..m.e]);
-                if m.wrap {
+                    out.extend_from_slice(&self.scratch[m.v..m.e]);
                     out.push(b']');
+                } else if m.v == m.kv {
+                    // Key and value are still adjacent: one copy.
+                    out.extend_from_slice(&self.scratch[m.k..m.e]);
+                } else {
+                    out.extend_from_slice(&self.scratch[m.k..m.kv]);
+                    out.extend_from_slice(&self.scratch[m.v..m.e]);
                 }
             }
         }

@@ -34,13 +34,14 @@ pub enum Esc {
 pub struct JStr<'a> {
     /// The input from the opening quote to the closing one, both included.
     quoted: &'a str,
-    raw: &'a str,
     esc: Esc,
 }
 
 impl<'a> JStr<'a> {
+    /// The input between the quotes.
+    #[inline]
     pub fn raw(&self) -> &'a str {
-        self.raw
+        &self.quoted[1..self.quoted.len() - 1]
     }
 
     pub fn esc(&self) -> Esc {
@@ -50,18 +51,18 @@ impl<'a> JStr<'a> {
     /// The text, decoded (borrowed when the input had no escapes).
     pub fn text(&self) -> Cow<'a, str> {
         if self.esc == Esc::None {
-            Cow::Borrowed(self.raw)
+            Cow::Borrowed(self.raw())
         } else {
-            Cow::Owned(decode(self.raw))
+            Cow::Owned(decode(self.raw()))
         }
     }
 
     /// Whether the decoded text equals `s`.
     pub fn is(&self, s: &str) -> bool {
         if self.esc == Esc::None {
-            self.raw == s
+            self.raw() == s
         } else {
-            decode(self.raw) == s
+            decode(self.raw()) == s
         }
     }
 
@@ -69,7 +70,7 @@ impl<'a> JStr<'a> {
     #[inline]
     pub fn write_json(&self, out: &mut Vec<u8>) {
         if self.esc == Esc::Other {
-            write_recoded(self.raw, out);
+            write_recoded(self.raw(), out);
         } else {
             out.extend_from_slice(self.quoted.as_bytes());
         }
@@ -488,7 +489,6 @@ impl<'a> Parser<'a> {
                     self.i = k + 1;
                     return Ok(JStr {
                         quoted: &self.s[start - 1..=k],
-                        raw: &self.s[start..k],
                         esc,
                     });
                 }
