@@ -314,14 +314,6 @@ pub fn mix(mut h: u64) -> u64 {
     h ^ (h >> 33)
 }
 
-fn word_hash(word: &[u8], seed: u64) -> u64 {
-    let mut h = FNV_BASIS ^ seed;
-    for &b in word {
-        h = (h ^ u64::from(b)).wrapping_mul(FNV_PRIME);
-    }
-    mix(h)
-}
-
 fn pair_hash(a: u64, b: u64, seed: u64) -> u64 {
     mix(a.wrapping_mul(GOLDEN) ^ b ^ seed ^ 1)
 }
@@ -349,14 +341,16 @@ fn for_each_gram(
             while i < n && !is_word_byte(lowered[i]) {
                 i += 1;
             }
-            let start = i;
-            while i < n && is_word_byte(lowered[i]) {
-                i += 1;
-            }
-            if start == i {
+            if i == n {
                 break;
             }
-            let h = word_hash(&lowered[start..i], cfg.seed);
+            // FNV-1a over the word while scanning it (one pass), then `mix`
+            let mut h = FNV_BASIS ^ cfg.seed;
+            while i < n && is_word_byte(lowered[i]) {
+                h = (h ^ u64::from(lowered[i])).wrapping_mul(FNV_PRIME);
+                i += 1;
+            }
+            let h = mix(h);
             word(h);
             n_word += 1;
             if cfg.word_ngrams >= 2 {
