@@ -159,6 +159,13 @@ def run() -> str:
         "Per call through PyO3 from Python (`time.perf_counter_ns` over batches of 200, "
         "300 batches); the empty call `_core._noop()` is measured just before each row.",
         "",
+        f"The 4 KB body ({len(body_4k())} bytes, the same bytes as the criterion bench's): ten "
+        "messages — a system prompt, user turns (one with a `name`), an assistant tool call "
+        "whose `arguments` is escaped JSON, the tool's escaped-JSON reply, assistant replies "
+        'with `\\n`, `\\"` and `\\uXXXX` escapes (as `json.dumps` writes non-ASCII) — one '
+        "tool definition with a JSON-schema `parameters`, `tool_choice`, sampling and transport "
+        "fields, keys in client order (`MESSAGES` and `TOOL` in `benches/bench_core.py`).",
+        "",
         "| call | median | p99 | empty call | ratio to empty | target |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
