@@ -336,6 +336,55 @@ fn ascii_word_at(bytes: &[u8], i: usize) -> Option<(usize, u64)> {
     Some((end, cost))
 }
 
+/// Second fast path: rule 3 at an ASCII digit, or rule 4 at an ASCII punctuation run
+/// (alone or after one space) that rules 1 and 2 cannot take (not `'`, not followed by a
+/// letter) and that ends at an ASCII byte or the end. Its end and cost; `None` for
+/// anything else.
+#[inline]
+fn ascii_digits_or_punct_at(bytes: &[u8], i: usize) -> Option<(usize, u64)> {
+    let len = bytes.len();
+    let c0 = bytes[i];
+    if c0.is_ascii_digit() {
+        let mut j = i + 1;
+        while j < len && j < i + 3 && bytes[j].is_ascii_digit() {
+            j += 1;
+        }
+        return Some((j, 1000));
+    }
+    let is_punct = |b: u8| b < 0x80 && ASCII_CLASS[b as usize] == Class::Punct;
+    let start = if c0 == b' ' && bytes.get(i + 1).is_some_and(|&b| is_punct(b)) {
+        i + 1
+    } else if is_punct(c0) && c0 != b'\'' {
+        // Rule 2 takes a punctuation character followed by a letter.
+        match bytes.get(i + 1) {
+            Some(&b) if b >= 0x80 || ASCII_CLASS[b as usize] == Class::Letter => return None,
+            _ => i,
+        }
+    } else {
+        return None;
+    };
+    let mut j = start + 1;
+    while j < len && is_punct(bytes[j]) {
+        j += 1;
+    }
+    if j < len && bytes[j] >= 0x80 {
+        return None; // the run may go on with non-ASCII punctuation
+    }
+    let n = j - start;
+    while j < len && is_newline(bytes[j]) {
+        j += 1;
+    }
+    let mut cost = if n < PUNCT.len() {
+        PUNCT[n]
+    } else {
+        500 * n as u64
+    };
+    if j > start + n && n >= 2 {
+        cost += 100;
+    }
+    Some((j, cost))
+}
+
 /// Estimated milli-tokens of one text.
 pub fn text_millitokens(s: &str) -> u64 {
     let bytes = s.as_bytes();
@@ -344,6 +393,11 @@ pub fn text_millitokens(s: &str) -> u64 {
     let mut i = 0;
     while i < len {
         if let Some((end, cost)) = ascii_word_at(bytes, i) {
+            total += cost;
+            i = end;
+            continue;
+        }
+        if let Some((end, cost)) = ascii_digits_or_punct_at(bytes, i) {
             total += cost;
             i = end;
             continue;
