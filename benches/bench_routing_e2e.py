@@ -24,7 +24,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "tests"), str(Path(__file__).resolve().parent)]
 
-PROMPTS = 300
+PROMPTS = 600  # at most; the held-out split has ~550 distinct prompts: all of them
 CONCURRENCY = 8
 REFERENCE_DEPLOYMENT = "gpt-4-turbo"
 
@@ -102,14 +102,15 @@ def run() -> str:
 
     model, _, held_dir = bench_classifier.trained()
     held = load_dir(held_dir)
-    # An even sample of the held-out rows (file order), one row per distinct prompt.
+    # The held-out rows, one per distinct prompt (an even sample if there are more).
     seen: set[str] = set()
     rows = []
     for i, (p, ok) in enumerate(zip(held.items, held.complete(), strict=True)):
         if ok and isinstance(p, str) and p not in seen:
             seen.add(p)
             rows.append(i)
-    rows = rows[:: max(1, len(rows) // PROMPTS)][:PROMPTS]
+    if len(rows) > PROMPTS:  # evenly spaced over the files (every task represented)
+        rows = [rows[round(i * (len(rows) - 1) / (PROMPTS - 1))] for i in range(PROMPTS)]
     prompts = [str(held.items[i]) for i in rows]
     import numpy as np
 
