@@ -118,6 +118,8 @@ enum Ctx {
 /// `k..kv` (with its `:`), the value's `v..e` (a rewrite may narrow it).
 struct Written<'a> {
     key: JStr<'a>,
+    /// [`key_prefix`] of `key`.
+    pfx: u64,
     k: usize,
     kv: usize,
     v: usize,
@@ -200,8 +202,9 @@ impl Canon<'_> {
         if !self.p.empty(b'}') {
             loop {
                 let key = self.p.key()?;
+                let pfx = key_prefix(&key);
                 if let Some(last) = self.members[base..].last() {
-                    in_order &= text_cmp(&last.key, &key) == Ordering::Less;
+                    in_order &= key_cmp(last.pfx, &last.key, pfx, &key) == Ordering::Less;
                 }
                 if self.members.len() > base {
                     out.push(b',');
@@ -218,6 +221,7 @@ impl Canon<'_> {
                 let e = out.len() - start;
                 self.members.push(Written {
                     key,
+                    pfx,
                     k,
                     kv: v,
                     v,
@@ -232,12 +236,14 @@ impl Canon<'_> {
         let mut changed = !in_order;
         if !in_order {
             let ms = &mut self.members[base..];
-            ms.sort_by(|a, b| text_cmp(&a.key, &b.key));
+            ms.sort_by(|a, b| key_cmp(a.pfx, &a.key, b.pfx, &b.key));
             // Keep the last of each run of equal keys (the stable sort kept input order).
             let mut kept = base;
             for i in base..self.members.len() {
-                let next_same = i + 1 < self.members.len()
-                    && text_cmp(&self.members[i].key, &self.members[i + 1].key) == Ordering::Equal;
+                let next_same = i + 1 < self.members.len() && {
+                    let (a, b) = (&self.members[i], &self.members[i + 1]);
+                    key_cmp(a.pfx, &a.key, b.pfx, &b.key) == Ordering::Equal
+                };
                 if !next_same {
                     self.members.swap(kept, i);
                     kept += 1;
@@ -281,6 +287,30 @@ impl Canon<'_> {
         out.push(b'}');
         self.members.truncate(base);
         Ok(())
+    }
+}
+
+/// The first eight bytes of a key without escapes, big-endian, zero-padded (such a key
+/// holds no zero byte, so comparing these orders keys whose first eight bytes differ);
+/// `0` for a key with escapes, which [`key_cmp`] compares decoded.
+fn key_prefix(k: &JStr<'_>) -> u64 {
+    if k.esc() != Esc::None {
+        return 0;
+    }
+    let raw = k.raw().as_bytes();
+    let mut w = [0u8; 8];
+    let n = raw.len().min(8);
+    w[..n].copy_from_slice(&raw[..n]);
+    u64::from_be_bytes(w)
+}
+
+/// Order of decoded key bytes, from the prefixes of [`key_prefix`] when they decide it.
+#[inline]
+fn key_cmp(pa: u64, a: &JStr<'_>, pb: u64, b: &JStr<'_>) -> Ordering {
+    if a.esc() == Esc::None && b.esc() == Esc::None && pa != pb {
+        pa.cmp(&pb)
+    } else {
+        text_cmp(a, b)
     }
 }
 
