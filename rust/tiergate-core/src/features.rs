@@ -416,56 +416,76 @@ fn digit_byte(b: u8) -> bool {
     b.wrapping_sub(b'0') < 10
 }
 
-/// How many bytes of `text` satisfy `f` (a branch-free predicate): byte-wide sums over
-/// chunks of at most 255 bytes, so the loop runs 16 bytes per SIMD step.
+/// Per-byte statistics of one byte `b` preceded by `p`, as 0/1: chars, non-ASCII,
+/// digits, upper, lower, `?`, `\n`, word starts, digit-run starts.
 #[inline]
-fn count(text: &[u8], f: impl Fn(u8) -> bool + Copy) -> u64 {
-    text.chunks(255)
-        .map(|c| u64::from(c.iter().fold(0u8, |a, &b| a.wrapping_add(u8::from(f(b))))))
-        .sum()
+#[allow(clippy::cast_possible_wrap)] // the sign bit is the point
+fn byte_stats(p: u8, b: u8) -> [u8; 9] {
+    let digit = digit_byte(b);
+    [
+        // a char starts at each byte that is not a UTF-8 continuation byte (10xxxxxx)
+        u8::from((b as i8) >= -64),
+        u8::from(b >= 0xC0),
+        u8::from(digit),
+        u8::from(b.wrapping_sub(b'A') < 26),
+        u8::from(b.wrapping_sub(b'a') < 26),
+        u8::from(b == b'?'),
+        u8::from(b == b'\n'),
+        u8::from(word_byte(b) & !word_byte(p)),
+        u8::from(digit & !digit_byte(p)),
+    ]
 }
 
-/// How many maximal runs of bytes satisfying `f` `text` holds.
-#[inline]
-fn runs(text: &[u8], f: impl Fn(u8) -> bool + Copy) -> u64 {
+/// [`byte_stats`] summed over `text` (the first byte preceded by a space). One pass of
+/// branch-free byte-wide sums over chunks of at most 255 bytes: it vectorises.
+fn text_stats(text: &[u8]) -> [u64; 9] {
+    let mut total = [0u64; 9];
     let Some(&first) = text.first() else {
-        return 0;
+        return total;
     };
-    let starts: u64 = text[..text.len() - 1]
-        .chunks(255)
-        .zip(text[1..].chunks(255))
-        .map(|(prev, cur)| {
-            u64::from(
-                prev.iter()
-                    .zip(cur)
-                    .fold(0u8, |a, (&p, &b)| a.wrapping_add(u8::from(f(b) & !f(p)))),
-            )
-        })
-        .sum();
-    starts + u64::from(f(first))
+    for (t, v) in total.iter_mut().zip(byte_stats(b' ', first)) {
+        *t += u64::from(v);
+    }
+    let (prev, cur) = (&text[..text.len() - 1], &text[1..]);
+    for (pc, cc) in prev.chunks(255).zip(cur.chunks(255)) {
+        let mut acc = [0u8; 9];
+        for (&p, &b) in pc.iter().zip(cc) {
+            let s = byte_stats(p, b);
+            for (a, v) in acc.iter_mut().zip(s) {
+                *a = a.wrapping_add(v);
+            }
+        }
+        for (t, a) in total.iter_mut().zip(acc) {
+            *t += u64::from(a);
+        }
+    }
+    total
 }
 
-/// The structure features of a document, in [`STRUCTURE`] order. One vectorised count
-/// per statistic (a 2 KB text is a few hundred SIMD steps in all).
+/// Whether `text` holds a triple backtick (branch-free, vectorises).
+fn has_fence(text: &[u8]) -> bool {
+    text.len() >= 3
+        && text
+            .iter()
+            .zip(&text[1..])
+            .zip(&text[2..])
+            .fold(false, |a, ((&x, &y), &z)| {
+                a | ((x == b'`') & (y == b'`') & (z == b'`'))
+            })
+}
+
+/// The structure features of a document, in [`STRUCTURE`] order (one vectorised pass
+/// for the counts, one for the code fence).
 pub fn structure(doc: &Doc) -> [f64; STRUCTURE.len()] {
     let text = doc.text.as_bytes();
-    // a char starts at each byte that is not a UTF-8 continuation byte (10xxxxxx)
-    #[allow(clippy::cast_possible_wrap)] // the sign bit is the point
-    let chars = count(text, |b| (b as i8) >= -64);
-    let non_ascii = count(text, |b| b >= 0xC0);
-    let digits = count(text, digit_byte);
-    let upper = count(text, |b| b.wrapping_sub(b'A') < 26);
-    let lower = count(text, |b| b.wrapping_sub(b'a') < 26);
-    let questions = count(text, |b| b == b'?');
-    let lines = count(text, |b| b == b'\n');
-    let words = runs(text, word_byte);
-    let digit_runs = runs(text, digit_byte);
+    let [chars, non_ascii, digits, upper, lower, questions, lines, words, digit_runs] =
+        text_stats(text);
     let share = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
     let ln1 = |x: u64| (x as f64).ln_1p();
     [
         ln1(chars) / 8.0,
         ln1(words) / 7.0,
-        if doc.text.contains("```") { 1.0 } else { 0.0 },
+        if has_fence(text) { 1.0 } else { 0.0 },
         ln1(digit_runs) / 5.0,
         share(digits, chars),
         ln1(questions) / 3.0,
