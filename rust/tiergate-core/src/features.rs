@@ -419,7 +419,7 @@ fn digit_byte(b: u8) -> bool {
 /// Per-byte statistics of one byte `b` preceded by `p`, as 0/1: chars, non-ASCII,
 /// digits, upper, lower, `?`, `\n`, word starts, digit-run starts.
 #[inline]
-#[allow(clippy::cast_possible_wrap)] // the sign bit is the point
+#[allow(clippy::cast_possible_wrap, clippy::needless_bitwise_bool)] // sign bit; branch-free
 fn byte_stats(p: u8, b: u8) -> [u8; 9] {
     let digit = digit_byte(b);
     [
@@ -463,6 +463,7 @@ fn text_stats(text: &[u8]) -> [u64; 9] {
 }
 
 /// Whether `text` holds a triple backtick (branch-free, vectorises).
+#[allow(clippy::needless_bitwise_bool)] // branch-free on purpose
 fn has_fence(text: &[u8]) -> bool {
     text.len() >= 3
         && text
