@@ -99,7 +99,7 @@ fn write_canonical(body: &[u8], out: &mut Vec<u8>) -> Result<()> {
     let mut w = Canon {
         p,
         members: Vec::new(),
-        scratch: Vec::new(),
+        scratch: Vec::with_capacity(body.len()),
     };
     w.value(out, Ctx::Top)?;
     w.p.finish()
