@@ -158,7 +158,7 @@ def _fit(x: Any, y: Array, c: float) -> tuple[Array, float]:
     if y.min() == y.max():  # one class: a constant score at the (clipped) rate
         rate = min(max(float(y.mean()), 0.02), 0.98)
         return np.zeros(x.shape[1]), math.log(rate / (1 - rate))
-    m = LogisticRegression(C=c, solver="liblinear", max_iter=1000)
+    m = LogisticRegression(C=c, solver="liblinear", max_iter=1000, random_state=0)
     m.fit(x, y)
     return np.asarray(m.coef_[0]), float(m.intercept_[0])
 
