@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import csv
 import json
+import re
+import shutil
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -125,6 +129,43 @@ def criterion_rows(root: Path = CRITERION) -> list[tuple[str, float]]:
     return rows
 
 
+_CALLS = """
+import sys
+sys.path.insert(0, {here!r})
+import bench_core
+from tiergate import _core
+body = bench_core.body_4k()
+f = {{"request_key": lambda: _core.request_key(body, "tenant"),
+     "estimate_tokens": lambda: _core.estimate_tokens(body), "_noop": _core._noop}}[sys.argv[1]]
+for _ in range(int(sys.argv[2])):
+    f()
+"""
+
+
+def instruction_counts(extra: int = 200) -> list[tuple[str, float]] | None:
+    """Instructions per call on the 4 KB body under callgrind (the difference between a
+    run with 1 + `extra` calls and one with 1, over `extra`), or None without valgrind.
+    Unlike the timings, these do not move with the machine's load."""
+    if shutil.which("valgrind") is None:
+        return None
+    code = _CALLS.format(here=str(Path(__file__).resolve().parent))
+    rows = []
+    for name in ("request_key", "estimate_tokens", "_noop"):
+        counts = []
+        for n in (1, 1 + extra):
+            out = subprocess.run(
+                ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+                 sys.executable, "-c", code, name, str(n)],
+                capture_output=True, text=True, check=True,
+            ).stderr  # fmt: skip
+            m = re.search(r"Collected : (\d+)", out)
+            if m is None:
+                return None
+            counts.append(int(m.group(1)))
+        rows.append((name, (counts[1] - counts[0]) / extra))
+    return rows
+
+
 def token_errors() -> list[float] | None:
     """|estimate - cl100k| / cl100k per routing prompt (one user message), or None."""
     try:
@@ -180,6 +221,17 @@ def run() -> str:
         out += [f"| {name} | {fmt_ns(ns)} |" for name, ns in crit]
     else:
         out.append("_no criterion output under target/criterion; run `make bench`_")
+    counts = instruction_counts()
+    if counts:
+        out += [
+            "",
+            "Instructions per call from Python on the 4 KB body (`valgrind --tool=callgrind`, "
+            "boundary included; unlike the timings above these do not move with the load):",
+            "",
+            "| call | instructions |",
+            "| --- | --- |",
+        ]
+        out += [f"| {name} | {n:,.0f} |" for name, n in counts]
     errors = token_errors()
     out += [
         "",
