@@ -14,14 +14,14 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import orjson
 from aiohttp import web
 
 from tiergate.envelope import ChatRequest, Envelope
 from tiergate.errors import DispatchError, ErrorClass, ProviderError, RequestError
-from tiergate.providers.base import StreamEnd, TextDelta, Usage
+from tiergate.providers.base import StreamEnd, StreamEvent, TextDelta, Usage
 from tiergate.routing.idempotency import Flight, Idempotency, Recorded
 from tiergate.routing.planner import Plan
 from tiergate.safety import scan_output, scan_request
@@ -38,6 +38,7 @@ from tiergate.server.render_openai import (
     render_openai_completion,
 )
 from tiergate.server.state import Gateway, Runtime
+from tiergate.server.stepping import Pending, step
 from tiergate.telemetry.http import add_feedback_route
 from tiergate.telemetry.hub import Telemetry
 from tiergate.telemetry.record import AttemptRecord, RequestRecord, SafetyFinding
@@ -423,22 +424,31 @@ class Pipeline:
         error: ProviderError | None = None
         loop = asyncio.get_running_loop()
         inter_chunk = gw.config.routing.inter_chunk_timeout_s
+        batch: list[bytes] = []  # frames rendered since the last send
         try:
             while True:
                 frame = renderer.render(event)
                 frames.append(frame)
+                batch.append(frame)
                 if isinstance(event, TextDelta):
                     pieces.append(event.text)
-                await response.write(frame)
                 if isinstance(event, StreamEnd):
                     usage, finish = event.usage, event.finish_reason
                     record.response_model = event.model
                     break
-                remaining = outcome.deadline - loop.time()
-                if remaining <= 0:
-                    raise TimeoutError
-                async with asyncio.timeout(min(remaining, inter_chunk)):
-                    event = await anext(outcome.rest)
+                ready, nxt = step(outcome.rest)
+                if ready:
+                    # Already parsed from the same network chunk: keep batching.
+                    event = cast(StreamEvent, nxt)
+                    continue
+                # The provider has nothing more yet: send what we have, then wait.
+                await response.write(batch[0] if len(batch) == 1 else b"".join(batch))
+                batch.clear()
+                wait = max(0.0, min(outcome.deadline - loop.time(), inter_chunk))
+                async with asyncio.timeout(wait):
+                    event = await cast(Pending[StreamEvent], nxt)
+            await response.write(b"".join(batch))
+            batch.clear()
         except (StopAsyncIteration, TimeoutError, ProviderError) as exc:
             if isinstance(exc, ProviderError):
                 error = exc
@@ -482,9 +492,10 @@ class Pipeline:
                 else "stream_interrupted"
             )
             if self.surface == "anthropic":
-                await response.write(AnthropicStreamRenderer.error(reason))
+                terminal = AnthropicStreamRenderer.error(reason)
             else:
-                await response.write(OpenAIStreamRenderer.error(reason, code))
+                terminal = OpenAIStreamRenderer.error(reason, code)
+            await response.write(b"".join(batch) + terminal)  # what was batched, then the end
             gw.idempotency.abandon(flight, self._failure(RuntimeError()))
         else:
             await gw.idempotency.finish(
