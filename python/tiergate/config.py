@@ -255,7 +255,7 @@ class RoutingConfig(_Model):
     allow_quality_relax: bool = True
     # Completed responses replay for this long; the in-memory store holds at most this many bytes.
     idempotency_ttl_s: NonNeg = 600.0
-    idempotency_max_bytes: int = Field(16 * 1024 * 1024, ge=0)
+    idempotency_max_bytes: int = Field(8 * 1024 * 1024, ge=0)
     # A deployment whose RPM/TPM bucket is below this share of its capacity is routed around.
     limit_headroom: float = Field(0.05, ge=0, lt=1)
     # Learned quality model file (`tiergate classifier train`), relative to the config file;
@@ -365,7 +365,7 @@ class DriftConfig(_Model):
     # Seconds between writes of the open hours' aggregates.
     flush_interval_s: Pos = 60.0
     # request_id → (deployment, hour) remembered for feedback; oldest forgotten first.
-    feedback_capacity: int = Field(100_000, gt=0)
+    feedback_capacity: int = Field(50_000, gt=0)
     # S3 sink: region and endpoint override (tests, VPC endpoints).
     region: str = "us-east-1"
     endpoint_url: str | None = None

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
+from sys import getsizeof
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -37,10 +38,12 @@ class Recorded:
 
     @property
     def size(self) -> int:
-        """Bytes this entry holds in memory, Python's object overheads included."""
-        frames = sum(len(f) + 40 for f in self.frames)
-        headers = sum(len(k) + len(v) + 130 for k, v in self.headers)
-        return len(self.body) + frames + headers + 400
+        """Bytes this entry holds in memory, Python's object overheads included (measured,
+        not guessed: the store's bound is meant to be the memory it costs)."""
+        size = getsizeof(self) + getsizeof(self.body) + getsizeof(self.frames)
+        size += sum(getsizeof(f) for f in self.frames) + getsizeof(self.headers)
+        size += sum(getsizeof(h) + getsizeof(h[0]) + getsizeof(h[1]) for h in self.headers)
+        return size + 256  # the store's own key, tuple and ordered-dict entry
 
 
 class Store(Protocol):
@@ -54,7 +57,7 @@ class MemoryStore:
 
     __slots__ = ("_bytes", "_entries", "max_bytes")
 
-    def __init__(self, max_bytes: int = 16 * 1024 * 1024) -> None:
+    def __init__(self, max_bytes: int = 8 * 1024 * 1024) -> None:
         self.max_bytes = max_bytes
         self._entries: OrderedDict[bytes, tuple[float, Recorded]] = OrderedDict()
         self._bytes = 0
