@@ -4,6 +4,7 @@ and the mapping of botocore failures to error classes."""
 from __future__ import annotations
 
 import asyncio
+from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
@@ -116,7 +117,7 @@ def aws_error(exc: BaseException, provider: str, *, started: bool = False) -> Pr
     return transport_error(exc, provider, started=started)
 
 
-class AwsAdapter:
+class AwsAdapter(ABC):
     """One aiobotocore client for one provider, opened in :meth:`open`."""
 
     __slots__ = ("_client", "_context", "config", "name")
@@ -210,12 +211,14 @@ class AwsAdapter:
             if stream is not None:
                 stream.close()
 
+    @abstractmethod
     async def complete(
         self, request: ChatRequest, deployment: DeploymentConfig, timeout_s: float
     ) -> Completion:
-        raise NotImplementedError
+        """Implemented by each provider's adapter."""
 
+    @abstractmethod
     def stream(
         self, request: ChatRequest, deployment: DeploymentConfig, timeout_s: float
     ) -> AsyncIterator[StreamEvent]:
-        raise NotImplementedError
+        """Implemented by each provider's adapter."""

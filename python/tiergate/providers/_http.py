@@ -4,6 +4,7 @@ and the mapping of transport failures to error classes."""
 from __future__ import annotations
 
 import asyncio
+from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any, Protocol
 
@@ -75,7 +76,7 @@ def transport_error(exc: BaseException, provider: str, *, started: bool) -> Prov
 _TRANSPORT_ERRORS = (aiohttp.ClientError, OSError, TimeoutError)
 
 
-class HttpAdapter:
+class HttpAdapter(ABC):
     """Base of the adapters that speak JSON over HTTP (OpenAI, Anthropic, Gemini).
 
     Subclasses set the request-independent headers in :meth:`_auth_headers` and
@@ -100,8 +101,9 @@ class HttpAdapter:
     def base_url(self) -> str:
         return (self.config.base_url or self.default_base_url).rstrip("/")
 
+    @abstractmethod
     def _auth_headers(self, key: str | None) -> dict[str, str]:
-        raise NotImplementedError
+        """Implemented by each provider's adapter."""
 
     async def open(self) -> None:
         if self._session is not None:
@@ -216,15 +218,17 @@ class HttpAdapter:
                 resp.release()
 
     # The Adapter protocol; subclasses implement these.
+    @abstractmethod
     async def complete(
         self, request: ChatRequest, deployment: DeploymentConfig, timeout_s: float
     ) -> Completion:
-        raise NotImplementedError
+        """Implemented by each provider's adapter."""
 
+    @abstractmethod
     def stream(
         self, request: ChatRequest, deployment: DeploymentConfig, timeout_s: float
     ) -> AsyncIterator[StreamEvent]:
-        raise NotImplementedError
+        """Implemented by each provider's adapter."""
 
 
 async def translate_sse(
