@@ -22,7 +22,6 @@ from email.utils import parsedate_to_datetime
 from functools import lru_cache
 from typing import Any
 
-import jsonschema  # type: ignore[import-untyped]
 import orjson
 
 from tiergate.envelope import ChatRequest, ResponseFormat, ToolCall
@@ -404,6 +403,9 @@ def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> f
 
 @lru_cache(maxsize=256)
 def _validator(schema_key: bytes) -> Any:
+    # Imported on first use: jsonschema costs a tenth of a second of start-up.
+    import jsonschema  # type: ignore[import-untyped]
+
     schema = orjson.loads(schema_key)
     cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
     return cls(schema, format_checker=None)
@@ -449,7 +451,9 @@ def validate_json_output(text: str | None, response_format: ResponseFormat) -> N
             raise ProviderError(ErrorClass.INVALID_OUTPUT, "answer is not a JSON object")
         return
     validator = _validator(orjson.dumps(response_format.schema, option=orjson.OPT_SORT_KEYS))
-    error = jsonschema.exceptions.best_match(validator.iter_errors(value))
+    from jsonschema.exceptions import best_match  # type: ignore[import-untyped]
+
+    error = best_match(validator.iter_errors(value))
     if error is not None:
         where = "/".join(str(p) for p in error.absolute_path) or "<root>"
         raise ProviderError(

@@ -20,7 +20,6 @@ import re
 from collections.abc import Mapping
 from typing import Any, Final, Literal
 
-import jsonschema  # type: ignore[import-untyped]
 import orjson
 
 from tiergate.envelope import ChatRequest, Message, ResponseFormat, TextPart, ToolCall
@@ -175,6 +174,8 @@ _REFUSAL = re.compile(
 
 
 def _validator(schema: dict[str, Any]) -> Any:
+    import jsonschema  # type: ignore[import-untyped]  # on first use: slow to import
+
     cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
     return cls(schema)
 
