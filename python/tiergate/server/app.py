@@ -258,6 +258,13 @@ class Pipeline:
             self.record.status = exc.status
             self.record.error_type = exc.type
             raise
+        except (asyncio.CancelledError, ConnectionResetError):
+            if self.record.status < 400:
+                self.record.status = 499  # the caller went away before the answer
+            raise
+        except Exception:
+            self.record.status, self.record.error_type = 500, "server_error"
+            raise
         finally:
             gw.inflight -= 1
             self.record.latency_ms = round((time.perf_counter() - started) * 1000, 3)
