@@ -66,6 +66,7 @@ class Row:
     route: str
     deployment: str = "-"
     attempts: str = "-"
+    decision_us: str = "-"
     ms: float = 0.0
     tokens: str = "-"
     cost_usd: float = 0.0
@@ -143,6 +144,7 @@ async def _scenario(config: Config, url: str, sim_url: str) -> list[Row]:
     def note(row: Row, headers: Any, tokens_in: int, tokens_out: int) -> None:
         row.deployment = headers.get("x-tiergate-deployment", "-")
         row.attempts = headers.get("x-tiergate-attempts", "-")
+        row.decision_us = headers.get("x-tiergate-decision-us", "-")
         row.tokens = f"{tokens_in}/{tokens_out}"
         row.cost_usd = _cost(config, row.deployment, tokens_in, tokens_out)
 
@@ -283,6 +285,7 @@ def _table(rows: list[Row]) -> str:
         "route",
         "served by",
         "tries",
+        "decision µs",
         "ms",
         "tokens in/out",
         "cost USD",
@@ -295,6 +298,7 @@ def _table(rows: list[Row]) -> str:
             r.route,
             r.deployment,
             r.attempts,
+            r.decision_us,
             f"{r.ms:.0f}",
             r.tokens,
             f"{r.cost_usd:.6f}",
