@@ -21,7 +21,7 @@ import orjson
 
 from tiergate.config import DeploymentConfig, ProviderConfig
 from tiergate.envelope import ChatRequest, ImagePart, Message, TextPart, ToolCall
-from tiergate.errors import ErrorClass, ProviderError
+from tiergate.errors import ProviderError
 from tiergate.providers._http import HttpAdapter
 from tiergate.providers.base import (
     Completion,
@@ -38,15 +38,14 @@ from tiergate.providers.normalise import (
     args_to_json,
     args_to_object,
     check_json_completion,
-    classify_error_type,
     cut_stream,
     extract_json_text,
     finish_reason,
+    in_stream_error,
     json_tool_answer,
     json_tool_name,
     json_tool_schema,
     malformed,
-    scrub,
     unwrap_answer,
     usage_anthropic,
 )
@@ -223,17 +222,9 @@ def parse_anthropic_response(
 
 
 def stream_error(data: Any, provider: str = "") -> ProviderError:
+    """An ``event: error`` sent inside a stream."""
     err = data.get("error") if isinstance(data, dict) else None
-    if not isinstance(err, dict):
-        return ProviderError(ErrorClass.SERVER_ERROR, "error event in stream", provider=provider)
-    message = str(err.get("message") or "")
-    kind = err.get("type")
-    cls = classify_error_type((kind if isinstance(kind, str) else None,), message)
-    return ProviderError(
-        cls or ErrorClass.SERVER_ERROR,
-        f"{kind or 'error'} in stream: {scrub(message)}",
-        provider=provider,
-    )
+    return in_stream_error(err, ("type",), provider)
 
 
 class AnthropicStreamParser:

@@ -27,7 +27,7 @@ import orjson
 
 from tiergate.config import DeploymentConfig, ProviderConfig
 from tiergate.envelope import ChatRequest, ImagePart, Message, TextPart, ToolCall
-from tiergate.errors import ErrorClass, ProviderError
+from tiergate.errors import ProviderError
 from tiergate.providers._http import HttpAdapter
 from tiergate.providers.base import (
     Completion,
@@ -43,11 +43,10 @@ from tiergate.providers.normalise import (
     args_to_json,
     args_to_object,
     check_json_completion,
-    classify_error_type,
     cut_stream,
     finish_reason,
+    in_stream_error,
     malformed,
-    scrub,
     usage_gemini,
 )
 
@@ -349,16 +348,8 @@ def parse_gemini_response(doc: Any, *, model: str = "", provider: str = "") -> C
 
 
 def stream_error(err: Any, provider: str = "") -> ProviderError:
-    if not isinstance(err, dict):
-        return ProviderError(ErrorClass.SERVER_ERROR, "error in stream", provider=provider)
-    message = str(err.get("message") or "")
-    status = err.get("status")
-    cls = classify_error_type((status if isinstance(status, str) else None,), message)
-    return ProviderError(
-        cls or ErrorClass.SERVER_ERROR,
-        f"{status or 'error'} in stream: {scrub(message)}",
-        provider=provider,
-    )
+    """An ``{"error": ...}`` document sent inside a stream."""
+    return in_stream_error(err, ("status",), provider)
 
 
 class GeminiStreamParser:

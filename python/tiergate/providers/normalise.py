@@ -50,6 +50,7 @@ __all__ = [
     "cut_stream",
     "extract_json_text",
     "finish_reason",
+    "in_stream_error",
     "json_tool_answer",
     "json_tool_name",
     "json_tool_schema",
@@ -244,6 +245,19 @@ def scrub(message: str, secrets: Iterable[str] = ()) -> str:
             message = message.replace(secret, "***")
     message = _SECRET_SHAPES.sub("***", message)
     return message if len(message) <= 500 else message[:500] + "…"
+
+
+def in_stream_error(err: Any, type_keys: tuple[str, ...], provider: str = "") -> ProviderError:
+    """An error object a provider sent inside a stream. ``type_keys`` name the fields
+    holding its error type (OpenAI ``code``/``type``, Anthropic ``type``, Gemini
+    ``status``); the first one present labels the message."""
+    if not isinstance(err, dict):
+        return ProviderError(ErrorClass.SERVER_ERROR, "error in stream", provider=provider)
+    message = str(err.get("message") or "")
+    kinds = tuple(v if isinstance(v := err.get(k), str) else None for k in type_keys)
+    cls = classify_error_type(kinds, message) or ErrorClass.SERVER_ERROR
+    label = next((k for k in kinds if k), "error")
+    return ProviderError(cls, f"{label} in stream: {scrub(message)}", provider=provider)
 
 
 def provider_error_from_body(

@@ -15,7 +15,7 @@ import orjson
 
 from tiergate.config import DeploymentConfig, ProviderConfig
 from tiergate.envelope import ChatRequest, ImagePart, Message, TextPart, ToolCall
-from tiergate.errors import ErrorClass, ProviderError
+from tiergate.errors import ProviderError
 from tiergate.providers._http import HttpAdapter
 from tiergate.providers.base import (
     Completion,
@@ -29,11 +29,10 @@ from tiergate.providers.base import (
 from tiergate.providers.normalise import (
     SSEEvent,
     check_json_completion,
-    classify_error_type,
     cut_stream,
     finish_reason,
+    in_stream_error,
     malformed,
-    scrub,
     usage_openai,
 )
 
@@ -195,12 +194,7 @@ def parse_openai_response(doc: Any, *, provider: str = "") -> Completion:
 
 def stream_error(err: Any, provider: str = "") -> ProviderError:
     """An ``{"error": ...}`` object sent inside a stream."""
-    if not isinstance(err, dict):
-        return ProviderError(ErrorClass.SERVER_ERROR, "error in stream", provider=provider)
-    message = str(err.get("message") or "")
-    kinds = (err.get("code") if isinstance(err.get("code"), str) else None, err.get("type"))
-    cls = classify_error_type(kinds, message) or ErrorClass.SERVER_ERROR
-    return ProviderError(cls, f"error in stream: {scrub(message)}", provider=provider)
+    return in_stream_error(err, ("code", "type"), provider)
 
 
 class OpenAIStreamParser:
