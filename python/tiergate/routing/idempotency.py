@@ -15,8 +15,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from sys import getsizeof
 from dataclasses import dataclass
+from sys import getsizeof
 from typing import Protocol
 
 import xxhash
