@@ -664,29 +664,8 @@ mod tests {
             r#"{"tool_choice":"none","tools":[],"stop":[],"messages":{"content":[{"type":"text","text":"x"}]},"x":{"z":1,"y":{"b":[{"d":0,"c":1e400}],"a":null}},"\u0061":1,"a":2}"#,
             r#"{"messages":[{"content":[{"text":"q\"],[\"","type":"text"}],"role":"user","role":"system"}],"seed":18446744073709551615,"k":-9223372036854775808}"#,
         ];
-        const ALPHABET: &[u8] = br#" {}[]:,"\0123456789-.etnulfasx"#;
-        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
-        let mut next = |n: usize| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x % n as u64) as usize
-        };
         let mut ok = 0;
-        for round in 0..30_000 {
-            let mut body = SEEDS[round % SEEDS.len()].as_bytes().to_vec();
-            if round >= SEEDS.len() {
-                for _ in 0..=next(2) {
-                    let at = next(body.len() + 1);
-                    match next(3) {
-                        0 if at < body.len() => {
-                            body.remove(at);
-                        }
-                        1 if at < body.len() => body[at] = ALPHABET[next(ALPHABET.len())],
-                        _ => body.insert(at, ALPHABET[next(ALPHABET.len())]),
-                    }
-                }
-            }
+        for (_, body) in crate::mutate::mutated_bodies(SEEDS, 30_000, 0x2545_F491_4F6C_DD1D) {
             let ours = canonical_request(&body);
             let theirs = tree_canon(&body);
             match (&ours, &theirs) {

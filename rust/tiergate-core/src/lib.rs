@@ -15,6 +15,8 @@ pub mod error;
 pub mod features;
 pub mod hash;
 pub mod json;
+#[cfg(test)]
+mod mutate;
 pub mod policy;
 pub mod quality;
 pub mod rawjson;

@@ -877,29 +877,8 @@ mod tests {
             r#"{"messages":[{"role":"user","content":"a","content":"longer text here","\u0072ole":"assistant","name":"x","name":7}],"messages":[{"content":[{"text":"b","text":"c d"}],"tool_calls":[{"function":{"name":"n","name":"m2","arguments":"{}"},"function":{"arguments":"[1,2]"}}]}],"tools":[{"function":{"parameters":{"a":1,"b":2,"a":"three","\u0062":[{"c":1,"c":2}]}}}],"tools":{"x":1},"response_format":{"json_schema":{"a":1},"json_schema":[1,2,{"q":"r"}]}}"#,
             r#"{"tools":[{"function":{"name":"f","parameters":{"k01":1,"k02":2,"k03":3,"k04":4,"k05":5,"k06":6,"k07":7,"k08":8,"k09":9,"k10":10,"k11":11,"k12":12,"k13":13,"k14":14,"k15":15,"k16":16,"k17":17,"k03":"again","k01":{"x":"y"}}}}],"messages":"no","response_format":"text"}"#,
         ];
-        const ALPHABET: &[u8] = br#" {}[]:,"\0123456789-.etnulfasx"#;
-        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-        let mut next = |n: usize| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x % n as u64) as usize
-        };
         let mut ok = 0;
-        for round in 0..30_000 {
-            let mut body = SEEDS[round % SEEDS.len()].as_bytes().to_vec();
-            if round >= SEEDS.len() {
-                for _ in 0..=next(2) {
-                    let at = next(body.len() + 1);
-                    match next(3) {
-                        0 if at < body.len() => {
-                            body.remove(at);
-                        }
-                        1 if at < body.len() => body[at] = ALPHABET[next(ALPHABET.len())],
-                        _ => body.insert(at, ALPHABET[next(ALPHABET.len())]),
-                    }
-                }
-            }
+        for (round, body) in crate::mutate::mutated_bodies(SEEDS, 30_000, 0x9E37_79B9_7F4A_7C15) {
             let ours = estimate_tokens(&body);
             let theirs = tree::estimate_tokens(&body);
             assert!(round >= SEEDS.len() || ours.is_ok(), "seed {round}");
