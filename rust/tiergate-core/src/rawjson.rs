@@ -443,46 +443,35 @@ impl<'a> Parser<'a> {
     }
 
     /// After the opening quote: up to and past the closing one. Eight bytes at a time,
-    /// looking for a quote, a backslash or a control character at once; the common
-    /// two-byte escapes are stepped over without leaving the loop.
+    /// looking for a quote, a backslash or a control character at once (one pass, no
+    /// call: the runs between escapes in message texts are a few dozen bytes, where a
+    /// `memchr` call and a second pass for control characters cost more than the scan);
+    /// the common two-byte escapes are stepped over without leaving the loop.
+    #[inline]
     pub(crate) fn string(&mut self) -> Result<JStr<'a>> {
         let start = self.i;
         let bytes = self.b;
         let mut i = start;
         let mut esc = Esc::None;
         loop {
-            // Keys and short values end within sixteen bytes, looked at eight at a time;
-            // past that, `memchr2` finds the next quote or backslash and one vectorised
-            // pass checks the bytes it skipped for control characters.
-            let mut k = None;
-            for _ in 0..2 {
+            let k = loop {
                 if let Some(chunk) = bytes.get(i..i + 8) {
                     let mut w = [0u8; 8];
                     w.copy_from_slice(chunk);
                     let m = special_bits(u64::from_le_bytes(w));
                     if m != 0 {
-                        k = Some(i + m.trailing_zeros() as usize / 8);
-                        break;
+                        break i + m.trailing_zeros() as usize / 8;
                     }
                     i += 8;
+                } else if let Some(p) = bytes[i..]
+                    .iter()
+                    .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
+                {
+                    break i + p;
+                } else {
+                    self.i = bytes.len();
+                    return Err(self.err("EOF while parsing a string"));
                 }
-            }
-            let k = if let Some(k) = k {
-                k
-            } else if let Some(p) = memchr::memchr2(b'"', b'\\', &bytes[i..]) {
-                if has_control(&bytes[i..i + p]) {
-                    let c = bytes[i..].iter().position(|&c| c < 0x20).unwrap_or(0);
-                    self.i = i + c;
-                    return Err(self.err("control character in string"));
-                }
-                i + p
-            } else {
-                if let Some(c) = bytes[i..].iter().position(|&c| c < 0x20) {
-                    self.i = i + c;
-                    return Err(self.err("control character in string"));
-                }
-                self.i = bytes.len();
-                return Err(self.err("EOF while parsing a string"));
             };
             match bytes[k] {
                 b'"' => {
@@ -648,12 +637,6 @@ impl<'a> Parser<'a> {
 
 const LO: u64 = 0x0101_0101_0101_0101;
 const HI: u64 = 0x8080_8080_8080_8080;
-
-/// Whether any byte is below 0x20 (no early exit, so the loop vectorises).
-#[inline]
-fn has_control(b: &[u8]) -> bool {
-    b.iter().fold(0u8, |acc, &c| acc | u8::from(c < 0x20)) != 0
-}
 
 /// Bit 7 set in each byte of `v` that is `"`, `\\` or below 0x20 (exact up to the lowest
 /// such byte; bytes above it may be marked falsely, which only the lowest-bit reader sees
