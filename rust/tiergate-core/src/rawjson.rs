@@ -733,8 +733,15 @@ fn write_recoded(raw: &str, out: &mut Vec<u8>) {
 
 /// Decode the raw inside of a string the parser accepted.
 fn decode(raw: &str) -> String {
-    let b = raw.as_bytes();
     let mut out = String::with_capacity(raw.len());
+    decode_into(raw, &mut out);
+    out
+}
+
+/// [`decode`] appending to `out` (a caller decoding many strings reuses one buffer).
+pub(crate) fn decode_into(raw: &str, out: &mut String) {
+    let b = raw.as_bytes();
+    out.reserve(raw.len());
     let mut i = 0;
     while let Some(k) = find_backslash(&b[i..]) {
         out.push_str(&raw[i..i + k]);
@@ -761,7 +768,6 @@ fn decode(raw: &str) -> String {
         }
     }
     out.push_str(&raw[i..]);
-    out
 }
 
 fn hex(h: &[u8]) -> u32 {
