@@ -509,6 +509,66 @@ impl<'a> Parser<'a> {
         }
     }
 
+    /// After the opening quote: like [`Parser::string`], but the string's canonical JSON
+    /// form (as [`JStr::write_json`] writes it) goes to `out` in the same pass, so a
+    /// string with escapes to recode is not read twice: runs are copied whole, canonical
+    /// escapes within them, and only `\\/` and non-canonical `\\u` escapes are recoded.
+    #[inline]
+    pub(crate) fn string_into(&mut self, out: &mut Vec<u8>) -> Result<()> {
+        let bytes = self.b;
+        let mut run = self.i - 1; // from the opening quote
+        let mut i = self.i;
+        loop {
+            let k = loop {
+                if let Some(chunk) = bytes.get(i..i + 8) {
+                    let mut w = [0u8; 8];
+                    w.copy_from_slice(chunk);
+                    let m = special_bits(u64::from_le_bytes(w));
+                    if m != 0 {
+                        break i + m.trailing_zeros() as usize / 8;
+                    }
+                    i += 8;
+                } else if let Some(p) = bytes[i..]
+                    .iter()
+                    .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
+                {
+                    break i + p;
+                } else {
+                    self.i = bytes.len();
+                    return Err(self.err("EOF while parsing a string"));
+                }
+            };
+            match bytes[k] {
+                b'"' => {
+                    self.i = k + 1;
+                    out.extend_from_slice(&bytes[run..=k]);
+                    return Ok(());
+                }
+                b'\\' => {
+                    if matches!(
+                        bytes.get(k + 1),
+                        Some(b'"' | b'\\' | b'b' | b'f' | b'n' | b'r' | b't')
+                    ) {
+                        i = k + 2;
+                        continue;
+                    }
+                    self.i = k;
+                    let canonical = self.escape()?;
+                    i = self.i;
+                    if !canonical {
+                        out.extend_from_slice(&bytes[run..k]);
+                        recode_into(&bytes[k..i], out);
+                        run = i;
+                    }
+                }
+                _ => {
+                    self.i = k;
+                    return Err(self.err("control character in string"));
+                }
+            }
+        }
+    }
+
     /// At a backslash: check one escape, move past it; whether it is canonical.
     fn escape(&mut self) -> Result<bool> {
         self.i += 1;
@@ -676,10 +736,15 @@ fn find_backslash(b: &[u8]) -> Option<usize> {
 /// `/`, and each `\uXXXX` (or surrogate pair) becomes its character, escaped again only
 /// if `serde_json` escapes it. Equivalent to `write_escaped(&decode(raw))` in one pass.
 fn write_recoded(raw: &str, out: &mut Vec<u8>) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let b = raw.as_bytes();
-    out.reserve(b.len() + 2);
+    out.reserve(raw.len() + 2);
     out.push(b'"');
+    recode_into(raw.as_bytes(), out);
+    out.push(b'"');
+}
+
+/// [`write_recoded`] without the quotes, of any run of whole characters and escapes.
+fn recode_into(b: &[u8], out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut i = 0;
     while let Some(k) = find_backslash(&b[i..]) {
         out.extend_from_slice(&b[i..i + k]);
@@ -728,7 +793,6 @@ fn write_recoded(raw: &str, out: &mut Vec<u8>) {
         }
     }
     out.extend_from_slice(&b[i..]);
-    out.push(b'"');
 }
 
 /// Decode the raw inside of a string the parser accepted.

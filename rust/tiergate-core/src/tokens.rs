@@ -982,6 +982,13 @@ mod tests {
         }
     }
 
+    /// The count the implementation before the one ASCII fast path gave (known answer).
+    #[test]
+    fn known_answer() {
+        let body = br#"{"user":"u","model":"m","messages":[{"role":"user","content":"a\/b \u00e9\u2014\ud83d\ude00 \u0041\u001F\u000a \\ \"q\" \t"},{"content":[{"type":"text","text":"x\u2019y"}],"role":"assistant"}],"temperature":0.7,"stop":"\u0045ND"}"#;
+        assert_eq!(estimate_tokens(body).unwrap(), 27);
+    }
+
     #[test]
     fn request_overheads() {
         let body = br#"{"messages":[{"role":"user","content":"hello world"}]}"#;
