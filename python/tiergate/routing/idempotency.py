@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from sys import getsizeof
 from typing import Protocol
 
@@ -36,14 +36,25 @@ class Recorded:
     frames: tuple[bytes, ...] = ()  # streamed body, frame by frame
     stream: bool = False
 
-    @property
-    def size(self) -> int:
-        """Bytes this entry holds in memory, Python's object overheads included (measured,
-        not guessed: the store's bound is meant to be the memory it costs)."""
-        size = getsizeof(self) + getsizeof(self.body) + getsizeof(self.frames)
-        size += sum(getsizeof(f) for f in self.frames) + getsizeof(self.headers)
-        size += sum(getsizeof(h) + getsizeof(h[0]) + getsizeof(h[1]) for h in self.headers)
-        return size + 256  # the store's own key, tuple and ordered-dict entry
+    size: int = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # Bytes this entry holds in memory, Python's object overheads included: the
+        # store's bound is meant to be the memory it costs. Computed once, from sizes
+        # CPython reports for each kind of object (measured at import, not guessed).
+        frames, headers = self.frames, self.headers
+        size = _FIXED + len(self.body) + len(frames) * _PER_FRAME + sum(map(len, frames))
+        size += len(headers) * _PER_HEADER + sum(len(k) + len(v) for k, v in headers)
+        object.__setattr__(self, "size", size)
+
+
+# getsizeof of an empty bytes / str / tuple, and of a pointer slot in a tuple.
+_BYTES, _STR, _TUPLE, _SLOT = getsizeof(b""), getsizeof(""), getsizeof(()), 8
+# The record itself, its body and two tuples, plus the store's own key, tuple and
+# ordered-dict entry (256).
+_FIXED = 2 * _TUPLE + _BYTES + 256 + 96
+_PER_FRAME = _BYTES + _SLOT
+_PER_HEADER = _SLOT + _TUPLE + 2 * _SLOT + 2 * _STR
 
 
 class Store(Protocol):

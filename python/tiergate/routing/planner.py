@@ -50,6 +50,8 @@ _VERDICTS = (
     (_core.V_COST, "cost"),
     (_core.V_QUALITY, "quality"),
 )
+# Wording of multi-step requests (the heuristic's difficulty signal).
+_HARD_WORDS = ("prove", "step by step", "derive", "optimi", "analy")
 # Output tokens expected of a route before any answer was seen.
 INITIAL_OUTPUT_TOKENS = 256.0
 # Weight of the newest answer in a route's rolling mean of output tokens.
@@ -138,8 +140,10 @@ class HeuristicQuality:
         if request.response_format.kind == "json_schema":
             d += 0.1
         lowered = text.lower()
-        if any(w in lowered for w in ("prove", "step by step", "derive", "optimi", "analy")):
-            d += 0.2
+        for word in _HARD_WORDS:
+            if word in lowered:
+                d += 0.2
+                break
         return min(d, 1.0)
 
     def predict(self, request: ChatRequest, prompt_tokens: int) -> list[float]:
@@ -160,6 +164,7 @@ class Planner:
         "_all",
         "_budget_us",
         "_config",
+        "_flags",
         "_output_mean",
         "_scopes",
         "_tier_masks",
@@ -236,6 +241,7 @@ class Planner:
             dict(previous._output_mean) if previous is not None else {}
         )
         self._budget_us = routing.decision_budget_ms * 1000
+        self._flags = 1 if routing.allow_quality_relax else 0
 
     def _scope(self, name: str) -> tuple[RouteConfig, int, int]:
         """(route, candidates it may use, candidates that come first)."""
@@ -270,8 +276,14 @@ class Planner:
             )
         return scope
 
-    def features(self, request: ChatRequest, envelope: Envelope, tenant: TenantPolicy) -> Request:
-        route, scope, _ = self._lookup(envelope.route)
+    def features(
+        self,
+        request: ChatRequest,
+        envelope: Envelope,
+        tenant: TenantPolicy,
+        scope: tuple[RouteConfig, int, int] | None = None,
+    ) -> Request:
+        route, allowed, _ = scope if scope is not None else self._lookup(envelope.route)
         caps = 0
         if request.tools and request.tool_choice != "none":
             caps |= _core.CAP_TOOLS
@@ -284,11 +296,22 @@ class Planner:
         prompt_tokens = _core.estimate_tokens(request.raw) if request.raw else 0
         mean = self._output_mean.get(envelope.route, INITIAL_OUTPUT_TOKENS)
         expected = min(request.max_tokens, mean) if request.max_tokens else mean
-        budget = _first(
-            envelope.latency_budget_ms, tenant.latency_budget_ms, route.latency_budget_ms
-        )
-        ceiling = _first(envelope.max_cost_usd, tenant.max_cost_usd, route.max_cost_usd)
-        floor = _first(envelope.min_quality, tenant.min_quality, route.min_quality)
+        # The request's header wins, then the tenant's setting, then the route's.
+        budget = envelope.latency_budget_ms
+        if budget is None:
+            budget = tenant.latency_budget_ms
+            if budget is None:
+                budget = route.latency_budget_ms
+        ceiling = envelope.max_cost_usd
+        if ceiling is None:
+            ceiling = tenant.max_cost_usd
+            if ceiling is None:
+                ceiling = route.max_cost_usd
+        floor = envelope.min_quality
+        if floor is None:
+            floor = tenant.min_quality
+            if floor is None:
+                floor = route.min_quality
         now = time.monotonic()
         unavailable = self.health.unavailable_mask(now) | self.limits.near_limit_mask(
             prompt_tokens + int(expected), now
@@ -301,15 +324,16 @@ class Planner:
             budget if budget is not None else math.inf,
             ceiling if ceiling is not None else math.inf,
             floor if floor is not None else 0.0,
-            scope & tenant.allowed_mask,
+            allowed & tenant.allowed_mask,
             unavailable,
-            1 if self._config.routing.allow_quality_relax else 0,
+            self._flags,
         )
 
     def plan(self, request: ChatRequest, envelope: Envelope, tenant: TenantPolicy) -> Plan:
         start = time.perf_counter_ns()
-        route, _, first = self._lookup(envelope.route)
-        features = self.features(request, envelope, tenant)
+        scope = self._lookup(envelope.route)
+        route, _, first = scope
+        features = self.features(request, envelope, tenant, scope)
         qualities = self.quality.predict(request, features.prompt_tokens)
         features.min_quality = self.quality.floor(
             features.min_quality, qualities, features.allowed_mask & ~features.unavailable_mask
@@ -317,14 +341,17 @@ class Planner:
         order, relaxed_bits = self.router.plan(*features.args(), qualities=qualities)
         # Route scope: its own tier (or pinned deployment) leads, wider tiers follow.
         names = self.names
-        plan = [names[i] for i in order if first >> i & 1] + [
-            names[i] for i in order if not first >> i & 1
-        ]
+        if first == self._all:
+            plan = [names[i] for i in order]
+        else:
+            plan = [names[i] for i in order if first >> i & 1] + [
+                names[i] for i in order if not first >> i & 1
+            ]
         pinned = route.deployment
         if pinned is not None and pinned not in plan and self.health.available(pinned):
             plan.insert(0, pinned)  # the caller named it: serve it even outside the envelope
         elapsed_us = (time.perf_counter_ns() - start) / 1000
-        relaxed = [label for bit, label in _RELAXED if relaxed_bits & bit]
+        relaxed = [label for bit, label in _RELAXED if relaxed_bits & bit] if relaxed_bits else []
         reason = "envelope"
         if elapsed_us > self._budget_us:
             default = route.default or (plan[0] if plan else None)
@@ -403,10 +430,3 @@ class Planner:
         key = route
         mean = self._output_mean.get(key, INITIAL_OUTPUT_TOKENS)
         self._output_mean[key] = mean + OUTPUT_EWMA_ALPHA * (output_tokens - mean)
-
-
-def _first(*values: float | None) -> float | None:
-    for v in values:
-        if v is not None:
-            return v
-    return None

@@ -84,12 +84,25 @@ class SafetyResult:
 
 
 def _scan_text(
-    text: str, location: str, policy: SafetyPolicy, injection: bool, findings: list[SafetyFinding]
+    text: str,
+    where: tuple[int, str, int],
+    policy: SafetyPolicy,
+    injection: bool,
+    findings: list[SafetyFinding],
 ) -> tuple[str, bool]:
-    """Record findings for ``text``; return (possibly redacted text, blocked)."""
+    """Record findings for ``text``; return (possibly redacted text, blocked).
+
+    ``where`` is (message index, "parts" or "tool_calls", index): the location is
+    spelled out only when there is something to report."""
     spans = find_spans(text, injection=injection)
     if not spans:
         return text, False
+    mi, field, i = where
+    location = (
+        f"messages[{mi}].parts[{i}]"
+        if field == "parts"
+        else f"messages[{mi}].tool_calls[{i}].arguments"
+    )
     redact: list[Span] = []
     blocked = False
     seen: set[str] = set()
@@ -114,16 +127,15 @@ def scan_request(chat: ChatRequest, policy: SafetyPolicy) -> SafetyResult:
         return SafetyResult(findings, False, chat)
     blocked = False
     new_messages: list[Message] | None = None
+    wants_injection = policy.wants_injection
     for mi, msg in enumerate(chat.messages):
-        injection = policy.wants_injection and msg.role in policy.injection_roles
+        injection = wants_injection and msg.role in policy.injection_roles
         parts = msg.parts
         new_parts: list[Any] | None = None
         for pi, part in enumerate(parts):
             if not isinstance(part, TextPart) or not part.text:
                 continue
-            text, b = _scan_text(
-                part.text, f"messages[{mi}].parts[{pi}]", policy, injection, findings
-            )
+            text, b = _scan_text(part.text, (mi, "parts", pi), policy, injection, findings)
             blocked |= b
             if text is not part.text:
                 if new_parts is None:
@@ -131,13 +143,7 @@ def scan_request(chat: ChatRequest, policy: SafetyPolicy) -> SafetyResult:
                 new_parts[pi] = TextPart(text)
         new_calls: list[ToolCall] | None = None
         for ci, call in enumerate(msg.tool_calls):
-            text, b = _scan_text(
-                call.arguments,
-                f"messages[{mi}].tool_calls[{ci}].arguments",
-                policy,
-                False,
-                findings,
-            )
+            text, b = _scan_text(call.arguments, (mi, "tool_calls", ci), policy, False, findings)
             blocked |= b
             if text is not call.arguments:
                 if new_calls is None:

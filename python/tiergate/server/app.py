@@ -10,6 +10,7 @@ caller's API shape from one middleware.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import time
@@ -53,6 +54,16 @@ TELEMETRY: web.AppKey[Telemetry] = web.AppKey("pipeline_telemetry", Telemetry)
 Surface = Literal["openai", "anthropic"]
 JSON = "application/json"
 _JSON_HEADERS = (("content-type", JSON),)
+
+
+# Request ids: a random per-process prefix and a counter (unique, and no getrandom call
+# per request; they name requests, they are not secrets).
+_ID_PREFIX = os.urandom(4).hex()
+_ID_SEQ = itertools.count(int.from_bytes(os.urandom(3), "big"))
+
+
+def _new_request_id() -> str:
+    return f"{_ID_PREFIX}{next(_ID_SEQ):016x}"
 
 
 def _surface(request: web.Request) -> Surface:
@@ -241,7 +252,7 @@ class Pipeline:
         self.findings: list[SafetyFinding] = []
         self.text: str | None = None  # the answer's text, for output checks and shadows
         self.record = RequestRecord(
-            request_id=os.urandom(12).hex(),
+            request_id=_new_request_id(),
             start_ns=time.time_ns(),
             surface=surface,
             route="",
@@ -392,8 +403,15 @@ class Pipeline:
             payload = render_openai_completion(c, f"chatcmpl-{record.request_id}", c.model)
         body = orjson.dumps(payload)
         headers = [*_JSON_HEADERS, *_decision_headers(record, plan, len(record.attempts))]
-        await gw.idempotency.finish(flight, Recorded(200, tuple(headers), body))
-        return web.Response(body=body, headers=headers)
+        response = web.Response(body=body, headers=headers)
+        # The answer leaves first; the replay store and telemetry run after it is sent.
+        # A repeat of this request arriving in between waits on the flight (coalesced).
+        try:
+            await response.prepare(self.request)
+            await response.write_eof()
+        finally:
+            await gw.idempotency.finish(flight, Recorded(200, tuple(headers), body))
+        return response
 
     async def _stream(
         self, chat: ChatRequest, envelope: Envelope, plan: Plan, flight: Flight
@@ -454,7 +472,8 @@ class Pipeline:
                 wait = max(0.0, min(outcome.deadline - loop.time(), inter_chunk))
                 async with asyncio.timeout(wait):
                     event = await cast(Pending[StreamEvent], nxt)
-            await response.write(b"".join(batch))
+            # The end reached the caller before any bookkeeping below.
+            await response.write_eof(b"".join(batch))
             batch.clear()
         except (StopAsyncIteration, TimeoutError, ProviderError) as exc:
             if isinstance(exc, ProviderError):
@@ -504,11 +523,14 @@ class Pipeline:
                 terminal = OpenAIStreamRenderer.error(reason, code)
             await response.write(b"".join(batch) + terminal)  # what was batched, then the end
             gw.idempotency.abandon(flight, self._failure(RuntimeError()))
-        else:
+            await response.write_eof()
+            return response
+        try:
+            await response.write_eof()
+        finally:
             await gw.idempotency.finish(
                 flight, Recorded(200, tuple(headers), frames=tuple(frames), stream=True)
             )
-        await response.write_eof()
         return response
 
 

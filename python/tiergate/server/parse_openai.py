@@ -16,6 +16,7 @@ from tiergate.envelope import (
     Message,
     Part,
     ResponseFormat,
+    Role,
     TextPart,
     Tool,
     ToolCall,
@@ -86,8 +87,27 @@ def _messages(value: Any) -> list[Message]:
         bad("messages", "must be an array of message objects")
     if not value:
         bad("messages", "must contain at least one message")
-    out = [_message(m, f"messages[{i}]") for i, m in enumerate(value)]
+    out = []
+    for i, m in enumerate(value):
+        # Most messages are {"role": ..., "content": "<text>"}: built without the general
+        # checks (which would accept them unchanged) and without naming their path.
+        if type(m) is dict and len(m) == 2:
+            content = m.get("content")
+            role = _PLAIN_ROLES.get(m.get("role"))  # type: ignore[arg-type]
+            if role is not None and type(content) is str and content:
+                out.append(Message(role, [TextPart(content)]))
+                continue
+        out.append(_message(m, f"messages[{i}]"))
     return out
+
+
+# Roles whose plain-text message needs nothing beyond its text.
+_PLAIN_ROLES: dict[str, Role] = {
+    "system": "system",
+    "developer": "system",
+    "user": "user",
+    "assistant": "assistant",
+}
 
 
 def _message(m: Any, path: str) -> Message:

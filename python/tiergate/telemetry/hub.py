@@ -11,7 +11,7 @@ Hooks (all O(1), none blocks, none raises on a full queue):
 - ``shadow``                      the shadow evaluator (``maybe_schedule``), or None
 
 Each exporter (request log, metrics, traces, CloudWatch, drift, safety stream) has its
-own bounded queue and worker task; a full queue drops the item and counts it in
+own bounded buffer, exported in batches; a full buffer drops the item and counts it in
 ``tiergate_telemetry_dropped_total{sink}`` (and ``Telemetry.dropped``).
 """
 
@@ -47,9 +47,15 @@ LINGER_S = 0.05
 
 
 class _Worker(Generic[T]):
-    """A bounded queue drained in batches by one task."""
+    """A bounded buffer drained in batches by a short-lived task.
 
-    __slots__ = ("_handle", "_on_drop", "_queue", "_task", "dropped", "name")
+    ``offer`` is a list append (the request path pays nothing more); the first item of
+    an idle buffer arms one timer, and ``LINGER_S`` later a task hands everything
+    buffered to the exporter. No queue object and no resident task: under load the
+    worker wakes a few times a second, idle it costs nothing.
+    """
+
+    __slots__ = ("_handle", "_items", "_on_drop", "_running", "_size", "_timer", "dropped", "name")
 
     def __init__(
         self,
@@ -60,49 +66,64 @@ class _Worker(Generic[T]):
     ) -> None:
         self.name = name
         self._handle = handle
-        self._queue: asyncio.Queue[T] = asyncio.Queue(size)
+        self._size = size
+        self._items: list[T] = []
         self._on_drop = on_drop
-        self._task: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._running: asyncio.Task[None] | None = None
         self.dropped = 0
 
     def offer(self, item: T) -> None:
-        try:
-            self._queue.put_nowait(item)
-        except asyncio.QueueFull:
+        items = self._items
+        if len(items) >= self._size:
             self.dropped += 1
             self._on_drop(self.name)
+            return
+        items.append(item)
+        if self._timer is None and self._running is None:
+            self._timer = asyncio.get_running_loop().call_later(LINGER_S, self._kick)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"tiergate-telemetry-{self.name}")
+        """Nothing to start: the first offer arms the timer."""
+
+    def _kick(self) -> None:
+        self._timer = None
+        if self._running is None and self._items:
+            self._running = asyncio.get_running_loop().create_task(
+                self._run(), name=f"tiergate-telemetry-{self.name}"
+            )
 
     async def _run(self) -> None:
-        q = self._queue
-        while True:
-            batch = [await q.get()]
-            await asyncio.sleep(LINGER_S)
-            while len(batch) < BATCH and not q.empty():
-                batch.append(q.get_nowait())
-            try:
-                await self._handle(batch)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception(
-                    "telemetry exporter %s failed on a batch of %d", self.name, len(batch)
-                )
-            finally:
-                for _ in batch:
-                    q.task_done()
+        try:
+            while self._items:
+                batch, self._items = self._items[:BATCH], self._items[BATCH:]
+                try:
+                    await self._handle(batch)
+                except Exception:
+                    log.exception(
+                        "telemetry exporter %s failed on a batch of %d", self.name, len(batch)
+                    )
+        finally:
+            self._running = None
 
     async def drain(self, timeout_s: float) -> None:
-        if self._task is None:
-            return
+        """Export what is buffered now (bounded by ``timeout_s``), then stop the timer."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._queue.join(), timeout_s)
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-        self._task = None
+            async with asyncio.timeout(timeout_s):
+                while self._running is not None or self._items:
+                    if self._running is None:
+                        self._kick()
+                    running = self._running
+                    if running is not None:
+                        await asyncio.shield(running)
+        if self._running is not None:
+            self._running.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._running
+            self._running = None
 
 
 def _policy(cfg: SafetyPolicyConfig) -> SafetyPolicy:

@@ -7,6 +7,7 @@ text unless ``telemetry.log_text`` is on, and then redacted by the safety detect
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from typing import IO, Any
 
@@ -18,14 +19,16 @@ from tiergate.telemetry.record import RequestRecord, SafetyFinding
 __all__ = ["JsonLines", "finding_event", "record_line"]
 
 
-def _iso(ns: int) -> str:
-    import datetime as dt
+_second: list[Any] = [None, ""]  # the last second formatted, and its text
 
-    return (
-        dt.datetime.fromtimestamp(ns / 1e9, dt.UTC)
-        .isoformat(timespec="milliseconds")
-        .replace("+00:00", "Z")
-    )
+
+def _iso(ns: int) -> str:
+    """``2026-11-22T03:07:17.331Z``: UTC, milliseconds (the second's text is reused)."""
+    sec, rest = divmod(ns, 1_000_000_000)
+    cache = _second
+    if cache[0] != sec:
+        cache[0], cache[1] = sec, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+    return f"{cache[1]}.{rest // 1_000_000:03d}Z"
 
 
 def record_line(rec: RequestRecord, *, include_text: bool = False) -> dict[str, Any]:

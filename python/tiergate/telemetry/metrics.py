@@ -24,11 +24,14 @@ Prometheus names (OTel names in brackets):
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from opentelemetry.metrics import Meter
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from tiergate.config import Config
 from tiergate.telemetry.record import RequestRecord, SafetyFinding
@@ -69,25 +72,31 @@ _OTEL_KEY = {
 
 
 class _Instrument:
-    """A Prometheus family and, optionally, its OTel twin."""
+    """One Prometheus family kept in plain dicts, and optionally its OTel twin.
 
-    __slots__ = ("_children", "_labels", "_otel", "_prom")
+    prometheus_client's children take a lock and walk their buckets in Python on every
+    call; a sidecar observes a dozen values per request, so the values live here (one
+    dict update per observation, all on the event loop's thread) and become metric
+    families only when ``/metrics`` is scraped (:meth:`collect`).
+    """
 
-    def __init__(self, prom: Any, otel: Any, labels: Sequence[str]) -> None:
-        self._prom = prom
+    __slots__ = ("_bounds", "_doc", "_labels", "_name", "_otel", "_values")
+
+    def __init__(
+        self,
+        name: str,
+        doc: str,
+        labels: Sequence[str],
+        otel: Any,
+        bounds: Sequence[float] | None = None,
+    ) -> None:
+        self._name = name
+        self._doc = doc
         self._otel = otel
         self._labels = tuple(labels)
-        # prometheus_client's labels() validates and locks on every call; label values
-        # are bounded (unknown names become "other"), so their children are cached.
-        self._children: dict[tuple[str, ...], Any] = {}
-
-    def _child(self, values: tuple[str, ...]) -> Any:
-        if not values:
-            return self._prom
-        child = self._children.get(values)
-        if child is None:
-            child = self._children[values] = self._prom.labels(*values)
-        return child
+        # Histogram: per label values, one count per bucket (the last is +Inf), then the sum.
+        self._bounds = tuple(float(b) for b in bounds) if bounds is not None else None
+        self._values: dict[tuple[str, ...], Any] = {}
 
     def _attrs(self, values: Sequence[str]) -> dict[str, str]:
         return {
@@ -95,14 +104,53 @@ class _Instrument:
         }
 
     def add(self, amount: float, *values: str) -> None:
-        self._child(values).inc(amount)
+        d = self._values
+        d[values] = d.get(values, 0.0) + amount
         if self._otel is not None:
             self._otel.add(amount, self._attrs(values))
 
     def observe(self, value: float, *values: str) -> None:
-        self._child(values).observe(value)
+        bounds = self._bounds
+        assert bounds is not None
+        cell = self._values.get(values)
+        if cell is None:
+            cell = self._values[values] = [0] * (len(bounds) + 1) + [0.0]
+        cell[bisect_left(bounds, value)] += 1
+        cell[-1] += value
         if self._otel is not None:
             self._otel.record(value, self._attrs(values))
+
+    def collect(self) -> Metric:
+        labels = list(self._labels)
+        if self._bounds is None:
+            counter = CounterMetricFamily(self._name, self._doc, labels=labels)
+            for values, total in self._values.items():
+                counter.add_metric(list(values), total)
+            return counter
+        family = HistogramMetricFamily(self._name, self._doc, labels=labels)
+        names = [_bound_text(b) for b in self._bounds] + ["+Inf"]
+        for values, cell in self._values.items():
+            running, buckets = 0, []
+            for name, count in zip(names, cell, strict=False):
+                running += count
+                buckets.append((name, running))
+            family.add_metric(list(values), buckets, cell[-1])
+        return family
+
+
+def _bound_text(bound: float) -> str:
+    # As prometheus_client writes bucket bounds (floatToGoString): 1.0, 0.01, 1e-05.
+    return repr(float(bound))
+
+
+class _Collector(Collector):
+    """Hands the instruments' values to the registry at scrape time."""
+
+    def __init__(self, instruments: list[_Instrument]) -> None:
+        self._instruments = instruments
+
+    def collect(self) -> Iterable[Metric]:
+        return [i.collect() for i in self._instruments]
 
 
 class Metrics:
@@ -117,14 +165,16 @@ class Metrics:
         r = self.registry
         m = meter
 
+        instruments: list[_Instrument] = []
+
         def counter(
             name: str, doc: str, labels: Sequence[str], otel_name: str, unit: str = "1"
         ) -> _Instrument:
-            prom = Counter(name, doc, labels, registry=r)
             otel = (
                 m.create_counter(otel_name, unit=unit, description=doc) if m is not None else None
             )
-            return _Instrument(prom, otel, labels)
+            instruments.append(_Instrument(name, doc, labels, otel))
+            return instruments[-1]
 
         def histogram(
             name: str,
@@ -134,7 +184,6 @@ class Metrics:
             otel_name: str,
             unit: str,
         ) -> _Instrument:
-            prom = Histogram(name, doc, labels, buckets=buckets, registry=r)
             otel = (
                 m.create_histogram(
                     otel_name,
@@ -145,7 +194,8 @@ class Metrics:
                 if m is not None
                 else None
             )
-            return _Instrument(prom, otel, labels)
+            instruments.append(_Instrument(name, doc, labels, otel, buckets))
+            return instruments[-1]
 
         gen = ("operation", "provider", "route", "deployment", "response_model")
         self.duration = histogram(
@@ -256,6 +306,7 @@ class Metrics:
         for name, tenant in config.tenants.items():
             if tenant.daily_spend_usd is not None:
                 spend.labels(name).set(tenant.daily_spend_usd)
+        r.register(_Collector(instruments))
 
     # Bounded label values.
     def route(self, name: str) -> str:
