@@ -275,6 +275,40 @@ def test_sse_any_chunking(
     assert got == expected
 
 
+@given(
+    pieces=st.lists(
+        st.sampled_from(
+            [
+                b"data: ",
+                b"data:",
+                b"event: e",
+                b"\n",
+                b"\n\n",
+                b"\r",
+                b": c",
+                b"\xc3\xa9",
+                b"ab",
+                b"id: 1",
+                b"\xc3",
+                b"\xa9",
+                b" ",
+            ]
+        ),
+        max_size=40,
+    ),
+    cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=8),
+)
+def test_sse_fast_path_matches_line_by_line(pieces: list[bytes], cuts: list[int]) -> None:
+    """The whole-event fast path of ``feed`` gives what the line-by-line path gives."""
+    wire = b"".join(pieces)
+    positions = sorted({c % (len(wire) + 1) for c in cuts})
+    chunks = [wire[a:b] for a, b in zip([0, *positions], [*positions, len(wire)], strict=True)]
+    fast, slow = SSEParser(), SSEParser()
+    got = [e for c in chunks for e in fast.feed(c)]
+    want = [e for c in chunks for e in slow._feed_lines(c)]
+    assert got == want
+
+
 def test_sse_field_rules() -> None:
     parser = SSEParser()
     got = parser.feed(b"data:no-space\ndata:  two\nid: 7\nretry: 10\nbogus\n\n")

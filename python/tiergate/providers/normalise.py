@@ -683,6 +683,27 @@ class SSEParser:
         self._skip_lf = False
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
+        if self._buf or self._skip_lf or self._data or self._event or b"\r" in chunk:
+            return self._feed_lines(chunk)
+        # The common case: a clean state and LF-only whole events, mostly a single
+        # `data:` line each. Split on blank lines; anything else in a block, and what
+        # follows the last blank line, takes the general path (same result).
+        blocks = chunk.split(b"\n\n")
+        rest = blocks.pop()
+        out: list[SSEEvent] = []
+        for block in blocks:
+            if block[:5] == b"data:" and b"\n" not in block:
+                value = block[6:] if block[5:6] == b" " else block[5:]
+                out.append(SSEEvent("message", value.decode("utf-8", "replace")))
+            else:
+                for line in block.split(b"\n"):
+                    self._line(line, out)
+                self._line(b"", out)
+        if rest:
+            out += self._feed_lines(rest)
+        return out
+
+    def _feed_lines(self, chunk: bytes) -> list[SSEEvent]:
         out: list[SSEEvent] = []
         if self._skip_lf and chunk:
             if chunk[:1] == b"\n":

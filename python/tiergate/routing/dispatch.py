@@ -329,10 +329,10 @@ class Dispatcher:
             ceiling = self._config.providers[dep.provider].timeout_s
             started, start_ns = time.monotonic(), time.time_ns()
             self._planner.limits.spend(name, _tokens_hint(request))
+            # The adapter bounds the wait for the first event by the time it is given.
             events = adapter.stream(request, dep, min(remaining, ceiling))
             try:
-                async with asyncio.timeout(remaining):
-                    first = await anext(events)
+                first = await anext(events)
             except (TimeoutError, StopAsyncIteration, ProviderError) as exc:
                 await _aclose(events)
                 if isinstance(exc, ProviderError):

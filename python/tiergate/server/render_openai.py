@@ -17,6 +17,8 @@ __all__ = [
 ]
 
 DONE = b"data: [DONE]\n\n"
+_TEXT_MID = b',"choices":[{"index":0,"delta":{"content":'
+_TEXT_TAIL = b'},"finish_reason":null,"logprobs":null}]}\n\n'
 
 
 def _usage(u: Usage) -> dict[str, Any]:
@@ -51,7 +53,7 @@ def render_openai_completion(c: Completion, response_id: str, model: str) -> dic
 class OpenAIStreamRenderer:
     """Turns canonical stream events into ``data: {chunk}`` frames, in order."""
 
-    __slots__ = ("_base", "_include_usage", "_started")
+    __slots__ = ("_base", "_include_usage", "_started", "_text_head")
 
     def __init__(self, response_id: str, model: str, include_usage: bool) -> None:
         self._base = {
@@ -62,6 +64,9 @@ class OpenAIStreamRenderer:
         }
         self._include_usage = include_usage
         self._started = False
+        # A text delta's frame is this head, the JSON string, then _TEXT_TAIL: the same
+        # bytes _chunk writes, without building and serialising the dict per token.
+        self._text_head = b"data: " + orjson.dumps(self._base)[:-1] + _TEXT_MID
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
         body = {
@@ -75,8 +80,8 @@ class OpenAIStreamRenderer:
         if not self._started:
             self._started = True
             out = self._chunk({"role": "assistant", "content": ""})
-        if isinstance(event, TextDelta):
-            return out + self._chunk({"content": event.text})
+        if type(event) is TextDelta:
+            return out + self._text_head + orjson.dumps(event.text) + _TEXT_TAIL
         if isinstance(event, StreamEnd):
             if event.refusal:
                 out += self._chunk({"refusal": event.refusal})

@@ -55,7 +55,17 @@ class _Worker(Generic[T]):
     worker wakes a few times a second, idle it costs nothing.
     """
 
-    __slots__ = ("_handle", "_items", "_on_drop", "_running", "_size", "_timer", "dropped", "name")
+    __slots__ = (
+        "_handle",
+        "_items",
+        "_on_drop",
+        "_running",
+        "_size",
+        "_started",
+        "_timer",
+        "dropped",
+        "name",
+    )
 
     def __init__(
         self,
@@ -71,6 +81,7 @@ class _Worker(Generic[T]):
         self._on_drop = on_drop
         self._timer: asyncio.TimerHandle | None = None
         self._running: asyncio.Task[None] | None = None
+        self._started = False
         self.dropped = 0
 
     def offer(self, item: T) -> None:
@@ -80,11 +91,14 @@ class _Worker(Generic[T]):
             self._on_drop(self.name)
             return
         items.append(item)
-        if self._timer is None and self._running is None:
+        if self._timer is None and self._running is None and self._started:
             self._timer = asyncio.get_running_loop().call_later(LINGER_S, self._kick)
 
     def start(self) -> None:
-        """Nothing to start: the first offer arms the timer."""
+        """From now on the first offer into an empty buffer arms the export timer."""
+        self._started = True
+        if self._items and self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(LINGER_S, self._kick)
 
     def _kick(self) -> None:
         self._timer = None
@@ -124,6 +138,7 @@ class _Worker(Generic[T]):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._running
             self._running = None
+        self._started = False
 
 
 def _policy(cfg: SafetyPolicyConfig) -> SafetyPolicy:
@@ -196,7 +211,8 @@ class Telemetry:
             feedback_capacity=dc.feedback_capacity,
             clock=drift_clock,
         )
-        self._add("drift", self.drift.write, size)
+        if sink is not None:  # without a sink the hourly aggregates would go nowhere
+            self._add("drift", self.drift.write, size)
         self._starters.append(self.drift.start)
         self._closers.append(self.drift.close)
         self._safety_log = (
