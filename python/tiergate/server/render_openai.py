@@ -80,7 +80,7 @@ class OpenAIStreamRenderer:
         if not self._started:
             self._started = True
             out = self._chunk({"role": "assistant", "content": ""})
-        if type(event) is TextDelta:
+        if isinstance(event, TextDelta):
             return out + self._text_head + orjson.dumps(event.text) + _TEXT_TAIL
         if isinstance(event, StreamEnd):
             if event.refusal:
