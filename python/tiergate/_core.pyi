@@ -246,7 +246,7 @@ STRUCTURE_FEATURES: Final[tuple[str, ...]]
 """Names of the structure features, at indices ``dim .. dim + 12`` after the hashed
 buckets (see ``rust/tiergate-core/src/features.rs`` for each value)."""
 QUALITY_MODEL_VERSION: Final[int]
-"""The model-file version this core reads (1)."""
+"""The newest model-file version this core reads (3; versions 1 and 2 still load)."""
 
 def features_batch(items: Iterable[str | bytes], config: str) -> tuple[bytes, bytes, bytes]:
     """CSR arrays of the classifier's features, one row per item (``str``: a prompt text,
@@ -279,7 +279,7 @@ class QualityModel:
 
     @property
     def rule(self) -> str:
-        """``"threshold"`` (version-1 files) or ``"utility"`` (version 2)."""
+        """``"threshold"`` (version-1 files) or ``"utility"`` (versions 2 and 3)."""
 
     @property
     def costs(self) -> list[float]:
@@ -299,7 +299,11 @@ class QualityModel:
         """Calibrated probability of a correct answer per family, for a body or a text."""
 
     def logits(self, item: str | bytes) -> list[float]:
-        """Uncalibrated linear scores per family."""
+        """Uncalibrated scores per family (before the Platt calibration)."""
+
+    def latent(self, item: str | bytes) -> list[float]:
+        """The scores the n-gram pass accumulates: the latent layer of a version-3
+        model (its ``latent.names`` order), the families' logits before."""
 
     def offset(self, floor: float) -> float:
         """Threshold rule: the offset for ``floor`` (interpolated, clamped); 0 for the

@@ -217,8 +217,18 @@ impl Doc {
     }
 
     /// The document of a chat-completions body (`ValueError` for invalid JSON or a
-    /// non-object). Missing or odd-shaped fields contribute nothing.
+    /// non-object). Missing or odd-shaped fields contribute nothing; a key given twice
+    /// counts as its last occurrence (as in a parsed JSON object).
+    ///
+    /// Read in one streaming pass ([`body`]): only the strings it keeps are copied, no
+    /// tree of the body is built.
     pub fn from_body(body: &[u8]) -> Result<Self> {
+        body::read(body)
+    }
+
+    /// [`Doc::from_body`] through a parsed `serde_json::Value` (the reference the
+    /// streaming reader is tested against).
+    pub fn from_value_body(body: &[u8]) -> Result<Self> {
         let v: Value = serde_json::from_slice(body)?;
         if !v.is_object() {
             return Err(CoreError::invalid("the body must be a JSON object"));
@@ -263,6 +273,543 @@ impl Doc {
             .and_then(Value::as_str)
             == Some("json_schema");
         Ok(doc)
+    }
+}
+
+/// The streaming reader of [`Doc::from_body`]: serde visitors that walk the body once,
+/// keep the strings the document needs and skip everything else.
+mod body {
+    use std::fmt;
+
+    use serde::de::{
+        self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor,
+    };
+
+    use super::Doc;
+    use crate::error::{CoreError, Result};
+
+    /// Pieces joined with `\n`, counted (an empty piece still takes a separator).
+    #[derive(Default)]
+    struct Pieces {
+        text: String,
+        count: u32,
+    }
+
+    impl Pieces {
+        fn mark(&self) -> (usize, u32) {
+            (self.text.len(), self.count)
+        }
+
+        fn restore(&mut self, (len, count): (usize, u32)) {
+            self.text.truncate(len);
+            self.count = count;
+        }
+
+        fn push(&mut self, s: &str) {
+            if self.count > 0 {
+                self.text.push('\n');
+            }
+            self.count += 1;
+            self.text.push_str(s);
+        }
+    }
+
+    #[derive(Default)]
+    struct Acc {
+        messages: Pieces,
+        n_messages: u32,
+        tools: Pieces,
+        n_tools: u32,
+        json_schema: bool,
+    }
+
+    pub(super) fn read(body: &[u8]) -> Result<Doc> {
+        let mut de = serde_json::Deserializer::from_slice(body);
+        let mut acc = Acc::default();
+        let object = Top(&mut acc).deserialize(&mut de)?;
+        de.end()?;
+        if !object {
+            return Err(CoreError::invalid("the body must be a JSON object"));
+        }
+        let Acc {
+            messages: mut m,
+            n_messages,
+            tools: t,
+            n_tools,
+            json_schema,
+        } = acc;
+        if t.count > 0 {
+            if m.count > 0 {
+                m.text.push('\n');
+            }
+            m.text.push_str(&t.text);
+        }
+        Ok(Doc {
+            text: m.text,
+            tools: n_tools,
+            messages: n_messages,
+            json_schema,
+        })
+    }
+
+    /// Visitor methods that accept any scalar and return `$ok`; maps and sequences the
+    /// visitor does not read are skipped with `IgnoredAny`.
+    macro_rules! scalars {
+        ($ok:expr) => {
+            fn visit_bool<E: de::Error>(self, _: bool) -> std::result::Result<Self::Value, E> {
+                Ok($ok)
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> std::result::Result<Self::Value, E> {
+                Ok($ok)
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> std::result::Result<Self::Value, E> {
+                Ok($ok)
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> std::result::Result<Self::Value, E> {
+                Ok($ok)
+            }
+            fn visit_unit<E: de::Error>(self) -> std::result::Result<Self::Value, E> {
+                Ok($ok)
+            }
+        };
+    }
+
+    macro_rules! skip_str {
+        ($ok:expr) => {
+            fn visit_str<E: de::Error>(self, _: &str) -> std::result::Result<Self::Value, E> {
+                Ok($ok)
+            }
+        };
+    }
+
+    macro_rules! skip_seq {
+        ($ok:expr) => {
+            fn visit_seq<A: SeqAccess<'de>>(
+                self,
+                seq: A,
+            ) -> std::result::Result<Self::Value, A::Error> {
+                IgnoredAny.visit_seq(seq)?;
+                Ok($ok)
+            }
+        };
+    }
+
+    macro_rules! skip_map {
+        ($ok:expr) => {
+            fn visit_map<A: MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> std::result::Result<Self::Value, A::Error> {
+                IgnoredAny.visit_map(map)?;
+                Ok($ok)
+            }
+        };
+    }
+
+    /// A key compared with the names a visitor reads (escapes resolved by `serde_json`).
+    struct Key<'k>(&'k [&'static str]);
+
+    impl<'de> DeserializeSeed<'de> for Key<'_> {
+        /// The index of the name, `None` for another key.
+        type Value = Option<usize>;
+
+        fn deserialize<D: Deserializer<'de>>(
+            self,
+            d: D,
+        ) -> std::result::Result<Self::Value, D::Error> {
+            d.deserialize_str(self)
+        }
+    }
+
+    impl Visitor<'_> for Key<'_> {
+        type Value = Option<usize>;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a key")
+        }
+
+        fn visit_str<E: de::Error>(self, v: &str) -> std::result::Result<Self::Value, E> {
+            Ok(self.0.iter().position(|k| *k == v))
+        }
+    }
+
+    /// The body: `true` when it is an object.
+    struct Top<'a>(&'a mut Acc);
+
+    impl<'de> DeserializeSeed<'de> for Top<'_> {
+        type Value = bool;
+
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<bool, D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Top<'_> {
+        type Value = bool;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a JSON object")
+        }
+
+        scalars!(false);
+        skip_str!(false);
+        skip_seq!(false);
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<bool, A::Error> {
+            const KEYS: &[&str] = &["messages", "tools", "response_format"];
+            while let Some(key) = map.next_key_seed(Key(KEYS))? {
+                match key {
+                    Some(0) => {
+                        // the last `messages` wins
+                        self.0.messages = Pieces::default();
+                        self.0.n_messages = 0;
+                        map.next_value_seed(Messages(self.0))?;
+                    }
+                    Some(1) => {
+                        self.0.tools = Pieces::default();
+                        self.0.n_tools = 0;
+                        map.next_value_seed(Tools(self.0))?;
+                    }
+                    Some(_) => {
+                        self.0.json_schema = map.next_value_seed(SchemaType)?;
+                    }
+                    None => {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+            }
+            Ok(true)
+        }
+    }
+
+    /// `messages`: an array of messages (anything else contributes nothing).
+    struct Messages<'a>(&'a mut Acc);
+
+    impl<'de> DeserializeSeed<'de> for Messages<'_> {
+        type Value = ();
+
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<(), D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Messages<'_> {
+        type Value = ();
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("messages")
+        }
+
+        scalars!(());
+        skip_str!(());
+        skip_map!(());
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<(), A::Error> {
+            while seq
+                .next_element_seed(Message(&mut self.0.messages))?
+                .is_some()
+            {
+                self.0.n_messages += 1;
+            }
+            Ok(())
+        }
+    }
+
+    /// One message: pushes the pieces of its (last) `content`.
+    struct Message<'a>(&'a mut Pieces);
+
+    impl<'de> DeserializeSeed<'de> for Message<'_> {
+        type Value = ();
+
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<(), D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Message<'_> {
+        type Value = ();
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a message")
+        }
+
+        scalars!(());
+        skip_str!(());
+        skip_seq!(());
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<(), A::Error> {
+            let start = self.0.mark();
+            while let Some(key) = map.next_key_seed(Key(&["content"]))? {
+                if key.is_some() {
+                    self.0.restore(start); // the last `content` wins
+                    map.next_value_seed(ContentValue(self.0))?;
+                } else {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            Ok(())
+        }
+    }
+
+    /// A `content` value: a string (one piece), an array of parts (the `text` of
+    /// each), or nothing.
+    struct ContentValue<'a>(&'a mut Pieces);
+
+    impl<'de> DeserializeSeed<'de> for ContentValue<'_> {
+        type Value = ();
+
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<(), D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for ContentValue<'_> {
+        type Value = ();
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("message content")
+        }
+
+        scalars!(());
+        skip_map!(());
+
+        fn visit_str<E: de::Error>(self, v: &str) -> std::result::Result<(), E> {
+            self.0.push(v);
+            Ok(())
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<(), A::Error> {
+            while seq.next_element_seed(Part(self.0))?.is_some() {}
+            Ok(())
+        }
+    }
+
+    /// A content part: pushes its (last) `text` when that is a string.
+    struct Part<'a>(&'a mut Pieces);
+
+    impl<'de> DeserializeSeed<'de> for Part<'_> {
+        type Value = ();
+
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<(), D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Part<'_> {
+        type Value = ();
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a content part")
+        }
+
+        scalars!(());
+        skip_str!(());
+        skip_seq!(());
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<(), A::Error> {
+            let start = self.0.mark();
+            while let Some(key) = map.next_key_seed(Key(&["text"]))? {
+                if key.is_some() {
+                    self.0.restore(start);
+                    map.next_value_seed(PieceStr(self.0))?;
+                } else {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            Ok(())
+        }
+    }
+
+    /// Pushes a string value; any other value contributes nothing.
+    struct PieceStr<'a>(&'a mut Pieces);
+
+    impl<'de> DeserializeSeed<'de> for PieceStr<'_> {
+        type Value = ();
+
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<(), D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for PieceStr<'_> {
+        type Value = ();
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a string")
+        }
+
+        scalars!(());
+        skip_seq!(());
+        skip_map!(());
+
+        fn visit_str<E: de::Error>(self, v: &str) -> std::result::Result<(), E> {
+            self.0.push(v);
+            Ok(())
+        }
+    }
+
+    /// A string value, or `None` for any other value.
+    struct Str;
+
+    impl<'de> DeserializeSeed<'de> for Str {
+        type Value = Option<String>;
+
+        fn deserialize<D: Deserializer<'de>>(
+            self,
+            d: D,
+        ) -> std::result::Result<Self::Value, D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Str {
+        type Value = Option<String>;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a string")
+        }
+
+        scalars!(None);
+        skip_seq!(None);
+        skip_map!(None);
+
+        fn visit_str<E: de::Error>(self, v: &str) -> std::result::Result<Self::Value, E> {
+            Ok(Some(v.to_owned()))
+        }
+    }
+
+    /// `tools`: an array of tool definitions, each `name description` of its
+    /// `function` (or of itself without one).
+    struct Tools<'a>(&'a mut Acc);
+
+    impl<'de> DeserializeSeed<'de> for Tools<'_> {
+        type Value = ();
+
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<(), D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Tools<'_> {
+        type Value = ();
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("tools")
+        }
+
+        scalars!(());
+        skip_str!(());
+        skip_map!(());
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<(), A::Error> {
+            while let Some(tool) = seq.next_element_seed(Named { nested: true })? {
+                self.0.n_tools += 1;
+                let (name, desc) = match tool.function {
+                    Some(f) => (f.name, f.description),
+                    None => (tool.name, tool.description),
+                };
+                self.0.tools.push(&format!(
+                    "{} {}",
+                    name.as_deref().unwrap_or(""),
+                    desc.as_deref().unwrap_or("")
+                ));
+            }
+            Ok(())
+        }
+    }
+
+    /// The (last) `name` and `description` strings of an object, and (for a tool) its
+    /// `function` object read the same way; `function` is `Some` whenever the key is
+    /// present, whatever its value.
+    #[derive(Default)]
+    struct NameDesc {
+        name: Option<String>,
+        description: Option<String>,
+        function: Option<Box<NameDesc>>,
+    }
+
+    struct Named {
+        nested: bool,
+    }
+
+    impl<'de> DeserializeSeed<'de> for Named {
+        type Value = NameDesc;
+
+        fn deserialize<D: Deserializer<'de>>(
+            self,
+            d: D,
+        ) -> std::result::Result<NameDesc, D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Named {
+        type Value = NameDesc;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a tool")
+        }
+
+        scalars!(NameDesc::default());
+        skip_str!(NameDesc::default());
+        skip_seq!(NameDesc::default());
+
+        fn visit_map<A: MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> std::result::Result<NameDesc, A::Error> {
+            const KEYS: &[&str] = &["name", "description", "function"];
+            let mut out = NameDesc::default();
+            while let Some(key) = map.next_key_seed(Key(KEYS))? {
+                match key {
+                    Some(0) => out.name = map.next_value_seed(Str)?,
+                    Some(1) => out.description = map.next_value_seed(Str)?,
+                    Some(_) if self.nested => {
+                        out.function =
+                            Some(Box::new(map.next_value_seed(Named { nested: false })?));
+                    }
+                    _ => {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+            }
+            Ok(out)
+        }
+    }
+
+    /// `response_format`: whether its (last) `type` is `"json_schema"`.
+    struct SchemaType;
+
+    impl<'de> DeserializeSeed<'de> for SchemaType {
+        type Value = bool;
+
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<bool, D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for SchemaType {
+        type Value = bool;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a response format")
+        }
+
+        scalars!(false);
+        skip_str!(false);
+        skip_seq!(false);
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<bool, A::Error> {
+            let mut schema = false;
+            while let Some(key) = map.next_key_seed(Key(&["type"]))? {
+                if key.is_some() {
+                    schema = map.next_value_seed(Str)?.as_deref() == Some("json_schema");
+                } else {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            Ok(schema)
+        }
     }
 }
 
@@ -324,36 +871,55 @@ pub fn bucket(h: u64, dim: u32) -> u32 {
     (((h >> 32) * u64::from(dim)) >> 32) as u32
 }
 
+/// ASCII `A-Z` lowered, every other byte unchanged: one lookup per byte, so the n-gram
+/// passes read the text in place instead of a lowered copy.
+static LOWERED: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = (i as u8).to_ascii_lowercase();
+        i += 1;
+    }
+    t
+};
+
 /// Calls `word(hash)` for every word n-gram and `chars(hash)` for every character
-/// n-gram of `lowered` (already ASCII-lowered), in text order; returns the counts.
+/// n-gram of `text` as if ASCII-lowered (lowered on the fly), in text order; returns
+/// the counts and the words of the text (`None` when word n-grams are off).
+#[inline]
 fn for_each_gram(
     cfg: &FeatureConfig,
-    lowered: &[u8],
+    text: &[u8],
     mut word: impl FnMut(u64),
     mut chars: impl FnMut(u64),
-) -> (u32, u32) {
+) -> (u32, u32, Option<u64>) {
     let mut n_word = 0u32;
+    let mut words = None;
     if cfg.word_ngrams > 0 {
+        let bigrams = cfg.word_ngrams >= 2;
+        let basis = FNV_BASIS ^ cfg.seed;
         let mut prev: Option<u64> = None;
+        let mut unigrams = 0u64;
         let mut i = 0;
-        let n = lowered.len();
+        let n = text.len();
         while i < n {
-            while i < n && !is_word_byte(lowered[i]) {
+            while i < n && !is_word_byte(text[i]) {
                 i += 1;
             }
             if i == n {
                 break;
             }
-            // FNV-1a over the word while scanning it (one pass), then `mix`
-            let mut h = FNV_BASIS ^ cfg.seed;
-            while i < n && is_word_byte(lowered[i]) {
-                h = (h ^ u64::from(lowered[i])).wrapping_mul(FNV_PRIME);
+            // FNV-1a over the lowered word while scanning it (one pass), then `mix`
+            let mut h = basis;
+            while i < n && is_word_byte(text[i]) {
+                h = (h ^ u64::from(LOWERED[text[i] as usize])).wrapping_mul(FNV_PRIME);
                 i += 1;
             }
             let h = mix(h);
             word(h);
             n_word += 1;
-            if cfg.word_ngrams >= 2 {
+            unigrams += 1;
+            if bigrams {
                 if let Some(p) = prev {
                     word(pair_hash(p, h, cfg.seed));
                     n_word += 1;
@@ -361,14 +927,15 @@ fn for_each_gram(
             }
             prev = Some(h);
         }
+        words = Some(unigrams);
     }
     let mut n_char = 0u32;
     if cfg.char_max > 0 {
         let w = cfg.char_window as usize;
-        let tail = if w == 0 || lowered.len() <= w {
-            lowered
+        let tail = if w == 0 || text.len() <= w {
+            text
         } else {
-            &lowered[lowered.len() - w..]
+            &text[text.len() - w..]
         };
         for n in cfg.char_min..=cfg.char_max {
             let seed = mix(cfg.seed ^ (0x100 + u64::from(n)));
@@ -376,25 +943,21 @@ fn for_each_gram(
             if tail.len() < n {
                 continue;
             }
-            // Rolling little-endian value of the last n bytes.
-            let mask = if n == 8 {
-                u64::MAX
-            } else {
-                (1u64 << (8 * n)) - 1
-            };
+            // The little-endian value of the last n lowered bytes, kept directly: each
+            // byte enters at the top and the oldest falls off the bottom.
+            let top = 8 * (n as u32 - 1);
             let mut g = 0u64;
-            for (i, &b) in tail.iter().enumerate() {
-                g = ((g << 8) | u64::from(b)) & mask;
-                if i + 1 >= n {
-                    // g holds the bytes big-endian (first byte highest); swap to LE order.
-                    let le = g.swap_bytes() >> (64 - 8 * n);
-                    chars(mix(le ^ seed));
-                    n_char += 1;
-                }
+            for &b in &tail[..n - 1] {
+                g = (g >> 8) | (u64::from(LOWERED[b as usize]) << top);
             }
+            for &b in &tail[n - 1..] {
+                g = (g >> 8) | (u64::from(LOWERED[b as usize]) << top);
+                chars(mix(g ^ seed));
+            }
+            n_char += (tail.len() + 1 - n) as u32;
         }
     }
-    (n_word, n_char)
+    (n_word, n_char, words)
 }
 
 /// `CLASS[b] & WORD != 0` without a table lookup (so counting loops vectorise): not
@@ -417,10 +980,11 @@ fn digit_byte(b: u8) -> bool {
 }
 
 /// Per-byte statistics of one byte `b` preceded by `p`, as 0/1: chars, non-ASCII,
-/// digits, upper, lower, `?`, `\n`, word starts, digit-run starts.
+/// digits, upper, lower, `?`, `\n`, digit-run starts. (Word starts come from the
+/// n-gram pass, which finds every word anyway; [`count_words`] without it.)
 #[inline]
 #[allow(clippy::cast_possible_wrap, clippy::needless_bitwise_bool)] // sign bit; branch-free
-fn byte_stats(p: u8, b: u8) -> [u8; 9] {
+fn byte_stats(p: u8, b: u8) -> [u8; 8] {
     let digit = digit_byte(b);
     [
         // a char starts at each byte that is not a UTF-8 continuation byte (10xxxxxx)
@@ -431,33 +995,77 @@ fn byte_stats(p: u8, b: u8) -> [u8; 9] {
         u8::from(b.wrapping_sub(b'a') < 26),
         u8::from(b == b'?'),
         u8::from(b == b'\n'),
-        u8::from(word_byte(b) & !word_byte(p)),
         u8::from(digit & !digit_byte(p)),
     ]
 }
 
-/// [`byte_stats`] summed over `text` (the first byte preceded by a space). One pass of
-/// branch-free byte-wide sums over chunks of at most 255 bytes: it vectorises.
-fn text_stats(text: &[u8]) -> [u64; 9] {
-    let mut total = [0u64; 9];
+/// [`byte_stats`] summed over `text` (the first byte preceded by a space). Sixteen
+/// byte-wide counters per statistic, over 16 bytes at a time (one SSE2 register each;
+/// flushed before they can wrap), then the tail byte by byte: it vectorises on the
+/// baseline x86-64 target.
+#[allow(clippy::cast_possible_wrap)] // the sign bit tests for a UTF-8 continuation byte
+fn text_stats(text: &[u8]) -> [u64; 8] {
+    const V: usize = 16;
+    let mut total = [0u64; 8];
     let Some(&first) = text.first() else {
         return total;
     };
-    for (t, v) in total.iter_mut().zip(byte_stats(b' ', first)) {
-        *t += u64::from(v);
-    }
+    let add = |total: &mut [u64; 8], s: [u8; 8]| {
+        for (t, v) in total.iter_mut().zip(s) {
+            *t += u64::from(v);
+        }
+    };
+    add(&mut total, byte_stats(b' ', first));
     let (prev, cur) = (&text[..text.len() - 1], &text[1..]);
-    for (pc, cc) in prev.chunks(255).zip(cur.chunks(255)) {
-        let mut acc = [0u8; 9];
+    let mut pc = prev.chunks_exact(V);
+    let mut cc = cur.chunks_exact(V);
+    let mut acc = [[0u8; V]; 8];
+    let mut rounds = 0;
+    let flush = |total: &mut [u64; 8], acc: &mut [[u8; V]; 8]| {
+        for (t, a) in total.iter_mut().zip(acc.iter_mut()) {
+            *t += a.iter().map(|&x| u64::from(x)).sum::<u64>();
+            *a = [0; V];
+        }
+    };
+    for (p, b) in (&mut pc).zip(&mut cc) {
+        for i in 0..V {
+            let (p, b) = (p[i], b[i]);
+            let digit = digit_byte(b);
+            acc[0][i] += u8::from((b as i8) >= -64);
+            acc[1][i] += u8::from(b >= 0xC0);
+            acc[2][i] += u8::from(digit);
+            acc[3][i] += u8::from(b.wrapping_sub(b'A') < 26);
+            acc[4][i] += u8::from(b.wrapping_sub(b'a') < 26);
+            acc[5][i] += u8::from(b == b'?');
+            acc[6][i] += u8::from(b == b'\n');
+            acc[7][i] += u8::from(digit & !digit_byte(p));
+        }
+        rounds += 1;
+        if rounds == 255 {
+            flush(&mut total, &mut acc);
+            rounds = 0;
+        }
+    }
+    flush(&mut total, &mut acc);
+    for (&p, &b) in pc.remainder().iter().zip(cc.remainder()) {
+        add(&mut total, byte_stats(p, b));
+    }
+    total
+}
+
+/// Words of `text`: maximal runs of word bytes (the n-gram pass's unigrams).
+#[allow(clippy::needless_bitwise_bool)] // branch-free on purpose
+fn count_words(text: &[u8]) -> u64 {
+    let Some(&first) = text.first() else {
+        return 0;
+    };
+    let mut total = u64::from(word_byte(first));
+    for (pc, cc) in text.chunks(255).zip(text[1..].chunks(255)) {
+        let mut acc = 0u8;
         for (&p, &b) in pc.iter().zip(cc) {
-            let s = byte_stats(p, b);
-            for (a, v) in acc.iter_mut().zip(s) {
-                *a = a.wrapping_add(v);
-            }
+            acc = acc.wrapping_add(u8::from(word_byte(b) & !word_byte(p)));
         }
-        for (t, a) in total.iter_mut().zip(acc) {
-            *t += u64::from(a);
-        }
+        total += u64::from(acc);
     }
     total
 }
@@ -476,11 +1084,15 @@ fn has_fence(text: &[u8]) -> bool {
 }
 
 /// The structure features of a document, in [`STRUCTURE`] order (one vectorised pass
-/// for the counts, one for the code fence).
+/// for the counts, one for the code fence, one for the words).
 pub fn structure(doc: &Doc) -> [f64; STRUCTURE.len()] {
+    structure_with_words(doc, count_words(doc.text.as_bytes()))
+}
+
+/// [`structure`] given the document's word count.
+fn structure_with_words(doc: &Doc, words: u64) -> [f64; STRUCTURE.len()] {
     let text = doc.text.as_bytes();
-    let [chars, non_ascii, digits, upper, lower, questions, lines, words, digit_runs] =
-        text_stats(text);
+    let [chars, non_ascii, digits, upper, lower, questions, lines, digit_runs] = text_stats(text);
     let share = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
     let ln1 = |x: u64| (x as f64).ln_1p();
     [
@@ -499,34 +1111,20 @@ pub fn structure(doc: &Doc) -> [f64; STRUCTURE.len()] {
     ]
 }
 
-fn lowered(text: &str) -> Vec<u8> {
-    text.as_bytes().to_ascii_lowercase()
-}
-
 /// Hashed and structure features of one document as `(index, value)` pairs, indices
 /// ascending and unique (duplicate buckets summed).
 pub fn sparse(cfg: &FeatureConfig, doc: &Doc) -> Vec<(u32, f32)> {
-    let low = lowered(&doc.text);
     let dim = cfg.dim;
     let mut words: Vec<u32> = Vec::new();
     let mut chars: Vec<u32> = Vec::new();
-    let (nw, nc) = for_each_gram(
+    let (nw, nc, n_words) = for_each_gram(
         cfg,
-        &low,
+        doc.text.as_bytes(),
         |h| words.push(bucket(h, dim)),
         |h| chars.push(bucket(h, dim)),
     );
     let mut pairs: Vec<(u32, f64)> = Vec::with_capacity(words.len() + chars.len() + 12);
-    let sw = if nw > 0 {
-        1.0 / f64::from(nw).sqrt()
-    } else {
-        0.0
-    };
-    let sc = if nc > 0 {
-        1.0 / f64::from(nc).sqrt()
-    } else {
-        0.0
-    };
+    let (sw, sc) = (scale(nw), scale(nc));
     pairs.extend(words.iter().map(|&i| (i, sw)));
     pairs.extend(chars.iter().map(|&i| (i, sc)));
     pairs.sort_unstable_by_key(|p| p.0);
@@ -541,7 +1139,8 @@ pub fn sparse(cfg: &FeatureConfig, doc: &Doc) -> Vec<(u32, f32)> {
         }
         out.push((idx, v as f32));
     }
-    for (j, v) in structure(doc).into_iter().enumerate() {
+    let n_words = n_words.unwrap_or_else(|| count_words(doc.text.as_bytes()));
+    for (j, v) in structure_with_words(doc, n_words).into_iter().enumerate() {
         if v != 0.0 {
             out.push((cfg.dim + j as u32, v as f32));
         }
@@ -569,93 +1168,254 @@ pub fn batch(cfg: &FeatureConfig, docs: &[Doc]) -> (Vec<i32>, Vec<f32>, Vec<i64>
 /// Lanes of one [`Block`]: 16 `f32` = one 64-byte cache line.
 pub const LANES: usize = 16;
 
-/// 16 weights on one cache line. A feature's row of `k` family weights is
-/// `ceil(k / 16)` blocks, zero-padded, so a hashed n-gram touches whole lines only.
+/// 16 weights on one cache line: a row of a table with 9 to 16 outputs, or a part of a
+/// wider row.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 #[repr(C, align(64))]
 pub struct Block(pub [f32; LANES]);
 
-/// Blocks per row for `k` families.
-pub fn blocks_per_row(k: usize) -> usize {
-    k.div_ceil(LANES)
+/// A row of a table with up to 4 outputs: 4 rows a cache line.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[repr(C, align(16))]
+pub struct Row4(pub [f32; 4]);
+
+/// A row of a table with 5 to 8 outputs: 2 rows a cache line.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[repr(C, align(32))]
+pub struct Row8(pub [f32; 8]);
+
+/// A weight table: one row of `h` output weights per feature, zero-padded to 4, 8 or a
+/// multiple of 16 lanes, rows never straddling a cache line. With few outputs the rows
+/// are narrow and the table small (4 outputs over 2^16 buckets: 1 MiB against 4 MiB
+/// at one row a line), so it stays in the caches of a busy machine.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Table {
+    Four(Vec<Row4>),
+    Eight(Vec<Row8>),
+    /// `blocks` blocks a row.
+    Wide {
+        blocks: usize,
+        rows: Vec<Block>,
+    },
 }
 
-/// Lay out `weights` (`rows × k`, row-major) as [`Block`] rows.
-pub fn pack_rows(weights: &[f32], k: usize) -> Vec<Block> {
-    let bpr = blocks_per_row(k);
-    let rows = weights.len() / k.max(1);
-    let mut out = vec![Block::default(); rows * bpr];
-    for (r, row) in weights.chunks_exact(k).enumerate() {
-        for (f, &w) in row.iter().enumerate() {
-            out[r * bpr + f / LANES].0[f % LANES] = w;
+/// Lanes of one row for `h` outputs: 4, 8, or a multiple of 16.
+pub fn row_lanes(h: usize) -> usize {
+    match h {
+        0..=4 => 4,
+        5..=8 => 8,
+        _ => h.div_ceil(LANES) * LANES,
+    }
+}
+
+impl Table {
+    /// Lay out `weights` (`rows × h`, row-major).
+    pub fn pack(weights: &[f32], h: usize) -> Self {
+        let h = h.max(1);
+        let rows = weights.chunks_exact(h);
+        match row_lanes(h) {
+            4 => Table::Four(
+                rows.map(|r| {
+                    let mut x = [0.0; 4];
+                    x[..h].copy_from_slice(r);
+                    Row4(x)
+                })
+                .collect(),
+            ),
+            8 => Table::Eight(
+                rows.map(|r| {
+                    let mut x = [0.0; 8];
+                    x[..h].copy_from_slice(r);
+                    Row8(x)
+                })
+                .collect(),
+            ),
+            lanes => {
+                let blocks = lanes / LANES;
+                let mut out = vec![Block::default(); weights.len() / h * blocks];
+                for (r, row) in rows.enumerate() {
+                    for (f, &w) in row.iter().enumerate() {
+                        out[r * blocks + f / LANES].0[f % LANES] = w;
+                    }
+                }
+                Table::Wide { blocks, rows: out }
+            }
         }
     }
-    out
+
+    /// Rows of the table.
+    pub fn rows(&self) -> usize {
+        match self {
+            Table::Four(r) => r.len(),
+            Table::Eight(r) => r.len(),
+            Table::Wide { blocks, rows } => rows.len() / blocks,
+        }
+    }
+
+    /// Output `f` of row `row`.
+    #[inline]
+    pub fn weight(&self, row: usize, f: usize) -> f32 {
+        match self {
+            Table::Four(r) => r[row].0[f],
+            Table::Eight(r) => r[row].0[f],
+            Table::Wide { blocks, rows } => rows[row * blocks + f / LANES].0[f % LANES],
+        }
+    }
 }
 
-/// Most families [`accumulate`] takes (4 blocks).
+/// Most outputs [`accumulate`] takes (4 blocks).
 pub const MAX_ACC_FAMILIES: usize = 4 * LANES;
 
-/// Sums the rows `rows` of `weights` (`bpr` blocks each), in order, into `out`
-/// (`bpr` blocks): one block at a time, the running sum held in registers.
-#[inline]
-fn gather(rows: &[u32], weights: &[Block], bpr: usize, out: &mut [Block]) {
-    for (b, o) in out.iter_mut().enumerate().take(bpr) {
-        let mut sum = [0f32; LANES];
-        for &r in rows {
-            let w = &weights[r as usize * bpr + b].0;
-            for (a, x) in sum.iter_mut().zip(w) {
-                *a += *x;
-            }
-        }
-        o.0 = sum;
+/// A row of `W` lanes.
+trait Lanes<const W: usize> {
+    fn lanes(&self) -> &[f32; W];
+}
+
+impl Lanes<4> for Row4 {
+    #[inline]
+    fn lanes(&self) -> &[f32; 4] {
+        &self.0
     }
 }
 
-/// Adds the rows of `weights` (`width` rows of [`blocks_per_row`]`(k)` blocks, see
-/// [`pack_rows`]) selected by the document's features, each scaled by its value, into
-/// `acc` (length `k <= MAX_ACC_FAMILIES`). The serving path: no sort; the buckets are
-/// hashed first and then gathered, so the row loads overlap.
-pub fn accumulate(cfg: &FeatureConfig, doc: &Doc, weights: &[Block], k: usize, acc: &mut [f64]) {
-    debug_assert_eq!(acc.len(), k);
-    debug_assert!(k <= MAX_ACC_FAMILIES);
-    let bpr = blocks_per_row(k);
-    debug_assert_eq!(weights.len(), cfg.width() * bpr);
-    let low = lowered(&doc.text);
-    let dim = cfg.dim;
-    let mut word_rows: Vec<u32> = Vec::with_capacity(low.len() / 2);
-    let mut char_rows: Vec<u32> = Vec::with_capacity(cfg.char_window as usize + 8);
-    let (nw, nc) = for_each_gram(
-        cfg,
-        &low,
-        |h| word_rows.push(bucket(h, dim)),
-        |h| char_rows.push(bucket(h, dim)),
-    );
-    let mut word_sum = [Block::default(); 4];
-    let mut char_sum = [Block::default(); 4];
-    gather(&word_rows, weights, bpr, &mut word_sum);
-    gather(&char_rows, weights, bpr, &mut char_sum);
-    let sw = if nw > 0 {
-        1.0 / f64::from(nw).sqrt()
-    } else {
-        0.0
-    };
-    let sc = if nc > 0 {
-        1.0 / f64::from(nc).sqrt()
-    } else {
-        0.0
-    };
-    for (f, a) in acc.iter_mut().enumerate() {
-        let (b, l) = (f / LANES, f % LANES);
-        *a += f64::from(word_sum[b].0[l]) * sw + f64::from(char_sum[b].0[l]) * sc;
+impl Lanes<8> for Row8 {
+    #[inline]
+    fn lanes(&self) -> &[f32; 8] {
+        &self.0
     }
-    for (j, v) in structure(doc).into_iter().enumerate() {
+}
+
+impl Lanes<LANES> for Block {
+    #[inline]
+    fn lanes(&self) -> &[f32; LANES] {
+        &self.0
+    }
+}
+
+/// The running sum of the rows of one block of n-grams (words or characters). Each
+/// row is added as its n-gram is hashed: the loads do not depend on each other, so
+/// they overlap anyway, and the hashing between two adds hides the add's latency.
+struct Sums<'a, R, const W: usize> {
+    table: &'a [R],
+    sum: [f32; W],
+}
+
+impl<'a, R: Lanes<W>, const W: usize> Sums<'a, R, W> {
+    fn new(table: &'a [R]) -> Self {
+        Self {
+            table,
+            sum: [0.0; W],
+        }
+    }
+
+    #[inline]
+    fn push(&mut self, row: u32) {
+        for (a, x) in self.sum.iter_mut().zip(self.table[row as usize].lanes()) {
+            *a += *x;
+        }
+    }
+}
+
+/// Adds the rows of `table` (`width` rows for `h` outputs, see [`Table::pack`])
+/// selected by the document's features, each scaled by its value, into `acc` (length
+/// `h <= MAX_ACC_FAMILIES`). The serving path: no sort, no allocation (up to 16
+/// outputs), the text read in place; buckets are hashed a batch at a time and then
+/// summed, so the row loads overlap.
+pub fn accumulate(cfg: &FeatureConfig, doc: &Doc, table: &Table, h: usize, acc: &mut [f64]) {
+    debug_assert_eq!(acc.len(), h);
+    debug_assert!(h <= MAX_ACC_FAMILIES);
+    debug_assert_eq!(table.rows(), cfg.width());
+    let g = match table {
+        Table::Four(rows) => sums::<_, 4>(cfg, doc, rows),
+        Table::Eight(rows) => sums::<_, 8>(cfg, doc, rows),
+        Table::Wide { blocks: 1, rows } => sums::<_, LANES>(cfg, doc, rows),
+        Table::Wide { blocks, rows } => wide_sums(cfg, doc, rows, *blocks),
+    };
+    let (sw, sc) = (scale(g.n_word), scale(g.n_char));
+    for (f, a) in acc.iter_mut().enumerate() {
+        *a += f64::from(g.words[f]) * sw + f64::from(g.chars[f]) * sc;
+    }
+    for (j, v) in structure_with_words(doc, g.n_words).into_iter().enumerate() {
         if v != 0.0 {
-            let row = (cfg.dim as usize + j) * bpr;
+            let row = cfg.dim as usize + j;
             for (f, a) in acc.iter_mut().enumerate() {
-                *a += f64::from(weights[row + f / LANES].0[f % LANES]) * v;
+                *a += f64::from(table.weight(row, f)) * v;
             }
         }
+    }
+}
+
+/// What the n-gram pass of [`accumulate`] found: the sums of the word and character
+/// rows, their counts, and the words of the text.
+struct Grams {
+    words: [f32; MAX_ACC_FAMILIES],
+    chars: [f32; MAX_ACC_FAMILIES],
+    n_word: u32,
+    n_char: u32,
+    n_words: u64,
+}
+
+/// [`Grams`] over a table of `W`-lane rows.
+fn sums<R: Lanes<W>, const W: usize>(cfg: &FeatureConfig, doc: &Doc, table: &[R]) -> Grams {
+    let dim = cfg.dim;
+    let mut words = Sums::<R, W>::new(table);
+    let mut chars = Sums::<R, W>::new(table);
+    let (nw, nc, n_words) = for_each_gram(
+        cfg,
+        doc.text.as_bytes(),
+        |g| words.push(bucket(g, dim)),
+        |g| chars.push(bucket(g, dim)),
+    );
+    let mut g = Grams {
+        words: [0.0; MAX_ACC_FAMILIES],
+        chars: [0.0; MAX_ACC_FAMILIES],
+        n_word: nw,
+        n_char: nc,
+        n_words: n_words.unwrap_or_else(|| count_words(doc.text.as_bytes())),
+    };
+    g.words[..W].copy_from_slice(&words.sum);
+    g.chars[..W].copy_from_slice(&chars.sum);
+    g
+}
+
+/// [`sums`] for rows of more than one block (more than 16 outputs).
+fn wide_sums(cfg: &FeatureConfig, doc: &Doc, table: &[Block], blocks: usize) -> Grams {
+    let dim = cfg.dim;
+    let (mut word_rows, mut char_rows) = (Vec::new(), Vec::new());
+    let (nw, nc, n_words) = for_each_gram(
+        cfg,
+        doc.text.as_bytes(),
+        |g| word_rows.push(bucket(g, dim) as usize),
+        |g| char_rows.push(bucket(g, dim) as usize),
+    );
+    let gather = |rows: &[usize]| {
+        let mut out = [0.0f32; MAX_ACC_FAMILIES];
+        for b in 0..blocks {
+            let mut s = [0.0f32; LANES];
+            for &r in rows {
+                for (a, x) in s.iter_mut().zip(&table[r * blocks + b].0) {
+                    *a += *x;
+                }
+            }
+            out[b * LANES..(b + 1) * LANES].copy_from_slice(&s);
+        }
+        out
+    };
+    Grams {
+        words: gather(&word_rows),
+        chars: gather(&char_rows),
+        n_word: nw,
+        n_char: nc,
+        n_words: n_words.unwrap_or_else(|| count_words(doc.text.as_bytes())),
+    }
+}
+
+/// `1 / sqrt(n)`: each occurrence's value in a block of `n` n-grams (0 for none).
+fn scale(n: u32) -> f64 {
+    if n > 0 {
+        1.0 / f64::from(n).sqrt()
+    } else {
+        0.0
     }
 }
 
@@ -694,6 +1454,47 @@ mod tests {
         assert_eq!((doc.messages, doc.tools, doc.json_schema), (2, 1, true));
         assert!(Doc::from_body(b"[1]").is_err());
         assert!(Doc::from_body(b"{").is_err());
+    }
+
+    #[test]
+    fn streaming_body_reader_matches_the_value_reader() {
+        let cases: &[&str] = &[
+            r#"{"messages":[{"role":"user","content":"hi"}]}"#,
+            r#"{"tools":[{"function":{"name":"a","description":"b"}}],"messages":[{"content":"x"}]}"#,
+            r#"{"messages":[{"content":"a"},{"content":"b"}],"messages":[{"content":"c"}]}"#,
+            r#"{"messages":[{"content":"a","content":["x",{"text":"y"},{"text":1},{"text":"z","text":"w"}]}]}"#,
+            r#"{"messages":{"content":"a"}}"#,
+            r#"{"messages":[1,"s",null,[{"content":"q"}],{"content":{"text":"t"}},{"content":null}]}"#,
+            r#"{"messages":[{"content":""},{"content":[]},{"content":[{"text":""}]}]}"#,
+            r#"{"tools":[1,{"name":"top","description":"d"},{"function":3,"name":"n"},{"function":{"name":"f"}},{"name":"x","function":{"description":"only"}}]}"#,
+            r#"{"tools":{"function":{"name":"a"}},"tools":[{"function":{"name":"b","name":"c"}}]}"#,
+            r#"{"response_format":{"type":"json_schema"}}"#,
+            r#"{"response_format":{"type":"json_schema","type":"text"}}"#,
+            r#"{"response_format":{"type":"text"},"response_format":{"type":"json_schema"}}"#,
+            r#"{"response_format":"json_schema","model":"m","n":1.5,"stream":true,"x":[{"y":[null]}]}"#,
+            r#"{"m\u0065ssages":[{"cont\u0065nt":"esc\n\"aped\" \ud83d\ude00 é"}]}"#,
+            "{}",
+            r#"  {"messages":[{"content":"sp"}]}  "#,
+        ];
+        for c in cases {
+            let want = Doc::from_value_body(c.as_bytes()).unwrap();
+            assert_eq!(Doc::from_body(c.as_bytes()).unwrap(), want, "{c}");
+        }
+        for bad in [
+            "[1]",
+            "1",
+            "\"s\"",
+            "null",
+            "{",
+            "{} x",
+            "",
+            "{\"messages\":[}",
+        ] {
+            assert!(Doc::from_value_body(bad.as_bytes()).is_err(), "{bad}");
+            assert!(Doc::from_body(bad.as_bytes()).is_err(), "{bad}");
+        }
+        let err = Doc::from_body(b"[1]").unwrap_err().to_string();
+        assert!(err.contains("JSON object"), "{err}");
     }
 
     #[test]
@@ -739,34 +1540,97 @@ mod tests {
             char_window: 20,
             ..FeatureConfig::default()
         };
-        let k = 3;
-        let weights: Vec<f32> = (0..c.width() * k)
-            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
-            .collect();
-        let doc = Doc::from_text("Which of these is a mammal? A) shark B) whale C) trout, 42 ```");
-        let mut acc = vec![0.0; k];
-        accumulate(&c, &doc, &pack_rows(&weights, k), k, &mut acc);
-        let mut want = vec![0.0f64; k];
-        for (i, v) in sparse(&c, &doc) {
-            for f in 0..k {
-                want[f] += f64::from(v) * f64::from(weights[i as usize * k + f]);
+        let long = "Which of THESE is a mammal? A) shark B) whale C) trout, 42 ``` ".repeat(9);
+        for text in [
+            "Which of these is a mammal? A) shark B) whale C) trout, 42 ```",
+            &long,
+        ] {
+            let doc = Doc::from_text(text);
+            for k in [1, 3, 4, 6, 8, 11, 16, 18, 40] {
+                let weights: Vec<f32> = (0..c.width() * k)
+                    .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
+                    .collect();
+                let mut acc = vec![0.0; k];
+                accumulate(&c, &doc, &Table::pack(&weights, k), k, &mut acc);
+                let mut want = vec![0.0f64; k];
+                for (i, v) in sparse(&c, &doc) {
+                    for f in 0..k {
+                        want[f] += f64::from(v) * f64::from(weights[i as usize * k + f]);
+                    }
+                }
+                for f in 0..k {
+                    assert!(
+                        (acc[f] - want[f]).abs() < 1e-4,
+                        "k={k}: {acc:?} vs {want:?}"
+                    );
+                }
             }
-        }
-        for f in 0..k {
-            assert!((acc[f] - want[f]).abs() < 1e-4, "{acc:?} vs {want:?}");
         }
     }
 
     #[test]
-    fn packed_rows_pad_to_whole_blocks() {
+    fn packed_rows_pad_to_whole_lanes() {
         let k = 18;
         let flat: Vec<f32> = (0..3 * k).map(|i| i as f32).collect();
-        let packed = pack_rows(&flat, k);
-        assert_eq!((blocks_per_row(k), packed.len()), (2, 6));
-        assert_eq!(packed[2].0[0], 18.0); // row 1, family 0
-        assert_eq!(packed[3].0[1], 35.0); // row 1, family 17
-        assert_eq!(packed[3].0[2], 0.0); // padding
+        let Table::Wide { blocks, rows } = Table::pack(&flat, k) else {
+            panic!("18 outputs take whole blocks")
+        };
+        assert_eq!((row_lanes(k), blocks, rows.len()), (32, 2, 6));
+        assert_eq!(rows[2].0[0], 18.0); // row 1, family 0
+        assert_eq!(rows[3].0[1], 35.0); // row 1, family 17
+        assert_eq!(rows[3].0[2], 0.0); // padding
         assert_eq!(std::mem::align_of::<Block>(), 64);
+        assert_eq!(std::mem::size_of::<Row4>(), 16);
+        assert_eq!(std::mem::size_of::<Row8>(), 32);
+        assert_eq!(std::mem::align_of::<Row8>(), 32);
+        let t = Table::pack(&(0..5 * 3).map(|i| i as f32).collect::<Vec<_>>(), 3);
+        assert_eq!(t.rows(), 5);
+        assert_eq!(
+            t,
+            Table::Four(
+                (0..5)
+                    .map(|r| {
+                        let r = r as f32 * 3.0;
+                        Row4([r, r + 1.0, r + 2.0, 0.0])
+                    })
+                    .collect()
+            )
+        );
+        let t = Table::pack(&(0..3 * 6).map(|i| i as f32).collect::<Vec<_>>(), 6);
+        assert_eq!((t.rows(), t.weight(1, 5), t.weight(2, 0)), (3, 11.0, 12.0));
+    }
+
+    #[test]
+    fn text_stats_match_a_byte_by_byte_count() {
+        let long = "Q? 12 ab\nÉé x9y 3.5 `` ``` \u{1F600} AB ".repeat(400); // > 255 × 16 bytes
+        for text in ["", "1", "?\n", "a1b22c333", &long, &long[..4097]] {
+            let t = text.as_bytes();
+            let mut want = [0u64; 8];
+            let mut p = b' ';
+            for &b in t {
+                for (w, v) in want.iter_mut().zip(byte_stats(p, b)) {
+                    *w += u64::from(v);
+                }
+                p = b;
+            }
+            assert_eq!(text_stats(t), want, "{}", text.len());
+        }
+    }
+
+    #[test]
+    fn word_count_is_the_unigram_count() {
+        for text in ["", " ", "a", "  two words ", "x1,y2;z3 ...\n\tend", "é à"] {
+            let got = count_words(text.as_bytes());
+            let (_, _, words) =
+                for_each_gram(&FeatureConfig::default(), text.as_bytes(), |_| {}, |_| {});
+            assert_eq!(Some(got), words, "{text:?}");
+            let uni = FeatureConfig {
+                word_ngrams: 1,
+                ..FeatureConfig::default()
+            };
+            let (_, _, words) = for_each_gram(&uni, text.as_bytes(), |_| {}, |_| {});
+            assert_eq!(Some(got), words, "{text:?}");
+        }
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The learned quality model (issue 6): one calibrated probability of a correct answer
 //! per model family, from the features of [`crate::features`].
 //!
-//! # Model file (JSON, `format = "tiergate.quality_model"`, `version` 1 or 2)
+//! # Model file (JSON, `format = "tiergate.quality_model"`, `version` 1, 2 or 3)
 //! ```text
 //! features         the FeatureConfig (dim, seed, word_ngrams, char_min, char_max,
 //!                  char_window, structure names)
@@ -11,15 +11,31 @@
 //!                  weights of feature i are values[r*k .. r*k+k]; absent rows are 0
 //! calibration      {"method": "platt", "a": [k], "b": [k]}  p = σ(a·z + b)
 //! operating_points version 1: {"table": [{"floor": F, "offset": o, ...}, ...], ...}
-//!                  version 2: {"rule": "utility", "cost_usd": [c_f; k],
+//!                  versions 2, 3: {"rule": "utility", "cost_usd": [c_f; k],
 //!                              "table": [{"floor": F, "lambda": λ, ...}, ...], ...}
+//! ```
+//! Version 3 replaces `intercepts` and `weights` by a latent layer and a gated head:
+//! ```text
+//! latent           {"names": [name; h], "intercepts": [b_j; h],
+//!                   "weights": {"rows": [i, ...], "values": [w; rows × h]}}
+//! head             {"gate": [j, ...] (g latent indices, may be empty),
+//!                   "inputs": [j, ...] (m latent indices),
+//!                   "bias": [β; k × G], "coef": [γ; k × G × m]}   G = max(g, 1),
+//!                   row-major (family, then cluster, then input)
 //! ```
 //! Other keys (training summary, mean costs, reference) are carried for Python and
 //! ignored here.
 //!
 //! # Scoring
-//! `z_f = b_f + Σ_i x_i · w_{i,f}`, then `p_f = σ(a_f · z_f + c_f)`: one pass over the
-//! document's n-grams accumulates all families at once.
+//! Versions 1 and 2: `z_f = b_f + Σ_i x_i · w_{i,f}`, then `p_f = σ(a_f · z_f + c_f)`:
+//! one pass over the document's n-grams accumulates all families at once.
+//!
+//! Version 3: the same pass accumulates the `h` latent scores
+//! `u_j = b_j + Σ_i x_i · w_{i,j}` (on the `RouterBench` data: one logit per task
+//! cluster, and one difficulty score per cluster); the gate is `π = softmax(u_gate)` (`π = [1]` without a gate) and
+//! `z_f = Σ_c π_c · (β_{f,c} + Σ_m γ_{f,c,m} · u_{inputs[m]})`, calibrated as above.
+//! With few latent scores the weight table is small (4 or 8 lanes a row, see
+//! `features::row_lanes`), so it stays in cache.
 //!
 //! # Decision rules
 //! Version 2 (`rule = "utility"`): a request with floor `F` is served by the candidate
@@ -39,11 +55,11 @@
 use serde_json::Value;
 
 use crate::error::{CoreError, Result};
-use crate::features::{accumulate, pack_rows, Block, Doc, FeatureConfig, MAX_ACC_FAMILIES};
+use crate::features::{accumulate, Doc, FeatureConfig, Table, MAX_ACC_FAMILIES};
 
 /// Model file format name and the version this core reads.
 pub const FORMAT: &str = "tiergate.quality_model";
-pub const VERSION: u64 = 2;
+pub const VERSION: u64 = 3;
 /// Most families a model may hold.
 pub const MAX_FAMILIES: usize = MAX_ACC_FAMILIES;
 
@@ -64,14 +80,69 @@ pub enum Rule {
     Utility,
 }
 
+/// The gated head of a version-3 model (see the module docs).
+#[derive(Debug)]
+struct Head {
+    gate: Vec<usize>,
+    inputs: Vec<usize>,
+    /// `k × G`
+    bias: Vec<f64>,
+    /// `k × G × m`
+    coef: Vec<f64>,
+}
+
+impl Head {
+    /// `z_f` for every family from the latent scores.
+    fn apply(&self, latent: &[f64], families: usize) -> Vec<f64> {
+        let clusters = self.gate.len().max(1);
+        let mut gate = [1.0f64; MAX_ACC_FAMILIES];
+        let gate = &mut gate[..clusters];
+        if !self.gate.is_empty() {
+            let top = self
+                .gate
+                .iter()
+                .map(|&j| latent[j])
+                .fold(f64::NEG_INFINITY, f64::max);
+            let mut total = 0.0;
+            for (p, &j) in gate.iter_mut().zip(&self.gate) {
+                *p = (latent[j] - top).exp();
+                total += *p;
+            }
+            for p in gate.iter_mut() {
+                *p /= total;
+            }
+        }
+        let inputs = self.inputs.len();
+        (0..families)
+            .map(|f| {
+                let mut logit = 0.0;
+                for (c, &share) in gate.iter().enumerate() {
+                    let at = f * clusters + c;
+                    let coef = &self.coef[at * inputs..(at + 1) * inputs];
+                    let expert = self
+                        .inputs
+                        .iter()
+                        .zip(coef)
+                        .fold(self.bias[at], |acc, (&j, &w)| acc + w * latent[j]);
+                    logit += share * expert;
+                }
+                logit
+            })
+            .collect()
+    }
+}
+
 /// A loaded model: immutable, shared behind an `Arc` by the bindings.
 #[derive(Debug)]
 pub struct QualityModel {
     pub features: FeatureConfig,
     pub families: Vec<String>,
+    /// The scores the n-gram pass accumulates: the families' logits (versions 1, 2)
+    /// or the latent scores (version 3).
     intercepts: Vec<f64>,
-    /// `width` rows of `ceil(k / 16)` cache-line blocks (`features::pack_rows`).
-    weights: Vec<Block>,
+    /// `width` rows of `intercepts.len()` outputs.
+    weights: Table,
+    head: Option<Head>,
     platt_a: Vec<f64>,
     platt_b: Vec<f64>,
     /// Sorted by floor, floors unique.
@@ -170,6 +241,62 @@ fn operating_points(
     Ok((rule, costs, points))
 }
 
+/// The packed table of a `{"rows": [...], "values": [...]}` object with `h` outputs.
+fn weight_rows(w: Option<&Value>, what: &str, features: &FeatureConfig, h: usize) -> Result<Table> {
+    let w = w.ok_or_else(|| bad(format!("`{what}` is missing")))?;
+    let rows = w
+        .get("rows")
+        .and_then(Value::as_array)
+        .ok_or_else(|| bad(format!("`{what}.rows` must be an array of feature indices")))?;
+    let values = floats(w.get("values"), &format!("{what}.values"), rows.len() * h)?;
+    let width = features.width();
+    let mut flat = vec![0f32; width * h];
+    for (r, idx) in rows.iter().enumerate() {
+        let i = idx
+            .as_u64()
+            .filter(|&i| (i as usize) < width)
+            .ok_or_else(|| bad(format!("`{what}.rows[{r}]` is not an index below {width}")))?
+            as usize;
+        for f in 0..h {
+            flat[i * h + f] = values[r * h + f] as f32;
+        }
+    }
+    Ok(Table::pack(&flat, h))
+}
+
+/// Latent indices of `head.{key}`, each below `h`.
+fn indices(head: &Value, key: &str, h: usize) -> Result<Vec<usize>> {
+    head.get(key)
+        .and_then(Value::as_array)
+        .ok_or_else(|| bad(format!("`head.{key}` must be an array of latent indices")))?
+        .iter()
+        .map(|x| {
+            x.as_u64()
+                .filter(|&j| (j as usize) < h)
+                .map(|j| j as usize)
+                .ok_or_else(|| bad(format!("`head.{key}` holds an index not below {h}")))
+        })
+        .collect()
+}
+
+fn head(v: Option<&Value>, h: usize, k: usize) -> Result<Head> {
+    let v = v.ok_or_else(|| bad("`head` is missing"))?;
+    let gate = indices(v, "gate", h)?;
+    let inputs = indices(v, "inputs", h)?;
+    if gate.len() > MAX_ACC_FAMILIES {
+        return Err(bad("`head.gate` is too long"));
+    }
+    let g = gate.len().max(1);
+    let bias = floats(v.get("bias"), "head.bias", k * g)?;
+    let coef = floats(v.get("coef"), "head.coef", k * g * inputs.len())?;
+    Ok(Head {
+        gate,
+        inputs,
+        bias,
+        coef,
+    })
+}
+
 impl QualityModel {
     /// Parse and check a model file. Every error names the field at fault.
     pub fn from_json(data: &[u8]) -> Result<Self> {
@@ -179,10 +306,10 @@ impl QualityModel {
             return Err(bad(format!("`format` must be {FORMAT:?}")));
         }
         let version = match v.get("version").and_then(Value::as_u64) {
-            Some(x @ (1 | VERSION)) => x,
+            Some(x @ 1..=VERSION) => x,
             other => {
                 return Err(bad(format!(
-                    "unsupported `version` {other:?}; this core reads versions 1 and {VERSION}"
+                    "unsupported `version` {other:?}; this core reads versions 1 to {VERSION}"
                 )))
             }
         };
@@ -204,27 +331,26 @@ impl QualityModel {
                 "`families` must hold 1..={MAX_FAMILIES} names"
             )));
         }
-        let intercepts = floats(v.get("intercepts"), "intercepts", k)?;
-        let w = v
-            .get("weights")
-            .ok_or_else(|| bad("`weights` is missing"))?;
-        let rows = w
-            .get("rows")
-            .and_then(Value::as_array)
-            .ok_or_else(|| bad("`weights.rows` must be an array of feature indices"))?;
-        let values = floats(w.get("values"), "weights.values", rows.len() * k)?;
-        let width = features.width();
-        let mut weights = vec![0f32; width * k];
-        for (r, idx) in rows.iter().enumerate() {
-            let i = idx
-                .as_u64()
-                .filter(|&i| (i as usize) < width)
-                .ok_or_else(|| bad(format!("`weights.rows[{r}]` is not an index below {width}")))?
-                as usize;
-            for f in 0..k {
-                weights[i * k + f] = values[r * k + f] as f32;
+        let (intercepts, weights, head) = if version == 3 {
+            let latent = v.get("latent").ok_or_else(|| bad("`latent` is missing"))?;
+            let h = latent
+                .get("names")
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len);
+            if h == 0 || h > MAX_ACC_FAMILIES {
+                return Err(bad(format!(
+                    "`latent.names` must hold 1..={MAX_ACC_FAMILIES} names"
+                )));
             }
-        }
+            let intercepts = floats(latent.get("intercepts"), "latent.intercepts", h)?;
+            let weights = weight_rows(latent.get("weights"), "latent.weights", &features, h)?;
+            let head = head(v.get("head"), h, k)?;
+            (intercepts, weights, Some(head))
+        } else {
+            let intercepts = floats(v.get("intercepts"), "intercepts", k)?;
+            let weights = weight_rows(v.get("weights"), "weights", &features, k)?;
+            (intercepts, weights, None)
+        };
         let cal = v
             .get("calibration")
             .ok_or_else(|| bad("`calibration` is missing"))?;
@@ -238,7 +364,8 @@ impl QualityModel {
             features,
             families,
             intercepts,
-            weights: pack_rows(&weights, k),
+            weights,
+            head,
             platt_a,
             platt_b,
             points,
@@ -261,9 +388,19 @@ impl QualityModel {
 
     /// Raw (uncalibrated) scores `z_f`, one per family.
     pub fn logits(&self, doc: &Doc) -> Vec<f64> {
-        let mut z = self.intercepts.clone();
-        accumulate(&self.features, doc, &self.weights, self.len(), &mut z);
-        z
+        let mut u = self.intercepts.clone();
+        accumulate(&self.features, doc, &self.weights, u.len(), &mut u);
+        match &self.head {
+            None => u,
+            Some(head) => head.apply(&u, self.len()),
+        }
+    }
+
+    /// The latent scores `u_j` of a version-3 model (the families' logits before).
+    pub fn latent(&self, doc: &Doc) -> Vec<f64> {
+        let mut u = self.intercepts.clone();
+        accumulate(&self.features, doc, &self.weights, u.len(), &mut u);
+        u
     }
 
     /// Calibrated probability of a correct answer, one per family.
@@ -425,6 +562,83 @@ mod tests {
         }
     }
 
+    fn v3_json(head: &str) -> String {
+        format!(
+            r#"{{"format":"tiergate.quality_model","version":3,
+            "features":{{"dim":64,"seed":7,"word_ngrams":2,"char_min":3,"char_max":4,"char_window":0}},
+            "families":["small","large"],
+            "latent":{{"names":["t0","t1","d0","d1","x"],"intercepts":[0.1,-0.1,0.2,0.0,0.5],
+              "weights":{{"rows":[1,5,64],"values":[0.1,0.2,-0.3,0.4,0.0, 1.0,-1.0,0.5,0.25,0.0, 0.3,0.0,-0.2,0.1,0.0]}}}},
+            "head":{head},
+            "calibration":{{"method":"platt","a":[1.0,2.0],"b":[0.0,0.1]}},
+            "operating_points":{{"rule":"utility","cost_usd":[0.001,0.01],"table":[]}}}}"#
+        )
+    }
+
+    #[test]
+    fn version_3_gated_head() {
+        let head = r#"{"gate":[0,1],"inputs":[2,3],
+            "bias":[0.5,-0.5, 1.0,0.0],
+            "coef":[2.0,0.0, 0.0,-1.0, 0.5,0.0, 0.0,3.0]}"#;
+        let m = QualityModel::from_json(v3_json(head).as_bytes()).unwrap();
+        assert_eq!(m.rule, Rule::Utility);
+        let doc = Doc::from_text("Prove that 2+2=4. Why?");
+        // latent by the sparse features
+        let w = [
+            (1u32, [0.1, 0.2, -0.3, 0.4, 0.0]),
+            (5, [1.0, -1.0, 0.5, 0.25, 0.0]),
+            (64, [0.3, 0.0, -0.2, 0.1, 0.0]),
+        ];
+        let mut u = [0.1, -0.1, 0.2, 0.0, 0.5];
+        for (i, v) in sparse(&m.features, &doc) {
+            for (r, row) in &w {
+                if *r == i {
+                    for (uj, wj) in u.iter_mut().zip(row) {
+                        *uj += f64::from(v) * wj;
+                    }
+                }
+            }
+        }
+        let got_u = m.latent(&doc);
+        for j in 0..5 {
+            assert!((got_u[j] - u[j]).abs() < 1e-5, "{got_u:?} vs {u:?}");
+        }
+        let e0 = u[0].exp();
+        let e1 = u[1].exp();
+        let (p0, p1) = (e0 / (e0 + e1), e1 / (e0 + e1));
+        let z_small = p0 * (0.5 + 2.0 * u[2]) + p1 * (-0.5 - u[3]);
+        let z_large = p0 * (1.0 + 0.5 * u[2]) + p1 * (0.0 + 3.0 * u[3]);
+        let got = m.predict(&doc);
+        assert!((got[0] - sigmoid(z_small)).abs() < 1e-5, "{got:?}");
+        assert!(
+            (got[1] - sigmoid(2.0 * z_large + 0.1)).abs() < 1e-5,
+            "{got:?}"
+        );
+        // no gate: one cluster
+        let flat = r#"{"gate":[],"inputs":[4],"bias":[0.25,-0.25],"coef":[1.0,2.0]}"#;
+        let m = QualityModel::from_json(v3_json(flat).as_bytes()).unwrap();
+        let z = m.logits(&doc);
+        assert!((z[0] - (0.25 + u[4])).abs() < 1e-5 && (z[1] - (-0.25 + 2.0 * u[4])).abs() < 1e-5);
+        // malformed heads
+        for bad in [
+            r#"{"gate":[0,9],"inputs":[2],"bias":[0,0,0,0],"coef":[0,0,0,0]}"#,
+            r#"{"gate":[0,1],"inputs":[2],"bias":[0,0,0],"coef":[0,0,0,0]}"#,
+            r#"{"gate":[0,1],"inputs":[2],"bias":[0,0,0,0],"coef":[0,0,0]}"#,
+            r#"{"inputs":[2],"bias":[0,0],"coef":[0,0]}"#,
+        ] {
+            assert!(
+                QualityModel::from_json(v3_json(bad).as_bytes()).is_err(),
+                "{bad}"
+            );
+        }
+        assert!(QualityModel::from_json(
+            v3_json(flat)
+                .replace("\"latent\"", "\"latent0\"")
+                .as_bytes()
+        )
+        .is_err());
+    }
+
     #[test]
     fn offsets_interpolate_and_clamp() {
         let m = QualityModel::from_json(
@@ -475,7 +689,8 @@ mod tests {
     fn rejects_malformed_files() {
         let good = model_json("[]");
         for (from, to) in [
-            ("\"version\":1", "\"version\":3"),
+            ("\"version\":1", "\"version\":4"),
+            ("\"version\":1", "\"version\":3"), // version 3 needs latent and head
             ("\"version\":1", "\"version\":2"), // version 2 needs cost_usd
             ("tiergate.quality_model", "other"),
             ("[0.5,-0.25]", "[0.5]"),

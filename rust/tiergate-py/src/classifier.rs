@@ -107,7 +107,7 @@ impl QualityModel {
             .collect()
     }
 
-    /// `"threshold"` (version-1 files) or `"utility"`.
+    /// `"threshold"` (version-1 files) or `"utility"` (versions 2 and 3).
     #[getter]
     fn rule(&self) -> &'static str {
         match self.inner.rule {
@@ -152,6 +152,16 @@ impl QualityModel {
     ) -> PyResult<Bound<'py, PyList>> {
         let p = self.inner.predict(&doc(item)?);
         PyList::new(py, p)
+    }
+
+    /// The latent scores of a version-3 model (the families' logits before).
+    fn latent<'py>(
+        &self,
+        py: Python<'py>,
+        item: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let u = self.inner.latent(&doc(item)?);
+        PyList::new(py, u)
     }
 
     /// Uncalibrated scores per family.
