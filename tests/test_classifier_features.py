@@ -165,6 +165,73 @@ def test_body_of_one_message_equals_its_text(text: str) -> None:
     assert core_rows([body], cfg) == core_rows([text], cfg)
 
 
+def ref_body(body: object) -> tuple[str, int, int, bool]:
+    """The classifier's document of a parsed body: (text, tools, messages, json_schema)."""
+    pieces: list[str] = []
+    messages = tools = 0
+    msgs = body.get("messages") if isinstance(body, dict) else None
+    if isinstance(msgs, list):
+        for m in msgs:
+            messages += 1
+            content = m.get("content") if isinstance(m, dict) else None
+            if isinstance(content, str):
+                pieces.append(content)
+            elif isinstance(content, list):
+                for part in content:
+                    text = part.get("text") if isinstance(part, dict) else None
+                    if isinstance(text, str):
+                        pieces.append(text)
+    tls = body.get("tools") if isinstance(body, dict) else None
+    if isinstance(tls, list):
+        for t in tls:
+            tools += 1
+            f = t.get("function", t) if isinstance(t, dict) else t
+            name = f.get("name") if isinstance(f, dict) else None
+            desc = f.get("description") if isinstance(f, dict) else None
+            pieces.append(
+                f"{name if isinstance(name, str) else ''} {desc if isinstance(desc, str) else ''}"
+            )
+    rf = body.get("response_format") if isinstance(body, dict) else None
+    schema = isinstance(rf, dict) and rf.get("type") == "json_schema"
+    return "\n".join(pieces), tools, messages, schema
+
+
+_SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 5),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=8),
+)
+_KEYS = st.sampled_from(["content", "text", "name", "description", "function", "type", "role", "x"])
+_ANY = st.recursive(
+    _SCALARS,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_KEYS, inner, max_size=3),
+    max_leaves=12,
+)
+_BODIES = st.fixed_dictionaries(
+    {},
+    optional={
+        "messages": st.one_of(_ANY, st.lists(st.one_of(_ANY, st.fixed_dictionaries({"content": st.one_of(st.text(max_size=20), st.lists(st.one_of(_ANY, st.fixed_dictionaries({"text": st.one_of(st.text(max_size=10), _SCALARS)})), max_size=3), _ANY)})), max_size=4)),
+        "tools": st.one_of(_ANY, st.lists(st.one_of(_ANY, st.fixed_dictionaries({"function": st.one_of(_ANY, st.dictionaries(_KEYS, st.one_of(st.text(max_size=6), _SCALARS), max_size=3))})), max_size=3)),
+        "response_format": st.one_of(_ANY, st.fixed_dictionaries({"type": st.sampled_from(["json_schema", "text", 1])})),
+        "model": st.text(max_size=5),
+    },
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(body=_BODIES)
+def test_body_document_matches_python_reference(body: dict[str, object]) -> None:
+    raw = orjson.dumps(body)
+    text, tools, messages, schema = ref_body(body)
+    assert _core.classifier_text(raw) == text
+    (row,) = core_rows([raw], {"dim": 16})
+    want = ref_structure(text, tools=tools, messages=messages, schema=schema)
+    for j, name in enumerate(_core.STRUCTURE_FEATURES):
+        assert row.get(16 + j, 0.0) == pytest.approx(want[j], rel=1e-5, abs=1e-7), name
+
+
 def test_body_structure_sees_tools_and_schema() -> None:
     body = orjson.dumps(
         {
@@ -238,6 +305,64 @@ def test_version_2_utility_rule() -> None:
     ]:
         with pytest.raises(ValueError, match=needle):
             _core.QualityModel.from_json(orjson.dumps(_model(version=2, operating_points=bad)))
+
+
+def _v3(**over: object) -> dict[str, object]:
+    doc = _model(
+        version=3,
+        operating_points={"rule": "utility", "cost_usd": [0.001, 0.01], "table": []},
+        latent={
+            "names": ["gate:x", "gate:y", "difficulty:x", "difficulty:y"],
+            "intercepts": [0.0, 0.5, 0.1, -0.1],
+            # row 32 (log_chars) and row 33 (log_words)
+            "weights": {"rows": [32, 33], "values": [1.0, -1.0, 2.0, 0.0, 0.0, 0.0, 0.0, 3.0]},
+        },
+        head={
+            "gate": [0, 1],
+            "inputs": [2, 3],
+            "bias": [0.5, -0.5, 1.0, 0.0],
+            "coef": [2.0, 0.0, 0.0, -1.0, 0.5, 0.0, 0.0, 3.0],
+        },
+    )
+    del doc["intercepts"], doc["weights"]
+    doc.update(over)
+    return doc
+
+
+def test_version_3_gated_head() -> None:
+    m = _core.QualityModel.from_json(orjson.dumps(_v3()))
+    assert m.rule == "utility" and len(m) == 2
+    text = "two words"
+    lc, lw = math.log1p(len(text)) / 8, math.log1p(2) / 7
+    u = [lc, 0.5 - lc, 0.1 + 2 * lc, -0.1 + 3 * lw]
+    assert m.latent(text) == pytest.approx(u, rel=1e-5)
+    e0, e1 = math.exp(u[0]), math.exp(u[1])
+    p0, p1 = e0 / (e0 + e1), e1 / (e0 + e1)
+    z = [
+        p0 * (0.5 + 2 * u[2]) + p1 * (-0.5 - u[3]),
+        p0 * (1.0 + 0.5 * u[2]) + p1 * (3 * u[3]),
+    ]
+    assert m.logits(text) == pytest.approx(z, rel=1e-5)
+    assert m.predict(text) == pytest.approx([1 / (1 + math.exp(-v)) for v in z], rel=1e-5)
+    body = orjson.dumps({"messages": [{"role": "user", "content": text}]})
+    assert m.predict(body) == pytest.approx(m.predict(text))
+
+
+@pytest.mark.parametrize(
+    ("over", "needle"),
+    [
+        ({"latent": None}, "latent"),
+        ({"head": {"gate": [0, 9], "inputs": [2], "bias": [0] * 4, "coef": [0] * 4}}, "head.gate"),
+        ({"head": {"gate": [0, 1], "inputs": [2], "bias": [0] * 3, "coef": [0] * 4}}, "head.bias"),
+        ({"head": {"gate": [], "inputs": [2], "bias": [0] * 2, "coef": [0] * 3}}, "head.coef"),
+    ],
+)
+def test_version_3_errors_name_the_field(over: dict[str, object], needle: str) -> None:
+    doc = _v3(**over)
+    if doc.get("latent") is None:
+        del doc["latent"]
+    with pytest.raises(ValueError, match=needle):
+        _core.QualityModel.from_json(orjson.dumps(doc))
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
@@ -40,8 +41,8 @@ def synthetic(n: int = 120, seed: int = 0) -> Labelled:
 
 def test_small_training_run_learns_easy_from_hard(tmp_path: Path) -> None:
     data = synthetic()
-    doc = train(data, reference="big", floor=0.95, c=4.0, floors=(0.9, 0.95))
-    assert doc["format"] == "tiergate.quality_model" and doc["version"] == 2
+    doc = train(data, reference="big", floor=0.95, c=4.0, floors=(0.9, 0.95), model="gated")
+    assert doc["format"] == "tiergate.quality_model" and doc["version"] == 3
     assert doc["operating_points"]["reference"] == "big"
     assert doc["operating_points"]["rule"] == "utility"
     assert [r["floor"] for r in doc["operating_points"]["table"]] == [0.9, 0.95]
@@ -56,6 +57,93 @@ def test_small_training_run_learns_easy_from_hard(tmp_path: Path) -> None:
     assert list(route_utility(probs, cost, lam)) == [0, 1]
     # the core's choice is the same rule
     assert [model.utility_choice(0.95, list(p), list(cost)) for p in probs] == [0, 1]
+
+
+def test_linear_model_is_version_2_and_learns_too() -> None:
+    doc = train(synthetic(), reference="big", c=4.0, floors=(0.95,), model="linear")
+    assert doc["version"] == 2 and "intercepts" in doc and "latent" not in doc
+    model = _core.QualityModel.from_json(orjson.dumps(doc))
+    easy = model.predict("What colour are boats? quick question 999")
+    hard = model.predict("Prove the integral identity 999 step by step about boats ∫ theorem")
+    assert easy[0] > 0.7 and hard[0] < 0.4
+
+
+def _doc_predict(doc: dict[str, Any], items: list[str | bytes]) -> np.ndarray:
+    """A version-3 model file's probabilities computed from its JSON with numpy."""
+    from tiergate.classifier.train import feature_matrix
+
+    x = feature_matrix(items, orjson.dumps(doc["features"]).decode())
+    lat = doc["latent"]
+    h = len(lat["names"])
+    w = np.zeros((x.shape[1], h))
+    w[lat["weights"]["rows"]] = np.array(lat["weights"]["values"]).reshape(-1, h)
+    u = x @ w + np.array(lat["intercepts"])
+    head = doc["head"]
+    k = len(doc["families"])
+    g = max(len(head["gate"]), 1)
+    if head["gate"]:
+        z = u[:, head["gate"]]
+        pi = np.exp(z - z.max(axis=1, keepdims=True))
+        pi /= pi.sum(axis=1, keepdims=True)
+    else:
+        pi = np.ones((len(items), 1))
+    bias = np.array(head["bias"]).reshape(k, g)
+    coef = np.array(head["coef"]).reshape(k, g, len(head["inputs"]))
+    logits = pi @ bias.T + np.einsum("nc,fcm,nm->nf", pi, coef, u[:, head["inputs"]])
+    cal = doc["calibration"]
+    return np.asarray(1 / (1 + np.exp(-(np.array(cal["a"]) * logits + np.array(cal["b"])))))
+
+
+def test_gated_model_gates_by_group_and_serves_what_it_trained() -> None:
+    """Two groups with different skills: the gate picks the group, the per-group
+    difficulty separates easy from hard within it; the core's probabilities equal the
+    ones computed from the file with numpy."""
+    base = synthetic(120)
+    rng = np.random.default_rng(1)
+    items: list[str | bytes] = []
+    labels = []
+    groups = []
+    for i, item in enumerate(base.items):
+        code = i % 3 == 0
+        items.append(f"def f_{i}(): return {i}  # code task" if code else item)
+        groups.append("code" if code else "chat")
+        labels.append([float(rng.random() < 0.3), 1.0] if code else list(base.labels[i]))
+    data = Labelled(items, base.ids, base.families, np.array(labels), base.costs, groups)
+    doc = train(data, reference="big", c=4.0, floors=(0.95,), model="gated")
+    assert doc["version"] == 3 and doc["training"]["clusters"] == ["chat", "code"]
+    assert doc["latent"]["names"] == [
+        "gate:chat", "gate:code", "difficulty:chat", "difficulty:code"
+    ]  # fmt: skip
+    model = _core.QualityModel.from_json(orjson.dumps(doc))
+    prompts: list[str | bytes] = [
+        "def f_999(): return 999  # code task",
+        "What colour are boats? quick question 999",
+        "Prove the integral identity 999 step by step about boats ∫ theorem",
+    ]
+    got = np.array([model.predict(p) for p in prompts])
+    assert got[0, 0] < 0.5 and got[1, 0] > 0.7 and got[2, 0] < 0.4
+    assert got == pytest.approx(_doc_predict(doc, prompts), abs=1e-5)
+
+
+def test_auto_keeps_the_model_with_the_better_cv_saving() -> None:
+    doc = train(synthetic(), reference="big", c=4.0, floors=(0.9, 0.95))
+    sel = doc["training"]["selection"]
+    assert sel["floor"] == 0.95 and sel["chosen"] in ("gated", "linear")
+    assert doc["version"] == (3 if sel["chosen"] == "gated" else 2)
+    if sel["chosen"] == "gated":
+        assert sel["gated"]["cv_saving"] > (sel["linear"] or {"cv_saving": -1})["cv_saving"]
+    row = next(r for r in doc["operating_points"]["table"] if r["floor"] == 0.95)
+    assert sel[sel["chosen"]] == {k: row[k] for k in ("cv_accuracy_ratio", "cv_saving")}
+    _core.QualityModel.from_json(orjson.dumps(doc))
+
+
+def test_gated_model_without_groups_has_no_gate() -> None:
+    doc = train(synthetic(), reference="big", c=4.0, floors=(0.95,), model="gated")
+    assert doc["head"]["gate"] == [] and doc["latent"]["names"] == ["difficulty:"]
+    model = _core.QualityModel.from_json(orjson.dumps(doc))
+    prompts: list[str | bytes] = ["What colour are boats? quick question 999", "Prove it ∫"]
+    got = np.array([model.predict(p) for p in prompts])
+    assert got == pytest.approx(_doc_predict(doc, prompts), abs=1e-5)
 
 
 def _cv_setup(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -133,7 +221,7 @@ def test_eval_never_retunes_on_its_data(tmp_path: Path, monkeypatch: pytest.Monk
 def test_version_1_files_still_route_by_the_threshold_rule() -> None:
     from tiergate.classifier import evaluate as ev
 
-    doc = train(synthetic(), reference="big", c=4.0, floors=(0.95,))
+    doc = train(synthetic(), reference="big", c=4.0, floors=(0.95,), model="linear")
     v1 = dict(doc, version=1)
     v1["operating_points"] = {"table": [{"floor": 0.95, "offset": 0.0}]}
     model = _core.QualityModel.from_json(orjson.dumps(v1))

@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 from scipy import sparse
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.model_selection import KFold
 
 from tiergate import _core
@@ -63,7 +63,7 @@ __all__ = [
 ]
 
 FORMAT = "tiergate.quality_model"
-VERSION = 2
+VERSION = 3
 #: Cost weights λ tried (USD⁻¹; mean costs per call are ~1e-4..1e-2 USD).
 LAMBDA_GRID = np.concatenate([[0.0], np.geomspace(0.01, 1e5, 1401)])
 DEFAULT_FLOORS = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.92, 0.94, 0.95, 0.96, 0.97, 0.98, 0.99, 1.0)
@@ -171,36 +171,21 @@ def _platt(z: Array, y: Array) -> tuple[float, float]:
     return float(m.coef_[0, 0]), float(m.intercept_[0])
 
 
-def train(
-    data: Labelled,
-    *,
-    reference: str | None = None,
-    floor: float | None = None,
-    features: dict[str, Any] | None = None,
-    c: float = 0.25,
-    folds: int = 5,
-    margin: float = 0.005,
-    floors: Sequence[float] = DEFAULT_FLOORS,
-) -> dict[str, Any]:
-    """The model file (a JSON-ready dict) for ``data``."""
-    import orjson
+def _splits(n: int, folds: int) -> list[tuple[Array, Array]]:
+    return list(KFold(folds, shuffle=True, random_state=0).split(np.arange(n)))
 
-    cfg_json = _core.feature_config(orjson.dumps(features or {}).decode())
-    cfg = orjson.loads(cfg_json)
-    x = feature_matrix(data.items, cfg_json)
+
+def _linear(
+    x: Any, data: Labelled, c: float, splits: list[tuple[Array, Array]]
+) -> tuple[dict[str, Any], Array, dict[str, Any]]:
+    """Version 2: one logistic regression per family (mean of the fold models), Platt on
+    the out-of-fold scores. Returns the model file's parameter keys, the out-of-fold
+    probabilities and the training summary."""
     n, k = data.labels.shape
-    if n < folds:
-        raise ValueError(f"{n} labelled rows; cross-validation needs at least {folds}")
-    if reference is None:
-        reference = data.families[int(np.nanargmax(np.nanmean(data.labels, axis=0)))]
-    if reference not in data.families:
-        raise ValueError(f"reference {reference!r} is not a family of the data {data.families}")
-    ref = data.families.index(reference)
-    width = x.shape[1]
-    coef = np.zeros((width, k))
+    folds = len(splits)
+    coef = np.zeros((x.shape[1], k))
     intercept = np.zeros(k)
     oof = np.full((n, k), np.nan)
-    splits = list(KFold(folds, shuffle=True, random_state=0).split(np.arange(n)))
     for train_rows, test_rows in splits:
         for j in range(k):
             rows = train_rows[~np.isnan(data.labels[train_rows, j])]
@@ -216,12 +201,243 @@ def train(
         have = ~np.isnan(data.labels[:, j]) & ~np.isnan(oof[:, j])
         platt_a[j], platt_b[j] = _platt(oof[have, j], data.labels[have, j])
     probs = 1 / (1 + np.exp(-(platt_a * np.nan_to_num(oof) + platt_b)))
+    params = {
+        "intercepts": [float(f"{v:.7g}") for v in intercept],
+        "weights": _rows(coef),
+        "calibration": {
+            "method": "platt",
+            "a": [float(f"{v:.7g}") for v in platt_a],
+            "b": [float(f"{v:.7g}") for v in platt_b],
+        },
+    }
+    summary = {
+        "model": "logistic regression per family (liblinear, L2), mean of fold models",
+        "C": c,
+    }
+    return params, probs, summary
+
+
+def _rows(coef: Array) -> dict[str, Any]:
+    """The sparse ``{"rows", "values"}`` object of a ``(width, h)`` weight matrix."""
+    nz = np.flatnonzero(np.abs(coef).max(axis=1) > 1e-8)
+    return {
+        "rows": [int(i) for i in nz],
+        "values": [float(f"{v:.6g}") for v in coef[nz].ravel()],
+    }
+
+
+#: A group (``eval_name`` or tenant) becomes its own cluster of the gated model with at
+#: least this many rows; smaller ones share one cluster.
+MIN_CLUSTER_ROWS = 20
+
+
+def _clusters(data: Labelled) -> tuple[list[str], Array]:
+    """Cluster names and each row's cluster index (see :data:`MIN_CLUSTER_ROWS`)."""
+    groups = data.groups if data.groups else [""] * len(data)
+    counts: dict[str, int] = {}
+    for g in groups:
+        counts[g] = counts.get(g, 0) + 1
+    big = sorted(g for g, m in counts.items() if m >= MIN_CLUSTER_ROWS)
+    names = big + (["(other)"] if any(counts[g] < MIN_CLUSTER_ROWS for g in counts) else [])
+    index = {g: i for i, g in enumerate(big)}
+    return names, np.array([index.get(g, len(big)) for g in groups])
+
+
+class _Latent:
+    """The gated model's latent layer fitted on some rows: gate (a multinomial logistic
+    regression of the cluster) and per cluster a ridge regression of the prompt's
+    difficulty (its mean correctness over the labelled families, centred in the
+    cluster)."""
+
+    def __init__(self, x: Any, cluster: Array, target: Array, g: int, alpha: float) -> None:
+        width = x.shape[1]
+        self.g = g
+        self.gate_w = np.zeros((width, g))
+        self.gate_b = np.zeros(g)
+        present = sorted(set(cluster.tolist()))
+        if g >= 2 and len(present) >= 2:
+            m = LogisticRegression(C=1.0, max_iter=2000)
+            m.fit(x, cluster)
+            cls = list(m.classes_)
+            if len(cls) == 2:  # binary: logits (0, z)
+                self.gate_w[:, cls[1]] = m.coef_[0]
+                self.gate_b[cls[1]] = m.intercept_[0]
+                others = [c for c in range(g) if c not in cls]
+            else:
+                for i, c in enumerate(cls):
+                    self.gate_w[:, c] = m.coef_[i]
+                    self.gate_b[c] = m.intercept_[i]
+                others = [c for c in range(g) if c not in cls]
+            for c in others:  # a cluster absent from these rows: never chosen
+                self.gate_b[c] = -30.0
+        self.diff_w = np.zeros((width, g))
+        self.diff_b = np.zeros(g)
+        ok = ~np.isnan(target)
+        for c in range(g):
+            rows = np.flatnonzero((cluster == c) & ok)
+            if len(rows) < 2:
+                continue
+            y = target[rows] - target[rows].mean()
+            r = Ridge(alpha=alpha).fit(x[rows], y)
+            self.diff_w[:, c] = r.coef_
+            self.diff_b[c] = float(r.intercept_)
+
+    def gate(self, x: Any) -> Array:
+        if self.g == 1:
+            return np.ones((x.shape[0], 1))
+        z = x @ self.gate_w + self.gate_b
+        z -= z.max(axis=1, keepdims=True)
+        e = np.exp(z)
+        return np.asarray(e / e.sum(axis=1, keepdims=True))
+
+    def difficulty(self, x: Any) -> Array:
+        return np.asarray(x @ self.diff_w + self.diff_b)
+
+
+def _head_features(pi: Array, d: Array) -> Array:
+    """``[π_c] + [π_c · d_c]``: what each family's head regression reads."""
+    return np.hstack([pi, pi * d])
+
+
+class _Head:
+    """Per family a logistic regression on standardised head features, folded back to
+    the raw features: ``z = Σ_c π_c (β_c + γ_c d_c)`` (``Σ π_c = 1`` absorbs the
+    intercept)."""
+
+    def __init__(self, phi: Array, labels: Array, c: float) -> None:
+        k = labels.shape[1]
+        g = phi.shape[1] // 2
+        self.bias = np.zeros((k, g))
+        self.coef = np.zeros((k, g))
+        for j in range(k):
+            have = ~np.isnan(labels[:, j])
+            y = labels[have, j]
+            if len(y) == 0:
+                continue
+            if y.min() == y.max():
+                rate = min(max(float(y.mean()), 0.02), 0.98)
+                self.bias[j] = math.log(rate / (1 - rate))
+                continue
+            f = phi[have]
+            mu = f.mean(axis=0)
+            sd = f.std(axis=0)
+            sd[sd < 1e-12] = 1.0
+            m = LogisticRegression(C=c, max_iter=3000)
+            m.fit((f - mu) / sd, y)
+            w = m.coef_[0] / sd
+            const = float(m.intercept_[0]) - float(w @ mu)
+            self.bias[j] = w[:g] + const
+            self.coef[j] = w[g:]
+
+    def logits(self, pi: Array, d: Array) -> Array:
+        return np.asarray(pi @ self.bias.T + (pi * d) @ self.coef.T)
+
+
+def _gated(
+    x: Any,
+    data: Labelled,
+    c: float,
+    alpha: float,
+    splits: list[tuple[Array, Array]],
+) -> tuple[dict[str, Any], Array, dict[str, Any]]:
+    """Version 3: the latent layer (gate + per-cluster difficulty) and the per-family
+    head, stacked: the head is fitted on out-of-fold latent scores (as a new prompt's
+    are), and the operating points are chosen on the head's own out-of-fold
+    probabilities."""
+    n, k = data.labels.shape
+    names, cluster = _clusters(data)
+    g = len(names)
+    with np.errstate(all="ignore"):
+        target = np.nanmean(data.labels, axis=1)
+    pi = np.zeros((n, g))
+    d = np.zeros((n, g))
+    for train_rows, test_rows in splits:
+        lat = _Latent(x[train_rows], cluster[train_rows], target[train_rows], g, alpha)
+        pi[test_rows] = lat.gate(x[test_rows])
+        d[test_rows] = lat.difficulty(x[test_rows])
+    phi = _head_features(pi, d)
+    probs = np.zeros((n, k))
+    for train_rows, test_rows in splits:
+        head = _Head(phi[train_rows], data.labels[train_rows], c)
+        probs[test_rows] = 1 / (1 + np.exp(-head.logits(pi[test_rows], d[test_rows])))
+    served = _Latent(x, cluster, target, g, alpha)
+    head = _Head(phi, data.labels, c)
+    gated = g >= 2
+    latent_w = np.hstack([served.gate_w, served.diff_w]) if gated else served.diff_w
+    latent_b = np.concatenate([served.gate_b, served.diff_b]) if gated else served.diff_b
+    latent_names = [f"gate:{nm}" for nm in names] * gated + [f"difficulty:{nm}" for nm in names]
+    m = g  # one difficulty input per cluster
+    coef = np.zeros((k, g, m))
+    for c_ in range(g):
+        coef[:, c_, c_] = head.coef[:, c_]
+    params = {
+        "latent": {
+            "names": latent_names,
+            "intercepts": [float(f"{v:.7g}") for v in latent_b],
+            "weights": _rows(latent_w),
+        },
+        "head": {
+            "gate": list(range(g)) if gated else [],
+            "inputs": [g * gated + i for i in range(g)],
+            "bias": [float(f"{v:.7g}") for v in head.bias.ravel()],
+            "coef": [float(f"{v:.7g}") for v in coef.ravel()],
+        },
+        "calibration": {"method": "platt", "a": [1.0] * k, "b": [0.0] * k},
+    }
+    summary = {
+        "model": "gated: per cluster a difficulty ridge regression (alpha), a cluster "
+        "gate (multinomial logistic regression), per family a logistic regression (C) "
+        "on the gate and the gated difficulties, fitted on out-of-fold latent scores",
+        "clusters": names,
+        "C": c,
+        "alpha": alpha,
+    }
+    return params, probs, summary
+
+
+def train(
+    data: Labelled,
+    *,
+    reference: str | None = None,
+    floor: float | None = None,
+    features: dict[str, Any] | None = None,
+    c: float = 0.25,
+    folds: int = 5,
+    margin: float = 0.005,
+    floors: Sequence[float] = DEFAULT_FLOORS,
+    model: str = "auto",
+    alpha: float = 10.0,
+) -> dict[str, Any]:
+    """The model file (a JSON-ready dict) for ``data``: ``model="gated"`` (version 3),
+    ``"linear"`` (version 2) or ``"auto"`` (the default: both are fitted, and the one
+    whose cross-validated saving at ``floor`` (0.95 without one) is higher is kept — the
+    gated model only when it is strictly better; the figures of both are in
+    ``training.selection``)."""
+    import orjson
+
+    if model not in ("auto", "gated", "linear"):
+        raise ValueError(f"model must be 'auto', 'gated' or 'linear', not {model!r}")
+    cfg_json = _core.feature_config(orjson.dumps(features or {}).decode())
+    cfg = orjson.loads(cfg_json)
+    x = feature_matrix(data.items, cfg_json)
+    n = len(data.labels)
+    if n < folds:
+        raise ValueError(f"{n} labelled rows; cross-validation needs at least {folds}")
+    if reference is None:
+        reference = data.families[int(np.nanargmax(np.nanmean(data.labels, axis=0)))]
+    if reference not in data.families:
+        raise ValueError(f"reference {reference!r} is not a family of the data {data.families}")
+    ref = data.families.index(reference)
+    splits = _splits(n, folds)
     mean_cost = np.array(
         [float(np.nanmean(col)) if (~np.isnan(col)).any() else 0.0 for col in data.costs.T]
     )
     complete = data.complete() & ~np.isnan(data.costs).any(axis=1)
     table_floors = sorted({*floors, *([floor] if floor is not None else [])})
-    if complete.sum() >= folds:
+
+    def operating_table(probs: Array) -> tuple[list[dict[str, Any]], str]:
+        if complete.sum() < folds:
+            return [], "uncalibrated (no rows labelled for every family)"
         table = calibrate_lambda(
             probs[complete],
             data.labels[complete],
@@ -231,26 +447,41 @@ def train(
             table_floors,
             margin,
         )
-        method = "cross-validation"
-    else:
-        table, method = [], "uncalibrated (no rows labelled for every family)"
-    nz = np.flatnonzero(np.abs(coef).max(axis=1) > 1e-8)
+        return table, "cross-validation"
+
+    kinds = ["linear", "gated"] if model == "auto" else [model]
+    fits = {}
+    for kind in kinds:
+        if kind == "gated":
+            params, probs, summary = _gated(x, data, c, alpha, splits)
+        else:
+            params, probs, summary = _linear(x, data, c, splits)
+        fits[kind] = (params, summary, *operating_table(probs))
+    chosen = kinds[0]
+    selection: dict[str, Any] = {}
+    if model == "auto":
+        sel_floor = round(floor if floor is not None else 0.95, 6)
+        scores = {}
+        for kind, (_, _, table, _) in fits.items():
+            row = next((r for r in table if r["floor"] == sel_floor), None)
+            scores[kind] = (
+                {"cv_accuracy_ratio": row["cv_accuracy_ratio"], "cv_saving": row["cv_saving"]}
+                if row is not None and row["reachable"]
+                else None
+            )
+        ok = {k: v["cv_saving"] for k, v in scores.items() if v is not None}
+        if "gated" in ok and ok["gated"] > ok.get("linear", -math.inf):
+            chosen = "gated"
+        selection = {"floor": sel_floor, **scores, "chosen": chosen}
+    params, summary, table, method = fits[chosen]
+    version = VERSION if chosen == "gated" else 2
     return {
         "format": FORMAT,
-        "version": VERSION,
+        "version": version,
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "features": cfg,
         "families": list(data.families),
-        "intercepts": [float(f"{v:.7g}") for v in intercept],
-        "weights": {
-            "rows": [int(i) for i in nz],
-            "values": [float(f"{v:.6g}") for v in coef[nz].ravel()],
-        },
-        "calibration": {
-            "method": "platt",
-            "a": [float(f"{v:.7g}") for v in platt_a],
-            "b": [float(f"{v:.7g}") for v in platt_b],
-        },
+        **params,
         "mean_cost_usd": {
             f: float(f"{v:.6g}") for f, v in zip(data.families, mean_cost, strict=False)
         },
@@ -273,7 +504,7 @@ def train(
             "skipped_rows": data.skipped,
             "complete_rows": int(complete.sum()),
             "folds": folds,
-            "C": c,
-            "model": "logistic regression per family (liblinear, L2), mean of fold models",
+            **summary,
+            **({"selection": selection} if selection else {}),
         },
     }
