@@ -102,6 +102,23 @@ def scoring(model: _core.QualityModel) -> list[str]:
     ]
 
 
+def _model_line(doc: dict[str, Any]) -> str:
+    t = doc["training"]
+    sel = t.get("selection")
+    kind = "gated (version 3)" if doc["version"] == 3 else f"linear (version {doc['version']})"
+    if not sel:
+        return kind
+    figs = ", ".join(
+        f"{k} {v['cv_accuracy_ratio']} / {v['cv_saving']:.1%}" if v else f"{k} unreachable"
+        for k, v in sel.items()
+        if k in ("gated", "linear")
+    )
+    return (
+        f"{kind}, chosen by `train` between the gated and the linear model on their "
+        f"cross-validated ratio / saving at floor {sel['floor']} ({figs})."
+    )
+
+
 def _pct(x: float | None) -> str:
     return "infeasible" if x is None else f"{x:.1%}"
 
@@ -192,6 +209,8 @@ def run() -> str:
         f"({doc['training']['rows']} prompts, {doc['training']['folds']} folds, "
         f"margin {doc['operating_points']['margin']}).",
         "",
+        f"Model: {_model_line(doc)}",
+        "",
         f"Decision rule: {doc['operating_points'].get('description', 'threshold')}; λ(F) is "
         "the largest cost weight whose routed accuracy over the out-of-fold predictions "
         "of the training split stays ≥ (F + margin) × the reference's.",
@@ -199,9 +218,9 @@ def run() -> str:
         "Upper bound for routing by task alone (a share of each `eval_name` to each model, "
         f"chosen with the evaluated split's own labels) at ratio ≥ {FLOOR}: saving "
         f"{_pct(bound_held)} on the held-out split, {_pct(bound_train)} on the training "
-        "split. Within a task the features barely separate right from wrong answers, so "
-        "a learned router here is close to a task router: on this held-out split the "
-        "70% target at ratio 0.95 is above what task-level routing can reach.",
+        "split. A router saving more than this bound at the same ratio separates prompts "
+        "within a task (the gated model's per-task difficulty scores); one below it is "
+        "close to a task router.",
         "",
         f"Targets (accuracy ratio ≥ 0.95, saving ≥ 70%): ratio "
         f"{'met' if ok_ratio else 'NOT met'}, saving {'met' if ok_saving else 'NOT met'}. "
