@@ -97,27 +97,40 @@ def boundary_rows() -> list[tuple[str, float, float, float, str]]:
     key = _core.request_key
     est = _core.estimate_tokens
     plan = router.plan
-    cases: list[tuple[str, Callable[[], object], float, str]] = [
-        ("request_key, 4 KB body", lambda: key(body, "tenant"), 4_000, "≤ 4 µs"),
-        ("estimate_tokens, 4 KB body", lambda: est(body), 10_000, "≤ 10 µs"),
-        ("estimate_tokens, 500 B body", lambda: est(small), 0, ""),
-        ("LatencyWindow.record", lambda: window.record(42.0, 2.0), 0, "(Rust ≤ 150 ns)"),
-        ("LatencyWindow.quantile(0.95)", lambda: window.quantile(0.95, 2.0), 1_000, "≤ 1 µs"),
+    # (name, call, median target ns, label, p99 target ns or 0)
+    cases: list[tuple[str, Callable[[], object], float, str, float]] = [
+        ("request_key, 4 KB body", lambda: key(body, "tenant"), 4_000, "≤ 4 µs", 0),
+        ("estimate_tokens, 4 KB body", lambda: est(body), 10_000, "≤ 10 µs", 0),
+        ("estimate_tokens, 500 B body", lambda: est(small), 0, "", 0),
+        ("LatencyWindow.record", lambda: window.record(42.0, 2.0), 0, "(Rust ≤ 150 ns)", 0),
+        ("LatencyWindow.quantile(0.95)", lambda: window.quantile(0.95, 2.0), 1_000, "≤ 1 µs", 0),
         (
             "Router.plan, 16 candidates",
             lambda: plan(1, 1200, 512, 200, 3000.0, 0.01, 0.6, 0xFFFF, 0b100, 0, None, 2.0),
             5_000,
             "≤ 5 µs (p99 ≤ 20 µs)",
+            20_000,
         ),
-        ("Router.plan, 16 candidates, now=None", lambda: plan(1, 1200, 512, 200, 3000.0, 0.01, 0.6, 0xFFFF, 0b100), 5_000, "≤ 5 µs"),
+        ("Router.plan, 16 candidates, now=None", lambda: plan(1, 1200, 512, 200, 3000.0, 0.01, 0.6, 0xFFFF, 0b100), 5_000, "≤ 5 µs (p99 ≤ 20 µs)", 20_000),
     ]  # fmt: skip
     rows = []
-    for name, fn, target, label in cases:
+    for name, fn, target, label, p99_target in cases:
         base_med, _ = measure(noop)
         med, p99 = measure(fn)
-        verdict = "" if not target else ("met" if med <= target else "MISSED")
+        verdict = "" if not target else verdict_of(med, target, p99, p99_target)
         rows.append((name, med, p99, base_med, f"{label} {verdict}".strip()))
     return rows
+
+
+def verdict_of(med: float, target: float, p99: float, p99_target: float) -> str:
+    """`met` only when the median is within `target` and, if `p99_target` is set, the p99
+    within it too; otherwise `MISSED`, naming what missed."""
+    missed = []
+    if med > target:
+        missed.append("median")
+    if p99_target and p99 > p99_target:
+        missed.append("p99")
+    return "met" if not missed else f"MISSED ({' and '.join(missed)})"
 
 
 def criterion_rows(root: Path = CRITERION) -> list[tuple[str, float]]:
