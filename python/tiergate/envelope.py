@@ -64,7 +64,11 @@ class Message:
     @property
     def text(self) -> str:
         """All text parts joined (images dropped)."""
-        return "".join(p.text for p in self.parts if isinstance(p, TextPart))
+        parts = self.parts
+        if len(parts) == 1:  # the usual message: one part, no join
+            p = parts[0]
+            return p.text if isinstance(p, TextPart) else ""
+        return "".join(p.text for p in parts if isinstance(p, TextPart))
 
 
 @dataclass(slots=True, frozen=True)
@@ -112,7 +116,11 @@ class ChatRequest:
 
     @property
     def has_images(self) -> bool:
-        return any(isinstance(p, ImagePart) for m in self.messages for p in m.parts)
+        for m in self.messages:
+            for p in m.parts:
+                if isinstance(p, ImagePart):
+                    return True
+        return False
 
 
 @dataclass(slots=True)

@@ -43,19 +43,26 @@ def parse_openai_request(body: Any, raw: bytes = b"") -> ChatRequest:
         raise RequestError("the request body must be a JSON object")
     model = req_str(body, "model", "model")
     messages = _messages(body.get("messages"))
-    tools = _tools(body.get("tools"))
-    tool_choice, tool_choice_name = _tool_choice(body.get("tool_choice"), tools)
-    n = opt_int(body, "n", "n", minimum=1)
-    if n is not None and n != 1:
-        raise RequestError(
-            "`n` greater than 1 is not supported", param="n", code="unsupported_value"
-        )
-    max_tokens = opt_int(body, "max_completion_tokens", "max_completion_tokens", minimum=1)
-    if max_tokens is None:
+    get = body.get
+    # Optional fields are checked only when present (most bodies carry a few).
+    tools = _tools(get("tools")) if "tools" in body else []
+    tool_choice, tool_choice_name = _tool_choice(get("tool_choice"), tools)
+    if get("n") is not None:
+        n = opt_int(body, "n", "n", minimum=1)
+        if n != 1:
+            raise RequestError(
+                "`n` greater than 1 is not supported", param="n", code="unsupported_value"
+            )
+    max_tokens = None
+    if get("max_completion_tokens") is not None:
+        max_tokens = opt_int(body, "max_completion_tokens", "max_completion_tokens", minimum=1)
+    elif get("max_tokens") is not None:
         max_tokens = opt_int(body, "max_tokens", "max_tokens", minimum=1)
-    stream = opt_bool(body, "stream", "stream") or False
+    stream = False
+    if get("stream") is not None:
+        stream = opt_bool(body, "stream", "stream") or False
     include_usage = False
-    options = body.get("stream_options")
+    options = get("stream_options")
     if options is not None:
         if not isinstance(options, dict):
             bad("stream_options", "must be an object")
@@ -68,12 +75,14 @@ def parse_openai_request(body: Any, raw: bytes = b"") -> ChatRequest:
         tool_choice=tool_choice,
         tool_choice_name=tool_choice_name,
         parallel_tool_calls=True if parallel is None else parallel,
-        response_format=_response_format(body.get("response_format")),
+        response_format=_response_format(get("response_format")),
         max_tokens=max_tokens,
-        temperature=opt_number(body, "temperature", "temperature", 0.0, 2.0),
-        top_p=opt_number(body, "top_p", "top_p", 0.0, 1.0),
-        stop=stop_list(body.get("stop"), "stop", limit=4),
-        seed=opt_int(body, "seed", "seed"),
+        temperature=None
+        if get("temperature") is None
+        else opt_number(body, "temperature", "temperature", 0.0, 2.0),
+        top_p=None if get("top_p") is None else opt_number(body, "top_p", "top_p", 0.0, 1.0),
+        stop=stop_list(get("stop"), "stop", limit=4),
+        seed=None if get("seed") is None else opt_int(body, "seed", "seed"),
         stream=stream,
         include_usage=include_usage,
         raw=raw,

@@ -32,7 +32,7 @@ def _iso(ns: int) -> str:
 
 
 def record_line(rec: RequestRecord, *, include_text: bool = False) -> dict[str, Any]:
-    """The log line's fields for one request (a dict, so tests and other sinks can read it)."""
+    """The log line's fields for one request, for orjson (attempts stay dataclasses)."""
     line: dict[str, Any] = {
         "ts": _iso(rec.start_ns),
         "event": "request",
@@ -50,27 +50,14 @@ def record_line(rec: RequestRecord, *, include_text: bool = False) -> dict[str, 
         "finish_reason": rec.finish_reason,
         "stream": rec.stream,
         "stream_error": rec.stream_error,
-        "attempts": [
-            {
-                "deployment": a.deployment,
-                "provider": a.provider,
-                "status": a.status,
-                "error_class": a.error_class,
-                "ms": round(a.ms, 3),
-                "ttft_ms": None if a.ttft_ms is None else round(a.ttft_ms, 3),
-                "hedge": a.hedge,
-                "cancelled": a.cancelled,
-                "input_tokens": a.input_tokens,
-                "output_tokens": a.output_tokens,
-                "cost_usd": a.cost_usd,
-            }
-            for a in rec.attempts
-        ],
+        # Each attempt as orjson writes the dataclass: deployment, provider, model, status,
+        # error class, ms, ttft_ms, hedge, cancelled, tokens, cost, finish reason.
+        "attempts": rec.attempts,
         "fallbacks": rec.fallbacks,
         "hedged": rec.hedged,
         "idempotency": rec.idempotency,
-        "ttft_ms": None if rec.ttft_ms is None else round(rec.ttft_ms, 3),
-        "latency_ms": round(rec.latency_ms, 3),
+        "ttft_ms": rec.ttft_ms,  # ms values are rounded where they are measured
+        "latency_ms": rec.latency_ms,
         "tokens": {
             "input": rec.input_tokens,
             "output": rec.output_tokens,
@@ -80,11 +67,11 @@ def record_line(rec: RequestRecord, *, include_text: bool = False) -> dict[str, 
         "cost_usd": rec.cost_usd,
         "predicted_quality": rec.predicted_quality,
         "predicted_latency_ms": rec.predicted_latency_ms,
-        "decision_us": round(rec.decision_us, 1),
+        "decision_us": rec.decision_us,
         "decision_reason": rec.decision_reason,
         "relaxed": rec.relaxed,
         # Kinds and actions only; the detailed events are the safety stream's.
-        "safety": [f"{f.kind}:{f.action}" for f in rec.safety],
+        "safety": [f"{f.kind}:{f.action}" for f in rec.safety] if rec.safety else [],
     }
     if include_text:
         if rec.prompt_text is not None:

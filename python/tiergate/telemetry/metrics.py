@@ -104,12 +104,18 @@ class _Instrument:
         }
 
     def add(self, amount: float, *values: str) -> None:
+        self.add_at(values, amount)
+
+    def observe(self, value: float, *values: str) -> None:
+        self.observe_at(values, value)
+
+    def add_at(self, values: tuple[str, ...], amount: float) -> None:
         d = self._values
         d[values] = d.get(values, 0.0) + amount
         if self._otel is not None:
             self._otel.add(amount, self._attrs(values))
 
-    def observe(self, value: float, *values: str) -> None:
+    def observe_at(self, values: tuple[str, ...], value: float) -> None:
         bounds = self._bounds
         assert bounds is not None
         cell = self._values.get(values)
@@ -323,51 +329,49 @@ class Metrics:
         return name if name in self._tenants else "other"
 
     def observe_request(self, rec: RequestRecord) -> None:
-        route = self.route(rec.route)
-        dep = self.deployment(rec.deployment)
-        outcome = (
-            "ok"
-            if rec.status < 400 and rec.stream_error is None
-            else "client_error"
-            if rec.status < 500
-            else "error"
+        route = rec.route if rec.route in self._routes else "other"
+        deployment = rec.deployment
+        dep = (
+            "none"
+            if deployment is None
+            else deployment
+            if deployment in self._deployments
+            else "other"
         )
-        self.requests.add(1, route, dep, outcome)
+        status = rec.status
+        if status < 400 and rec.stream_error is None:
+            outcome, error_type = "ok", ""
+        else:
+            outcome = "client_error" if status < 500 else "error"
+            error_type = rec.error_type or ("stream_error" if rec.stream_error else str(status))
+        self.requests.add_at((route, dep, outcome), 1)
         provider = rec.provider or "none"
         model = rec.response_model or "none"
-        if rec.deployment is not None and rec.deployment not in self._deployments:
+        if deployment is not None and dep == "other":
             model = "other"
-        gen = (rec.operation, provider, route, dep, model)
-        error_type = (
-            ""
-            if outcome == "ok"
-            else (rec.error_type or ("stream_error" if rec.stream_error else str(rec.status)))
+        op = rec.operation
+        self.duration.observe_at(
+            (op, provider, route, dep, model, error_type), rec.latency_ms / 1000
         )
-        self.duration.observe(rec.latency_ms / 1000, *gen, error_type)
         if rec.input_tokens:
-            self.tokens.observe(rec.input_tokens, *gen, "input")
+            self.tokens.observe_at((op, provider, route, dep, model, "input"), rec.input_tokens)
         if rec.output_tokens:
-            self.tokens.observe(rec.output_tokens, *gen, "output")
+            self.tokens.observe_at((op, provider, route, dep, model, "output"), rec.output_tokens)
         if rec.ttft_ms is not None:
-            self.ttft.observe(rec.ttft_ms / 1000, *gen)
+            self.ttft.observe_at((op, provider, route, dep, model), rec.ttft_ms / 1000)
         if rec.cost_usd:
-            self.cost.add(rec.cost_usd, route, dep, self.tenant(rec.tenant))
+            self.cost.add_at((route, dep, self.tenant(rec.tenant)), rec.cost_usd)
         if rec.fallbacks:
-            self.fallbacks.add(rec.fallbacks, route)
+            self.fallbacks.add_at((route,), rec.fallbacks)
         for a in rec.attempts:
-            self.attempts.add(
-                1,
-                self.deployment(a.deployment),
-                a.error_class or ("cancelled" if a.cancelled else "ok"),
-            )
+            adep = self.deployment(a.deployment)
+            self.attempts.add_at((adep, a.error_class or ("cancelled" if a.cancelled else "ok")), 1)
             if a.hedge:
-                self.hedges.add(
-                    1, route, self.deployment(a.deployment), "lost" if a.cancelled else "won"
-                )
+                self.hedges.add_at((route, adep, "lost" if a.cancelled else "won"), 1)
         if rec.idempotency != "none":
-            self.idempotency.add(1, rec.idempotency)
+            self.idempotency.add_at((rec.idempotency,), 1)
         if rec.decision_us:
-            self.decision.observe(rec.decision_us / 1e6)
+            self.decision.observe_at((), rec.decision_us / 1e6)
 
     def observe_findings(self, findings: Iterable[SafetyFinding]) -> None:
         for f in findings:
