@@ -220,14 +220,14 @@ impl Doc {
     /// non-object). Missing or odd-shaped fields contribute nothing; a key given twice
     /// counts as its last occurrence (as in a parsed JSON object).
     ///
-    /// Read in one streaming pass ([`body`]): only the strings it keeps are copied, no
-    /// tree of the body is built.
+    /// Read in one pass ([`body`]): only the strings it keeps are copied, no tree of the
+    /// body is built.
     pub fn from_body(body: &[u8]) -> Result<Self> {
         body::read(body)
     }
 
-    /// [`Doc::from_body`] through a parsed `serde_json::Value` (the reference the
-    /// streaming reader is tested against).
+    /// [`Doc::from_body`] through a parsed `serde_json::Value`: the reference the fast
+    /// reader is tested against, and its fallback.
     pub fn from_value_body(body: &[u8]) -> Result<Self> {
         let v: Value = serde_json::from_slice(body)?;
         if !v.is_object() {
@@ -276,22 +276,18 @@ impl Doc {
     }
 }
 
-/// The streaming reader of [`Doc::from_body`]: serde visitors that walk the body once,
-/// keep the strings the document needs and skip everything else.
+/// The reader of [`Doc::from_body`]: one strict pass over the body that keeps the
+/// strings the document needs and skips everything else, with the parsed-value reader
+/// behind it for whatever that pass is not sure of.
 mod body {
-    use std::fmt;
-
-    use serde::de::{
-        self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor,
-    };
-
     use super::Doc;
-    use crate::error::{CoreError, Result};
+    use crate::error::Result;
 
     /// Pieces joined with `\n`, counted (an empty piece still takes a separator).
     #[derive(Default)]
     struct Pieces {
-        text: String,
+        /// UTF-8 by construction (valid slices of the body, encoded escapes).
+        text: Vec<u8>,
         count: u32,
     }
 
@@ -305,12 +301,13 @@ mod body {
             self.count = count;
         }
 
-        fn push(&mut self, s: &str) {
+        /// Starts a new piece (after a separator unless it is the first).
+        fn start(&mut self) -> &mut Vec<u8> {
             if self.count > 0 {
-                self.text.push('\n');
+                self.text.push(b'\n');
             }
             self.count += 1;
-            self.text.push_str(s);
+            &mut self.text
         }
     }
 
@@ -323,14 +320,28 @@ mod body {
         json_schema: bool,
     }
 
+    /// The fast strict reader ([`fast`]); whatever it is not sure of (invalid JSON,
+    /// escaped keys, large exponents, deep nesting, lone surrogates) goes to the
+    /// reader of a parsed `serde_json::Value`, which gives the same document or the
+    /// error.
     pub(super) fn read(body: &[u8]) -> Result<Doc> {
-        let mut de = serde_json::Deserializer::from_slice(body);
-        let mut acc = Acc::default();
-        let object = Top(&mut acc).deserialize(&mut de)?;
-        de.end()?;
-        if !object {
-            return Err(CoreError::invalid("the body must be a JSON object"));
+        if let Some(doc) = std::str::from_utf8(body)
+            .ok()
+            .and_then(fast::read)
+            .and_then(finish)
+        {
+            return Ok(doc);
         }
+        Doc::from_value_body(body)
+    }
+
+    /// Whether the fast reader reads `body` itself (tests).
+    #[cfg(test)]
+    pub(super) fn fast_accepts(body: &[u8]) -> bool {
+        std::str::from_utf8(body).is_ok_and(|t| fast::read(t).is_some())
+    }
+
+    fn finish(acc: Acc) -> Option<Doc> {
         let Acc {
             messages: mut m,
             n_messages,
@@ -340,475 +351,440 @@ mod body {
         } = acc;
         if t.count > 0 {
             if m.count > 0 {
-                m.text.push('\n');
+                m.text.push(b'\n');
             }
-            m.text.push_str(&t.text);
+            m.text.extend_from_slice(&t.text);
         }
-        Ok(Doc {
-            text: m.text,
+        Some(Doc {
+            // always UTF-8 (see `Pieces`); checked rather than assumed
+            text: String::from_utf8(m.text).ok()?,
             tools: n_tools,
             messages: n_messages,
             json_schema,
         })
     }
 
-    /// Visitor methods that accept any scalar and return `$ok`; maps and sequences the
-    /// visitor does not read are skipped with `IgnoredAny`.
-    macro_rules! scalars {
-        ($ok:expr) => {
-            fn visit_bool<E: de::Error>(self, _: bool) -> std::result::Result<Self::Value, E> {
-                Ok($ok)
-            }
-            fn visit_i64<E: de::Error>(self, _: i64) -> std::result::Result<Self::Value, E> {
-                Ok($ok)
-            }
-            fn visit_u64<E: de::Error>(self, _: u64) -> std::result::Result<Self::Value, E> {
-                Ok($ok)
-            }
-            fn visit_f64<E: de::Error>(self, _: f64) -> std::result::Result<Self::Value, E> {
-                Ok($ok)
-            }
-            fn visit_unit<E: de::Error>(self) -> std::result::Result<Self::Value, E> {
-                Ok($ok)
-            }
-        };
-    }
+    /// A strict hand-written reader of the common body: `None` (fall back) on anything
+    /// it does not accept. It accepts only valid JSON (UTF-8 checked once up front,
+    /// RFC 8259 grammar, no control characters in strings, valid `\u` pairs), so a body
+    /// it reads is one serde would read to the same document. Strings are scanned 8
+    /// bytes at a time for `"`, `\` and control characters and copied straight into
+    /// the document's text.
+    mod fast {
+        use super::{Acc, Pieces};
 
-    macro_rules! skip_str {
-        ($ok:expr) => {
-            fn visit_str<E: de::Error>(self, _: &str) -> std::result::Result<Self::Value, E> {
-                Ok($ok)
+        const ONES: u64 = 0x0101_0101_0101_0101;
+        const HIGH: u64 = 0x8080_8080_8080_8080;
+        /// Deeper nesting goes to serde (which stops at 128).
+        const MAX_DEPTH: u32 = 100;
+
+        pub(super) fn read(s: &str) -> Option<Acc> {
+            let mut p = P {
+                s,
+                b: s.as_bytes(),
+                i: 0,
+                depth: 0,
+            };
+            let mut acc = Acc::default();
+            p.ws();
+            if p.peek()? != b'{' {
+                return None;
             }
-        };
-    }
-
-    macro_rules! skip_seq {
-        ($ok:expr) => {
-            fn visit_seq<A: SeqAccess<'de>>(
-                self,
-                seq: A,
-            ) -> std::result::Result<Self::Value, A::Error> {
-                IgnoredAny.visit_seq(seq)?;
-                Ok($ok)
-            }
-        };
-    }
-
-    macro_rules! skip_map {
-        ($ok:expr) => {
-            fn visit_map<A: MapAccess<'de>>(
-                self,
-                map: A,
-            ) -> std::result::Result<Self::Value, A::Error> {
-                IgnoredAny.visit_map(map)?;
-                Ok($ok)
-            }
-        };
-    }
-
-    /// A key compared with the names a visitor reads (escapes resolved by `serde_json`).
-    struct Key<'k>(&'k [&'static str]);
-
-    impl<'de> DeserializeSeed<'de> for Key<'_> {
-        /// The index of the name, `None` for another key.
-        type Value = Option<usize>;
-
-        fn deserialize<D: Deserializer<'de>>(
-            self,
-            d: D,
-        ) -> std::result::Result<Self::Value, D::Error> {
-            d.deserialize_str(self)
-        }
-    }
-
-    impl Visitor<'_> for Key<'_> {
-        type Value = Option<usize>;
-
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("a key")
+            p.object(|p, key| match key {
+                b"messages" => {
+                    acc.messages = Pieces::default();
+                    // the text is never longer than what is left of the body
+                    acc.messages.text.reserve(p.b.len() - p.i);
+                    acc.n_messages = 0;
+                    p.messages(&mut acc)
+                }
+                b"tools" => {
+                    acc.tools = Pieces::default();
+                    acc.n_tools = 0;
+                    p.tools(&mut acc)
+                }
+                b"response_format" => {
+                    acc.json_schema = p.schema()?;
+                    Some(())
+                }
+                _ => p.skip(),
+            })?;
+            p.ws();
+            (p.i == p.b.len()).then_some(acc)
         }
 
-        fn visit_str<E: de::Error>(self, v: &str) -> std::result::Result<Self::Value, E> {
-            Ok(self.0.iter().position(|k| *k == v))
-        }
-    }
-
-    /// The body: `true` when it is an object.
-    struct Top<'a>(&'a mut Acc);
-
-    impl<'de> DeserializeSeed<'de> for Top<'_> {
-        type Value = bool;
-
-        fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<bool, D::Error> {
-            d.deserialize_any(self)
-        }
-    }
-
-    impl<'de> Visitor<'de> for Top<'_> {
-        type Value = bool;
-
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("a JSON object")
+        /// The lowest byte of `x` that is `"`, `\` or below 0x20 has its high bit set
+        /// (bytes above it may be flagged falsely; only the lowest is used).
+        #[inline]
+        fn special(x: u64) -> u64 {
+            let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
+            zero(x ^ (ONES * u64::from(b'"')))
+                | zero(x ^ (ONES * u64::from(b'\\')))
+                | (x.wrapping_sub(ONES * 0x20) & !x & HIGH)
         }
 
-        scalars!(false);
-        skip_str!(false);
-        skip_seq!(false);
+        struct P<'a> {
+            s: &'a str,
+            b: &'a [u8],
+            i: usize,
+            depth: u32,
+        }
 
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<bool, A::Error> {
-            const KEYS: &[&str] = &["messages", "tools", "response_format"];
-            while let Some(key) = map.next_key_seed(Key(KEYS))? {
-                match key {
-                    Some(0) => {
-                        // the last `messages` wins
-                        self.0.messages = Pieces::default();
-                        self.0.n_messages = 0;
-                        map.next_value_seed(Messages(self.0))?;
-                    }
-                    Some(1) => {
-                        self.0.tools = Pieces::default();
-                        self.0.n_tools = 0;
-                        map.next_value_seed(Tools(self.0))?;
-                    }
-                    Some(_) => {
-                        self.0.json_schema = map.next_value_seed(SchemaType)?;
-                    }
-                    None => {
-                        map.next_value::<IgnoredAny>()?;
-                    }
+        impl<'a> P<'a> {
+            #[inline]
+            fn peek(&self) -> Option<u8> {
+                self.b.get(self.i).copied()
+            }
+
+            #[inline]
+            fn ws(&mut self) {
+                while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
+                    self.i += 1;
                 }
             }
-            Ok(true)
-        }
-    }
 
-    /// `messages`: an array of messages (anything else contributes nothing).
-    struct Messages<'a>(&'a mut Acc);
-
-    impl<'de> DeserializeSeed<'de> for Messages<'_> {
-        type Value = ();
-
-        fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<(), D::Error> {
-            d.deserialize_any(self)
-        }
-    }
-
-    impl<'de> Visitor<'de> for Messages<'_> {
-        type Value = ();
-
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("messages")
-        }
-
-        scalars!(());
-        skip_str!(());
-        skip_map!(());
-
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<(), A::Error> {
-            while seq
-                .next_element_seed(Message(&mut self.0.messages))?
-                .is_some()
-            {
-                self.0.n_messages += 1;
-            }
-            Ok(())
-        }
-    }
-
-    /// One message: pushes the pieces of its (last) `content`.
-    struct Message<'a>(&'a mut Pieces);
-
-    impl<'de> DeserializeSeed<'de> for Message<'_> {
-        type Value = ();
-
-        fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<(), D::Error> {
-            d.deserialize_any(self)
-        }
-    }
-
-    impl<'de> Visitor<'de> for Message<'_> {
-        type Value = ();
-
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("a message")
-        }
-
-        scalars!(());
-        skip_str!(());
-        skip_seq!(());
-
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<(), A::Error> {
-            let start = self.0.mark();
-            while let Some(key) = map.next_key_seed(Key(&["content"]))? {
-                if key.is_some() {
-                    self.0.restore(start); // the last `content` wins
-                    map.next_value_seed(ContentValue(self.0))?;
+            fn lit(&mut self, word: &[u8]) -> Option<()> {
+                if self.b[self.i..].starts_with(word) {
+                    self.i += word.len();
+                    Some(())
                 } else {
-                    map.next_value::<IgnoredAny>()?;
+                    None
                 }
             }
-            Ok(())
-        }
-    }
 
-    /// A `content` value: a string (one piece), an array of parts (the `text` of
-    /// each), or nothing.
-    struct ContentValue<'a>(&'a mut Pieces);
+            /// Index of the next `"`, `\` or control byte at or after `self.i`.
+            #[inline]
+            fn scan(&self) -> Option<usize> {
+                let mut i = self.i;
+                while let Some(chunk) = self.b.get(i..i + 8) {
+                    let mut w = [0u8; 8];
+                    w.copy_from_slice(chunk);
+                    let hit = special(u64::from_le_bytes(w));
+                    if hit != 0 {
+                        return Some(i + (hit.trailing_zeros() / 8) as usize);
+                    }
+                    i += 8;
+                }
+                while let Some(&c) = self.b.get(i) {
+                    if c == b'"' || c == b'\\' || c < 0x20 {
+                        return Some(i);
+                    }
+                    i += 1;
+                }
+                None
+            }
 
-    impl<'de> DeserializeSeed<'de> for ContentValue<'_> {
-        type Value = ();
-
-        fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<(), D::Error> {
-            d.deserialize_any(self)
-        }
-    }
-
-    impl<'de> Visitor<'de> for ContentValue<'_> {
-        type Value = ();
-
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("message content")
-        }
-
-        scalars!(());
-        skip_map!(());
-
-        fn visit_str<E: de::Error>(self, v: &str) -> std::result::Result<(), E> {
-            self.0.push(v);
-            Ok(())
-        }
-
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<(), A::Error> {
-            while seq.next_element_seed(Part(self.0))?.is_some() {}
-            Ok(())
-        }
-    }
-
-    /// A content part: pushes its (last) `text` when that is a string.
-    struct Part<'a>(&'a mut Pieces);
-
-    impl<'de> DeserializeSeed<'de> for Part<'_> {
-        type Value = ();
-
-        fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<(), D::Error> {
-            d.deserialize_any(self)
-        }
-    }
-
-    impl<'de> Visitor<'de> for Part<'_> {
-        type Value = ();
-
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("a content part")
-        }
-
-        scalars!(());
-        skip_str!(());
-        skip_seq!(());
-
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<(), A::Error> {
-            let start = self.0.mark();
-            while let Some(key) = map.next_key_seed(Key(&["text"]))? {
-                if key.is_some() {
-                    self.0.restore(start);
-                    map.next_value_seed(PieceStr(self.0))?;
-                } else {
-                    map.next_value::<IgnoredAny>()?;
+            /// A string (at its opening quote), appended unescaped to `out` if given:
+            /// each run up to the next quote, backslash or control byte is found 8 bytes
+            /// at a time and copied whole.
+            fn string(&mut self, mut out: Option<&mut Vec<u8>>) -> Option<()> {
+                self.i += 1; // the opening quote
+                loop {
+                    let at = self.scan()?;
+                    if let Some(o) = out.as_deref_mut() {
+                        o.extend_from_slice(&self.b[self.i..at]);
+                    }
+                    self.i = at + 1;
+                    match self.b[at] {
+                        b'"' => return Some(()),
+                        b'\\' => {
+                            let c = self.escape()?;
+                            if let Some(o) = out.as_deref_mut() {
+                                match u8::try_from(c) {
+                                    Ok(ascii) if ascii.is_ascii() => o.push(ascii),
+                                    _ => o.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes()),
+                                }
+                            }
+                        }
+                        _ => return None, // a control character
+                    }
                 }
             }
-            Ok(())
-        }
-    }
 
-    /// Pushes a string value; any other value contributes nothing.
-    struct PieceStr<'a>(&'a mut Pieces);
+            fn hex4(&mut self) -> Option<u32> {
+                let digits = self.s.get(self.i..self.i + 4)?;
+                if !digits.bytes().all(|c| c.is_ascii_hexdigit()) {
+                    return None;
+                }
+                self.i += 4;
+                u32::from_str_radix(digits, 16).ok()
+            }
 
-    impl<'de> DeserializeSeed<'de> for PieceStr<'_> {
-        type Value = ();
+            /// The character of the escape after a backslash.
+            fn escape(&mut self) -> Option<char> {
+                let c = *self.b.get(self.i)?;
+                self.i += 1;
+                Some(match c {
+                    b'"' => '"',
+                    b'\\' => '\\',
+                    b'/' => '/',
+                    b'b' => '\u{8}',
+                    b'f' => '\u{c}',
+                    b'n' => '\n',
+                    b'r' => '\r',
+                    b't' => '\t',
+                    b'u' => {
+                        let hi = self.hex4()?;
+                        if (0xD800..0xDC00).contains(&hi) {
+                            self.lit(b"\\u")?;
+                            let lo = self.hex4()?;
+                            if !(0xDC00..0xE000).contains(&lo) {
+                                return None;
+                            }
+                            char::from_u32(0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00))?
+                        } else {
+                            char::from_u32(hi)? // a lone low surrogate is None
+                        }
+                    }
+                    _ => return None,
+                })
+            }
 
-        fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<(), D::Error> {
-            d.deserialize_any(self)
-        }
-    }
+            /// A key without escapes (an escaped key falls back).
+            fn key(&mut self) -> Option<&'a [u8]> {
+                if self.peek()? != b'"' {
+                    return None;
+                }
+                let start = self.i + 1;
+                self.i = start;
+                let at = self.scan()?;
+                if self.b[at] != b'"' {
+                    return None;
+                }
+                self.i = at + 1;
+                Some(&self.b[start..at])
+            }
 
-    impl<'de> Visitor<'de> for PieceStr<'_> {
-        type Value = ();
-
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("a string")
-        }
-
-        scalars!(());
-        skip_seq!(());
-        skip_map!(());
-
-        fn visit_str<E: de::Error>(self, v: &str) -> std::result::Result<(), E> {
-            self.0.push(v);
-            Ok(())
-        }
-    }
-
-    /// A string value, or `None` for any other value.
-    struct Str;
-
-    impl<'de> DeserializeSeed<'de> for Str {
-        type Value = Option<String>;
-
-        fn deserialize<D: Deserializer<'de>>(
-            self,
-            d: D,
-        ) -> std::result::Result<Self::Value, D::Error> {
-            d.deserialize_any(self)
-        }
-    }
-
-    impl<'de> Visitor<'de> for Str {
-        type Value = Option<String>;
-
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("a string")
-        }
-
-        scalars!(None);
-        skip_seq!(None);
-        skip_map!(None);
-
-        fn visit_str<E: de::Error>(self, v: &str) -> std::result::Result<Self::Value, E> {
-            Ok(Some(v.to_owned()))
-        }
-    }
-
-    /// `tools`: an array of tool definitions, each `name description` of its
-    /// `function` (or of itself without one).
-    struct Tools<'a>(&'a mut Acc);
-
-    impl<'de> DeserializeSeed<'de> for Tools<'_> {
-        type Value = ();
-
-        fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<(), D::Error> {
-            d.deserialize_any(self)
-        }
-    }
-
-    impl<'de> Visitor<'de> for Tools<'_> {
-        type Value = ();
-
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("tools")
-        }
-
-        scalars!(());
-        skip_str!(());
-        skip_map!(());
-
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<(), A::Error> {
-            while let Some(tool) = seq.next_element_seed(Named { nested: true })? {
-                self.0.n_tools += 1;
-                let (name, desc) = match tool.function {
-                    Some(f) => (f.name, f.description),
-                    None => (tool.name, tool.description),
+            fn number(&mut self) -> Option<()> {
+                let digits = |p: &mut Self| {
+                    let start = p.i;
+                    while let Some(b'0'..=b'9') = p.peek() {
+                        p.i += 1;
+                    }
+                    p.i > start
                 };
-                self.0.tools.push(&format!(
-                    "{} {}",
-                    name.as_deref().unwrap_or(""),
-                    desc.as_deref().unwrap_or("")
-                ));
-            }
-            Ok(())
-        }
-    }
-
-    /// The (last) `name` and `description` strings of an object, and (for a tool) its
-    /// `function` object read the same way; `function` is `Some` whenever the key is
-    /// present, whatever its value.
-    #[derive(Default)]
-    struct NameDesc {
-        name: Option<String>,
-        description: Option<String>,
-        function: Option<Box<NameDesc>>,
-    }
-
-    struct Named {
-        nested: bool,
-    }
-
-    impl<'de> DeserializeSeed<'de> for Named {
-        type Value = NameDesc;
-
-        fn deserialize<D: Deserializer<'de>>(
-            self,
-            d: D,
-        ) -> std::result::Result<NameDesc, D::Error> {
-            d.deserialize_any(self)
-        }
-    }
-
-    impl<'de> Visitor<'de> for Named {
-        type Value = NameDesc;
-
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("a tool")
-        }
-
-        scalars!(NameDesc::default());
-        skip_str!(NameDesc::default());
-        skip_seq!(NameDesc::default());
-
-        fn visit_map<A: MapAccess<'de>>(
-            self,
-            mut map: A,
-        ) -> std::result::Result<NameDesc, A::Error> {
-            const KEYS: &[&str] = &["name", "description", "function"];
-            let mut out = NameDesc::default();
-            while let Some(key) = map.next_key_seed(Key(KEYS))? {
-                match key {
-                    Some(0) => out.name = map.next_value_seed(Str)?,
-                    Some(1) => out.description = map.next_value_seed(Str)?,
-                    Some(_) if self.nested => {
-                        out.function =
-                            Some(Box::new(map.next_value_seed(Named { nested: false })?));
+                if self.peek() == Some(b'-') {
+                    self.i += 1;
+                }
+                match self.peek()? {
+                    b'0' => self.i += 1,
+                    b'1'..=b'9' => {
+                        digits(self);
                     }
-                    _ => {
-                        map.next_value::<IgnoredAny>()?;
+                    _ => return None,
+                }
+                if self.peek() == Some(b'.') {
+                    self.i += 1;
+                    if !digits(self) {
+                        return None;
+                    }
+                }
+                // an exponent of at most two digits cannot overflow f64 (which serde
+                // rejects) whatever the mantissa: a longer one goes to serde
+                if let Some(b'e' | b'E') = self.peek() {
+                    self.i += 1;
+                    if let Some(b'+' | b'-') = self.peek() {
+                        self.i += 1;
+                    }
+                    let start = self.i;
+                    digits(self);
+                    if !(1..=2).contains(&(self.i - start)) {
+                        return None;
+                    }
+                }
+                Some(())
+            }
+
+            /// Any value, checked and skipped.
+            fn skip(&mut self) -> Option<()> {
+                match self.peek()? {
+                    b'"' => self.string(None),
+                    b'{' => self.object(|p, _| p.skip()),
+                    b'[' => self.array(Self::skip),
+                    b't' => self.lit(b"true"),
+                    b'f' => self.lit(b"false"),
+                    b'n' => self.lit(b"null"),
+                    _ => self.number(),
+                }
+            }
+
+            /// An object (at `{`): `each(self, key)` reads every value.
+            fn object(
+                &mut self,
+                mut each: impl FnMut(&mut Self, &[u8]) -> Option<()>,
+            ) -> Option<()> {
+                self.depth += 1;
+                if self.depth > MAX_DEPTH {
+                    return None;
+                }
+                self.i += 1;
+                self.ws();
+                if self.peek()? == b'}' {
+                    self.i += 1;
+                    self.depth -= 1;
+                    return Some(());
+                }
+                loop {
+                    self.ws();
+                    let key = self.key()?;
+                    self.ws();
+                    if self.peek()? != b':' {
+                        return None;
+                    }
+                    self.i += 1;
+                    self.ws();
+                    each(self, key)?;
+                    self.ws();
+                    match self.peek()? {
+                        b',' => self.i += 1,
+                        b'}' => {
+                            self.i += 1;
+                            self.depth -= 1;
+                            return Some(());
+                        }
+                        _ => return None,
                     }
                 }
             }
-            Ok(out)
-        }
-    }
 
-    /// `response_format`: whether its (last) `type` is `"json_schema"`.
-    struct SchemaType;
-
-    impl<'de> DeserializeSeed<'de> for SchemaType {
-        type Value = bool;
-
-        fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<bool, D::Error> {
-            d.deserialize_any(self)
-        }
-    }
-
-    impl<'de> Visitor<'de> for SchemaType {
-        type Value = bool;
-
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("a response format")
-        }
-
-        scalars!(false);
-        skip_str!(false);
-        skip_seq!(false);
-
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<bool, A::Error> {
-            let mut schema = false;
-            while let Some(key) = map.next_key_seed(Key(&["type"]))? {
-                if key.is_some() {
-                    schema = map.next_value_seed(Str)?.as_deref() == Some("json_schema");
-                } else {
-                    map.next_value::<IgnoredAny>()?;
+            /// An array (at `[`): `each(self)` reads every element.
+            fn array(&mut self, mut each: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
+                self.depth += 1;
+                if self.depth > MAX_DEPTH {
+                    return None;
+                }
+                self.i += 1;
+                self.ws();
+                if self.peek()? == b']' {
+                    self.i += 1;
+                    self.depth -= 1;
+                    return Some(());
+                }
+                loop {
+                    self.ws();
+                    each(self)?;
+                    self.ws();
+                    match self.peek()? {
+                        b',' => self.i += 1,
+                        b']' => {
+                            self.i += 1;
+                            self.depth -= 1;
+                            return Some(());
+                        }
+                        _ => return None,
+                    }
                 }
             }
-            Ok(schema)
+
+            /// A string value pushed as one piece; anything else skipped.
+            fn piece(&mut self, out: &mut Pieces) -> Option<()> {
+                if self.peek()? != b'"' {
+                    return self.skip();
+                }
+                self.string(Some(out.start()))
+            }
+
+            fn messages(&mut self, acc: &mut Acc) -> Option<()> {
+                if self.peek()? != b'[' {
+                    return self.skip();
+                }
+                self.array(|p| {
+                    acc.n_messages += 1;
+                    if p.peek()? != b'{' {
+                        return p.skip();
+                    }
+                    let start = acc.messages.mark();
+                    p.object(|p, key| {
+                        if key != b"content" {
+                            return p.skip();
+                        }
+                        acc.messages.restore(start); // the last `content` wins
+                        match p.peek()? {
+                            b'"' => p.piece(&mut acc.messages),
+                            b'[' => p.array(|p| {
+                                if p.peek()? != b'{' {
+                                    return p.skip();
+                                }
+                                let part = acc.messages.mark();
+                                p.object(|p, key| {
+                                    if key != b"text" {
+                                        return p.skip();
+                                    }
+                                    acc.messages.restore(part);
+                                    p.piece(&mut acc.messages)
+                                })
+                            }),
+                            _ => p.skip(),
+                        }
+                    })
+                })
+            }
+
+            /// Sets `slot` to a string value, or to `None` for any other value.
+            fn text(&mut self, slot: &mut Option<String>) -> Option<()> {
+                if self.peek()? != b'"' {
+                    *slot = None;
+                    return self.skip();
+                }
+                let mut out = Vec::new();
+                self.string(Some(&mut out))?;
+                *slot = Some(String::from_utf8(out).ok()?);
+                Some(())
+            }
+
+            /// `(name, description)` strings of an object; with `nested`, a
+            /// `function` key (whatever its value) replaces them by its own.
+            fn named(&mut self, nested: bool) -> Option<(Option<String>, Option<String>)> {
+                if self.peek()? != b'{' {
+                    self.skip()?;
+                    return Some((None, None));
+                }
+                let (mut name, mut desc, mut function) = (None, None, None);
+                self.object(|p, key| {
+                    match key {
+                        b"name" => p.text(&mut name)?,
+                        b"description" => p.text(&mut desc)?,
+                        b"function" if nested => function = Some(p.named(false)?),
+                        _ => p.skip()?,
+                    }
+                    Some(())
+                })?;
+                Some(function.unwrap_or((name, desc)))
+            }
+
+            fn tools(&mut self, acc: &mut Acc) -> Option<()> {
+                if self.peek()? != b'[' {
+                    return self.skip();
+                }
+                self.array(|p| {
+                    acc.n_tools += 1;
+                    let (name, desc) = p.named(true)?;
+                    let out = acc.tools.start();
+                    out.extend_from_slice(name.as_deref().unwrap_or("").as_bytes());
+                    out.push(b' ');
+                    out.extend_from_slice(desc.as_deref().unwrap_or("").as_bytes());
+                    Some(())
+                })
+            }
+
+            fn schema(&mut self) -> Option<bool> {
+                if self.peek()? != b'{' {
+                    self.skip()?;
+                    return Some(false);
+                }
+                let mut schema = false;
+                self.object(|p, key| {
+                    if key == b"type" {
+                        let mut kind = None;
+                        p.text(&mut kind)?;
+                        schema = kind.as_deref() == Some("json_schema");
+                        Some(())
+                    } else {
+                        p.skip()
+                    }
+                })?;
+                Some(schema)
+            }
         }
     }
 }
@@ -1457,7 +1433,7 @@ mod tests {
     }
 
     #[test]
-    fn streaming_body_reader_matches_the_value_reader() {
+    fn body_reader_matches_the_value_reader() {
         let cases: &[&str] = &[
             r#"{"messages":[{"role":"user","content":"hi"}]}"#,
             r#"{"tools":[{"function":{"name":"a","description":"b"}}],"messages":[{"content":"x"}]}"#,
@@ -1495,6 +1471,74 @@ mod tests {
         }
         let err = Doc::from_body(b"[1]").unwrap_err().to_string();
         assert!(err.contains("JSON object"), "{err}");
+    }
+
+    #[test]
+    fn fast_body_reader_takes_the_common_body_and_defers_the_rest() {
+        let common = br#"{"model":"m","temperature":0.7,"top_p":1E-2,"x":5e+1,"max_tokens":64,"stream":false,
+            "messages":[{"role":"system","content":"Be \"brief\".\n\u00e9\ud83d\ude00/\/"},
+            {"role":"user","content":[{"type":"text","text":"a\tb"},{"type":"image_url","image_url":{"url":"x"}}]}],
+            "tools":[{"type":"function","function":{"name":"f","description":"d","parameters":{"type":"object","properties":{}}}}],
+            "response_format":{"type":"json_schema","json_schema":{"name":"s","strict":true}},"stop":null,"n":-1}"#;
+        assert!(body::fast_accepts(common));
+        let doc = Doc::from_body(common).unwrap();
+        assert_eq!(doc, Doc::from_value_body(common).unwrap());
+        assert_eq!(doc.text, "Be \"brief\".\n\u{e9}\u{1F600}//\na\tb\nf d");
+        for deferred in [
+            r#"{"m\u0065ssages":[]}"#,  // escaped key
+            r#"{"temperature":1e300}"#, // a long exponent
+            r#"{"a":"\ud800"}"#,        // lone surrogate
+            r#"{"a":01}"#,
+            r#"{"a":1.}"#,
+            r#"{"a":tru}"#,
+            r#"{"a":1,}"#,
+            "{\"a\":\"\u{1}\"}", // raw control character
+            "[1]",
+        ] {
+            assert!(!body::fast_accepts(deferred.as_bytes()), "{deferred}");
+        }
+        let deep = format!("{{\"a\":{}{}}}", "[".repeat(120), "]".repeat(120));
+        assert!(!body::fast_accepts(deep.as_bytes()));
+        assert_eq!(
+            Doc::from_body(deep.as_bytes()).unwrap(),
+            Doc::from_value_body(deep.as_bytes()).unwrap()
+        );
+    }
+
+    #[test]
+    fn body_readers_agree_on_mutated_bodies() {
+        let seeds: [&[u8]; 3] = [
+            br#"{"messages":[{"role":"user","content":"Q: 2+2?\nA) 3 B) 4 \u00e9"},{"content":[{"text":"x"},{"text":5}]}],"tools":[{"function":{"name":"n","description":"d"}}],"response_format":{"type":"json_schema"},"t":-0.5}"#,
+            br#"{"messages":[],"tools":{},"x":[true,false,null,{"y":"\ud83d\ude00"}]}"#,
+            br#"{"messages":[{"content":"plain"}],"messages":[{"content":"last"}]}"#,
+        ];
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let alphabet = b"{}[]\":,\\ u0123456789abcdefnrtlsE.-+e\x01\xc3\xa9";
+        for _ in 0..20_000 {
+            let mut b = seeds[(next() % 3) as usize].to_vec();
+            for _ in 0..=(next() % 3) {
+                let at = (next() % (b.len() as u64 + 1)) as usize;
+                let c = alphabet[(next() % alphabet.len() as u64) as usize];
+                match next() % 3 {
+                    0 if at < b.len() => b[at] = c,
+                    1 if at < b.len() => {
+                        b.remove(at);
+                    }
+                    _ => b.insert(at, c),
+                }
+            }
+            match (Doc::from_body(&b), Doc::from_value_body(&b)) {
+                (Ok(x), Ok(y)) => assert_eq!(x, y, "{}", String::from_utf8_lossy(&b)),
+                (Err(_), Err(_)) => {}
+                (x, y) => panic!("{}: {x:?} vs {y:?}", String::from_utf8_lossy(&b)),
+            }
+        }
     }
 
     #[test]
