@@ -13,7 +13,8 @@ handle, so the swap is whole. Serving needs only the core and the file (no numpy
   candidate's quality with; the core still enforces capabilities, context,
   availability, latency and cost, and serves the cheapest candidate passing them all.
 
-  - utility (version 2): among the candidates the request may use (allowed and
+  - utility (versions 2 and 3; version 3 differs only in how ``q`` is computed, a
+    gated head over a few latent scores, all inside the core): among the candidates the request may use (allowed and
     available) that have a family, the winner maximises ``q − λ(F) · c``, ``c`` the
     family's mean cost per call stored in the model (the units ``λ`` was calibrated
     in by cross-validation, and the numbers ``tiergate classifier eval`` routes

@@ -1,16 +1,25 @@
-"""Training: one logistic regression per family over the core's features, Platt-calibrated
-on out-of-fold scores, with operating points chosen by cross-validation.
+"""Training: two model shapes over the core's features, operating points chosen by
+cross-validation, and the better of the two (by cross-validated saving) kept.
 
 1. Features: ``_core.features_batch`` — the same Rust code that scores at serving time.
-2. ``folds``-fold cross-validation (KFold, shuffled, seed 0). Per fold and family a
-   logistic regression (liblinear, L2, ``C``) on the rows labelled for that family; the
-   out-of-fold scores of every row are kept. The served weights are the mean of the
-   fold models' weights (so the scores the operating points were chosen on come from
-   models like the served one).
-3. Calibration: per family, Platt scaling ``p = σ(a·z + b)`` fitted on the out-of-fold
-   scores.
-4. Operating points (model file version 2, the utility rule), on the rows labelled
-   for every family (the only rows where a routing policy can be scored offline).
+2. ``folds``-fold cross-validation (KFold, shuffled, seed 0), the same folds for both.
+3. Linear (model file version 2, :func:`_linear`): per fold and family a logistic
+   regression (liblinear, L2, ``C``) on the rows labelled for that family; served
+   weights are the mean of the fold models'; Platt scaling ``p = σ(a·z + b)`` per
+   family on the out-of-fold scores.
+4. Gated (version 3, :func:`_gated`): clusters are the data's groups (RouterBench
+   ``eval_name``, a records file's tenant; under :data:`MIN_CLUSTER_ROWS` rows they
+   share one). A latent layer per cluster ``c``: a gate logit (one multinomial logistic
+   regression of the cluster, C = 1) and a difficulty score ``d_c`` (ridge regression,
+   ``alpha``, of each prompt's mean correctness over its labelled families, centred in
+   the cluster, fitted on the cluster's rows). Per family a logistic regression (``C``)
+   on ``[π_c, π_c · d_c]`` (``π = softmax(gate)``), fitted on out-of-fold latent scores
+   (stacking: the head sees scores like a new prompt's). Its out-of-fold probabilities
+   come from heads fitted on the other folds. Why: the 11 models' labels pooled into
+   one difficulty per prompt are a much stronger target than each model's own 0/1
+   labels, and within a task the models largely agree on which prompts are hard.
+5. Operating points (the utility rule, both versions), on the rows labelled for every
+   family (the only rows where a routing policy can be scored offline).
    A prompt is served by the family maximising ``q − λ · c``, ``c`` being the family's
    mean cost per call in the training data (:func:`route_utility`). For each floor
    ``F`` of the table, ``λ(F)`` is the largest cost weight on a log grid
@@ -35,6 +44,14 @@ the training data): C = 0.25 (kept) 0.956 / 69.9%, 0.934 / 69.5%; C = 0.05 0.956
 1 on a 0.3-point difference and overfit); isotonic calibration per family 0.955 /
 57.9%; a per-task prior (task classifier × per-task accuracy) 0.969 / 66.3%; blends of
 the two 0.955–0.957 / 69.3–70.5%. None is better beyond noise, so the simplest stays.
+For the gated model (prototype, task given as the gate; mean of the out-of-fold saving
+at ratios 0.94–0.96): per-cluster ridge alpha 10 (kept) 0.81, alpha 1 / 3 / 30 0.77 /
+0.79 / 0.80, one shared difficulty ridge 0.78–0.79, task × structure features without
+a difficulty score 0.68–0.69; head C 0.1–1 within 0.002 (0.25 kept, the CLI default);
+nested cross-validation (λ chosen inside each outer fold) at margin 0.005: 0.959 /
+74.8% against the linear model's 0.958 / 66.2%. Feature configs for it (same criterion):
+default 0.808, dim 2^15 0.808, unigrams only 0.801, char window 256 0.803, no character
+n-grams 0.774 — the default stays.
 """
 
 from __future__ import annotations
