@@ -461,6 +461,11 @@ class Pipeline:
                     usage, finish = event.usage, event.finish_reason
                     record.response_model = event.model
                     break
+                if len(frames) == 1:
+                    # The first frame leaves at once (time to first byte); later frames
+                    # parsed from the same network chunk are batched into one send.
+                    await response.write(frame)
+                    batch.clear()
                 ready, nxt = step(outcome.rest)
                 if ready:
                     # Already parsed from the same network chunk: keep batching.
