@@ -40,7 +40,9 @@ __all__ = ["Telemetry"]
 log = logging.getLogger("tiergate.telemetry")
 
 T = TypeVar("T")
-BATCH = 256
+# Exporters take at most this many items at a time, and the worker yields to the event
+# loop between slices: requests arriving meanwhile wait for one slice, not a whole batch.
+BATCH = 32
 # After the first item of a batch arrives, a worker waits this long for more, so that
 # under load it wakes a few times a second instead of once per request.
 LINGER_S = 0.05
@@ -117,6 +119,8 @@ class _Worker(Generic[T]):
                     log.exception(
                         "telemetry exporter %s failed on a batch of %d", self.name, len(batch)
                     )
+                if self._items:
+                    await asyncio.sleep(0)
         finally:
             self._running = None
 
