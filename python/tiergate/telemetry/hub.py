@@ -22,18 +22,19 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import IO, Any, Generic, TypeVar
-
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import MetricReader
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SpanExporter
+from typing import IO, TYPE_CHECKING, Any, Generic, TypeVar
 
 from tiergate.config import Config, SafetyPolicyConfig
 from tiergate.safety.scan import Action, SafetyPolicy
 from tiergate.telemetry.logline import JsonLines, finding_event, record_line
 from tiergate.telemetry.metrics import Metrics
 from tiergate.telemetry.record import RequestRecord, SafetyFinding
+
+if TYPE_CHECKING:  # the OpenTelemetry SDK is imported only when OTLP export is on
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import MetricReader
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SpanExporter
 
 __all__ = ["Telemetry"]
 
@@ -167,9 +168,11 @@ class Telemetry:
         self.config = config
         self._meter_provider: MeterProvider | None = None
         self._tracer_provider: TracerProvider | None = None
-        from tiergate.telemetry.otel import make_meter_provider, make_tracer_provider
+        otel = tc.otlp is not None or metric_reader is not None or span_exporter is not None
+        if otel:
+            from tiergate.telemetry.otel import make_meter_provider
 
-        self._meter_provider = make_meter_provider(tc.otlp, metric_reader)
+            self._meter_provider = make_meter_provider(tc.otlp, metric_reader)
         meter = (
             self._meter_provider.get_meter("tiergate") if self._meter_provider is not None else None
         )
@@ -183,7 +186,10 @@ class Telemetry:
             self._log = JsonLines(tc.log, log_stream)
             self._add("log", self._write_log, size)
         self._add("metrics", self._write_metrics, size)
-        self._tracer_provider = make_tracer_provider(tc.otlp, span_exporter, max_queue=size)
+        if otel:
+            from tiergate.telemetry.otel import make_tracer_provider
+
+            self._tracer_provider = make_tracer_provider(tc.otlp, span_exporter, max_queue=size)
         if self._tracer_provider is not None:
             from tiergate.telemetry.otel import SpanBuilder
 

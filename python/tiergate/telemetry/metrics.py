@@ -26,15 +26,17 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from opentelemetry.metrics import Meter
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from tiergate.config import Config
 from tiergate.telemetry.record import RequestRecord, SafetyFinding
+
+if TYPE_CHECKING:
+    from opentelemetry.metrics import Meter
 
 __all__ = ["DURATION_BUCKETS", "TOKEN_BUCKETS", "Metrics"]
 
