@@ -3,6 +3,7 @@ the real RouterBench CSVs through the CLI when ../shared is present."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -15,7 +16,16 @@ import pytest
 
 from tiergate import _core
 from tiergate.classifier.data import DataError, Labelled, load_dir, load_records, split_csvs
-from tiergate.classifier.train import LAMBDA_GRID, calibrate_lambda, route_utility, train
+from tiergate.classifier.train import (
+    BOOTSTRAP_RESAMPLES,
+    CONFIDENCE,
+    LAMBDA_GRID,
+    bootstrap_counts,
+    calibrate_lambda,
+    ratio_lower_bound,
+    route_utility,
+    train,
+)
 
 HEADER = ",sample_id,prompt,eval_name,small,big,small|model_response,big|model_response,small|total_cost,big|total_cost\n"
 
@@ -133,7 +143,10 @@ def test_auto_keeps_the_model_with_the_better_cv_saving() -> None:
     if sel["chosen"] == "gated":
         assert sel["gated"]["cv_saving"] > (sel["linear"] or {"cv_saving": -1})["cv_saving"]
     row = next(r for r in doc["operating_points"]["table"] if r["floor"] == 0.95)
-    assert sel[sel["chosen"]] == {k: row[k] for k in ("cv_accuracy_ratio", "cv_saving")}
+    keys = ("cv_accuracy_ratio", "cv_ratio_lower", "cv_saving")
+    assert sel[sel["chosen"]] == {k: row[k] for k in keys}
+    # the chosen model's operating point passed the same bound rule as the table's
+    assert row["reachable"] and row["cv_ratio_lower"] >= 0.95 - 1e-9
     _core.QualityModel.from_json(orjson.dumps(doc))
 
 
@@ -158,11 +171,32 @@ def _cv_setup(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nda
     return probs, labels, costs, mean_cost
 
 
-def test_lambda_is_monotone_in_the_floor_and_meets_it_on_cv() -> None:
+def _lower(probs: np.ndarray, labels: np.ndarray, mean_cost: np.ndarray, lam: float) -> float:
+    """The bound for one λ, computed the slow way: explicit paired resamples of indices."""
+    rows = np.arange(len(labels))
+    routed = labels[rows, route_utility(probs, mean_cost, lam)]
+    idx = np.random.default_rng(0).integers(0, len(labels), size=(BOOTSTRAP_RESAMPLES, len(labels)))
+    ratios = routed[idx].mean(axis=1) / labels[idx, 2].mean(axis=1)
+    return float(np.quantile(ratios, 1 - CONFIDENCE))
+
+
+def test_bound_is_the_paired_bootstrap_percentile() -> None:
+    probs, labels, _, mean_cost = _cv_setup()
+    rows = np.arange(len(labels))
+    counts = bootstrap_counts(len(labels))
+    assert counts.shape == (BOOTSTRAP_RESAMPLES, len(labels))
+    assert (counts.sum(axis=1) == len(labels)).all()
+    for lam in (0.0, 10.0, 100.0):
+        routed = labels[rows, route_utility(probs, mean_cost, lam)]
+        got = ratio_lower_bound(routed[:, None], labels[:, 2], counts, CONFIDENCE)
+        assert got[0] == pytest.approx(_lower(probs, labels, mean_cost, lam), abs=1e-12)
+        assert got[0] < routed.mean() / labels[:, 2].mean()  # a lower bound
+
+
+def test_lambda_is_monotone_in_the_floor_and_meets_the_bound() -> None:
     probs, labels, costs, mean_cost = _cv_setup()
     floors = [0.5, 0.7, 0.8, 0.85, 0.9, 0.95, 0.97, 0.99, 1.0]
-    margin = 0.005
-    table = calibrate_lambda(probs, labels, costs, mean_cost, 2, floors, margin)
+    table = calibrate_lambda(probs, labels, costs, mean_cost, 2, floors)
     lams = [r["lambda"] for r in table]
     assert lams == sorted(lams, reverse=True)  # non-increasing in F
     assert lams[0] > lams[-1]
@@ -172,26 +206,60 @@ def test_lambda_is_monotone_in_the_floor_and_meets_it_on_cv() -> None:
         choice = route_utility(probs, mean_cost, row["lambda"])
         acc = labels[rows, choice].mean()
         if row["reachable"]:
-            # the stored point meets (F + margin) × reference on the predictions it was
-            # chosen on, and so does every smaller λ of the grid
-            assert acc >= (floor + margin) * ref_acc - 1e-12
+            # the stored point's lower bound reaches F on the predictions it was chosen
+            # on, and so does every smaller λ of the grid
+            assert row["cv_ratio_lower"] >= floor - 1e-9
+            assert row["cv_ratio_lower"] == pytest.approx(
+                _lower(probs, labels, mean_cost, row["lambda"]), abs=1e-4
+            )
             assert row["cv_accuracy_ratio"] == pytest.approx(acc / ref_acc, abs=1e-4)
-            for lam in LAMBDA_GRID[row["lambda"] >= LAMBDA_GRID][::50]:
-                got = labels[rows, route_utility(probs, mean_cost, float(lam))].mean()
-                assert got >= (floor + margin) * ref_acc - 1e-12
+            for lam in LAMBDA_GRID[row["lambda"] >= LAMBDA_GRID][::100]:
+                assert _lower(probs, labels, mean_cost, float(lam)) >= floor - 1e-9
         else:
             assert row["lambda"] == 0.0
 
 
-def test_trained_operating_point_meets_the_floor_on_its_cv_rows() -> None:
+def test_bootstrap_bound_is_more_cautious_than_the_point_estimate() -> None:
+    """On noisy predictions (few prompts, labels barely predictable), the bound rule
+    stops at a smaller λ than the point-estimate rule, which keeps a higher routed
+    accuracy; and its λ falls as the floor rises."""
+    rng = np.random.default_rng(7)
+    n = 300
+    skill = np.array([0.6, 0.75, 0.88])
+    labels = (rng.random((n, 3)) < skill).astype(float)
+    probs = np.clip(skill + 0.25 * (labels - skill) + rng.normal(0, 0.1, (n, 3)), 0.01, 0.99)
+    mean_cost = np.array([0.0002, 0.001, 0.01])
+    costs = np.tile(mean_cost, (n, 1))
+    floors = [0.8, 0.85, 0.9, 0.93, 0.95]
+    bound = calibrate_lambda(probs, labels, costs, mean_cost, 2, floors)
+    point = calibrate_lambda(probs, labels, costs, mean_cost, 2, floors, confidence=None)
+    for b, p in zip(bound, point, strict=True):
+        assert b["reachable"] and p["reachable"]
+        assert b["lambda"] < p["lambda"]
+        assert b["cv_accuracy_ratio"] >= p["cv_accuracy_ratio"]
+        assert b["cv_saving"] <= p["cv_saving"]
+        assert p["cv_ratio_lower"] == p["cv_accuracy_ratio"]  # no bound: the estimate
+    lams = [r["lambda"] for r in bound]
+    assert all(a > b for a, b in itertools.pairwise(lams))  # strictly falling here
+
+
+def test_trained_operating_point_meets_the_bound_on_its_cv_rows() -> None:
     data = synthetic(160, seed=3)
     doc = train(data, reference="big", c=4.0, floors=(0.8, 0.9, 0.95))
-    table = doc["operating_points"]["table"]
+    op = doc["operating_points"]
+    assert "margin" not in op
+    assert {k: op["bound"][k] for k in ("confidence", "resamples", "seed")} == {
+        "confidence": CONFIDENCE,
+        "resamples": BOOTSTRAP_RESAMPLES,
+        "seed": 0,
+    }
+    table = op["table"]
     lams = [r["lambda"] for r in table]
     assert lams == sorted(lams, reverse=True)
     for r in table:
         if r["reachable"]:
-            assert r["cv_accuracy_ratio"] >= r["floor"] + doc["operating_points"]["margin"] - 1e-3
+            assert r["cv_ratio_lower"] >= r["floor"] - 1e-9
+            assert r["cv_accuracy_ratio"] >= r["cv_ratio_lower"]
 
 
 def test_eval_never_retunes_on_its_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

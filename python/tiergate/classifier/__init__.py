@@ -6,20 +6,15 @@ the core and the model file (:mod:`tiergate.classifier.model`).
 
 Floor rule
 ----------
-A route, tenant or request (``x-tiergate-min-quality``) with accuracy floor ``F`` keeps
-a candidate when its predicted quality ``q`` satisfies::
-
-    q ≥ clamp(F · q_best − offset(F), 0, q_best)
-
-where ``q_best`` is the best prediction among the candidates the request may use and
-``offset(F)`` is the model's operating point for ``F`` (interpolated between the floors
-of its table). Among the candidates kept the planner takes the cheapest, as for every
-other constraint. With calibrated probabilities and ``offset = 0`` each request's
-expected accuracy is at least ``F ×`` the best candidate's, so the traffic's accuracy is
-at least ``F ×`` the reference's; the offset, chosen by cross-validation on the training
-data only, is the largest for which the routed traffic still kept
-``(F + margin) ×`` the reference's accuracy — calibrated probabilities of a linear model
-are conservative per request, and the offset gives back what is safe to give back.
+A route, tenant or request (``x-tiergate-min-quality``) with accuracy floor ``F`` is
+served by the candidate maximising ``q − λ(F) · c`` (``q`` its predicted probability of a
+correct answer, ``c`` its family's mean cost per call in the training data); version-1
+files keep the former threshold rule. ``λ(F)`` is chosen at training time on the
+training data only: the largest cost weight of a grid (it and every smaller one) whose
+one-sided 95% paired-bootstrap lower confidence bound of the cross-validated accuracy
+ratio (routed / reference, on out-of-fold predictions) is ≥ ``F`` — a promise about
+unseen traffic, not only the training prompts. Details in :mod:`.train` and
+:mod:`.model`.
 
 Modules: :mod:`.data` (RouterBench CSVs and labelled JSONL records), :mod:`.train`,
 :mod:`.evaluate`, :mod:`.model` (the planner's ``QualityModel``), :mod:`.cli`.

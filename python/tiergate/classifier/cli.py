@@ -13,6 +13,10 @@ from tiergate.errors import TiergateError
 __all__ = ["eval_main", "join_main", "train_main"]
 
 
+#: The former ``--margin`` default, still passed by the argument parser.
+_OLD_DEFAULT_MARGIN = 0.005
+
+
 def _fail(msg: str) -> int:
     print(f"tiergate classifier: {msg}", file=sys.stderr)
     return 2
@@ -25,8 +29,17 @@ def train_main(
     floor: float | None,
     tenant: str | None = None,
     c: float = 0.25,
-    margin: float = 0.005,
+    margin: float | None = None,
 ) -> int:
+    """``margin`` is accepted for the old ``--margin`` flag and not used: the operating
+    point is the bootstrap bound rule (:func:`tiergate.classifier.train.calibrate_lambda`)."""
+    if margin is not None and margin != _OLD_DEFAULT_MARGIN:
+        print(
+            f"tiergate classifier: --margin {margin} is ignored: λ(F) is now the largest cost "
+            "weight whose one-sided 95% bootstrap lower bound of the cross-validated "
+            "accuracy ratio is ≥ F",
+            file=sys.stderr,
+        )
     try:
         from tiergate.classifier.data import load_dir
         from tiergate.classifier.train import train
@@ -35,7 +48,7 @@ def train_main(
     start = time.perf_counter()
     try:
         data = load_dir(Path(data_dir), tenant)
-        doc = train(data, reference=reference, floor=floor, c=c, margin=margin)
+        doc = train(data, reference=reference, floor=floor, c=c)
     except (TiergateError, ValueError, OSError) as exc:
         return _fail(str(exc))
     Path(out).write_bytes(orjson.dumps(doc))
@@ -50,7 +63,8 @@ def train_main(
         if floor is None or row["floor"] == round(floor, 6):
             print(
                 f"  floor {row['floor']:.2f}: λ {row['lambda']:.4g}  cv accuracy ratio "
-                f"{row['cv_accuracy_ratio']}  cv saving {row['cv_saving']}",
+                f"{row['cv_accuracy_ratio']} (95% lower bound {row.get('cv_ratio_lower')})  "
+                f"cv saving {row['cv_saving']}",
                 file=sys.stderr,
             )
     return 0
