@@ -155,7 +155,7 @@ for _ in range(int(sys.argv[2])):
 """
 
 
-def instruction_counts(extra: int = 200) -> list[tuple[str, float]] | None:
+def instruction_counts(extra: int = 2000) -> list[tuple[str, float]] | None:
     """Instructions per call on the 4 KB body under callgrind (the difference between a
     run with 1 + `extra` calls and one with 1, over `extra`), or None without valgrind.
     Unlike the timings, these do not move with the machine's load."""

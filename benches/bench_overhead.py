@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -204,6 +205,7 @@ def render(
     ready_s: float,
     rounds: int,
     per_round: int,
+    instructions: dict[tuple[str, bool], float] | None = None,
 ) -> str:
     lines = [
         "## Overhead: tiergate vs a bare aiohttp proxy (issue 3)",
@@ -237,7 +239,108 @@ def render(
         f"start-up to ready: {ready_s:.2f} s (target < 1.5 s).",
         "",
     ]
+    if instructions:
+        lines += [
+            "Instructions per request in the proxy process at concurrency 1 (`valgrind "
+            "--tool=callgrind`, 300 requests after a warm-up, telemetry batches included; "
+            "unlike the timings these do not move with the machine's load):",
+            "",
+            "| mode | bare proxy | tiergate | ratio |",
+            "|---|---:|---:|---:|",
+        ]
+        for stream in (False, True):
+            ib, it = instructions[("bare", stream)], instructions[("tiergate", stream)]
+            mode = "stream" if stream else "non-stream"
+            lines.append(f"| {mode} | {ib / 1000:,.0f} k | {it / 1000:,.0f} k | {it / ib:.2f} |")
+        lines.append("")
     return "\n".join(lines)
+
+
+async def _callgrind_control(switch: str, pid: int) -> None:
+    ctl = await asyncio.create_subprocess_exec(
+        "callgrind_control", "-i", switch, str(pid), stdout=subprocess.DEVNULL
+    )
+    if await ctl.wait() != 0:
+        raise RuntimeError(f"callgrind_control -i {switch} {pid} failed")
+
+
+async def _instructions(
+    name: str, cmd: list[str], url: str, ready: str, env: dict[str, str], stream: bool, n: int
+) -> float:
+    """Instructions one process executes per request at concurrency 1 (callgrind, with
+    instrumentation switched on only around ``n`` requests after a warm-up)."""
+    out = Path("/tmp") / f"tiergate-bench-cg-{name}-{os.getpid()}.out"
+    proc = subprocess.Popen(
+        ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}", *cmd],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        await wait_http(ready, proc, timeout_s=180)
+        async with aiohttp.ClientSession() as session:
+            for _ in range(100):
+                await one(session, url, stream)
+            await _callgrind_control("on", proc.pid)
+            for _ in range(n):
+                await one(session, url, stream)
+            await asyncio.sleep(1.0)  # the sidecar's telemetry batches run after the answers
+            await _callgrind_control("off", proc.pid)
+        proc.terminate()
+        proc.wait(60)
+        totals = [
+            int(line.split()[1])
+            for line in out.read_text().splitlines()
+            if line.startswith(("summary:", "totals:"))
+        ]
+        if not totals or max(totals) == 0:
+            raise RuntimeError(f"callgrind counted nothing for {name}")
+        return max(totals) / n
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        out.unlink(missing_ok=True)
+
+
+async def instructions_per_request(n: int = 300) -> dict[tuple[str, bool], float] | None:
+    """Load-independent cost: instructions per request of the bare proxy and of tiergate,
+    non-streaming and streaming, or None without valgrind."""
+    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+        return None
+    up = free_port()
+    upstream = subprocess.Popen([sys.executable, "-c", UPSTREAM, str(up)])
+    out: dict[tuple[str, bool], float] = {}
+    try:
+        await wait_http(f"http://127.0.0.1:{up}/v1/chat/completions", upstream)
+        for stream in (False, True):
+            port = free_port()
+            bare = [sys.executable, "-c", BARE_PROXY, str(port), f"http://127.0.0.1:{up}/v1"]
+            url = f"http://127.0.0.1:{port}/v1/chat/completions"
+            out[("bare", stream)] = await _instructions(
+                "bare", bare, url, url, dict(os.environ), stream, n
+            )
+            port, admin = free_port(), free_port()
+            env = {
+                **os.environ,
+                "UPSTREAM_URL": f"http://127.0.0.1:{up}/v1",
+                "TIERGATE_PORT": str(port),
+                "TIERGATE_ADMIN_PORT": str(admin),
+            }
+            config = str(REPO / "examples" / "overhead.yaml")
+            tg = [sys.executable, "-m", "tiergate.cli", "serve", "--config", config]
+            out[("tiergate", stream)] = await _instructions(
+                "tiergate",
+                tg,
+                f"http://127.0.0.1:{port}/v1/chat/completions",
+                f"http://127.0.0.1:{admin}/readyz",
+                env,
+                stream,
+                n,
+            )
+    finally:
+        upstream.terminate()
+        upstream.wait(10)
+    return out
 
 
 async def run_async(rounds: int, per_round: int) -> str:
@@ -279,7 +382,6 @@ async def run_async(rounds: int, per_round: int) -> str:
         }
         res = await measure(targets, rounds, per_round)
         rss = rss_mb(tiergate.pid)
-        return render(res, rss, ready_s, rounds, per_round)
     finally:
         for proc in procs:
             proc.terminate()
@@ -288,6 +390,7 @@ async def run_async(rounds: int, per_round: int) -> str:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 proc.kill()
+    return render(res, rss, ready_s, rounds, per_round, await instructions_per_request())
 
 
 def run(rounds: int = 7, per_round: int = 200) -> str:
