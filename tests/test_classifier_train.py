@@ -407,5 +407,10 @@ def test_cli_train_and_eval_on_routerbench(routing_data: Path, tmp_path: Path) -
         out["best_single"] is None
         or out["best_single"]["accuracy"] >= 0.95 * out["reference"]["accuracy"]
     )
-    assert out["accuracy_ratio"] > 0.85 and out["saving"] > 0.4
+    # Trained on ~550 prompts, the bootstrap bound is wide (the 5th percentile of the
+    # ratio sits ~0.02 under its estimate), so the operating point trades saving for the
+    # floor: it must keep the floor on the unseen 75% (within noise) and still save a
+    # real share. (Under the former fixed margin this asserted ratio > 0.85 and
+    # saving > 0.4; the bound rule gives ratio 0.992 / saving 28% here.)
+    assert out["accuracy_ratio"] > 0.93 and out["saving"] > 0.2
     assert out["oracle"]["accuracy"] >= out["router"]["accuracy"]
