@@ -490,10 +490,12 @@ class Pipeline:
                     ErrorClass.SERVER_ERROR, "the provider's stream ended before completion"
                 )
         except (ConnectionResetError, asyncio.CancelledError):
-            # The caller went away: stop the upstream stream; nothing is kept.
+            # The caller went away: stop the upstream stream; nothing is kept. The usage
+            # is the provider's when the stream had ended (the caller left at the last
+            # send), else an estimate from what was delivered.
             await _aclose(outcome.rest)
             gw.dispatcher.stream_finished(
-                outcome, envelope, None, None, None, delivered=len(pieces), caller_gone=True
+                outcome, envelope, usage, finish, None, delivered=len(pieces), caller_gone=True
             )
             _account(gw, record, outcome.attempts)
             record.stream_error = "caller disconnected"
