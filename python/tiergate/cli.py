@@ -49,7 +49,6 @@ def _build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--floor", type=float, default=None, help="accuracy floor to report")
     tr.add_argument("--tenant", default=None, help="train on this tenant's JSONL records only")
     tr.add_argument("--C", dest="c", type=float, default=0.25, help="inverse L2 strength (0.25)")
-    tr.add_argument("--margin", type=float, default=0.005, help="CV accuracy margin (0.005)")
     ev = clf_sub.add_parser(
         "eval", help="route a labelled set with a model's stored operating point"
     )
@@ -93,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         if args.classifier_command == "train":
             return clf.train_main(
-                args.data, args.out, args.reference, args.floor, args.tenant, args.c, args.margin
+                args.data, args.out, args.reference, args.floor, args.tenant, args.c
             )
         if args.classifier_command == "eval":
             return clf.eval_main(

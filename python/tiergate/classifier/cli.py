@@ -13,10 +13,6 @@ from tiergate.errors import TiergateError
 __all__ = ["eval_main", "join_main", "train_main"]
 
 
-#: The former ``--margin`` default, still passed by the argument parser.
-_OLD_DEFAULT_MARGIN = 0.005
-
-
 def _fail(msg: str) -> int:
     print(f"tiergate classifier: {msg}", file=sys.stderr)
     return 2
@@ -29,17 +25,9 @@ def train_main(
     floor: float | None,
     tenant: str | None = None,
     c: float = 0.25,
-    margin: float | None = None,
 ) -> int:
-    """``margin`` is accepted for the old ``--margin`` flag and not used: the operating
-    point is the bootstrap bound rule (:func:`tiergate.classifier.train.calibrate_lambda`)."""
-    if margin is not None and margin != _OLD_DEFAULT_MARGIN:
-        print(
-            f"tiergate classifier: --margin {margin} is ignored: λ(F) is now the largest cost "
-            "weight whose one-sided 95% bootstrap lower bound of the cross-validated "
-            "accuracy ratio is ≥ F",
-            file=sys.stderr,
-        )
+    """The operating point is the bootstrap bound rule
+    (:func:`tiergate.classifier.train.calibrate_lambda`)."""
     try:
         from tiergate.classifier.data import load_dir
         from tiergate.classifier.train import train
