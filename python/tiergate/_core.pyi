@@ -22,6 +22,8 @@ __all__ = [
     "RELAX_LATENCY",
     "RELAX_QUALITY",
     "SAFETY_KINDS",
+    "SIG_CODE",
+    "SIG_HARD",
     "STRUCTURE_FEATURES",
     "TRANSPORT_FIELDS",
     "V_CAPABILITY",
@@ -47,6 +49,7 @@ __all__ = [
     "features_batch",
     "request_key",
     "scan_text",
+    "text_signals",
 ]
 
 # ----------------------------------------------------------------- request key
@@ -92,6 +95,14 @@ def estimate_tokens(body: bytes) -> int:
 
 def estimate_text_tokens(text: str) -> int:
     """Approximate cl100k_base tokens of one text (no message overhead)."""
+
+SIG_CODE: Final[int]
+SIG_HARD: Final[int]
+
+def text_signals(text: str) -> int:
+    """Difficulty signals of one prompt text: ``SIG_CODE`` (a code fence, ``def `` or
+    ``function ``) | ``SIG_HARD`` (prove, step by step, derive, optimi-, analy-; ASCII
+    case-insensitive)."""
 
 # ---------------------------------------------------------------------- safety
 SAFETY_KINDS: Final[tuple[str, ...]]

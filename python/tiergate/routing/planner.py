@@ -50,8 +50,6 @@ _VERDICTS = (
     (_core.V_COST, "cost"),
     (_core.V_QUALITY, "quality"),
 )
-# Wording of multi-step requests (the heuristic's difficulty signal).
-_HARD_WORDS = ("prove", "step by step", "derive", "optimi", "analy")
 # Output tokens expected of a route before any answer was seen.
 INITIAL_OUTPUT_TOKENS = 256.0
 # Weight of the newest answer in a route's rolling mean of output tokens.
@@ -132,18 +130,15 @@ class HeuristicQuality:
     @staticmethod
     def difficulty(request: ChatRequest, prompt_tokens: int) -> float:
         d = min(prompt_tokens / 8000.0, 0.4)
-        text = request.messages[-1].text if request.messages else ""
-        if "```" in text or "def " in text or "function " in text:
+        signals = _core.text_signals(request.messages[-1].text) if request.messages else 0
+        if signals & _core.SIG_CODE:
             d += 0.2
         if request.tools:
             d += 0.1
         if request.response_format.kind == "json_schema":
             d += 0.1
-        lowered = text.lower()
-        for word in _HARD_WORDS:
-            if word in lowered:
-                d += 0.2
-                break
+        if signals & _core.SIG_HARD:
+            d += 0.2
         return min(d, 1.0)
 
     def predict(self, request: ChatRequest, prompt_tokens: int) -> list[float]:

@@ -5,7 +5,8 @@
 //! * [`tokens`]: prompt-token estimate of a chat request;
 //! * [`policy`]: the router that ranks candidates for one request;
 //! * [`rawjson`]: the request-body parser that keeps strings as input slices;
-//! * [`safety`]: PII, secret and prompt-injection spans in one text.
+//! * [`safety`]: PII, secret and prompt-injection spans in one text;
+//! * [`signals`]: difficulty signals of a prompt for the heuristic quality prior.
 #![forbid(unsafe_code)]
 // Every fallible function returns a `CoreError` naming the input it rejected (see
 // `error.rs`); an `# Errors` section on each would repeat that.
@@ -21,6 +22,7 @@ pub mod policy;
 pub mod quality;
 pub mod rawjson;
 pub mod safety;
+pub mod signals;
 pub mod tokens;
 pub mod window;
 

@@ -13,7 +13,7 @@ use std::time::Instant;
 use pyo3::exceptions::{PyIndexError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyTuple};
-use tiergate_core::{hash, policy, tokens, window, CoreError, ErrorKind};
+use tiergate_core::{hash, policy, signals, tokens, window, CoreError, ErrorKind};
 
 mod classifier;
 mod safety;
@@ -78,6 +78,12 @@ fn estimate_tokens(body: &[u8]) -> PyResult<u64> {
 #[pyfunction]
 fn estimate_text_tokens(text: &str) -> u64 {
     tokens::estimate_text_tokens(text)
+}
+
+/// Difficulty signals of one prompt text: `SIG_CODE` | `SIG_HARD` bits.
+#[pyfunction]
+fn text_signals(text: &str) -> u32 {
+    signals::text_signals(text)
 }
 
 /// Does nothing: the baseline of the boundary benchmark.
@@ -354,7 +360,10 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(canonical_request, m)?)?;
     m.add_function(wrap_pyfunction!(estimate_tokens, m)?)?;
     m.add_function(wrap_pyfunction!(estimate_text_tokens, m)?)?;
+    m.add_function(wrap_pyfunction!(text_signals, m)?)?;
     m.add_function(wrap_pyfunction!(_noop, m)?)?;
+    m.add("SIG_CODE", signals::SIG_CODE)?;
+    m.add("SIG_HARD", signals::SIG_HARD)?;
     m.add_class::<LatencyWindow>()?;
     m.add_class::<Router>()?;
     classifier::register(m)?;
