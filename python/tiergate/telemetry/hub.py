@@ -43,7 +43,7 @@ log = logging.getLogger("tiergate.telemetry")
 T = TypeVar("T")
 # Exporters take at most this many items at a time, and the worker yields to the event
 # loop between slices: requests arriving meanwhile wait for one slice, not a whole batch.
-BATCH = 32
+BATCH = 16
 # After the first item of a batch arrives, a worker waits this long for more, so that
 # under load it wakes a few times a second instead of once per request.
 LINGER_S = 0.05
