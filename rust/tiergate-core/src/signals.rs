@@ -41,7 +41,13 @@ mod tests {
         for code in ["```py", "def f(x)", "a function that"] {
             assert_eq!(text_signals(code), SIG_CODE, "{code}");
         }
-        for hard in ["Prove it", "STEP BY STEP", "derive x", "Optimise", "ANALYZE this"] {
+        for hard in [
+            "Prove it",
+            "STEP BY STEP",
+            "derive x",
+            "Optimise",
+            "ANALYZE this",
+        ] {
             assert_eq!(text_signals(hard), SIG_HARD, "{hard}");
         }
         assert_eq!(text_signals("def prove():"), SIG_CODE | SIG_HARD);
