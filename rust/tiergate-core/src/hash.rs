@@ -664,7 +664,12 @@ mod tests {
             r#"{"messages":[{"content":[{"text":"q\"],[\"","type":"text"}],"role":"user","role":"system"}],"seed":18446744073709551615,"k":-9223372036854775808}"#,
         ];
         let mut ok = 0;
-        for (_, body) in crate::mutate::mutated_bodies(SEEDS, 30_000, 0x2545_F491_4F6C_DD1D) {
+        for (_, body) in crate::mutate::mutated_bodies(
+            SEEDS,
+            30_000,
+            0x2545_F491_4F6C_DD1D,
+            crate::mutate::ALPHABET,
+        ) {
             let ours = canonical_request(&body);
             let theirs = tree_canon(&body);
             match (&ours, &theirs) {

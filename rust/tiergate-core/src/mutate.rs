@@ -3,15 +3,21 @@
 
 /// The bytes a mutation inserts or substitutes: JSON structure, escapes, digits and the
 /// letters of literals, so mutants stay close to the grammar's edges.
-const ALPHABET: &[u8] = br#" {}[]:,"\0123456789-.etnulfasx"#;
+pub(crate) const ALPHABET: &[u8] = br#" {}[]:,"\0123456789-.etnulfasx"#;
+
+/// [`ALPHABET`] widened for the parser's own tests: every kind of whitespace, exponent
+/// and escape letters, control bytes, DEL and bytes that break UTF-8.
+pub(crate) const PARSER_ALPHABET: &[u8] =
+    b" \t\n\r{}[]:,\"\\/-+.0123456789eEabfnrtuDdc\x00\x1f\x7f\xc3\xa9\xff";
 
 /// `rounds` bodies: the seeds themselves first, then each seed (in turn) with one to
-/// three single-byte deletions, substitutions or insertions, from an xorshift generator
-/// started at `state`. Yields `(round, body)`.
+/// three single-byte deletions, substitutions or insertions of `alphabet` bytes, from an
+/// xorshift generator started at `state`. Yields `(round, body)`.
 pub(crate) fn mutated_bodies(
     seeds: &'static [&'static str],
     rounds: usize,
     mut state: u64,
+    alphabet: &'static [u8],
 ) -> impl Iterator<Item = (usize, Vec<u8>)> {
     let mut next = move |n: usize| {
         state ^= state << 13;
@@ -28,8 +34,8 @@ pub(crate) fn mutated_bodies(
                     0 if at < body.len() => {
                         body.remove(at);
                     }
-                    1 if at < body.len() => body[at] = ALPHABET[next(ALPHABET.len())],
-                    _ => body.insert(at, ALPHABET[next(ALPHABET.len())]),
+                    1 if at < body.len() => body[at] = alphabet[next(alphabet.len())],
+                    _ => body.insert(at, alphabet[next(alphabet.len())]),
                 }
             }
         }

@@ -392,19 +392,7 @@ impl<'a> Parser<'a> {
         }
         let mut sorted = true;
         loop {
-            match self.peek() {
-                Some(b'"') => self.i += 1,
-                None => return Err(self.err("EOF while parsing an object")),
-                Some(_) => return Err(self.err("key must be a string")),
-            }
-            let raw_key = self.string()?;
-            self.ws();
-            match self.peek() {
-                Some(b':') => self.i += 1,
-                None => return Err(self.err("EOF while parsing an object")),
-                Some(_) => return Err(self.err("expected `:`")),
-            }
-            self.ws();
+            let raw_key = self.key()?;
             let value = self.value()?;
             let key = raw_key.text();
             if let Some(last) = members.last() {
@@ -1064,27 +1052,13 @@ mod tests {
             r#"{"messages":[{"role":"user","content":"hi\u0000"}], "n": 1 , "x":[ ] }"#,
             "[0, -0, 1e5, 1E-5, 123456789012345678901234567890, \"\\t\"]",
         ];
-        const ALPHABET: &[u8] =
-            b" \t\n\r{}[]:,\"\\/-+.0123456789eEabfnrtuDdc\x00\x1f\x7f\xc3\xa9\xff";
-        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-        let mut next = |n: usize| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x % n as u64) as usize
-        };
-        for _ in 0..20_000 {
-            let mut body = SEEDS[next(SEEDS.len())].as_bytes().to_vec();
-            for _ in 0..=next(3) {
-                let at = next(body.len() + 1);
-                match next(3) {
-                    0 if at < body.len() => {
-                        body.remove(at);
-                    }
-                    1 if at < body.len() => body[at] = ALPHABET[next(ALPHABET.len())],
-                    _ => body.insert(at, ALPHABET[next(ALPHABET.len())]),
-                }
-            }
+        let bodies = crate::mutate::mutated_bodies(
+            SEEDS,
+            20_000,
+            0x9E37_79B9_7F4A_7C15,
+            crate::mutate::PARSER_ALPHABET,
+        );
+        for (_, body) in bodies {
             let ours = Value::parse(&body);
             let theirs = serde_json::from_slice::<serde_json::Value>(&body);
             assert_eq!(

@@ -938,7 +938,12 @@ mod tests {
             r#"{"tools":[{"function":{"name":"f","parameters":{"k01":1,"k02":2,"k03":3,"k04":4,"k05":5,"k06":6,"k07":7,"k08":8,"k09":9,"k10":10,"k11":11,"k12":12,"k13":13,"k14":14,"k15":15,"k16":16,"k17":17,"k03":"again","k01":{"x":"y"}}}}],"messages":"no","response_format":"text"}"#,
         ];
         let mut ok = 0;
-        for (round, body) in crate::mutate::mutated_bodies(SEEDS, 30_000, 0x9E37_79B9_7F4A_7C15) {
+        for (round, body) in crate::mutate::mutated_bodies(
+            SEEDS,
+            30_000,
+            0x9E37_79B9_7F4A_7C15,
+            crate::mutate::ALPHABET,
+        ) {
             let ours = estimate_tokens(&body);
             let theirs = tree::estimate_tokens(&body);
             assert!(round >= SEEDS.len() || ours.is_ok(), "seed {round}");
