@@ -331,15 +331,9 @@ class Metrics:
         return name if name in self._tenants else "other"
 
     def observe_request(self, rec: RequestRecord) -> None:
-        route = rec.route if rec.route in self._routes else "other"
+        route = self.route(rec.route)
         deployment = rec.deployment
-        dep = (
-            "none"
-            if deployment is None
-            else deployment
-            if deployment in self._deployments
-            else "other"
-        )
+        dep = self.deployment(deployment)
         status = rec.status
         if status < 400 and rec.stream_error is None:
             outcome, error_type = "ok", ""
