@@ -107,6 +107,9 @@ def test_block_redact_and_log_per_tenant(stack: tuple[Stack, Path, Path]) -> Non
     kinds = {(e["tenant"], e["kind"], e["action"]) for e in events}
     assert ("strict", "api_key", "block") in kinds and ("tidy", "email", "redact") in kinds
     assert ("default", "email", "log") in kinds
+    # A log-only policy scans after the answer; the request's line still carries it.
+    rid = logged.headers["x-request-id"]
+    assert next(x for x in lines(log, 3) if x["request_id"] == rid)["safety"] == ["email:log"]
     # Findings are their own stream: the request log has no finding events.
     assert all(x["event"] == "request" for x in lines(log, 3))
 

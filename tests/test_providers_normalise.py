@@ -421,3 +421,17 @@ def test_stream_collector() -> None:
     assert done.finish_reason == "tool_calls"
     with pytest.raises(ProviderError, match="stream ended"):
         StreamCollector().completion()
+
+
+def test_client_timeouts_are_interned_rounded_down_and_never_zero() -> None:
+    from tiergate.providers._http import _MAX_TIMEOUTS, _TIMEOUTS, client_timeout
+
+    t = client_timeout(2.0007)
+    assert t.total == 2.0 and t.sock_connect is None
+    assert client_timeout(2.0009) is t  # same millisecond: the same object
+    assert client_timeout(2.0007, connect_only=True).total is None
+    assert client_timeout(2.0007, connect_only=True).sock_connect == 2.0
+    assert client_timeout(0.0002).total == 0.001  # aiohttp reads 0 as "no timeout"
+    for i in range(5000):  # bounded table
+        assert client_timeout(i / 1000 + 0.0005).total == max(i, 1) / 1000
+    assert len(_TIMEOUTS) <= _MAX_TIMEOUTS

@@ -167,6 +167,13 @@ def test_log_policy_passes_the_request_unchanged() -> None:
     assert result.request is chat and [f.kind for f in result.findings] == ["card"]
 
 
+def test_only_redact_or_block_can_change_a_request() -> None:
+    assert not SafetyPolicy().changes_requests
+    assert not SafetyPolicy(default="off", kinds={"email": "log"}).changes_requests
+    assert SafetyPolicy(default="log", kinds={"api_key": "block"}).changes_requests
+    assert SafetyPolicy(default="redact").changes_requests
+
+
 def test_block_policy_raises_a_400_naming_the_kind_not_the_text() -> None:
     chat = _chat("fine", "my key AKIAIOSFODNN7EXAMPLE")
     policy = SafetyPolicy(default="log", kinds={"aws_key": "block"})

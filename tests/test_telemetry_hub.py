@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 
 import orjson
@@ -12,6 +13,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from telemetry_helpers import config, record
 from tiergate.telemetry import Telemetry, add_admin_routes, add_feedback_route
+from tiergate.telemetry.logline import attempt_fields
+from tiergate.telemetry.record import AttemptRecord
 
 
 def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -248,3 +251,14 @@ async def test_record_is_cheap() -> None:
     await tel.start()
     await tel.stop()
     assert per_call_us < 50, per_call_us
+
+
+def test_attempts_are_written_as_orjson_writes_the_dataclass() -> None:
+    # attempt_fields is hand-written for speed; a field added to AttemptRecord but not
+    # there would silently vanish from the log.
+    values = {
+        f.name: (f"v-{f.name}" if f.type == "str" else 7) for f in dataclasses.fields(AttemptRecord)
+    }
+    values.update(hedge=True, cancelled=True, ms=1.5, ttft_ms=0.25, cost_usd=0.125)
+    a = AttemptRecord(**values)  # type: ignore[arg-type]
+    assert orjson.dumps(attempt_fields(a)) == orjson.dumps(a)

@@ -23,7 +23,14 @@ from tiergate.providers.normalise import (
     provider_error_from_body,
 )
 
-__all__ = ["KEEPALIVE_S", "HttpAdapter", "StreamParser", "translate_sse", "transport_error"]
+__all__ = [
+    "KEEPALIVE_S",
+    "HttpAdapter",
+    "StreamParser",
+    "client_timeout",
+    "translate_sse",
+    "transport_error",
+]
 
 # Idle keep-alive connections are kept this long (providers close theirs after ~60-90 s).
 KEEPALIVE_S = 30.0
@@ -74,6 +81,30 @@ def transport_error(exc: BaseException, provider: str, *, started: bool) -> Prov
 
 
 _TRANSPORT_ERRORS = (aiohttp.ClientError, OSError, TimeoutError)
+
+# Building an aiohttp.ClientTimeout (an attrs class) costs about as much as routing the
+# request, so they are interned per whole millisecond, rounded down (never later than
+# the deadline; but at least 1 ms, as aiohttp reads 0 as no timeout at all). An attempt's time mostly equals its provider's fixed ceiling, so few
+# distinct values occur; the table is emptied when it grows past a bound.
+_TIMEOUTS: dict[tuple[int, bool], aiohttp.ClientTimeout] = {}
+_MAX_TIMEOUTS = 4096
+
+
+def client_timeout(seconds: float, *, connect_only: bool = False) -> aiohttp.ClientTimeout:
+    """``ClientTimeout(total=seconds)``, or with ``connect_only`` one bounding only the
+    socket connect, from the interned table."""
+    key = (int(seconds * 1000), connect_only)
+    found = _TIMEOUTS.get(key)
+    if found is None:
+        if len(_TIMEOUTS) >= _MAX_TIMEOUTS:
+            _TIMEOUTS.clear()
+        ms = max(key[0], 1) / 1000
+        found = _TIMEOUTS[key] = (
+            aiohttp.ClientTimeout(total=None, sock_connect=ms)
+            if connect_only
+            else aiohttp.ClientTimeout(total=ms)
+        )
+    return found
 
 
 class HttpAdapter(ABC):
@@ -154,7 +185,7 @@ class HttpAdapter(ABC):
         started = False
         try:
             async with session.post(
-                url, data=data, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout_s)
+                url, data=data, headers=headers, timeout=client_timeout(timeout_s)
             ) as resp:
                 started = True
                 if resp.status >= 400:
@@ -193,7 +224,7 @@ class HttpAdapter(ABC):
                     url,
                     data=data,
                     headers=headers,
-                    timeout=aiohttp.ClientTimeout(total=None, sock_connect=timeout_s),
+                    timeout=client_timeout(timeout_s, connect_only=True),
                 )
                 if resp.status >= 400:
                     raw = await resp.content.read(_MAX_ERROR_BODY)

@@ -62,6 +62,13 @@ class SafetyPolicy:
     def wants_injection(self) -> bool:
         return self.action("injection") != "off"
 
+    @property
+    def changes_requests(self) -> bool:
+        """Whether a finding can change what happens to a request (redact or block).
+
+        When it cannot, the request scan only reports, so it may run after the answer."""
+        return any(_RANK[a] > _RANK["log"] for a in (self.default, *self.kinds.values()))
+
 
 @dataclasses.dataclass(slots=True)
 class SafetyResult:

@@ -241,7 +241,17 @@ def _last_user_text(chat: ChatRequest) -> str:
 class Pipeline:
     """One request's trip through the phases. Holds nothing beyond the request."""
 
-    __slots__ = ("chat", "findings", "gw", "record", "request", "surface", "telemetry", "text")
+    __slots__ = (
+        "chat",
+        "findings",
+        "gw",
+        "record",
+        "request",
+        "scan_later",
+        "surface",
+        "telemetry",
+        "text",
+    )
 
     def __init__(self, request: web.Request, surface: Surface) -> None:
         self.request = request
@@ -250,6 +260,7 @@ class Pipeline:
         self.telemetry = request.app[TELEMETRY]
         self.chat: ChatRequest | None = None
         self.findings: list[SafetyFinding] = []
+        self.scan_later = False  # a report-only request scan, run after the answer
         self.text: str | None = None  # the answer's text, for output checks and shadows
         self.record = RequestRecord(
             request_id=_new_request_id(),
@@ -285,6 +296,8 @@ class Pipeline:
         """Everything telemetry learns from this request, handed over without blocking."""
         t, rec, chat = self.telemetry, self.record, self.chat
         findings = self.findings
+        if self.scan_later and chat is not None:
+            findings = scan_request(chat, t.safety_policy(rec.tenant)).findings
         if self.text is not None and chat is not None and rec.status < 400:
             findings = findings + scan_output(
                 self.text, chat.response_format, t.safety_policy(rec.tenant)
@@ -325,12 +338,18 @@ class Pipeline:
         gw.tenants.check_spend(tenant)
         gw.planner.route(envelope.route)  # unknown routes fail before anything is shared
         # Inline safety: findings are logged, redacted before any provider sees them, or
-        # the request is refused (400) — as the tenant's policy says.
-        checked = scan_request(chat, self.telemetry.safety_policy(tenant.name))
-        self.findings = checked.findings
-        if checked.blocked:
-            raise checked.error()
-        chat = self.chat = checked.request
+        # the request is refused (400) — as the tenant's policy says. A policy that only
+        # logs cannot change the request, so its scan runs in _report, after the answer.
+        policy = self.telemetry.safety_policy(tenant.name)
+        if policy.changes_requests:
+            checked = scan_request(chat, policy)
+            self.findings = checked.findings
+            if checked.blocked:
+                raise checked.error()
+            chat = checked.request
+        else:
+            self.scan_later = True
+        self.chat = chat
         key = Idempotency.key(raw, tenant.name, self.surface, chat.stream, envelope.idempotency_key)
         outcome, value = await gw.idempotency.lookup(key)
         if isinstance(value, Recorded):
