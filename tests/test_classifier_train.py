@@ -136,7 +136,7 @@ def test_gated_model_gates_by_group_and_serves_what_it_trained() -> None:
 
 
 def test_auto_keeps_the_model_with_the_better_cv_saving() -> None:
-    doc = train(synthetic(), reference="big", c=4.0, floors=(0.9, 0.95))
+    doc = train(synthetic(), reference="big", c=4.0, floors=(0.9, 0.95), model="auto")
     sel = doc["training"]["selection"]
     assert sel["floor"] == 0.95 and sel["chosen"] in ("gated", "linear")
     assert doc["version"] == (3 if sel["chosen"] == "gated" else 2)
@@ -148,6 +148,15 @@ def test_auto_keeps_the_model_with_the_better_cv_saving() -> None:
     # the chosen model's operating point passed the same bound rule as the table's
     assert row["reachable"] and row["cv_ratio_lower"] >= 0.95 - 1e-9
     _core.QualityModel.from_json(orjson.dumps(doc))
+
+
+def test_default_model_is_the_gated_one_at_the_stricter_bound() -> None:
+    # chosen on outer splits of the RouterBench training part (train.py docstring)
+    assert CONFIDENCE == 0.975
+    doc = train(synthetic(), reference="big", c=4.0, floors=(0.95,))
+    assert doc["version"] == 3 and "selection" not in doc["training"]
+    bound = doc["operating_points"]["bound"]
+    assert bound["confidence"] == 0.975 and bound["percentile"] == 2.5
 
 
 def test_gated_model_without_groups_has_no_gate() -> None:
@@ -300,7 +309,7 @@ def test_version_1_files_still_route_by_the_threshold_rule() -> None:
 
 def test_records_jsonl_train_per_tenant(tmp_path: Path) -> None:
     data = synthetic(60)
-    lines = []
+    lines: list[dict[str, Any]] = []
     for i, item in enumerate(data.items):
         for j, fam in enumerate(data.families):
             lines.append(

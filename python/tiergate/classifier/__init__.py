@@ -11,7 +11,7 @@ served by the candidate maximising ``q − λ(F) · c`` (``q`` its predicted pro
 correct answer, ``c`` its family's mean cost per call in the training data); version-1
 files keep the former threshold rule. ``λ(F)`` is chosen at training time on the
 training data only: the largest cost weight of a grid (it and every smaller one) whose
-one-sided 95% paired-bootstrap lower confidence bound of the cross-validated accuracy
+one-sided 97.5% paired-bootstrap lower confidence bound of the cross-validated accuracy
 ratio (routed / reference, on out-of-fold predictions) is ≥ ``F`` — a promise about
 unseen traffic, not only the training prompts. Details in :mod:`.train` and
 :mod:`.model`.

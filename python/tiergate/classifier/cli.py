@@ -47,11 +47,13 @@ def train_main(
         f"→ {out}; reference {op['reference']}, operating points: {op['method']}",
         file=sys.stderr,
     )
+    conf = op.get("bound", {}).get("confidence")
+    level = f"{100 * conf:g}% " if conf is not None else ""
     for row in op["table"]:
         if floor is None or row["floor"] == round(floor, 6):
             print(
                 f"  floor {row['floor']:.2f}: λ {row['lambda']:.4g}  cv accuracy ratio "
-                f"{row['cv_accuracy_ratio']} (95% lower bound {row.get('cv_ratio_lower')})  "
+                f"{row['cv_accuracy_ratio']} ({level}lower bound {row.get('cv_ratio_lower')})  "
                 f"cv saving {row['cv_saving']}",
                 file=sys.stderr,
             )
