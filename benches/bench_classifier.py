@@ -202,14 +202,14 @@ def run() -> str:
     out += [
         "",
         f"Held-out routing (25% of the training CSVs by `xxh64(sample_id) % 4 == 0`, "
-        f"n={result['n']}; never used to train or to choose the operating point), floor "
+        f"n={result['n']}; never used to train or to choose the operating point or the rule), floor "
         f"{FLOOR}, reference `{REFERENCE}`; decisions use each model's mean cost per call "
         "from the training split, accuracy and cost are the data's for the chosen model:",
         "",
         *_fmt(result),
         "",
         f"Cross-validated on the training split at floor {FLOOR}: accuracy ratio "
-        f"{row['cv_accuracy_ratio']} (one-sided {bound['confidence']:.0%} lower bound "
+        f"{row['cv_accuracy_ratio']} (one-sided {100 * bound['confidence']:g}% lower bound "
         f"{row['cv_ratio_lower']}), saving {row['cv_saving']:.1%} "
         f"({doc['training']['rows']} prompts, {doc['training']['folds']} folds).",
         "",
@@ -217,14 +217,25 @@ def run() -> str:
         "",
         f"Decision rule: {doc['operating_points'].get('description', 'threshold')}; λ(F) is "
         "the largest cost weight of the grid (it and every smaller one) whose one-sided "
-        f"{bound['confidence']:.0%} bootstrap lower confidence bound of the accuracy ratio "
+        f"{100 * bound['confidence']:g}% bootstrap lower confidence bound of the accuracy ratio "
         "(routed / reference) over the out-of-fold predictions of the training split is "
         f"≥ F: {bound['resamples']} paired resamples of the prompts (router and reference "
         f"resampled together; `default_rng({bound['seed']})`), the bound being the "
-        f"{bound['percentile']:g}th percentile of the resampled ratios. It replaced a fixed "
-        "margin (point estimate ≥ (F + 0.005) × reference: CV 0.956 / 78.2%, held-out "
-        "0.928 / 79.8%), whose λ was optimistic because it was certified on the same "
-        "predictions it was picked on; the rule was fixed before this split was evaluated.",
+        f"{bound['percentile']:g}th percentile of the resampled ratios. The confidence "
+        "level and the gated model as the default were chosen on 40 stratified 75/25 "
+        "outer splits of the training part only (whole procedure on the outer-train part, "
+        "ratio and saving on the outer-test part; criterion: the least conservative rule "
+        "whose outer-test ratio is ≥ 0.95 in at least 95% of splits): 97.5% kept the ratio "
+        "≥ 0.95 in 40 of 40 (mean 0.972, saving 64.2% at 1,242 training prompts), 95% in "
+        "37 of 40 (0.971, 65.6%), 99% in 40 of 40 (0.974, 61.2%); the comparison is in "
+        "the `train.py` docstring.",
+        "",
+        "A later look at this split: it was evaluated before, with the former rules — the "
+        "fixed margin (point estimate ≥ (F + 0.005) × reference) gave 0.928 / 79.8%, the "
+        "95% bound (with `auto` model choice) 0.930 / 74.5% — and those results are why the "
+        "rule was revisited. It was not used to choose the new rule (the outer splits "
+        "were), but it is no longer a first look; the table above is its single "
+        "evaluation under the 97.5% rule.",
         "",
         "Upper bound for routing by task alone (a share of each `eval_name` to each model, "
         f"chosen with the evaluated split's own labels) at ratio ≥ {FLOOR}: saving "
