@@ -819,11 +819,6 @@ static CLASS: [u8; 256] = {
     t
 };
 
-#[inline]
-fn is_word_byte(b: u8) -> bool {
-    CLASS[b as usize] & WORD != 0
-}
-
 const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
 const FNV_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
 const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
@@ -859,6 +854,26 @@ static LOWERED: [u8; 256] = {
     t
 };
 
+/// What [`WORD_LOWERED`] holds for a byte that is not a word byte: `A`, which lowers to
+/// `a`, so no word byte maps to it.
+const NOT_WORD: u8 = b'A';
+
+/// A word byte lowered, or [`NOT_WORD`]: one lookup (and one table register) per byte
+/// for both questions of the word scan.
+static WORD_LOWERED: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = if CLASS[i] & WORD != 0 {
+            LOWERED[i]
+        } else {
+            NOT_WORD
+        };
+        i += 1;
+    }
+    t
+};
+
 /// Calls `word(hash)` for every word n-gram and `chars(hash)` for every character
 /// n-gram of `text` as if ASCII-lowered (lowered on the fly), in text order; returns
 /// the counts and the words of the text (`None` when word n-grams are off).
@@ -866,45 +881,20 @@ static LOWERED: [u8; 256] = {
 fn for_each_gram(
     cfg: &FeatureConfig,
     text: &[u8],
-    mut word: impl FnMut(u64),
+    word: impl FnMut(u64),
     mut chars: impl FnMut(u64),
 ) -> (u32, u32, Option<u64>) {
-    let mut n_word = 0u32;
-    let mut words = None;
-    if cfg.word_ngrams > 0 {
-        let bigrams = cfg.word_ngrams >= 2;
-        let basis = FNV_BASIS ^ cfg.seed;
-        let mut prev: Option<u64> = None;
-        let mut unigrams = 0u64;
-        let mut i = 0;
-        let n = text.len();
-        while i < n {
-            while i < n && !is_word_byte(text[i]) {
-                i += 1;
-            }
-            if i == n {
-                break;
-            }
-            // FNV-1a over the lowered word while scanning it (one pass), then `mix`
-            let mut h = basis;
-            while i < n && is_word_byte(text[i]) {
-                h = (h ^ u64::from(LOWERED[text[i] as usize])).wrapping_mul(FNV_PRIME);
-                i += 1;
-            }
-            let h = mix(h);
-            word(h);
-            n_word += 1;
-            unigrams += 1;
-            if bigrams {
-                if let Some(p) = prev {
-                    word(pair_hash(p, h, cfg.seed));
-                    n_word += 1;
-                }
-            }
-            prev = Some(h);
+    let (n_word, words) = match cfg.word_ngrams {
+        0 => (0, None),
+        1 => {
+            let w = word_grams::<false>(text, cfg.seed, word);
+            (w as u32, Some(w))
         }
-        words = Some(unigrams);
-    }
+        _ => {
+            let w = word_grams::<true>(text, cfg.seed, word);
+            (w.saturating_mul(2).saturating_sub(1) as u32, Some(w))
+        }
+    };
     let mut n_char = 0u32;
     if cfg.char_max > 0 {
         let w = cfg.char_window as usize;
@@ -915,25 +905,80 @@ fn for_each_gram(
         };
         for n in cfg.char_min..=cfg.char_max {
             let seed = mix(cfg.seed ^ (0x100 + u64::from(n)));
-            let n = n as usize;
-            if tail.len() < n {
-                continue;
-            }
-            // The little-endian value of the last n lowered bytes, kept directly: each
-            // byte enters at the top and the oldest falls off the bottom.
-            let top = 8 * (n as u32 - 1);
-            let mut g = 0u64;
-            for &b in &tail[..n - 1] {
-                g = (g >> 8) | (u64::from(LOWERED[b as usize]) << top);
-            }
-            for &b in &tail[n - 1..] {
-                g = (g >> 8) | (u64::from(LOWERED[b as usize]) << top);
-                chars(mix(g ^ seed));
-            }
-            n_char += (tail.len() + 1 - n) as u32;
+            // the default length gets a loop of its own: a constant shift, and a few
+            // registers fewer in the hottest loop
+            n_char += if n == DEFAULT_CHAR_MIN {
+                char_grams(tail, DEFAULT_CHAR_MIN as usize, seed, &mut chars)
+            } else {
+                char_grams(tail, n as usize, seed, &mut chars)
+            };
         }
     }
     (n_word, n_char, words)
+}
+
+/// The word n-grams of `text` (see the module docs), unigrams and (with `BIGRAMS`)
+/// bigrams in text order; returns the number of words. A `const` flag, so the loop
+/// carries no test of the config per word.
+#[inline]
+fn word_grams<const BIGRAMS: bool>(text: &[u8], seed: u64, mut word: impl FnMut(u64)) -> u64 {
+    let basis = FNV_BASIS ^ seed;
+    let n = text.len();
+    let mut words = 0u64;
+    let mut prev = 0u64;
+    let mut i = 0;
+    loop {
+        let first = loop {
+            if i == n {
+                return words;
+            }
+            let t = WORD_LOWERED[text[i] as usize];
+            i += 1;
+            if t != NOT_WORD {
+                break t;
+            }
+        };
+        // FNV-1a over the lowered word while scanning it (one pass), then `mix`; the
+        // byte that ends the word is consumed with it
+        let mut h = (basis ^ u64::from(first)).wrapping_mul(FNV_PRIME);
+        while i < n {
+            let t = WORD_LOWERED[text[i] as usize];
+            i += 1;
+            if t == NOT_WORD {
+                break;
+            }
+            h = (h ^ u64::from(t)).wrapping_mul(FNV_PRIME);
+        }
+        let h = mix(h);
+        word(h);
+        if BIGRAMS && words > 0 {
+            word(pair_hash(prev, h, seed));
+        }
+        prev = h;
+        words += 1;
+    }
+}
+
+/// The character `n`-grams of `tail` (`mix(g ^ seed)`); returns how many. Always
+/// inlined, so a caller passing a constant `n` gets a loop with a constant shift.
+#[inline(always)]
+#[allow(clippy::inline_always)] // the constant `n` must reach the loop
+fn char_grams(tail: &[u8], n: usize, seed: u64, chars: &mut impl FnMut(u64)) -> u32 {
+    if n == 0 || tail.len() < n {
+        return 0;
+    }
+    // The little-endian value of the last n lowered bytes, kept directly: each byte
+    // enters at the top and the oldest falls off the bottom.
+    let top = 8 * (n as u32 - 1);
+    let mut g = 0u64;
+    for &b in &tail[..n - 1] {
+        g = (g >> 8) | (u64::from(LOWERED[b as usize]) << top);
+    }
+    for &b in &tail[n - 1..] {
+        g = (g >> 8) | (u64::from(LOWERED[b as usize]) << top);
+        chars(mix(g ^ seed));
+    }
+    (tail.len() + 1 - n) as u32
 }
 
 /// `CLASS[b] & WORD != 0` without a table lookup (so counting loops vectorise): not
@@ -1268,25 +1313,60 @@ impl Lanes<LANES> for Block {
     }
 }
 
+/// The row of a hash in the hashed part of a table.
+trait Rows<R> {
+    fn row(&self, h: u64) -> &R;
+}
+
+/// Any `dim`: [`bucket`], then a checked index.
+struct AnyDim<'a, R> {
+    rows: &'a [R],
+    dim: u32,
+}
+
+impl<R> Rows<R> for AnyDim<'_, R> {
+    #[inline]
+    fn row(&self, h: u64) -> &R {
+        &self.rows[bucket(h, self.dim) as usize]
+    }
+}
+
+/// `dim == 2^16` (the default): `bucket(h, 2^16) == ((h >> 32) << 16) >> 32 == h >> 48`,
+/// and a 16-bit index into an array of 2^16 rows needs no bounds check: one shift per
+/// n-gram instead of a multiply, two shifts and a compare.
+struct Dim16<'a, R> {
+    rows: &'a [R; 1 << 16],
+}
+
+impl<R> Rows<R> for Dim16<'_, R> {
+    #[inline]
+    fn row(&self, h: u64) -> &R {
+        &self.rows[(h >> 48) as usize]
+    }
+}
+
 /// The running sum of the rows of one block of n-grams (words or characters). Each
 /// row is added as its n-gram is hashed: the loads do not depend on each other, so
 /// they overlap anyway, and the hashing between two adds hides the add's latency.
-struct Sums<'a, R, const W: usize> {
-    table: &'a [R],
+struct Sums<'a, T, const W: usize> {
+    rows: &'a T,
     sum: [f32; W],
 }
 
-impl<'a, R: Lanes<W>, const W: usize> Sums<'a, R, W> {
-    fn new(table: &'a [R]) -> Self {
+impl<'a, T, const W: usize> Sums<'a, T, W> {
+    fn new(rows: &'a T) -> Self {
         Self {
-            table,
+            rows,
             sum: [0.0; W],
         }
     }
 
     #[inline]
-    fn push(&mut self, row: u32) {
-        for (a, x) in self.sum.iter_mut().zip(self.table[row as usize].lanes()) {
+    fn push<R: Lanes<W>>(&mut self, h: u64)
+    where
+        T: Rows<R>,
+    {
+        for (a, x) in self.sum.iter_mut().zip(self.rows.row(h).lanes()) {
             *a += *x;
         }
     }
@@ -1333,14 +1413,31 @@ struct Grams {
 
 /// [`Grams`] over a table of `W`-lane rows.
 fn sums<R: Lanes<W>, const W: usize>(cfg: &FeatureConfig, doc: &Doc, table: &[R]) -> Grams {
-    let dim = cfg.dim;
-    let mut words = Sums::<R, W>::new(table);
-    let mut chars = Sums::<R, W>::new(table);
+    if cfg.dim == 1 << 16 {
+        if let Some(rows) = table.get(..1 << 16).and_then(|r| r.try_into().ok()) {
+            return sums_in::<R, _, W>(cfg, doc, &Dim16 { rows });
+        }
+    }
+    let rows = AnyDim {
+        rows: table,
+        dim: cfg.dim,
+    };
+    sums_in::<R, _, W>(cfg, doc, &rows)
+}
+
+#[inline]
+fn sums_in<R: Lanes<W>, T: Rows<R>, const W: usize>(
+    cfg: &FeatureConfig,
+    doc: &Doc,
+    rows: &T,
+) -> Grams {
+    let mut words = Sums::<T, W>::new(rows);
+    let mut chars = Sums::<T, W>::new(rows);
     let (nw, nc, n_words) = for_each_gram(
         cfg,
         doc.text.as_bytes(),
-        |g| words.push(bucket(g, dim)),
-        |g| chars.push(bucket(g, dim)),
+        |g| words.push::<R>(g),
+        |g| chars.push::<R>(g),
     );
     let mut g = Grams {
         words: [0.0; MAX_ACC_FAMILIES],
@@ -1612,6 +1709,97 @@ mod tests {
         }
     }
 
+    /// The default `dim` (2^16) takes the shift-only row lookup, other `dim`s the
+    /// multiply-shift one; both, with every word and character n-gram setting, add the
+    /// rows `sparse` (the training features) selects.
+    #[test]
+    fn accumulate_matches_sparse_dot_at_the_default_dim() {
+        let text = "Which of THESE is a mammal? A) shark B) whale, 42 ``` é\u{1F600}x ".repeat(5);
+        let configs = [
+            FeatureConfig::default(),
+            FeatureConfig {
+                word_ngrams: 1,
+                char_min: 2,
+                char_max: 6,
+                ..FeatureConfig::default()
+            },
+            FeatureConfig {
+                word_ngrams: 0,
+                char_window: 0,
+                ..FeatureConfig::default()
+            },
+            FeatureConfig {
+                char_max: 0,
+                ..FeatureConfig::default()
+            },
+            FeatureConfig {
+                dim: 1 << 15,
+                ..FeatureConfig::default()
+            },
+        ];
+        for c in configs {
+            for t in ["", "a", " ,x", &text[..7], &text] {
+                let doc = Doc::from_text(t);
+                for k in [3, 6, 11] {
+                    let weights: Vec<f32> = (0..c.width() * k)
+                        .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
+                        .collect();
+                    let mut acc = vec![0.0; k];
+                    accumulate(&c, &doc, &Table::pack(&weights, k), k, &mut acc);
+                    let mut want = vec![0.0f64; k];
+                    for (i, v) in sparse(&c, &doc) {
+                        for f in 0..k {
+                            want[f] += f64::from(v) * f64::from(weights[i as usize * k + f]);
+                        }
+                    }
+                    for f in 0..k {
+                        assert!(
+                            (acc[f] - want[f]).abs() < 1e-4,
+                            "{c:?} k={k}: {acc:?} vs {want:?}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn word_grams_match_a_split_reference() {
+        let seed = DEFAULT_SEED;
+        for text in [
+            "",
+            " ",
+            "a",
+            "  Two WORDS ",
+            "x1,y2;z3 ...\n\tend",
+            "é à",
+            "a\u{b}b",
+        ] {
+            let mut want = Vec::new();
+            let mut prev: Option<u64> = None;
+            for w in text
+                .as_bytes()
+                .split(|&b| !word_byte(b))
+                .filter(|w| !w.is_empty())
+            {
+                let mut h = FNV_BASIS ^ seed;
+                for &b in w {
+                    h = (h ^ u64::from(b.to_ascii_lowercase())).wrapping_mul(FNV_PRIME);
+                }
+                let h = mix(h);
+                want.push(h);
+                if let Some(p) = prev {
+                    want.push(pair_hash(p, h, seed));
+                }
+                prev = Some(h);
+            }
+            let mut got = Vec::new();
+            let words = word_grams::<true>(text.as_bytes(), seed, |h| got.push(h));
+            assert_eq!(got, want, "{text:?}");
+            assert_eq!(words, count_words(text.as_bytes()), "{text:?}");
+        }
+    }
+
     #[test]
     fn packed_rows_pad_to_whole_lanes() {
         let k = 18;
@@ -1682,6 +1870,12 @@ mod tests {
         for b in 0..=255u8 {
             assert_eq!(word_byte(b), CLASS[b as usize] & WORD != 0, "{b}");
             assert_eq!(digit_byte(b), CLASS[b as usize] & DIGIT != 0, "{b}");
+            let lowered = if word_byte(b) {
+                b.to_ascii_lowercase()
+            } else {
+                NOT_WORD
+            };
+            assert_eq!(WORD_LOWERED[b as usize], lowered, "{b}");
         }
     }
 
