@@ -923,17 +923,17 @@ fn for_each_gram(
 #[inline]
 fn word_grams<const BIGRAMS: bool>(text: &[u8], seed: u64, mut word: impl FnMut(u64)) -> u64 {
     let basis = FNV_BASIS ^ seed;
-    let n = text.len();
+    // an iterator rather than an index: two registers (position, end) instead of
+    // three in a loop that has none to spare
+    let mut bytes = text.iter();
     let mut words = 0u64;
     let mut prev = 0u64;
-    let mut i = 0;
     loop {
         let first = loop {
-            if i == n {
+            let Some(&b) = bytes.next() else {
                 return words;
-            }
-            let t = WORD_LOWERED[text[i] as usize];
-            i += 1;
+            };
+            let t = WORD_LOWERED[b as usize];
             if t != NOT_WORD {
                 break t;
             }
@@ -941,9 +941,8 @@ fn word_grams<const BIGRAMS: bool>(text: &[u8], seed: u64, mut word: impl FnMut(
         // FNV-1a over the lowered word while scanning it (one pass), then `mix`; the
         // byte that ends the word is consumed with it
         let mut h = (basis ^ u64::from(first)).wrapping_mul(FNV_PRIME);
-        while i < n {
-            let t = WORD_LOWERED[text[i] as usize];
-            i += 1;
+        for &b in bytes.by_ref() {
+            let t = WORD_LOWERED[b as usize];
             if t == NOT_WORD {
                 break;
             }
