@@ -905,10 +905,9 @@ fn for_each_gram(
         };
         for n in cfg.char_min..=cfg.char_max {
             let seed = mix(cfg.seed ^ (0x100 + u64::from(n)));
-            // the default length gets a loop of its own: a constant shift, and a few
-            // registers fewer in the hottest loop
-            n_char += if n == DEFAULT_CHAR_MIN {
-                char_grams(tail, DEFAULT_CHAR_MIN as usize, seed, &mut chars)
+            // the default length, over the default window, gets a loop of its own
+            n_char += if n == 4 && tail.len() <= LOWERED_TAIL {
+                char_4grams(tail, seed, &mut chars)
             } else {
                 char_grams(tail, n as usize, seed, &mut chars)
             };
@@ -958,10 +957,29 @@ fn word_grams<const BIGRAMS: bool>(text: &[u8], seed: u64, mut word: impl FnMut(
     }
 }
 
-/// The character `n`-grams of `tail` (`mix(g ^ seed)`); returns how many. Always
-/// inlined, so a caller passing a constant `n` gets a loop with a constant shift.
-#[inline(always)]
-#[allow(clippy::inline_always)] // the constant `n` must reach the loop
+/// Longest tail [`char_4grams`] takes (the default window), lowered on the stack.
+const LOWERED_TAIL: usize = DEFAULT_CHAR_WINDOW as usize;
+
+/// [`char_grams`] for `n == 4` and a tail of at most [`LOWERED_TAIL`] bytes: the tail
+/// is lowered once into a buffer (a vectorised pass), so each 4-gram is one 4-byte load
+/// instead of a lookup and a shift per byte; and with `g` known to fit 32 bits, the
+/// first step of `mix` (`h ^ h >> 33`) folds into the seed.
+fn char_4grams(tail: &[u8], seed: u64, chars: &mut impl FnMut(u64)) -> u32 {
+    let mut buf = [0u8; LOWERED_TAIL];
+    let low = &mut buf[..tail.len()];
+    for (d, &b) in low.iter_mut().zip(tail) {
+        *d = b | (u8::from(b.wrapping_sub(b'A') < 26) << 5);
+    }
+    let mut count = 0;
+    for w in low.windows(4) {
+        let g = u32::from_le_bytes([w[0], w[1], w[2], w[3]]);
+        chars(mix(u64::from(g) ^ seed));
+        count += 1;
+    }
+    count
+}
+
+/// The character `n`-grams of `tail` (`mix(g ^ seed)`); returns how many.
 fn char_grams(tail: &[u8], n: usize, seed: u64, chars: &mut impl FnMut(u64)) -> u32 {
     if n == 0 || tail.len() < n {
         return 0;
@@ -1879,6 +1897,23 @@ mod tests {
                 NOT_WORD
             };
             assert_eq!(WORD_LOWERED[b as usize], lowered, "{b}");
+        }
+    }
+
+    #[test]
+    fn char_4grams_match_the_rolling_loop() {
+        let all: Vec<u8> = (0..=255u8)
+            .chain(b"ABCxyz Q? \xc3\xa9 Z@[`{".iter().copied())
+            .collect();
+        let long = all.repeat(3);
+        for len in [0, 1, 3, 4, 5, 17, 255, 511, 512] {
+            for tail in [&all[..len.min(all.len())], &long[..len]] {
+                let (mut got, mut want) = (Vec::new(), Vec::new());
+                let n = char_4grams(tail, 0x1234, &mut |h| got.push(h));
+                let m = char_grams(tail, 4, 0x1234, &mut |h| want.push(h));
+                assert_eq!((n, &got), (m, &want), "{len}");
+                assert_eq!(got.len(), tail.len().saturating_sub(3));
+            }
         }
     }
 
