@@ -456,6 +456,25 @@ mod body {
             #[inline]
             fn scan(&self) -> Option<usize> {
                 let mut i = self.i;
+                // 16 bytes a round (two words, one branch), then 8, then bytes
+                while let Some(chunk) = self.b.get(i..i + 16) {
+                    let (mut lo, mut hi) = ([0u8; 8], [0u8; 8]);
+                    lo.copy_from_slice(&chunk[..8]);
+                    hi.copy_from_slice(&chunk[8..]);
+                    let (lo, hi) = (
+                        special(u64::from_le_bytes(lo)),
+                        special(u64::from_le_bytes(hi)),
+                    );
+                    if lo | hi != 0 {
+                        let at = if lo != 0 {
+                            lo.trailing_zeros() / 8
+                        } else {
+                            8 + hi.trailing_zeros() / 8
+                        };
+                        return Some(i + at as usize);
+                    }
+                    i += 16;
+                }
                 while let Some(chunk) = self.b.get(i..i + 8) {
                     let mut w = [0u8; 8];
                     w.copy_from_slice(chunk);
