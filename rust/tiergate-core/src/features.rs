@@ -944,36 +944,43 @@ fn word_grams<const BIGRAMS: bool>(text: &[u8], seed: u64, mut word: impl FnMut(
     // an iterator rather than an index: two registers (position, end) instead of
     // three in a loop that has none to spare
     let mut bytes = text.iter();
-    let mut words = 0u64;
-    let mut prev = 0u64;
-    loop {
-        let first = loop {
-            let Some(&b) = bytes.next() else {
-                return words;
-            };
-            let t = WORD_LOWERED[b as usize];
-            if t != NOT_WORD {
-                break t;
-            }
-        };
-        // FNV-1a over the lowered word while scanning it (one pass), then `mix`; the
-        // byte that ends the word is consumed with it
-        let mut h = (basis ^ u64::from(first)).wrapping_mul(FNV_PRIME);
-        for &b in bytes.by_ref() {
-            let t = WORD_LOWERED[b as usize];
-            if t == NOT_WORD {
-                break;
-            }
-            h = (h ^ u64::from(t)).wrapping_mul(FNV_PRIME);
-        }
-        let h = mix(h);
+    let Some(mut prev) = next_word(&mut bytes, basis) else {
+        return 0;
+    };
+    word(prev);
+    // the first word is out of the loop, so the loop has no test for a previous one
+    let mut words = 1u64;
+    while let Some(h) = next_word(&mut bytes, basis) {
         word(h);
-        if BIGRAMS && words > 0 {
+        if BIGRAMS {
             word(pair_hash(prev, h, seed));
         }
         prev = h;
         words += 1;
     }
+    words
+}
+
+/// The unigram hash of the next word of `bytes` (FNV-1a from `basis` over the lowered
+/// word while scanning it, then `mix`), the byte that ends it consumed with it; `None`
+/// at the end.
+#[inline]
+fn next_word(bytes: &mut std::slice::Iter<'_, u8>, basis: u64) -> Option<u64> {
+    let first = loop {
+        let t = WORD_LOWERED[*bytes.next()? as usize];
+        if t != NOT_WORD {
+            break t;
+        }
+    };
+    let mut h = (basis ^ u64::from(first)).wrapping_mul(FNV_PRIME);
+    for &b in bytes.by_ref() {
+        let t = WORD_LOWERED[b as usize];
+        if t == NOT_WORD {
+            break;
+        }
+        h = (h ^ u64::from(t)).wrapping_mul(FNV_PRIME);
+    }
+    Some(mix(h))
 }
 
 /// Longest tail [`char_4grams`] takes (the default window), lowered on the stack.
@@ -1815,7 +1822,7 @@ mod tests {
             "é à",
             "a\u{b}b",
         ] {
-            let mut want = Vec::new();
+            let (mut want, mut want_uni) = (Vec::new(), Vec::new());
             let mut prev: Option<u64> = None;
             for w in text
                 .as_bytes()
@@ -1828,6 +1835,7 @@ mod tests {
                 }
                 let h = mix(h);
                 want.push(h);
+                want_uni.push(h);
                 if let Some(p) = prev {
                     want.push(pair_hash(p, h, seed));
                 }
@@ -1837,6 +1845,10 @@ mod tests {
             let words = word_grams::<true>(text.as_bytes(), seed, |h| got.push(h));
             assert_eq!(got, want, "{text:?}");
             assert_eq!(words, count_words(text.as_bytes()), "{text:?}");
+            let mut uni = Vec::new();
+            let words = word_grams::<false>(text.as_bytes(), seed, |h| uni.push(h));
+            assert_eq!(uni, want_uni, "{text:?}");
+            assert_eq!(words, want_uni.len() as u64, "{text:?}");
         }
     }
 
