@@ -453,7 +453,9 @@ mod body {
             }
 
             /// Index of the next `"`, `\` or control byte at or after `self.i`.
-            #[inline]
+            /// Inlined into the string loop, which calls it once per escape.
+            #[inline(always)]
+            #[allow(clippy::inline_always)]
             fn scan(&self) -> Option<usize> {
                 let mut i = self.i;
                 // 16 bytes a round (two words, one branch), then 8, then bytes
