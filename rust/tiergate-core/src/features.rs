@@ -453,9 +453,30 @@ mod body {
             }
 
             /// Index of the next `"`, `\` or control byte at or after `self.i`.
-            #[inline]
+            /// Inlined into the string loop, which calls it once per escape.
+            #[inline(always)]
+            #[allow(clippy::inline_always)]
             fn scan(&self) -> Option<usize> {
                 let mut i = self.i;
+                // 16 bytes a round (two words, one branch), then 8, then bytes
+                while let Some(chunk) = self.b.get(i..i + 16) {
+                    let (mut lo, mut hi) = ([0u8; 8], [0u8; 8]);
+                    lo.copy_from_slice(&chunk[..8]);
+                    hi.copy_from_slice(&chunk[8..]);
+                    let (lo, hi) = (
+                        special(u64::from_le_bytes(lo)),
+                        special(u64::from_le_bytes(hi)),
+                    );
+                    if lo | hi != 0 {
+                        let at = if lo != 0 {
+                            lo.trailing_zeros() / 8
+                        } else {
+                            8 + hi.trailing_zeros() / 8
+                        };
+                        return Some(i + at as usize);
+                    }
+                    i += 16;
+                }
                 while let Some(chunk) = self.b.get(i..i + 8) {
                     let mut w = [0u8; 8];
                     w.copy_from_slice(chunk);
@@ -819,11 +840,6 @@ static CLASS: [u8; 256] = {
     t
 };
 
-#[inline]
-fn is_word_byte(b: u8) -> bool {
-    CLASS[b as usize] & WORD != 0
-}
-
 const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
 const FNV_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
 const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
@@ -859,6 +875,26 @@ static LOWERED: [u8; 256] = {
     t
 };
 
+/// What [`WORD_LOWERED`] holds for a byte that is not a word byte: `A`, which lowers to
+/// `a`, so no word byte maps to it.
+const NOT_WORD: u8 = b'A';
+
+/// A word byte lowered, or [`NOT_WORD`]: one lookup (and one table register) per byte
+/// for both questions of the word scan.
+static WORD_LOWERED: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = if CLASS[i] & WORD != 0 {
+            LOWERED[i]
+        } else {
+            NOT_WORD
+        };
+        i += 1;
+    }
+    t
+};
+
 /// Calls `word(hash)` for every word n-gram and `chars(hash)` for every character
 /// n-gram of `text` as if ASCII-lowered (lowered on the fly), in text order; returns
 /// the counts and the words of the text (`None` when word n-grams are off).
@@ -866,45 +902,20 @@ static LOWERED: [u8; 256] = {
 fn for_each_gram(
     cfg: &FeatureConfig,
     text: &[u8],
-    mut word: impl FnMut(u64),
+    word: impl FnMut(u64),
     mut chars: impl FnMut(u64),
 ) -> (u32, u32, Option<u64>) {
-    let mut n_word = 0u32;
-    let mut words = None;
-    if cfg.word_ngrams > 0 {
-        let bigrams = cfg.word_ngrams >= 2;
-        let basis = FNV_BASIS ^ cfg.seed;
-        let mut prev: Option<u64> = None;
-        let mut unigrams = 0u64;
-        let mut i = 0;
-        let n = text.len();
-        while i < n {
-            while i < n && !is_word_byte(text[i]) {
-                i += 1;
-            }
-            if i == n {
-                break;
-            }
-            // FNV-1a over the lowered word while scanning it (one pass), then `mix`
-            let mut h = basis;
-            while i < n && is_word_byte(text[i]) {
-                h = (h ^ u64::from(LOWERED[text[i] as usize])).wrapping_mul(FNV_PRIME);
-                i += 1;
-            }
-            let h = mix(h);
-            word(h);
-            n_word += 1;
-            unigrams += 1;
-            if bigrams {
-                if let Some(p) = prev {
-                    word(pair_hash(p, h, cfg.seed));
-                    n_word += 1;
-                }
-            }
-            prev = Some(h);
+    let (n_word, words) = match cfg.word_ngrams {
+        0 => (0, None),
+        1 => {
+            let w = word_grams::<false>(text, cfg.seed, word);
+            (w as u32, Some(w))
         }
-        words = Some(unigrams);
-    }
+        _ => {
+            let w = word_grams::<true>(text, cfg.seed, word);
+            (w.saturating_mul(2).saturating_sub(1) as u32, Some(w))
+        }
+    };
     let mut n_char = 0u32;
     if cfg.char_max > 0 {
         let w = cfg.char_window as usize;
@@ -915,25 +926,104 @@ fn for_each_gram(
         };
         for n in cfg.char_min..=cfg.char_max {
             let seed = mix(cfg.seed ^ (0x100 + u64::from(n)));
-            let n = n as usize;
-            if tail.len() < n {
-                continue;
-            }
-            // The little-endian value of the last n lowered bytes, kept directly: each
-            // byte enters at the top and the oldest falls off the bottom.
-            let top = 8 * (n as u32 - 1);
-            let mut g = 0u64;
-            for &b in &tail[..n - 1] {
-                g = (g >> 8) | (u64::from(LOWERED[b as usize]) << top);
-            }
-            for &b in &tail[n - 1..] {
-                g = (g >> 8) | (u64::from(LOWERED[b as usize]) << top);
-                chars(mix(g ^ seed));
-            }
-            n_char += (tail.len() + 1 - n) as u32;
+            // the default length, over the default window, gets a loop of its own
+            n_char += if n == 4 && tail.len() <= LOWERED_TAIL {
+                char_4grams(tail, seed, &mut chars)
+            } else {
+                char_grams(tail, n as usize, seed, &mut chars)
+            };
         }
     }
     (n_word, n_char, words)
+}
+
+/// The word n-grams of `text` (see the module docs), unigrams and (with `BIGRAMS`)
+/// bigrams in text order; returns the number of words. A `const` flag, so the loop
+/// carries no test of the config per word.
+#[inline]
+fn word_grams<const BIGRAMS: bool>(text: &[u8], seed: u64, mut word: impl FnMut(u64)) -> u64 {
+    let basis = FNV_BASIS ^ seed;
+    // an iterator rather than an index: two registers (position, end) instead of
+    // three in a loop that has none to spare
+    let mut bytes = text.iter();
+    let Some(mut prev) = next_word(&mut bytes, basis) else {
+        return 0;
+    };
+    word(prev);
+    // the first word is out of the loop, so the loop has no test for a previous one
+    let mut words = 1u64;
+    while let Some(h) = next_word(&mut bytes, basis) {
+        word(h);
+        if BIGRAMS {
+            word(pair_hash(prev, h, seed));
+        }
+        prev = h;
+        words += 1;
+    }
+    words
+}
+
+/// The unigram hash of the next word of `bytes` (FNV-1a from `basis` over the lowered
+/// word while scanning it, then `mix`), the byte that ends it consumed with it; `None`
+/// at the end.
+#[inline]
+fn next_word(bytes: &mut std::slice::Iter<'_, u8>, basis: u64) -> Option<u64> {
+    let first = loop {
+        let t = WORD_LOWERED[*bytes.next()? as usize];
+        if t != NOT_WORD {
+            break t;
+        }
+    };
+    let mut h = (basis ^ u64::from(first)).wrapping_mul(FNV_PRIME);
+    for &b in bytes.by_ref() {
+        let t = WORD_LOWERED[b as usize];
+        if t == NOT_WORD {
+            break;
+        }
+        h = (h ^ u64::from(t)).wrapping_mul(FNV_PRIME);
+    }
+    Some(mix(h))
+}
+
+/// Longest tail [`char_4grams`] takes (the default window), lowered on the stack.
+const LOWERED_TAIL: usize = DEFAULT_CHAR_WINDOW as usize;
+
+/// [`char_grams`] for `n == 4` and a tail of at most [`LOWERED_TAIL`] bytes: the tail
+/// is lowered once into a buffer (a vectorised pass), so each 4-gram is one 4-byte load
+/// instead of a lookup and a shift per byte; and with `g` known to fit 32 bits, the
+/// first step of `mix` (`h ^ h >> 33`) folds into the seed.
+fn char_4grams(tail: &[u8], seed: u64, chars: &mut impl FnMut(u64)) -> u32 {
+    let mut buf = [0u8; LOWERED_TAIL];
+    let low = &mut buf[..tail.len()];
+    for (d, &b) in low.iter_mut().zip(tail) {
+        *d = b | (u8::from(b.wrapping_sub(b'A') < 26) << 5);
+    }
+    let mut count = 0;
+    for w in low.windows(4) {
+        let g = u32::from_le_bytes([w[0], w[1], w[2], w[3]]);
+        chars(mix(u64::from(g) ^ seed));
+        count += 1;
+    }
+    count
+}
+
+/// The character `n`-grams of `tail` (`mix(g ^ seed)`); returns how many.
+fn char_grams(tail: &[u8], n: usize, seed: u64, chars: &mut impl FnMut(u64)) -> u32 {
+    if n == 0 || tail.len() < n {
+        return 0;
+    }
+    // The little-endian value of the last n lowered bytes, kept directly: each byte
+    // enters at the top and the oldest falls off the bottom.
+    let top = 8 * (n as u32 - 1);
+    let mut g = 0u64;
+    for &b in &tail[..n - 1] {
+        g = (g >> 8) | (u64::from(LOWERED[b as usize]) << top);
+    }
+    for &b in &tail[n - 1..] {
+        g = (g >> 8) | (u64::from(LOWERED[b as usize]) << top);
+        chars(mix(g ^ seed));
+    }
+    (tail.len() + 1 - n) as u32
 }
 
 /// `CLASS[b] & WORD != 0` without a table lookup (so counting loops vectorise): not
@@ -975,29 +1065,46 @@ fn byte_stats(p: u8, b: u8) -> [u8; 8] {
     ]
 }
 
-/// [`byte_stats`] summed over `text` (the first byte preceded by a space). Sixteen
-/// byte-wide counters per statistic, over 16 bytes at a time (one SSE2 register each;
-/// flushed before they can wrap), then the tail byte by byte: it vectorises on the
-/// baseline x86-64 target.
-#[allow(clippy::cast_possible_wrap)] // the sign bit tests for a UTF-8 continuation byte
+/// [`byte_stats`] summed over `text` (the first byte preceded by a space), in two
+/// passes of four statistics: eight byte-wide counters and their constants would not
+/// fit the 16 SSE2 registers, and the spills cost more than reading the text twice.
 fn text_stats(text: &[u8]) -> [u64; 8] {
+    let [chars, non_ascii, questions, lines] = pair_counts(text, |_, b| {
+        let s = byte_stats(b' ', b);
+        [s[0], s[1], s[5], s[6]]
+    });
+    let [digits, upper, lower, digit_runs] = pair_counts(text, |p, b| {
+        let s = byte_stats(p, b);
+        [s[2], s[3], s[4], s[7]]
+    });
+    [
+        chars, non_ascii, digits, upper, lower, questions, lines, digit_runs,
+    ]
+}
+
+/// Sums of `stat(previous byte, byte)` (each 0 or 1) over `text`, the first byte
+/// preceded by a space. Sixteen byte-wide counters per statistic, over 16 bytes at a
+/// time (one SSE2 register each; flushed before they can wrap), then the tail byte by
+/// byte: it vectorises on the baseline x86-64 target.
+#[inline]
+fn pair_counts<const N: usize>(text: &[u8], stat: impl Fn(u8, u8) -> [u8; N]) -> [u64; N] {
     const V: usize = 16;
-    let mut total = [0u64; 8];
+    let mut total = [0u64; N];
     let Some(&first) = text.first() else {
         return total;
     };
-    let add = |total: &mut [u64; 8], s: [u8; 8]| {
+    let add = |total: &mut [u64; N], s: [u8; N]| {
         for (t, v) in total.iter_mut().zip(s) {
             *t += u64::from(v);
         }
     };
-    add(&mut total, byte_stats(b' ', first));
+    add(&mut total, stat(b' ', first));
     let (prev, cur) = (&text[..text.len() - 1], &text[1..]);
     let mut pc = prev.chunks_exact(V);
     let mut cc = cur.chunks_exact(V);
-    let mut acc = [[0u8; V]; 8];
+    let mut acc = [[0u8; V]; N];
     let mut rounds = 0;
-    let flush = |total: &mut [u64; 8], acc: &mut [[u8; V]; 8]| {
+    let flush = |total: &mut [u64; N], acc: &mut [[u8; V]; N]| {
         for (t, a) in total.iter_mut().zip(acc.iter_mut()) {
             *t += a.iter().map(|&x| u64::from(x)).sum::<u64>();
             *a = [0; V];
@@ -1005,16 +1112,10 @@ fn text_stats(text: &[u8]) -> [u64; 8] {
     };
     for (p, b) in (&mut pc).zip(&mut cc) {
         for i in 0..V {
-            let (p, b) = (p[i], b[i]);
-            let digit = digit_byte(b);
-            acc[0][i] += u8::from((b as i8) >= -64);
-            acc[1][i] += u8::from(b >= 0xC0);
-            acc[2][i] += u8::from(digit);
-            acc[3][i] += u8::from(b.wrapping_sub(b'A') < 26);
-            acc[4][i] += u8::from(b.wrapping_sub(b'a') < 26);
-            acc[5][i] += u8::from(b == b'?');
-            acc[6][i] += u8::from(b == b'\n');
-            acc[7][i] += u8::from(digit & !digit_byte(p));
+            let s = stat(p[i], b[i]);
+            for (a, v) in acc.iter_mut().zip(s) {
+                a[i] += v;
+            }
         }
         rounds += 1;
         if rounds == 255 {
@@ -1024,7 +1125,7 @@ fn text_stats(text: &[u8]) -> [u64; 8] {
     }
     flush(&mut total, &mut acc);
     for (&p, &b) in pc.remainder().iter().zip(cc.remainder()) {
-        add(&mut total, byte_stats(p, b));
+        add(&mut total, stat(p, b));
     }
     total
 }
@@ -1046,17 +1147,10 @@ fn count_words(text: &[u8]) -> u64 {
     total
 }
 
-/// Whether `text` holds a triple backtick (branch-free, vectorises).
-#[allow(clippy::needless_bitwise_bool)] // branch-free on purpose
+/// Whether `text` holds a triple backtick.
 fn has_fence(text: &[u8]) -> bool {
-    text.len() >= 3
-        && text
-            .iter()
-            .zip(&text[1..])
-            .zip(&text[2..])
-            .fold(false, |a, ((&x, &y), &z)| {
-                a | ((x == b'`') & (y == b'`') & (z == b'`'))
-            })
+    // most texts hold no backtick at all: one `memchr` pass (SIMD) settles them
+    memchr::memchr_iter(b'`', text).any(|i| text[i..].starts_with(b"```"))
 }
 
 /// The structure features of a document, in [`STRUCTURE`] order (one vectorised pass
@@ -1268,25 +1362,60 @@ impl Lanes<LANES> for Block {
     }
 }
 
+/// The row of a hash in the hashed part of a table.
+trait Rows<R> {
+    fn row(&self, h: u64) -> &R;
+}
+
+/// Any `dim`: [`bucket`], then a checked index.
+struct AnyDim<'a, R> {
+    rows: &'a [R],
+    dim: u32,
+}
+
+impl<R> Rows<R> for AnyDim<'_, R> {
+    #[inline]
+    fn row(&self, h: u64) -> &R {
+        &self.rows[bucket(h, self.dim) as usize]
+    }
+}
+
+/// `dim == 2^16` (the default): `bucket(h, 2^16) == ((h >> 32) << 16) >> 32 == h >> 48`,
+/// and a 16-bit index into an array of 2^16 rows needs no bounds check: one shift per
+/// n-gram instead of a multiply, two shifts and a compare.
+struct Dim16<'a, R> {
+    rows: &'a [R; 1 << 16],
+}
+
+impl<R> Rows<R> for Dim16<'_, R> {
+    #[inline]
+    fn row(&self, h: u64) -> &R {
+        &self.rows[(h >> 48) as usize]
+    }
+}
+
 /// The running sum of the rows of one block of n-grams (words or characters). Each
 /// row is added as its n-gram is hashed: the loads do not depend on each other, so
 /// they overlap anyway, and the hashing between two adds hides the add's latency.
-struct Sums<'a, R, const W: usize> {
-    table: &'a [R],
+struct Sums<'a, T, const W: usize> {
+    rows: &'a T,
     sum: [f32; W],
 }
 
-impl<'a, R: Lanes<W>, const W: usize> Sums<'a, R, W> {
-    fn new(table: &'a [R]) -> Self {
+impl<'a, T, const W: usize> Sums<'a, T, W> {
+    fn new(rows: &'a T) -> Self {
         Self {
-            table,
+            rows,
             sum: [0.0; W],
         }
     }
 
     #[inline]
-    fn push(&mut self, row: u32) {
-        for (a, x) in self.sum.iter_mut().zip(self.table[row as usize].lanes()) {
+    fn push<R: Lanes<W>>(&mut self, h: u64)
+    where
+        T: Rows<R>,
+    {
+        for (a, x) in self.sum.iter_mut().zip(self.rows.row(h).lanes()) {
             *a += *x;
         }
     }
@@ -1333,14 +1462,31 @@ struct Grams {
 
 /// [`Grams`] over a table of `W`-lane rows.
 fn sums<R: Lanes<W>, const W: usize>(cfg: &FeatureConfig, doc: &Doc, table: &[R]) -> Grams {
-    let dim = cfg.dim;
-    let mut words = Sums::<R, W>::new(table);
-    let mut chars = Sums::<R, W>::new(table);
+    if cfg.dim == 1 << 16 {
+        if let Some(rows) = table.get(..1 << 16).and_then(|r| r.try_into().ok()) {
+            return sums_in::<R, _, W>(cfg, doc, &Dim16 { rows });
+        }
+    }
+    let rows = AnyDim {
+        rows: table,
+        dim: cfg.dim,
+    };
+    sums_in::<R, _, W>(cfg, doc, &rows)
+}
+
+#[inline]
+fn sums_in<R: Lanes<W>, T: Rows<R>, const W: usize>(
+    cfg: &FeatureConfig,
+    doc: &Doc,
+    rows: &T,
+) -> Grams {
+    let mut words = Sums::<T, W>::new(rows);
+    let mut chars = Sums::<T, W>::new(rows);
     let (nw, nc, n_words) = for_each_gram(
         cfg,
         doc.text.as_bytes(),
-        |g| words.push(bucket(g, dim)),
-        |g| chars.push(bucket(g, dim)),
+        |g| words.push::<R>(g),
+        |g| chars.push::<R>(g),
     );
     let mut g = Grams {
         words: [0.0; MAX_ACC_FAMILIES],
@@ -1612,6 +1758,102 @@ mod tests {
         }
     }
 
+    /// The default `dim` (2^16) takes the shift-only row lookup, other `dim`s the
+    /// multiply-shift one; both, with every word and character n-gram setting, add the
+    /// rows `sparse` (the training features) selects.
+    #[test]
+    fn accumulate_matches_sparse_dot_at_the_default_dim() {
+        let text = "Which of THESE is a mammal? A) shark B) whale, 42 ``` é\u{1F600}x ".repeat(5);
+        let configs = [
+            FeatureConfig::default(),
+            FeatureConfig {
+                word_ngrams: 1,
+                char_min: 2,
+                char_max: 6,
+                ..FeatureConfig::default()
+            },
+            FeatureConfig {
+                word_ngrams: 0,
+                char_window: 0,
+                ..FeatureConfig::default()
+            },
+            FeatureConfig {
+                char_max: 0,
+                ..FeatureConfig::default()
+            },
+            FeatureConfig {
+                dim: 1 << 15,
+                ..FeatureConfig::default()
+            },
+        ];
+        for c in configs {
+            for t in ["", "a", " ,x", &text[..7], &text] {
+                let doc = Doc::from_text(t);
+                for k in [3, 6, 11] {
+                    let weights: Vec<f32> = (0..c.width() * k)
+                        .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
+                        .collect();
+                    let mut acc = vec![0.0; k];
+                    accumulate(&c, &doc, &Table::pack(&weights, k), k, &mut acc);
+                    let mut want = vec![0.0f64; k];
+                    for (i, v) in sparse(&c, &doc) {
+                        for f in 0..k {
+                            want[f] += f64::from(v) * f64::from(weights[i as usize * k + f]);
+                        }
+                    }
+                    for f in 0..k {
+                        assert!(
+                            (acc[f] - want[f]).abs() < 1e-4,
+                            "{c:?} k={k}: {acc:?} vs {want:?}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn word_grams_match_a_split_reference() {
+        let seed = DEFAULT_SEED;
+        for text in [
+            "",
+            " ",
+            "a",
+            "  Two WORDS ",
+            "x1,y2;z3 ...\n\tend",
+            "é à",
+            "a\u{b}b",
+        ] {
+            let (mut want, mut want_uni) = (Vec::new(), Vec::new());
+            let mut prev: Option<u64> = None;
+            for w in text
+                .as_bytes()
+                .split(|&b| !word_byte(b))
+                .filter(|w| !w.is_empty())
+            {
+                let mut h = FNV_BASIS ^ seed;
+                for &b in w {
+                    h = (h ^ u64::from(b.to_ascii_lowercase())).wrapping_mul(FNV_PRIME);
+                }
+                let h = mix(h);
+                want.push(h);
+                want_uni.push(h);
+                if let Some(p) = prev {
+                    want.push(pair_hash(p, h, seed));
+                }
+                prev = Some(h);
+            }
+            let mut got = Vec::new();
+            let words = word_grams::<true>(text.as_bytes(), seed, |h| got.push(h));
+            assert_eq!(got, want, "{text:?}");
+            assert_eq!(words, count_words(text.as_bytes()), "{text:?}");
+            let mut uni = Vec::new();
+            let words = word_grams::<false>(text.as_bytes(), seed, |h| uni.push(h));
+            assert_eq!(uni, want_uni, "{text:?}");
+            assert_eq!(words, want_uni.len() as u64, "{text:?}");
+        }
+    }
+
     #[test]
     fn packed_rows_pad_to_whole_lanes() {
         let k = 18;
@@ -1682,6 +1924,39 @@ mod tests {
         for b in 0..=255u8 {
             assert_eq!(word_byte(b), CLASS[b as usize] & WORD != 0, "{b}");
             assert_eq!(digit_byte(b), CLASS[b as usize] & DIGIT != 0, "{b}");
+            let lowered = if word_byte(b) {
+                b.to_ascii_lowercase()
+            } else {
+                NOT_WORD
+            };
+            assert_eq!(WORD_LOWERED[b as usize], lowered, "{b}");
+        }
+    }
+
+    #[test]
+    fn char_4grams_match_the_rolling_loop() {
+        let all: Vec<u8> = (0..=255u8)
+            .chain(b"ABCxyz Q? \xc3\xa9 Z@[`{".iter().copied())
+            .collect();
+        let long = all.repeat(3);
+        for len in [0, 1, 3, 4, 5, 17, 255, 511, 512] {
+            for tail in [&all[..len.min(all.len())], &long[..len]] {
+                let (mut got, mut want) = (Vec::new(), Vec::new());
+                let n = char_4grams(tail, 0x1234, &mut |h| got.push(h));
+                let m = char_grams(tail, 4, 0x1234, &mut |h| want.push(h));
+                assert_eq!((n, &got), (m, &want), "{len}");
+                assert_eq!(got.len(), tail.len().saturating_sub(3));
+            }
+        }
+    }
+
+    #[test]
+    fn fence_is_any_triple_backtick() {
+        for text in [
+            "", "`", "``", "```", "`` `", "a``b``", "x ``` y", "````", "`a```",
+        ] {
+            let want = text.as_bytes().windows(3).any(|w| w == b"```");
+            assert_eq!(has_fence(text.as_bytes()), want, "{text:?}");
         }
     }
 
