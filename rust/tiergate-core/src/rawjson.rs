@@ -74,7 +74,8 @@ impl<'a> JStr<'a> {
         if self.esc == Esc::Other {
             write_recoded(self.raw(), out);
         } else {
-            out.extend_from_slice(self.quoted.as_bytes());
+            let q = self.quoted.as_bytes();
+            push_span(out, q, 0, q.len());
         }
     }
 }
@@ -207,6 +208,7 @@ impl<'a> Parser<'a> {
     }
 
     /// After a member or item: `true` past a `,`, `false` past the closing `close`.
+    #[inline]
     pub(crate) fn next_or_close(&mut self, close: u8) -> Result<bool> {
         self.ws();
         match self.peek() {
@@ -225,21 +227,46 @@ impl<'a> Parser<'a> {
     }
 
     /// At a key: the key, then past the `:` and whitespace.
+    #[inline]
     pub(crate) fn key(&mut self) -> Result<JStr<'a>> {
+        let (q, close, esc) = self.key_span()?;
+        Ok(self.jstr(q, close, esc))
+    }
+
+    /// [`Parser::key`] as input positions: the key's opening and closing quotes and its
+    /// escape class (no `&str` slicing, no `JStr` built, for callers that need neither).
+    #[allow(clippy::inline_always)] // per member: the call would cost more than the scan
+    #[inline(always)]
+    pub(crate) fn key_span(&mut self) -> Result<(usize, usize, Esc)> {
+        let q = self.i;
         match self.peek() {
             Some(b'"') => self.i += 1,
             None => return Err(self.err("EOF while parsing an object")),
             Some(_) => return Err(self.err("key must be a string")),
         }
-        let key = self.string()?;
-        self.ws();
-        match self.peek() {
-            Some(b':') => self.i += 1,
-            None => return Err(self.err("EOF while parsing an object")),
-            Some(_) => return Err(self.err("expected `:`")),
+        let (close, esc) = self.scan::<false>(&mut Vec::new())?;
+        // Compact JSON puts the colon right after the quote.
+        if self.b.get(close + 1) == Some(&b':') {
+            self.i = close + 2;
+        } else {
+            self.ws();
+            match self.peek() {
+                Some(b':') => self.i += 1,
+                None => return Err(self.err("EOF while parsing an object")),
+                Some(_) => return Err(self.err("expected `:`")),
+            }
         }
         self.ws();
-        Ok(key)
+        Ok((q, close, esc))
+    }
+
+    /// The string between the quotes at `q` and `close` (as [`Parser::key_span`] gave them).
+    #[inline]
+    pub(crate) fn jstr(&self, q: usize, close: usize, esc: Esc) -> JStr<'a> {
+        JStr {
+            quoted: &self.s[q..=close],
+            esc,
+        }
     }
 
     /// After an opening bracket: whether the container is empty (and if so, past it).
@@ -311,7 +338,7 @@ impl<'a> Parser<'a> {
     }
 
     #[inline]
-    fn ws(&mut self) {
+    pub(crate) fn ws(&mut self) {
         while let Some(&c) = self.b.get(self.i) {
             if !matches!(c, b' ' | b'\n' | b'\t' | b'\r') {
                 break;
@@ -432,31 +459,59 @@ impl<'a> Parser<'a> {
         Ok(Value::Obj(members))
     }
 
-    /// After the opening quote: up to and past the closing one. Eight bytes at a time,
-    /// looking for a quote, a backslash or a control character at once (one pass, no
-    /// call: the runs between escapes in message texts are a few dozen bytes, where a
-    /// `memchr` call and a second pass for control characters cost more than the scan);
-    /// the common two-byte escapes are stepped over without leaving the loop.
+    /// After the opening quote: up to and past the closing one.
     #[inline]
     pub(crate) fn string(&mut self) -> Result<JStr<'a>> {
         let start = self.i;
+        let (close, esc) = self.scan::<false>(&mut Vec::new())?;
+        Ok(JStr {
+            quoted: &self.s[start - 1..=close],
+            esc,
+        })
+    }
+
+    /// After the opening quote: past the closing one; its index and the escape class.
+    /// With `W`, the canonical form (quotes included) is appended to `out`.
+    ///
+    /// Sixteen bytes at a time, looking for a quote, a backslash or a control character
+    /// at once (one pass, no call: the runs between escapes in message texts are a few
+    /// dozen bytes, where a `memchr` call and a second pass for control characters cost
+    /// more than the scan); escapes within a window are stepped over without loading it
+    /// again, and a canonical one costs no more than a test.
+    #[allow(clippy::inline_always)] // one copy per caller kind; the scan is their hot loop
+    #[inline(always)]
+    pub(crate) fn scan<const W: bool>(&mut self, out: &mut Vec<u8>) -> Result<(usize, Esc)> {
         let bytes = self.b;
-        let mut i = start;
+        let mut run = self.i - 1; // output not yet written, from the opening quote
+        let mut i = self.i;
         let mut esc = Esc::None;
-        // Sixteen bytes at a time; the escapes within a window are stepped over without
-        // loading it again (message texts hold one every few dozen bytes).
-        while let Some(chunk) = bytes.get(i..i + 16) {
-            let mut m = special_lanes(chunk);
-            let mut next = i + 16;
+        loop {
+            let (mut m, width) = if let Some(chunk) = bytes.get(i..i + 16) {
+                (special_lanes(chunk), 16)
+            } else {
+                // The tail, a byte at a time (lanes as in `special_lanes`).
+                let mut m = 0u128;
+                for (j, &c) in bytes[i..].iter().enumerate() {
+                    if c == b'"' || c == b'\\' || c < 0x20 {
+                        m |= 0xFF << (8 * j);
+                    }
+                }
+                if m == 0 {
+                    self.i = bytes.len();
+                    return Err(self.err("EOF while parsing a string"));
+                }
+                (m, bytes.len() - i)
+            };
+            let mut next = i + width;
             while m != 0 {
                 let k = i + m.trailing_zeros() as usize / 8;
                 match bytes[k] {
                     b'"' => {
                         self.i = k + 1;
-                        return Ok(JStr {
-                            quoted: &self.s[start - 1..=k],
-                            esc,
-                        });
+                        if W {
+                            push_span(out, bytes, run, k + 1);
+                        }
+                        return Ok((k, esc));
                     }
                     b'\\' => {
                         let after = if matches!(
@@ -472,12 +527,17 @@ impl<'a> Parser<'a> {
                             let canonical = self.escape()?;
                             if !canonical {
                                 esc = Esc::Other;
+                                if W {
+                                    push_span(out, bytes, run, k);
+                                    recode_into(&bytes[k..self.i], out);
+                                    run = self.i;
+                                }
                             } else if esc == Esc::None {
                                 esc = Esc::Canonical;
                             }
                             self.i
                         };
-                        if after >= i + 16 {
+                        if after >= i + width {
                             next = after;
                             break;
                         }
@@ -490,90 +550,6 @@ impl<'a> Parser<'a> {
                 }
             }
             i = next;
-        }
-        loop {
-            let Some(k) = find_special(bytes, i) else {
-                self.i = bytes.len();
-                return Err(self.err("EOF while parsing a string"));
-            };
-            match bytes[k] {
-                b'"' => {
-                    self.i = k + 1;
-                    return Ok(JStr {
-                        quoted: &self.s[start - 1..=k],
-                        esc,
-                    });
-                }
-                b'\\' => {
-                    if matches!(
-                        bytes.get(k + 1),
-                        Some(b'"' | b'\\' | b'b' | b'f' | b'n' | b'r' | b't')
-                    ) {
-                        i = k + 2;
-                        if esc == Esc::None {
-                            esc = Esc::Canonical;
-                        }
-                        continue;
-                    }
-                    self.i = k;
-                    let canonical = self.escape()?;
-                    i = self.i;
-                    if !canonical {
-                        esc = Esc::Other;
-                    } else if esc == Esc::None {
-                        esc = Esc::Canonical;
-                    }
-                }
-                _ => {
-                    self.i = k;
-                    return Err(self.err("control character in string"));
-                }
-            }
-        }
-    }
-
-    /// After the opening quote: like [`Parser::string`], but the string's canonical JSON
-    /// form (as [`JStr::write_json`] writes it) goes to `out` in the same pass, so a
-    /// string with escapes to recode is not read twice: runs are copied whole, canonical
-    /// escapes within them, and only `\\/` and non-canonical `\\u` escapes are recoded.
-    #[inline]
-    pub(crate) fn string_into(&mut self, out: &mut Vec<u8>) -> Result<()> {
-        let bytes = self.b;
-        let mut run = self.i - 1; // from the opening quote
-        let mut i = self.i;
-        loop {
-            let Some(k) = find_special(bytes, i) else {
-                self.i = bytes.len();
-                return Err(self.err("EOF while parsing a string"));
-            };
-            match bytes[k] {
-                b'"' => {
-                    self.i = k + 1;
-                    out.extend_from_slice(&bytes[run..=k]);
-                    return Ok(());
-                }
-                b'\\' => {
-                    if matches!(
-                        bytes.get(k + 1),
-                        Some(b'"' | b'\\' | b'b' | b'f' | b'n' | b'r' | b't')
-                    ) {
-                        i = k + 2;
-                        continue;
-                    }
-                    self.i = k;
-                    let canonical = self.escape()?;
-                    i = self.i;
-                    if !canonical {
-                        out.extend_from_slice(&bytes[run..k]);
-                        recode_into(&bytes[k..i], out);
-                        run = i;
-                    }
-                }
-                _ => {
-                    self.i = k;
-                    return Err(self.err("control character in string"));
-                }
-            }
         }
     }
 
@@ -710,8 +686,8 @@ const HI: u64 = 0x8080_8080_8080_8080;
 /// one little-endian `u128` (lane `j` is bits `8j..8j+8`).
 // `|`, not `||`: branch-free lanes are what lets LLVM vectorise the loop (with `||` it
 // does not, and the scan is slower than the eight-byte one it replaced).
-#[allow(clippy::needless_bitwise_bool)]
-#[inline]
+#[allow(clippy::needless_bitwise_bool, clippy::inline_always)]
+#[inline(always)]
 fn special_lanes(chunk: &[u8]) -> u128 {
     let mut lanes = [0u8; 16];
     for (l, &c) in lanes.iter_mut().zip(chunk) {
@@ -720,22 +696,22 @@ fn special_lanes(chunk: &[u8]) -> u128 {
     u128::from_le_bytes(lanes)
 }
 
-/// Position (from `i`) of the first `"`, `\\` or byte below 0x20 in `b`. Sixteen bytes
-/// at a time: the per-lane compare below is what LLVM turns into three SSE2 compares and
-/// a test (no `unsafe`, no `std::arch`); the tail goes a byte at a time.
-#[inline]
-pub(crate) fn find_special(b: &[u8], mut i: usize) -> Option<usize> {
-    while let Some(chunk) = b.get(i..i + 16) {
-        let m = special_lanes(chunk);
-        if m != 0 {
-            return Some(i + m.trailing_zeros() as usize / 8);
+/// Append `b[a..e]`. A span of at most sixteen bytes with sixteen readable bytes from
+/// `a` goes as one fixed-size copy, then the surplus is cut off: keys and short values
+/// are most spans, and a `memcpy` call costs more than the copy.
+#[allow(clippy::inline_always)] // per key and string; a call costs as much as the copy
+#[inline(always)]
+pub(crate) fn push_span(out: &mut Vec<u8>, b: &[u8], a: usize, e: usize) {
+    let n = e - a;
+    if n <= 16 {
+        if let Some(w) = b.get(a..).and_then(<[u8]>::first_chunk::<16>) {
+            let len = out.len();
+            out.extend_from_slice(w);
+            out.truncate(len + n);
+            return;
         }
-        i += 16;
     }
-    b[i..]
-        .iter()
-        .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
-        .map(|p| i + p)
+    out.extend_from_slice(&b[a..e]);
 }
 
 /// Position of the first backslash: the first sixteen bytes eight at a time (escapes in
