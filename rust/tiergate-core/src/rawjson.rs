@@ -59,13 +59,21 @@ impl<'a> JStr<'a> {
     }
 
     /// Whether the decoded text equals `s`.
-    #[inline]
+    #[allow(clippy::inline_always)]
+    // callers test keys against literals: inlined, the
+    // compare of a short constant needs no `bcmp` call
+    #[inline(always)]
     pub fn is(&self, s: &str) -> bool {
         if self.esc == Esc::None {
             self.raw() == s
         } else {
-            decode(self.raw()) == s
+            self.is_decoded(s)
         }
+    }
+
+    #[inline(never)]
+    fn is_decoded(&self, s: &str) -> bool {
+        decode(self.raw()) == s
     }
 
     /// Append the canonical JSON form (quoted, escaped as `serde_json` escapes).
@@ -487,7 +495,20 @@ impl<'a> Parser<'a> {
         let mut esc = Esc::None;
         loop {
             let (mut m, width) = if let Some(chunk) = bytes.get(i..i + 16) {
-                (special_lanes(chunk), 16)
+                let m = special_lanes(chunk);
+                if W && m == 0 {
+                    // A long run: thirty-two bytes per test until one holds a special byte
+                    // (values only: keys are short, and the token walk has its own costs).
+                    i += 16;
+                    while let Some(c) = bytes.get(i..i + 32) {
+                        if special_lanes(&c[..16]) | special_lanes(&c[16..]) != 0 {
+                            break;
+                        }
+                        i += 32;
+                    }
+                    continue;
+                }
+                (m, 16)
             } else {
                 // The tail, a byte at a time (lanes as in `special_lanes`).
                 let mut m = 0u128;
