@@ -51,7 +51,6 @@
 //! prefix keeps `("ab", "c…")` and `("a", "bc…")` apart.
 
 use std::cmp::Ordering;
-use std::fmt::Write as _;
 
 use xxhash_rust::xxh3::xxh3_128;
 
@@ -99,7 +98,7 @@ fn write_canonical(body: &[u8], out: &mut Vec<u8>) -> Result<()> {
     let mut w = Canon {
         p,
         b: body,
-        members: Vec::new(),
+        members: Vec::with_capacity(32),
         scratch: Vec::with_capacity(body.len()),
     };
     w.value(out, Ctx::Top)?;
@@ -498,9 +497,7 @@ fn write_scalar(v: &Value<'_>, out: &mut Vec<u8>) {
         Value::Null => out.extend_from_slice(b"null"),
         Value::Bool(true) => out.extend_from_slice(b"true"),
         Value::Bool(false) => out.extend_from_slice(b"false"),
-        Value::Int(i) => {
-            let _ = write!(Adapter(out), "{i}");
-        }
+        Value::Int(i) => write_int(*i, out),
         Value::UInt(u) => write_f64(*u as f64, out),
         Value::Float(f) => write_f64(*f, out),
         Value::Str(s) => s.write_json(out),
@@ -508,13 +505,24 @@ fn write_scalar(v: &Value<'_>, out: &mut Vec<u8>) {
     }
 }
 
-struct Adapter<'a>(&'a mut Vec<u8>);
-
-impl std::fmt::Write for Adapter<'_> {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        self.0.extend_from_slice(s.as_bytes());
-        Ok(())
+/// `i` in decimal, as `{i}` formats it (without the formatting machinery, which costs
+/// more than the rest of a number's canonicalisation).
+fn write_int(i: i64, out: &mut Vec<u8>) {
+    let mut buf = [0u8; 20];
+    let mut n = i.unsigned_abs();
+    let mut p = buf.len();
+    loop {
+        p -= 1;
+        buf[p] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
     }
+    if i < 0 {
+        out.push(b'-');
+    }
+    out.extend_from_slice(&buf[p..]);
 }
 
 /// 2^63 as f64: integral values in `[-2^63, 2^63)` fit an `i64` exactly.
@@ -528,12 +536,18 @@ pub fn format_f64(f: f64) -> String {
 }
 
 fn write_f64(f: f64, out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     if f.fract() == 0.0 && (-TWO_POW_63..TWO_POW_63).contains(&f) {
-        let _ = write!(Adapter(out), "{}", f as i64);
+        write_int(f as i64, out);
     } else {
         // The bits themselves: shortest-decimal printers disagree on ties (Python's repr
         // rounds half to even, Rust's `{:e}` does not), the bits never do.
-        let _ = write!(Adapter(out), "0x{:016x}", f.to_bits());
+        let bits = f.to_bits();
+        let mut text = *b"0x0000000000000000";
+        for (j, d) in text[2..].iter_mut().enumerate() {
+            *d = HEX[(bits >> (60 - 4 * j) & 15) as usize];
+        }
+        out.extend_from_slice(&text);
     }
 }
 
@@ -683,6 +697,39 @@ mod tests {
             canon(r#"{"a":1.0,"b":-0.0,"c":0.7,"d":1e20,"e":18446744073709551615}"#),
             r#"{"a":1,"b":0,"c":0x3fe6666666666666,"d":0x4415af1d78b58c40,"e":0x43f0000000000000}"#
         );
+    }
+
+    /// Numbers are written as the formatting machinery wrote them.
+    #[test]
+    fn number_text_matches_format() {
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut ints = vec![0, 1, -1, 9, 10, -10, i64::MAX, i64::MIN, 1 << 53];
+        let mut floats = vec![0.7, -0.0, 1e20, 1e300, -2.5, 9_223_372_036_854_775_808.0];
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            ints.push((x as i64) >> (x % 64));
+            let f = f64::from_bits(x);
+            if f.is_finite() {
+                floats.push(f);
+            }
+        }
+        for i in ints {
+            let mut out = Vec::new();
+            write_int(i, &mut out);
+            assert_eq!(out, i.to_string().as_bytes());
+        }
+        for f in floats {
+            let mut out = Vec::new();
+            write_f64(f, &mut out);
+            let expected = if f.fract() == 0.0 && (-TWO_POW_63..TWO_POW_63).contains(&f) {
+                format!("{}", f as i64)
+            } else {
+                format!("0x{:016x}", f.to_bits())
+            };
+            assert_eq!(String::from_utf8(out).unwrap(), expected);
+        }
     }
 
     #[test]

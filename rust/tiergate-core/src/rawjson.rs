@@ -550,7 +550,7 @@ impl<'a> Parser<'a> {
                                 esc = Esc::Other;
                                 if W {
                                     push_span(out, bytes, run, k);
-                                    recode_into(&bytes[k..self.i], out);
+                                    recode_escape(&bytes[k..self.i], out);
                                     run = self.i;
                                 }
                             } else if esc == Esc::None {
@@ -771,55 +771,63 @@ fn write_recoded(raw: &str, out: &mut Vec<u8>) {
 
 /// [`write_recoded`] without the quotes, of any run of whole characters and escapes.
 fn recode_into(b: &[u8], out: &mut Vec<u8>) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut i = 0;
     while let Some(k) = find_backslash(&b[i..]) {
         out.extend_from_slice(&b[i..i + k]);
         i += k;
-        match b[i + 1] {
-            b'/' => {
-                out.push(b'/');
-                i += 2;
-            }
-            b'u' => {
-                let mut cp = hex(&b[i + 2..i + 6]);
-                i += 6;
-                if (0xD800..0xDC00).contains(&cp) {
-                    let low = hex(&b[i + 2..i + 6]);
-                    i += 6;
-                    cp = 0x10000 + ((cp - 0xD800) << 10) + (low - 0xDC00);
-                }
-                match cp {
-                    0x22 => out.extend_from_slice(b"\\\""),
-                    0x5c => out.extend_from_slice(b"\\\\"),
-                    0x0a => out.extend_from_slice(b"\\n"),
-                    0x0d => out.extend_from_slice(b"\\r"),
-                    0x09 => out.extend_from_slice(b"\\t"),
-                    0x08 => out.extend_from_slice(b"\\b"),
-                    0x0c => out.extend_from_slice(b"\\f"),
-                    0..=0x1f => out.extend_from_slice(&[
-                        b'\\',
-                        b'u',
-                        b'0',
-                        b'0',
-                        HEX[(cp >> 4) as usize],
-                        HEX[(cp & 15) as usize],
-                    ]),
-                    _ => {
-                        let c = char::from_u32(cp).unwrap_or('\u{fffd}');
-                        let mut buf = [0u8; 4];
-                        out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
-                    }
-                }
-            }
-            // `\"`, `\\` and the short control escapes are already canonical.
-            _ => {
-                out.extend_from_slice(&b[i..i + 2]);
-                i += 2;
-            }
-        }
+        i += recode_escape(&b[i..], out);
     }
     out.extend_from_slice(&b[i..]);
+}
+
+/// Write the canonical form of the one escape `b` starts with (a backslash the parser
+/// accepted), as [`recode_into`] writes it; its length in the input. The scanner calls
+/// this per non-canonical escape, with no search for the next one.
+pub(crate) fn recode_escape(b: &[u8], out: &mut Vec<u8>) -> usize {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    match b[1] {
+        b'/' => {
+            out.push(b'/');
+            2
+        }
+        b'u' => {
+            let mut cp = hex(&b[2..6]);
+            let mut n = 6;
+            if (0xD800..0xDC00).contains(&cp) {
+                let low = hex(&b[8..12]);
+                n = 12;
+                cp = 0x10000 + ((cp - 0xD800) << 10) + (low - 0xDC00);
+            }
+            match cp {
+                0x22 => out.extend_from_slice(b"\\\""),
+                0x5c => out.extend_from_slice(b"\\\\"),
+                0x0a => out.extend_from_slice(b"\\n"),
+                0x0d => out.extend_from_slice(b"\\r"),
+                0x09 => out.extend_from_slice(b"\\t"),
+                0x08 => out.extend_from_slice(b"\\b"),
+                0x0c => out.extend_from_slice(b"\\f"),
+                0..=0x1f => out.extend_from_slice(&[
+                    b'\\',
+                    b'u',
+                    b'0',
+                    b'0',
+                    HEX[(cp >> 4) as usize],
+                    HEX[(cp & 15) as usize],
+                ]),
+                _ => {
+                    let c = char::from_u32(cp).unwrap_or('\u{fffd}');
+                    let mut buf = [0u8; 4];
+                    out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+                }
+            }
+            n
+        }
+        // `\"`, `\\` and the short control escapes are already canonical.
+        _ => {
+            out.extend_from_slice(&b[..2]);
+            2
+        }
+    }
 }
 
 /// Decode the raw inside of a string the parser accepted.
