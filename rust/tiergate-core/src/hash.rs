@@ -229,7 +229,7 @@ impl<'a> Canon<'a> {
         match self.p.peek() {
             Some(b'"') => {
                 self.p.i += 1;
-                self.p.scan::<true>(out)?;
+                self.p.scan::<true, false>(out, &mut String::new())?;
             }
             Some(b'{' | b'[') => return Ok(false),
             Some(b'n') => self.p.word(b"null", out)?,

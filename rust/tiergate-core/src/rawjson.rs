@@ -252,7 +252,7 @@ impl<'a> Parser<'a> {
             None => return Err(self.err("EOF while parsing an object")),
             Some(_) => return Err(self.err("key must be a string")),
         }
-        let (close, esc) = self.scan::<false>(&mut Vec::new())?;
+        let (close, esc) = self.scan::<false, false>(&mut Vec::new(), &mut String::new())?;
         // Compact JSON puts the colon right after the quote.
         if self.b.get(close + 1) == Some(&b':') {
             self.i = close + 2;
@@ -266,6 +266,12 @@ impl<'a> Parser<'a> {
         }
         self.ws();
         Ok((q, close, esc))
+    }
+
+    /// The input between `a` and `e` (both at characters the parser read).
+    #[inline]
+    pub(crate) fn text(&self, a: usize, e: usize) -> &'a str {
+        &self.s[a..e]
     }
 
     /// The string between the quotes at `q` and `close` (as [`Parser::key_span`] gave them).
@@ -471,7 +477,7 @@ impl<'a> Parser<'a> {
     #[inline]
     pub(crate) fn string(&mut self) -> Result<JStr<'a>> {
         let start = self.i;
-        let (close, esc) = self.scan::<false>(&mut Vec::new())?;
+        let (close, esc) = self.scan::<false, false>(&mut Vec::new(), &mut String::new())?;
         Ok(JStr {
             quoted: &self.s[start - 1..=close],
             esc,
@@ -479,7 +485,10 @@ impl<'a> Parser<'a> {
     }
 
     /// After the opening quote: past the closing one; its index and the escape class.
-    /// With `W`, the canonical form (quotes included) is appended to `out`.
+    /// With `W`, the canonical form (quotes included) is appended to `out`. With `D`, a
+    /// string with escapes is decoded into `dec` (cleared first) in the same pass, so the
+    /// token walk does not search the text for its backslashes a second time; `dec` is
+    /// left alone for a string without escapes (its raw text is the text).
     ///
     /// Sixteen bytes at a time, looking for a quote, a backslash or a control character
     /// at once (one pass, no call: the runs between escapes in message texts are a few
@@ -488,9 +497,17 @@ impl<'a> Parser<'a> {
     /// again, and a canonical one costs no more than a test.
     #[allow(clippy::inline_always)] // one copy per caller kind; the scan is their hot loop
     #[inline(always)]
-    pub(crate) fn scan<const W: bool>(&mut self, out: &mut Vec<u8>) -> Result<(usize, Esc)> {
+    pub(crate) fn scan<const W: bool, const D: bool>(
+        &mut self,
+        out: &mut Vec<u8>,
+        dec: &mut String,
+    ) -> Result<(usize, Esc)> {
         let bytes = self.b;
         let mut run = self.i - 1; // output not yet written, from the opening quote
+        let mut drun = self.i; // text not yet decoded
+        if D {
+            dec.clear();
+        }
         let mut i = self.i;
         let mut esc = Esc::None;
         loop {
@@ -532,6 +549,9 @@ impl<'a> Parser<'a> {
                         if W {
                             push_span(out, bytes, run, k + 1);
                         }
+                        if D && esc != Esc::None {
+                            dec.push_str(&self.s[drun..k]);
+                        }
                         return Ok((k, esc));
                     }
                     b'\\' => {
@@ -541,6 +561,11 @@ impl<'a> Parser<'a> {
                         ) {
                             if esc == Esc::None {
                                 esc = Esc::Canonical;
+                            }
+                            if D {
+                                dec.push_str(&self.s[drun..k]);
+                                decode_escape(&bytes[k..], dec);
+                                drun = k + 2;
                             }
                             k + 2
                         } else {
@@ -555,6 +580,11 @@ impl<'a> Parser<'a> {
                                 }
                             } else if esc == Esc::None {
                                 esc = Esc::Canonical;
+                            }
+                            if D {
+                                dec.push_str(&self.s[drun..k]);
+                                decode_escape(&bytes[k..], dec);
+                                drun = self.i;
                             }
                             self.i
                         };
@@ -844,29 +874,36 @@ pub(crate) fn decode_into(raw: &str, out: &mut String) {
     let mut i = 0;
     while let Some(k) = find_backslash(&b[i..]) {
         out.push_str(&raw[i..i + k]);
-        i += k + 1;
-        let c = b[i];
-        i += 1;
-        match c {
-            b'b' => out.push('\u{8}'),
-            b'f' => out.push('\u{c}'),
-            b'n' => out.push('\n'),
-            b'r' => out.push('\r'),
-            b't' => out.push('\t'),
-            b'u' => {
-                let mut cp = hex(&b[i..i + 4]);
-                i += 4;
-                if (0xD800..0xDC00).contains(&cp) {
-                    let low = hex(&b[i + 2..i + 6]);
-                    i += 6;
-                    cp = 0x10000 + ((cp - 0xD800) << 10) + (low - 0xDC00);
-                }
-                out.push(char::from_u32(cp).unwrap_or('\u{fffd}'));
-            }
-            other => out.push(char::from(other)), // `"`, `\`, `/`
-        }
+        i += k;
+        i += decode_escape(&b[i..], out);
     }
     out.push_str(&raw[i..]);
+}
+
+/// Push the character of the one escape `b` starts with (a backslash the parser
+/// accepted); its length in the input.
+#[inline]
+fn decode_escape(b: &[u8], out: &mut String) -> usize {
+    match b[1] {
+        b'b' => out.push('\u{8}'),
+        b'f' => out.push('\u{c}'),
+        b'n' => out.push('\n'),
+        b'r' => out.push('\r'),
+        b't' => out.push('\t'),
+        b'u' => {
+            let mut cp = hex(&b[2..6]);
+            let mut n = 6;
+            if (0xD800..0xDC00).contains(&cp) {
+                let low = hex(&b[8..12]);
+                n = 12;
+                cp = 0x10000 + ((cp - 0xD800) << 10) + (low - 0xDC00);
+            }
+            out.push(char::from_u32(cp).unwrap_or('\u{fffd}'));
+            return n;
+        }
+        other => out.push(char::from(other)), // `"`, `\`, `/`
+    }
+    2
 }
 
 fn hex(h: &[u8]) -> u32 {
@@ -992,7 +1029,19 @@ mod tests {
                     assert_eq!(ours.is_ok(), theirs.is_ok(), "{body:?}");
                     let Ok(v) = ours else { continue };
                     let j = *v.as_jstr().unwrap();
-                    assert_eq!(j.text(), theirs.unwrap(), "{body:?}");
+                    let theirs = theirs.unwrap();
+                    assert_eq!(j.text(), theirs, "{body:?}");
+                    // The scan that decodes as it reads gives the same text.
+                    let mut p = Parser::new(body.as_bytes()).unwrap();
+                    p.i += 1;
+                    let mut dec = String::from("stale");
+                    let (close, esc) = p.scan::<false, true>(&mut Vec::new(), &mut dec).unwrap();
+                    let text = if esc == Esc::None {
+                        p.text(1, close)
+                    } else {
+                        &dec
+                    };
+                    assert_eq!(text, theirs, "{body:?}");
                     let expected = if !piece.starts_with('\\') {
                         Esc::None
                     } else if matches!(piece, r"\/" | r"\u00e9" | r"\ud83d\ude00") {
