@@ -564,7 +564,7 @@ impl<'a> Parser<'a> {
                             }
                             if D {
                                 dec.push_str(&self.s[drun..k]);
-                                decode_escape(&bytes[k..], dec);
+                                dec.push(short_escape(bytes[k + 1]));
                                 drun = k + 2;
                             }
                             k + 2
@@ -880,6 +880,21 @@ pub(crate) fn decode_into(raw: &str, out: &mut String) {
     out.push_str(&raw[i..]);
 }
 
+/// The character of the two-byte escape whose second byte is `c` (`"`, `\\`, `b`, `f`,
+/// `n`, `r` or `t`).
+#[allow(clippy::inline_always)] // per escape in the decoding scan: a call costs more
+#[inline(always)]
+fn short_escape(c: u8) -> char {
+    match c {
+        b'b' => '\u{8}',
+        b'f' => '\u{c}',
+        b'n' => '\n',
+        b'r' => '\r',
+        b't' => '\t',
+        c => char::from(c),
+    }
+}
+
 /// Push the character of the one escape `b` starts with (a backslash the parser
 /// accepted); its length in the input.
 #[inline]
@@ -1011,6 +1026,8 @@ mod tests {
             r#"\""#,
             r"\\",
             r"\n",
+            r"\t",
+            r"\b",
             r"\/",
             r"\u00e9",
             r"\u001f",
