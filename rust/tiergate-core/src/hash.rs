@@ -51,12 +51,11 @@
 //! prefix keeps `("ab", "c…")` and `("a", "bc…")` apart.
 
 use std::cmp::Ordering;
-use std::fmt::Write as _;
 
 use xxhash_rust::xxh3::xxh3_128;
 
 use crate::error::{CoreError, Result};
-use crate::rawjson::{Esc, JStr, Parser, Value};
+use crate::rawjson::{push_span, Esc, Parser, Value};
 
 /// Top-level fields that only shape the transport, never the answer.
 pub const TRANSPORT_FIELDS: &[&str] = &[
@@ -98,7 +97,8 @@ fn write_canonical(body: &[u8], out: &mut Vec<u8>) -> Result<()> {
     }
     let mut w = Canon {
         p,
-        members: Vec::new(),
+        b: body,
+        members: Vec::with_capacity(32),
         scratch: Vec::with_capacity(body.len()),
     };
     w.value(out, Ctx::Top)?;
@@ -116,31 +116,37 @@ enum Ctx {
 
 /// One object member as written, relative to the object's first byte: the key's output
 /// `k..kv` (with its `:`), the value's `v..e` (a rewrite may narrow it).
-struct Written<'a> {
-    key: JStr<'a>,
-    /// [`key_prefix`] of `key`.
+#[derive(Clone, Copy)]
+struct Written {
+    /// [`key_prefix`] of the key.
     pfx: u64,
+    /// The key's quotes in the input.
+    q: usize,
+    close: usize,
+    esc: Esc,
+    /// A `stop` string, written as a one-element array.
+    wrap: bool,
     k: usize,
     kv: usize,
     v: usize,
     e: usize,
-    /// A `stop` string, written as a one-element array.
-    wrap: bool,
 }
 
 /// The streaming canonicaliser: arrays and scalars are written as they are read; an
 /// object's members are written in input order while their ranges are noted, and only
 /// when they were out of order, repeated or rewritten is the object's output reassembled
 /// (one copy of that object's bytes). Strings whose escapes are already canonical are
-/// copied from the input; no tree is built.
+/// copied from the input; no tree is built. Keys are kept as input positions (no `&str`
+/// slicing per member) and compared by their first eight bytes where those differ.
 struct Canon<'a> {
     p: Parser<'a>,
+    b: &'a [u8],
     /// Members of every object being written, innermost last.
-    members: Vec<Written<'a>>,
+    members: Vec<Written>,
     scratch: Vec<u8>,
 }
 
-impl Canon<'_> {
+impl<'a> Canon<'a> {
     fn value(&mut self, out: &mut Vec<u8>, ctx: Ctx) -> Result<()> {
         match self.p.peek() {
             Some(b'{') => {
@@ -155,21 +161,7 @@ impl Canon<'_> {
                 self.p.leave();
                 r
             }
-            // Strings and literals skip the `Value` round trip: they are most of a body.
-            Some(b'"') => {
-                self.p.i += 1;
-                self.p.string_into(out)
-            }
-            Some(b'n') => self.p.word(b"null", out),
-            Some(b't') => self.p.word(b"true", out),
-            Some(b'f') => self.p.word(b"false", out),
-            _ => match self.p.scalar()? {
-                Some(v) => {
-                    write_scalar(&v, out);
-                    Ok(())
-                }
-                None => unreachable!("brackets handled above"),
-            },
+            _ => self.leaf(out).map(|_| ()),
         }
     }
 
@@ -182,7 +174,9 @@ impl Canon<'_> {
                 Ctx::Other
             };
             loop {
-                self.value(out, item)?;
+                if !self.leaf(out)? {
+                    self.value(out, item)?;
+                }
                 if !self.p.next_or_close(b']')? {
                     break;
                 }
@@ -193,39 +187,107 @@ impl Canon<'_> {
         Ok(())
     }
 
+    /// The decoded key of `m` (cold: only keys with escapes get here).
+    fn key_text(&self, m: &Written) -> std::borrow::Cow<'a, str> {
+        self.p.jstr(m.q, m.close, m.esc).text()
+    }
+
+    /// Whether the key of `m` is `lit`.
+    #[inline]
+    fn key_is(&self, m: &Written, lit: &str) -> bool {
+        if m.esc == Esc::None {
+            &self.b[m.q + 1..m.close] == lit.as_bytes()
+        } else {
+            self.key_text(m) == lit
+        }
+    }
+
+    /// Order of decoded key bytes, from the prefixes of [`key_prefix`] when they decide it.
+    #[allow(clippy::inline_always)] // per member and per sort step; mostly one compare
+    #[inline(always)]
+    fn key_cmp(&self, a: &Written, b: &Written) -> Ordering {
+        if a.esc == Esc::None && b.esc == Esc::None {
+            if a.pfx != b.pfx {
+                return a.pfx.cmp(&b.pfx);
+            }
+            self.b[a.q + 1..a.close].cmp(&self.b[b.q + 1..b.close])
+        } else {
+            self.key_cmp_decoded(a, b)
+        }
+    }
+
+    #[inline(never)]
+    fn key_cmp_decoded(&self, a: &Written, b: &Written) -> Ordering {
+        self.key_text(a).as_bytes().cmp(self.key_text(b).as_bytes())
+    }
+
+    /// A string, literal or number at the cursor written in place (no call to
+    /// [`Canon::value`] for the values most members hold); `false` for a bracket.
+    #[allow(clippy::inline_always)] // in both container loops: the call is the cost
+    #[inline(always)]
+    fn leaf(&mut self, out: &mut Vec<u8>) -> Result<bool> {
+        match self.p.peek() {
+            Some(b'"') => {
+                self.p.i += 1;
+                self.p.scan::<true, false>(out, &mut String::new())?;
+            }
+            Some(b'{' | b'[') => return Ok(false),
+            Some(b'n') => self.p.word(b"null", out)?,
+            Some(b't') => self.p.word(b"true", out)?,
+            Some(b'f') => self.p.word(b"false", out)?,
+            _ => match self.p.scalar()? {
+                Some(v) => write_scalar(&v, out),
+                None => unreachable!("brackets handled above"),
+            },
+        }
+        Ok(true)
+    }
+
     fn object(&mut self, out: &mut Vec<u8>, ctx: Ctx) -> Result<()> {
         let start = out.len();
         out.push(b'{');
         let base = self.members.len();
         let mut in_order = true;
+        let input = self.b;
         if !self.p.empty(b'}') {
             loop {
-                let key = self.p.key()?;
-                let pfx = key_prefix(&key);
-                if let Some(last) = self.members[base..].last() {
-                    in_order &= key_cmp(last.pfx, &last.key, pfx, &key) == Ordering::Less;
-                }
+                let (q, close, esc) = self.p.key_span()?;
                 if self.members.len() > base {
                     out.push(b',');
                 }
                 let k = out.len() - start;
-                key.write_json(out);
+                if esc == Esc::Other {
+                    self.p.jstr(q, close, esc).write_json(out);
+                } else {
+                    push_span(out, input, q, close + 1);
+                }
                 out.push(b':');
                 let v = out.len() - start;
-                let inner = match ctx {
-                    Ctx::Top if key.is("messages") => Ctx::Messages,
-                    _ => Ctx::Other,
-                };
-                self.value(out, inner)?;
-                let e = out.len() - start;
-                self.members.push(Written {
-                    key,
-                    pfx,
+                let m = Written {
+                    pfx: key_prefix(input, q, close, esc),
+                    q,
+                    close,
+                    esc,
+                    wrap: false,
                     k,
                     kv: v,
                     v,
-                    e,
-                    wrap: false,
+                    e: 0,
+                };
+                if let Some(last) = self.members[base..].last() {
+                    in_order &= self.key_cmp(last, &m) == Ordering::Less;
+                }
+                let inner = if ctx == Ctx::Top && self.key_is(&m, "messages") {
+                    Ctx::Messages
+                } else {
+                    Ctx::Other
+                };
+                if !self.leaf(out)? {
+                    self.value(out, inner)?;
+                }
+                self.members.push(Written {
+                    e: out.len() - start,
+                    ..m
                 });
                 if !self.p.next_or_close(b'}')? {
                     break;
@@ -234,26 +296,12 @@ impl Canon<'_> {
         }
         let mut changed = !in_order;
         if !in_order {
-            let ms = &mut self.members[base..];
-            ms.sort_by(|a, b| key_cmp(a.pfx, &a.key, b.pfx, &b.key));
-            // Keep the last of each run of equal keys (the stable sort kept input order).
-            let mut kept = base;
-            for i in base..self.members.len() {
-                let next_same = i + 1 < self.members.len() && {
-                    let (a, b) = (&self.members[i], &self.members[i + 1]);
-                    key_cmp(a.pfx, &a.key, b.pfx, &b.key) == Ordering::Equal
-                };
-                if !next_same {
-                    self.members.swap(kept, i);
-                    kept += 1;
-                }
-            }
-            self.members.truncate(kept);
+            self.sort_members(base);
         }
         let obj = &out[start..];
         match ctx {
-            Ctx::Top => changed |= canonicalise_top(&mut self.members[base..], obj),
-            Ctx::Message => changed |= canonicalise_message(&mut self.members[base..], obj),
+            Ctx::Top => changed |= self.canonicalise_top(base, obj),
+            Ctx::Message => changed |= self.canonicalise_message(base, obj),
             _ => {}
         }
         if changed {
@@ -276,10 +324,10 @@ impl Canon<'_> {
                     out.push(b']');
                 } else if m.v == m.kv {
                     // Key and value are still adjacent: one copy.
-                    out.extend_from_slice(&self.scratch[m.k..m.e]);
+                    push_span(out, &self.scratch, m.k, m.e);
                 } else {
-                    out.extend_from_slice(&self.scratch[m.k..m.kv]);
-                    out.extend_from_slice(&self.scratch[m.v..m.e]);
+                    push_span(out, &self.scratch, m.k, m.kv);
+                    push_span(out, &self.scratch, m.v, m.e);
                 }
             }
         }
@@ -287,106 +335,144 @@ impl Canon<'_> {
         self.members.truncate(base);
         Ok(())
     }
+
+    /// Sort the members from `base` by key and keep the last of each run of equal keys.
+    /// Insertion sort, stable (equal keys stay in input order): objects have a handful of
+    /// members, often nearly in order. A key equal to an earlier one stops its insertion
+    /// right after it, so that is where repeats are seen.
+    fn sort_members(&mut self, base: usize) {
+        let mut repeats = false;
+        for i in base + 1..self.members.len() {
+            let m = self.members[i];
+            let mut j = i;
+            loop {
+                let o = self.key_cmp(&self.members[j - 1], &m);
+                if o != Ordering::Greater {
+                    repeats |= o == Ordering::Equal;
+                    break;
+                }
+                self.members[j] = self.members[j - 1];
+                j -= 1;
+                if j == base {
+                    break;
+                }
+            }
+            self.members[j] = m;
+        }
+        if !repeats {
+            return;
+        }
+        let mut kept = base;
+        for i in base..self.members.len() {
+            let next_same = i + 1 < self.members.len()
+                && self.key_cmp(&self.members[i], &self.members[i + 1]) == Ordering::Equal;
+            if !next_same {
+                self.members[kept] = self.members[i];
+                kept += 1;
+            }
+        }
+        self.members.truncate(kept);
+    }
 }
 
-/// The first eight bytes of a key without escapes, big-endian, zero-padded (such a key
-/// holds no zero byte, so comparing these orders keys whose first eight bytes differ);
-/// `0` for a key with escapes, which [`key_cmp`] compares decoded.
-fn key_prefix(k: &JStr<'_>) -> u64 {
-    if k.esc() != Esc::None {
+/// The first eight bytes of a key without escapes (between the quotes at `q` and
+/// `close`), big-endian, zero-padded (such a key holds no zero byte, so comparing these
+/// orders keys whose first eight bytes differ); `0` for a key with escapes, which
+/// [`Canon::key_cmp`] compares decoded.
+#[inline]
+fn key_prefix(b: &[u8], q: usize, close: usize, esc: Esc) -> u64 {
+    if esc != Esc::None {
         return 0;
     }
-    let raw = k.raw().as_bytes();
-    let mut w = [0u8; 8];
-    let n = raw.len().min(8);
-    w[..n].copy_from_slice(&raw[..n]);
-    u64::from_be_bytes(w)
-}
-
-/// Order of decoded key bytes, from the prefixes of [`key_prefix`] when they decide it.
-#[inline]
-fn key_cmp(pa: u64, a: &JStr<'_>, pb: u64, b: &JStr<'_>) -> Ordering {
-    if a.esc() == Esc::None && b.esc() == Esc::None && pa != pb {
-        pa.cmp(&pb)
-    } else {
-        text_cmp(a, b)
+    let n = (close - q - 1).min(8);
+    if n == 0 {
+        return 0;
     }
-}
-
-/// Order of decoded key bytes (no decoding for keys without escapes).
-fn text_cmp(a: &JStr<'_>, b: &JStr<'_>) -> Ordering {
-    if a.esc() == Esc::None && b.esc() == Esc::None {
-        a.raw().as_bytes().cmp(b.raw().as_bytes())
+    let w = if let Some(w) = b.get(q + 1..).and_then(<[u8]>::first_chunk::<8>) {
+        u64::from_be_bytes(*w)
     } else {
-        a.text().as_bytes().cmp(b.text().as_bytes())
-    }
+        let mut w = [0u8; 8];
+        w[..n].copy_from_slice(&b[q + 1..q + 1 + n]);
+        u64::from_be_bytes(w)
+    };
+    // Keep the key's `n` bytes (the top ones), zero the rest.
+    w & (u64::MAX << (8 * (8 - n)))
 }
 
-/// Steps 2–4 on the written top-level members (`obj`: the object's output so far; the
-/// values are already canonical, so defaults compare as bytes). A dropped member gets
-/// `e = 0`. Whether anything changed.
-fn canonicalise_top(ms: &mut [Written<'_>], obj: &[u8]) -> bool {
-    let val = |m: &Written<'_>| &obj[m.v..m.e];
-    let has_tools = ms.iter().any(|m| {
-        let v = val(m);
-        m.key.is("tools") && v.first() == Some(&b'[') && v != b"[]"
-    });
-    let mut changed = false;
-    for m in ms.iter_mut() {
-        let v = val(m);
-        let key = m.key.text();
-        let drop = v == b"null"
-            || TRANSPORT_FIELDS.contains(&key.as_ref())
-            || match key.as_ref() {
-                "temperature" | "top_p" | "n" => v == b"1",
-                "presence_penalty" | "frequency_penalty" => v == b"0",
-                "logprobs" => v == b"false",
-                "parallel_tool_calls" => v == b"true",
-                "response_format" => v == br#"{"type":"text"}"#,
-                "tools" | "functions" | "stop" => v == b"[]",
-                "logit_bias" => v == b"{}",
-                "tool_choice" => {
-                    v == if has_tools {
-                        &br#""auto""#[..]
-                    } else {
-                        br#""none""#
-                    }
-                }
-                _ => false,
+impl Canon<'_> {
+    /// Steps 2–4 on the written top-level members from `base` (`obj`: the object's
+    /// output so far; the values are already canonical, so defaults compare as bytes). A
+    /// dropped member gets `e = 0`. Whether anything changed.
+    fn canonicalise_top(&mut self, base: usize, obj: &[u8]) -> bool {
+        let val = |m: &Written| &obj[m.v..m.e];
+        let has_tools = self.members[base..].iter().any(|m| {
+            let v = val(m);
+            self.key_is(m, "tools") && v.first() == Some(&b'[') && v != b"[]"
+        });
+        let mut changed = false;
+        for i in base..self.members.len() {
+            let m = self.members[i];
+            let v = val(&m);
+            let key = if m.esc == Esc::None {
+                std::borrow::Cow::Borrowed(self.p.jstr(m.q, m.close, m.esc).raw())
+            } else {
+                self.key_text(&m)
             };
-        if drop {
-            m.e = 0;
-            changed = true;
-        } else if key == "stop" && v.first() == Some(&b'"') {
-            m.wrap = true;
-            changed = true;
+            let drop = v == b"null"
+                || TRANSPORT_FIELDS.contains(&key.as_ref())
+                || match key.as_ref() {
+                    "temperature" | "top_p" | "n" => v == b"1",
+                    "presence_penalty" | "frequency_penalty" => v == b"0",
+                    "logprobs" => v == b"false",
+                    "parallel_tool_calls" => v == b"true",
+                    "response_format" => v == br#"{"type":"text"}"#,
+                    "tools" | "functions" | "stop" => v == b"[]",
+                    "logit_bias" => v == b"{}",
+                    "tool_choice" => {
+                        v == if has_tools {
+                            &br#""auto""#[..]
+                        } else {
+                            br#""none""#
+                        }
+                    }
+                    _ => false,
+                };
+            if drop {
+                self.members[i].e = 0;
+                changed = true;
+            } else if key == "stop" && v.first() == Some(&b'"') {
+                self.members[i].wrap = true;
+                changed = true;
+            }
         }
+        changed
     }
-    changed
-}
 
-/// Step 5 on the written members of one message.
-fn canonicalise_message(ms: &mut [Written<'_>], obj: &[u8]) -> bool {
-    const HEAD: &[u8] = br#"[{"text":"#;
-    const TAIL: &[u8] = br#","type":"text"}]"#;
-    let mut changed = false;
-    for m in ms.iter_mut() {
-        let v = &obj[m.v..m.e];
-        if v == b"null" {
-            m.e = 0;
-            changed = true;
-        } else if m.key.is("content")
-            && v.len() > HEAD.len() + TAIL.len()
-            && v.starts_with(HEAD)
-            && v.ends_with(TAIL)
-            && is_one_string(&v[HEAD.len()..v.len() - TAIL.len()])
-        {
-            m.v += HEAD.len();
-            m.e -= TAIL.len();
-            changed = true;
+    /// Step 5 on the written members of one message.
+    fn canonicalise_message(&mut self, base: usize, obj: &[u8]) -> bool {
+        const HEAD: &[u8] = br#"[{"text":"#;
+        const TAIL: &[u8] = br#","type":"text"}]"#;
+        let mut changed = false;
+        for i in base..self.members.len() {
+            let m = self.members[i];
+            let v = &obj[m.v..m.e];
+            if v == b"null" {
+                self.members[i].e = 0;
+                changed = true;
+            } else if v.len() > HEAD.len() + TAIL.len()
+                && v.starts_with(HEAD)
+                && v.ends_with(TAIL)
+                && self.key_is(&m, "content")
+                && is_one_string(&v[HEAD.len()..v.len() - TAIL.len()])
+            {
+                let m = &mut self.members[i];
+                m.v += HEAD.len();
+                m.e -= TAIL.len();
+                changed = true;
+            }
         }
+        changed
     }
-    changed
 }
 
 /// Whether canonical JSON bytes `s` are exactly one string.
@@ -411,9 +497,7 @@ fn write_scalar(v: &Value<'_>, out: &mut Vec<u8>) {
         Value::Null => out.extend_from_slice(b"null"),
         Value::Bool(true) => out.extend_from_slice(b"true"),
         Value::Bool(false) => out.extend_from_slice(b"false"),
-        Value::Int(i) => {
-            let _ = write!(Adapter(out), "{i}");
-        }
+        Value::Int(i) => write_int(*i, out),
         Value::UInt(u) => write_f64(*u as f64, out),
         Value::Float(f) => write_f64(*f, out),
         Value::Str(s) => s.write_json(out),
@@ -421,13 +505,24 @@ fn write_scalar(v: &Value<'_>, out: &mut Vec<u8>) {
     }
 }
 
-struct Adapter<'a>(&'a mut Vec<u8>);
-
-impl std::fmt::Write for Adapter<'_> {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        self.0.extend_from_slice(s.as_bytes());
-        Ok(())
+/// `i` in decimal, as `{i}` formats it (without the formatting machinery, which costs
+/// more than the rest of a number's canonicalisation).
+fn write_int(i: i64, out: &mut Vec<u8>) {
+    let mut buf = [0u8; 20];
+    let mut n = i.unsigned_abs();
+    let mut p = buf.len();
+    loop {
+        p -= 1;
+        buf[p] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
     }
+    if i < 0 {
+        out.push(b'-');
+    }
+    out.extend_from_slice(&buf[p..]);
 }
 
 /// 2^63 as f64: integral values in `[-2^63, 2^63)` fit an `i64` exactly.
@@ -441,12 +536,18 @@ pub fn format_f64(f: f64) -> String {
 }
 
 fn write_f64(f: f64, out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     if f.fract() == 0.0 && (-TWO_POW_63..TWO_POW_63).contains(&f) {
-        let _ = write!(Adapter(out), "{}", f as i64);
+        write_int(f as i64, out);
     } else {
         // The bits themselves: shortest-decimal printers disagree on ties (Python's repr
         // rounds half to even, Rust's `{:e}` does not), the bits never do.
-        let _ = write!(Adapter(out), "0x{:016x}", f.to_bits());
+        let bits = f.to_bits();
+        let mut text = *b"0x0000000000000000";
+        for (j, d) in text[2..].iter_mut().enumerate() {
+            *d = HEX[(bits >> (60 - 4 * j) & 15) as usize];
+        }
+        out.extend_from_slice(&text);
     }
 }
 
@@ -596,6 +697,39 @@ mod tests {
             canon(r#"{"a":1.0,"b":-0.0,"c":0.7,"d":1e20,"e":18446744073709551615}"#),
             r#"{"a":1,"b":0,"c":0x3fe6666666666666,"d":0x4415af1d78b58c40,"e":0x43f0000000000000}"#
         );
+    }
+
+    /// Numbers are written as the formatting machinery wrote them.
+    #[test]
+    fn number_text_matches_format() {
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut ints = vec![0, 1, -1, 9, 10, -10, i64::MAX, i64::MIN, 1 << 53];
+        let mut floats = vec![0.7, -0.0, 1e20, 1e300, -2.5, 9_223_372_036_854_775_808.0];
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            ints.push((x as i64) >> (x % 64));
+            let f = f64::from_bits(x);
+            if f.is_finite() {
+                floats.push(f);
+            }
+        }
+        for i in ints {
+            let mut out = Vec::new();
+            write_int(i, &mut out);
+            assert_eq!(out, i.to_string().as_bytes());
+        }
+        for f in floats {
+            let mut out = Vec::new();
+            write_f64(f, &mut out);
+            let expected = if f.fract() == 0.0 && (-TWO_POW_63..TWO_POW_63).contains(&f) {
+                format!("{}", f as i64)
+            } else {
+                format!("0x{:016x}", f.to_bits())
+            };
+            assert_eq!(String::from_utf8(out).unwrap(), expected);
+        }
     }
 
     #[test]

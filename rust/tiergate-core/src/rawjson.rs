@@ -59,13 +59,21 @@ impl<'a> JStr<'a> {
     }
 
     /// Whether the decoded text equals `s`.
-    #[inline]
+    #[allow(clippy::inline_always)]
+    // callers test keys against literals: inlined, the
+    // compare of a short constant needs no `bcmp` call
+    #[inline(always)]
     pub fn is(&self, s: &str) -> bool {
         if self.esc == Esc::None {
             self.raw() == s
         } else {
-            decode(self.raw()) == s
+            self.is_decoded(s)
         }
+    }
+
+    #[inline(never)]
+    fn is_decoded(&self, s: &str) -> bool {
+        decode(self.raw()) == s
     }
 
     /// Append the canonical JSON form (quoted, escaped as `serde_json` escapes).
@@ -74,7 +82,8 @@ impl<'a> JStr<'a> {
         if self.esc == Esc::Other {
             write_recoded(self.raw(), out);
         } else {
-            out.extend_from_slice(self.quoted.as_bytes());
+            let q = self.quoted.as_bytes();
+            push_span(out, q, 0, q.len());
         }
     }
 }
@@ -207,6 +216,7 @@ impl<'a> Parser<'a> {
     }
 
     /// After a member or item: `true` past a `,`, `false` past the closing `close`.
+    #[inline]
     pub(crate) fn next_or_close(&mut self, close: u8) -> Result<bool> {
         self.ws();
         match self.peek() {
@@ -225,21 +235,52 @@ impl<'a> Parser<'a> {
     }
 
     /// At a key: the key, then past the `:` and whitespace.
+    #[inline]
     pub(crate) fn key(&mut self) -> Result<JStr<'a>> {
+        let (q, close, esc) = self.key_span()?;
+        Ok(self.jstr(q, close, esc))
+    }
+
+    /// [`Parser::key`] as input positions: the key's opening and closing quotes and its
+    /// escape class (no `&str` slicing, no `JStr` built, for callers that need neither).
+    #[allow(clippy::inline_always)] // per member: the call would cost more than the scan
+    #[inline(always)]
+    pub(crate) fn key_span(&mut self) -> Result<(usize, usize, Esc)> {
+        let q = self.i;
         match self.peek() {
             Some(b'"') => self.i += 1,
             None => return Err(self.err("EOF while parsing an object")),
             Some(_) => return Err(self.err("key must be a string")),
         }
-        let key = self.string()?;
-        self.ws();
-        match self.peek() {
-            Some(b':') => self.i += 1,
-            None => return Err(self.err("EOF while parsing an object")),
-            Some(_) => return Err(self.err("expected `:`")),
+        let (close, esc) = self.scan::<false, false>(&mut Vec::new(), &mut String::new())?;
+        // Compact JSON puts the colon right after the quote.
+        if self.b.get(close + 1) == Some(&b':') {
+            self.i = close + 2;
+        } else {
+            self.ws();
+            match self.peek() {
+                Some(b':') => self.i += 1,
+                None => return Err(self.err("EOF while parsing an object")),
+                Some(_) => return Err(self.err("expected `:`")),
+            }
         }
         self.ws();
-        Ok(key)
+        Ok((q, close, esc))
+    }
+
+    /// The input between `a` and `e` (both at characters the parser read).
+    #[inline]
+    pub(crate) fn text(&self, a: usize, e: usize) -> &'a str {
+        &self.s[a..e]
+    }
+
+    /// The string between the quotes at `q` and `close` (as [`Parser::key_span`] gave them).
+    #[inline]
+    pub(crate) fn jstr(&self, q: usize, close: usize, esc: Esc) -> JStr<'a> {
+        JStr {
+            quoted: &self.s[q..=close],
+            esc,
+        }
     }
 
     /// After an opening bracket: whether the container is empty (and if so, past it).
@@ -311,7 +352,7 @@ impl<'a> Parser<'a> {
     }
 
     #[inline]
-    fn ws(&mut self) {
+    pub(crate) fn ws(&mut self) {
         while let Some(&c) = self.b.get(self.i) {
             if !matches!(c, b' ' | b'\n' | b'\t' | b'\r') {
                 break;
@@ -432,31 +473,86 @@ impl<'a> Parser<'a> {
         Ok(Value::Obj(members))
     }
 
-    /// After the opening quote: up to and past the closing one. Eight bytes at a time,
-    /// looking for a quote, a backslash or a control character at once (one pass, no
-    /// call: the runs between escapes in message texts are a few dozen bytes, where a
-    /// `memchr` call and a second pass for control characters cost more than the scan);
-    /// the common two-byte escapes are stepped over without leaving the loop.
+    /// After the opening quote: up to and past the closing one.
     #[inline]
     pub(crate) fn string(&mut self) -> Result<JStr<'a>> {
         let start = self.i;
+        let (close, esc) = self.scan::<false, false>(&mut Vec::new(), &mut String::new())?;
+        Ok(JStr {
+            quoted: &self.s[start - 1..=close],
+            esc,
+        })
+    }
+
+    /// After the opening quote: past the closing one; its index and the escape class.
+    /// With `W`, the canonical form (quotes included) is appended to `out`. With `D`, a
+    /// string with escapes is decoded into `dec` (cleared first) in the same pass, so the
+    /// token walk does not search the text for its backslashes a second time; `dec` is
+    /// left alone for a string without escapes (its raw text is the text).
+    ///
+    /// Sixteen bytes at a time, looking for a quote, a backslash or a control character
+    /// at once (one pass, no call: the runs between escapes in message texts are a few
+    /// dozen bytes, where a `memchr` call and a second pass for control characters cost
+    /// more than the scan); escapes within a window are stepped over without loading it
+    /// again, and a canonical one costs no more than a test.
+    #[allow(clippy::inline_always)] // one copy per caller kind; the scan is their hot loop
+    #[inline(always)]
+    pub(crate) fn scan<const W: bool, const D: bool>(
+        &mut self,
+        out: &mut Vec<u8>,
+        dec: &mut String,
+    ) -> Result<(usize, Esc)> {
         let bytes = self.b;
-        let mut i = start;
+        let mut run = self.i - 1; // output not yet written, from the opening quote
+        let mut drun = self.i; // text not yet decoded
+        if D {
+            dec.clear();
+        }
+        let mut i = self.i;
         let mut esc = Esc::None;
-        // Sixteen bytes at a time; the escapes within a window are stepped over without
-        // loading it again (message texts hold one every few dozen bytes).
-        while let Some(chunk) = bytes.get(i..i + 16) {
-            let mut m = special_lanes(chunk);
-            let mut next = i + 16;
+        loop {
+            let (mut m, width) = if let Some(chunk) = bytes.get(i..i + 16) {
+                let m = special_lanes(chunk);
+                if W && m == 0 {
+                    // A long run: thirty-two bytes per test until one holds a special byte
+                    // (values only: keys are short, and the token walk has its own costs).
+                    i += 16;
+                    while let Some(c) = bytes.get(i..i + 32) {
+                        if special_lanes(&c[..16]) | special_lanes(&c[16..]) != 0 {
+                            break;
+                        }
+                        i += 32;
+                    }
+                    continue;
+                }
+                (m, 16)
+            } else {
+                // The tail, a byte at a time (lanes as in `special_lanes`).
+                let mut m = 0u128;
+                for (j, &c) in bytes[i..].iter().enumerate() {
+                    if c == b'"' || c == b'\\' || c < 0x20 {
+                        m |= 0xFF << (8 * j);
+                    }
+                }
+                if m == 0 {
+                    self.i = bytes.len();
+                    return Err(self.err("EOF while parsing a string"));
+                }
+                (m, bytes.len() - i)
+            };
+            let mut next = i + width;
             while m != 0 {
                 let k = i + m.trailing_zeros() as usize / 8;
                 match bytes[k] {
                     b'"' => {
                         self.i = k + 1;
-                        return Ok(JStr {
-                            quoted: &self.s[start - 1..=k],
-                            esc,
-                        });
+                        if W {
+                            push_span(out, bytes, run, k + 1);
+                        }
+                        if D && esc != Esc::None {
+                            dec.push_str(&self.s[drun..k]);
+                        }
+                        return Ok((k, esc));
                     }
                     b'\\' => {
                         let after = if matches!(
@@ -466,18 +562,33 @@ impl<'a> Parser<'a> {
                             if esc == Esc::None {
                                 esc = Esc::Canonical;
                             }
+                            if D {
+                                dec.push_str(&self.s[drun..k]);
+                                dec.push(short_escape(bytes[k + 1]));
+                                drun = k + 2;
+                            }
                             k + 2
                         } else {
                             self.i = k;
                             let canonical = self.escape()?;
                             if !canonical {
                                 esc = Esc::Other;
+                                if W {
+                                    push_span(out, bytes, run, k);
+                                    recode_escape(&bytes[k..self.i], out);
+                                    run = self.i;
+                                }
                             } else if esc == Esc::None {
                                 esc = Esc::Canonical;
                             }
+                            if D {
+                                dec.push_str(&self.s[drun..k]);
+                                decode_escape(&bytes[k..], dec);
+                                drun = self.i;
+                            }
                             self.i
                         };
-                        if after >= i + 16 {
+                        if after >= i + width {
                             next = after;
                             break;
                         }
@@ -490,90 +601,6 @@ impl<'a> Parser<'a> {
                 }
             }
             i = next;
-        }
-        loop {
-            let Some(k) = find_special(bytes, i) else {
-                self.i = bytes.len();
-                return Err(self.err("EOF while parsing a string"));
-            };
-            match bytes[k] {
-                b'"' => {
-                    self.i = k + 1;
-                    return Ok(JStr {
-                        quoted: &self.s[start - 1..=k],
-                        esc,
-                    });
-                }
-                b'\\' => {
-                    if matches!(
-                        bytes.get(k + 1),
-                        Some(b'"' | b'\\' | b'b' | b'f' | b'n' | b'r' | b't')
-                    ) {
-                        i = k + 2;
-                        if esc == Esc::None {
-                            esc = Esc::Canonical;
-                        }
-                        continue;
-                    }
-                    self.i = k;
-                    let canonical = self.escape()?;
-                    i = self.i;
-                    if !canonical {
-                        esc = Esc::Other;
-                    } else if esc == Esc::None {
-                        esc = Esc::Canonical;
-                    }
-                }
-                _ => {
-                    self.i = k;
-                    return Err(self.err("control character in string"));
-                }
-            }
-        }
-    }
-
-    /// After the opening quote: like [`Parser::string`], but the string's canonical JSON
-    /// form (as [`JStr::write_json`] writes it) goes to `out` in the same pass, so a
-    /// string with escapes to recode is not read twice: runs are copied whole, canonical
-    /// escapes within them, and only `\\/` and non-canonical `\\u` escapes are recoded.
-    #[inline]
-    pub(crate) fn string_into(&mut self, out: &mut Vec<u8>) -> Result<()> {
-        let bytes = self.b;
-        let mut run = self.i - 1; // from the opening quote
-        let mut i = self.i;
-        loop {
-            let Some(k) = find_special(bytes, i) else {
-                self.i = bytes.len();
-                return Err(self.err("EOF while parsing a string"));
-            };
-            match bytes[k] {
-                b'"' => {
-                    self.i = k + 1;
-                    out.extend_from_slice(&bytes[run..=k]);
-                    return Ok(());
-                }
-                b'\\' => {
-                    if matches!(
-                        bytes.get(k + 1),
-                        Some(b'"' | b'\\' | b'b' | b'f' | b'n' | b'r' | b't')
-                    ) {
-                        i = k + 2;
-                        continue;
-                    }
-                    self.i = k;
-                    let canonical = self.escape()?;
-                    i = self.i;
-                    if !canonical {
-                        out.extend_from_slice(&bytes[run..k]);
-                        recode_into(&bytes[k..i], out);
-                        run = i;
-                    }
-                }
-                _ => {
-                    self.i = k;
-                    return Err(self.err("control character in string"));
-                }
-            }
         }
     }
 
@@ -710,8 +737,8 @@ const HI: u64 = 0x8080_8080_8080_8080;
 /// one little-endian `u128` (lane `j` is bits `8j..8j+8`).
 // `|`, not `||`: branch-free lanes are what lets LLVM vectorise the loop (with `||` it
 // does not, and the scan is slower than the eight-byte one it replaced).
-#[allow(clippy::needless_bitwise_bool)]
-#[inline]
+#[allow(clippy::needless_bitwise_bool, clippy::inline_always)]
+#[inline(always)]
 fn special_lanes(chunk: &[u8]) -> u128 {
     let mut lanes = [0u8; 16];
     for (l, &c) in lanes.iter_mut().zip(chunk) {
@@ -720,22 +747,22 @@ fn special_lanes(chunk: &[u8]) -> u128 {
     u128::from_le_bytes(lanes)
 }
 
-/// Position (from `i`) of the first `"`, `\\` or byte below 0x20 in `b`. Sixteen bytes
-/// at a time: the per-lane compare below is what LLVM turns into three SSE2 compares and
-/// a test (no `unsafe`, no `std::arch`); the tail goes a byte at a time.
-#[inline]
-pub(crate) fn find_special(b: &[u8], mut i: usize) -> Option<usize> {
-    while let Some(chunk) = b.get(i..i + 16) {
-        let m = special_lanes(chunk);
-        if m != 0 {
-            return Some(i + m.trailing_zeros() as usize / 8);
+/// Append `b[a..e]`. A span of at most sixteen bytes with sixteen readable bytes from
+/// `a` goes as one fixed-size copy, then the surplus is cut off: keys and short values
+/// are most spans, and a `memcpy` call costs more than the copy.
+#[allow(clippy::inline_always)] // per key and string; a call costs as much as the copy
+#[inline(always)]
+pub(crate) fn push_span(out: &mut Vec<u8>, b: &[u8], a: usize, e: usize) {
+    let n = e - a;
+    if n <= 16 {
+        if let Some(w) = b.get(a..).and_then(<[u8]>::first_chunk::<16>) {
+            let len = out.len();
+            out.extend_from_slice(w);
+            out.truncate(len + n);
+            return;
         }
-        i += 16;
     }
-    b[i..]
-        .iter()
-        .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
-        .map(|p| i + p)
+    out.extend_from_slice(&b[a..e]);
 }
 
 /// Position of the first backslash: the first sixteen bytes eight at a time (escapes in
@@ -774,55 +801,63 @@ fn write_recoded(raw: &str, out: &mut Vec<u8>) {
 
 /// [`write_recoded`] without the quotes, of any run of whole characters and escapes.
 fn recode_into(b: &[u8], out: &mut Vec<u8>) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut i = 0;
     while let Some(k) = find_backslash(&b[i..]) {
         out.extend_from_slice(&b[i..i + k]);
         i += k;
-        match b[i + 1] {
-            b'/' => {
-                out.push(b'/');
-                i += 2;
-            }
-            b'u' => {
-                let mut cp = hex(&b[i + 2..i + 6]);
-                i += 6;
-                if (0xD800..0xDC00).contains(&cp) {
-                    let low = hex(&b[i + 2..i + 6]);
-                    i += 6;
-                    cp = 0x10000 + ((cp - 0xD800) << 10) + (low - 0xDC00);
-                }
-                match cp {
-                    0x22 => out.extend_from_slice(b"\\\""),
-                    0x5c => out.extend_from_slice(b"\\\\"),
-                    0x0a => out.extend_from_slice(b"\\n"),
-                    0x0d => out.extend_from_slice(b"\\r"),
-                    0x09 => out.extend_from_slice(b"\\t"),
-                    0x08 => out.extend_from_slice(b"\\b"),
-                    0x0c => out.extend_from_slice(b"\\f"),
-                    0..=0x1f => out.extend_from_slice(&[
-                        b'\\',
-                        b'u',
-                        b'0',
-                        b'0',
-                        HEX[(cp >> 4) as usize],
-                        HEX[(cp & 15) as usize],
-                    ]),
-                    _ => {
-                        let c = char::from_u32(cp).unwrap_or('\u{fffd}');
-                        let mut buf = [0u8; 4];
-                        out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
-                    }
-                }
-            }
-            // `\"`, `\\` and the short control escapes are already canonical.
-            _ => {
-                out.extend_from_slice(&b[i..i + 2]);
-                i += 2;
-            }
-        }
+        i += recode_escape(&b[i..], out);
     }
     out.extend_from_slice(&b[i..]);
+}
+
+/// Write the canonical form of the one escape `b` starts with (a backslash the parser
+/// accepted), as [`recode_into`] writes it; its length in the input. The scanner calls
+/// this per non-canonical escape, with no search for the next one.
+pub(crate) fn recode_escape(b: &[u8], out: &mut Vec<u8>) -> usize {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    match b[1] {
+        b'/' => {
+            out.push(b'/');
+            2
+        }
+        b'u' => {
+            let mut cp = hex(&b[2..6]);
+            let mut n = 6;
+            if (0xD800..0xDC00).contains(&cp) {
+                let low = hex(&b[8..12]);
+                n = 12;
+                cp = 0x10000 + ((cp - 0xD800) << 10) + (low - 0xDC00);
+            }
+            match cp {
+                0x22 => out.extend_from_slice(b"\\\""),
+                0x5c => out.extend_from_slice(b"\\\\"),
+                0x0a => out.extend_from_slice(b"\\n"),
+                0x0d => out.extend_from_slice(b"\\r"),
+                0x09 => out.extend_from_slice(b"\\t"),
+                0x08 => out.extend_from_slice(b"\\b"),
+                0x0c => out.extend_from_slice(b"\\f"),
+                0..=0x1f => out.extend_from_slice(&[
+                    b'\\',
+                    b'u',
+                    b'0',
+                    b'0',
+                    HEX[(cp >> 4) as usize],
+                    HEX[(cp & 15) as usize],
+                ]),
+                _ => {
+                    let c = char::from_u32(cp).unwrap_or('\u{fffd}');
+                    let mut buf = [0u8; 4];
+                    out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+                }
+            }
+            n
+        }
+        // `\"`, `\\` and the short control escapes are already canonical.
+        _ => {
+            out.extend_from_slice(&b[..2]);
+            2
+        }
+    }
 }
 
 /// Decode the raw inside of a string the parser accepted.
@@ -839,29 +874,51 @@ pub(crate) fn decode_into(raw: &str, out: &mut String) {
     let mut i = 0;
     while let Some(k) = find_backslash(&b[i..]) {
         out.push_str(&raw[i..i + k]);
-        i += k + 1;
-        let c = b[i];
-        i += 1;
-        match c {
-            b'b' => out.push('\u{8}'),
-            b'f' => out.push('\u{c}'),
-            b'n' => out.push('\n'),
-            b'r' => out.push('\r'),
-            b't' => out.push('\t'),
-            b'u' => {
-                let mut cp = hex(&b[i..i + 4]);
-                i += 4;
-                if (0xD800..0xDC00).contains(&cp) {
-                    let low = hex(&b[i + 2..i + 6]);
-                    i += 6;
-                    cp = 0x10000 + ((cp - 0xD800) << 10) + (low - 0xDC00);
-                }
-                out.push(char::from_u32(cp).unwrap_or('\u{fffd}'));
-            }
-            other => out.push(char::from(other)), // `"`, `\`, `/`
-        }
+        i += k;
+        i += decode_escape(&b[i..], out);
     }
     out.push_str(&raw[i..]);
+}
+
+/// The character of the two-byte escape whose second byte is `c` (`"`, `\\`, `b`, `f`,
+/// `n`, `r` or `t`).
+#[allow(clippy::inline_always)] // per escape in the decoding scan: a call costs more
+#[inline(always)]
+fn short_escape(c: u8) -> char {
+    match c {
+        b'b' => '\u{8}',
+        b'f' => '\u{c}',
+        b'n' => '\n',
+        b'r' => '\r',
+        b't' => '\t',
+        c => char::from(c),
+    }
+}
+
+/// Push the character of the one escape `b` starts with (a backslash the parser
+/// accepted); its length in the input.
+#[inline]
+fn decode_escape(b: &[u8], out: &mut String) -> usize {
+    match b[1] {
+        b'b' => out.push('\u{8}'),
+        b'f' => out.push('\u{c}'),
+        b'n' => out.push('\n'),
+        b'r' => out.push('\r'),
+        b't' => out.push('\t'),
+        b'u' => {
+            let mut cp = hex(&b[2..6]);
+            let mut n = 6;
+            if (0xD800..0xDC00).contains(&cp) {
+                let low = hex(&b[8..12]);
+                n = 12;
+                cp = 0x10000 + ((cp - 0xD800) << 10) + (low - 0xDC00);
+            }
+            out.push(char::from_u32(cp).unwrap_or('\u{fffd}'));
+            return n;
+        }
+        other => out.push(char::from(other)), // `"`, `\`, `/`
+    }
+    2
 }
 
 fn hex(h: &[u8]) -> u32 {
@@ -969,6 +1026,8 @@ mod tests {
             r#"\""#,
             r"\\",
             r"\n",
+            r"\t",
+            r"\b",
             r"\/",
             r"\u00e9",
             r"\u001f",
@@ -987,7 +1046,19 @@ mod tests {
                     assert_eq!(ours.is_ok(), theirs.is_ok(), "{body:?}");
                     let Ok(v) = ours else { continue };
                     let j = *v.as_jstr().unwrap();
-                    assert_eq!(j.text(), theirs.unwrap(), "{body:?}");
+                    let theirs = theirs.unwrap();
+                    assert_eq!(j.text(), theirs, "{body:?}");
+                    // The scan that decodes as it reads gives the same text.
+                    let mut p = Parser::new(body.as_bytes()).unwrap();
+                    p.i += 1;
+                    let mut dec = String::from("stale");
+                    let (close, esc) = p.scan::<false, true>(&mut Vec::new(), &mut dec).unwrap();
+                    let text = if esc == Esc::None {
+                        p.text(1, close)
+                    } else {
+                        &dec
+                    };
+                    assert_eq!(text, theirs, "{body:?}");
                     let expected = if !piece.starts_with('\\') {
                         Esc::None
                     } else if matches!(piece, r"\/" | r"\u00e9" | r"\ud83d\ude00") {

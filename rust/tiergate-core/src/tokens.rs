@@ -624,10 +624,21 @@ impl<'a> Walk<'a> {
         }
     }
 
-    /// Milli-tokens of the string at the cursor, or `None` for any other value.
+    /// Milli-tokens of the string at the cursor, or `None` for any other value. An
+    /// escaped text is decoded into the walk's buffer by the scan that reads it.
     #[inline]
     fn text(&mut self) -> Result<Option<u64>> {
-        Ok(self.string()?.map(|s| self.millitokens(&s)))
+        if self.p.peek() != Some(b'"') {
+            return self.p.skip().map(|()| None);
+        }
+        self.p.i += 1;
+        let start = self.p.i;
+        let (close, esc) = self.p.scan::<false, true>(&mut Vec::new(), &mut self.buf)?;
+        Ok(Some(if esc == Esc::None {
+            text_millitokens(self.p.text(start, close))
+        } else {
+            text_millitokens(&self.buf)
+        }))
     }
 
     /// Milli-tokens of a string's text, decoded into the walk's one buffer when escaped.
