@@ -1737,24 +1737,30 @@ mod tests {
         ] {
             let doc = Doc::from_text(text);
             for k in [1, 3, 4, 6, 8, 11, 16, 18, 40] {
-                let weights: Vec<f32> = (0..c.width() * k)
-                    .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
-                    .collect();
-                let mut acc = vec![0.0; k];
-                accumulate(&c, &doc, &Table::pack(&weights, k), k, &mut acc);
-                let mut want = vec![0.0f64; k];
-                for (i, v) in sparse(&c, &doc) {
-                    for f in 0..k {
-                        want[f] += f64::from(v) * f64::from(weights[i as usize * k + f]);
-                    }
-                }
-                for f in 0..k {
-                    assert!(
-                        (acc[f] - want[f]).abs() < 1e-4,
-                        "k={k}: {acc:?} vs {want:?}"
-                    );
-                }
+                assert_accumulate_is_sparse_dot(&c, &doc, k);
             }
+        }
+    }
+
+    /// `accumulate` over a `k`-lane table of fixed pseudo-random weights adds what the
+    /// dot product of those weights with the training features (`sparse`) gives.
+    fn assert_accumulate_is_sparse_dot(c: &FeatureConfig, doc: &Doc, k: usize) {
+        let weights: Vec<f32> = (0..c.width() * k)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
+            .collect();
+        let mut acc = vec![0.0; k];
+        accumulate(c, doc, &Table::pack(&weights, k), k, &mut acc);
+        let mut want = vec![0.0f64; k];
+        for (i, v) in sparse(c, doc) {
+            for f in 0..k {
+                want[f] += f64::from(v) * f64::from(weights[i as usize * k + f]);
+            }
+        }
+        for f in 0..k {
+            assert!(
+                (acc[f] - want[f]).abs() < 1e-4,
+                "{c:?} k={k}: {acc:?} vs {want:?}"
+            );
         }
     }
 
@@ -1790,23 +1796,7 @@ mod tests {
             for t in ["", "a", " ,x", &text[..7], &text] {
                 let doc = Doc::from_text(t);
                 for k in [3, 6, 11] {
-                    let weights: Vec<f32> = (0..c.width() * k)
-                        .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
-                        .collect();
-                    let mut acc = vec![0.0; k];
-                    accumulate(&c, &doc, &Table::pack(&weights, k), k, &mut acc);
-                    let mut want = vec![0.0f64; k];
-                    for (i, v) in sparse(&c, &doc) {
-                        for f in 0..k {
-                            want[f] += f64::from(v) * f64::from(weights[i as usize * k + f]);
-                        }
-                    }
-                    for f in 0..k {
-                        assert!(
-                            (acc[f] - want[f]).abs() < 1e-4,
-                            "{c:?} k={k}: {acc:?} vs {want:?}"
-                        );
-                    }
+                    assert_accumulate_is_sparse_dot(&c, &doc, k);
                 }
             }
         }

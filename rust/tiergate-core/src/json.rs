@@ -226,33 +226,38 @@ pub(crate) fn find_escape(b: &[u8]) -> Option<usize> {
         .map(|p| p + i)
 }
 
+/// Append the escape of `b`, a control character, `"` or `\\`, as `serde_json` writes it.
+#[inline]
+pub(crate) fn push_escaped_ascii(b: u8, out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    match b {
+        b'"' => out.extend_from_slice(b"\\\""),
+        b'\\' => out.extend_from_slice(b"\\\\"),
+        b'\n' => out.extend_from_slice(b"\\n"),
+        b'\r' => out.extend_from_slice(b"\\r"),
+        b'\t' => out.extend_from_slice(b"\\t"),
+        0x08 => out.extend_from_slice(b"\\b"),
+        0x0c => out.extend_from_slice(b"\\f"),
+        _ => out.extend_from_slice(&[
+            b'\\',
+            b'u',
+            b'0',
+            b'0',
+            HEX[(b >> 4) as usize],
+            HEX[(b & 15) as usize],
+        ]),
+    }
+}
+
 /// Append `s` as a JSON string, escaped exactly as `serde_json` escapes: `\"`, `\\`,
 /// `\b \f \n \r \t`, other control characters as `\u00xx`, nothing else.
 pub fn write_escaped(s: &str, out: &mut Vec<u8>) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     out.reserve(s.len() + 2);
     out.push(b'"');
     let mut rest = s.as_bytes();
     while let Some(i) = find_escape(rest) {
         out.extend_from_slice(&rest[..i]);
-        let b = rest[i];
-        match b {
-            b'"' => out.extend_from_slice(b"\\\""),
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            0x08 => out.extend_from_slice(b"\\b"),
-            0x0c => out.extend_from_slice(b"\\f"),
-            _ => out.extend_from_slice(&[
-                b'\\',
-                b'u',
-                b'0',
-                b'0',
-                HEX[(b >> 4) as usize],
-                HEX[(b & 15) as usize],
-            ]),
-        }
+        push_escaped_ascii(rest[i], out);
         rest = &rest[i + 1..];
     }
     out.extend_from_slice(rest);

@@ -814,36 +814,17 @@ fn recode_into(b: &[u8], out: &mut Vec<u8>) {
 /// accepted), as [`recode_into`] writes it; its length in the input. The scanner calls
 /// this per non-canonical escape, with no search for the next one.
 pub(crate) fn recode_escape(b: &[u8], out: &mut Vec<u8>) -> usize {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     match b[1] {
         b'/' => {
             out.push(b'/');
             2
         }
         b'u' => {
-            let mut cp = hex(&b[2..6]);
-            let mut n = 6;
-            if (0xD800..0xDC00).contains(&cp) {
-                let low = hex(&b[8..12]);
-                n = 12;
-                cp = 0x10000 + ((cp - 0xD800) << 10) + (low - 0xDC00);
-            }
+            let (cp, n) = unicode_escape(b);
             match cp {
-                0x22 => out.extend_from_slice(b"\\\""),
-                0x5c => out.extend_from_slice(b"\\\\"),
-                0x0a => out.extend_from_slice(b"\\n"),
-                0x0d => out.extend_from_slice(b"\\r"),
-                0x09 => out.extend_from_slice(b"\\t"),
-                0x08 => out.extend_from_slice(b"\\b"),
-                0x0c => out.extend_from_slice(b"\\f"),
-                0..=0x1f => out.extend_from_slice(&[
-                    b'\\',
-                    b'u',
-                    b'0',
-                    b'0',
-                    HEX[(cp >> 4) as usize],
-                    HEX[(cp & 15) as usize],
-                ]),
+                // Lossless: the arm only takes code points below 0x80.
+                #[allow(clippy::cast_possible_truncation)]
+                0..=0x1f | 0x22 | 0x5c => crate::json::push_escaped_ascii(cp as u8, out),
                 _ => {
                     let c = char::from_u32(cp).unwrap_or('\u{fffd}');
                     let mut buf = [0u8; 4];
@@ -906,19 +887,26 @@ fn decode_escape(b: &[u8], out: &mut String) -> usize {
         b'r' => out.push('\r'),
         b't' => out.push('\t'),
         b'u' => {
-            let mut cp = hex(&b[2..6]);
-            let mut n = 6;
-            if (0xD800..0xDC00).contains(&cp) {
-                let low = hex(&b[8..12]);
-                n = 12;
-                cp = 0x10000 + ((cp - 0xD800) << 10) + (low - 0xDC00);
-            }
+            let (cp, n) = unicode_escape(b);
             out.push(char::from_u32(cp).unwrap_or('\u{fffd}'));
             return n;
         }
         other => out.push(char::from(other)), // `"`, `\`, `/`
     }
     2
+}
+
+/// The code point of a validated `\uXXXX` escape at `b[0]` (a surrogate pair taking
+/// two escapes) and the number of bytes it spans.
+#[inline]
+fn unicode_escape(b: &[u8]) -> (u32, usize) {
+    let cp = hex(&b[2..6]);
+    if (0xD800..0xDC00).contains(&cp) {
+        let low = hex(&b[8..12]);
+        (0x10000 + ((cp - 0xD800) << 10) + (low - 0xDC00), 12)
+    } else {
+        (cp, 6)
+    }
 }
 
 fn hex(h: &[u8]) -> u32 {
