@@ -4,7 +4,6 @@ and the mapping of botocore failures to error classes."""
 from __future__ import annotations
 
 import asyncio
-from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
@@ -23,15 +22,15 @@ from botocore.exceptions import (
     ResponseStreamingError,
 )
 
-from tiergate.config import DeploymentConfig, ProviderConfig
-from tiergate.envelope import ChatRequest
+from tiergate.config import ProviderConfig
 from tiergate.errors import ErrorClass, ProviderError
 from tiergate.providers._http import transport_error
-from tiergate.providers.base import Completion, StreamEvent
+from tiergate.providers.base import AdapterBase, StreamEvent
 from tiergate.providers.normalise import (
     classify_error_type,
     classify_http_error,
     cut_stream,
+    first_event,
     malformed,
     parse_retry_after,
     scrub,
@@ -117,7 +116,7 @@ def aws_error(exc: BaseException, provider: str, *, started: bool = False) -> Pr
     return transport_error(exc, provider, started=started)
 
 
-class AwsAdapter(ABC):
+class AwsAdapter(AdapterBase):
     """One aiobotocore client for one provider, opened in :meth:`open`."""
 
     __slots__ = ("_client", "_context", "config", "name")
@@ -193,10 +192,7 @@ class AwsAdapter(ABC):
                 response = await getattr(client, method)(**params)
                 stream = response[key]
                 events = translate(stream)
-                try:
-                    first = await anext(events)
-                except StopAsyncIteration:
-                    raise cut_stream(self.name) from None
+                first = await first_event(events, self.name)
             yield first
             async for event in events:
                 yield event
@@ -210,15 +206,3 @@ class AwsAdapter(ABC):
                 await events.aclose()
             if stream is not None:
                 stream.close()
-
-    @abstractmethod
-    async def complete(
-        self, request: ChatRequest, deployment: DeploymentConfig, timeout_s: float
-    ) -> Completion:
-        """Implemented by each provider's adapter."""
-
-    @abstractmethod
-    def stream(
-        self, request: ChatRequest, deployment: DeploymentConfig, timeout_s: float
-    ) -> AsyncIterator[StreamEvent]:
-        """Implemented by each provider's adapter."""

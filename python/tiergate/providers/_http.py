@@ -4,21 +4,21 @@ and the mapping of transport failures to error classes."""
 from __future__ import annotations
 
 import asyncio
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any, Protocol
 
 import aiohttp
 import orjson
 
-from tiergate.config import DeploymentConfig, ProviderConfig
-from tiergate.envelope import ChatRequest
+from tiergate.config import ProviderConfig
 from tiergate.errors import ErrorClass, ProviderError
-from tiergate.providers.base import Completion, StreamEvent
+from tiergate.providers.base import AdapterBase, StreamEvent
 from tiergate.providers.normalise import (
     SSEEvent,
     SSEParser,
     cut_stream,
+    first_event,
     malformed,
     provider_error_from_body,
 )
@@ -107,7 +107,7 @@ def client_timeout(seconds: float, *, connect_only: bool = False) -> aiohttp.Cli
     return found
 
 
-class HttpAdapter(ABC):
+class HttpAdapter(AdapterBase):
     """Base of the adapters that speak JSON over HTTP (OpenAI, Anthropic, Gemini).
 
     Subclasses set the request-independent headers in :meth:`_auth_headers` and
@@ -230,10 +230,7 @@ class HttpAdapter(ABC):
                     raw = await resp.content.read(_MAX_ERROR_BODY)
                     raise self._error(resp.status, raw, resp.headers)
                 events = translate_sse(resp.content.iter_any(), parser)
-                try:
-                    first = await anext(events)
-                except StopAsyncIteration:
-                    raise cut_stream(self.name) from None
+                first = await first_event(events, self.name)
             yield first
             async for event in events:
                 yield event
@@ -247,19 +244,6 @@ class HttpAdapter(ABC):
                 await events.aclose()
             if resp is not None:
                 resp.release()
-
-    # The Adapter protocol; subclasses implement these.
-    @abstractmethod
-    async def complete(
-        self, request: ChatRequest, deployment: DeploymentConfig, timeout_s: float
-    ) -> Completion:
-        """Implemented by each provider's adapter."""
-
-    @abstractmethod
-    def stream(
-        self, request: ChatRequest, deployment: DeploymentConfig, timeout_s: float
-    ) -> AsyncIterator[StreamEvent]:
-        """Implemented by each provider's adapter."""
 
 
 async def translate_sse(

@@ -8,6 +8,7 @@ with one :class:`~tiergate.errors.ErrorClass`; the dispatcher decides what to do
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
@@ -101,3 +102,22 @@ class Adapter(Protocol):
         ``timeout_s`` bounds the time to the first event; the caller enforces the
         inter-chunk timeout and the overall deadline."""
         ...
+
+
+class AdapterBase(ABC):
+    """The base of the transport bases (HTTP, AWS): the two calls every wire protocol's
+    adapter implements (the :class:`Adapter` contract's ``complete`` and ``stream``)."""
+
+    __slots__ = ()
+
+    @abstractmethod
+    async def complete(
+        self, request: ChatRequest, deployment: DeploymentConfig, timeout_s: float
+    ) -> Completion:
+        """Implemented by each provider's adapter."""
+
+    @abstractmethod
+    def stream(
+        self, request: ChatRequest, deployment: DeploymentConfig, timeout_s: float
+    ) -> AsyncIterator[StreamEvent]:
+        """Implemented by each provider's adapter."""

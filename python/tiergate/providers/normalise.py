@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from email.utils import parsedate_to_datetime
 from functools import lru_cache
 from typing import Any
@@ -50,6 +50,7 @@ __all__ = [
     "cut_stream",
     "extract_json_text",
     "finish_reason",
+    "first_event",
     "in_stream_error",
     "json_tool_answer",
     "json_tool_name",
@@ -331,6 +332,14 @@ def cut_stream(provider: str = "") -> ProviderError:
     return ProviderError(
         ErrorClass.SERVER_ERROR, "stream ended before completion", provider=provider
     )
+
+
+async def first_event(events: AsyncIterator[StreamEvent], provider: str) -> StreamEvent:
+    """The stream's first event; a stream that ends before one is a cut stream."""
+    try:
+        return await anext(events)
+    except StopAsyncIteration:
+        raise cut_stream(provider) from None
 
 
 # --------------------------------------------------------------------------------------
