@@ -365,9 +365,9 @@ const FLAGS: [u8; 256] = {
 /// cost (rule 2), or `None` when it ends at a non-ASCII byte (which may be a letter).
 #[allow(clippy::inline_always)] // three call sites in the per-chunk loop; a call costs more
 #[inline(always)]
-fn ascii_word(bytes: &[u8], start: usize, prefix: u8) -> Option<(usize, u64)> {
+fn ascii_word<const ASCII: bool>(bytes: &[u8], start: usize, prefix: u8) -> Option<(usize, u64)> {
     let (end, upper, wide) = ascii_letter_run(bytes, start);
-    if wide {
+    if !ASCII && wide {
         return None; // the run may go on with non-ASCII letters
     }
     let cost = if upper {
@@ -382,18 +382,18 @@ fn ascii_word(bytes: &[u8], start: usize, prefix: u8) -> Option<(usize, u64)> {
 /// ASCII — rules 2 to 5 of [`text_millitokens`] (a contraction is left to the general
 /// path); `None` when a non-ASCII character (or a `'` before a letter) is involved.
 #[inline]
-fn ascii_chunk(bytes: &[u8], i: usize) -> Option<(usize, u64)> {
+fn ascii_chunk<const ASCII: bool>(bytes: &[u8], i: usize) -> Option<(usize, u64)> {
     let len = bytes.len();
     let c0 = bytes[i];
     let f0 = FLAGS[c0 as usize];
     if f0 & F_LETTER != 0 {
-        return ascii_word(bytes, i, 0);
+        return ascii_word::<ASCII>(bytes, i, 0);
     }
     // The class of the next character decides the rest (0 at the end).
     let f1 = bytes.get(i + 1).map_or(0, |&b| FLAGS[b as usize]);
     if c0 == b' ' && f1 & F_LETTER != 0 {
         // Rule 2 after a space, the most common chunk of prose.
-        return ascii_word(bytes, i + 1, 1);
+        return ascii_word::<ASCII>(bytes, i + 1, 1);
     }
     if f0 & F_DIGIT != 0 {
         // Rule 3: up to three digits.
@@ -403,7 +403,7 @@ fn ascii_chunk(bytes: &[u8], i: usize) -> Option<(usize, u64)> {
         }
         return Some((j, 1000));
     }
-    if (f0 | f1) & F_WIDE != 0 {
+    if !ASCII && (f0 | f1) & F_WIDE != 0 {
         return None;
     }
     if f1 & F_LETTER != 0 && !is_newline(c0) {
@@ -411,7 +411,7 @@ fn ascii_chunk(bytes: &[u8], i: usize) -> Option<(usize, u64)> {
             return None; // a contraction, perhaps
         }
         // Rule 2: one leading non-letter, non-digit, non-newline character.
-        return ascii_word(bytes, i + 1, if c0 == b' ' { 1 } else { 2 });
+        return ascii_word::<ASCII>(bytes, i + 1, if c0 == b' ' { 1 } else { 2 });
     }
     if f0 & F_PUNCT != 0 || (c0 == b' ' && f1 & F_PUNCT != 0) {
         // Rule 4: a punctuation run, an optional leading space, trailing newlines.
@@ -420,7 +420,7 @@ fn ascii_chunk(bytes: &[u8], i: usize) -> Option<(usize, u64)> {
         while j < len && FLAGS[bytes[j] as usize] == F_PUNCT {
             j += 1;
         }
-        if j < len && bytes[j] >= 0x80 {
+        if !ASCII && j < len && bytes[j] >= 0x80 {
             return None; // the run may go on with non-ASCII punctuation
         }
         let n = j - start;
@@ -449,7 +449,7 @@ fn ascii_chunk(bytes: &[u8], i: usize) -> Option<(usize, u64)> {
     if j == len {
         return Some((j, 1000));
     }
-    if bytes[j] >= 0x80 {
+    if !ASCII && bytes[j] >= 0x80 {
         return None; // the run may go on with non-ASCII whitespace
     }
     let end = match last_nl {
@@ -462,20 +462,26 @@ fn ascii_chunk(bytes: &[u8], i: usize) -> Option<(usize, u64)> {
 
 /// Estimated milli-tokens of one text.
 pub fn text_millitokens(s: &str) -> u64 {
-    millitokens::<true>(s)
+    // An all-ASCII text (one vectorised test) drops the fast path's non-ASCII checks.
+    if s.is_ascii() {
+        millitokens::<true, true>(s)
+    } else {
+        millitokens::<true, false>(s)
+    }
 }
 
 /// [`text_millitokens`], with the ASCII fast path or (`FAST = false`, the oracle of its
-/// tests) the general rules alone.
+/// tests) the general rules alone; `ASCII`: the text is all ASCII (the fast path then
+/// skips its tests for non-ASCII bytes).
 #[inline]
-fn millitokens<const FAST: bool>(s: &str) -> u64 {
+fn millitokens<const FAST: bool, const ASCII: bool>(s: &str) -> u64 {
     let bytes = s.as_bytes();
     let len = bytes.len();
     let mut total = 0u64;
     let mut i = 0;
     while i < len {
         if FAST {
-            if let Some((end, cost)) = ascii_chunk(bytes, i) {
+            if let Some((end, cost)) = ascii_chunk::<ASCII>(bytes, i) {
                 total += cost;
                 i = end;
                 continue;
@@ -992,8 +998,8 @@ mod tests {
             // The raw body as one text: the fast path against the general rules.
             let text = String::from_utf8_lossy(&body);
             assert_eq!(
-                millitokens::<true>(&text),
-                millitokens::<false>(&text),
+                text_millitokens(&text),
+                millitokens::<false, false>(&text),
                 "{text:?}"
             );
             let ours = estimate_tokens(&body);
@@ -1068,7 +1074,11 @@ mod tests {
                 x ^= x << 17;
                 s.push_str(PIECES[(x % PIECES.len() as u64) as usize]);
             }
-            assert_eq!(millitokens::<true>(&s), millitokens::<false>(&s), "{s:?}");
+            assert_eq!(
+                text_millitokens(&s),
+                millitokens::<false, false>(&s),
+                "{s:?}"
+            );
         }
     }
 
@@ -1111,7 +1121,11 @@ mod tests {
                     };
                     s.push_str(piece);
                 }
-                assert_eq!(millitokens::<true>(&s), millitokens::<false>(&s), "{s:?}");
+                assert_eq!(
+                    text_millitokens(&s),
+                    millitokens::<false, false>(&s),
+                    "{s:?}"
+                );
             }
         }
     }
@@ -1156,7 +1170,7 @@ mod tests {
             }
         }
         for t in &texts {
-            assert_eq!(millitokens::<true>(t), millitokens::<false>(t), "{t:?}");
+            assert_eq!(text_millitokens(t), millitokens::<false, false>(t), "{t:?}");
         }
     }
 
