@@ -269,18 +269,12 @@ fn letter_bits(v: u64) -> u64 {
     (x + LO * (0x80 - 0x61)) & !(x + LO * (0x80 - 0x7b)) & !v & HI
 }
 
-/// Bit 7 of each byte of `v` that is an ASCII upper-case letter.
+/// End of the ASCII letter run starting at `start` (an ASCII letter), whether a letter
+/// after the first is upper-case, and whether the byte at the end is non-ASCII. Eight
+/// bytes at a time: most words end in the first word-load, so the loop exit is
+/// predictable where a per-byte loop's is not.
 #[inline]
-fn upper_bits(v: u64) -> u64 {
-    let y = v & !HI;
-    (y + LO * (0x80 - 0x41)) & !(y + LO * (0x80 - 0x5b)) & !v & HI
-}
-
-/// End of the ASCII letter run starting at `start` (an ASCII letter), and whether a
-/// letter after the first is upper-case. Eight bytes at a time: most words end in the
-/// first word-load, so the loop exit is predictable where a per-byte loop's is not.
-#[inline]
-fn ascii_letter_run(bytes: &[u8], start: usize) -> (usize, bool) {
+fn ascii_letter_run(bytes: &[u8], start: usize) -> (usize, bool, bool) {
     let mut end = start;
     let mut upper = 0u64;
     let mut first = !0x80u64;
@@ -288,24 +282,60 @@ fn ascii_letter_run(bytes: &[u8], start: usize) -> (usize, bool) {
         let mut word = [0u8; 8];
         word.copy_from_slice(chunk);
         let v = u64::from_le_bytes(word);
-        let non_letter = !letter_bits(v) & HI;
-        let up = upper_bits(v) & first;
+        let letters = letter_bits(v);
+        // An ASCII letter is upper-case when its bit 5 is clear (moved to bit 7 here).
+        let up = letters & !(v << 2) & first;
         first = !0;
+        let non_letter = !letters & HI;
         if non_letter == 0 {
             upper |= up;
             end += 8;
             continue;
         }
+        // Bits below the first non-letter's (and the bits of later non-letters, where
+        // `up` is clear).
+        upper |= up & (non_letter - 1);
         let n = non_letter.trailing_zeros() as usize / 8;
-        upper |= up & ((1u64 << (8 * n)) - 1);
-        return (end + n, upper != 0);
+        return (end + n, upper != 0, (v >> (8 * n)) & 0x80 != 0);
     }
     let mut any_upper = upper != 0;
     while end < bytes.len() && bytes[end].is_ascii_alphabetic() {
         any_upper |= end > start && bytes[end].is_ascii_uppercase();
         end += 1;
     }
-    (end, any_upper)
+    (end, any_upper, end < bytes.len() && bytes[end] >= 0x80)
+}
+
+/// Milli-token cost of a letter run without inner capitals, by prefix kind (0 none,
+/// 1 a space, 2 anything else) and length, for lengths below [`COST_LEN`]: one load in
+/// place of [`lower_table`] and [`seg_cost`].
+const COST_LEN: usize = 64;
+const LOWER_COST: [[u64; COST_LEN]; 3] = {
+    let tables = [&NOSPACE_LOWER, &SPACE_LOWER, &OTHER_LOWER];
+    let mut t = [[0u64; COST_LEN]; 3];
+    let mut p = 0;
+    while p < 3 {
+        let mut len = 0;
+        while len < COST_LEN {
+            t[p][len] = if len < 17 {
+                tables[p][len]
+            } else {
+                tables[p][16] + SLOPE * (len as u64 - 16)
+            };
+            len += 1;
+        }
+        p += 1;
+    }
+    t
+};
+
+/// [`seg_cost`]`(lower_table(prefix), len)` for `prefix` ≤ 2.
+#[inline]
+fn lower_cost(prefix: u8, len: usize) -> u64 {
+    match LOWER_COST[usize::from(prefix)].get(len) {
+        Some(&c) => c,
+        None => seg_cost(lower_table(prefix), len),
+    }
 }
 
 /// Byte flags of the fast path: one table lookup classes a byte.
@@ -335,15 +365,15 @@ const FLAGS: [u8; 256] = {
 /// cost (rule 2), or `None` when it ends at a non-ASCII byte (which may be a letter).
 #[allow(clippy::inline_always)] // three call sites in the per-chunk loop; a call costs more
 #[inline(always)]
-fn ascii_word(bytes: &[u8], start: usize, prefix: u8) -> Option<(usize, u64)> {
-    let (end, upper) = ascii_letter_run(bytes, start);
-    if end < bytes.len() && bytes[end] >= 0x80 {
+fn ascii_word<const ASCII: bool>(bytes: &[u8], start: usize, prefix: u8) -> Option<(usize, u64)> {
+    let (end, upper, wide) = ascii_letter_run(bytes, start);
+    if !ASCII && wide {
         return None; // the run may go on with non-ASCII letters
     }
     let cost = if upper {
         ascii_word_cost(prefix, &bytes[start..end])
     } else {
-        seg_cost(lower_table(prefix), end - start)
+        lower_cost(prefix, end - start)
     };
     Some((end, cost))
 }
@@ -352,12 +382,18 @@ fn ascii_word(bytes: &[u8], start: usize, prefix: u8) -> Option<(usize, u64)> {
 /// ASCII — rules 2 to 5 of [`text_millitokens`] (a contraction is left to the general
 /// path); `None` when a non-ASCII character (or a `'` before a letter) is involved.
 #[inline]
-fn ascii_chunk(bytes: &[u8], i: usize) -> Option<(usize, u64)> {
+fn ascii_chunk<const ASCII: bool>(bytes: &[u8], i: usize) -> Option<(usize, u64)> {
     let len = bytes.len();
     let c0 = bytes[i];
     let f0 = FLAGS[c0 as usize];
     if f0 & F_LETTER != 0 {
-        return ascii_word(bytes, i, 0);
+        return ascii_word::<ASCII>(bytes, i, 0);
+    }
+    // The class of the next character decides the rest (0 at the end).
+    let f1 = bytes.get(i + 1).map_or(0, |&b| FLAGS[b as usize]);
+    if c0 == b' ' && f1 & F_LETTER != 0 {
+        // Rule 2 after a space, the most common chunk of prose.
+        return ascii_word::<ASCII>(bytes, i + 1, 1);
     }
     if f0 & F_DIGIT != 0 {
         // Rule 3: up to three digits.
@@ -367,9 +403,7 @@ fn ascii_chunk(bytes: &[u8], i: usize) -> Option<(usize, u64)> {
         }
         return Some((j, 1000));
     }
-    // The class of the next character decides the rest (0 at the end).
-    let f1 = bytes.get(i + 1).map_or(0, |&b| FLAGS[b as usize]);
-    if (f0 | f1) & F_WIDE != 0 {
+    if !ASCII && (f0 | f1) & F_WIDE != 0 {
         return None;
     }
     if f1 & F_LETTER != 0 && !is_newline(c0) {
@@ -377,7 +411,7 @@ fn ascii_chunk(bytes: &[u8], i: usize) -> Option<(usize, u64)> {
             return None; // a contraction, perhaps
         }
         // Rule 2: one leading non-letter, non-digit, non-newline character.
-        return ascii_word(bytes, i + 1, if c0 == b' ' { 1 } else { 2 });
+        return ascii_word::<ASCII>(bytes, i + 1, if c0 == b' ' { 1 } else { 2 });
     }
     if f0 & F_PUNCT != 0 || (c0 == b' ' && f1 & F_PUNCT != 0) {
         // Rule 4: a punctuation run, an optional leading space, trailing newlines.
@@ -386,7 +420,7 @@ fn ascii_chunk(bytes: &[u8], i: usize) -> Option<(usize, u64)> {
         while j < len && FLAGS[bytes[j] as usize] == F_PUNCT {
             j += 1;
         }
-        if j < len && bytes[j] >= 0x80 {
+        if !ASCII && j < len && bytes[j] >= 0x80 {
             return None; // the run may go on with non-ASCII punctuation
         }
         let n = j - start;
@@ -415,7 +449,7 @@ fn ascii_chunk(bytes: &[u8], i: usize) -> Option<(usize, u64)> {
     if j == len {
         return Some((j, 1000));
     }
-    if bytes[j] >= 0x80 {
+    if !ASCII && bytes[j] >= 0x80 {
         return None; // the run may go on with non-ASCII whitespace
     }
     let end = match last_nl {
@@ -428,20 +462,26 @@ fn ascii_chunk(bytes: &[u8], i: usize) -> Option<(usize, u64)> {
 
 /// Estimated milli-tokens of one text.
 pub fn text_millitokens(s: &str) -> u64 {
-    millitokens::<true>(s)
+    // An all-ASCII text (one vectorised test) drops the fast path's non-ASCII checks.
+    if s.is_ascii() {
+        millitokens::<true, true>(s)
+    } else {
+        millitokens::<true, false>(s)
+    }
 }
 
 /// [`text_millitokens`], with the ASCII fast path or (`FAST = false`, the oracle of its
-/// tests) the general rules alone.
+/// tests) the general rules alone; `ASCII`: the text is all ASCII (the fast path then
+/// skips its tests for non-ASCII bytes).
 #[inline]
-fn millitokens<const FAST: bool>(s: &str) -> u64 {
+fn millitokens<const FAST: bool, const ASCII: bool>(s: &str) -> u64 {
     let bytes = s.as_bytes();
     let len = bytes.len();
     let mut total = 0u64;
     let mut i = 0;
     while i < len {
         if FAST {
-            if let Some((end, cost)) = ascii_chunk(bytes, i) {
+            if let Some((end, cost)) = ascii_chunk::<ASCII>(bytes, i) {
                 total += cost;
                 i = end;
                 continue;
@@ -955,6 +995,13 @@ mod tests {
             0x9E37_79B9_7F4A_7C15,
             crate::mutate::ALPHABET,
         ) {
+            // The raw body as one text: the fast path against the general rules.
+            let text = String::from_utf8_lossy(&body);
+            assert_eq!(
+                text_millitokens(&text),
+                millitokens::<false, false>(&text),
+                "{text:?}"
+            );
             let ours = estimate_tokens(&body);
             let theirs = tree::estimate_tokens(&body);
             assert!(round >= SEEDS.len() || ours.is_ok(), "seed {round}");
@@ -1027,7 +1074,103 @@ mod tests {
                 x ^= x << 17;
                 s.push_str(PIECES[(x % PIECES.len() as u64) as usize]);
             }
-            assert_eq!(millitokens::<true>(&s), millitokens::<false>(&s), "{s:?}");
+            assert_eq!(
+                text_millitokens(&s),
+                millitokens::<false, false>(&s),
+                "{s:?}"
+            );
+        }
+    }
+
+    /// The fast path counts what the general rules alone count on random texts of every
+    /// length below 300 drawn from small alphabets (ASCII only, and ASCII with the
+    /// non-ASCII characters the rules tell apart), so that every class boundary falls at
+    /// every position of a 64-byte window and runs grow longer than a window.
+    #[test]
+    fn fast_path_matches_general_rules_every_length() {
+        const ASCII: &[&str] = &[
+            "a", "b", "z", "A", "Q", "Z", "0", "7", "9", " ", " ", "\t", "\n", "\r", "\x0b",
+            "\x0c", ".", ",", "'", "-", "_", "(", "`", "\"", "~", "\x7f", "\x00", "s", "t", "l",
+            "v", "e", "r", "d", "m",
+        ];
+        const WIDE: &[&str] = &[
+            "é", "日", "—", "’", "\u{a0}", "\u{85}", "\u{3000}", "\u{2028}", "×", "÷", "😀", "¿",
+            "\u{ff01}", "\u{2190}", "\u{205f}", "Ω",
+        ];
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = move |n: usize| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % n as u64) as usize
+        };
+        for round in 0..40 {
+            for len in 0..300 {
+                let mut s = String::new();
+                // Some texts favour one piece, so that runs get long.
+                let favourite = ASCII[next(ASCII.len())];
+                let wide = round % 2 == 1;
+                while s.len() < len {
+                    let r = next(16);
+                    let piece = if r < 5 {
+                        favourite
+                    } else if wide && r == 15 {
+                        WIDE[next(WIDE.len())]
+                    } else {
+                        ASCII[next(ASCII.len())]
+                    };
+                    s.push_str(piece);
+                }
+                assert_eq!(
+                    text_millitokens(&s),
+                    millitokens::<false, false>(&s),
+                    "{s:?}"
+                );
+            }
+        }
+    }
+
+    /// The fast path counts what the general rules count on every string of the 4 KB
+    /// bench body (decoded) and on the body itself, and the body's count is known.
+    #[test]
+    fn fast_path_matches_general_rules_bench_body() {
+        const MESSAGES: &[&str] = &[
+            r#"{"role":"system","content":"You are a careful financial analyst.\nAnswer in plain English; quote figures exactly (\"12%\", not \"about 12 percent\") and keep lists short.\nWhen a number comes from a tool, say which tool and section it came from; when you estimate, say so and show the assumptions."}"#,
+            r#"{"role":"user","content":"The quarterly report shows that revenue grew by 12% while operating costs fell, mostly because the new routing layer sends simple questions to smaller models. Can you summarise the three main drivers, list any risks you see, and suggest what we should measure next quarter?\n\nPlease answer in plain English."}"#,
+            r#"{"role":"assistant","content":null,"tool_calls":[{"id":"call_7Qx2","type":"function","function":{"name":"get_report","arguments":"{\"quarter\":\"Q3\",\"year\":2024,\"sections\":[\"revenue\",\"costs\",\"risks\"]}"}}]}"#,
+            r#"{"role":"tool","tool_call_id":"call_7Qx2","content":"{\"revenue\":{\"q2\":41.8,\"q3\":46.8,\"unit\":\"M USD\"},\"costs\":{\"q2\":30.1,\"q3\":28.4},\"notes\":\"Routing moved 63% of traffic to the small tier; p95 latency 840 ms \u2192 610 ms.\"}"}"#,
+            r#"{"role":"assistant","content":"Three drivers stand out:\n\n1. **Volume** \u2014 revenue rose 12% (41.8 \u2192 46.8 M USD) on higher usage.\n2. **Cost mix** \u2014 63% of traffic now goes to the small tier, so operating costs fell 5.6%.\n3. **Latency** \u2014 p95 dropped from 840 ms to 610 ms, which the report links to retention.\n\nRisks: the small tier\u2019s quality on \"hard\" prompts, and vendor price changes. Next quarter, measure quality per tier, cost per resolved ticket and the share of escalations."}"#,
+            r#"{"role":"user","content":"Thanks. Can you turn that into a short table, and add a column for \"how we\u2019d measure it\"? Use the names `cost_per_ticket` and `escalation_rate` for the metrics."}"#,
+            r#"{"role":"assistant","content":"| driver | change | how we\u2019d measure it |\n| --- | --- | --- |\n| Volume | +12% revenue | monthly active tenants, requests per tenant |\n| Cost mix | \u22125.6% costs | `cost_per_ticket` by tier |\n| Latency | p95 840 \u2192 610 ms | p95 TTFT per tier, weekly |\n\nThe quality risk is tracked by `escalation_rate`: the share of small-tier answers a user retries on a larger model, counted per week and per tenant."}"#,
+            r#"{"role":"user","name":"dana","content":"Before that: the tool output says costs went from 30.1 to 28.4. Is the 5.6% figure right, and what would costs be if the small tier took 80% of traffic instead of 63%? Show the working."}"#,
+            r#"{"role":"assistant","content":"Yes: (30.1 \u2212 28.4) / 30.1 = 5.6%.\n\nFor 80% on the small tier, assume the cost per request stays at 1 : 6 (small : large) and volume stays flat:\n\n- today: 0.63 \u00d7 1 + 0.37 \u00d7 6 = 2.85 units per request\n- at 80%: 0.80 \u00d7 1 + 0.20 \u00d7 6 = 2.00 units per request\n\nThat is about 30% less spend per request, so costs would fall to roughly 20 M USD a quarter, before any change in escalations. If the escalation rate rose from 4% to 7%, each escalated request costs 1 + 6 = 7 units, which adds 0.03 \u00d7 7 = 0.21 units and trims the saving to about 23%."}"#,
+            r#"{"role":"user","content":"Good. Last one: write a two-sentence summary for the board, no jargon, and mention the latency change only if it matters for customers."}"#,
+        ];
+
+        const TOOL: &str = r#"{"type":"function","function":{"name":"get_report","description":"Fetch sections of the quarterly report for one fiscal quarter.","parameters":{"type":"object","properties":{"quarter":{"type":"string","enum":["Q1","Q2","Q3","Q4"],"description":"Fiscal quarter."},"year":{"type":"integer","minimum":2000},"sections":{"type":"array","items":{"type":"string","enum":["revenue","costs","risks","outlook"]},"description":"Sections to return; all when absent."}},"required":["quarter","year"],"additionalProperties":false}}}"#;
+
+        let body = format!(
+            r#"{{"model":"auto","messages":[{}],"tools":[{TOOL}],"tool_choice":"auto","temperature":0.2,"max_tokens":512,"stream":true,"user":"acct-1881"}}"#,
+            MESSAGES.join(",")
+        );
+        assert_eq!(estimate_tokens(body.as_bytes()).unwrap(), 960);
+        assert_eq!(tree::estimate_tokens(body.as_bytes()).unwrap(), 960);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let mut texts = vec![body.clone()];
+        let mut stack = vec![&v];
+        while let Some(v) = stack.pop() {
+            match v {
+                serde_json::Value::String(s) => texts.push(s.clone()),
+                serde_json::Value::Array(a) => stack.extend(a),
+                serde_json::Value::Object(o) => {
+                    texts.extend(o.keys().cloned());
+                    stack.extend(o.values());
+                }
+                _ => {}
+            }
+        }
+        for t in &texts {
+            assert_eq!(text_millitokens(t), millitokens::<false, false>(t), "{t:?}");
         }
     }
 
