@@ -31,32 +31,17 @@ PARAGRAPH = (
     "measure next quarter? Please answer in plain English.\n\n"
 )
 
-# The 4 KB body, as compact JSON text (the bytes are the criterion bench's, `benches/core.rs`):
+# The 4 KB body, compact JSON (the criterion bench and the token tests read the same file):
 # a system prompt, a user turn with a `name`, an assistant tool call whose `arguments` is
 # escaped JSON, the tool's escaped-JSON answer, assistant replies with `\n`, `\"`, and
 # `\uXXXX` escapes (as `json.dumps` writes non-ASCII), one tool definition, sampling and
 # transport fields in client order.
-MESSAGES = (
-    r'{"role":"system","content":"You are a careful financial analyst.\nAnswer in plain English; quote figures exactly (\"12%\", not \"about 12 percent\") and keep lists short.\nWhen a number comes from a tool, say which tool and section it came from; when you estimate, say so and show the assumptions."}',
-    r'{"role":"user","content":"The quarterly report shows that revenue grew by 12% while operating costs fell, mostly because the new routing layer sends simple questions to smaller models. Can you summarise the three main drivers, list any risks you see, and suggest what we should measure next quarter?\n\nPlease answer in plain English."}',
-    r'{"role":"assistant","content":null,"tool_calls":[{"id":"call_7Qx2","type":"function","function":{"name":"get_report","arguments":"{\"quarter\":\"Q3\",\"year\":2024,\"sections\":[\"revenue\",\"costs\",\"risks\"]}"}}]}',
-    r'{"role":"tool","tool_call_id":"call_7Qx2","content":"{\"revenue\":{\"q2\":41.8,\"q3\":46.8,\"unit\":\"M USD\"},\"costs\":{\"q2\":30.1,\"q3\":28.4},\"notes\":\"Routing moved 63% of traffic to the small tier; p95 latency 840 ms \u2192 610 ms.\"}"}',
-    r'{"role":"assistant","content":"Three drivers stand out:\n\n1. **Volume** \u2014 revenue rose 12% (41.8 \u2192 46.8 M USD) on higher usage.\n2. **Cost mix** \u2014 63% of traffic now goes to the small tier, so operating costs fell 5.6%.\n3. **Latency** \u2014 p95 dropped from 840 ms to 610 ms, which the report links to retention.\n\nRisks: the small tier\u2019s quality on \"hard\" prompts, and vendor price changes. Next quarter, measure quality per tier, cost per resolved ticket and the share of escalations."}',
-    r'{"role":"user","content":"Thanks. Can you turn that into a short table, and add a column for \"how we\u2019d measure it\"? Use the names `cost_per_ticket` and `escalation_rate` for the metrics."}',
-    r'{"role":"assistant","content":"| driver | change | how we\u2019d measure it |\n| --- | --- | --- |\n| Volume | +12% revenue | monthly active tenants, requests per tenant |\n| Cost mix | \u22125.6% costs | `cost_per_ticket` by tier |\n| Latency | p95 840 \u2192 610 ms | p95 TTFT per tier, weekly |\n\nThe quality risk is tracked by `escalation_rate`: the share of small-tier answers a user retries on a larger model, counted per week and per tenant."}',
-    r'{"role":"user","name":"dana","content":"Before that: the tool output says costs went from 30.1 to 28.4. Is the 5.6% figure right, and what would costs be if the small tier took 80% of traffic instead of 63%? Show the working."}',
-    r'{"role":"assistant","content":"Yes: (30.1 \u2212 28.4) / 30.1 = 5.6%.\n\nFor 80% on the small tier, assume the cost per request stays at 1 : 6 (small : large) and volume stays flat:\n\n- today: 0.63 \u00d7 1 + 0.37 \u00d7 6 = 2.85 units per request\n- at 80%: 0.80 \u00d7 1 + 0.20 \u00d7 6 = 2.00 units per request\n\nThat is about 30% less spend per request, so costs would fall to roughly 20 M USD a quarter, before any change in escalations. If the escalation rate rose from 4% to 7%, each escalated request costs 1 + 6 = 7 units, which adds 0.03 \u00d7 7 = 0.21 units and trims the saving to about 23%."}',
-    r'{"role":"user","content":"Good. Last one: write a two-sentence summary for the board, no jargon, and mention the latency change only if it matters for customers."}',
-)
-TOOL = r'{"type":"function","function":{"name":"get_report","description":"Fetch sections of the quarterly report for one fiscal quarter.","parameters":{"type":"object","properties":{"quarter":{"type":"string","enum":["Q1","Q2","Q3","Q4"],"description":"Fiscal quarter."},"year":{"type":"integer","minimum":2000},"sections":{"type":"array","items":{"type":"string","enum":["revenue","costs","risks","outlook"]},"description":"Sections to return; all when absent."}},"required":["quarter","year"],"additionalProperties":false}}}'
+BODY_4K = REPO / "rust" / "tiergate-core" / "benches" / "body_4k.json"
 
 
 def body_4k() -> bytes:
     """A realistic ~4 KB chat body: ten messages, escapes, a tool call and a tool definition."""
-    return (
-        '{"model":"auto","messages":[' + ",".join(MESSAGES) + '],"tools":[' + TOOL + "],"
-        '"tool_choice":"auto","temperature":0.2,"max_tokens":512,"stream":true,"user":"acct-1881"}'
-    ).encode()
+    return BODY_4K.read_bytes()
 
 
 def candidates(n: int) -> list[tuple[str, int, float, float, float, int, int, float, float, float]]:
@@ -218,7 +203,7 @@ def run() -> str:
         "whose `arguments` is escaped JSON, the tool's escaped-JSON reply, assistant replies "
         'with `\\n`, `\\"` and `\\uXXXX` escapes (as `json.dumps` writes non-ASCII) — one '
         "tool definition with a JSON-schema `parameters`, `tool_choice`, sampling and transport "
-        "fields, keys in client order (`MESSAGES` and `TOOL` in `benches/bench_core.py`).",
+        "fields, keys in client order (`rust/tiergate-core/benches/body_4k.json`).",
         "",
         "| call | median | p99 | empty call | ratio to empty | target |",
         "| --- | --- | --- | --- | --- | --- |",
