@@ -25,7 +25,7 @@ from tiergate.errors import DispatchError, ErrorClass, ProviderError, RequestErr
 from tiergate.providers.base import StreamEnd, StreamEvent, TextDelta, Usage
 from tiergate.routing.idempotency import Flight, Idempotency, Recorded
 from tiergate.routing.planner import Plan
-from tiergate.safety import scan_output, scan_request
+from tiergate.safety import SafetyPolicy, scan_output, scan_request
 from tiergate.server.parse_anthropic import parse_anthropic_request
 from tiergate.server.parse_openai import parse_openai_request
 from tiergate.server.render_anthropic import (
@@ -260,7 +260,8 @@ class Pipeline:
         self.telemetry = request.app[TELEMETRY]
         self.chat: ChatRequest | None = None
         self.findings: list[SafetyFinding] = []
-        self.scan_later = False  # a report-only request scan, run after the answer
+        # A policy whose request scan only reports: run in _report, after the answer.
+        self.scan_later: SafetyPolicy | None = None
         self.text: str | None = None  # the answer's text, for output checks and shadows
         self.record = RequestRecord(
             request_id=_new_request_id(),
@@ -296,8 +297,8 @@ class Pipeline:
         """Everything telemetry learns from this request, handed over without blocking."""
         t, rec, chat = self.telemetry, self.record, self.chat
         findings = self.findings
-        if self.scan_later and chat is not None:
-            findings = scan_request(chat, t.safety_policy(rec.tenant)).findings
+        if self.scan_later is not None and chat is not None:
+            findings = scan_request(chat, self.scan_later).findings
         if self.text is not None and chat is not None and rec.status < 400:
             findings = findings + scan_output(
                 self.text, chat.response_format, t.safety_policy(rec.tenant)
@@ -348,7 +349,7 @@ class Pipeline:
                 raise checked.error()
             chat = checked.request
         else:
-            self.scan_later = True
+            self.scan_later = policy
         self.chat = chat
         key = Idempotency.key(raw, tenant.name, self.surface, chat.stream, envelope.idempotency_key)
         outcome, value = await gw.idempotency.lookup(key)
