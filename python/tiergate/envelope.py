@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 __all__ = [
+    "TEXT_FORMAT",
     "ChatRequest",
     "Envelope",
     "ImagePart",
@@ -87,6 +88,10 @@ class ResponseFormat:
     strict: bool = False
 
 
+# Plain text answers, the usual case: frozen, so every request may share this one.
+TEXT_FORMAT = ResponseFormat()
+
+
 @dataclass(slots=True)
 class ChatRequest:
     """A validated chat request, independent of the surface it arrived on."""
@@ -98,7 +103,7 @@ class ChatRequest:
     tool_choice: Literal["auto", "none", "required", "function"] = "auto"
     tool_choice_name: str | None = None
     parallel_tool_calls: bool = True
-    response_format: ResponseFormat = field(default_factory=ResponseFormat)
+    response_format: ResponseFormat = TEXT_FORMAT
     max_tokens: int | None = None
     temperature: float | None = None
     top_p: float | None = None

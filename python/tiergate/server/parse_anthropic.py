@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 
 from tiergate.envelope import (
+    TEXT_FORMAT,
     ChatRequest,
     ImagePart,
     Message,
@@ -196,7 +197,7 @@ def _output_format(body: dict[str, Any]) -> ResponseFormat:
     else:
         spec, path = body.get("output_format"), "output_format"
     if spec is None:
-        return ResponseFormat()
+        return TEXT_FORMAT
     if not isinstance(spec, dict) or spec.get("type") != "json_schema":
         bad(f"{path}.type", "must be 'json_schema'")
     schema = spec.get("schema")

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from tiergate.envelope import (
+    TEXT_FORMAT,
     ChatRequest,
     ImagePart,
     Message,
@@ -301,12 +302,12 @@ def _tool_choice(value: Any, tools: list[Tool]) -> tuple[Any, str | None]:
 
 def _response_format(value: Any) -> ResponseFormat:
     if value is None:
-        return ResponseFormat()
+        return TEXT_FORMAT
     if not isinstance(value, dict):
         bad("response_format", "must be an object")
     kind = value.get("type")
     if kind == "text":
-        return ResponseFormat()
+        return TEXT_FORMAT
     if kind == "json_object":
         return ResponseFormat("json_object")
     if kind == "json_schema":
