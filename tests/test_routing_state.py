@@ -172,6 +172,35 @@ def test_tenants_resolve_by_key_and_header(monkeypatch: pytest.MonkeyPatch) -> N
     assert info.value.status == 403
 
 
+def test_open_sidecar_resolves_every_caller_to_all_deployments() -> None:
+    config = parse_config(
+        {
+            "providers": {"p": {"kind": "openai"}},
+            "tiers": ["small"],
+            "deployments": {
+                "s": {
+                    "provider": "p",
+                    "model": "m",
+                    "tier": "small",
+                    "price": {"input": 1, "output": 1},
+                },
+                "t": {
+                    "provider": "p",
+                    "model": "n",
+                    "tier": "small",
+                    "price": {"input": 1, "output": 1},
+                },
+            },
+        }
+    )
+    tenants = Tenants(config, {"s": 0, "t": 1})
+    default = tenants.resolve(None, None, None)
+    assert (default.name, default.allowed_mask, default.daily_spend_usd) == ("default", 0b11, None)
+    assert tenants.resolve("Bearer anything", None, "") is default  # shared, not rebuilt
+    named = tenants.resolve(None, None, "team-x")
+    assert (named.name, named.allowed_mask) == ("team-x", 0b11)
+
+
 def test_daily_spend_limit(monkeypatch: pytest.MonkeyPatch) -> None:
     tenants = tenant_config(monkeypatch)
     acme = tenants.resolve("Bearer acme-secret", None, None)

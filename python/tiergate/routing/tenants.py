@@ -33,12 +33,15 @@ class TenantPolicy:
 
 
 class Tenants:
-    __slots__ = ("_all", "_keys", "_open", "_policies", "_spend")
+    __slots__ = ("_all", "_default", "_keys", "_open", "_policies", "_spend")
 
     def __init__(
         self, config: Config, index: Mapping[str, int], previous: Tenants | None = None
     ) -> None:
         self._all = (1 << len(index)) - 1
+        # Unconfigured callers get this one policy (frozen, so shared): building a
+        # TenantPolicy per request cost about 11k instructions.
+        self._default = TenantPolicy(DEFAULT_TENANT, self._all)
         tier_of = {name: dep.tier for name, dep in config.deployments.items()}
         self._policies: dict[str, TenantPolicy] = {}
         for name, t in config.tenants.items():
@@ -111,6 +114,8 @@ class Tenants:
                 status=403,
                 type="permission_error",
             )
+        if name == DEFAULT_TENANT:
+            return self._default
         return TenantPolicy(name, self._all)
 
     @staticmethod
