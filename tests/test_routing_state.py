@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import pytest
 
@@ -125,38 +126,39 @@ def test_token_buckets_route_around_before_the_limit(tmp_path: object) -> None:
     assert limits.near_limit_mask(1, now=t0 + 31) & 0b10 == 0
 
 
-def tenant_config(monkeypatch: pytest.MonkeyPatch) -> Tenants:
+def tenant_config(monkeypatch: pytest.MonkeyPatch, *, with_tenants: bool = True) -> Tenants:
+    """Two deployments (``s`` small, ``l`` large); with tenants acme (keyed) and beta."""
     monkeypatch.setenv("ACME_KEY", "acme-secret")
-    config = parse_config(
-        {
-            "providers": {"p": {"kind": "openai"}},
-            "tiers": ["small", "large"],
-            "deployments": {
-                "s": {
-                    "provider": "p",
-                    "model": "m",
-                    "tier": "small",
-                    "price": {"input": 1, "output": 1},
-                },
-                "l": {
-                    "provider": "p",
-                    "model": "n",
-                    "tier": "large",
-                    "price": {"input": 1, "output": 1},
-                },
+    raw: dict[str, Any] = {
+        "providers": {"p": {"kind": "openai"}},
+        "tiers": ["small", "large"],
+        "deployments": {
+            "s": {
+                "provider": "p",
+                "model": "m",
+                "tier": "small",
+                "price": {"input": 1, "output": 1},
             },
-            "tenants": {
-                "acme": {
-                    "allow": ["small"],
-                    "daily_spend_usd": 1.0,
-                    "api_keys": [{"env": "ACME_KEY"}],
-                    "min_quality": 0.7,
-                },
-                "beta": {},
+            "l": {
+                "provider": "p",
+                "model": "n",
+                "tier": "large",
+                "price": {"input": 1, "output": 1},
             },
-        }
-    )
-    return Tenants(config, {"s": 0, "l": 1})
+        },
+        "tenants": {
+            "acme": {
+                "allow": ["small"],
+                "daily_spend_usd": 1.0,
+                "api_keys": [{"env": "ACME_KEY"}],
+                "min_quality": 0.7,
+            },
+            "beta": {},
+        },
+    }
+    if not with_tenants:
+        del raw["tenants"]
+    return Tenants(parse_config(raw), {"s": 0, "l": 1})
 
 
 def test_tenants_resolve_by_key_and_header(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -172,28 +174,10 @@ def test_tenants_resolve_by_key_and_header(monkeypatch: pytest.MonkeyPatch) -> N
     assert info.value.status == 403
 
 
-def test_open_sidecar_resolves_every_caller_to_all_deployments() -> None:
-    config = parse_config(
-        {
-            "providers": {"p": {"kind": "openai"}},
-            "tiers": ["small"],
-            "deployments": {
-                "s": {
-                    "provider": "p",
-                    "model": "m",
-                    "tier": "small",
-                    "price": {"input": 1, "output": 1},
-                },
-                "t": {
-                    "provider": "p",
-                    "model": "n",
-                    "tier": "small",
-                    "price": {"input": 1, "output": 1},
-                },
-            },
-        }
-    )
-    tenants = Tenants(config, {"s": 0, "t": 1})
+def test_open_sidecar_resolves_every_caller_to_all_deployments(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    tenants = tenant_config(monkeypatch, with_tenants=False)
     default = tenants.resolve(None, None, None)
     assert (default.name, default.allowed_mask, default.daily_spend_usd) == ("default", 0b11, None)
     assert tenants.resolve("Bearer anything", None, "") is default  # shared, not rebuilt
