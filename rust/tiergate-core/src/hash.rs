@@ -817,6 +817,65 @@ mod tests {
         assert!(ok > 3_000, "{ok}");
     }
 
+    /// `\uXXXX` escapes at the edges of the fast path (control characters, `"` and `\`,
+    /// upper-case digits, surrogates, bad digits, a string's end) canonicalise as the tree
+    /// canonicaliser writes them, and the invalid ones fail as they do there.
+    #[test]
+    fn unicode_escapes_match_tree() {
+        const PIECES: &[&str] = &[
+            "\\u0020",
+            "\\u001f",
+            "\\u001F",
+            "\\u0021",
+            "\\u0022",
+            "\\u005c",
+            "\\u005C",
+            "\\u00E9",
+            "\\u00e9",
+            "\\u4e2d",
+            "\\u4E2D",
+            "\\ud7ff",
+            "\\ud800",
+            "\\udfff",
+            "\\ud83d\\ude00",
+            "\\ue000",
+            "\\uffff",
+            "\\uFFFE",
+            "\\u12g4",
+            "\\u12",
+            "\\u",
+            "\\/",
+            "\\n",
+            "x",
+            "é",
+        ];
+        let mut x: u64 = 0x5DEE_CE66_D1CE_4E5B;
+        for _ in 0..20_000 {
+            let mut text = String::new();
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            for _ in 0..(x % 6) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                text.push_str(PIECES[(x % PIECES.len() as u64) as usize]);
+            }
+            let body = format!(
+                r#"{{"messages":[{{"role":"user","content":"{text}"}}],"model":"{text}"}}"#
+            );
+            let ours = canonical_request(body.as_bytes());
+            let theirs = tree_canon(body.as_bytes());
+            match (&ours, &theirs) {
+                (Ok(a), Ok(b)) => assert_eq!(a, b, "{body}"),
+                (Err(_), Err(_)) => {}
+                _ => panic!("{body}: {ours:?} vs {theirs:?}"),
+            }
+            let tokens = crate::tokens::estimate_tokens(body.as_bytes());
+            assert_eq!(tokens.is_ok(), theirs.is_ok(), "{body}");
+        }
+    }
+
     /// Keys the implementation before the one-pass string writer gave (known answers).
     #[test]
     fn known_answers() {

@@ -12,6 +12,7 @@
 // `error.rs`); an `# Errors` section on each would repeat that.
 #![allow(clippy::missing_errors_doc)]
 
+mod bytemask;
 pub mod error;
 pub mod features;
 pub mod hash;

@@ -12,6 +12,7 @@
 
 use std::borrow::Cow;
 
+use crate::bytemask::string_specials;
 use crate::error::{CoreError, Result};
 
 /// Nesting depth `serde_json` refuses (its `remaining_depth` starts at 128).
@@ -511,27 +512,21 @@ impl<'a> Parser<'a> {
         let mut i = self.i;
         let mut esc = Esc::None;
         loop {
-            let (mut m, width) = if let Some(chunk) = bytes.get(i..i + 16) {
-                let m = special_lanes(chunk);
+            let (mut m, width) = if let Some(chunk) = bytes.get(i..).and_then(<[u8]>::first_chunk) {
+                let m = string_specials(chunk);
                 if W && m == 0 {
-                    // A long run: thirty-two bytes per test until one holds a special byte
-                    // (values only: keys are short, and the token walk has its own costs).
-                    i += 16;
-                    while let Some(c) = bytes.get(i..i + 32) {
-                        if special_lanes(&c[..16]) | special_lanes(&c[16..]) != 0 {
-                            break;
-                        }
-                        i += 32;
-                    }
+                    // A long run (values only: keys are short, and the token walk has its
+                    // own costs).
+                    i = skip_plain(bytes, i + 16);
                     continue;
                 }
                 (m, 16)
             } else {
-                // The tail, a byte at a time (lanes as in `special_lanes`).
-                let mut m = 0u128;
+                // The tail, a byte at a time (bits as in `string_specials`).
+                let mut m = 0u32;
                 for (j, &c) in bytes[i..].iter().enumerate() {
                     if c == b'"' || c == b'\\' || c < 0x20 {
-                        m |= 0xFF << (8 * j);
+                        m |= 1 << j;
                     }
                 }
                 if m == 0 {
@@ -542,7 +537,7 @@ impl<'a> Parser<'a> {
             };
             let mut next = i + width;
             while m != 0 {
-                let k = i + m.trailing_zeros() as usize / 8;
+                let k = i + m.trailing_zeros() as usize;
                 match bytes[k] {
                     b'"' => {
                         self.i = k + 1;
@@ -569,30 +564,13 @@ impl<'a> Parser<'a> {
                             }
                             k + 2
                         } else {
-                            self.i = k;
-                            let canonical = self.escape()?;
-                            if !canonical {
-                                esc = Esc::Other;
-                                if W {
-                                    push_span(out, bytes, run, k);
-                                    recode_escape(&bytes[k..self.i], out);
-                                    run = self.i;
-                                }
-                            } else if esc == Esc::None {
-                                esc = Esc::Canonical;
-                            }
-                            if D {
-                                dec.push_str(&self.s[drun..k]);
-                                decode_escape(&bytes[k..], dec);
-                                drun = self.i;
-                            }
-                            self.i
+                            self.long_escape::<W, D>(k, &mut esc, out, dec, &mut run, &mut drun)?
                         };
                         if after >= i + width {
                             next = after;
                             break;
                         }
-                        m &= !((1u128 << (8 * (after - i))) - 1);
+                        m &= !((1u32 << (after - i)) - 1);
                     }
                     _ => {
                         self.i = k;
@@ -602,6 +580,57 @@ impl<'a> Parser<'a> {
             }
             i = next;
         }
+    }
+
+    /// [`Parser::scan`] at a backslash at `k` that is not a two-byte canonical escape:
+    /// past it (the position after it), its canonical form written (`W`) or its
+    /// character decoded (`D`) with the text before it.
+    #[allow(clippy::inline_always)] // per escaped character of non-ASCII text
+    #[inline(always)]
+    fn long_escape<const W: bool, const D: bool>(
+        &mut self,
+        k: usize,
+        esc: &mut Esc,
+        out: &mut Vec<u8>,
+        dec: &mut String,
+        run: &mut usize,
+        drun: &mut usize,
+    ) -> Result<usize> {
+        let bytes = self.b;
+        if let Some(c) = plain_unicode_escape(bytes, k) {
+            // `\uXXXX` of a character written as itself: never canonical.
+            *esc = Esc::Other;
+            if W {
+                push_span(out, bytes, *run, k);
+                let mut utf8 = [0u8; 4];
+                out.extend_from_slice(c.encode_utf8(&mut utf8).as_bytes());
+                *run = k + 6;
+            }
+            if D {
+                dec.push_str(&self.s[*drun..k]);
+                dec.push(c);
+                *drun = k + 6;
+            }
+            return Ok(k + 6);
+        }
+        self.i = k;
+        let canonical = self.escape()?;
+        if !canonical {
+            *esc = Esc::Other;
+            if W {
+                push_span(out, bytes, *run, k);
+                *run = self.i;
+                recode_escape(&bytes[k..*run], out);
+            }
+        } else if *esc == Esc::None {
+            *esc = Esc::Canonical;
+        }
+        if D {
+            dec.push_str(&self.s[*drun..k]);
+            *drun = self.i;
+            decode_escape(&bytes[k..], dec);
+        }
+        Ok(self.i)
     }
 
     /// At a backslash: check one escape, move past it; whether it is canonical.
@@ -733,18 +762,58 @@ impl<'a> Parser<'a> {
 const LO: u64 = 0x0101_0101_0101_0101;
 const HI: u64 = 0x8080_8080_8080_8080;
 
-/// 0xFF in each lane of `chunk` (sixteen bytes) that is `"`, `\\` or below 0x20, as
-/// one little-endian `u128` (lane `j` is bits `8j..8j+8`).
-// `|`, not `||`: branch-free lanes are what lets LLVM vectorise the loop (with `||` it
-// does not, and the scan is slower than the eight-byte one it replaced).
-#[allow(clippy::needless_bitwise_bool, clippy::inline_always)]
-#[inline(always)]
-fn special_lanes(chunk: &[u8]) -> u128 {
-    let mut lanes = [0u8; 16];
-    for (l, &c) in lanes.iter_mut().zip(chunk) {
-        *l = u8::from((c == b'"') | (c == b'\\') | (c < 0x20)).wrapping_neg();
+/// The character of the `\\uXXXX` escape at `b[k]` when it is one `serde_json` writes
+/// as itself (from U+0020, not `"` or `\\`, not a surrogate), else `None` (the checked
+/// path then reads it, and reports what is wrong with it). Non-ASCII text encoded by
+/// `json.dumps` is all such escapes, one per character.
+#[inline]
+fn plain_unicode_escape(bytes: &[u8], k: usize) -> Option<char> {
+    let esc = bytes.get(k + 1..)?.first_chunk::<5>()?;
+    if esc[0] != b'u' {
+        return None;
     }
-    u128::from_le_bytes(lanes)
+    let digit = |i: usize| u32::from(HEX_DIGIT[usize::from(esc[i])]);
+    let digits = [digit(1), digit(2), digit(3), digit(4)];
+    if digits.iter().any(|&v| v > 0xF) {
+        return None;
+    }
+    let cp = digits[0] << 12 | digits[1] << 8 | digits[2] << 4 | digits[3];
+    if cp < 0x20 || cp == 0x22 || cp == 0x5C {
+        return None;
+    }
+    char::from_u32(cp) // `None` for a surrogate
+}
+
+/// The value of each hexadecimal digit; 0xFF for any other byte.
+const HEX_DIGIT: [u8; 256] = {
+    let mut t = [0xFF; 256];
+    let mut c = 0;
+    while c < 256 {
+        t[c] = match c as u8 {
+            b'0'..=b'9' => c as u8 - b'0',
+            b'a'..=b'f' => c as u8 - b'a' + 10,
+            b'A'..=b'F' => c as u8 - b'A' + 10,
+            _ => 0xFF,
+        };
+        c += 1;
+    }
+    t
+};
+
+/// From `i`, past every thirty-two bytes that hold no byte [`string_specials`] stops at.
+#[allow(clippy::inline_always)] // the scan's inner loop
+#[inline(always)]
+fn skip_plain(bytes: &[u8], mut i: usize) -> usize {
+    while let Some(c) = bytes.get(i..).and_then(<[u8]>::first_chunk::<32>) {
+        let (a, b) = c.split_at(16);
+        if string_specials(a.try_into().expect("16")) | string_specials(b.try_into().expect("16"))
+            != 0
+        {
+            break;
+        }
+        i += 32;
+    }
+    i
 }
 
 /// Append `b[a..e]`. A span of at most sixteen bytes with sixteen readable bytes from

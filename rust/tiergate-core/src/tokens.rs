@@ -24,6 +24,7 @@
 //! `1 + Σ(key + 1 + json(value))`, an array `1 + Σ(json(item))`, a string its text + 1,
 //! any other scalar 1. Chunks are summed in milli-tokens and rounded once at the end.
 
+use crate::bytemask::ascii_letters;
 use crate::error::{CoreError, Result};
 use crate::rawjson::{decode_into, Esc, JStr, Parser, Value};
 
@@ -258,45 +259,28 @@ fn letter_run(s: &str, start: usize, prefix: u8) -> (usize, u64) {
     (j, cost)
 }
 
-const LO: u64 = 0x0101_0101_0101_0101;
-const HI: u64 = 0x8080_8080_8080_8080;
-
-/// Bit 7 of each byte of `v` that is an ASCII letter (the other bits clear).
-#[inline]
-fn letter_bits(v: u64) -> u64 {
-    // Fold case on the low seven bits (no byte can carry into the next), then range-check.
-    let x = (v & !HI) | (LO * 0x20);
-    (x + LO * (0x80 - 0x61)) & !(x + LO * (0x80 - 0x7b)) & !v & HI
-}
-
 /// End of the ASCII letter run starting at `start` (an ASCII letter), whether a letter
-/// after the first is upper-case, and whether the byte at the end is non-ASCII. Eight
-/// bytes at a time: most words end in the first word-load, so the loop exit is
-/// predictable where a per-byte loop's is not.
+/// after the first is upper-case, and whether the byte at the end is non-ASCII. Sixteen
+/// bytes at a time ([`ascii_letters`]): most words end in the first load, so the loop
+/// exit is predictable where a per-byte loop's is not.
 #[inline]
 fn ascii_letter_run(bytes: &[u8], start: usize) -> (usize, bool, bool) {
     let mut end = start;
-    let mut upper = 0u64;
-    let mut first = !0x80u64;
-    while let Some(chunk) = bytes.get(end..end + 8) {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        let v = u64::from_le_bytes(word);
-        let letters = letter_bits(v);
-        // An ASCII letter is upper-case when its bit 5 is clear (moved to bit 7 here).
-        let up = letters & !(v << 2) & first;
-        first = !0;
-        let non_letter = !letters & HI;
+    let mut upper = 0u32;
+    let mut not_first = !1u32;
+    while let Some(chunk) = bytes.get(end..).and_then(<[u8]>::first_chunk::<16>) {
+        let (letters, up) = ascii_letters(chunk);
+        let up = up & not_first;
+        not_first = !0;
+        let non_letter = !letters & 0xFFFF;
         if non_letter == 0 {
             upper |= up;
-            end += 8;
+            end += 16;
             continue;
         }
-        // Bits below the first non-letter's (and the bits of later non-letters, where
-        // `up` is clear).
-        upper |= up & (non_letter - 1);
-        let n = non_letter.trailing_zeros() as usize / 8;
-        return (end + n, upper != 0, (v >> (8 * n)) & 0x80 != 0);
+        let n = non_letter.trailing_zeros() as usize;
+        upper |= up & ((1 << n) - 1);
+        return (end + n, upper != 0, chunk[n] >= 0x80);
     }
     let mut any_upper = upper != 0;
     while end < bytes.len() && bytes[end].is_ascii_alphabetic() {
@@ -392,8 +376,17 @@ fn ascii_chunk<const ASCII: bool>(bytes: &[u8], i: usize) -> Option<(usize, u64)
     // The class of the next character decides the rest (0 at the end).
     let f1 = bytes.get(i + 1).map_or(0, |&b| FLAGS[b as usize]);
     if c0 == b' ' && f1 & F_LETTER != 0 {
-        // Rule 2 after a space, the most common chunk of prose.
-        return ascii_word::<ASCII>(bytes, i + 1, 1);
+        // Rule 2 after a space, the most common chunk of prose; the chunks of a run of
+        // them are summed here, without a dispatch per word.
+        let (mut end, mut cost) = ascii_word::<ASCII>(bytes, i + 1, 1)?;
+        while end + 1 < len && bytes[end] == b' ' && bytes[end + 1].is_ascii_alphabetic() {
+            let Some((e, c)) = ascii_word::<ASCII>(bytes, end + 1, 1) else {
+                break;
+            };
+            end = e;
+            cost += c;
+        }
+        return Some((end, cost));
     }
     if f0 & F_DIGIT != 0 {
         // Rule 3: up to three digits.
