@@ -417,10 +417,10 @@ impl Router {
             let cost = self.cost(i, req);
             s.latency[i] = lat;
             s.cost[i] = cost;
-            if budget.map_or(true, |b| lat <= b) {
+            if budget.is_none_or(|b| lat <= b) {
                 s.soft_ok[0] |= bit;
             }
-            if ceiling.map_or(true, |c| cost <= c) {
+            if ceiling.is_none_or(|c| cost <= c) {
                 s.soft_ok[1] |= bit;
             }
             if req.min_quality <= 0.0 || quality.get(i) >= req.min_quality {

@@ -490,7 +490,7 @@ impl QualityModel {
             } else {
                 (q - lambda * c, -c)
             };
-            let better = best.map_or(true, |(_, k, t)| match key.total_cmp(&k) {
+            let better = best.is_none_or(|(_, k, t)| match key.total_cmp(&k) {
                 std::cmp::Ordering::Greater => true,
                 std::cmp::Ordering::Equal => tie > t,
                 std::cmp::Ordering::Less => false,

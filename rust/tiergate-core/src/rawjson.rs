@@ -269,6 +269,12 @@ impl<'a> Parser<'a> {
         Ok((q, close, esc))
     }
 
+    /// The whole input.
+    #[inline]
+    pub(crate) fn input(&self) -> &'a [u8] {
+        self.b
+    }
+
     /// The input between `a` and `e` (both at characters the parser read).
     #[inline]
     pub(crate) fn text(&self, a: usize, e: usize) -> &'a str {

@@ -188,7 +188,7 @@ pub fn luhn_ok(digits: &[u8]) -> bool {
         }
         total += d;
     }
-    total % 10 == 0
+    total.is_multiple_of(10)
 }
 
 const fn table(chars: &[u8]) -> [bool; 256] {

@@ -263,12 +263,17 @@ fn letter_run(s: &str, start: usize, prefix: u8) -> (usize, u64) {
 /// after the first is upper-case, and whether the byte at the end is non-ASCII. Sixteen
 /// bytes at a time ([`ascii_letters`]): most words end in the first load, so the loop
 /// exit is predictable where a per-byte loop's is not.
+///
+/// `padded` is the text (`padded[..len]`) and what the caller has after it, which must
+/// begin with a byte that is not a letter when there is any: loads may then run past the
+/// text's end (into a JSON string's closing quote, say), and short texts and the words
+/// at a text's end take the same path as the others.
 #[inline]
-fn ascii_letter_run(bytes: &[u8], start: usize) -> (usize, bool, bool) {
+fn ascii_letter_run(padded: &[u8], len: usize, start: usize) -> (usize, bool, bool) {
     let mut end = start;
     let mut upper = 0u32;
     let mut not_first = !1u32;
-    while let Some(chunk) = bytes.get(end..).and_then(<[u8]>::first_chunk::<16>) {
+    while let Some(chunk) = padded.get(end..).and_then(<[u8]>::first_chunk::<16>) {
         let (letters, up) = ascii_letters(chunk);
         let up = up & not_first;
         not_first = !0;
@@ -283,11 +288,11 @@ fn ascii_letter_run(bytes: &[u8], start: usize) -> (usize, bool, bool) {
         return (end + n, upper != 0, chunk[n] >= 0x80);
     }
     let mut any_upper = upper != 0;
-    while end < bytes.len() && bytes[end].is_ascii_alphabetic() {
-        any_upper |= end > start && bytes[end].is_ascii_uppercase();
+    while end < len && padded[end].is_ascii_alphabetic() {
+        any_upper |= end > start && padded[end].is_ascii_uppercase();
         end += 1;
     }
-    (end, any_upper, end < bytes.len() && bytes[end] >= 0x80)
+    (end, any_upper, end < len && padded[end] >= 0x80)
 }
 
 /// Milli-token cost of a letter run without inner capitals, by prefix kind (0 none,
@@ -349,8 +354,13 @@ const FLAGS: [u8; 256] = {
 /// cost (rule 2), or `None` when it ends at a non-ASCII byte (which may be a letter).
 #[allow(clippy::inline_always)] // three call sites in the per-chunk loop; a call costs more
 #[inline(always)]
-fn ascii_word<const ASCII: bool>(bytes: &[u8], start: usize, prefix: u8) -> Option<(usize, u64)> {
-    let (end, upper, wide) = ascii_letter_run(bytes, start);
+fn ascii_word<const ASCII: bool>(
+    bytes: &[u8],
+    padded: &[u8],
+    start: usize,
+    prefix: u8,
+) -> Option<(usize, u64)> {
+    let (end, upper, wide) = ascii_letter_run(padded, bytes.len(), start);
     if !ASCII && wide {
         return None; // the run may go on with non-ASCII letters
     }
@@ -366,21 +376,21 @@ fn ascii_word<const ASCII: bool>(bytes: &[u8], start: usize, prefix: u8) -> Opti
 /// ASCII — rules 2 to 5 of [`text_millitokens`] (a contraction is left to the general
 /// path); `None` when a non-ASCII character (or a `'` before a letter) is involved.
 #[inline]
-fn ascii_chunk<const ASCII: bool>(bytes: &[u8], i: usize) -> Option<(usize, u64)> {
+fn ascii_chunk<const ASCII: bool>(bytes: &[u8], padded: &[u8], i: usize) -> Option<(usize, u64)> {
     let len = bytes.len();
     let c0 = bytes[i];
     let f0 = FLAGS[c0 as usize];
     if f0 & F_LETTER != 0 {
-        return ascii_word::<ASCII>(bytes, i, 0);
+        return ascii_word::<ASCII>(bytes, padded, i, 0);
     }
     // The class of the next character decides the rest (0 at the end).
     let f1 = bytes.get(i + 1).map_or(0, |&b| FLAGS[b as usize]);
     if c0 == b' ' && f1 & F_LETTER != 0 {
         // Rule 2 after a space, the most common chunk of prose; the chunks of a run of
         // them are summed here, without a dispatch per word.
-        let (mut end, mut cost) = ascii_word::<ASCII>(bytes, i + 1, 1)?;
+        let (mut end, mut cost) = ascii_word::<ASCII>(bytes, padded, i + 1, 1)?;
         while end + 1 < len && bytes[end] == b' ' && bytes[end + 1].is_ascii_alphabetic() {
-            let Some((e, c)) = ascii_word::<ASCII>(bytes, end + 1, 1) else {
+            let Some((e, c)) = ascii_word::<ASCII>(bytes, padded, end + 1, 1) else {
                 break;
             };
             end = e;
@@ -404,7 +414,7 @@ fn ascii_chunk<const ASCII: bool>(bytes: &[u8], i: usize) -> Option<(usize, u64)
             return None; // a contraction, perhaps
         }
         // Rule 2: one leading non-letter, non-digit, non-newline character.
-        return ascii_word::<ASCII>(bytes, i + 1, if c0 == b' ' { 1 } else { 2 });
+        return ascii_word::<ASCII>(bytes, padded, i + 1, if c0 == b' ' { 1 } else { 2 });
     }
     if f0 & F_PUNCT != 0 || (c0 == b' ' && f1 & F_PUNCT != 0) {
         // Rule 4: a punctuation run, an optional leading space, trailing newlines.
@@ -455,11 +465,20 @@ fn ascii_chunk<const ASCII: bool>(bytes: &[u8], i: usize) -> Option<(usize, u64)
 
 /// Estimated milli-tokens of one text.
 pub fn text_millitokens(s: &str) -> u64 {
+    padded_millitokens(s, s.as_bytes())
+}
+
+/// [`text_millitokens`] of `s`, `padded` being `s` and what follows it in the caller's
+/// buffer (see [`ascii_letter_run`]: it must begin with a byte that is not a letter).
+#[inline]
+fn padded_millitokens(s: &str, padded: &[u8]) -> u64 {
+    debug_assert!(padded.starts_with(s.as_bytes()));
+    debug_assert!(!padded.get(s.len()).is_some_and(u8::is_ascii_alphabetic));
     // An all-ASCII text (one vectorised test) drops the fast path's non-ASCII checks.
     if s.is_ascii() {
-        millitokens::<true, true>(s)
+        millitokens::<true, true>(s, padded)
     } else {
-        millitokens::<true, false>(s)
+        millitokens::<true, false>(s, padded)
     }
 }
 
@@ -467,14 +486,14 @@ pub fn text_millitokens(s: &str) -> u64 {
 /// tests) the general rules alone; `ASCII`: the text is all ASCII (the fast path then
 /// skips its tests for non-ASCII bytes).
 #[inline]
-fn millitokens<const FAST: bool, const ASCII: bool>(s: &str) -> u64 {
+fn millitokens<const FAST: bool, const ASCII: bool>(s: &str, padded: &[u8]) -> u64 {
     let bytes = s.as_bytes();
     let len = bytes.len();
     let mut total = 0u64;
     let mut i = 0;
     while i < len {
         if FAST {
-            if let Some((end, cost)) = ascii_chunk::<ASCII>(bytes, i) {
+            if let Some((end, cost)) = ascii_chunk::<ASCII>(bytes, padded, i) {
                 total += cost;
                 i = end;
                 continue;
@@ -596,6 +615,10 @@ pub fn estimate_text_tokens(s: &str) -> u64 {
 /// validates the rest without building a tree. A repeated key counts once, its last
 /// occurrence (as `serde_json::Map` and Python's `json` read it): a field's slot is
 /// overwritten, and `json(v)` drops all but the last of equal keys.
+/// Appended to a decoded text so that [`ascii_letter_run`] can load sixteen bytes from
+/// any position in it (quotes: not letters).
+const PAD: &str = "\"\"\"\"\"\"\"\"\"\"\"\"\"\"\"\"";
+
 struct Walk<'a> {
     p: Parser<'a>,
     /// `(key, cost)` of the members of every object `json` is inside, innermost last.
@@ -668,21 +691,39 @@ impl<'a> Walk<'a> {
         let start = self.p.i;
         let (close, esc) = self.p.scan::<false, true>(&mut Vec::new(), &mut self.buf)?;
         Ok(Some(if esc == Esc::None {
-            text_millitokens(self.p.text(start, close))
+            // The closing quote follows the text: the fast path may load past its end.
+            padded_millitokens(self.p.text(start, close), &self.p.input()[start..])
         } else {
-            text_millitokens(&self.buf)
+            let n = self.buf.len();
+            self.buf.push_str(PAD);
+            padded_millitokens(&self.buf[..n], self.buf.as_bytes())
         }))
+    }
+
+    /// `s` (the inside of a string of the body) and the body after it, which begins with
+    /// the closing quote; `s` alone if it is not in the body.
+    #[inline]
+    fn with_rest(&self, s: &'a str) -> &'a [u8] {
+        let body = self.p.input();
+        let off = (s.as_ptr() as usize).wrapping_sub(body.as_ptr() as usize);
+        match body.get(off..) {
+            // `s` starts inside the body's allocation, so it is these bytes.
+            Some(rest) if rest.len() >= s.len() => rest,
+            _ => s.as_bytes(),
+        }
     }
 
     /// Milli-tokens of a string's text, decoded into the walk's one buffer when escaped.
     #[inline]
-    fn millitokens(&mut self, s: &JStr<'_>) -> u64 {
+    fn millitokens(&mut self, s: &JStr<'a>) -> u64 {
         if s.esc() == Esc::None {
-            text_millitokens(s.raw())
+            padded_millitokens(s.raw(), self.with_rest(s.raw()))
         } else {
             self.buf.clear();
             decode_into(s.raw(), &mut self.buf);
-            text_millitokens(&self.buf)
+            let n = self.buf.len();
+            self.buf.push_str(PAD);
+            padded_millitokens(&self.buf[..n], self.buf.as_bytes())
         }
     }
 
@@ -963,6 +1004,11 @@ mod tree {
 mod tests {
     use super::*;
 
+    /// The general rules alone: the oracle of the fast path.
+    fn general_millitokens(s: &str) -> u64 {
+        millitokens::<false, false>(s, s.as_bytes())
+    }
+
     #[test]
     fn simple_texts() {
         assert_eq!(estimate_text_tokens(""), 0);
@@ -992,7 +1038,7 @@ mod tests {
             let text = String::from_utf8_lossy(&body);
             assert_eq!(
                 text_millitokens(&text),
-                millitokens::<false, false>(&text),
+                general_millitokens(&text),
                 "{text:?}"
             );
             let ours = estimate_tokens(&body);
@@ -1067,11 +1113,7 @@ mod tests {
                 x ^= x << 17;
                 s.push_str(PIECES[(x % PIECES.len() as u64) as usize]);
             }
-            assert_eq!(
-                text_millitokens(&s),
-                millitokens::<false, false>(&s),
-                "{s:?}"
-            );
+            assert_eq!(text_millitokens(&s), general_millitokens(&s), "{s:?}");
         }
     }
 
@@ -1114,11 +1156,13 @@ mod tests {
                     };
                     s.push_str(piece);
                 }
-                assert_eq!(
-                    text_millitokens(&s),
-                    millitokens::<false, false>(&s),
-                    "{s:?}"
-                );
+                let general = general_millitokens(&s);
+                assert_eq!(text_millitokens(&s), general, "{s:?}");
+                // With a closing quote and letters after the text, as in a body.
+                let padded = format!("{s}\"abcdefghijklmnopqrstuvwxyz\"}}");
+                assert_eq!(padded_millitokens(&s, padded.as_bytes()), general, "{s:?}");
+                let short = format!("{s}\"}}");
+                assert_eq!(padded_millitokens(&s, short.as_bytes()), general, "{s:?}");
             }
         }
     }
@@ -1145,7 +1189,7 @@ mod tests {
             }
         }
         for t in &texts {
-            assert_eq!(text_millitokens(t), millitokens::<false, false>(t), "{t:?}");
+            assert_eq!(text_millitokens(t), general_millitokens(t), "{t:?}");
         }
     }
 
