@@ -517,6 +517,22 @@ impl<'a> Parser<'a> {
         }
         let mut i = self.i;
         let mut esc = Esc::None;
+        // Most keys and many values are a few plain bytes: their closing quote is the
+        // first byte the loop below would stop at, in the first sixteen. A first sixteen
+        // with no such byte is stepped over here, not tested again.
+        if let Some(c) = bytes.get(i..).and_then(<[u8]>::first_chunk::<16>) {
+            let m = string_specials(c);
+            if m == 0 {
+                i = if W { skip_plain(bytes, i + 16) } else { i + 16 };
+            } else if c[m.trailing_zeros() as usize] == b'"' {
+                let close = i + m.trailing_zeros() as usize;
+                if W {
+                    push_span(out, bytes, run, close + 1);
+                }
+                self.i = close + 1;
+                return Ok((close, esc));
+            }
+        }
         loop {
             let (mut m, width) = if let Some(chunk) = bytes.get(i..).and_then(<[u8]>::first_chunk) {
                 let m = string_specials(chunk);
