@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from tiergate import _core
 from tiergate.config import DeploymentConfig, ProviderConfig
 from tiergate.envelope import ChatRequest, ImagePart, Message, TextPart, ToolCall
 from tiergate.errors import ProviderError
@@ -35,6 +36,7 @@ from tiergate.providers.normalise import (
     malformed,
     usage_openai,
 )
+from tiergate.providers.relay import relay_sse
 
 __all__ = [
     "OpenAIAdapter",
@@ -312,4 +314,18 @@ class OpenAIAdapter(HttpAdapter):
         body["stream_options"] = {"include_usage": True}
         return self._stream(
             self._url, body, timeout_s, OpenAIStreamParser(self.name, deployment.model)
+        )
+
+    def relay(
+        self, request: ChatRequest, deployment: DeploymentConfig, timeout_s: float
+    ) -> AsyncIterator[_core.OpenAIRelay]:
+        """The stream for a caller of the OpenAI surface: :meth:`stream`'s call, its
+        body parsed and re-rendered by the core (``providers/relay.py``)."""
+        body = build_openai_request(request, deployment, compatible=self._compatible)
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+        relay = _core.OpenAIRelay(deployment.model)
+        name = self.name
+        return self._open_stream(
+            self._url, body, timeout_s, lambda chunks: relay_sse(chunks, relay, name)
         )

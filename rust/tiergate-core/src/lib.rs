@@ -5,6 +5,8 @@
 //! * [`tokens`]: prompt-token estimate of a chat request;
 //! * [`policy`]: the router that ranks candidates for one request;
 //! * [`rawjson`]: the request-body parser that keeps strings as input slices;
+//! * [`relay`]: an `OpenAI` chat stream relayed to the `OpenAI` surface in one pass;
+//! * [`sse`]: Server-Sent Events framing;
 //! * [`safety`]: PII, secret and prompt-injection spans in one text;
 //! * [`signals`]: difficulty signals of a prompt for the heuristic quality prior.
 #![forbid(unsafe_code)]
@@ -21,8 +23,10 @@ mod mutate;
 pub mod policy;
 pub mod quality;
 pub mod rawjson;
+pub mod relay;
 pub mod safety;
 pub mod signals;
+pub mod sse;
 pub mod tokens;
 pub mod window;
 
