@@ -54,6 +54,8 @@ __all__ = [
     "feature_config",
     "features_batch",
     "finish_reason",
+    "parse_openai_completion",
+    "render_openai_completion",
     "request_key",
     "scan_text",
     "text_signals",
@@ -135,6 +137,36 @@ RELAY_FAIL_SHAPE: Final[int]  # 5: a field had a type the protocol does not allo
 def finish_reason(raw: str) -> str:
     """The canonical finish reason of any provider's stop reason (the table of
     ``providers.normalise.FINISH_REASONS``); unknown ones are ``"stop"``."""
+
+def parse_openai_completion(
+    body: bytes,
+) -> (
+    tuple[str | None, str, int, int, int, int, str, list[tuple[str, str, str]], str | None, str]
+    | None
+):
+    """An OpenAI chat-completion body read as ``parse_openai_response`` reads it:
+    ``(text, canonical finish reason, input, output, cached, reasoning tokens, model,
+    [(call id, name, arguments)], refusal, id)``. ``None`` when the body is not JSON or
+    not in the usual shape (an error, a field of another type, arguments not a
+    string): the Python parser decides what such a body is."""
+
+def render_openai_completion(
+    response_id: str,
+    model: str,
+    created: int,
+    text: str | None,
+    refusal: str | None,
+    tool_calls: list[tuple[str, str, str]],
+    finish_reason: str,
+    input_tokens: int,
+    output_tokens: int,
+    cached_tokens: int,
+    reasoning_tokens: int,
+) -> bytes:
+    """``orjson.dumps(render_openai_completion(...))`` of ``server/render_openai.py``
+    for these fields. ``TypeError`` for a count that is not an ``int`` (a ``bool``),
+    ``OverflowError`` for one past 64 bits, ``ValueError`` for a total ``orjson`` would
+    refuse to write."""
 
 @final
 class OpenAIRelay:

@@ -28,6 +28,7 @@ __all__ = [
     "HttpAdapter",
     "StreamParser",
     "client_timeout",
+    "json_body",
     "translate_sse",
     "transport_error",
 ]
@@ -52,6 +53,14 @@ class StreamParser(Protocol):
     def finish(self) -> list[StreamEvent]:
         """The body ended: the StreamEnd if the stream was complete, else raise cut."""
         ...
+
+
+def json_body(raw: bytes, provider: str) -> Any:
+    """A response body's JSON; a body that is not JSON is a malformed answer."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise malformed("response body (not JSON)", provider) from None
 
 
 def transport_error(exc: BaseException, provider: str, *, started: bool) -> ProviderError:
@@ -182,6 +191,16 @@ class HttpAdapter(AdapterBase):
         headers: Mapping[str, str] | None = None,
     ) -> Any:
         """POST ``body`` and return the parsed JSON answer, or raise ProviderError."""
+        return json_body(await self._post_raw(url, body, timeout_s, headers), self.name)
+
+    async def _post_raw(
+        self,
+        url: str,
+        body: dict[str, Any],
+        timeout_s: float,
+        headers: Mapping[str, str] | None = None,
+    ) -> bytes:
+        """POST ``body`` and return the successful answer's bytes, or raise ProviderError."""
         session = self._require_session()
         data = orjson.dumps(body)
         started = False
@@ -193,13 +212,9 @@ class HttpAdapter(AdapterBase):
                 if resp.status >= 400:
                     raw = await resp.content.read(_MAX_ERROR_BODY)
                     raise self._error(resp.status, raw, resp.headers)
-                raw = await resp.read()
+                return await resp.read()
         except _TRANSPORT_ERRORS as exc:
             raise transport_error(exc, self.name, started=started) from None
-        try:
-            return orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise malformed("response body (not JSON)", self.name) from None
 
     def _stream(
         self,

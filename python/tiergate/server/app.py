@@ -37,8 +37,8 @@ from tiergate.server.render_anthropic import (
 )
 from tiergate.server.render_openai import (
     OpenAIStreamRenderer,
+    openai_completion_body,
     openai_error_body,
-    render_openai_completion,
 )
 from tiergate.server.state import Gateway, Runtime
 from tiergate.server.stepping import Pending, step
@@ -421,10 +421,9 @@ class Pipeline:
         record.cached_tokens = c.usage.cached_tokens
         record.predicted_quality = plan.predicted_quality(gw.planner, outcome.deployment)
         if self.surface == "anthropic":
-            payload = render_anthropic_message(c, f"msg_{record.request_id}", c.model)
+            body = orjson.dumps(render_anthropic_message(c, f"msg_{record.request_id}", c.model))
         else:
-            payload = render_openai_completion(c, f"chatcmpl-{record.request_id}", c.model)
-        body = orjson.dumps(payload)
+            body = openai_completion_body(c, f"chatcmpl-{record.request_id}", c.model)
         headers = [*_JSON_HEADERS, *_decision_headers(record, plan, len(record.attempts))]
         response = web.Response(body=body, headers=headers)
         # The answer leaves first; the replay store and telemetry run after it is sent.

@@ -1,5 +1,6 @@
 //! tiergate's routing core: pure functions and data structures, no I/O, no Python.
 //!
+//! * [`completion`]: an `OpenAI` chat completion read and written;
 //! * [`hash`]: canonical form and xxh3-128 idempotency key of a chat request;
 //! * [`window`]: sliding-window latency quantiles;
 //! * [`tokens`]: prompt-token estimate of a chat request;
@@ -14,6 +15,7 @@
 // `error.rs`); an `# Errors` section on each would repeat that.
 #![allow(clippy::missing_errors_doc)]
 
+pub mod completion;
 pub mod error;
 pub mod features;
 pub mod hash;

@@ -21,7 +21,7 @@
 //! it into a later failure) makes the chunk malformed here ([`FAIL_SHAPE`]).
 
 use crate::json::write_escaped;
-use crate::rawjson::Value;
+use crate::rawjson::{Parser, Value};
 use crate::sse::{Flow, SseLines};
 use crate::{CoreError, Result};
 
@@ -342,32 +342,32 @@ fn truthy(v: &Value<'_>) -> bool {
     }
 }
 
-/// `obj.get(key)` when truthy (Python's `obj.get(key) or default`).
-fn get_truthy<'v, 'a>(obj: &'v Value<'a>, key: &str) -> Option<&'v Value<'a>> {
-    obj.get(key).filter(|v| truthy(v))
+/// A member when truthy (Python's `obj.get(key) or default`).
+fn truthy_member<'v, 'a>(v: Option<&'v Value<'a>>) -> Option<&'v Value<'a>> {
+    v.filter(|v| truthy(v))
 }
 
-/// A truthy value that must be an object.
-fn get_obj<'v, 'a>(obj: &'v Value<'a>, key: &'static str) -> Shape<Option<&'v Value<'a>>> {
-    match get_truthy(obj, key) {
+/// A truthy member that must be an object.
+fn obj_member<'v, 'a>(v: Option<&'v Value<'a>>, key: &'static str) -> Shape<Option<&'v Value<'a>>> {
+    match truthy_member(v) {
         None => Ok(None),
         Some(v @ Value::Obj(_)) => Ok(Some(v)),
         Some(_) => Err(key),
     }
 }
 
-/// A truthy value that must be a string: its text.
-fn get_text(obj: &Value<'_>, key: &'static str) -> Shape<Option<String>> {
-    match get_truthy(obj, key) {
+/// A truthy member that must be a string: its text.
+fn text_member(v: Option<&Value<'_>>, key: &'static str) -> Shape<Option<String>> {
+    match truthy_member(v) {
         None => Ok(None),
         Some(Value::Str(s)) => Ok(Some(s.text().into_owned())),
         Some(_) => Err(key),
     }
 }
 
-/// A value that is absent or `null`, or else a string (tested with `is not None`).
-fn get_opt_text(obj: &Value<'_>, key: &'static str) -> Shape<Option<String>> {
-    match obj.get(key) {
+/// A member that is absent or `null`, or else a string (tested with `is not None`).
+fn opt_text_member(v: Option<&Value<'_>>, key: &'static str) -> Shape<Option<String>> {
+    match v {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Str(s)) => Ok(Some(s.text().into_owned())),
         Some(_) => Err(key),
@@ -375,7 +375,7 @@ fn get_opt_text(obj: &Value<'_>, key: &'static str) -> Shape<Option<String>> {
 }
 
 /// `usage_openai`'s `_int`: an integer, else 0 (booleans and huge integers refused).
-fn get_count(obj: Option<&Value<'_>>, key: &'static str) -> Shape<i64> {
+fn count_member(obj: Option<&Value<'_>>, key: &'static str) -> Shape<i64> {
     match obj.and_then(|o| o.get(key)) {
         Some(Value::Int(i)) => Ok(*i),
         Some(Value::Bool(_) | Value::UInt(_)) => Err(key),
@@ -396,6 +396,60 @@ fn is_zero(v: &Value<'_>) -> bool {
 /// The name of a field whose type the protocol does not allow.
 type Shape<T> = std::result::Result<T, &'static str>;
 
+/// The members of a chunk the parser reads (the last of each name, as `orjson` keeps
+/// it); every other member is only checked, not built.
+#[derive(Default)]
+struct Members<'a> {
+    error: bool,
+    model: Option<Value<'a>>,
+    usage: Option<Value<'a>>,
+    choices: Option<Value<'a>>,
+}
+
+/// How an event's data failed to be a JSON object.
+enum NotAChunk {
+    NotJson,
+    NotObject,
+}
+
+fn members(text: &str) -> std::result::Result<Members<'_>, NotAChunk> {
+    let mut p = Parser::of_str(text);
+    if p.peek() != Some(b'{') {
+        return Err(match p.skip().and_then(|()| p.finish()) {
+            Ok(()) => NotAChunk::NotObject,
+            Err(_) => NotAChunk::NotJson,
+        });
+    }
+    let mut m = Members::default();
+    let mut read = || -> Result<()> {
+        p.enter()?;
+        if !p.empty(b'}') {
+            loop {
+                let key = p.key()?;
+                match key.text().as_ref() {
+                    "model" => m.model = Some(p.value()?),
+                    "usage" => m.usage = Some(p.value()?),
+                    "choices" => m.choices = Some(p.value()?),
+                    "error" => {
+                        m.error = true;
+                        p.skip()?;
+                    }
+                    _ => p.skip()?,
+                }
+                if !p.next_or_close(b'}')? {
+                    break;
+                }
+            }
+        }
+        p.leave();
+        p.finish()
+    };
+    match read() {
+        Ok(()) => Ok(m),
+        Err(_) => Err(NotAChunk::NotJson),
+    }
+}
+
 impl Parsed {
     fn fail(&mut self, code: u32, detail: &str) {
         self.failure = Some(Failure {
@@ -415,21 +469,28 @@ impl Parsed {
             }
             return Flow::Stop;
         }
-        let text = String::from_utf8_lossy(data);
-        let Ok(chunk) = Value::parse(text.as_bytes()) else {
-            self.fail(FAIL_NOT_JSON, "");
-            return Flow::Stop;
+        // As Python decodes each line: invalid UTF-8 becomes U+FFFD.
+        let text = match std::str::from_utf8(data) {
+            Ok(s) => std::borrow::Cow::Borrowed(s),
+            Err(_) => String::from_utf8_lossy(data),
         };
-        if !matches!(chunk, Value::Obj(_)) {
-            self.fail(FAIL_NOT_OBJECT, "");
-            return Flow::Stop;
-        }
-        if chunk.get("error").is_some() {
+        let m = match members(&text) {
+            Ok(m) => m,
+            Err(NotAChunk::NotJson) => {
+                self.fail(FAIL_NOT_JSON, "");
+                return Flow::Stop;
+            }
+            Err(NotAChunk::NotObject) => {
+                self.fail(FAIL_NOT_OBJECT, "");
+                return Flow::Stop;
+            }
+        };
+        if m.error {
             self.fail(FAIL_ERROR_OBJECT, &text);
             return Flow::Stop;
         }
         let before = self.pending.len();
-        match self.chunk(&chunk) {
+        match self.chunk(&m) {
             Ok(()) => Flow::Continue,
             Err(field) => {
                 // A failed event delivers nothing of itself.
@@ -440,22 +501,25 @@ impl Parsed {
         }
     }
 
-    fn chunk(&mut self, chunk: &Value<'_>) -> Shape<()> {
-        if let Some(model) = get_text(chunk, "model")? {
+    fn chunk(&mut self, m: &Members<'_>) -> Shape<()> {
+        if let Some(model) = text_member(m.model.as_ref(), "model")? {
             self.model = model;
         }
-        if let Some(u) = get_obj(chunk, "usage")? {
-            let pd = get_obj(u, "prompt_tokens_details")?;
-            let cd = get_obj(u, "completion_tokens_details")?;
+        if let Some(u) = obj_member(m.usage.as_ref(), "usage")? {
+            let pd = obj_member(u.get("prompt_tokens_details"), "prompt_tokens_details")?;
+            let cd = obj_member(
+                u.get("completion_tokens_details"),
+                "completion_tokens_details",
+            )?;
             self.usage = Usage {
-                input_tokens: get_count(Some(u), "prompt_tokens")?,
-                output_tokens: get_count(Some(u), "completion_tokens")?,
-                cached_tokens: get_count(pd, "cached_tokens")?,
-                reasoning_tokens: get_count(cd, "reasoning_tokens")?,
+                input_tokens: count_member(Some(u), "prompt_tokens")?,
+                output_tokens: count_member(Some(u), "completion_tokens")?,
+                cached_tokens: count_member(pd, "cached_tokens")?,
+                reasoning_tokens: count_member(cd, "reasoning_tokens")?,
             };
             self.usage_seen = true;
         }
-        let Some(choices) = get_truthy(chunk, "choices") else {
+        let Some(choices) = truthy_member(m.choices.as_ref()) else {
             return Ok(());
         };
         let Value::Arr(choices) = choices else {
@@ -468,10 +532,10 @@ impl Parsed {
             if choice.get("index").is_some_and(|i| !is_zero(i)) {
                 continue;
             }
-            if let Some(delta) = get_obj(choice, "delta")? {
+            if let Some(delta) = obj_member(choice.get("delta"), "delta")? {
                 self.delta(delta)?;
             }
-            if let Some(reason) = get_text(choice, "finish_reason")? {
+            if let Some(reason) = text_member(choice.get("finish_reason"), "finish_reason")? {
                 self.finish = Some(reason);
             }
         }
@@ -479,13 +543,13 @@ impl Parsed {
     }
 
     fn delta(&mut self, delta: &Value<'_>) -> Shape<()> {
-        if let Some(text) = get_text(delta, "content")? {
+        if let Some(text) = text_member(delta.get("content"), "content")? {
             self.pending.push(Delta::Text(text));
         }
-        if let Some(refusal) = get_text(delta, "refusal")? {
+        if let Some(refusal) = text_member(delta.get("refusal"), "refusal")? {
             self.refusal.push_str(&refusal);
         }
-        let Some(calls) = get_truthy(delta, "tool_calls") else {
+        let Some(calls) = truthy_member(delta.get("tool_calls")) else {
             return Ok(());
         };
         let Value::Arr(calls) = calls else {
@@ -500,17 +564,16 @@ impl Parsed {
                 Some(Value::Int(i)) => *i,
                 Some(_) => return Err("index"),
             };
-            let function = get_obj(call, "function")?;
-            let (name, arguments) = match function {
+            let (name, arguments) = match obj_member(call.get("function"), "function")? {
                 Some(f) => (
-                    get_opt_text(f, "name")?,
-                    get_text(f, "arguments")?.unwrap_or_default(),
+                    opt_text_member(f.get("name"), "name")?,
+                    text_member(f.get("arguments"), "arguments")?.unwrap_or_default(),
                 ),
                 None => (None, String::new()),
             };
             self.pending.push(Delta::Tool {
                 index,
-                id: get_opt_text(call, "id")?,
+                id: opt_text_member(call.get("id"), "id")?,
                 name,
                 arguments,
             });
