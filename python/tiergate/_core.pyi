@@ -55,6 +55,7 @@ __all__ = [
     "features_batch",
     "finish_reason",
     "parse_openai_completion",
+    "plain_chat_request",
     "render_openai_completion",
     "request_key",
     "scan_text",
@@ -149,6 +150,16 @@ def parse_openai_completion(
     [(call id, name, arguments)], refusal, id)``. ``None`` when the body is not JSON or
     not in the usual shape (an error, a field of another type, arguments not a
     string): the Python parser decides what such a body is."""
+
+def plain_chat_request(
+    body: bytes,
+) -> tuple[str, list[tuple[str, str]], int | None, bool] | None:
+    """``(model, [(role, text)], max_tokens, stream)`` of the usual chat-completions body:
+    a non-empty ``model``; ``messages``, each exactly ``{"role", "content"}`` with a
+    system, developer (read as system), user or assistant role and non-empty text;
+    ``max_completion_tokens`` (else ``max_tokens``) an integer of at least 1 or absent;
+    ``stream`` a boolean or absent; no other field ``parse_openai_request`` reads.
+    ``None`` for any other body (``parse_openai_request`` decides what it is)."""
 
 def render_openai_completion(
     response_id: str,

@@ -29,7 +29,7 @@ from tiergate.routing.idempotency import Flight, Idempotency, Recorded
 from tiergate.routing.planner import Plan
 from tiergate.safety import SafetyPolicy, scan_output, scan_request
 from tiergate.server.parse_anthropic import parse_anthropic_request
-from tiergate.server.parse_openai import parse_openai_request
+from tiergate.server.parse_openai import parse_openai_request, parse_plain_openai_request
 from tiergate.server.render_anthropic import (
     AnthropicStreamRenderer,
     anthropic_error_body,
@@ -327,10 +327,13 @@ class Pipeline:
         gw, request, record = self.gw, self.request, self.record
         server = gw.config.server
         raw = await read_body(request, server.max_body_bytes, server.client_timeout_s)
-        body = parse_json(raw)
-        chat = (parse_anthropic_request if self.surface == "anthropic" else parse_openai_request)(
-            body, raw
-        )
+        plain = parse_plain_openai_request(raw) if self.surface == "openai" else None
+        if plain is not None:
+            chat = plain
+        elif self.surface == "anthropic":
+            chat = parse_anthropic_request(parse_json(raw), raw)
+        else:
+            chat = parse_openai_request(parse_json(raw), raw)
         envelope = make_envelope(request, chat, self.surface, record.request_id)
         record.route = record.request_model = envelope.route
         record.stream = chat.stream

@@ -8,6 +8,7 @@
 //! * [`rawjson`]: the request-body parser that keeps strings as input slices;
 //! * [`relay`]: an `OpenAI` chat stream relayed to the `OpenAI` surface in one pass;
 //! * [`sse`]: Server-Sent Events framing;
+//! * [`request`]: the usual chat request read in one pass;
 //! * [`safety`]: PII, secret and prompt-injection spans in one text;
 //! * [`signals`]: difficulty signals of a prompt for the heuristic quality prior.
 #![forbid(unsafe_code)]
@@ -26,6 +27,7 @@ pub mod policy;
 pub mod quality;
 pub mod rawjson;
 pub mod relay;
+pub mod request;
 pub mod safety;
 pub mod signals;
 pub mod sse;
