@@ -21,6 +21,11 @@ __all__ = [
     "RELAX_COST",
     "RELAX_LATENCY",
     "RELAX_QUALITY",
+    "RELAY_FAIL_CUT",
+    "RELAY_FAIL_ERROR_OBJECT",
+    "RELAY_FAIL_NOT_JSON",
+    "RELAY_FAIL_NOT_OBJECT",
+    "RELAY_FAIL_SHAPE",
     "SAFETY_KINDS",
     "SIG_CODE",
     "SIG_HARD",
@@ -37,6 +42,7 @@ __all__ = [
     "WINDOW_MIN_VALUE_MS",
     "WINDOW_RELATIVE_ACCURACY",
     "LatencyWindow",
+    "OpenAIRelay",
     "QualityModel",
     "Router",
     "__version__",
@@ -47,6 +53,10 @@ __all__ = [
     "estimate_tokens",
     "feature_config",
     "features_batch",
+    "finish_reason",
+    "parse_openai_completion",
+    "plain_chat_request",
+    "render_openai_completion",
     "request_key",
     "scan_text",
     "text_signals",
@@ -117,6 +127,112 @@ def scan_text(text: str, injection: bool = True) -> list[tuple[int, int, int]]:
     or the end, so slicing the encoded text never splits a character. The same spans as
     the pure-Python ``tiergate.safety.detectors.find_spans_reference``. A text with lone
     surrogates raises ``UnicodeEncodeError``."""
+
+# ----------------------------------------------------------------------- relay
+RELAY_FAIL_NOT_JSON: Final[int]  # 1: an event's data was not JSON
+RELAY_FAIL_NOT_OBJECT: Final[int]  # 2: ... was JSON but not an object
+RELAY_FAIL_ERROR_OBJECT: Final[int]  # 3: ... was an {"error": ...} object (detail: its text)
+RELAY_FAIL_CUT: Final[int]  # 4: the stream ended without its end
+RELAY_FAIL_SHAPE: Final[int]  # 5: a field had a type the protocol does not allow (detail: its name)
+
+def finish_reason(raw: str) -> str:
+    """The canonical finish reason of any provider's stop reason (the table of
+    ``providers.normalise.FINISH_REASONS``); unknown ones are ``"stop"``."""
+
+def parse_openai_completion(
+    body: bytes,
+) -> (
+    tuple[str | None, str, int, int, int, int, str, list[tuple[str, str, str]], str | None, str]
+    | None
+):
+    """An OpenAI chat-completion body read as ``parse_openai_response`` reads it:
+    ``(text, canonical finish reason, input, output, cached, reasoning tokens, model,
+    [(call id, name, arguments)], refusal, id)``. ``None`` when the body is not JSON or
+    not in the usual shape (an error, a field of another type, arguments not a
+    string): the Python parser decides what such a body is."""
+
+def plain_chat_request(
+    body: bytes,
+) -> tuple[str, list[tuple[str, str]], int | None, bool] | None:
+    """``(model, [(role, text)], max_tokens, stream)`` of the usual chat-completions body:
+    a non-empty ``model``; ``messages``, each exactly ``{"role", "content"}`` with a
+    system, developer (read as system), user or assistant role and non-empty text;
+    ``max_completion_tokens`` (else ``max_tokens``) an integer of at least 1 or absent;
+    ``stream`` a boolean or absent; no other field ``parse_openai_request`` reads.
+    ``None`` for any other body (``parse_openai_request`` decides what it is)."""
+
+def render_openai_completion(
+    response_id: str,
+    model: str,
+    created: int,
+    text: str | None,
+    refusal: str | None,
+    tool_calls: list[tuple[str, str, str]],
+    finish_reason: str,
+    input_tokens: int,
+    output_tokens: int,
+    cached_tokens: int,
+    reasoning_tokens: int,
+) -> bytes:
+    """``orjson.dumps(render_openai_completion(...))`` of ``server/render_openai.py``
+    for these fields. ``TypeError`` for a count that is not an ``int`` (a ``bool``),
+    ``OverflowError`` for one past 64 bits, ``ValueError`` for a total ``orjson`` would
+    refuse to write."""
+
+@final
+class OpenAIRelay:
+    """An OpenAI chat-completions stream relayed to a caller of the OpenAI surface in
+    one pass: parsed as ``OpenAIStreamParser`` parses (SSE over any split, choice 0's
+    text and tool-call deltas, refusal, finish reason, usage, model; ``[DONE]``, or the
+    body's end after a finish reason and usage, ends it), rendered as
+    ``OpenAIStreamRenderer`` renders. One task uses it at a time."""
+
+    def __new__(cls, model: str) -> OpenAIRelay:
+        """``model``: the deployment's model id, the end's model unless the provider
+        names one."""
+
+    def feed(self, chunk: bytes) -> int:
+        """Parse one piece of the body (nothing once ``stopped``); the number of
+        deltas waiting to be rendered."""
+
+    def finish(self) -> int:
+        """The body ended: the end if a finish reason and usage were seen, else the
+        ``RELAY_FAIL_CUT`` failure. The number of deltas waiting to be rendered."""
+
+    @property
+    def stopped(self) -> bool:
+        """The end was parsed or the stream failed: nothing more is read."""
+
+    @property
+    def failure(self) -> tuple[int, str] | None:
+        """``(RELAY_FAIL_* code, detail)`` once failed; deltas parsed before the
+        failing event are still rendered."""
+
+    def begin(self, response_id: str, model: str, created: int, include_usage: bool) -> None:
+        """The caller's stream: its id, model, ``created`` time, and whether the last
+        chunk reports usage. Before the first ``render``."""
+
+    def render(self) -> bytes:
+        """The frames of every delta parsed since the last call (the role chunk before
+        the first; refusal, finish, usage and ``[DONE]`` for the end). ``ValueError``
+        before ``begin``."""
+
+    @property
+    def ended(self) -> bool:
+        """The end's frames were rendered."""
+
+    @property
+    def delivered(self) -> int:
+        """Text deltas rendered so far."""
+
+    @property
+    def text(self) -> str:
+        """The text rendered so far."""
+
+    @property
+    def end(self) -> tuple[str, int, int, int, int, str] | None:
+        """Once ended: ``(canonical finish reason, input, output, cached, reasoning
+        tokens, model)``."""
 
 # ---------------------------------------------------------------------- window
 WINDOW_RELATIVE_ACCURACY: Final[float]

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 from abc import abstractmethod
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
-from typing import Any, Protocol
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from typing import Any, Protocol, TypeVar
 
 import aiohttp
 import orjson
@@ -28,9 +28,12 @@ __all__ = [
     "HttpAdapter",
     "StreamParser",
     "client_timeout",
+    "json_body",
     "translate_sse",
     "transport_error",
 ]
+
+T = TypeVar("T")
 
 # Idle keep-alive connections are kept this long (providers close theirs after ~60-90 s).
 KEEPALIVE_S = 30.0
@@ -50,6 +53,14 @@ class StreamParser(Protocol):
     def finish(self) -> list[StreamEvent]:
         """The body ended: the StreamEnd if the stream was complete, else raise cut."""
         ...
+
+
+def json_body(raw: bytes, provider: str) -> Any:
+    """A response body's JSON; a body that is not JSON is a malformed answer."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise malformed("response body (not JSON)", provider) from None
 
 
 def transport_error(exc: BaseException, provider: str, *, started: bool) -> ProviderError:
@@ -180,6 +191,16 @@ class HttpAdapter(AdapterBase):
         headers: Mapping[str, str] | None = None,
     ) -> Any:
         """POST ``body`` and return the parsed JSON answer, or raise ProviderError."""
+        return json_body(await self._post_raw(url, body, timeout_s, headers), self.name)
+
+    async def _post_raw(
+        self,
+        url: str,
+        body: dict[str, Any],
+        timeout_s: float,
+        headers: Mapping[str, str] | None = None,
+    ) -> bytes:
+        """POST ``body`` and return the successful answer's bytes, or raise ProviderError."""
         session = self._require_session()
         data = orjson.dumps(body)
         started = False
@@ -191,15 +212,11 @@ class HttpAdapter(AdapterBase):
                 if resp.status >= 400:
                     raw = await resp.content.read(_MAX_ERROR_BODY)
                     raise self._error(resp.status, raw, resp.headers)
-                raw = await resp.read()
+                return await resp.read()
         except _TRANSPORT_ERRORS as exc:
             raise transport_error(exc, self.name, started=started) from None
-        try:
-            return orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise malformed("response body (not JSON)", self.name) from None
 
-    async def _stream(
+    def _stream(
         self,
         url: str,
         body: dict[str, Any],
@@ -212,12 +229,29 @@ class HttpAdapter(AdapterBase):
         ``timeout_s`` bounds everything up to the first canonical event; later gaps
         are the caller's to bound.
         """
+        return self._open_stream(
+            url, body, timeout_s, lambda chunks: translate_sse(chunks, parser), headers
+        )
+
+    async def _open_stream(
+        self,
+        url: str,
+        body: dict[str, Any],
+        timeout_s: float,
+        translate: Callable[[AsyncIterator[bytes]], AsyncGenerator[T, None]],
+        headers: Mapping[str, str] | None = None,
+    ) -> AsyncIterator[T]:
+        """POST ``body`` and yield what ``translate`` makes of the body's bytes.
+
+        ``timeout_s`` bounds everything up to the first item; later gaps are the
+        caller's to bound.
+        """
         session = self._require_session()
         data = orjson.dumps(body)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         resp: aiohttp.ClientResponse | None = None
-        events: AsyncGenerator[StreamEvent, None] | None = None
+        events: AsyncGenerator[T, None] | None = None
         try:
             async with asyncio.timeout_at(deadline):
                 resp = await session.post(
@@ -229,7 +263,7 @@ class HttpAdapter(AdapterBase):
                 if resp.status >= 400:
                     raw = await resp.content.read(_MAX_ERROR_BODY)
                     raise self._error(resp.status, raw, resp.headers)
-                events = translate_sse(resp.content.iter_any(), parser)
+                events = translate(resp.content.iter_any())
                 first = await first_event(events, self.name)
             yield first
             async for event in events:

@@ -20,7 +20,7 @@ import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from email.utils import parsedate_to_datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -67,6 +67,8 @@ __all__ = [
     "usage_openai",
     "validate_json_output",
 ]
+
+T = TypeVar("T")
 
 # --------------------------------------------------------------------------------------
 # Stop reasons: one table for every provider (names do not collide across dialects).
@@ -334,7 +336,7 @@ def cut_stream(provider: str = "") -> ProviderError:
     )
 
 
-async def first_event(events: AsyncIterator[StreamEvent], provider: str) -> StreamEvent:
+async def first_event(events: AsyncIterator[T], provider: str) -> T:
     """The stream's first event; a stream that ends before one is a cut stream."""
     try:
         return await anext(events)

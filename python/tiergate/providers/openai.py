@@ -9,14 +9,15 @@ style gateways), which mostly do not know the newer name.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
+from tiergate import _core
 from tiergate.config import DeploymentConfig, ProviderConfig
 from tiergate.envelope import ChatRequest, ImagePart, Message, TextPart, ToolCall
 from tiergate.errors import ProviderError
-from tiergate.providers._http import HttpAdapter
+from tiergate.providers._http import HttpAdapter, json_body
 from tiergate.providers.base import (
     Completion,
     FinishReason,
@@ -35,12 +36,14 @@ from tiergate.providers.normalise import (
     malformed,
     usage_openai,
 )
+from tiergate.providers.relay import relay_sse
 
 __all__ = [
     "OpenAIAdapter",
     "OpenAIStreamParser",
     "build_openai_messages",
     "build_openai_request",
+    "completion_from_body",
     "parse_openai_response",
 ]
 
@@ -192,6 +195,26 @@ def parse_openai_response(doc: Any, *, provider: str = "") -> Completion:
     )
 
 
+def completion_from_body(raw: bytes, provider: str = "") -> Completion:
+    """:func:`parse_openai_response` of a response body: read by the core when the body
+    has the usual shape, else by the Python parser (which decides what an odd one is)."""
+    fields = _core.parse_openai_completion(raw)
+    if fields is None:
+        return parse_openai_response(json_body(raw, provider), provider=provider)
+    text, reason, input_tokens, output_tokens, cached, reasoning, model, calls, refusal, rid = (
+        fields
+    )
+    return Completion(
+        text,
+        cast(FinishReason, reason),
+        Usage(input_tokens, output_tokens, cached, reasoning),
+        model,
+        [ToolCall(*call) for call in calls] if calls else [],
+        refusal,
+        rid,
+    )
+
+
 def stream_error(err: Any, provider: str = "") -> ProviderError:
     """An ``{"error": ...}`` object sent inside a stream."""
     return in_stream_error(err, ("code", "type"), provider)
@@ -299,8 +322,8 @@ class OpenAIAdapter(HttpAdapter):
         body = build_openai_request(request, deployment, compatible=self._compatible)
         body.pop("stream", None)
         body.pop("stream_options", None)
-        doc = await self._post_json(self._url, body, timeout_s)
-        completion = parse_openai_response(doc, provider=self.name)
+        raw = await self._post_raw(self._url, body, timeout_s)
+        completion = completion_from_body(raw, self.name)
         check_json_completion(completion, request.response_format, self.name)
         return completion
 
@@ -312,4 +335,18 @@ class OpenAIAdapter(HttpAdapter):
         body["stream_options"] = {"include_usage": True}
         return self._stream(
             self._url, body, timeout_s, OpenAIStreamParser(self.name, deployment.model)
+        )
+
+    def relay(
+        self, request: ChatRequest, deployment: DeploymentConfig, timeout_s: float
+    ) -> AsyncIterator[_core.OpenAIRelay]:
+        """The stream for a caller of the OpenAI surface: :meth:`stream`'s call, its
+        body parsed and re-rendered by the core (``providers/relay.py``)."""
+        body = build_openai_request(request, deployment, compatible=self._compatible)
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+        relay = _core.OpenAIRelay(deployment.model)
+        name = self.name
+        return self._open_stream(
+            self._url, body, timeout_s, lambda chunks: relay_sse(chunks, relay, name)
         )

@@ -22,6 +22,7 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 
+from tiergate import _core
 from tiergate.config import Config, DeploymentConfig
 from tiergate.envelope import ChatRequest, Envelope
 from tiergate.errors import DispatchError, ErrorClass, ProviderError
@@ -29,7 +30,10 @@ from tiergate.providers.base import Adapter, Completion, StreamEvent, Usage
 from tiergate.routing.planner import Plan, Planner
 from tiergate.telemetry.record import AttemptRecord
 
-__all__ = ["Dispatcher", "HedgeBudget", "Outcome", "StreamOutcome", "cost_usd"]
+__all__ = ["Dispatcher", "HedgeBudget", "Outcome", "StreamItem", "StreamOutcome", "cost_usd"]
+
+# What a stream yields: canonical events, or a relay holding parsed deltas.
+StreamItem = StreamEvent | _core.OpenAIRelay
 
 
 def cost_usd(dep: DeploymentConfig, usage: Usage) -> float:
@@ -53,8 +57,8 @@ class Outcome:
 
 @dataclass(slots=True)
 class StreamOutcome:
-    first: StreamEvent
-    rest: AsyncIterator[StreamEvent]
+    first: StreamItem  # a canonical event, or a relay holding parsed deltas
+    rest: AsyncIterator[StreamItem]
     deployment: str
     attempts: list[AttemptRecord] = field(default_factory=list)
     deadline: float = 0.0
@@ -311,9 +315,18 @@ class Dispatcher:
         raise error
 
     async def stream(
-        self, plan: Plan, request: ChatRequest, envelope: Envelope, attempts: list[AttemptRecord]
+        self,
+        plan: Plan,
+        request: ChatRequest,
+        envelope: Envelope,
+        attempts: list[AttemptRecord],
+        *,
+        relay: bool = False,
     ) -> StreamOutcome:
-        """Opens the stream on the first deployment that yields an event before the deadline."""
+        """Opens the stream on the first deployment that yields an event before the deadline.
+
+        ``relay``: the caller speaks the OpenAI surface; an adapter that can relay its
+        stream to it (``providers/relay.py``) yields its relay instead of events."""
         deadline = self.deadline(envelope, self._budget(plan))
         self.hedges.seen()
         last: ProviderError | None = None
@@ -330,7 +343,9 @@ class Dispatcher:
             started, start_ns = time.monotonic(), time.time_ns()
             self._planner.limits.spend(name, _tokens_hint(request))
             # The adapter bounds the wait for the first event by the time it is given.
-            events = adapter.stream(request, dep, min(remaining, ceiling))
+            events: AsyncIterator[StreamItem] = (
+                getattr(adapter, "relay", adapter.stream) if relay else adapter.stream
+            )(request, dep, min(remaining, ceiling))
             try:
                 first = await anext(events)
             except (TimeoutError, StopAsyncIteration, ProviderError) as exc:
@@ -421,7 +436,7 @@ def _tokens_hint(request: ChatRequest) -> int:
     return len(request.raw) // 4 + (request.max_tokens or 0)
 
 
-async def _aclose(events: AsyncIterator[StreamEvent]) -> None:
+async def _aclose(events: AsyncIterator[StreamItem]) -> None:
     close = getattr(events, "aclose", None)
     if close is not None:
         try:

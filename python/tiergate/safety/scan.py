@@ -50,24 +50,24 @@ class SafetyPolicy:
     kinds: Mapping[str, Action] = dataclasses.field(default_factory=dict)
     # Injection markers are looked for in these roles only (the app's own system prompt is trusted).
     injection_roles: frozenset[str] = frozenset({"user", "tool"})
+    # Derived from the above once, at construction (read per request).
+    enabled: bool = dataclasses.field(init=False, repr=False, compare=False)
+    """Whether any kind is scanned for."""
+    wants_injection: bool = dataclasses.field(init=False, repr=False, compare=False)
+    """Whether injection markers are scanned for."""
+    changes_requests: bool = dataclasses.field(init=False, repr=False, compare=False)
+    """Whether a finding can change what happens to a request (redact or block).
+
+    When it cannot, the request scan only reports, so it may run after the answer."""
+
+    def __post_init__(self) -> None:
+        actions = (self.default, *self.kinds.values())
+        object.__setattr__(self, "enabled", any(a != "off" for a in actions))
+        object.__setattr__(self, "wants_injection", self.action("injection") != "off")
+        object.__setattr__(self, "changes_requests", any(_RANK[a] > _RANK["log"] for a in actions))
 
     def action(self, kind: str) -> Action:
         return self.kinds.get(kind, self.default)
-
-    @property
-    def enabled(self) -> bool:
-        return self.default != "off" or any(a != "off" for a in self.kinds.values())
-
-    @property
-    def wants_injection(self) -> bool:
-        return self.action("injection") != "off"
-
-    @property
-    def changes_requests(self) -> bool:
-        """Whether a finding can change what happens to a request (redact or block).
-
-        When it cannot, the request scan only reports, so it may run after the answer."""
-        return any(_RANK[a] > _RANK["log"] for a in (self.default, *self.kinds.values()))
 
 
 @dataclasses.dataclass(slots=True)

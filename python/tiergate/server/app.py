@@ -20,14 +20,16 @@ from typing import Any, Literal, cast
 import orjson
 from aiohttp import web
 
+from tiergate import _core
 from tiergate.envelope import ChatRequest, Envelope
 from tiergate.errors import DispatchError, ErrorClass, ProviderError, RequestError
-from tiergate.providers.base import StreamEnd, StreamEvent, TextDelta, Usage
+from tiergate.providers.base import Usage
+from tiergate.routing.dispatch import StreamItem
 from tiergate.routing.idempotency import Flight, Idempotency, Recorded
 from tiergate.routing.planner import Plan
 from tiergate.safety import SafetyPolicy, scan_output, scan_request
 from tiergate.server.parse_anthropic import parse_anthropic_request
-from tiergate.server.parse_openai import parse_openai_request
+from tiergate.server.parse_openai import parse_openai_request, parse_plain_openai_request
 from tiergate.server.render_anthropic import (
     AnthropicStreamRenderer,
     anthropic_error_body,
@@ -35,11 +37,12 @@ from tiergate.server.render_anthropic import (
 )
 from tiergate.server.render_openai import (
     OpenAIStreamRenderer,
+    openai_completion_body,
     openai_error_body,
-    render_openai_completion,
 )
 from tiergate.server.state import Gateway, Runtime
 from tiergate.server.stepping import Pending, step
+from tiergate.server.stream_frames import EventFrames, Frames, RelayFrames
 from tiergate.telemetry.http import add_feedback_route
 from tiergate.telemetry.hub import Telemetry
 from tiergate.telemetry.record import AttemptRecord, RequestRecord, SafetyFinding
@@ -324,10 +327,13 @@ class Pipeline:
         gw, request, record = self.gw, self.request, self.record
         server = gw.config.server
         raw = await read_body(request, server.max_body_bytes, server.client_timeout_s)
-        body = parse_json(raw)
-        chat = (parse_anthropic_request if self.surface == "anthropic" else parse_openai_request)(
-            body, raw
-        )
+        plain = parse_plain_openai_request(raw) if self.surface == "openai" else None
+        if plain is not None:
+            chat = plain
+        elif self.surface == "anthropic":
+            chat = parse_anthropic_request(parse_json(raw), raw)
+        else:
+            chat = parse_openai_request(parse_json(raw), raw)
         envelope = make_envelope(request, chat, self.surface, record.request_id)
         record.route = record.request_model = envelope.route
         record.stream = chat.stream
@@ -418,10 +424,9 @@ class Pipeline:
         record.cached_tokens = c.usage.cached_tokens
         record.predicted_quality = plan.predicted_quality(gw.planner, outcome.deployment)
         if self.surface == "anthropic":
-            payload = render_anthropic_message(c, f"msg_{record.request_id}", c.model)
+            body = orjson.dumps(render_anthropic_message(c, f"msg_{record.request_id}", c.model))
         else:
-            payload = render_openai_completion(c, f"chatcmpl-{record.request_id}", c.model)
-        body = orjson.dumps(payload)
+            body = openai_completion_body(c, f"chatcmpl-{record.request_id}", c.model)
         headers = [*_JSON_HEADERS, *_decision_headers(record, plan, len(record.attempts))]
         response = web.Response(body=body, headers=headers)
         # The answer leaves first; the replay store and telemetry run after it is sent.
@@ -439,19 +444,25 @@ class Pipeline:
         gw, record = self.gw, self.record
         attempts: list[AttemptRecord] = []
         try:
-            outcome = await gw.dispatcher.stream(plan, chat, envelope, attempts)
+            outcome = await gw.dispatcher.stream(
+                plan, chat, envelope, attempts, relay=self.surface == "openai"
+            )
         except BaseException as exc:
             _account(gw, record, attempts)
             gw.idempotency.abandon(flight, self._failure(exc))
             raise
         record.deployment = outcome.deployment
         model = gw.config.deployments[outcome.deployment].model
-        renderer: OpenAIStreamRenderer | AnthropicStreamRenderer
-        if self.surface == "anthropic":
-            renderer = AnthropicStreamRenderer(f"msg_{record.request_id}", model)
+        framer: Frames
+        if isinstance(outcome.first, _core.OpenAIRelay):
+            framer = RelayFrames(
+                outcome.first, f"chatcmpl-{record.request_id}", model, chat.include_usage
+            )
+        elif self.surface == "anthropic":
+            framer = EventFrames(AnthropicStreamRenderer(f"msg_{record.request_id}", model))
         else:
-            renderer = OpenAIStreamRenderer(
-                f"chatcmpl-{record.request_id}", model, chat.include_usage
+            framer = EventFrames(
+                OpenAIStreamRenderer(f"chatcmpl-{record.request_id}", model, chat.include_usage)
             )
         # Headers leave before the winning attempt is accounted: count it in (+1).
         headers = [
@@ -462,7 +473,6 @@ class Pipeline:
         response = web.StreamResponse(headers=headers)
         await response.prepare(self.request)
         frames: list[bytes] = []
-        pieces: list[str] = []
         event = outcome.first
         usage: Usage | None = None
         finish: str | None = None
@@ -472,14 +482,13 @@ class Pipeline:
         batch: list[bytes] = []  # frames rendered since the last send
         try:
             while True:
-                frame = renderer.render(event)
+                frame = framer.render(event)
                 frames.append(frame)
                 batch.append(frame)
-                if isinstance(event, TextDelta):
-                    pieces.append(event.text)
-                if isinstance(event, StreamEnd):
-                    usage, finish = event.usage, event.finish_reason
-                    record.response_model = event.model
+                end = framer.end
+                if end is not None:
+                    usage, finish = end.usage, end.finish_reason
+                    record.response_model = end.model
                     break
                 if len(frames) == 1:
                     # The first frame leaves at once (time to first byte); later frames
@@ -489,14 +498,14 @@ class Pipeline:
                 ready, nxt = step(outcome.rest)
                 if ready:
                     # Already parsed from the same network chunk: keep batching.
-                    event = cast(StreamEvent, nxt)
+                    event = cast(StreamItem, nxt)
                     continue
                 # The provider has nothing more yet: send what we have, then wait.
                 await response.write(batch[0] if len(batch) == 1 else b"".join(batch))
                 batch.clear()
                 wait = max(0.0, min(outcome.deadline - loop.time(), inter_chunk))
                 async with asyncio.timeout(wait):
-                    event = await cast(Pending[StreamEvent], nxt)
+                    event = await cast(Pending[StreamItem], nxt)
             # The end reached the caller before any bookkeeping below.
             await response.write_eof(b"".join(batch))
             batch.clear()
@@ -515,15 +524,21 @@ class Pipeline:
             # send), else an estimate from what was delivered.
             await _aclose(outcome.rest)
             gw.dispatcher.stream_finished(
-                outcome, envelope, usage, finish, None, delivered=len(pieces), caller_gone=True
+                outcome,
+                envelope,
+                usage,
+                finish,
+                None,
+                delivered=framer.delivered,
+                caller_gone=True,
             )
             _account(gw, record, outcome.attempts)
             record.stream_error = "caller disconnected"
             gw.idempotency.abandon(flight, None)
             raise
-        self.text = "".join(pieces)
+        self.text = framer.text
         attempt = gw.dispatcher.stream_finished(
-            outcome, envelope, usage, finish, error, delivered=len(pieces)
+            outcome, envelope, usage, finish, error, delivered=framer.delivered
         )
         _account(gw, record, outcome.attempts)
         record.ttft_ms = attempt.ttft_ms

@@ -8,8 +8,9 @@ accepted and ignored, as OpenAI-compatible servers do.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
+from tiergate import _core
 from tiergate.envelope import (
     TEXT_FORMAT,
     ChatRequest,
@@ -34,9 +35,26 @@ from tiergate.server.validate import (
     stop_list,
 )
 
-__all__ = ["parse_openai_request"]
+__all__ = ["parse_openai_request", "parse_plain_openai_request"]
 
 _ROLES = ("system", "developer", "user", "assistant", "tool")
+
+
+def parse_plain_openai_request(raw: bytes) -> ChatRequest | None:
+    """The usual body (a model, plain-text messages, an output bound, the stream flag)
+    read by the core in one pass, as :func:`parse_openai_request` reads it; None for any
+    other body, which that function then reads (and refuses, when it must)."""
+    fields = _core.plain_chat_request(raw)
+    if fields is None:
+        return None
+    model, messages, max_tokens, stream = fields
+    return ChatRequest(
+        model=model,
+        messages=[Message(cast(Role, role), [TextPart(text)]) for role, text in messages],
+        max_tokens=max_tokens,
+        stream=stream,
+        raw=raw,
+    )
 
 
 def parse_openai_request(body: Any, raw: bytes = b"") -> ChatRequest:

@@ -7,11 +7,13 @@ from typing import Any
 
 import orjson
 
+from tiergate import _core
 from tiergate.errors import DispatchError, RequestError
 from tiergate.providers.base import Completion, StreamEnd, StreamEvent, TextDelta, Usage
 
 __all__ = [
     "OpenAIStreamRenderer",
+    "openai_completion_body",
     "openai_error_body",
     "render_openai_completion",
 ]
@@ -48,6 +50,29 @@ def render_openai_completion(c: Completion, response_id: str, model: str) -> dic
         ],
         "usage": _usage(c.usage),
     }
+
+
+def openai_completion_body(c: Completion, response_id: str, model: str) -> bytes:
+    """``orjson.dumps(render_openai_completion(...))``, written by the core; values the
+    core would write otherwise or refuse (a non-string text from an odd provider
+    answer, a boolean count, a total past 64 bits) go through the dict."""
+    u = c.usage
+    try:
+        return _core.render_openai_completion(
+            response_id,
+            model,
+            int(time.time()),
+            c.text,
+            c.refusal,
+            [(t.id, t.name, t.arguments) for t in c.tool_calls] if c.tool_calls else [],
+            c.finish_reason,
+            u.input_tokens,
+            u.output_tokens,
+            u.cached_tokens,
+            u.reasoning_tokens,
+        )
+    except (TypeError, OverflowError, ValueError):
+        return orjson.dumps(render_openai_completion(c, response_id, model))
 
 
 class OpenAIStreamRenderer:

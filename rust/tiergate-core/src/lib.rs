@@ -1,10 +1,14 @@
 //! tiergate's routing core: pure functions and data structures, no I/O, no Python.
 //!
+//! * [`completion`]: an `OpenAI` chat completion read and written;
 //! * [`hash`]: canonical form and xxh3-128 idempotency key of a chat request;
 //! * [`window`]: sliding-window latency quantiles;
 //! * [`tokens`]: prompt-token estimate of a chat request;
 //! * [`policy`]: the router that ranks candidates for one request;
 //! * [`rawjson`]: the request-body parser that keeps strings as input slices;
+//! * [`relay`]: an `OpenAI` chat stream relayed to the `OpenAI` surface in one pass;
+//! * [`sse`]: Server-Sent Events framing;
+//! * [`request`]: the usual chat request read in one pass;
 //! * [`safety`]: PII, secret and prompt-injection spans in one text;
 //! * [`signals`]: difficulty signals of a prompt for the heuristic quality prior.
 #![forbid(unsafe_code)]
@@ -13,6 +17,7 @@
 #![allow(clippy::missing_errors_doc)]
 
 mod bytemask;
+pub mod completion;
 pub mod error;
 pub mod features;
 pub mod hash;
@@ -22,8 +27,11 @@ mod mutate;
 pub mod policy;
 pub mod quality;
 pub mod rawjson;
+pub mod relay;
+pub mod request;
 pub mod safety;
 pub mod signals;
+pub mod sse;
 pub mod tokens;
 pub mod window;
 

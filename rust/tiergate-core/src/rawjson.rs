@@ -178,14 +178,19 @@ impl<'a> Parser<'a> {
     pub(crate) fn new(body: &'a [u8]) -> Result<Self> {
         let s = std::str::from_utf8(body)
             .map_err(|e| CoreError::invalid(format!("invalid JSON body: {e}")))?;
+        Ok(Self::of_str(s))
+    }
+
+    /// [`Parser::new`] for text already known to be UTF-8.
+    pub(crate) fn of_str(s: &'a str) -> Self {
         let mut p = Parser {
             s,
-            b: body,
+            b: s.as_bytes(),
             i: 0,
             depth: MAX_DEPTH,
         };
         p.ws();
-        Ok(p)
+        p
     }
 
     /// After the top-level value: only whitespace may follow.
@@ -382,7 +387,8 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn value(&mut self) -> Result<Value<'a>> {
+    /// The value at the cursor, built.
+    pub(crate) fn value(&mut self) -> Result<Value<'a>> {
         match self.peek() {
             None => Err(self.err("EOF while parsing a value")),
             Some(b'"') => {

@@ -114,6 +114,13 @@ struct Compiled {
     numbers_no_card: Pattern,
     email: Pattern,
     injection: regex::bytes::Regex,
+    // Substring searchers, built once: building one costs more than searching a prompt.
+    begin: memmem::Finder<'static>,
+    earer: memmem::Finder<'static>,
+    at: memmem::Finder<'static>,
+    inst: memmem::Finder<'static>,
+    /// `NOUN_ANCHORS`, then `" now"`.
+    anchors: [memmem::Finder<'static>; 5],
 }
 
 fn compiled() -> &'static Compiled {
@@ -130,6 +137,17 @@ fn compiled() -> &'static Compiled {
             numbers_no_card: Pattern::new(&numbers_no_card),
             email: Pattern::new(EMAIL_RE),
             injection: re(INJECTION_RE),
+            begin: memmem::Finder::new(b"-----BEGIN"),
+            earer: memmem::Finder::new(b"earer"),
+            at: memmem::Finder::new(b"@"),
+            inst: memmem::Finder::new(b"inst]"),
+            anchors: [
+                memmem::Finder::new(NOUN_ANCHORS[0]),
+                memmem::Finder::new(NOUN_ANCHORS[1]),
+                memmem::Finder::new(NOUN_ANCHORS[2]),
+                memmem::Finder::new(NOUN_ANCHORS[3]),
+                memmem::Finder::new(b" now"),
+            ],
         }
     })
 }
@@ -146,7 +164,7 @@ pub fn scan_bytes(raw: &[u8], injection: bool) -> Vec<Span> {
     let mut spans = Vec::new();
     keys(c, raw, &mut spans);
     bearers(c, raw, &mut spans);
-    if memmem::find(raw, b"-----BEGIN").is_some() {
+    if c.begin.find(raw).is_some() {
         for m in c.private_key.find_iter(raw) {
             spans.push(span(PRIVATE_KEY, m.start(), m.end()));
         }
@@ -244,7 +262,7 @@ fn keys(c: &Compiled, raw: &[u8], out: &mut Vec<Span>) {
 }
 
 fn bearers(c: &Compiled, raw: &[u8], out: &mut Vec<Span>) {
-    let finder = memmem::Finder::new(b"earer");
+    let finder = &c.earer;
     let mut at = finder.find(raw);
     // As the reference: a first `earer` at offset 0 ends the search.
     while let Some(i) = at.filter(|&i| i > 0) {
@@ -258,14 +276,15 @@ fn bearers(c: &Compiled, raw: &[u8], out: &mut Vec<Span>) {
 /// Windows `[i - before, i + len + after)` around each occurrence, merged.
 fn windows_of(
     hay: &[u8],
-    needle: &[u8],
+    needle: &memmem::Finder<'_>,
     before: usize,
     after: usize,
     out: &mut Vec<(usize, usize)>,
 ) {
     let n = hay.len();
-    for i in memmem::find_iter(hay, needle) {
-        out.push((i.saturating_sub(before), n.min(i + needle.len() + after)));
+    let len = needle.needle().len();
+    for i in needle.find_iter(hay) {
+        out.push((i.saturating_sub(before), n.min(i + len + after)));
     }
 }
 
@@ -286,7 +305,7 @@ fn emails(c: &Compiled, raw: &[u8], out: &mut Vec<Span>) {
         return;
     }
     let mut at = Vec::new();
-    windows_of(raw, b"@", 65, 256, &mut at);
+    windows_of(raw, &c.at, 65, 256, &mut at);
     for (lo, hi) in merge(at) {
         // What `finditer(raw, lo, hi)` finds, tried only where a match can start: the
         // local part is a whole run of local characters (the lookbehind) ending at an `@`.
@@ -457,21 +476,21 @@ fn injections(c: &Compiled, raw: &[u8], out: &mut Vec<Span>) {
     let n = raw.len();
     let low = raw.to_ascii_lowercase();
     let mut wins = Vec::new();
-    windows_of(&low, b"inst]", 2, 8, &mut wins);
+    windows_of(&low, &c.inst, 2, 8, &mut wins);
     for i in memchr::memchr_iter(b'<', &low) {
         if i + 1 < n && matches!(low[i + 1], b'|' | b'<') {
             wins.push((i, n.min(i + 24)));
         }
     }
-    let leads: [(&[u8], &[&[u8]]); 5] = [
-        (NOUN_ANCHORS[0], &NOUN_LEADS),
-        (NOUN_ANCHORS[1], &NOUN_LEADS),
-        (NOUN_ANCHORS[2], &NOUN_LEADS),
-        (NOUN_ANCHORS[3], &NOUN_LEADS),
-        (b" now", &NOW_LEADS),
+    let leads: [&[&[u8]]; 5] = [
+        &NOUN_LEADS,
+        &NOUN_LEADS,
+        &NOUN_LEADS,
+        &NOUN_LEADS,
+        &NOW_LEADS,
     ];
-    for (anchor, words) in leads {
-        for i in memmem::find_iter(&low, anchor) {
+    for (anchor, words) in c.anchors.iter().zip(leads) {
+        for i in anchor.find_iter(&low) {
             // The last whitespace-separated word in the 24 bytes before the anchor.
             let before = &low[i.saturating_sub(24)..i];
             let last = before.split(|b| is_py_space(*b)).rfind(|w| !w.is_empty());

@@ -2,6 +2,8 @@
 //! learned model is loaded): code markers and multi-step wording. One call replaces
 //! eight substring searches and a lowered copy on the Python side.
 
+use std::sync::OnceLock;
+
 use memchr::memmem;
 
 /// The text carries code: a fence, a Python `def ` or a `function ` keyword.
@@ -16,18 +18,32 @@ const HARD: [&[u8]; 5] = [b"prove", b"step by step", b"derive", b"optimi", b"ana
 /// [`SIG_CODE`] and [`SIG_HARD`] bits of `text`.
 #[must_use]
 pub fn text_signals(text: &str) -> u32 {
+    let (code, hard) = finders();
     let bytes = text.as_bytes();
     let mut bits = 0;
-    if CODE.iter().any(|p| memmem::find(bytes, p).is_some()) {
+    if code.iter().any(|f| f.find(bytes).is_some()) {
         bits |= SIG_CODE;
     }
     // Lowercasing ASCII only: the words are ASCII, and a non-ASCII letter never lowers
     // to one of their letters except U+0130 (İ → i + dot), which we ignore.
     let lowered = bytes.to_ascii_lowercase();
-    if HARD.iter().any(|p| memmem::find(&lowered, p).is_some()) {
+    if hard.iter().any(|f| f.find(&lowered).is_some()) {
         bits |= SIG_HARD;
     }
     bits
+}
+
+type Finders = [memmem::Finder<'static>];
+
+/// The searchers of `CODE` and `HARD`, built once (building one costs more than
+/// searching a prompt).
+fn finders() -> &'static (Box<Finders>, Box<Finders>) {
+    static F: OnceLock<(Box<Finders>, Box<Finders>)> = OnceLock::new();
+    F.get_or_init(|| (build(&CODE), build(&HARD)))
+}
+
+fn build(words: &[&'static [u8]]) -> Box<Finders> {
+    words.iter().map(|&w| memmem::Finder::new(w)).collect()
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ use pyo3::types::{PyBytes, PyTuple};
 use tiergate_core::{hash, policy, signals, tokens, window, CoreError, ErrorKind};
 
 mod classifier;
+mod relay;
 mod safety;
 
 fn to_py(e: CoreError) -> PyErr {
@@ -368,6 +369,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Router>()?;
     classifier::register(m)?;
     safety::register(m)?;
+    relay::register(m)?;
     m.add(
         "TRANSPORT_FIELDS",
         PyTuple::new(m.py(), hash::TRANSPORT_FIELDS)?,

@@ -1,0 +1,717 @@
+//! An `OpenAI` chat-completions stream (from `OpenAI` or a compatible server) relayed
+//! to a caller of the `OpenAI` surface in one pass: SSE bytes in, the caller's frames out.
+//!
+//! The general stream path parses each provider event into a canonical delta (a Python
+//! object), hands it through two async generators, then renders it as a chunk: in the
+//! overhead benchmark's seven-event stream that cost ~164k instructions more than this
+//! module's one pass. Between the two `OpenAI` dialects the deltas are only a waypoint,
+//! so this module does both halves, with the same results:
+//!
+//! * parsing as `OpenAIStreamParser.feed` (Python, `providers/openai.py`): text deltas
+//!   of choice 0, tool-call deltas, refusal pieces, the last finish reason and usage,
+//!   the model the provider names; `[DONE]` ends the stream, and so does the body's end
+//!   once a finish reason and usage were seen; anything else is a cut stream;
+//! * rendering as `OpenAIStreamRenderer` (`server/render_openai.py`): the role chunk
+//!   before the first delta, one chunk per delta, then refusal, finish, usage (when the
+//!   caller asked for it) and `[DONE]`, with the sidecar's id, model and time;
+//! * what accounting reads: the text delivered, how many text deltas were rendered, and
+//!   the end (canonical finish reason, usage, model).
+//!
+//! A field whose JSON type the Python parser cannot use (it would fail on it, or carry
+//! it into a later failure) makes the chunk malformed here ([`FAIL_SHAPE`]).
+
+use crate::json::write_escaped;
+use crate::rawjson::{Parser, Value};
+use crate::sse::{Flow, SseLines};
+use crate::{CoreError, Result};
+
+/// The event was not JSON.
+pub const FAIL_NOT_JSON: u32 = 1;
+/// The event was JSON but not an object.
+pub const FAIL_NOT_OBJECT: u32 = 2;
+/// The event was an `{"error": ...}` object (the detail is its text).
+pub const FAIL_ERROR_OBJECT: u32 = 3;
+/// The stream ended without its end (`[DONE]` before a finish reason, or the body's
+/// end before a finish reason and usage).
+pub const FAIL_CUT: u32 = 4;
+/// A field had a JSON type the protocol does not allow (the detail names it).
+pub const FAIL_SHAPE: u32 = 5;
+
+/// Why the stream failed: one of the `FAIL_*` codes and a detail.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    pub code: u32,
+    pub detail: String,
+}
+
+/// Token counts as the provider reported them (`usage_openai`'s fields).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cached_tokens: i64,
+    pub reasoning_tokens: i64,
+}
+
+/// Every provider's stop reason → the canonical one (`normalise.FINISH_REASONS`; a
+/// Python test keeps the two tables equal). Unknown reasons are a normal stop.
+const FINISH_REASONS: &[(&str, &str)] = &[
+    ("stop", "stop"),
+    ("length", "length"),
+    ("tool_calls", "tool_calls"),
+    ("function_call", "tool_calls"),
+    ("content_filter", "content_filter"),
+    ("end_turn", "stop"),
+    ("stop_sequence", "stop"),
+    ("pause_turn", "stop"),
+    ("max_tokens", "length"),
+    ("model_context_window_exceeded", "length"),
+    ("tool_use", "tool_calls"),
+    ("refusal", "content_filter"),
+    ("guardrail_intervened", "content_filter"),
+    ("content_filtered", "content_filter"),
+    ("STOP", "stop"),
+    ("FINISH_REASON_UNSPECIFIED", "stop"),
+    ("OTHER", "stop"),
+    ("MAX_TOKENS", "length"),
+    ("SAFETY", "content_filter"),
+    ("RECITATION", "content_filter"),
+    ("BLOCKLIST", "content_filter"),
+    ("PROHIBITED_CONTENT", "content_filter"),
+    ("SPII", "content_filter"),
+    ("IMAGE_SAFETY", "content_filter"),
+    ("LANGUAGE", "content_filter"),
+    ("eos_token", "stop"),
+];
+
+/// The canonical finish reason of a provider's stop reason.
+pub fn finish_reason(raw: &str) -> &'static str {
+    FINISH_REASONS
+        .iter()
+        .find(|(k, _)| *k == raw)
+        .map_or("stop", |(_, v)| v)
+}
+
+/// A delta parsed and not yet rendered.
+#[derive(Debug)]
+enum Delta {
+    Text(String),
+    Tool {
+        index: i64,
+        id: Option<String>,
+        name: Option<String>,
+        arguments: String,
+    },
+    End,
+}
+
+/// What the provider's events said so far.
+#[derive(Debug)]
+struct Parsed {
+    model: String,
+    finish: Option<String>,
+    usage: Usage,
+    usage_seen: bool,
+    refusal: String,
+    pending: Vec<Delta>,
+    done: bool,
+    failure: Option<Failure>,
+}
+
+/// One relayed stream. Feed it the provider's body as it arrives; after [`Self::begin`]
+/// each [`Self::render`] returns the frames of the deltas parsed since the last one.
+#[derive(Debug)]
+pub struct OpenAiRelay {
+    sse: SseLines,
+    parsed: Parsed,
+    /// `data: {"id":…,"object":"chat.completion.chunk","created":…,"model":…` (no `}`).
+    head: Vec<u8>,
+    include_usage: bool,
+    started: bool,
+    ended: bool,
+    text: String,
+    delivered: usize,
+}
+
+const ROLE: &[u8] = br#","choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null,"logprobs":null}]}
+
+"#;
+const TEXT_MID: &[u8] = br#","choices":[{"index":0,"delta":{"content":"#;
+const DELTA_TAIL: &[u8] = b"},\"finish_reason\":null,\"logprobs\":null}]}\n\n";
+const DONE: &[u8] = b"data: [DONE]\n\n";
+
+impl OpenAiRelay {
+    /// `model`: the deployment's model id, the end's model unless the provider names one.
+    pub fn new(model: &str) -> Self {
+        Self {
+            sse: SseLines::new(),
+            parsed: Parsed {
+                model: model.to_owned(),
+                finish: None,
+                usage: Usage::default(),
+                usage_seen: false,
+                refusal: String::new(),
+                pending: Vec::new(),
+                done: false,
+                failure: None,
+            },
+            head: Vec::new(),
+            include_usage: false,
+            started: false,
+            ended: false,
+            text: String::new(),
+            delivered: 0,
+        }
+    }
+
+    /// Parse one piece of the body; returns how many deltas wait to be rendered. Stops
+    /// reading at the end or at a failure.
+    pub fn feed(&mut self, chunk: &[u8]) -> usize {
+        let parsed = &mut self.parsed;
+        if !parsed.done && parsed.failure.is_none() {
+            self.sse.feed(chunk, |data| parsed.event(data));
+        }
+        parsed.pending.len()
+    }
+
+    /// The body ended: the end when a finish reason and usage were seen, else a cut.
+    /// Returns how many deltas wait to be rendered.
+    pub fn finish(&mut self) -> usize {
+        let p = &mut self.parsed;
+        if !p.done && p.failure.is_none() {
+            if p.finish.is_some() && p.usage_seen {
+                p.pending.push(Delta::End);
+                p.done = true;
+            } else {
+                p.fail(FAIL_CUT, "");
+            }
+        }
+        p.pending.len()
+    }
+
+    /// Whether nothing more is read: the end was parsed, or the stream failed.
+    pub fn stopped(&self) -> bool {
+        self.parsed.done || self.parsed.failure.is_some()
+    }
+
+    pub fn failure(&self) -> Option<&Failure> {
+        self.parsed.failure.as_ref()
+    }
+
+    /// Name the caller's stream: its id, model, creation time, and whether its last
+    /// chunk reports usage (`stream_options.include_usage`).
+    pub fn begin(&mut self, response_id: &str, model: &str, created: i64, include_usage: bool) {
+        let mut head = Vec::with_capacity(96 + response_id.len() + model.len());
+        head.extend_from_slice(b"data: {\"id\":");
+        write_escaped(response_id, &mut head);
+        head.extend_from_slice(b",\"object\":\"chat.completion.chunk\",\"created\":");
+        head.extend_from_slice(created.to_string().as_bytes());
+        head.extend_from_slice(b",\"model\":");
+        write_escaped(model, &mut head);
+        self.head = head;
+        self.include_usage = include_usage;
+    }
+
+    /// The frames of every delta parsed since the last call.
+    pub fn render(&mut self) -> Result<Vec<u8>> {
+        if self.head.is_empty() {
+            return Err(CoreError::invalid("render before begin"));
+        }
+        let mut out = Vec::with_capacity(self.parsed.pending.len() * 200);
+        let pending = std::mem::take(&mut self.parsed.pending);
+        for delta in pending {
+            if !self.started {
+                self.started = true;
+                out.extend_from_slice(&self.head);
+                out.extend_from_slice(ROLE);
+            }
+            match delta {
+                Delta::Text(text) => {
+                    out.extend_from_slice(&self.head);
+                    out.extend_from_slice(TEXT_MID);
+                    write_escaped(&text, &mut out);
+                    out.extend_from_slice(DELTA_TAIL);
+                    self.text.push_str(&text);
+                    self.delivered += 1;
+                }
+                Delta::Tool {
+                    index,
+                    id,
+                    name,
+                    arguments,
+                } => {
+                    self.open_delta(&mut out);
+                    out.extend_from_slice(b"{\"tool_calls\":[{\"index\":");
+                    out.extend_from_slice(index.to_string().as_bytes());
+                    if let Some(id) = id {
+                        out.extend_from_slice(b",\"id\":");
+                        write_escaped(&id, &mut out);
+                        out.extend_from_slice(b",\"type\":\"function\"");
+                    }
+                    out.extend_from_slice(b",\"function\":{\"arguments\":");
+                    write_escaped(&arguments, &mut out);
+                    if let Some(name) = name {
+                        out.extend_from_slice(b",\"name\":");
+                        write_escaped(&name, &mut out);
+                    }
+                    out.extend_from_slice(b"}}]");
+                    out.extend_from_slice(DELTA_TAIL);
+                }
+                Delta::End => self.render_end(&mut out),
+            }
+        }
+        Ok(out)
+    }
+
+    fn open_delta(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.head);
+        out.extend_from_slice(b",\"choices\":[{\"index\":0,\"delta\":");
+    }
+
+    fn render_end(&mut self, out: &mut Vec<u8>) {
+        let p = &self.parsed;
+        if !p.refusal.is_empty() {
+            self.open_delta(out);
+            out.extend_from_slice(b"{\"refusal\":");
+            write_escaped(&p.refusal, out);
+            out.extend_from_slice(DELTA_TAIL);
+        }
+        self.open_delta(out);
+        out.extend_from_slice(b"{},\"finish_reason\":\"");
+        out.extend_from_slice(self.finish_reason().as_bytes());
+        out.extend_from_slice(b"\",\"logprobs\":null}]}\n\n");
+        if self.include_usage {
+            let u = p.usage;
+            let total = i128::from(u.input_tokens) + i128::from(u.output_tokens);
+            out.extend_from_slice(&self.head);
+            out.extend_from_slice(
+                format!(
+                    ",\"choices\":[],\"usage\":{{\"prompt_tokens\":{},\"completion_tokens\":{},\
+                     \"total_tokens\":{total},\"prompt_tokens_details\":{{\"cached_tokens\":{}}},\
+                     \"completion_tokens_details\":{{\"reasoning_tokens\":{}}}}}}}\n\n",
+                    u.input_tokens, u.output_tokens, u.cached_tokens, u.reasoning_tokens
+                )
+                .as_bytes(),
+            );
+        }
+        out.extend_from_slice(DONE);
+        self.ended = true;
+    }
+
+    /// Whether the end's frames were rendered.
+    pub fn ended(&self) -> bool {
+        self.ended
+    }
+
+    /// Text deltas rendered so far.
+    pub fn delivered(&self) -> usize {
+        self.delivered
+    }
+
+    /// The text rendered so far.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// The canonical finish reason (a normal stop when none was sent).
+    pub fn finish_reason(&self) -> &'static str {
+        self.parsed.finish.as_deref().map_or("stop", finish_reason)
+    }
+
+    pub fn usage(&self) -> Usage {
+        self.parsed.usage
+    }
+
+    /// The model the provider named last (else the deployment's).
+    pub fn model(&self) -> &str {
+        &self.parsed.model
+    }
+}
+
+/// Python truthiness of a JSON value.
+fn truthy(v: &Value<'_>) -> bool {
+    match v {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Int(i) => *i != 0,
+        Value::UInt(u) => *u != 0,
+        Value::Float(f) => *f != 0.0,
+        Value::Str(s) => !s.raw().is_empty(),
+        Value::Arr(a) => !a.is_empty(),
+        Value::Obj(m) => !m.is_empty(),
+    }
+}
+
+/// A member when truthy (Python's `obj.get(key) or default`).
+fn truthy_member<'v, 'a>(v: Option<&'v Value<'a>>) -> Option<&'v Value<'a>> {
+    v.filter(|v| truthy(v))
+}
+
+/// A truthy member that must be an object.
+fn obj_member<'v, 'a>(v: Option<&'v Value<'a>>, key: &'static str) -> Shape<Option<&'v Value<'a>>> {
+    match truthy_member(v) {
+        None => Ok(None),
+        Some(v @ Value::Obj(_)) => Ok(Some(v)),
+        Some(_) => Err(key),
+    }
+}
+
+/// A truthy member that must be a string: its text.
+fn text_member(v: Option<&Value<'_>>, key: &'static str) -> Shape<Option<String>> {
+    match truthy_member(v) {
+        None => Ok(None),
+        Some(Value::Str(s)) => Ok(Some(s.text().into_owned())),
+        Some(_) => Err(key),
+    }
+}
+
+/// A member that is absent or `null`, or else a string (tested with `is not None`).
+fn opt_text_member(v: Option<&Value<'_>>, key: &'static str) -> Shape<Option<String>> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Str(s)) => Ok(Some(s.text().into_owned())),
+        Some(_) => Err(key),
+    }
+}
+
+/// `usage_openai`'s `_int`: an integer, else 0 (booleans and huge integers refused).
+fn count_member(obj: Option<&Value<'_>>, key: &'static str) -> Shape<i64> {
+    match obj.and_then(|o| o.get(key)) {
+        Some(Value::Int(i)) => Ok(*i),
+        Some(Value::Bool(_) | Value::UInt(_)) => Err(key),
+        _ => Ok(0),
+    }
+}
+
+/// Python's `value != 0` is false: 0, 0.0, false.
+fn is_zero(v: &Value<'_>) -> bool {
+    match v {
+        Value::Int(i) => *i == 0,
+        Value::Float(f) => *f == 0.0,
+        Value::Bool(b) => !*b,
+        _ => false,
+    }
+}
+
+/// The name of a field whose type the protocol does not allow.
+type Shape<T> = std::result::Result<T, &'static str>;
+
+/// The members of a chunk the parser reads (the last of each name, as `orjson` keeps
+/// it); every other member is only checked, not built.
+#[derive(Default)]
+struct Members<'a> {
+    error: bool,
+    model: Option<Value<'a>>,
+    usage: Option<Value<'a>>,
+    choices: Option<Value<'a>>,
+}
+
+/// How an event's data failed to be a JSON object.
+enum NotAChunk {
+    NotJson,
+    NotObject,
+}
+
+fn members(text: &str) -> std::result::Result<Members<'_>, NotAChunk> {
+    let mut p = Parser::of_str(text);
+    if p.peek() != Some(b'{') {
+        return Err(match p.skip().and_then(|()| p.finish()) {
+            Ok(()) => NotAChunk::NotObject,
+            Err(_) => NotAChunk::NotJson,
+        });
+    }
+    let mut m = Members::default();
+    let mut read = || -> Result<()> {
+        p.enter()?;
+        if !p.empty(b'}') {
+            loop {
+                let key = p.key()?;
+                match key.text().as_ref() {
+                    "model" => m.model = Some(p.value()?),
+                    "usage" => m.usage = Some(p.value()?),
+                    "choices" => m.choices = Some(p.value()?),
+                    "error" => {
+                        m.error = true;
+                        p.skip()?;
+                    }
+                    _ => p.skip()?,
+                }
+                if !p.next_or_close(b'}')? {
+                    break;
+                }
+            }
+        }
+        p.leave();
+        p.finish()
+    };
+    match read() {
+        Ok(()) => Ok(m),
+        Err(_) => Err(NotAChunk::NotJson),
+    }
+}
+
+impl Parsed {
+    fn fail(&mut self, code: u32, detail: &str) {
+        self.failure = Some(Failure {
+            code,
+            detail: detail.to_owned(),
+        });
+    }
+
+    /// One SSE event's data.
+    fn event(&mut self, data: &[u8]) -> Flow {
+        if data == b"[DONE]" {
+            if self.finish.is_some() {
+                self.pending.push(Delta::End);
+                self.done = true;
+            } else {
+                self.fail(FAIL_CUT, "");
+            }
+            return Flow::Stop;
+        }
+        // As Python decodes each line: invalid UTF-8 becomes U+FFFD.
+        let text = match std::str::from_utf8(data) {
+            Ok(s) => std::borrow::Cow::Borrowed(s),
+            Err(_) => String::from_utf8_lossy(data),
+        };
+        let m = match members(&text) {
+            Ok(m) => m,
+            Err(NotAChunk::NotJson) => {
+                self.fail(FAIL_NOT_JSON, "");
+                return Flow::Stop;
+            }
+            Err(NotAChunk::NotObject) => {
+                self.fail(FAIL_NOT_OBJECT, "");
+                return Flow::Stop;
+            }
+        };
+        if m.error {
+            self.fail(FAIL_ERROR_OBJECT, &text);
+            return Flow::Stop;
+        }
+        let before = self.pending.len();
+        match self.chunk(&m) {
+            Ok(()) => Flow::Continue,
+            Err(field) => {
+                // A failed event delivers nothing of itself.
+                self.pending.truncate(before);
+                self.fail(FAIL_SHAPE, field);
+                Flow::Stop
+            }
+        }
+    }
+
+    fn chunk(&mut self, m: &Members<'_>) -> Shape<()> {
+        if let Some(model) = text_member(m.model.as_ref(), "model")? {
+            self.model = model;
+        }
+        if let Some(u) = obj_member(m.usage.as_ref(), "usage")? {
+            let pd = obj_member(u.get("prompt_tokens_details"), "prompt_tokens_details")?;
+            let cd = obj_member(
+                u.get("completion_tokens_details"),
+                "completion_tokens_details",
+            )?;
+            self.usage = Usage {
+                input_tokens: count_member(Some(u), "prompt_tokens")?,
+                output_tokens: count_member(Some(u), "completion_tokens")?,
+                cached_tokens: count_member(pd, "cached_tokens")?,
+                reasoning_tokens: count_member(cd, "reasoning_tokens")?,
+            };
+            self.usage_seen = true;
+        }
+        let Some(choices) = truthy_member(m.choices.as_ref()) else {
+            return Ok(());
+        };
+        let Value::Arr(choices) = choices else {
+            return Err("choices");
+        };
+        for choice in choices {
+            if !matches!(choice, Value::Obj(_)) {
+                return Err("choices");
+            }
+            if choice.get("index").is_some_and(|i| !is_zero(i)) {
+                continue;
+            }
+            if let Some(delta) = obj_member(choice.get("delta"), "delta")? {
+                self.delta(delta)?;
+            }
+            if let Some(reason) = text_member(choice.get("finish_reason"), "finish_reason")? {
+                self.finish = Some(reason);
+            }
+        }
+        Ok(())
+    }
+
+    fn delta(&mut self, delta: &Value<'_>) -> Shape<()> {
+        if let Some(text) = text_member(delta.get("content"), "content")? {
+            self.pending.push(Delta::Text(text));
+        }
+        if let Some(refusal) = text_member(delta.get("refusal"), "refusal")? {
+            self.refusal.push_str(&refusal);
+        }
+        let Some(calls) = truthy_member(delta.get("tool_calls")) else {
+            return Ok(());
+        };
+        let Value::Arr(calls) = calls else {
+            return Err("tool_calls");
+        };
+        for call in calls {
+            if !matches!(call, Value::Obj(_)) {
+                return Err("tool_calls");
+            }
+            let index = match call.get("index") {
+                None => 0,
+                Some(Value::Int(i)) => *i,
+                Some(_) => return Err("index"),
+            };
+            let (name, arguments) = match obj_member(call.get("function"), "function")? {
+                Some(f) => (
+                    opt_text_member(f.get("name"), "name")?,
+                    text_member(f.get("arguments"), "arguments")?.unwrap_or_default(),
+                ),
+                None => (None, String::new()),
+            };
+            self.pending.push(Delta::Tool {
+                index,
+                id: opt_text_member(call.get("id"), "id")?,
+                name,
+                arguments,
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn relay(wire: &[&[u8]], include_usage: bool) -> (OpenAiRelay, String) {
+        let mut r = OpenAiRelay::new("dep-model");
+        r.begin("chatcmpl-x", "dep-model", 7, include_usage);
+        let mut out = Vec::new();
+        for c in wire {
+            r.feed(c);
+            out.extend(r.render().unwrap());
+            if r.stopped() {
+                break;
+            }
+        }
+        if !r.stopped() {
+            r.finish();
+            out.extend(r.render().unwrap());
+        }
+        (r, String::from_utf8(out).unwrap())
+    }
+
+    const HEAD: &str = r#"data: {"id":"chatcmpl-x","object":"chat.completion.chunk","created":7,"model":"dep-model""#;
+
+    #[test]
+    fn text_stream_with_usage() {
+        let wire = concat!(
+            r#"data: {"id":"u","model":"m-1","choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}"#,
+            "\n\n",
+            r#"data: {"choices":[{"index":0,"delta":{"content":"He\"l\n"}}]}"#,
+            "\n\n",
+            r#"data: {"choices":[{"index":0,"delta":{},"finish_reason":"end_turn"}]}"#,
+            "\n\n",
+            r#"data: {"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":1}}}"#,
+            "\n\ndata: [DONE]\n\ndata: ignored\n\n",
+        );
+        let (r, out) = relay(&[wire.as_bytes()], true);
+        let expected = [
+            format!(r#"{HEAD},"choices":[{{"index":0,"delta":{{"role":"assistant","content":""}},"finish_reason":null,"logprobs":null}}]}}"#),
+            format!(r#"{HEAD},"choices":[{{"index":0,"delta":{{"content":"He\"l\n"}},"finish_reason":null,"logprobs":null}}]}}"#),
+            format!(r#"{HEAD},"choices":[{{"index":0,"delta":{{}},"finish_reason":"stop","logprobs":null}}]}}"#),
+            format!(r#"{HEAD},"choices":[],"usage":{{"prompt_tokens":5,"completion_tokens":2,"total_tokens":7,"prompt_tokens_details":{{"cached_tokens":1}},"completion_tokens_details":{{"reasoning_tokens":0}}}}}}"#),
+            "data: [DONE]".to_owned(),
+        ]
+        .join("\n\n")
+            + "\n\n";
+        assert_eq!(out, expected);
+        assert!(r.ended());
+        assert_eq!((r.delivered(), r.text(), r.model()), (1, "He\"l\n", "m-1"));
+        assert_eq!(r.finish_reason(), "stop");
+        assert_eq!(r.usage().cached_tokens, 1);
+    }
+
+    #[test]
+    fn tool_calls_and_refusal() {
+        let wire = concat!(
+            r#"data: {"choices":[{"delta":{"tool_calls":[{"index":1,"id":"c1","function":{"name":"f","arguments":""}}]}}]}"#,
+            "\n\n",
+            r#"data: {"choices":[{"delta":{"tool_calls":[{"index":1,"function":{"arguments":"{\"a\":1}"}}],"refusal":"no"}}]}"#,
+            "\n\n",
+            r#"data: {"choices":[{"index":1,"delta":{"content":"other choice"}},{"index":0,"delta":{},"finish_reason":"tool_calls"}]}"#,
+            "\n\ndata: [DONE]\n\n",
+        );
+        let (r, out) = relay(&[wire.as_bytes()], false);
+        assert!(out.contains(r#""delta":{"tool_calls":[{"index":1,"id":"c1","type":"function","function":{"arguments":"","name":"f"}}]}"#));
+        assert!(out.contains(
+            r#""delta":{"tool_calls":[{"index":1,"function":{"arguments":"{\"a\":1}"}}]}"#
+        ));
+        assert!(out.contains(r#""delta":{"refusal":"no"},"finish_reason":null"#));
+        assert!(!out.contains("usage"));
+        assert!(!out.contains("other choice"));
+        assert_eq!((r.delivered(), r.finish_reason()), (0, "tool_calls"));
+    }
+
+    #[test]
+    fn failures() {
+        let cases: [(&[u8], u32); 6] = [
+            (b"data: {nope\n\n", FAIL_NOT_JSON),
+            (b"data: [1]\n\n", FAIL_NOT_OBJECT),
+            (
+                b"data: {\"error\":{\"message\":\"x\"}}\n\n",
+                FAIL_ERROR_OBJECT,
+            ),
+            (b"data: [DONE]\n\n", FAIL_CUT),
+            (b"data: {\"choices\":{\"a\":1}}\n\n", FAIL_SHAPE),
+            (
+                b"data: {\"choices\":[{\"delta\":{\"content\":\"x\"}}]}\n\n",
+                FAIL_CUT,
+            ),
+        ];
+        for (wire, code) in cases {
+            let (r, _) = relay(&[wire], false);
+            assert_eq!(r.failure().map(|f| f.code), Some(code), "{wire:?}");
+            assert!(!r.ended());
+        }
+    }
+
+    #[test]
+    fn end_of_body_after_finish_and_usage_is_the_end() {
+        let wire = concat!(
+            r#"data: {"choices":[{"delta":{"content":"a"},"finish_reason":"length"}]}"#,
+            "\n\n",
+            r#"data: {"usage":{"prompt_tokens":1,"completion_tokens":1}}"#,
+            "\n\n",
+        );
+        let (r, out) = relay(&[wire.as_bytes()], false);
+        assert!(r.ended() && r.failure().is_none());
+        assert!(out.ends_with("data: [DONE]\n\n"));
+        assert_eq!(r.finish_reason(), "length");
+    }
+
+    #[test]
+    fn a_failed_event_delivers_none_of_itself() {
+        let wire = br#"data: {"choices":[{"delta":{"content":"a"}},{"delta":{"content":5}}]}
+
+"#;
+        let mut r = OpenAiRelay::new("m");
+        assert_eq!(r.feed(wire), 0);
+        assert_eq!(r.failure().map(|f| f.detail.as_str()), Some("content"));
+    }
+
+    #[test]
+    fn finish_reasons() {
+        assert_eq!(finish_reason("eos_token"), "stop");
+        assert_eq!(finish_reason("MAX_TOKENS"), "length");
+        assert_eq!(finish_reason("whatever"), "stop");
+    }
+
+    #[test]
+    fn render_needs_begin() {
+        assert!(OpenAiRelay::new("m").render().is_err());
+    }
+}

@@ -1,0 +1,201 @@
+//! The usual `OpenAI` chat-completions body read in one pass: a model, plain-text
+//! messages, at most an output bound and the stream flag.
+//!
+//! `parse_openai_request` (Python, `server/parse_openai.py`) reads any body, with an
+//! error naming the field for a bad one, over a dict `orjson` built first. Most bodies
+//! are the plain shape read here, where the same request comes out of one walk of the
+//! bytes. Anything else (another field the parser reads, another shape, a value it
+//! would refuse, a body that is not JSON) returns `None`: the Python parser decides.
+
+use crate::rawjson::{Parser, Value};
+
+/// Fields whose presence sends the body to the Python parser: the ones it reads
+/// besides those read here (any other field is ignored by both).
+const PYTHON_READS: [&str; 10] = [
+    "tools",
+    "tool_choice",
+    "n",
+    "stream_options",
+    "parallel_tool_calls",
+    "response_format",
+    "temperature",
+    "top_p",
+    "stop",
+    "seed",
+];
+
+/// A plain chat request: the route, `(role, text)` messages (`developer` read as
+/// `system`), the output bound and the stream flag.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlainRequest {
+    pub model: String,
+    pub messages: Vec<(&'static str, String)>,
+    pub max_tokens: Option<i64>,
+    pub stream: bool,
+}
+
+#[derive(Default)]
+struct Members<'a> {
+    model: Option<Value<'a>>,
+    messages: Option<Value<'a>>,
+    max_tokens: Option<Value<'a>>,
+    max_completion_tokens: Option<Value<'a>>,
+    stream: Option<Value<'a>>,
+}
+
+fn members(body: &str) -> Option<Members<'_>> {
+    let mut p = Parser::of_str(body);
+    if p.peek() != Some(b'{') {
+        return None;
+    }
+    let mut m = Members::default();
+    p.enter().ok()?;
+    if !p.empty(b'}') {
+        loop {
+            let key = p.key().ok()?;
+            let name = key.text();
+            let slot = match name.as_ref() {
+                "model" => &mut m.model,
+                "messages" => &mut m.messages,
+                "max_tokens" => &mut m.max_tokens,
+                "max_completion_tokens" => &mut m.max_completion_tokens,
+                "stream" => &mut m.stream,
+                other if PYTHON_READS.contains(&other) => return None,
+                _ => {
+                    p.skip().ok()?;
+                    if p.next_or_close(b'}').ok()? {
+                        continue;
+                    }
+                    break;
+                }
+            };
+            *slot = Some(p.value().ok()?);
+            if !p.next_or_close(b'}').ok()? {
+                break;
+            }
+        }
+    }
+    p.leave();
+    p.finish().ok()?;
+    Some(m)
+}
+
+/// An output bound as `opt_int(..., minimum=1)` accepts it (an integer of at least
+/// 1); `Some(None)` when absent or `null`, `None` for anything else.
+#[allow(clippy::option_option)] // outer: read here or not; inner: the bound
+fn bound(v: Option<&Value<'_>>) -> Option<Option<i64>> {
+    match v {
+        None | Some(Value::Null) => Some(None),
+        Some(Value::Int(i)) if *i >= 1 => Some(Some(*i)),
+        Some(_) => None,
+    }
+}
+
+fn role(v: &Value<'_>) -> Option<&'static str> {
+    let Value::Str(s) = v else { return None };
+    match s.text().as_ref() {
+        "system" | "developer" => Some("system"),
+        "user" => Some("user"),
+        "assistant" => Some("assistant"),
+        _ => None,
+    }
+}
+
+/// The plain request in `body`, or `None` when the Python parser must read it.
+pub fn plain_chat_request(body: &[u8]) -> Option<PlainRequest> {
+    let body = std::str::from_utf8(body).ok()?;
+    let m = members(body)?;
+    let model = match &m.model {
+        Some(Value::Str(s)) if !s.raw().is_empty() => s.text().into_owned(),
+        _ => return None,
+    };
+    let Some(Value::Arr(items)) = &m.messages else {
+        return None;
+    };
+    if items.is_empty() {
+        return None;
+    }
+    let mut messages = Vec::with_capacity(items.len());
+    for item in items {
+        let Value::Obj(fields) = item else {
+            return None;
+        };
+        if fields.len() != 2 {
+            return None;
+        }
+        let role = role(item.get("role")?)?;
+        match item.get("content")? {
+            Value::Str(s) if !s.raw().is_empty() => messages.push((role, s.text().into_owned())),
+            _ => return None,
+        }
+    }
+    // As the parser: `max_completion_tokens` when given, and then `max_tokens` unread.
+    let max_tokens = match bound(m.max_completion_tokens.as_ref())? {
+        Some(n) => Some(n),
+        None => bound(m.max_tokens.as_ref())?,
+    };
+    let stream = match &m.stream {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return None,
+    };
+    Some(PlainRequest {
+        model,
+        messages,
+        max_tokens,
+        stream,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_plain_shape() {
+        let body = br#"{"model":"auto","messages":[{"role":"developer","content":"Be terse."},
+            {"content":"Hi \u00e9","role":"user"}],"max_tokens":16,"stream":true,"user":"u1"}"#;
+        let r = plain_chat_request(body).unwrap();
+        assert_eq!(r.model, "auto");
+        assert_eq!(
+            r.messages,
+            [
+                ("system", "Be terse.".to_owned()),
+                ("user", "Hi é".to_owned())
+            ]
+        );
+        assert_eq!((r.max_tokens, r.stream), (Some(16), true));
+        let r = plain_chat_request(
+            br#"{"model":"m","messages":[{"role":"user","content":"x"}],"max_completion_tokens":3,"max_tokens":"no"}"#,
+        )
+        .unwrap();
+        assert_eq!(r.max_tokens, Some(3));
+    }
+
+    #[test]
+    fn leaves_everything_else_to_python() {
+        for body in [
+            &b"{nope"[..],
+            b"[]",
+            br#"{"messages":[{"role":"user","content":"x"}]}"#,
+            br#"{"model":"","messages":[{"role":"user","content":"x"}]}"#,
+            br#"{"model":"m","messages":[]}"#,
+            br#"{"model":"m","messages":[{"role":"user","content":""}]}"#,
+            br#"{"model":"m","messages":[{"role":"tool","content":"x"}]}"#,
+            br#"{"model":"m","messages":[{"role":"user","content":"x","name":"n"}]}"#,
+            br#"{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"x"}]}]}"#,
+            br#"{"model":"m","messages":[{"role":"user","content":"x"}],"max_tokens":0}"#,
+            br#"{"model":"m","messages":[{"role":"user","content":"x"}],"max_tokens":1.0}"#,
+            br#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream":1}"#,
+            br#"{"model":"m","messages":[{"role":"user","content":"x"}],"temperature":null}"#,
+            br#"{"model":"m","messages":[{"role":"user","content":"x"}]} x"#,
+        ] {
+            assert_eq!(
+                plain_chat_request(body),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+}

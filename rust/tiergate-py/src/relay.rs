@@ -1,0 +1,207 @@
+//! Bindings of the `OpenAI` relays: a stream's body bytes in, the caller's frames out;
+//! a completion's body read into canonical fields, and those written as the caller's body;
+//! a plain request's body read into its fields.
+use pyo3::exceptions::PyTypeError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyInt};
+use tiergate_core::{completion, relay, request};
+
+use crate::to_py;
+
+/// One relayed stream (see `tiergate_core::relay`). Used from one task at a time.
+#[pyclass(module = "tiergate._core", name = "OpenAIRelay")]
+struct OpenAiRelay {
+    inner: relay::OpenAiRelay,
+}
+
+/// `(canonical finish reason, input, output, cached, reasoning tokens, model)`.
+type End = (&'static str, i64, i64, i64, i64, String);
+
+#[pymethods]
+impl OpenAiRelay {
+    #[new]
+    fn new(model: &str) -> Self {
+        Self {
+            inner: relay::OpenAiRelay::new(model),
+        }
+    }
+
+    /// Parse one piece of the body; the number of deltas waiting to be rendered.
+    fn feed(&mut self, chunk: &[u8]) -> usize {
+        self.inner.feed(chunk)
+    }
+
+    /// The body ended; the number of deltas waiting to be rendered.
+    fn finish(&mut self) -> usize {
+        self.inner.finish()
+    }
+
+    #[getter]
+    fn stopped(&self) -> bool {
+        self.inner.stopped()
+    }
+
+    /// `(RELAY_FAIL_* code, detail)` once the stream failed, else None.
+    #[getter]
+    fn failure(&self) -> Option<(u32, String)> {
+        self.inner.failure().map(|f| (f.code, f.detail.clone()))
+    }
+
+    fn begin(&mut self, response_id: &str, model: &str, created: i64, include_usage: bool) {
+        self.inner.begin(response_id, model, created, include_usage);
+    }
+
+    fn render<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+        let out = self.inner.render().map_err(to_py)?;
+        Ok(PyBytes::new(py, &out))
+    }
+
+    #[getter]
+    fn ended(&self) -> bool {
+        self.inner.ended()
+    }
+
+    #[getter]
+    fn delivered(&self) -> usize {
+        self.inner.delivered()
+    }
+
+    #[getter]
+    fn text(&self) -> &str {
+        self.inner.text()
+    }
+
+    /// The end's fields once it was rendered, else None.
+    #[getter]
+    fn end(&self) -> Option<End> {
+        if !self.inner.ended() {
+            return None;
+        }
+        let u = self.inner.usage();
+        Some((
+            self.inner.finish_reason(),
+            u.input_tokens,
+            u.output_tokens,
+            u.cached_tokens,
+            u.reasoning_tokens,
+            self.inner.model().to_owned(),
+        ))
+    }
+}
+
+/// The canonical finish reason of any provider's stop reason.
+#[pyfunction]
+fn finish_reason(raw: &str) -> &'static str {
+    relay::finish_reason(raw)
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<OpenAiRelay>()?;
+    m.add_function(wrap_pyfunction!(finish_reason, m)?)?;
+    m.add_function(wrap_pyfunction!(parse_openai_completion, m)?)?;
+    m.add_function(wrap_pyfunction!(plain_chat_request, m)?)?;
+    m.add_function(wrap_pyfunction!(render_openai_completion, m)?)?;
+    for (name, value) in [
+        ("RELAY_FAIL_NOT_JSON", relay::FAIL_NOT_JSON),
+        ("RELAY_FAIL_NOT_OBJECT", relay::FAIL_NOT_OBJECT),
+        ("RELAY_FAIL_ERROR_OBJECT", relay::FAIL_ERROR_OBJECT),
+        ("RELAY_FAIL_CUT", relay::FAIL_CUT),
+        ("RELAY_FAIL_SHAPE", relay::FAIL_SHAPE),
+    ] {
+        m.add(name, value)?;
+    }
+    Ok(())
+}
+
+/// `(text, canonical finish reason, input, output, cached, reasoning tokens, model,
+/// tool calls, refusal, id)`.
+type CompletionFields = (
+    Option<String>,
+    String,
+    i64,
+    i64,
+    i64,
+    i64,
+    String,
+    Vec<completion::ToolCall>,
+    Option<String>,
+    String,
+);
+
+/// The canonical fields of an `OpenAI` chat-completion body, or None when its shape
+/// is one the Python parser decides about.
+#[pyfunction]
+fn parse_openai_completion(body: &[u8]) -> Option<CompletionFields> {
+    let c = completion::parse_openai_completion(body)?;
+    let u = c.usage;
+    Some((
+        c.text,
+        c.finish_reason,
+        u.input_tokens,
+        u.output_tokens,
+        u.cached_tokens,
+        u.reasoning_tokens,
+        c.model,
+        c.tool_calls,
+        c.refusal,
+        c.id,
+    ))
+}
+
+/// A Python `int` that is not a `bool` (which `orjson` would write as `true`/`false`).
+fn exact_int(v: &Bound<'_, PyAny>) -> PyResult<i64> {
+    if v.is_exact_instance_of::<PyInt>() {
+        v.extract()
+    } else {
+        Err(PyTypeError::new_err("token counts must be int"))
+    }
+}
+
+/// The `OpenAI` surface's chat-completion body. `TypeError`, `OverflowError` or
+/// `ValueError` for values `orjson` would write differently or refuse (the caller then
+/// renders in Python).
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+#[pyo3(signature = (response_id, model, created, text, refusal, tool_calls, finish_reason, input_tokens, output_tokens, cached_tokens, reasoning_tokens))]
+fn render_openai_completion<'py>(
+    py: Python<'py>,
+    response_id: &str,
+    model: &str,
+    created: i64,
+    text: Option<String>,
+    refusal: Option<String>,
+    tool_calls: Vec<completion::ToolCall>,
+    finish_reason: &str,
+    input_tokens: &Bound<'py, PyAny>,
+    output_tokens: &Bound<'py, PyAny>,
+    cached_tokens: &Bound<'py, PyAny>,
+    reasoning_tokens: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let c = completion::Completion {
+        text,
+        finish_reason: finish_reason.to_owned(),
+        usage: relay::Usage {
+            input_tokens: exact_int(input_tokens)?,
+            output_tokens: exact_int(output_tokens)?,
+            cached_tokens: exact_int(cached_tokens)?,
+            reasoning_tokens: exact_int(reasoning_tokens)?,
+        },
+        tool_calls,
+        refusal,
+        ..Default::default()
+    };
+    let body =
+        completion::render_openai_completion(&c, response_id, model, created).map_err(to_py)?;
+    Ok(PyBytes::new(py, &body))
+}
+
+/// `(model, [(role, text)], max_tokens, stream)`.
+type PlainFields = (String, Vec<(&'static str, String)>, Option<i64>, bool);
+
+/// The fields of a plain chat request, or None when the Python parser must read the
+/// body.
+#[pyfunction]
+fn plain_chat_request(body: &[u8]) -> Option<PlainFields> {
+    let r = request::plain_chat_request(body)?;
+    Some((r.model, r.messages, r.max_tokens, r.stream))
+}

@@ -1,0 +1,194 @@
+"""The core's reading and writing of OpenAI chat completions against the Python
+reference (``orjson.loads`` + ``parse_openai_response``; ``render_openai_completion`` +
+``orjson.dumps``): the same Completion, error or bytes for any body."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tiergate import _core
+from tiergate.errors import ProviderError
+from tiergate.providers._http import json_body
+from tiergate.providers.base import Completion, Usage
+from tiergate.providers.normalise import FINISH_REASONS
+from tiergate.providers.openai import completion_from_body, parse_openai_response
+from tiergate.server.render_openai import openai_completion_body, render_openai_completion
+
+
+def reference(raw: bytes) -> Completion | tuple[str, str]:
+    try:
+        return parse_openai_response(json_body(raw, "prov"), provider="prov")
+    except ProviderError as exc:
+        return ("error", exc.message)
+    except (AttributeError, TypeError) as exc:  # the Python parser's own failures
+        return ("crash", type(exc).__name__)
+
+
+def core(raw: bytes) -> Completion | tuple[str, str]:
+    try:
+        return completion_from_body(raw, "prov")
+    except ProviderError as exc:
+        return ("error", exc.message)
+    except (AttributeError, TypeError) as exc:
+        return ("crash", type(exc).__name__)
+
+
+texts = st.text(max_size=10) | st.sampled_from(["", 'q"\\\n\x01é日本/'])
+odd = st.none() | st.integers(-2, 2) | st.booleans() | st.just([]) | st.just({"a": 1}) | texts
+calls = st.lists(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "id": texts | odd,
+            "type": st.just("function"),
+            "function": st.fixed_dictionaries(
+                {}, optional={"name": texts | odd, "arguments": texts | odd}
+            )
+            | odd,
+        },
+    )
+    | odd,
+    max_size=2,
+)
+messages = st.fixed_dictionaries(
+    {"role": st.just("assistant")},
+    optional={
+        "content": st.none() | texts | odd,
+        "refusal": st.none() | texts | odd,
+        "tool_calls": calls | odd,
+    },
+)
+counts = st.integers(-1, 2**62) | odd
+usages = st.fixed_dictionaries(
+    {},
+    optional={
+        "prompt_tokens": counts,
+        "completion_tokens": counts,
+        "total_tokens": counts,
+        "prompt_tokens_details": st.fixed_dictionaries({}, optional={"cached_tokens": counts})
+        | odd,
+        "completion_tokens_details": st.fixed_dictionaries(
+            {}, optional={"reasoning_tokens": counts}
+        )
+        | odd,
+    },
+)
+choices = st.lists(
+    st.fixed_dictionaries(
+        {"index": st.just(0)},
+        optional={
+            "message": messages | odd,
+            "finish_reason": st.none() | st.sampled_from([*FINISH_REASONS, "weird"]) | odd,
+            "logprobs": st.none(),
+        },
+    )
+    | odd,
+    max_size=2,
+)
+docs = st.fixed_dictionaries(
+    {"object": st.just("chat.completion"), "created": st.just(0)},
+    optional={
+        "id": texts | odd,
+        "model": texts | odd,
+        "choices": choices | odd,
+        "usage": usages | odd,
+    },
+)
+
+
+@st.composite
+def bodies(draw: st.DrawFn) -> bytes:
+    kind = draw(st.sampled_from(["doc"] * 10 + ["junk", "list", "error"]))
+    if kind == "junk":
+        return b"{not json"
+    if kind == "list":
+        return b"[1, 2]"
+    if kind == "error":
+        return b'{"error": {"message": "boom"}}'
+    return json.dumps(draw(docs), ensure_ascii=draw(st.booleans())).encode()
+
+
+@settings(max_examples=500, deadline=None)
+@given(bodies())
+def test_core_reading_matches_the_python_parser(raw: bytes) -> None:
+    assert core(raw) == reference(raw)
+
+
+def test_the_usual_answer_is_read_by_the_core() -> None:
+    raw = orjson.dumps(
+        {
+            "id": "chatcmpl-1",
+            "object": "chat.completion",
+            "created": 0,
+            "model": "bench-model",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": "Hello."},
+                    "finish_reason": "stop",
+                    "logprobs": None,
+                }
+            ],
+            "usage": {"prompt_tokens": 60, "completion_tokens": 2, "total_tokens": 62},
+        }
+    )
+    assert _core.parse_openai_completion(raw) == (
+        "Hello.", "stop", 60, 2, 0, 0, "bench-model", [], None, "chatcmpl-1"
+    )  # fmt: skip
+
+
+tool_lists = st.lists(st.tuples(texts, texts, texts), max_size=2)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.none() | texts,
+    st.none() | texts,
+    tool_lists,
+    st.sampled_from(["stop", "length", "tool_calls", "content_filter"]),
+    st.tuples(*[st.integers(-(2**62), 2**62)] * 4),
+    texts,
+)
+def test_core_writing_matches_the_dict_and_orjson(
+    text: str | None,
+    refusal: str | None,
+    tools: list[tuple[str, str, str]],
+    reason: Any,
+    counts: tuple[int, int, int, int],
+    model: str,
+) -> None:
+    from tiergate.envelope import ToolCall
+
+    c = Completion(text, reason, Usage(*counts), "up", [ToolCall(*t) for t in tools], refusal)
+    expected = orjson.dumps(render_openai_completion(c, "chatcmpl-x", model))
+    created = orjson.loads(expected)["created"]
+    got = _core.render_openai_completion(
+        "chatcmpl-x", model, created, text, refusal, tools, reason, *counts
+    )
+    assert got == expected
+
+
+@pytest.mark.parametrize(
+    "usage",
+    [Usage(True, 2), Usage(2**64, 1), Usage(-(2**63), -1)],  # type: ignore[arg-type]
+)
+def test_odd_counts_go_through_the_dict(usage: Usage, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("time.time", lambda: 1700000000.0)
+    c = Completion("hi", "stop", usage, "m")
+    try:
+        expected: bytes | type[Exception] = orjson.dumps(
+            render_openai_completion(c, "chatcmpl-x", "m")
+        )
+    except TypeError as exc:
+        expected = type(exc)
+    try:
+        got: bytes | type[Exception] = openai_completion_body(c, "chatcmpl-x", "m")
+    except TypeError as exc:
+        got = type(exc)
+    assert got == expected

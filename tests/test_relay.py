@@ -1,0 +1,236 @@
+"""The core's OpenAI stream relay against its pure-Python reference: the SSE parser, the
+OpenAI stream parser and the OpenAI stream renderer composed as the server composes
+them. Same frames, text, delivered count, end and error on any stream, split anywhere."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tiergate import _core
+from tiergate.errors import ErrorClass, ProviderError
+from tiergate.providers.base import StreamEnd, TextDelta
+from tiergate.providers.normalise import FINISH_REASONS, SSEParser
+from tiergate.providers.openai import OpenAIStreamParser
+from tiergate.providers.relay import relay_error
+from tiergate.server.render_openai import OpenAIStreamRenderer
+
+Outcome = tuple[bytes, str, int, Any, Any]
+
+
+def reference(chunks: list[bytes], include_usage: bool) -> tuple[Outcome, int]:
+    renderer = OpenAIStreamRenderer("chatcmpl-x", "dep-model", include_usage)
+    sse, parser = SSEParser(), OpenAIStreamParser("prov", "dep-model")
+    out, pieces = b"", []
+    end: StreamEnd | None = None
+    error: ProviderError | None = None
+
+    def render(events: list[Any]) -> None:
+        nonlocal out, end
+        for e in events:
+            out += renderer.render(e)
+            if isinstance(e, TextDelta):
+                pieces.append(e.text)
+            if isinstance(e, StreamEnd):
+                end = e
+
+    try:
+        for chunk in chunks:
+            for event in sse.feed(chunk):
+                render(parser.feed(event))
+                if parser.done:
+                    break
+            if parser.done:
+                break
+        else:
+            sse.finish()
+            render(parser.finish())
+    except ProviderError as exc:
+        error = exc
+    ends = (end.finish_reason, *_usage(end), end.model) if end is not None else None
+    errs = (error.error_class, error.message) if error is not None else None
+    return (out, "".join(pieces), len(pieces), ends, errs), renderer._base["created"]  # type: ignore[return-value]
+
+
+def _usage(end: StreamEnd) -> tuple[int, int, int, int]:
+    u = end.usage
+    return (u.input_tokens, u.output_tokens, u.cached_tokens, u.reasoning_tokens)
+
+
+def relayed(chunks: list[bytes], include_usage: bool, created: int) -> Outcome:
+    relay = _core.OpenAIRelay("dep-model")
+    relay.begin("chatcmpl-x", "dep-model", created, include_usage)
+    out = b""
+    for chunk in chunks:
+        relay.feed(chunk)
+        out += relay.render()
+        if relay.stopped:
+            break
+    else:
+        relay.finish()
+        out += relay.render()
+    failure = relay.failure
+    error = relay_error(failure, "prov") if failure is not None else None
+    errs = (error.error_class, error.message) if error is not None else None
+    return out, relay.text, relay.delivered, relay.end, errs
+
+
+def check(chunks: list[bytes], include_usage: bool = True) -> None:
+    expected, created = reference(chunks, include_usage)
+    assert relayed(chunks, include_usage, created) == expected
+
+
+texts = st.text(max_size=12) | st.sampled_from(["", "Hel", 'q"\\\n\t\x01\u2028é日本/'])
+reasons = st.none() | st.sampled_from([*FINISH_REASONS, "weird", ""])
+tool_calls = st.lists(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "index": st.integers(0, 3),
+            "id": st.none() | texts,
+            "type": st.just("function"),
+            "function": st.fixed_dictionaries(
+                {}, optional={"name": st.none() | texts, "arguments": st.none() | texts}
+            ),
+        },
+    ),
+    max_size=2,
+)
+deltas = st.fixed_dictionaries(
+    {},
+    optional={
+        "role": st.just("assistant"),
+        "content": st.none() | texts,
+        "refusal": st.none() | texts,
+        "tool_calls": tool_calls,
+    },
+)
+choices = st.lists(
+    st.fixed_dictionaries(
+        {"delta": deltas},
+        optional={"index": st.sampled_from([0, 0, 1, 0.0]), "finish_reason": reasons},
+    ),
+    max_size=2,
+)
+counts = st.integers(-1, 2**40)
+usages = st.fixed_dictionaries(
+    {},
+    optional={
+        "prompt_tokens": counts,
+        "completion_tokens": counts | st.just(1.5),
+        "prompt_tokens_details": st.none() | st.fixed_dictionaries({"cached_tokens": counts}),
+        "completion_tokens_details": st.fixed_dictionaries({"reasoning_tokens": counts}),
+    },
+)
+chunk_objects = st.fixed_dictionaries(
+    {"id": st.just("up-1"), "object": st.just("chat.completion.chunk")},
+    optional={"model": st.none() | texts, "choices": choices, "usage": st.none() | usages},
+)
+errors = st.fixed_dictionaries(
+    {"message": texts},
+    optional={"type": st.sampled_from(["server_error", "rate_limit_exceeded"])},
+)
+
+
+@st.composite
+def payloads(draw: st.DrawFn) -> str:
+    kind = draw(st.sampled_from(["chunk"] * 12 + ["done", "error", "junk", "list"]))
+    if kind == "done":
+        return "[DONE]"
+    if kind == "error":
+        return json.dumps({"error": draw(errors)})
+    if kind == "junk":
+        return "{not json"
+    if kind == "list":
+        return "[1]"
+    return json.dumps(draw(chunk_objects), ensure_ascii=draw(st.booleans()))
+
+
+@st.composite
+def wires(draw: st.DrawFn) -> list[bytes]:
+    """SSE bodies with any line ending, comments and other fields, split anywhere."""
+    eol = draw(st.sampled_from(["\n", "\r\n", "\r"]))
+    out = []
+    for payload in draw(st.lists(payloads(), max_size=8)):
+        if draw(st.booleans()):
+            out.append(draw(st.sampled_from([": keep-alive", "event: chunk", "id: 7"])) + eol)
+        out.append(f"data:{draw(st.sampled_from(['', ' ']))}{payload}{eol}{eol}")
+    if draw(st.booleans()):
+        out.append("data: [DONE]" + eol + eol)
+    wire = "".join(out).encode()
+    cuts = sorted(draw(st.lists(st.integers(0, len(wire)), max_size=6)))
+    return [wire[a:b] for a, b in zip([0, *cuts], [*cuts, len(wire)], strict=True)]
+
+
+@settings(max_examples=400, deadline=None)
+@given(wires(), st.booleans())
+def test_relay_matches_the_python_stream_path(chunks: list[bytes], include_usage: bool) -> None:
+    check(chunks, include_usage)
+
+
+def _chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+    body = {"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+    return b"data: " + json.dumps(body).encode() + b"\n\n"
+
+
+USAGE = b'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2}}\n\n'
+
+
+@pytest.mark.parametrize(
+    "wire",
+    [
+        _chunk({"role": "assistant", "content": ""})
+        + _chunk({"content": "Hel"})
+        + _chunk({"content": "lo."})
+        + _chunk({}, "stop")
+        + USAGE
+        + b"data: [DONE]\n\n",
+        _chunk({"content": "a"}, "length") + USAGE,  # no [DONE]: ended by the body's end
+        _chunk({"content": "a"}) + USAGE,  # no finish reason: cut
+        _chunk({"content": "a"}) + b"data: [DONE]\n\n",  # [DONE] without finish: cut
+        _chunk({"content": "a"}) + b'data: {"error":{"message":"boom","code":"x"}}\n\n',
+        _chunk({"refusal": "no"}, "content_filter") + b"data: [DONE]\n\n",
+        'data: {"choices":[{"delta":{"content":"caf\xc3\xa9\xff"}}]}\n\n'.encode("latin-1")
+        + _chunk({}, "stop")
+        + b"data: [DONE]\n\n",
+    ],
+)
+def test_relay_examples(wire: bytes) -> None:
+    check([wire])
+    check([wire[i : i + 7] for i in range(0, len(wire), 7)], include_usage=False)
+
+
+@pytest.mark.parametrize(
+    ("delta", "field"),
+    [
+        ({"content": 5}, "content"),
+        ({"refusal": ["x"]}, "refusal"),
+        ({"tool_calls": {"index": 0}}, "tool_calls"),
+        ({"tool_calls": [{"index": None}]}, "index"),
+        ({"tool_calls": [{"function": {"arguments": {"a": 1}}}]}, "arguments"),
+        ({"tool_calls": [{"id": 3}]}, "id"),
+    ],
+)
+def test_a_field_of_another_type_is_a_malformed_chunk(delta: dict[str, Any], field: str) -> None:
+    relay = _core.OpenAIRelay("m")
+    relay.feed(_chunk({"content": "a"}) + _chunk(delta))
+    assert relay.failure == (_core.RELAY_FAIL_SHAPE, field)
+    err = relay_error(relay.failure, "prov")
+    assert err.error_class is ErrorClass.INVALID_OUTPUT and field in err.message
+    relay.begin("id", "m", 0, False)
+    assert relay.render().count(b"data: ") == 2  # the role chunk and "a", nothing more
+
+
+def test_finish_reasons_agree_with_the_normaliser() -> None:
+    for raw, canonical in FINISH_REASONS.items():
+        assert _core.finish_reason(raw) == canonical
+    assert _core.finish_reason("unheard_of") == "stop"
+
+
+def test_render_needs_begin() -> None:
+    with pytest.raises(ValueError, match="begin"):
+        _core.OpenAIRelay("m").render()
