@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from tiergate import _core
+from tiergate.routing.planner import _text_signals
 
 _CODE = ("```", "def ", "function ")
 _HARD = ("prove", "step by step", "derive", "optimi", "analy")
@@ -21,13 +23,19 @@ def reference(text: str) -> int:
 
 # Text built from pieces of the markers (so matches and near-misses are common), any
 # letters, and non-ASCII characters. U+0130 is left out: Python lowers it to "i" plus a
-# combining dot, the core lowers ASCII only (documented).
+# combining dot, the core lowers ASCII only (documented). Lone surrogates (no UTF-8 form)
+# are left out here and tested below.
 _pieces = st.sampled_from(
     ["```", "``", "def", "def ", "DEF ", "function", " ", "pro", "ve", "PROVE", "step by",
      " step", "Derive", "OPTIMI", "analy", "ANALY", "é", "ü", "\n", "x"]
 )  # fmt: skip
 _text = st.lists(
-    st.one_of(_pieces, st.text(st.characters(blacklist_characters="\u0130"), max_size=5)),
+    st.one_of(
+        _pieces,
+        st.text(
+            st.characters(blacklist_characters="\u0130", blacklist_categories=("Cs",)), max_size=5
+        ),
+    ),
     max_size=30,
 ).map("".join)
 
@@ -41,3 +49,10 @@ def test_bits() -> None:
     assert _core.text_signals("Please prove this step by step") == _core.SIG_HARD
     assert _core.text_signals("```python\ndef f(): pass\n```") == _core.SIG_CODE
     assert _core.text_signals("hello") == 0
+
+
+def test_lone_surrogates_raise_and_the_planner_reads_around_them() -> None:
+    with pytest.raises(UnicodeEncodeError):
+        _core.text_signals("prove it \ud800")
+    assert _text_signals("prove it \ud800") == _core.SIG_HARD
+    assert _text_signals("def f(): \udfff") == _core.SIG_CODE
