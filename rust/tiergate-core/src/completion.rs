@@ -30,23 +30,9 @@ pub struct Completion {
     pub id: String,
 }
 
-/// Python truthiness of a JSON value.
-fn truthy(v: &Value<'_>) -> bool {
-    match v {
-        Value::Null => false,
-        Value::Bool(b) => *b,
-        Value::Int(i) => *i != 0,
-        Value::UInt(u) => *u != 0,
-        Value::Float(f) => *f != 0.0,
-        Value::Str(s) => !s.raw().is_empty(),
-        Value::Arr(a) => !a.is_empty(),
-        Value::Obj(m) => !m.is_empty(),
-    }
-}
-
 /// `obj.get(key) or ""` when that is a string (`None` for any other truthy value).
 fn text_or_empty(obj: &Value<'_>, key: &str) -> Option<String> {
-    match obj.get(key).filter(|v| truthy(v)) {
+    match obj.get(key).filter(|v| v.truthy()) {
         None => Some(String::new()),
         Some(Value::Str(s)) => Some(s.text().into_owned()),
         Some(_) => None,
@@ -66,7 +52,7 @@ fn opt_text(obj: &Value<'_>, key: &str) -> Option<Option<String>> {
 /// `(obj.get(key) or {})` when that is an object (`Some(None)` for the empty default).
 #[allow(clippy::option_option)] // outer: read here or not; inner: the field's value
 fn obj_or_empty<'v, 'a>(obj: Option<&'v Value<'a>>, key: &str) -> Option<Option<&'v Value<'a>>> {
-    match obj.and_then(|o| o.get(key)).filter(|v| truthy(v)) {
+    match obj.and_then(|o| o.get(key)).filter(|v| v.truthy()) {
         None => Some(None),
         Some(v @ Value::Obj(_)) => Some(Some(v)),
         Some(_) => None,
@@ -97,7 +83,7 @@ fn usage(doc: &Value<'_>) -> Option<Usage> {
 }
 
 fn tool_calls(message: &Value<'_>) -> Option<Vec<ToolCall>> {
-    let Some(raw) = message.get("tool_calls").filter(|v| truthy(v)) else {
+    let Some(raw) = message.get("tool_calls").filter(|v| v.truthy()) else {
         return Some(Vec::new());
     };
     let Value::Arr(items) = raw else {

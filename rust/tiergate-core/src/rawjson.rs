@@ -144,6 +144,21 @@ impl<'a> Value<'a> {
         matches!(self, Value::Str(j) if j.is(s))
     }
 
+    /// Python truthiness (what `obj.get(key) or default` tests), for the readers that
+    /// follow the Python parsers' rules.
+    pub fn truthy(&self) -> bool {
+        match self {
+            Value::Null => false,
+            Value::Bool(b) => *b,
+            Value::Int(i) => *i != 0,
+            Value::UInt(u) => *u != 0,
+            Value::Float(f) => *f != 0.0,
+            Value::Str(s) => !s.raw().is_empty(),
+            Value::Arr(a) => !a.is_empty(),
+            Value::Obj(m) => !m.is_empty(),
+        }
+    }
+
     pub fn as_f64(&self) -> Option<f64> {
         match *self {
             Value::Int(i) => Some(i as f64),

@@ -328,23 +328,9 @@ impl OpenAiRelay {
     }
 }
 
-/// Python truthiness of a JSON value.
-fn truthy(v: &Value<'_>) -> bool {
-    match v {
-        Value::Null => false,
-        Value::Bool(b) => *b,
-        Value::Int(i) => *i != 0,
-        Value::UInt(u) => *u != 0,
-        Value::Float(f) => *f != 0.0,
-        Value::Str(s) => !s.raw().is_empty(),
-        Value::Arr(a) => !a.is_empty(),
-        Value::Obj(m) => !m.is_empty(),
-    }
-}
-
 /// A member when truthy (Python's `obj.get(key) or default`).
 fn truthy_member<'v, 'a>(v: Option<&'v Value<'a>>) -> Option<&'v Value<'a>> {
-    v.filter(|v| truthy(v))
+    v.filter(|v| v.truthy())
 }
 
 /// A truthy member that must be an object.
