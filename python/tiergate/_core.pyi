@@ -112,7 +112,7 @@ SIG_HARD: Final[int]
 def text_signals(text: str) -> int:
     """Difficulty signals of one prompt text: ``SIG_CODE`` (a code fence, ``def `` or
     ``function ``) | ``SIG_HARD`` (prove, step by step, derive, optimi-, analy-; ASCII
-    case-insensitive)."""
+    case-insensitive). A lone surrogate is read as U+FFFD."""
 
 # ---------------------------------------------------------------------- safety
 SAFETY_KINDS: Final[tuple[str, ...]]

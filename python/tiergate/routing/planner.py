@@ -117,15 +117,6 @@ class QualityModel(Protocol):
         ...
 
 
-def _text_signals(text: str) -> int:
-    """``_core.text_signals``; a text with lone surrogates (which JSON bodies cannot carry,
-    but a caller in-process can) is read with them replaced."""
-    try:
-        return _core.text_signals(text)
-    except UnicodeEncodeError:
-        return _core.text_signals(text.encode("utf-8", "surrogatepass").decode("utf-8", "replace"))
-
-
 class HeuristicQuality:
     """A prior per deployment (its own ``quality_prior`` or its tier's) lowered for hard
     requests: ``q = prior ** (1 + difficulty)``, difficulty in [0, 1] from prompt length,
@@ -139,7 +130,7 @@ class HeuristicQuality:
     @staticmethod
     def difficulty(request: ChatRequest, prompt_tokens: int) -> float:
         d = min(prompt_tokens / 8000.0, 0.4)
-        signals = _text_signals(request.messages[-1].text) if request.messages else 0
+        signals = _core.text_signals(request.messages[-1].text) if request.messages else 0
         if signals & _core.SIG_CODE:
             d += 0.2
         if request.tools:

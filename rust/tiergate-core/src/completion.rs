@@ -30,6 +30,25 @@ pub struct Completion {
     pub id: String,
 }
 
+/// `{"id":…,"object":…,"created":…,"model":…` — the head every `OpenAI` completion and
+/// stream chunk starts with (the caller writes the rest and the closing brace).
+pub(crate) fn write_object_head(
+    out: &mut Vec<u8>,
+    response_id: &str,
+    object: &str,
+    created: i64,
+    model: &str,
+) {
+    out.extend_from_slice(b"{\"id\":");
+    write_escaped(response_id, out);
+    out.extend_from_slice(b",\"object\":\"");
+    out.extend_from_slice(object.as_bytes());
+    out.extend_from_slice(b"\",\"created\":");
+    out.extend_from_slice(created.to_string().as_bytes());
+    out.extend_from_slice(b",\"model\":");
+    write_escaped(model, out);
+}
+
 /// `obj.get(key) or ""` when that is a string (`None` for any other truthy value).
 fn text_or_empty(obj: &Value<'_>, key: &str) -> Option<String> {
     match obj.get(key).filter(|v| v.truthy()) {
@@ -170,12 +189,7 @@ pub fn render_openai_completion(
         400 + c.text.as_ref().map_or(0, String::len)
             + c.tool_calls.iter().map(|t| t.2.len() + 64).sum::<usize>(),
     );
-    out.extend_from_slice(b"{\"id\":");
-    write_escaped(response_id, &mut out);
-    out.extend_from_slice(b",\"object\":\"chat.completion\",\"created\":");
-    out.extend_from_slice(created.to_string().as_bytes());
-    out.extend_from_slice(b",\"model\":");
-    write_escaped(model, &mut out);
+    write_object_head(&mut out, response_id, "chat.completion", created, model);
     out.extend_from_slice(
         b",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":",
     );

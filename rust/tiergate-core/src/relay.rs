@@ -20,6 +20,7 @@
 //! A field whose JSON type the Python parser cannot use (it would fail on it, or carry
 //! it into a later failure) makes the chunk malformed here ([`FAIL_SHAPE`]).
 
+use crate::completion::write_object_head;
 use crate::json::write_escaped;
 use crate::rawjson::{Parser, Value};
 use crate::sse::{Flow, SseLines};
@@ -202,12 +203,14 @@ impl OpenAiRelay {
     /// chunk reports usage (`stream_options.include_usage`).
     pub fn begin(&mut self, response_id: &str, model: &str, created: i64, include_usage: bool) {
         let mut head = Vec::with_capacity(96 + response_id.len() + model.len());
-        head.extend_from_slice(b"data: {\"id\":");
-        write_escaped(response_id, &mut head);
-        head.extend_from_slice(b",\"object\":\"chat.completion.chunk\",\"created\":");
-        head.extend_from_slice(created.to_string().as_bytes());
-        head.extend_from_slice(b",\"model\":");
-        write_escaped(model, &mut head);
+        head.extend_from_slice(b"data: ");
+        write_object_head(
+            &mut head,
+            response_id,
+            "chat.completion.chunk",
+            created,
+            model,
+        );
         self.head = head;
         self.include_usage = include_usage;
     }

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use pyo3::exceptions::{PyIndexError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyTuple};
+use pyo3::types::{PyBytes, PyString, PyTuple};
 use tiergate_core::{hash, policy, signals, tokens, window, CoreError, ErrorKind};
 
 mod classifier;
@@ -81,10 +81,11 @@ fn estimate_text_tokens(text: &str) -> u64 {
     tokens::estimate_text_tokens(text)
 }
 
-/// Difficulty signals of one prompt text: `SIG_CODE` | `SIG_HARD` bits.
+/// Difficulty signals of one prompt text: `SIG_CODE` | `SIG_HARD` bits. A lone
+/// surrogate (no UTF-8 form) is read as U+FFFD: a signal is a hint, not an offset.
 #[pyfunction]
-fn text_signals(text: &str) -> u32 {
-    signals::text_signals(text)
+fn text_signals(text: &Bound<'_, PyString>) -> u32 {
+    signals::text_signals(&text.to_string_lossy())
 }
 
 /// Does nothing: the baseline of the boundary benchmark.
