@@ -406,7 +406,11 @@ class QualityModel:
 
     @property
     def rule(self) -> str:
-        """``"threshold"`` (version-1 files) or ``"utility"`` (versions 2 and 3)."""
+        """``"threshold"`` (version-1 files) or ``"utility"`` (versions 2 to 4)."""
+
+    @property
+    def version(self) -> int:
+        """The model file's version (1 to 4)."""
 
     @property
     def costs(self) -> list[float]:
@@ -424,6 +428,12 @@ class QualityModel:
     def __len__(self) -> int: ...
     def predict(self, item: str | bytes) -> list[float]:
         """Calibrated probability of a correct answer per family, for a body or a text."""
+
+    def predict_costs(self, item: str | bytes) -> tuple[list[float], list[float]]:
+        """``(predict(item), costs)`` from one pass: per family the cost per call the
+        utility rule prices it at for this request — version 4: predicted from the
+        cluster gate and the text's length (``operating_points.cost_model``); versions
+        2 and 3: the mean cost (``costs``); version 1: empty."""
 
     def logits(self, item: str | bytes) -> list[float]:
         """Uncalibrated scores per family (before the Platt calibration)."""

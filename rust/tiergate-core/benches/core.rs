@@ -36,9 +36,9 @@ fn candidates(n: usize) -> Vec<Candidate> {
         .collect()
 }
 
-/// A gated (version 3) model the shape of the trained one (`benches/bench_classifier.py`):
+/// A gated (version 4) model the shape of the trained one (`benches/bench_classifier.py`):
 /// default features (2^16 buckets), 6 latent scores (3 gate logits, 3 difficulty
-/// scores), 11 families, 40 000 non-zero rows. The weights are arbitrary: the cost of
+/// scores), 11 families, 40 000 non-zero rows, a cost model per cluster. The weights are arbitrary: the cost of
 /// scoring does not depend on them.
 fn gated_model() -> QualityModel {
     let (h, k, rows) = (6usize, 11usize, 40_000usize);
@@ -57,13 +57,14 @@ fn gated_model() -> QualityModel {
     };
     let idx: Vec<String> = (0..rows).map(|r| (r * 65_548 / rows).to_string()).collect();
     let json = format!(
-        r#"{{"format":"tiergate.quality_model","version":3,"features":{{}},
+        r#"{{"format":"tiergate.quality_model","version":4,"features":{{}},
         "families":[{}],
         "latent":{{"names":["g0","g1","g2","d0","d1","d2"],"intercepts":[{}],
           "weights":{{"rows":[{}],"values":[{}]}}}},
         "head":{{"gate":[0,1,2],"inputs":[3,4,5],"bias":[{}],"coef":[{}]}},
         "calibration":{{"method":"platt","a":[{}],"b":[{}]}},
-        "operating_points":{{"rule":"utility","cost_usd":[{}],"table":[]}}}}"#,
+        "operating_points":{{"rule":"utility","cost_usd":[{}],
+          "cost_model":{{"intercepts":[{}],"per_kchar":[{}]}},"table":[]}}}}"#,
         (0..k)
             .map(|f| format!("\"f{f}\""))
             .collect::<Vec<_>>()
@@ -76,6 +77,8 @@ fn gated_model() -> QualityModel {
         list(k, &mut || 1.0),
         list(k, &mut next),
         list(k, &mut || 0.001),
+        list(k * 3, &mut || 0.001),
+        list(k, &mut || 0.0001),
     );
     QualityModel::from_json(json.as_bytes()).unwrap()
 }
@@ -106,6 +109,9 @@ fn bench(c: &mut Criterion) {
     );
     c.bench_function("quality_predict_body_2k", |b| {
         b.iter(|| model.predict_body(black_box(&body)).unwrap());
+    });
+    c.bench_function("quality_score_body_2k", |b| {
+        b.iter(|| model.score_body(black_box(&body)).unwrap());
     });
     c.bench_function("quality_predict_text_2k", |b| {
         b.iter(|| model.predict(&Doc::from_text(black_box(&text))));

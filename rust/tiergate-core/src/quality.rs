@@ -1,7 +1,7 @@
 //! The learned quality model (issue 6): one calibrated probability of a correct answer
 //! per model family, from the features of [`crate::features`].
 //!
-//! # Model file (JSON, `format = "tiergate.quality_model"`, `version` 1, 2 or 3)
+//! # Model file (JSON, `format = "tiergate.quality_model"`, `version` 1 to 4)
 //! ```text
 //! features         the FeatureConfig (dim, seed, word_ngrams, char_min, char_max,
 //!                  char_window, structure names)
@@ -23,6 +23,12 @@
 //!                   "bias": [β; k × G], "coef": [γ; k × G × m]}   G = max(g, 1),
 //!                   row-major (family, then cluster, then input)
 //! ```
+//! Version 4 is version 3 with the cost the utility rule prices a family at predicted
+//! per prompt:
+//! ```text
+//! operating_points.cost_model  {"intercepts": [A; G × k] (row-major: cluster, then
+//!                               family), "per_kchar": [s_f; k], ...}
+//! ```
 //! Other keys (training summary, mean costs, reference) are carried for Python and
 //! ignored here.
 //!
@@ -38,12 +44,17 @@
 //! `features::row_lanes`), so it stays in cache.
 //!
 //! # Decision rules
-//! Version 2 (`rule = "utility"`): a request with floor `F` is served by the candidate
-//! maximising `q_f − λ(F) · c_f`, `c_f` being the family's mean cost per call in the
-//! training data (`cost_usd`) and `λ(F)` the table's cost weight, linearly interpolated
-//! by floor and clamped at the ends; `F ≤ 0` is no floor (cheapest). [`QualityModel::
-//! utility_choice`] applies it; the planner turns the winner into a threshold (its own
-//! `q`), so the core's "cheapest feasible" serves it.
+//! Versions 2 to 4 (`rule = "utility"`): a request with floor `F` is served by the
+//! candidate maximising `q_f − λ(F) · c_f`, `λ(F)` the table's cost weight, linearly
+//! interpolated by floor and clamped at the ends; `F ≤ 0` is no floor (cheapest).
+//! `c_f` (what [`QualityModel::score`] returns beside the probabilities): versions 2
+//! and 3, the family's mean cost per call in the training data (`cost_usd`); version
+//! 4, the family's predicted cost per call for this prompt,
+//! `c_f = max(Σ_c π_c · A_{c,f} + s_f · chars / 1000, 0)` — `π` the head's gate (the
+//! prompt's task), `chars` the Unicode scalar values of the document's text (a price
+//! per input token shows as a slope in the prompt's length). [`QualityModel::
+//! utility_choice`] applies the rule; the planner turns the winner into a threshold
+//! (its own `q`), so the core's "cheapest feasible" serves it.
 //!
 //! Version 1 (`offset` rows, the threshold rule): a request with accuracy floor `F` (route, tenant or `x-tiergate-min-quality`) keeps
 //! the candidates whose predicted quality `q ≥ F · q_best − offset(F)`, where `q_best` is
@@ -59,7 +70,7 @@ use crate::features::{accumulate, Doc, FeatureConfig, Table, MAX_ACC_FAMILIES};
 
 /// Model file format name and the version this core reads.
 pub const FORMAT: &str = "tiergate.quality_model";
-pub const VERSION: u64 = 3;
+pub const VERSION: u64 = 4;
 /// Most families a model may hold.
 pub const MAX_FAMILIES: usize = MAX_ACC_FAMILIES;
 
@@ -92,11 +103,15 @@ struct Head {
 }
 
 impl Head {
-    /// `z_f` for every family from the latent scores.
-    fn apply(&self, latent: &[f64], families: usize) -> Vec<f64> {
-        let clusters = self.gate.len().max(1);
-        let mut gate = [1.0f64; MAX_ACC_FAMILIES];
-        let gate = &mut gate[..clusters];
+    /// Clusters `G = max(g, 1)`: the length of the gate `π`.
+    fn clusters(&self) -> usize {
+        self.gate.len().max(1)
+    }
+
+    /// `π = softmax(u_gate)` in the first `G` slots (`[1]` without a gate).
+    fn gate(&self, latent: &[f64]) -> [f64; MAX_ACC_FAMILIES] {
+        let mut out = [1.0f64; MAX_ACC_FAMILIES];
+        let gate = &mut out[..self.clusters()];
         if !self.gate.is_empty() {
             let top = self
                 .gate
@@ -112,6 +127,13 @@ impl Head {
                 *p /= total;
             }
         }
+        out
+    }
+
+    /// `z_f` for every family from the latent scores and their gate.
+    fn apply(&self, latent: &[f64], gate: &[f64], families: usize) -> Vec<f64> {
+        let clusters = self.clusters();
+        let gate = &gate[..clusters];
         let inputs = self.inputs.len();
         (0..families)
             .map(|f| {
@@ -132,9 +154,58 @@ impl Head {
     }
 }
 
+/// The per-prompt cost of a version-4 model (see the module docs): per family
+/// `c_f = max(Σ_c π_c · intercepts[c][f] + per_kchar[f] · chars / 1000, 0)`.
+#[derive(Debug)]
+struct CostModel {
+    /// `G × k`, row-major (cluster, then family).
+    intercepts: Vec<f64>,
+    /// `k`: USD per 1,000 characters of the classifier text.
+    per_kchar: Vec<f64>,
+}
+
+impl CostModel {
+    fn parse(v: Option<&Value>, clusters: usize, k: usize) -> Result<Self> {
+        let v = v.ok_or_else(|| bad("`operating_points.cost_model` is missing"))?;
+        let intercepts = floats(
+            v.get("intercepts"),
+            "operating_points.cost_model.intercepts",
+            clusters * k,
+        )?;
+        let per_kchar = floats(
+            v.get("per_kchar"),
+            "operating_points.cost_model.per_kchar",
+            k,
+        )?;
+        Ok(Self {
+            intercepts,
+            per_kchar,
+        })
+    }
+
+    /// The predicted cost per family for a gate `π` (`G` shares) and a text of `chars`
+    /// characters.
+    fn costs(&self, gate: &[f64], chars: usize) -> Vec<f64> {
+        let k = self.per_kchar.len();
+        #[allow(clippy::cast_precision_loss)] // a text's length is far below 2^52
+        let kchars = chars as f64 / 1000.0;
+        (0..k)
+            .map(|f| {
+                let base = gate
+                    .iter()
+                    .enumerate()
+                    .fold(0.0, |acc, (c, &p)| acc + p * self.intercepts[c * k + f]);
+                (base + self.per_kchar[f] * kchars).max(0.0)
+            })
+            .collect()
+    }
+}
+
 /// A loaded model: immutable, shared behind an `Arc` by the bindings.
 #[derive(Debug)]
 pub struct QualityModel {
+    /// The model file's version (1 to [`VERSION`]).
+    pub version: u64,
     pub features: FeatureConfig,
     pub families: Vec<String>,
     /// The scores the n-gram pass accumulates: the families' logits (versions 1, 2)
@@ -150,6 +221,8 @@ pub struct QualityModel {
     pub rule: Rule,
     /// Mean cost per call per family (utility rule; empty for version 1).
     costs: Vec<f64>,
+    /// Version 4: the predicted cost per call of a prompt.
+    cost_model: Option<CostModel>,
 }
 
 fn bad(msg: impl Into<String>) -> CoreError {
@@ -331,7 +404,7 @@ impl QualityModel {
                 "`families` must hold 1..={MAX_FAMILIES} names"
             )));
         }
-        let (intercepts, weights, head) = if version == 3 {
+        let (intercepts, weights, head) = if version >= 3 {
             let latent = v.get("latent").ok_or_else(|| bad("`latent` is missing"))?;
             let h = latent
                 .get("names")
@@ -360,7 +433,16 @@ impl QualityModel {
         let platt_a = floats(cal.get("a"), "calibration.a", k)?;
         let platt_b = floats(cal.get("b"), "calibration.b", k)?;
         let (rule, costs, points) = operating_points(v.get("operating_points"), version, k)?;
+        let cost_model = match (&head, version) {
+            (Some(head), 4..) => Some(CostModel::parse(
+                v.get("operating_points").and_then(|o| o.get("cost_model")),
+                head.clusters(),
+                k,
+            )?),
+            _ => None,
+        };
         Ok(Self {
+            version,
             features,
             families,
             intercepts,
@@ -371,6 +453,7 @@ impl QualityModel {
             points,
             rule,
             costs,
+            cost_model,
         })
     }
 
@@ -392,8 +475,42 @@ impl QualityModel {
         accumulate(&self.features, doc, &self.weights, u.len(), &mut u);
         match &self.head {
             None => u,
-            Some(head) => head.apply(&u, self.len()),
+            Some(head) => head.apply(&u, &head.gate(&u), self.len()),
         }
+    }
+
+    /// Calibrated probabilities and the cost per call the utility rule prices each
+    /// family at for this prompt, in one pass: version 4's predicted cost (the gate
+    /// of the head and the text's length, see [`CostModel`]), versions 2 and 3's mean
+    /// cost per call, none for version 1.
+    pub fn score(&self, doc: &Doc) -> (Vec<f64>, Vec<f64>) {
+        let mut u = self.intercepts.clone();
+        accumulate(&self.features, doc, &self.weights, u.len(), &mut u);
+        let (mut z, costs) = match (&self.head, &self.cost_model) {
+            (Some(head), cost_model) => {
+                let gate = head.gate(&u);
+                let z = head.apply(&u, &gate, self.len());
+                let costs = match cost_model {
+                    Some(m) => m.costs(&gate[..head.clusters()], doc.text.chars().count()),
+                    None => self.costs.clone(),
+                };
+                (z, costs)
+            }
+            (None, _) => (u, self.costs.clone()),
+        };
+        self.calibrate(&mut z);
+        (z, costs)
+    }
+
+    fn calibrate(&self, z: &mut [f64]) {
+        for (f, zf) in z.iter_mut().enumerate() {
+            *zf = sigmoid(self.platt_a[f] * *zf + self.platt_b[f]);
+        }
+    }
+
+    /// [`QualityModel::score`] of a chat-completions body.
+    pub fn score_body(&self, body: &[u8]) -> Result<(Vec<f64>, Vec<f64>)> {
+        Ok(self.score(&Doc::from_body(body)?))
     }
 
     /// The latent scores `u_j` of a version-3 model (the families' logits before).
@@ -406,9 +523,7 @@ impl QualityModel {
     /// Calibrated probability of a correct answer, one per family.
     pub fn predict(&self, doc: &Doc) -> Vec<f64> {
         let mut z = self.logits(doc);
-        for (f, zf) in z.iter_mut().enumerate() {
-            *zf = sigmoid(self.platt_a[f] * *zf + self.platt_b[f]);
-        }
+        self.calibrate(&mut z);
         z
     }
 
@@ -640,6 +755,67 @@ mod tests {
     }
 
     #[test]
+    fn version_4_prices_each_prompt() {
+        let head = r#"{"gate":[0,1],"inputs":[2,3],
+            "bias":[0.5,-0.5, 1.0,0.0],
+            "coef":[2.0,0.0, 0.0,-1.0, 0.5,0.0, 0.0,3.0]}"#;
+        let v3 = v3_json(head);
+        let cost_model =
+            r#""cost_model":{"intercepts":[0.001,0.02, 0.003,0.01],"per_kchar":[0.0005,-5.0]},"#;
+        let v4 = v3.replace("\"version\":3", "\"version\":4").replace(
+            "\"operating_points\":{",
+            &format!("\"operating_points\":{{{cost_model}"),
+        );
+        let m3 = QualityModel::from_json(v3.as_bytes()).unwrap();
+        let m4 = QualityModel::from_json(v4.as_bytes()).unwrap();
+        assert_eq!((m3.version, m4.version), (3, 4));
+        let text = "Prove that 2+2=4. Why? é";
+        let doc = Doc::from_text(text);
+        let chars = text.chars().count();
+        assert_eq!(chars, text.len() - 1); // "é" is one character, two bytes
+        let u = m4.latent(&doc);
+        let e0 = u[0].exp();
+        let e1 = u[1].exp();
+        let (p0, p1) = (e0 / (e0 + e1), e1 / (e0 + e1));
+        let (probs, costs) = m4.score(&doc);
+        assert_eq!(probs, m4.predict(&doc));
+        assert_eq!(probs, m3.predict(&doc));
+        let kchars = chars as f64 / 1000.0;
+        let want_small = p0 * 0.001 + p1 * 0.003 + 0.0005 * kchars;
+        assert!((costs[0] - want_small).abs() < 1e-12, "{costs:?}");
+        // a negative prediction is priced at 0
+        let large = p0 * 0.02 + p1 * 0.01 - 5.0 * kchars;
+        assert!(large < 0.0 && costs[1] == 0.0, "{costs:?}");
+        // versions 2 and 3 price at the mean cost
+        assert_eq!(m3.score(&doc).1, vec![0.001, 0.01]);
+        let body = br#"{"messages":[{"role":"user","content":"Prove that 2+2=4. Why? \u00e9"}]}"#;
+        assert_eq!(m4.score_body(body).unwrap(), (probs, costs));
+        // version 4 needs a cost model with G × k intercepts and k slopes
+        assert!(
+            QualityModel::from_json(v3.replace("\"version\":3", "\"version\":4").as_bytes())
+                .is_err()
+        );
+        for (from, to) in [
+            ("[0.001,0.02, 0.003,0.01]", "[0.001,0.02, 0.003]"),
+            ("[0.0005,-5.0]", "[0.0005]"),
+            ("\"per_kchar\"", "\"slope\""),
+        ] {
+            assert!(
+                QualityModel::from_json(v4.replace(from, to).as_bytes()).is_err(),
+                "{from} -> {to}"
+            );
+        }
+        // no gate: one cluster of intercepts
+        let flat = r#"{"gate":[],"inputs":[4],"bias":[0.25,-0.25],"coef":[1.0,2.0]}"#;
+        let one = v3_json(flat).replace("\"version\":3", "\"version\":4").replace(
+            "\"operating_points\":{",
+            r#""operating_points":{"cost_model":{"intercepts":[0.002,0.004],"per_kchar":[0.0,0.0]},"#,
+        );
+        let m = QualityModel::from_json(one.as_bytes()).unwrap();
+        assert_eq!(m.score(&doc).1, vec![0.002, 0.004]);
+    }
+
+    #[test]
     fn offsets_interpolate_and_clamp() {
         let m = QualityModel::from_json(
             model_json(r#"[{"floor":0.9,"offset":0.02},{"floor":0.8,"offset":0.1}]"#).as_bytes(),
@@ -689,8 +865,9 @@ mod tests {
     fn rejects_malformed_files() {
         let good = model_json("[]");
         for (from, to) in [
-            ("\"version\":1", "\"version\":4"),
+            ("\"version\":1", "\"version\":5"),
             ("\"version\":1", "\"version\":3"), // version 3 needs latent and head
+            ("\"version\":1", "\"version\":4"), // version 4 too, and a cost model
             ("\"version\":1", "\"version\":2"), // version 2 needs cost_usd
             ("tiergate.quality_model", "other"),
             ("[0.5,-0.25]", "[0.5]"),

@@ -107,7 +107,7 @@ impl QualityModel {
             .collect()
     }
 
-    /// `"threshold"` (version-1 files) or `"utility"` (versions 2 and 3).
+    /// `"threshold"` (version-1 files) or `"utility"` (versions 2 to 4).
     #[getter]
     fn rule(&self) -> &'static str {
         match self.inner.rule {
@@ -152,6 +152,25 @@ impl QualityModel {
     ) -> PyResult<Bound<'py, PyList>> {
         let p = self.inner.predict(&doc(item)?);
         PyList::new(py, p)
+    }
+
+    /// `(probabilities, costs)` per family of one request: the calibrated
+    /// probabilities of `predict` and the cost per call the utility rule prices each
+    /// family at for it (version 4: predicted for the prompt; versions 2 and 3: the
+    /// mean cost; version 1: empty), from one pass.
+    fn predict_costs<'py>(
+        &self,
+        py: Python<'py>,
+        item: &Bound<'py, PyAny>,
+    ) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyList>)> {
+        let (p, c) = self.inner.score(&doc(item)?);
+        Ok((PyList::new(py, p)?, PyList::new(py, c)?))
+    }
+
+    /// The model file's version (1 to 4).
+    #[getter]
+    fn version(&self) -> u64 {
+        self.inner.version
     }
 
     /// The latent scores of a version-3 model (the families' logits before).
