@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import openai
 import orjson
 import pytest
@@ -117,6 +118,52 @@ def test_planner_threshold_is_the_utility_winner(model_file: Path) -> None:
         # only one usable: it wins
         assert quality.floor(floor, [0.1, 0.2], 0b01) == 0.1
     assert quality.floor(0.0, [0.9, 0.95], 0b11) == 0.0
+
+
+def test_planner_prices_each_request_as_eval_does(tmp_path: Path) -> None:
+    """Version 4: the planner's utility winner uses the costs the core predicts for the
+    request (its task), the same ones ``tiergate classifier eval`` routes with."""
+    from test_classifier_train import _two_tasks
+    from tiergate import _core
+    from tiergate.classifier.train import route_utility
+    from tiergate.envelope import ChatRequest
+
+    doc = train(_two_tasks(), reference="big", c=4.0, floors=(0.5, 0.9, 0.95, 1.0))
+    path = tmp_path / "v4.json"
+    path.write_bytes(orjson.dumps(doc))
+    planner = Planner(_config(path))
+    quality = planner.quality
+    model = _core.QualityModel.from_json(path.read_bytes())
+    assert model.version == 4
+    fam = {"gpt-4o-mini": "small", "gpt-4o": "big"}
+    cols = [model.families.index(fam[n]) for n in planner.names]
+    mean = [model.costs[j] for j in cols]
+    seen = set()
+    for prompt in [
+        "def f_999(): return 999  # code task pad",
+        "What colour are boats? quick question 999",
+        "Prove the integral identity 999 step by step about boats ∫ theorem",
+    ]:
+        body = orjson.dumps({"model": "auto", "messages": [{"role": "user", "content": prompt}]})
+        probs, priced = model.predict_costs(body)
+        costs = [priced[j] for j in cols]
+        for floor in (0.5, 0.9, 0.95, 1.0):
+            quals = quality.predict(ChatRequest(model="auto", messages=[], raw=body), 10)
+            assert quals == [probs[j] for j in cols]
+            win = model.utility_choice(floor, quals, costs)
+            assert win is not None
+            assert quality.floor(floor, quals, 0b11) == quals[win]
+            # eval's decision for the prompt is the same family
+            lam = model.cost_weight(floor)
+            offline = route_utility(np.array([probs]), np.array([priced]), lam)[0]
+            assert model.families[offline] == fam[planner.names[win]]
+            seen.add(fam[planner.names[win]])
+            # another list than the one predict returned is priced at the mean costs
+            other = list(quals)
+            mean_win = model.utility_choice(floor, other, mean)
+            assert mean_win is not None
+            assert quality.floor(floor, other, 0b11) == other[mean_win]
+    assert seen == {"small", "big"}
 
 
 def test_a_broken_model_file_is_a_config_error(tmp_path: Path, model_file: Path) -> None:

@@ -22,6 +22,9 @@ from tiergate.classifier.train import (
     LAMBDA_GRID,
     bootstrap_counts,
     calibrate_lambda,
+    fit_cost_model,
+    predict_costs,
+    prompt_chars,
     ratio_lower_bound,
     route_utility,
     train,
@@ -52,7 +55,7 @@ def synthetic(n: int = 120, seed: int = 0) -> Labelled:
 def test_small_training_run_learns_easy_from_hard(tmp_path: Path) -> None:
     data = synthetic()
     doc = train(data, reference="big", floor=0.95, c=4.0, floors=(0.9, 0.95), model="gated")
-    assert doc["format"] == "tiergate.quality_model" and doc["version"] == 3
+    assert doc["format"] == "tiergate.quality_model" and doc["version"] == 4
     assert doc["operating_points"]["reference"] == "big"
     assert doc["operating_points"]["rule"] == "utility"
     assert [r["floor"] for r in doc["operating_points"]["table"]] == [0.9, 0.95]
@@ -67,6 +70,98 @@ def test_small_training_run_learns_easy_from_hard(tmp_path: Path) -> None:
     assert list(route_utility(probs, cost, lam)) == [0, 1]
     # the core's choice is the same rule
     assert [model.utility_choice(0.95, list(p), list(cost)) for p in probs] == [0, 1]
+    # one cluster, the task cost model: every prompt is priced at the mean cost
+    assert doc["operating_points"]["cost_model"]["kind"] == "task"
+    assert model.predict_costs("any prompt") == (model.predict("any prompt"), model.costs)
+
+
+def _two_tasks(n: int = 120) -> Labelled:
+    """Chat and code prompts; the big family's calls cost 5× more on code (long
+    answers), the small one's cost grows with the prompt's length."""
+    base = synthetic(n)
+    rng = np.random.default_rng(1)
+    items: list[str | bytes] = []
+    labels, groups, costs = [], [], []
+    for i, item in enumerate(base.items):
+        code = i % 3 == 0
+        text = f"def f_{i}(): return {i}  # code task" + " pad" * (i % 7) if code else item
+        items.append(text)
+        groups.append("code" if code else "chat")
+        labels.append([float(rng.random() < 0.3), 1.0] if code else list(base.labels[i]))
+        costs.append([0.0005 + 0.002 * len(str(text)) / 1000, 0.05 if code else 0.01])
+    return Labelled(items, base.ids, base.families, np.array(labels), np.array(costs), groups)
+
+
+def test_cost_models_price_per_task_and_per_prompt() -> None:
+    data = _two_tasks()
+    cluster = np.array([0 if g == "chat" else 1 for g in data.groups])
+    chars = prompt_chars(data.items)
+    assert list(chars) == [len(str(t)) for t in data.items]
+    assert (
+        prompt_chars([orjson.dumps({"messages": [{"role": "user", "content": "héllo"}]})])[0] == 5
+    )
+    a, s = fit_cost_model("global", data.costs, cluster, 2, chars)
+    assert np.allclose(a, np.tile(data.costs.mean(axis=0), (2, 1))) and not s.any()
+    a, s = fit_cost_model("task", data.costs, cluster, 2, chars)
+    assert np.allclose(a[:, 1], [0.01, 0.05]) and not s.any()
+    a, s = fit_cost_model("prompt", data.costs, cluster, 2, chars)
+    assert s == pytest.approx([0.002, 0.0], abs=1e-9)
+    assert a == pytest.approx(np.array([[0.0005, 0.01], [0.0005, 0.05]]), abs=1e-9)
+    pi = np.array([[1.0, 0.0], [0.25, 0.75]])
+    got = predict_costs(pi, np.array([1000.0, 0.0]), a, s)
+    assert got == pytest.approx(np.array([[0.0025, 0.01], [0.0005, 0.04]]), abs=1e-9)
+    assert predict_costs(pi, np.zeros(2), -a, s).min() == 0.0  # never negative
+    with pytest.raises(ValueError, match="cost must be one of"):
+        fit_cost_model("median", data.costs, cluster, 2, chars)
+    with pytest.raises(ValueError, match="cost must be one of"):
+        train(data, reference="big", cost="median")
+
+
+@pytest.mark.parametrize("kind", ["task", "prompt"])
+def test_version_4_core_prices_each_prompt_as_training_does(kind: str) -> None:
+    """The core's per-prompt costs are the file's cost model over its own gate; eval
+    routes with them; the same file as version 3 (no cost model) still loads and is
+    priced at the mean costs."""
+    from tiergate.classifier import evaluate as ev
+
+    data = _two_tasks()
+    doc = train(data, reference="big", c=4.0, floors=(0.9, 0.95), model="gated", cost=kind)
+    cm = doc["operating_points"]["cost_model"]
+    assert doc["version"] == 4 and cm["kind"] == kind and cm["clusters"] == ["chat", "code"]
+    model = _core.QualityModel.from_json(orjson.dumps(doc))
+    assert model.version == 4
+    prompts: list[str | bytes] = [
+        "def f_999(): return 999  # code task pad pad",
+        "What colour are boats? quick question 999",
+        orjson.dumps({"messages": [{"role": "user", "content": "def f_1(): return 1  # code"}]}),
+    ]
+    probs, priced = ev.score_matrix(model, prompts)
+    assert probs == pytest.approx(ev.predict_matrix(model, prompts))
+    # numpy from the file: π from the latent gate scores
+    u = np.array([model.latent(p) for p in prompts])
+    z = u[:, doc["head"]["gate"]]
+    pi = np.exp(z - z.max(axis=1, keepdims=True))
+    pi /= pi.sum(axis=1, keepdims=True)
+    a = np.array(cm["intercepts"]).reshape(2, 2)
+    want = predict_costs(pi, prompt_chars(prompts), a, np.array(cm["per_kchar"]))
+    assert priced == pytest.approx(want, rel=1e-9, abs=1e-12)
+    assert priced[0, 1] > 3 * priced[1, 1]  # code prompts: the big family's long answers
+    # eval routes with the per-prompt costs
+    result = ev.evaluate(model, doc, data, "big", 0.95)
+    p_all, c_all = ev.score_matrix(model, data.items)
+    lam = model.cost_weight(0.95)
+    choice = route_utility(p_all, c_all, lam)
+    share = {f: round(float((choice == j).mean()), 4) for j, f in enumerate(data.families)}
+    assert result["routed_share"] == {f: v for f, v in share.items() if v > 0}
+    # a version-3 file (no cost model) loads, priced at the mean cost per call
+    v3 = dict(doc, version=3)
+    v3["operating_points"] = {k: v for k, v in doc["operating_points"].items() if k != "cost_model"}
+    old = _core.QualityModel.from_json(orjson.dumps(v3))
+    assert old.version == 3 and old.predict(prompts[0]) == model.predict(prompts[0])
+    assert old.predict_costs(prompts[0])[1] == old.costs == doc["operating_points"]["cost_usd"]
+    # version 4 without its cost model is refused, naming the field
+    with pytest.raises(ValueError, match="cost_model"):
+        _core.QualityModel.from_json(orjson.dumps(dict(v3, version=4)))
 
 
 def test_linear_model_is_version_2_and_learns_too() -> None:
@@ -120,7 +215,7 @@ def test_gated_model_gates_by_group_and_serves_what_it_trained() -> None:
         labels.append([float(rng.random() < 0.3), 1.0] if code else list(base.labels[i]))
     data = Labelled(items, base.ids, base.families, np.array(labels), base.costs, groups)
     doc = train(data, reference="big", c=4.0, floors=(0.95,), model="gated")
-    assert doc["version"] == 3 and doc["training"]["clusters"] == ["chat", "code"]
+    assert doc["version"] == 4 and doc["training"]["clusters"] == ["chat", "code"]
     assert doc["latent"]["names"] == [
         "gate:chat", "gate:code", "difficulty:chat", "difficulty:code"
     ]  # fmt: skip
@@ -139,7 +234,7 @@ def test_auto_keeps_the_model_with_the_better_cv_saving() -> None:
     doc = train(synthetic(), reference="big", c=4.0, floors=(0.9, 0.95), model="auto")
     sel = doc["training"]["selection"]
     assert sel["floor"] == 0.95 and sel["chosen"] in ("gated", "linear")
-    assert doc["version"] == (3 if sel["chosen"] == "gated" else 2)
+    assert doc["version"] == (4 if sel["chosen"] == "gated" else 2)
     if sel["chosen"] == "gated":
         assert sel["gated"]["cv_saving"] > (sel["linear"] or {"cv_saving": -1})["cv_saving"]
     row = next(r for r in doc["operating_points"]["table"] if r["floor"] == 0.95)
@@ -154,7 +249,7 @@ def test_default_model_is_the_gated_one_at_the_stricter_bound() -> None:
     # chosen on outer splits of the RouterBench training part (train.py docstring)
     assert CONFIDENCE == 0.975
     doc = train(synthetic(), reference="big", c=4.0, floors=(0.95,))
-    assert doc["version"] == 3 and "selection" not in doc["training"]
+    assert doc["version"] == 4 and "selection" not in doc["training"]
     bound = doc["operating_points"]["bound"]
     assert bound["confidence"] == 0.975 and bound["percentile"] == 2.5
 
@@ -303,6 +398,7 @@ def test_version_1_files_still_route_by_the_threshold_rule() -> None:
     v1["operating_points"] = {"table": [{"floor": 0.95, "offset": 0.0}]}
     model = _core.QualityModel.from_json(orjson.dumps(v1))
     assert model.rule == "threshold" and model.costs == [] and model.cost_weight(0.95) == 0
+    assert model.predict_costs("a prompt") == (model.predict("a prompt"), [])
     result = ev.evaluate(model, v1, synthetic(40, seed=5), "big", 0.95)
     assert result["rule"] == "threshold" and result["offset"] == 0.0
 

@@ -71,8 +71,8 @@ def eval_main(
     try:
         model, doc = ev.load_model(Path(model_path))
         data = load_dir(Path(data_dir))
-        probs = ev.predict_matrix(model, data.items)
-        result = ev.evaluate(model, doc, data, reference, floor, probs)
+        probs, priced = ev.score_matrix(model, data.items)
+        result = ev.evaluate(model, doc, data, reference, floor, probs, priced)
     except (TiergateError, ValueError, OSError) as exc:
         return _fail(str(exc))
     if as_json:
@@ -81,7 +81,7 @@ def eval_main(
     print(ev.table(result))
     png = Path(plot) if plot else Path(model_path).with_suffix(".eval.png")
     try:
-        ev.plot_curve(png, ev.curve(model, doc, data, reference, probs), data, result)
+        ev.plot_curve(png, ev.curve(model, doc, data, reference, probs, priced), data, result)
     except ImportError:
         print("(matplotlib is not installed: no curve drawn)")
         return 0

@@ -3,11 +3,14 @@ point (never re-tuned on the evaluated data) and compare with the reference mode
 best single model and the oracle.
 
 Routing, per prompt, among the families of both the model and the data, by the rule the
-model file names, with the model's mean cost per call per family (from the training
-data — the router cannot know a prompt's actual cost before the call):
+model file names, with the costs the model predicts from the training data (the router
+cannot know a prompt's actual cost before the call):
 
-* utility (version 2, :func:`tiergate.classifier.train.route_utility`): the family
-  maximising ``q − λ(F) · c``, ``λ(F)`` from the stored table;
+* utility (versions 2 to 4, :func:`tiergate.classifier.train.route_utility`): the
+  family maximising ``q − λ(F) · c``, ``λ(F)`` from the stored table, ``c`` what the
+  core prices the family at for the prompt (``QualityModel.predict_costs``: version
+  4's predicted cost per call for the prompt — from its task gate and length — the
+  mean cost per call before), as the sidecar's planner does;
 * threshold (version 1, :func:`tiergate.classifier.train.route`): the cheapest family
   whose predicted quality passes ``q ≥ clamp(F · q_best − offset(F), 0, q_best)``.
 
@@ -31,7 +34,15 @@ from tiergate import _core
 from tiergate.classifier.data import DataError, Labelled
 from tiergate.classifier.train import route, route_utility
 
-__all__ = ["evaluate", "load_model", "plot_curve", "point_label", "predict_matrix", "table"]
+__all__ = [
+    "evaluate",
+    "load_model",
+    "plot_curve",
+    "point_label",
+    "predict_matrix",
+    "score_matrix",
+    "table",
+]
 
 Array = np.ndarray[Any, Any]
 
@@ -45,6 +56,17 @@ def predict_matrix(model: _core.QualityModel, items: list[str | bytes]) -> Array
     return np.array([model.predict(it) for it in items], dtype=np.float64).reshape(
         len(items), len(model)
     )
+
+
+def score_matrix(model: _core.QualityModel, items: list[str | bytes]) -> tuple[Array, Array]:
+    """``(probs, costs)``, each ``(len(items), len(model))``: ``predict_costs`` per item
+    (costs are empty, ``(n, 0)``, for a version-1 model)."""
+    scored = [model.predict_costs(it) for it in items]
+    k = len(model)
+    probs = np.array([p for p, _ in scored], dtype=np.float64).reshape(len(items), k)
+    width = len(scored[0][1]) if scored else 0
+    costs = np.array([c for _, c in scored], dtype=np.float64).reshape(len(items), width)
+    return probs, costs
 
 
 def _columns(model: _core.QualityModel, data: Labelled) -> tuple[list[int], list[int]]:
@@ -61,24 +83,26 @@ def evaluate(
     reference: str,
     floor: float,
     probs: Array | None = None,
+    priced: Array | None = None,
 ) -> dict[str, Any]:
-    """The summary ``tiergate classifier eval --json`` prints."""
+    """The summary ``tiergate classifier eval --json`` prints. ``probs`` and ``priced``
+    (:func:`score_matrix` of ``data.items``, computed when not given): the model's
+    predictions and the costs it prices each family at, per prompt."""
     keep = data.complete() & ~np.isnan(data.costs).any(axis=1)
+    if probs is None or priced is None:
+        probs, priced = score_matrix(model, data.items)
+    probs, priced = probs[keep], priced[keep]
     data = data.subset(keep)
     if reference not in data.families:
         raise DataError(f"reference {reference!r} is not a model of the data {data.families}")
     mcols, dcols = _columns(model, data)
-    if probs is None:
-        probs = predict_matrix(model, data.items)
     p = probs[:, mcols]
     labels = data.labels[:, dcols]
     costs = data.costs[:, dcols]
     fams = [data.families[j] for j in dcols]
     if model.rule == "utility":
-        stored = model.costs
-        mean_cost = np.array([stored[i] for i in mcols])
         point = model.cost_weight(floor)
-        choice = route_utility(p, mean_cost, point, floor)
+        choice = route_utility(p, priced[:, mcols], point, floor)
     else:
         mean_cost_map = doc.get("mean_cost_usd", {})
         mean_cost = np.array(
@@ -126,12 +150,17 @@ def evaluate(
 
 
 def curve(
-    model: _core.QualityModel, doc: dict[str, Any], data: Labelled, reference: str, probs: Array
+    model: _core.QualityModel,
+    doc: dict[str, Any],
+    data: Labelled,
+    reference: str,
+    probs: Array,
+    priced: Array,
 ) -> list[tuple[float, float, float]]:
     """(floor, cost, accuracy) of the router over a range of floors."""
     out = []
     for f in np.round(np.arange(0.5, 1.0001, 0.01), 2):
-        r = evaluate(model, doc, data, reference, float(f), probs)
+        r = evaluate(model, doc, data, reference, float(f), probs, priced)
         out.append((float(f), r["router"]["cost_usd"], r["router"]["accuracy"]))
     return out
 

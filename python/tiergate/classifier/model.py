@@ -13,15 +13,18 @@ handle, so the swap is whole. Serving needs only the core and the file (no numpy
   candidate's quality with; the core still enforces capabilities, context,
   availability, latency and cost, and serves the cheapest candidate passing them all.
 
-  - utility (versions 2 and 3; version 3 differs only in how ``q`` is computed, a
-    gated head over a few latent scores, all inside the core): among the candidates the request may use (allowed and
-    available) that have a family, the winner maximises ``q − λ(F) · c``, ``c`` the
-    family's mean cost per call stored in the model (the units ``λ`` was calibrated
-    in by cross-validation, and the numbers ``tiergate classifier eval`` routes
-    with). The threshold is the winner's own ``q``: a candidate passing it predicts
-    at least as well, so (``λ > 0``) its mean cost is at least the winner's, and the
-    core's cheapest feasible is the winner — exactly when the deployments' prices
-    rank those families as their mean costs do (the core orders by each deployment's
+  - utility (versions 2 to 4; version 3 differs only in how ``q`` is computed, a
+    gated head over a few latent scores, all inside the core; version 4 in ``c``):
+    among the candidates the request may use (allowed and available) that have a
+    family, the winner maximises ``q − λ(F) · c``, ``c`` the cost the core prices the
+    family at for this request (``QualityModel.predict_costs``, the same call that
+    scores ``q``): version 4's predicted cost per call for the prompt (its task gate
+    and length), the family's mean cost per call before — the units ``λ`` was
+    calibrated in by cross-validation, and the numbers ``tiergate classifier eval``
+    routes with. The threshold is the winner's own ``q``: a candidate passing it
+    predicts at least as well, so (``λ > 0``) its cost is at least the winner's, and
+    the core's cheapest feasible is the winner — exactly when the deployments' prices
+    rank those families as the model's costs do (the core orders by each deployment's
     expected cost for the request). A candidate without a family keeps its prior and
     is feasible only when that prior reaches the threshold. Predicted qualities are
     passed to the core unchanged (they show in ``explain``), and the fallback chain
@@ -59,7 +62,20 @@ def load_quality_model(path: Path) -> _core.QualityModel:
 
 
 class LearnedQuality:
-    __slots__ = ("_costs", "_model", "_offsets", "_slots", "_utility", "names")
+    """``predict`` then ``floor``, called back to back by the planner for one request
+    (no await between them): under the utility rule ``predict`` keeps that request's
+    costs per candidate for ``floor``, which uses them only for the very list
+    ``predict`` returned (any other list is priced at the stored mean costs)."""
+
+    __slots__ = (
+        "_costs",
+        "_last",
+        "_model",
+        "_offsets",
+        "_slots",
+        "_utility",
+        "names",
+    )
 
     def __init__(self, model: _core.QualityModel, config: Config, priors: list[float]) -> None:
         self._model = model
@@ -87,14 +103,24 @@ class LearnedQuality:
         self._costs: list[float | None] = [
             costs[i] if self._utility and i >= 0 else None for i, _ in self._slots
         ]
+        # The last prediction and its costs per candidate (utility rule).
+        self._last: tuple[list[float], list[float | None]] | None = None
 
     @property
     def model(self) -> _core.QualityModel:
         return self._model
 
     def predict(self, request: ChatRequest, prompt_tokens: int) -> list[float]:
-        probs = self._model.predict(request.raw) if request.raw else [0.0] * len(self._model)
-        return [probs[i] if i >= 0 else prior for i, prior in self._slots]
+        if not self._utility:
+            probs = self._model.predict(request.raw) if request.raw else [0.0] * len(self._model)
+            return [probs[i] if i >= 0 else prior for i, prior in self._slots]
+        if not request.raw:
+            self._last = None
+            return [0.0 if i >= 0 else prior for i, prior in self._slots]
+        probs, costs = self._model.predict_costs(request.raw)
+        qualities = [probs[i] if i >= 0 else prior for i, prior in self._slots]
+        self._last = (qualities, [costs[i] if i >= 0 else None for i, _ in self._slots])
+        return qualities
 
     def floor(self, min_quality: float, qualities: list[float], usable_mask: int) -> float:
         """The absolute threshold for the core (see the module docstring)."""
@@ -117,10 +143,12 @@ class LearnedQuality:
         lam = self._offsets.get(min_quality)
         if lam is None:
             lam = self._model.cost_weight(min_quality)
+        last = self._last
+        costs = last[1] if last is not None and last[0] is qualities else self._costs
         win_q = -1.0
         win_u = -math.inf
         win_c = math.inf
-        for i, (q, c) in enumerate(zip(qualities, self._costs, strict=True)):
+        for i, (q, c) in enumerate(zip(qualities, costs, strict=True)):
             if c is None or not usable_mask >> i & 1:
                 continue
             u = q - lam * c
