@@ -161,12 +161,21 @@ def run() -> str:
         "floor), so the p50 difference is the added cost of learned routing.",
         "",
         f"The same {offline['n']} prompts routed offline (`tiergate classifier eval` logic, "
-        f"mean cost per call): accuracy {offline['router']['accuracy']:.4f} vs reference "
+        f"the model's costs per call): accuracy {offline['router']['accuracy']:.4f} vs reference "
         f"{offline['reference']['accuracy']:.4f} (ratio {offline['accuracy_ratio']:.4f}), "
         f"saving {offline['saving']:.1%}; routed "
         + ", ".join(f"`{k}` {v:.0%}" for k, v in sorted(offline["routed_share"].items())),
         "",
-        "Served: " + ", ".join(f"`{k}` {v}" for k, v in sorted(served.items())),
+        "Served: "
+        + ", ".join(f"`{k}` {v}" for k, v in sorted(served.items()))
+        + "; chosen offline: "
+        + ", ".join(
+            f"`{k}` {round(v * offline['n'])}" for k, v in sorted(offline["routed_share"].items())
+        )
+        + " (the planner turns the model's utility winner into a quality threshold and the "
+        "core serves the cheapest deployment passing it by the deployments' own prices, so "
+        "the counts differ where those prices rank two families otherwise than the model's "
+        "costs do).",
         "",
     ]
     return "\n".join(out)
