@@ -139,6 +139,7 @@ def test_planner_prices_each_request_as_eval_does(tmp_path: Path) -> None:
     cols = [model.families.index(fam[n]) for n in planner.names]
     mean = [model.costs[j] for j in cols]
     seen = set()
+    differs = False  # some decision the mean costs would make otherwise
     for prompt in [
         "def f_999(): return 999  # code task pad",
         "What colour are boats? quick question 999",
@@ -163,7 +164,8 @@ def test_planner_prices_each_request_as_eval_does(tmp_path: Path) -> None:
             mean_win = model.utility_choice(floor, other, mean)
             assert mean_win is not None
             assert quality.floor(floor, other, 0b11) == other[mean_win]
-    assert seen == {"small", "big"}
+            differs |= mean_win != win
+    assert seen == {"small", "big"} and differs
 
 
 def test_a_broken_model_file_is_a_config_error(tmp_path: Path, model_file: Path) -> None:
