@@ -141,6 +141,9 @@ def run() -> str:
     saving = 1 - r_cost / f_cost if f_cost else 0.0
     med = statistics.median
     p95 = lambda xs: sorted(xs)[int(0.95 * (len(xs) - 1))]  # noqa: E731
+    chosen = {k: round(v * offline["n"]) for k, v in offline["routed_share"].items()}
+    fams = {n: d.family or n for n, d in _config(model).deployments.items()}
+    by_family = {fams.get(k, k): v for k, v in served.items()}
     out += [
         f"{n} held-out prompts, floor 0.95 (route `auto`), reference deployment "
         f"`{REFERENCE_DEPLOYMENT}` (gpt-4-1106-preview); concurrency {CONCURRENCY}, "
@@ -169,13 +172,15 @@ def run() -> str:
         "Served: "
         + ", ".join(f"`{k}` {v}" for k, v in sorted(served.items()))
         + "; chosen offline: "
-        + ", ".join(
-            f"`{k}` {round(v * offline['n'])}" for k, v in sorted(offline["routed_share"].items())
-        )
-        + " (the planner turns the model's utility winner into a quality threshold and the "
-        "core serves the cheapest deployment passing it by the deployments' own prices, so "
-        "the counts differ where those prices rank two families otherwise than the model's "
-        "costs do).",
+        + ", ".join(f"`{k}` {v}" for k, v in sorted(chosen.items()))
+        + (
+            " — the same count per family."
+            if by_family == chosen
+            else " (the planner turns the model's utility winner into a quality threshold "
+            "and the core serves the cheapest deployment passing it by the deployments' own "
+            "prices, so counts differ where those prices rank two families otherwise than "
+            "the model's costs for the prompt do)."
+        ),
         "",
     ]
     return "\n".join(out)
