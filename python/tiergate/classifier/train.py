@@ -691,7 +691,10 @@ def train(
     the floor; the figures of both are in ``training.selection``). The gated model is
     the default because on outer splits of the training data ``auto``'s linear choices
     were its low tail of out-of-sample ratios, at no gain in saving (module docstring). ``confidence`` and
-    ``resamples``: the bootstrap bound's (stored in ``operating_points.bound``)."""
+    ``resamples``: the bootstrap bound's (stored in ``operating_points.bound``).
+    ``cost``: the gated model's cost model (:data:`COST_MODELS`; ``"task"``, the
+    default, was the best of the three on the outer splits, module docstring), stored
+    in ``operating_points.cost_model``; the linear model prices at the mean cost."""
     import orjson
 
     if model not in ("auto", "gated", "linear"):
