@@ -35,6 +35,7 @@ from tiergate.classifier.data import DataError, Labelled
 from tiergate.classifier.train import route, route_utility
 
 __all__ = [
+    "decide",
     "evaluate",
     "load_model",
     "plot_curve",
@@ -76,6 +77,40 @@ def _columns(model: _core.QualityModel, data: Labelled) -> tuple[list[int], list
     return [model.families.index(f) for f in fams], [data.families.index(f) for f in fams]
 
 
+def decide(
+    model: _core.QualityModel,
+    doc: dict[str, Any],
+    data: Labelled,
+    floor: float,
+    probs: Array | None = None,
+    priced: Array | None = None,
+) -> tuple[Labelled, list[int], Array, float]:
+    """The router's choice per prompt: ``(kept, dcols, choice, point)`` — the prompts
+    with every label and cost, the data's column of each family both sides know, the
+    index into ``dcols`` chosen for each kept prompt, and the stored operating point
+    (``λ(F)`` or ``offset(F)``) it was made with."""
+    keep = data.complete() & ~np.isnan(data.costs).any(axis=1)
+    if probs is None or priced is None:
+        probs, priced = score_matrix(model, data.items)
+    probs, priced = probs[keep], priced[keep]
+    data = data.subset(keep)
+    mcols, dcols = _columns(model, data)
+    p = probs[:, mcols]
+    if model.rule == "utility":
+        point = model.cost_weight(floor)
+        return data, dcols, route_utility(p, priced[:, mcols], point, floor), point
+    costs = data.costs[:, dcols]
+    mean_cost_map = doc.get("mean_cost_usd", {})
+    mean_cost = np.array(
+        [
+            float(mean_cost_map.get(data.families[j], np.nanmean(costs[:, i])))
+            for i, j in enumerate(dcols)
+        ]
+    )
+    point = model.offset(floor)
+    return data, dcols, route(p, mean_cost, floor, point), point
+
+
 def evaluate(
     model: _core.QualityModel,
     doc: dict[str, Any],
@@ -88,28 +123,12 @@ def evaluate(
     """The summary ``tiergate classifier eval --json`` prints. ``probs`` and ``priced``
     (:func:`score_matrix` of ``data.items``, computed when not given): the model's
     predictions and the costs it prices each family at, per prompt."""
-    keep = data.complete() & ~np.isnan(data.costs).any(axis=1)
-    if probs is None or priced is None:
-        probs, priced = score_matrix(model, data.items)
-    probs, priced = probs[keep], priced[keep]
-    data = data.subset(keep)
     if reference not in data.families:
         raise DataError(f"reference {reference!r} is not a model of the data {data.families}")
-    mcols, dcols = _columns(model, data)
-    p = probs[:, mcols]
+    data, dcols, choice, point = decide(model, doc, data, floor, probs, priced)
     labels = data.labels[:, dcols]
     costs = data.costs[:, dcols]
     fams = [data.families[j] for j in dcols]
-    if model.rule == "utility":
-        point = model.cost_weight(floor)
-        choice = route_utility(p, priced[:, mcols], point, floor)
-    else:
-        mean_cost_map = doc.get("mean_cost_usd", {})
-        mean_cost = np.array(
-            [float(mean_cost_map.get(f, np.nanmean(costs[:, i]))) for i, f in enumerate(fams)]
-        )
-        point = model.offset(floor)
-        choice = route(p, mean_cost, floor, point)
     rows = np.arange(len(choice))
     router_acc = float(labels[rows, choice].mean())
     router_cost = float(costs[rows, choice].sum())
