@@ -7,7 +7,7 @@ reads that clock.
 """
 
 from collections.abc import Iterable, Sequence
-from typing import Final, final
+from typing import Final, Literal, final
 
 __version__: str
 __all__ = [
@@ -41,6 +41,7 @@ __all__ = [
     "WINDOW_MAX_VALUE_MS",
     "WINDOW_MIN_VALUE_MS",
     "WINDOW_RELATIVE_ACCURACY",
+    "JsonShape",
     "LatencyWindow",
     "OpenAIRelay",
     "QualityModel",
@@ -438,3 +439,17 @@ class QualityModel:
 
     def min_quality(self, floor: float, best: float) -> float:
         """``clamp(floor · best − offset(floor), 0, best)``; 0 when ``floor <= 0``."""
+
+# A field of a JsonShape: a name, or a name for an array named by an inner shape, as one
+# object ("object") or as a list of objects, one per inner array ("objects").
+_JsonField = str | tuple[str, Literal["object", "objects"], list[_JsonField]]
+
+@final
+class JsonShape:
+    """The names of a JSON array's elements, in order: ``write`` turns the compact
+    array orjson writes for a list of values into the object naming them, each value's
+    bytes as they were (``orjson.dumps(dict(zip(names, values)))`` in one pass)."""
+
+    def __new__(cls, fields: list[_JsonField]) -> JsonShape: ...
+    def write(self, array: bytes) -> bytes:
+        """ValueError when the array's values do not match the shape."""

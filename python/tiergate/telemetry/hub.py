@@ -26,7 +26,7 @@ from typing import IO, TYPE_CHECKING, Any, Generic, TypeVar
 
 from tiergate.config import Config, SafetyPolicyConfig
 from tiergate.safety.scan import Action, SafetyPolicy
-from tiergate.telemetry.logline import JsonLines, finding_event, record_line
+from tiergate.telemetry.logline import JsonLines, finding_event, record_json, record_line
 from tiergate.telemetry.metrics import Metrics
 from tiergate.telemetry.record import RequestRecord, SafetyFinding
 
@@ -399,8 +399,10 @@ class Telemetry:
     # ---- workers ----
     def _write_log(self, batch: list[RequestRecord]) -> None:
         assert self._log is not None
-        text = self.config.telemetry.log_text
-        self._log.write([record_line(r, include_text=text) for r in batch])
+        if self.config.telemetry.log_text:
+            self._log.write([record_line(r, include_text=True) for r in batch])
+        else:
+            self._log.write_lines([record_json(r) for r in batch])
 
     def _write_metrics(self, batch: list[RequestRecord]) -> None:
         for r in batch:

@@ -16,6 +16,7 @@ use pyo3::types::{PyBytes, PyString, PyTuple};
 use tiergate_core::{hash, policy, signals, tokens, window, CoreError, ErrorKind};
 
 mod classifier;
+mod named;
 mod relay;
 mod safety;
 
@@ -371,6 +372,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     classifier::register(m)?;
     safety::register(m)?;
     relay::register(m)?;
+    named::register(m)?;
     m.add(
         "TRANSPORT_FIELDS",
         PyTuple::new(m.py(), hash::TRANSPORT_FIELDS)?,
