@@ -348,6 +348,35 @@ class Router:
         ``FLAG_ALLOW_QUALITY_RELAX``; otherwise the plan is empty and the bits say what
         was tried. ``qualities`` (one per candidate) overrides the quality priors."""
 
+    def heuristic_qualities(
+        self, prompt_tokens: int, text: str | None, tools: bool, json_schema: bool
+    ) -> list[float]:
+        """The heuristic quality of each candidate for one request: its prior raised to
+        ``1 + difficulty``, difficulty in [0, 1] from the prompt tokens (up to 0.4), code
+        (+0.2) and multi-step wording (+0.2) in ``text`` (the last message; ``None``: no
+        message; a lone surrogate reads as U+FFFD), tools (+0.1) and a JSON schema
+        (+0.1)."""
+
+    def plan_heuristic(
+        self,
+        required_caps: int,
+        prompt_tokens: int,
+        max_output_tokens: int,
+        expected_output_tokens: int,
+        latency_budget_ms: float,
+        max_cost_usd: float,
+        min_quality: float,
+        allowed_mask: int,
+        unavailable_mask: int,
+        flags: int,
+        text: str | None,
+        tools: bool,
+        json_schema: bool,
+        now: float | None = None,
+    ) -> tuple[tuple[int, ...], int, list[float]]:
+        """:meth:`plan` with the qualities of :meth:`heuristic_qualities` (in one call),
+        and those qualities."""
+
     def explain(
         self,
         required_caps: int,
