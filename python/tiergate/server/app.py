@@ -27,7 +27,7 @@ from tiergate.providers.base import Usage
 from tiergate.routing.dispatch import StreamItem
 from tiergate.routing.idempotency import Flight, Idempotency, Recorded
 from tiergate.routing.planner import Plan
-from tiergate.safety import SafetyPolicy, scan_output, scan_request
+from tiergate.safety import SafetyPolicy, request_findings, scan_output, scan_request
 from tiergate.server.parse_anthropic import parse_anthropic_request
 from tiergate.server.parse_openai import parse_openai_request, parse_plain_openai_request
 from tiergate.server.render_anthropic import (
@@ -301,7 +301,7 @@ class Pipeline:
         t, rec, chat = self.telemetry, self.record, self.chat
         findings = self.findings
         if self.scan_later is not None and chat is not None:
-            findings = scan_request(chat, self.scan_later).findings
+            findings = request_findings(chat, self.scan_later)
         if self.text is not None and chat is not None and rec.status < 400:
             findings = findings + scan_output(
                 self.text, chat.response_format, t.safety_policy(rec.tenant)
