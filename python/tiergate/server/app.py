@@ -219,11 +219,19 @@ def _account(gw: Gateway, record: RequestRecord, attempts: list[AttemptRecord]) 
     """Fold the attempts into the record: who served, tokens, cost (every attempt billed)."""
     record.attempts = attempts
     record.cost_usd = sum(a.cost_usd for a in attempts)
-    winners = [a for a in attempts if a.error_class is None]
-    record.fallbacks = sum(1 for a in attempts if a.error_class is not None and not a.cancelled)
-    record.hedged = any(a.hedge for a in attempts)
-    if winners:
-        w = winners[-1]
+    w = None  # the last successful attempt
+    fallbacks = 0
+    hedged = False
+    for a in attempts:  # one pass, not a list and two generators over the attempts
+        if a.error_class is None:
+            w = a
+        elif not a.cancelled:
+            fallbacks += 1
+        if a.hedge:
+            hedged = True
+    record.fallbacks = fallbacks
+    record.hedged = hedged
+    if w is not None:
         dep = gw.config.deployments[w.deployment]
         record.deployment, record.provider, record.tier = w.deployment, w.provider, dep.tier
         record.input_tokens, record.output_tokens = w.input_tokens, w.output_tokens
