@@ -1,4 +1,4 @@
-"""`_core.text_signals` against the Python wording of the heuristic it replaced."""
+"""`_core.text_signals` and the heuristic quality against the Python wording they replaced."""
 
 from __future__ import annotations
 
@@ -53,3 +53,47 @@ def test_lone_surrogates_are_read_as_replacement_characters() -> None:
     assert _core.text_signals("prove it \ud800") == _core.SIG_HARD
     assert _core.text_signals("def f(): \udfff") == _core.SIG_CODE
     assert _core.text_signals("\ud800") == 0
+
+
+def reference_qualities(
+    priors: list[float], prompt_tokens: int, text: str | None, tools: bool, json_schema: bool
+) -> list[float]:
+    """The planner's Python heuristic the core replaced (HeuristicQuality.difficulty and
+    predict): same additions in the same order, so the floats are equal, not close."""
+    d = min(prompt_tokens / 8000.0, 0.4)
+    signals = reference(text) if text is not None else 0
+    if signals & _core.SIG_CODE:
+        d += 0.2
+    if tools:
+        d += 0.1
+    if json_schema:
+        d += 0.1
+    if signals & _core.SIG_HARD:
+        d += 0.2
+    exponent = 1.0 + min(d, 1.0)
+    return [p**exponent for p in priors]
+
+
+_priors = st.lists(st.floats(0, 1), min_size=1, max_size=6)
+
+
+def _router(priors: list[float]) -> _core.Router:
+    rows = [(f"d{i}", 0, 1.0, 1.0, 1.0, 100_000, 0, 100.0, 10.0, p) for i, p in enumerate(priors)]
+    return _core.Router(rows)
+
+
+@given(_priors, st.integers(0, 10**7), st.none() | _text, st.booleans(), st.booleans())
+def test_heuristic_qualities_match_the_python_heuristic(
+    priors: list[float], tokens: int, text: str | None, tools: bool, schema: bool
+) -> None:
+    router = _router(priors)
+    expected = reference_qualities(priors, tokens, text, tools, schema)
+    assert router.heuristic_qualities(tokens, text, tools, schema) == expected
+    inf = float("inf")
+    order, relaxed, qualities = router.plan_heuristic(
+        0, tokens, 16, 16, inf, inf, 0.0, (1 << len(priors)) - 1, 0, 0, text, tools, schema
+    )
+    assert qualities == expected
+    assert (order, relaxed) == router.plan(
+        0, tokens, 16, 16, inf, inf, 0.0, (1 << len(priors)) - 1, 0, 0, qualities=expected
+    )

@@ -7,7 +7,7 @@ reads that clock.
 """
 
 from collections.abc import Iterable, Sequence
-from typing import Final, final
+from typing import Final, Literal, final
 
 __version__: str
 __all__ = [
@@ -41,6 +41,7 @@ __all__ = [
     "WINDOW_MAX_VALUE_MS",
     "WINDOW_MIN_VALUE_MS",
     "WINDOW_RELATIVE_ACCURACY",
+    "JsonShape",
     "LatencyWindow",
     "OpenAIRelay",
     "QualityModel",
@@ -347,6 +348,35 @@ class Router:
         ``FLAG_ALLOW_QUALITY_RELAX``; otherwise the plan is empty and the bits say what
         was tried. ``qualities`` (one per candidate) overrides the quality priors."""
 
+    def heuristic_qualities(
+        self, prompt_tokens: int, text: str | None, tools: bool, json_schema: bool
+    ) -> list[float]:
+        """The heuristic quality of each candidate for one request: its prior raised to
+        ``1 + difficulty``, difficulty in [0, 1] from the prompt tokens (up to 0.4), code
+        (+0.2) and multi-step wording (+0.2) in ``text`` (the last message; ``None``: no
+        message; a lone surrogate reads as U+FFFD), tools (+0.1) and a JSON schema
+        (+0.1)."""
+
+    def plan_heuristic(
+        self,
+        required_caps: int,
+        prompt_tokens: int,
+        max_output_tokens: int,
+        expected_output_tokens: int,
+        latency_budget_ms: float,
+        max_cost_usd: float,
+        min_quality: float,
+        allowed_mask: int,
+        unavailable_mask: int,
+        flags: int,
+        text: str | None,
+        tools: bool,
+        json_schema: bool,
+        now: float | None = None,
+    ) -> tuple[tuple[int, ...], int, list[float]]:
+        """:meth:`plan` with the qualities of :meth:`heuristic_qualities` (in one call),
+        and those qualities."""
+
     def explain(
         self,
         required_caps: int,
@@ -448,3 +478,17 @@ class QualityModel:
 
     def min_quality(self, floor: float, best: float) -> float:
         """``clamp(floor · best − offset(floor), 0, best)``; 0 when ``floor <= 0``."""
+
+# A field of a JsonShape: a name, or a name for an array named by an inner shape, as one
+# object ("object") or as a list of objects, one per inner array ("objects").
+_JsonField = str | tuple[str, Literal["object", "objects"], list[_JsonField]]
+
+@final
+class JsonShape:
+    """The names of a JSON array's elements, in order: ``write`` turns the compact
+    array orjson writes for a list of values into the object naming them, each value's
+    bytes as they were (``orjson.dumps(dict(zip(names, values)))`` in one pass)."""
+
+    def __new__(cls, fields: list[_JsonField]) -> JsonShape: ...
+    def write(self, array: bytes) -> bytes:
+        """ValueError when the array's values do not match the shape."""

@@ -120,33 +120,30 @@ class QualityModel(Protocol):
 class HeuristicQuality:
     """A prior per deployment (its own ``quality_prior`` or its tier's) lowered for hard
     requests: ``q = prior ** (1 + difficulty)``, difficulty in [0, 1] from prompt length,
-    code, tools, schemas and multi-step wording. Small models lose more on hard requests."""
+    code, tools, schemas and multi-step wording. Small models lose more on hard requests.
+    The core computes it (``Router.heuristic_qualities``; the planner's usual path asks
+    for it within ``Router.plan_heuristic``); ``tests/core_reference.py`` keeps the
+    Python reference."""
 
-    __slots__ = ("_priors",)
+    __slots__ = ("_router",)
 
-    def __init__(self, priors: list[float]) -> None:
-        self._priors = priors
-
-    @staticmethod
-    def difficulty(request: ChatRequest, prompt_tokens: int) -> float:
-        d = min(prompt_tokens / 8000.0, 0.4)
-        signals = _core.text_signals(request.messages[-1].text) if request.messages else 0
-        if signals & _core.SIG_CODE:
-            d += 0.2
-        if request.tools:
-            d += 0.1
-        if request.response_format.kind == "json_schema":
-            d += 0.1
-        if signals & _core.SIG_HARD:
-            d += 0.2
-        return min(d, 1.0)
+    def __init__(self, router: _core.Router) -> None:
+        self._router = router
 
     def predict(self, request: ChatRequest, prompt_tokens: int) -> list[float]:
-        exponent = 1.0 + self.difficulty(request, prompt_tokens)
-        return [p**exponent for p in self._priors]
+        return self._router.heuristic_qualities(prompt_tokens, *_heuristic_inputs(request))
 
     def floor(self, min_quality: float, qualities: list[float], usable_mask: int) -> float:
         return min_quality  # priors are absolute: the floor is compared as given
+
+
+def _heuristic_inputs(request: ChatRequest) -> tuple[str | None, bool, bool]:
+    """(last message's text, tools offered, JSON schema asked for)."""
+    return (
+        request.messages[-1].text if request.messages else None,
+        bool(request.tools),
+        request.response_format.kind == "json_schema",
+    )
 
 
 def tier_prior(rank: int, tiers: int) -> float:
@@ -160,6 +157,7 @@ class Planner:
         "_budget_us",
         "_config",
         "_flags",
+        "_heuristic",
         "_output_mean",
         "_scopes",
         "_tier_masks",
@@ -210,7 +208,8 @@ class Planner:
             min_samples=routing.min_samples,
             previous=previous.router if previous is not None else None,
         )
-        self.quality: QualityModel = HeuristicQuality(priors)
+        self._heuristic = HeuristicQuality(self.router)
+        self.quality: QualityModel = self._heuristic
         if routing.quality_model is not None:  # the learned classifier (tiergate.classifier)
             model = load_quality_model(config.base_dir / routing.quality_model)
             self.quality = LearnedQuality(model, config, priors)
@@ -329,11 +328,17 @@ class Planner:
         scope = self._lookup(envelope.route)
         route, _, first = scope
         features = self.features(request, envelope, tenant, scope)
-        qualities = self.quality.predict(request, features.prompt_tokens)
-        features.min_quality = self.quality.floor(
-            features.min_quality, qualities, features.allowed_mask & ~features.unavailable_mask
-        )
-        order, relaxed_bits = self.router.plan(*features.args(), qualities=qualities)
+        quality = self.quality
+        if quality is self._heuristic:  # qualities and plan in one call to the core
+            order, relaxed_bits, qualities = self.router.plan_heuristic(
+                *features.args(), *_heuristic_inputs(request)
+            )
+        else:
+            qualities = quality.predict(request, features.prompt_tokens)
+            features.min_quality = quality.floor(
+                features.min_quality, qualities, features.allowed_mask & ~features.unavailable_mask
+            )
+            order, relaxed_bits = self.router.plan(*features.args(), qualities=qualities)
         # Route scope: its own tier (or pinned deployment) leads, wider tiers follow.
         names = self.names
         if first == self._all:

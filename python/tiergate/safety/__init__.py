@@ -10,6 +10,7 @@ from tiergate.safety.scan import (
     SafetyPolicy,
     SafetyResult,
     enforce,
+    request_findings,
     scan_output,
     scan_request,
 )
@@ -24,6 +25,7 @@ __all__ = [
     "find_spans",
     "luhn_ok",
     "redact_text",
+    "request_findings",
     "scan_output",
     "scan_request",
 ]

@@ -22,6 +22,7 @@ from typing import Any, Final, Literal
 
 import orjson
 
+from tiergate import _core
 from tiergate.envelope import ChatRequest, Message, ResponseFormat, TextPart, ToolCall
 from tiergate.errors import RequestError
 from tiergate.safety.detectors import Span, find_spans, redact_spans
@@ -166,6 +167,31 @@ def scan_request(chat: ChatRequest, policy: SafetyPolicy) -> SafetyResult:
             )
     out = chat if new_messages is None else dataclasses.replace(chat, messages=new_messages)
     return SafetyResult(findings, blocked, out)
+
+
+def request_findings(chat: ChatRequest, policy: SafetyPolicy) -> list[SafetyFinding]:
+    """:func:`scan_request`'s findings alone, for a policy that only logs (nothing to
+    redact or block, so no copy of the request is built): the scan that runs after the
+    answer. A text without a match costs one call to the core."""
+    findings: list[SafetyFinding] = []
+    if not policy.enabled:
+        return findings
+    wants_injection = policy.wants_injection
+    roles = policy.injection_roles
+    scan = _core.scan_text
+    for mi, msg in enumerate(chat.messages):
+        injection = wants_injection and msg.role in roles
+        for pi, part in enumerate(msg.parts):
+            if isinstance(part, TextPart) and part.text:
+                try:
+                    if not scan(part.text, injection):
+                        continue
+                except UnicodeEncodeError:
+                    pass  # lone surrogates: find_spans takes its reference path
+                _scan_text(part.text, (mi, "parts", pi), policy, injection, findings)
+        for ci, call in enumerate(msg.tool_calls):
+            _scan_text(call.arguments, (mi, "tool_calls", ci), policy, False, findings)
+    return findings
 
 
 def enforce(chat: ChatRequest, policy: SafetyPolicy) -> SafetyResult:

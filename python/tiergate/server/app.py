@@ -27,7 +27,7 @@ from tiergate.providers.base import Usage
 from tiergate.routing.dispatch import StreamItem
 from tiergate.routing.idempotency import Flight, Idempotency, Recorded
 from tiergate.routing.planner import Plan
-from tiergate.safety import SafetyPolicy, scan_output, scan_request
+from tiergate.safety import SafetyPolicy, request_findings, scan_output, scan_request
 from tiergate.server.parse_anthropic import parse_anthropic_request
 from tiergate.server.parse_openai import parse_openai_request, parse_plain_openai_request
 from tiergate.server.render_anthropic import (
@@ -219,11 +219,19 @@ def _account(gw: Gateway, record: RequestRecord, attempts: list[AttemptRecord]) 
     """Fold the attempts into the record: who served, tokens, cost (every attempt billed)."""
     record.attempts = attempts
     record.cost_usd = sum(a.cost_usd for a in attempts)
-    winners = [a for a in attempts if a.error_class is None]
-    record.fallbacks = sum(1 for a in attempts if a.error_class is not None and not a.cancelled)
-    record.hedged = any(a.hedge for a in attempts)
-    if winners:
-        w = winners[-1]
+    w = None  # the last successful attempt
+    fallbacks = 0
+    hedged = False
+    for a in attempts:  # one pass, not a list and two generators over the attempts
+        if a.error_class is None:
+            w = a
+        elif not a.cancelled:
+            fallbacks += 1
+        if a.hedge:
+            hedged = True
+    record.fallbacks = fallbacks
+    record.hedged = hedged
+    if w is not None:
         dep = gw.config.deployments[w.deployment]
         record.deployment, record.provider, record.tier = w.deployment, w.provider, dep.tier
         record.input_tokens, record.output_tokens = w.input_tokens, w.output_tokens
@@ -301,7 +309,7 @@ class Pipeline:
         t, rec, chat = self.telemetry, self.record, self.chat
         findings = self.findings
         if self.scan_later is not None and chat is not None:
-            findings = scan_request(chat, self.scan_later).findings
+            findings = request_findings(chat, self.scan_later)
         if self.text is not None and chat is not None and rec.status < 400:
             findings = findings + scan_output(
                 self.text, chat.response_format, t.safety_policy(rec.tenant)

@@ -26,7 +26,7 @@ from typing import IO, TYPE_CHECKING, Any, Generic, TypeVar
 
 from tiergate.config import Config, SafetyPolicyConfig
 from tiergate.safety.scan import Action, SafetyPolicy
-from tiergate.telemetry.logline import JsonLines, finding_event, record_line
+from tiergate.telemetry.logline import JsonLines, finding_event, record_json, record_line
 from tiergate.telemetry.metrics import Metrics
 from tiergate.telemetry.record import RequestRecord, SafetyFinding
 
@@ -49,23 +49,54 @@ BATCH = 16
 LINGER_S = 0.05
 
 
-class _Worker(Generic[T]):
-    """A bounded buffer drained in batches by a short-lived task.
+class _Linger:
+    """One export timer shared by every worker of a :class:`Telemetry`: the first item
+    offered to an idle hub arms it, and when it fires each worker with items exports.
+    Under light load every batch holds a request or two, so a timer per worker (and a
+    task per batch) would be most of what a request costs telemetry."""
 
-    ``offer`` is a list append (the request path pays nothing more); the first item of
-    an idle buffer arms one timer, and ``LINGER_S`` later a task hands everything
-    buffered to the exporter. No queue object and no resident task: under load the
-    worker wakes a few times a second, idle it costs nothing.
+    __slots__ = ("_handle", "_workers", "started")
+
+    def __init__(self) -> None:
+        self._workers: list[_Worker[Any]] = []
+        self._handle: asyncio.TimerHandle | None = None
+        self.started = False
+
+    def arm(self) -> None:
+        if self._handle is None and self.started:
+            self._handle = asyncio.get_running_loop().call_later(LINGER_S, self._fire)
+
+    def cancel(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _fire(self) -> None:
+        self._handle = None
+        for w in self._workers:
+            w.kick()
+
+
+class _Worker(Generic[T]):
+    """A bounded buffer drained in batches.
+
+    ``offer`` is a list append (the request path pays nothing more) and arms the shared
+    :class:`_Linger` timer; when it fires, everything buffered goes to the exporter in
+    slices of ``BATCH``, yielding to the event loop between slices. An exporter that
+    never waits (``inline``: a plain function) runs in the timer's callback and its
+    later slices in ``call_soon`` callbacks; one that does I/O runs in a short-lived
+    task. No queue object and no resident task: idle, a worker costs nothing.
     """
 
     __slots__ = (
+        "_export",
         "_handle",
         "_items",
+        "_linger",
         "_on_drop",
         "_running",
         "_size",
-        "_started",
-        "_timer",
+        "_slice",
         "dropped",
         "name",
     )
@@ -73,19 +104,23 @@ class _Worker(Generic[T]):
     def __init__(
         self,
         name: str,
-        handle: Callable[[list[T]], Awaitable[None]],
+        handle: Callable[[list[T]], Awaitable[None]] | None,
         size: int,
         on_drop: Callable[[str], None],
+        linger: _Linger,
+        inline: Callable[[list[T]], None] | None = None,
     ) -> None:
         self.name = name
         self._handle = handle
+        self._export = inline
         self._size = size
         self._items: list[T] = []
         self._on_drop = on_drop
-        self._timer: asyncio.TimerHandle | None = None
+        self._linger = linger
         self._running: asyncio.Task[None] | None = None
-        self._started = False
+        self._slice: asyncio.Handle | None = None  # the next inline slice, when pending
         self.dropped = 0
+        linger._workers.append(self)
 
     def offer(self, item: T) -> None:
         items = self._items
@@ -94,47 +129,73 @@ class _Worker(Generic[T]):
             self._on_drop(self.name)
             return
         items.append(item)
-        if self._timer is None and self._running is None and self._started:
-            self._timer = asyncio.get_running_loop().call_later(LINGER_S, self._kick)
+        self._linger.arm()
 
-    def start(self) -> None:
-        """From now on the first offer into an empty buffer arms the export timer."""
-        self._started = True
-        if self._items and self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(LINGER_S, self._kick)
+    @property
+    def pending(self) -> bool:
+        return bool(self._items)
 
-    def _kick(self) -> None:
-        self._timer = None
-        if self._running is None and self._items:
+    def kick(self) -> None:
+        if self._running is not None or self._slice is not None or not self._items:
+            return
+        if self._export is not None:
+            self._run_slice()
+        else:
             self._running = asyncio.get_running_loop().create_task(
                 self._run(), name=f"tiergate-telemetry-{self.name}"
             )
 
+    def _take(self) -> list[T]:
+        batch, self._items = self._items[:BATCH], self._items[BATCH:]
+        return batch
+
+    def _failed(self, batch: list[T]) -> None:
+        log.exception("telemetry exporter %s failed on a batch of %d", self.name, len(batch))
+
+    def _export_slice(self) -> None:
+        export = self._export
+        assert export is not None
+        batch = self._take()
+        try:
+            export(batch)
+        except Exception:
+            self._failed(batch)
+
+    def _run_slice(self) -> None:
+        self._slice = None
+        self._export_slice()
+        if self._items:
+            self._slice = asyncio.get_running_loop().call_soon(self._run_slice)
+
     async def _run(self) -> None:
+        handle = self._handle
+        assert handle is not None
         try:
             while self._items:
-                batch, self._items = self._items[:BATCH], self._items[BATCH:]
+                batch = self._take()
                 try:
-                    await self._handle(batch)
+                    await handle(batch)
                 except Exception:
-                    log.exception(
-                        "telemetry exporter %s failed on a batch of %d", self.name, len(batch)
-                    )
+                    self._failed(batch)
                 if self._items:
                     await asyncio.sleep(0)
         finally:
             self._running = None
 
     async def drain(self, timeout_s: float) -> None:
-        """Export what is buffered now (bounded by ``timeout_s``), then stop the timer."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        """Export what is buffered now (bounded by ``timeout_s``)."""
+        if self._export is not None:
+            if self._slice is not None:
+                self._slice.cancel()
+                self._slice = None
+            while self._items:
+                self._export_slice()
+            return
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout_s):
                 while self._running is not None or self._items:
                     if self._running is None:
-                        self._kick()
+                        self.kick()
                     running = self._running
                     if running is not None:
                         await asyncio.shield(running)
@@ -143,7 +204,6 @@ class _Worker(Generic[T]):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._running
             self._running = None
-        self._started = False
 
 
 def _policy(cfg: SafetyPolicyConfig) -> SafetyPolicy:
@@ -177,6 +237,7 @@ class Telemetry:
             self._meter_provider.get_meter("tiergate") if self._meter_provider is not None else None
         )
         self.metrics = Metrics(config, meter)
+        self._linger = _Linger()
         self._workers: list[_Worker[RequestRecord]] = []
         self._closers: list[Callable[[], Awaitable[None]]] = []
         self._starters: list[Callable[[], Awaitable[None]]] = []
@@ -184,8 +245,8 @@ class Telemetry:
         self._log: JsonLines | None = None
         if tc.log is not None:
             self._log = JsonLines(tc.log, log_stream)
-            self._add("log", self._write_log, size)
-        self._add("metrics", self._write_metrics, size)
+            self._add("log", None, size, inline=self._write_log)
+        self._add("metrics", None, size, inline=self._write_metrics)
         if otel:
             from tiergate.telemetry.otel import make_tracer_provider
 
@@ -229,7 +290,7 @@ class Telemetry:
             JsonLines(tc.safety_log, safety_stream) if tc.safety_log is not None else None
         )
         self._safety: _Worker[tuple[Sequence[SafetyFinding], str, str, int]] = _Worker(
-            "safety", self._write_safety, size, self._dropped
+            "safety", None, size, self._dropped, self._linger, inline=self._write_safety
         )
         self._default_policy = _policy(config.safety)
         self._policies = {
@@ -248,9 +309,13 @@ class Telemetry:
         return cls(config, **kwargs)
 
     def _add(
-        self, name: str, handle: Callable[[list[RequestRecord]], Awaitable[None]], size: int
+        self,
+        name: str,
+        handle: Callable[[list[RequestRecord]], Awaitable[None]] | None,
+        size: int,
+        inline: Callable[[list[RequestRecord]], None] | None = None,
     ) -> None:
-        self._workers.append(_Worker(name, handle, size, self._dropped))
+        self._workers.append(_Worker(name, handle, size, self._dropped, self._linger, inline))
 
     def _dropped(self, sink: str) -> None:
         self.metrics.dropped.add(1, sink)
@@ -265,13 +330,15 @@ class Telemetry:
     async def start(self) -> None:
         for s in self._starters:
             await s()
-        for w in self._workers:
-            w.start()
-        self._safety.start()
+        self._linger.started = True
+        if self._safety.pending or any(w.pending for w in self._workers):
+            self._linger.arm()
         self._started = True
 
     async def stop(self, timeout_s: float = 10.0) -> None:
         """Drain every queue (bounded by ``timeout_s`` each), flush exporters, close files."""
+        self._linger.started = False
+        self._linger.cancel()
         for w in self._workers:
             await w.drain(timeout_s)
         await self._safety.drain(timeout_s)
@@ -330,12 +397,14 @@ class Telemetry:
         return self.drift.add_feedback(request_id, score)
 
     # ---- workers ----
-    async def _write_log(self, batch: list[RequestRecord]) -> None:
+    def _write_log(self, batch: list[RequestRecord]) -> None:
         assert self._log is not None
-        text = self.config.telemetry.log_text
-        self._log.write([record_line(r, include_text=text) for r in batch])
+        if self.config.telemetry.log_text:
+            self._log.write([record_line(r, include_text=True) for r in batch])
+        else:
+            self._log.write_lines([record_json(r) for r in batch])
 
-    async def _write_metrics(self, batch: list[RequestRecord]) -> None:
+    def _write_metrics(self, batch: list[RequestRecord]) -> None:
         for r in batch:
             self.metrics.observe_request(r)
 
@@ -343,9 +412,7 @@ class Telemetry:
         for r in batch:
             self._spans.emit(r)
 
-    async def _write_safety(
-        self, batch: list[tuple[Sequence[SafetyFinding], str, str, int]]
-    ) -> None:
+    def _write_safety(self, batch: list[tuple[Sequence[SafetyFinding], str, str, int]]) -> None:
         events: list[dict[str, Any]] = []
         for findings, request_id, tenant, ts in batch:
             self.metrics.observe_findings(findings)

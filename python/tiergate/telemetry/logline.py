@@ -13,22 +13,26 @@ from typing import IO, Any
 
 import orjson
 
+from tiergate import _core
 from tiergate.safety.detectors import redact_text
 from tiergate.telemetry.record import AttemptRecord, RequestRecord, SafetyFinding
 
-__all__ = ["JsonLines", "attempt_fields", "finding_event", "record_line"]
+__all__ = ["JsonLines", "attempt_fields", "finding_event", "record_json", "record_line"]
 
 
 _second: list[Any] = [None, ""]  # the last second formatted, and its text
+# ".000Z" … ".999Z": formatting the milliseconds cost more than the rest of the stamp.
+_MILLIS = tuple(f".{ms:03d}Z" for ms in range(1000))
 
 
 def _iso(ns: int) -> str:
     """``2026-11-22T03:07:17.331Z``: UTC, milliseconds (the second's text is reused)."""
-    sec, rest = divmod(ns, 1_000_000_000)
+    sec, ms = divmod(ns // 1_000_000, 1000)
     cache = _second
     if cache[0] != sec:
         cache[0], cache[1] = sec, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
-    return f"{cache[1]}.{rest // 1_000_000:03d}Z"
+    stamp: str = cache[1]
+    return stamp + _MILLIS[ms]
 
 
 def attempt_fields(a: AttemptRecord) -> dict[str, Any]:
@@ -100,6 +104,52 @@ def record_line(rec: RequestRecord, *, include_text: bool = False) -> dict[str, 
     return line
 
 
+_ATTEMPT_FIELDS: list[Any] = [
+    "deployment", "provider", "model", "start_ns", "ms", "status", "error_class", "hedge",
+    "cancelled", "ttft_ms", "input_tokens", "output_tokens", "cost_usd", "finish_reason",
+]  # fmt: skip
+# record_line's keys in its order; record_json writes the same line from a list of the
+# values (a list costs a fraction of a dict this size, and orjson still writes them).
+_LINE = _core.JsonShape(
+    [
+        "ts", "event", "request_id", "tenant", "surface", "operation", "route", "deployment",
+        "provider", "tier", "response_model", "status", "error_type", "finish_reason",
+        "stream", "stream_error", ("attempts", "objects", _ATTEMPT_FIELDS), "fallbacks",
+        "hedged", "idempotency", "ttft_ms", "latency_ms",
+        ("tokens", "object", ["input", "output", "cached", "reasoning"]),
+        "cost_usd", "predicted_quality", "predicted_latency_ms", "decision_us",
+        "decision_reason", "relaxed", "safety",
+    ]
+)  # fmt: skip
+
+
+def record_json(rec: RequestRecord) -> bytes:
+    """``orjson.dumps(record_line(rec))`` (text never included), at a third of the cost."""
+    return _LINE.write(
+        orjson.dumps(
+            [
+                _iso(rec.start_ns), "request", rec.request_id, rec.tenant, rec.surface,
+                rec.operation, rec.route, rec.deployment, rec.provider, rec.tier,
+                rec.response_model, rec.status, rec.error_type, rec.finish_reason, rec.stream,
+                rec.stream_error,
+                [
+                    [
+                        a.deployment, a.provider, a.model, a.start_ns, a.ms, a.status,
+                        a.error_class, a.hedge, a.cancelled, a.ttft_ms, a.input_tokens,
+                        a.output_tokens, a.cost_usd, a.finish_reason,
+                    ]
+                    for a in rec.attempts
+                ],
+                rec.fallbacks, rec.hedged, rec.idempotency, rec.ttft_ms, rec.latency_ms,
+                [rec.input_tokens, rec.output_tokens, rec.cached_tokens, rec.reasoning_tokens],
+                rec.cost_usd, rec.predicted_quality, rec.predicted_latency_ms, rec.decision_us,
+                rec.decision_reason, rec.relaxed,
+                [f"{f.kind}:{f.action}" for f in rec.safety] if rec.safety else [],
+            ]
+        )
+    )  # fmt: skip
+
+
 def finding_event(f: SafetyFinding, request_id: str, tenant: str, ts_ns: int) -> dict[str, Any]:
     return {
         "ts": _iso(ts_ns),
@@ -135,6 +185,14 @@ class JsonLines:
         if not objs:
             return
         self._out.write(b"".join(orjson.dumps(o, option=orjson.OPT_APPEND_NEWLINE) for o in objs))
+        self._out.flush()
+
+    def write_lines(self, lines: list[bytes]) -> None:
+        """Lines already serialised, without their newlines."""
+        if not lines:
+            return
+        lines.append(b"")
+        self._out.write(b"\n".join(lines))
         self._out.flush()
 
     def close(self) -> None:

@@ -33,7 +33,7 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, M
 from prometheus_client.registry import Collector
 
 from tiergate.config import Config
-from tiergate.telemetry.record import RequestRecord, SafetyFinding
+from tiergate.telemetry.record import AttemptRecord, RequestRecord, SafetyFinding
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import Meter
@@ -111,18 +111,26 @@ class _Instrument:
     def observe(self, value: float, *values: str) -> None:
         self.observe_at(values, value)
 
+    def cell(self, values: tuple[str, ...]) -> list[Any]:
+        """The mutable cell of one label set: ``[total]`` for a counter, the bucket
+        counts then the sum for a histogram. Created on first use, so a series appears
+        in ``/metrics`` only once something was observed in it."""
+        cell = self._values.get(values)
+        if cell is None:
+            bounds = self._bounds
+            cell = [0.0] if bounds is None else [0] * (len(bounds) + 1) + [0.0]
+            self._values[values] = cell
+        return cell
+
     def add_at(self, values: tuple[str, ...], amount: float) -> None:
-        d = self._values
-        d[values] = d.get(values, 0.0) + amount
+        self.cell(values)[0] += amount
         if self._otel is not None:
             self._otel.add(amount, self._attrs(values))
 
     def observe_at(self, values: tuple[str, ...], value: float) -> None:
         bounds = self._bounds
         assert bounds is not None
-        cell = self._values.get(values)
-        if cell is None:
-            cell = self._values[values] = [0] * (len(bounds) + 1) + [0.0]
+        cell = self.cell(values)
         cell[bisect_left(bounds, value)] += 1
         cell[-1] += value
         if self._otel is not None:
@@ -133,7 +141,7 @@ class _Instrument:
         if self._bounds is None:
             counter = CounterMetricFamily(self._name, self._doc, labels=labels)
             for values, total in self._values.items():
-                counter.add_metric(list(values), total)
+                counter.add_metric(list(values), total[0])
             return counter
         family = HistogramMetricFamily(self._name, self._doc, labels=labels)
         names = [_bound_text(b) for b in self._bounds] + ["+Inf"]
@@ -161,6 +169,68 @@ class _Collector(Collector):
         return [i.collect() for i in self._instruments]
 
 
+# Distinct kinds of request whose cells are remembered (see _Series).
+_SERIES_CACHE = 4096
+
+
+class _Series:
+    """The cells one kind of request (same route, deployment, provider, model, operation,
+    tenant and outcome) updates: its labels are worked out once per kind, not per
+    request. Cells other than the request count and duration are fetched on first use,
+    so that a series appears in ``/metrics`` only once something was observed in it."""
+
+    __slots__ = (
+        "_cost_labels",
+        "_gen",
+        "_metrics",
+        "cost",
+        "duration",
+        "idempotency",
+        "requests",
+        "route",
+        "tokens_in",
+        "tokens_out",
+        "ttft",
+    )
+
+    def __init__(self, m: Metrics, rec: RequestRecord, outcome: str, error_type: str) -> None:
+        route = m.route(rec.route)
+        deployment = rec.deployment
+        dep = m.deployment(deployment)
+        model = rec.response_model or "none"
+        if deployment is not None and dep == "other":
+            model = "other"
+        self._metrics = m
+        self.route = route
+        self._gen = (rec.operation, rec.provider or "none", route, dep, model)
+        self._cost_labels = (route, dep, m.tenant(rec.tenant))
+        self.requests: list[float] = m.requests.cell((route, dep, outcome))
+        self.duration: list[Any] = m.duration.cell((*self._gen, error_type))
+        self.tokens_in: list[Any] | None = None
+        self.tokens_out: list[Any] | None = None
+        self.ttft: list[Any] | None = None
+        self.cost: list[float] | None = None
+        self.idempotency: list[float] | None = (
+            m.idempotency.cell((rec.idempotency,)) if rec.idempotency != "none" else None
+        )
+
+    def tokens(self, token_type: str) -> list[Any]:
+        cell = self._metrics.tokens.cell((*self._gen, token_type))
+        if token_type == "input":
+            self.tokens_in = cell
+        else:
+            self.tokens_out = cell
+        return cell
+
+    def first_chunk(self) -> list[Any]:
+        self.ttft = self._metrics.ttft.cell(self._gen)
+        return self.ttft
+
+    def spend(self) -> list[float]:
+        self.cost = self._metrics.cost.cell(self._cost_labels)
+        return self.cost
+
+
 class Metrics:
     """Every metric tiergate exports; fed by the hub's metrics worker and direct counters."""
 
@@ -170,6 +240,10 @@ class Metrics:
         self._deployments = frozenset(config.deployments)
         self._tenants = frozenset(config.tenants)
         self._tiers = {name: dep.tier for name, dep in config.deployments.items()}
+        self._otel = meter is not None
+        self._series: dict[tuple[object, ...], _Series] = {}
+        self._attempt_cells: dict[tuple[str, str | None, bool], list[float]] = {}
+        self._decision_cell: list[Any] | None = None
         r = self.registry
         m = meter
 
@@ -331,15 +405,76 @@ class Metrics:
         return name if name in self._tenants else "other"
 
     def observe_request(self, rec: RequestRecord) -> None:
-        route = self.route(rec.route)
-        deployment = rec.deployment
-        dep = self.deployment(deployment)
         status = rec.status
         if status < 400 and rec.stream_error is None:
             outcome, error_type = "ok", ""
         else:
             outcome = "client_error" if status < 500 else "error"
             error_type = rec.error_type or ("stream_error" if rec.stream_error else str(status))
+        if self._otel:  # OTel instruments take their attributes with every value
+            self._observe_each(rec, outcome, error_type)
+            return
+        key = (
+            rec.route,
+            rec.deployment,
+            rec.provider,
+            rec.response_model,
+            rec.operation,
+            rec.tenant,
+            rec.idempotency,
+            outcome,
+            error_type,
+        )
+        series = self._series.get(key)
+        if series is None:
+            if len(self._series) >= _SERIES_CACHE:
+                self._series.clear()  # label values are bounded; response models may not be
+            series = self._series[key] = _Series(self, rec, outcome, error_type)
+        series.requests[0] += 1
+        cell, value = series.duration, rec.latency_ms / 1000
+        cell[bisect_left(DURATION_BUCKETS, value)] += 1
+        cell[-1] += value
+        if rec.input_tokens:
+            cell, value = series.tokens_in or series.tokens("input"), rec.input_tokens
+            cell[bisect_left(TOKEN_BUCKETS, value)] += 1
+            cell[-1] += value
+        if rec.output_tokens:
+            cell, value = series.tokens_out or series.tokens("output"), rec.output_tokens
+            cell[bisect_left(TOKEN_BUCKETS, value)] += 1
+            cell[-1] += value
+        if rec.ttft_ms is not None:
+            cell, value = series.ttft or series.first_chunk(), rec.ttft_ms / 1000
+            cell[bisect_left(TTFT_BUCKETS, value)] += 1
+            cell[-1] += value
+        if rec.cost_usd:
+            (series.cost or series.spend())[0] += rec.cost_usd
+        if rec.fallbacks:
+            self.fallbacks.add_at((series.route,), rec.fallbacks)
+        attempt_cells = self._attempt_cells
+        for a in rec.attempts:
+            akey = (a.deployment, a.error_class, a.cancelled)
+            acell = attempt_cells.get(akey)
+            if acell is None:
+                if len(attempt_cells) >= _SERIES_CACHE:
+                    attempt_cells.clear()
+                acell = attempt_cells[akey] = self.attempts.cell(self._attempt_labels(a))
+            acell[0] += 1
+            if a.hedge:
+                self._hedge(series.route, a)
+        if series.idempotency is not None:
+            series.idempotency[0] += 1
+        if rec.decision_us:
+            value = rec.decision_us / 1e6
+            dcell = self._decision_cell
+            if dcell is None:
+                dcell = self._decision_cell = self.decision.cell(())
+            dcell[bisect_left(DECISION_BUCKETS, value)] += 1
+            dcell[-1] += value
+
+    def _observe_each(self, rec: RequestRecord, outcome: str, error_type: str) -> None:
+        route = self.route(rec.route)
+        deployment = rec.deployment
+        dep = self.deployment(deployment)
         self.requests.add_at((route, dep, outcome), 1)
         provider = rec.provider or "none"
         model = rec.response_model or "none"
@@ -360,14 +495,24 @@ class Metrics:
         if rec.fallbacks:
             self.fallbacks.add_at((route,), rec.fallbacks)
         for a in rec.attempts:
-            adep = self.deployment(a.deployment)
-            self.attempts.add_at((adep, a.error_class or ("cancelled" if a.cancelled else "ok")), 1)
+            self.attempts.add_at(self._attempt_labels(a), 1)
             if a.hedge:
-                self.hedges.add_at((route, adep, "lost" if a.cancelled else "won"), 1)
+                self._hedge(route, a)
         if rec.idempotency != "none":
             self.idempotency.add_at((rec.idempotency,), 1)
         if rec.decision_us:
             self.decision.observe_at((), rec.decision_us / 1e6)
+
+    def _attempt_labels(self, a: AttemptRecord) -> tuple[str, str]:
+        return (
+            self.deployment(a.deployment),
+            a.error_class or ("cancelled" if a.cancelled else "ok"),
+        )
+
+    def _hedge(self, route: str, a: AttemptRecord) -> None:
+        self.hedges.add_at(
+            (route, self.deployment(a.deployment), "lost" if a.cancelled else "won"), 1
+        )
 
     def observe_findings(self, findings: Iterable[SafetyFinding]) -> None:
         for f in findings:

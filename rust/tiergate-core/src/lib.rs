@@ -3,6 +3,7 @@
 //! * [`completion`]: an `OpenAI` chat completion read and written;
 //! * [`hash`]: canonical form and xxh3-128 idempotency key of a chat request;
 //! * [`window`]: sliding-window latency quantiles;
+//! * [`named`]: a JSON array of values written as an object, its elements named;
 //! * [`tokens`]: prompt-token estimate of a chat request;
 //! * [`policy`]: the router that ranks candidates for one request;
 //! * [`rawjson`]: the request-body parser that keeps strings as input slices;
@@ -24,6 +25,7 @@ pub mod hash;
 pub mod json;
 #[cfg(test)]
 mod mutate;
+pub mod named;
 pub mod policy;
 pub mod quality;
 pub mod rawjson;

@@ -37,6 +37,37 @@ type Finders = [memmem::Finder<'static>];
 
 /// The searchers of `CODE` and `HARD`, built once (building one costs more than
 /// searching a prompt).
+/// Difficulty in [0, 1] of a request for the heuristic quality prior: prompt length
+/// (up to 0.4 at 3,200 tokens), code (+0.2), tools (+0.1), a JSON schema (+0.1) and
+/// multi-step wording (+0.2) in the last message. Added in that order, as the Python
+/// heuristic it replaces did, so that the sums round alike.
+#[must_use]
+pub fn difficulty(prompt_tokens: u64, signals: u32, tools: bool, json_schema: bool) -> f64 {
+    #[allow(clippy::cast_precision_loss)] // token counts are far below 2^52
+    let mut d = (prompt_tokens as f64 / 8000.0).min(0.4);
+    if signals & SIG_CODE != 0 {
+        d += 0.2;
+    }
+    if tools {
+        d += 0.1;
+    }
+    if json_schema {
+        d += 0.1;
+    }
+    if signals & SIG_HARD != 0 {
+        d += 0.2;
+    }
+    d.min(1.0)
+}
+
+/// Each prior lowered for a request of difficulty `d`: `prior^(1 + d)`. Small models
+/// lose more on hard requests.
+#[must_use]
+pub fn heuristic_qualities(priors: impl Iterator<Item = f64>, d: f64) -> Vec<f64> {
+    let exponent = 1.0 + d;
+    priors.map(|p| p.powf(exponent)).collect()
+}
+
 fn finders() -> &'static (Box<Finders>, Box<Finders>) {
     static F: OnceLock<(Box<Finders>, Box<Finders>)> = OnceLock::new();
     F.get_or_init(|| (build(&CODE), build(&HARD)))
@@ -67,6 +98,25 @@ mod tests {
             assert_eq!(text_signals(hard), SIG_HARD, "{hard}");
         }
         assert_eq!(text_signals("def prove():"), SIG_CODE | SIG_HARD);
+    }
+
+    #[test]
+    fn difficulty_adds_its_signals_and_stops_at_one() {
+        assert!(difficulty(0, 0, false, false).abs() < f64::EPSILON);
+        assert!((difficulty(800, 0, false, false) - 0.1).abs() < 1e-12);
+        assert!((difficulty(1_000_000, 0, false, false) - 0.4).abs() < 1e-12);
+        assert!((difficulty(0, SIG_CODE, true, true) - 0.4).abs() < 1e-12);
+        assert!((difficulty(10_000, SIG_CODE | SIG_HARD, true, true) - 1.0).abs() < 1e-12);
+        assert!(difficulty(u64::MAX, SIG_CODE | SIG_HARD, true, true) <= 1.0);
+    }
+
+    #[test]
+    fn qualities_are_priors_raised_by_difficulty() {
+        let q = heuristic_qualities([0.7, 0.95, 1.0].into_iter(), 0.5);
+        assert!((q[0] - 0.7_f64.powf(1.5)).abs() < 1e-15);
+        assert!((q[1] - 0.95_f64.powf(1.5)).abs() < 1e-15);
+        assert!((q[2] - 1.0).abs() < 1e-15);
+        assert!((heuristic_qualities([0.8].into_iter(), 0.0)[0] - 0.8).abs() < 1e-15);
     }
 
     #[test]

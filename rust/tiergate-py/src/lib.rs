@@ -16,6 +16,7 @@ use pyo3::types::{PyBytes, PyString, PyTuple};
 use tiergate_core::{hash, policy, signals, tokens, window, CoreError, ErrorKind};
 
 mod classifier;
+mod named;
 mod relay;
 mod safety;
 
@@ -174,6 +175,20 @@ fn request(
     }
 }
 
+impl Router {
+    fn qualities_for(
+        &self,
+        prompt_tokens: u64,
+        text: Option<&Bound<'_, PyString>>,
+        tools: bool,
+        json_schema: bool,
+    ) -> Vec<f64> {
+        let sig = text.map_or(0, |t| signals::text_signals(&t.to_string_lossy()));
+        let d = signals::difficulty(prompt_tokens, sig, tools, json_schema);
+        signals::heuristic_qualities(self.inner.candidates().iter().map(|c| c.quality_prior), d)
+    }
+}
+
 #[pymethods]
 impl Router {
     #[new]
@@ -257,6 +272,60 @@ impl Router {
         self.inner
             .predicted_latency(idx, expected_output_tokens, now)
             .map_err(to_py)
+    }
+
+    /// Each candidate's prior lowered by the request's difficulty (`signals::difficulty`
+    /// of the last message's `text`, `None` for none); a lone surrogate reads as U+FFFD.
+    fn heuristic_qualities(
+        &self,
+        prompt_tokens: u64,
+        text: Option<&Bound<'_, PyString>>,
+        tools: bool,
+        json_schema: bool,
+    ) -> Vec<f64> {
+        self.qualities_for(prompt_tokens, text, tools, json_schema)
+    }
+
+    /// `plan` with `qualities` from `heuristic_qualities`, which it also returns.
+    #[pyo3(signature = (required_caps, prompt_tokens, max_output_tokens, expected_output_tokens, latency_budget_ms, max_cost_usd, min_quality, allowed_mask, unavailable_mask, flags, text, tools, json_schema, now = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn plan_heuristic<'py>(
+        &self,
+        py: Python<'py>,
+        required_caps: u64,
+        prompt_tokens: u64,
+        max_output_tokens: u64,
+        expected_output_tokens: u64,
+        latency_budget_ms: f64,
+        max_cost_usd: f64,
+        min_quality: f64,
+        allowed_mask: u64,
+        unavailable_mask: u64,
+        flags: u64,
+        text: Option<&Bound<'_, PyString>>,
+        tools: bool,
+        json_schema: bool,
+        now: Option<f64>,
+    ) -> PyResult<(Bound<'py, PyTuple>, u32, Vec<f64>)> {
+        let now = now_or_monotonic(now);
+        let qualities = self.qualities_for(prompt_tokens, text, tools, json_schema);
+        let req = request(
+            required_caps,
+            prompt_tokens,
+            max_output_tokens,
+            expected_output_tokens,
+            latency_budget_ms,
+            max_cost_usd,
+            min_quality,
+            allowed_mask,
+            unavailable_mask,
+            flags,
+        );
+        let plan = self
+            .inner
+            .plan(&req, Some(&qualities), now)
+            .map_err(to_py)?;
+        Ok((PyTuple::new(py, plan.order)?, plan.relaxed, qualities))
     }
 
     #[pyo3(signature = (required_caps, prompt_tokens, max_output_tokens, expected_output_tokens, latency_budget_ms, max_cost_usd, min_quality, allowed_mask, unavailable_mask, flags = 0, qualities = None, now = None))]
@@ -371,6 +440,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     classifier::register(m)?;
     safety::register(m)?;
     relay::register(m)?;
+    named::register(m)?;
     m.add(
         "TRANSPORT_FIELDS",
         PyTuple::new(m.py(), hash::TRANSPORT_FIELDS)?,
