@@ -6,7 +6,7 @@ import itertools
 import random
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from tiergate.envelope import ChatRequest, Message, ResponseFormat, TextPart, ToolCall
@@ -21,6 +21,7 @@ from tiergate.safety import (
     scan_output,
     scan_request,
 )
+from tiergate.safety.detectors import find_spans_reference
 
 FOUND = [
     ("write to jane.doe+tag@example.co.uk today", "email"),
@@ -115,7 +116,25 @@ FILLER = st.text(alphabet=st.characters(codec="utf-8", exclude_characters="@"), 
 )
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "415-555-0132 0 415-555-0132",
+        "  415-555-0132 12 415-555-0132  ",
+        "415-555-0132 7 (415) 555-0199",
+    ],
+)
+def test_a_failed_card_candidate_keeps_the_phone_it_cut_short(text: str) -> None:
+    # The card pattern's greedy match ends inside the second number; Luhn rejects it,
+    # and the phone numbers on both sides of the short group must still be found.
+    spans = find_spans(text, injection=False)
+    assert [s.kind for s in spans] == ["phone", "phone"]
+    assert spans == find_spans_reference(text, injection=False)
+    assert "555" not in redact_text(text)
+
+
 @settings(max_examples=200)
+@example(pieces=[(" ", "415-555-0132"), (" 0 ", "415-555-0132")], tail=" ")  # found by hypothesis
 @given(st.lists(st.tuples(FILLER, SECRETS), min_size=1, max_size=5), FILLER)
 def test_redaction_removes_every_planted_secret(pieces: list[tuple[str, str]], tail: str) -> None:
     text = "".join(f + s for f, s in pieces) + tail

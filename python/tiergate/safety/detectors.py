@@ -239,8 +239,9 @@ def _scan(raw: bytes, injection: bool) -> list[Span]:
             kind = m.lastgroup or ""
             if kind == "card" and not luhn_ok(m.group().replace(b" ", b"").replace(b"-", b"")):
                 # The greedy candidate may join a card to a neighbouring number, or be a
-                # phone number run into another: look inside it for both.
-                spans.extend(_inside_failed_card(raw, m.start(), m.end()))
+                # phone number run into another: look inside it for both, and for a
+                # number it cut short (up to the window's end).
+                spans.extend(_inside_failed_card(raw, m.start(), m.end(), hi))
                 continue
             spans.append(Span(kind, m.start(), m.end()))
     # Injection markers.
@@ -270,9 +271,13 @@ def _scan(raw: bytes, injection: bool) -> list[Span]:
     return spans
 
 
-def _inside_failed_card(raw: bytes, lo: int, hi: int) -> list[Span]:
+def _inside_failed_card(raw: bytes, lo: int, hi: int, limit: int) -> list[Span]:
+    """Cards among the digit groups of ``raw[lo:hi]`` (a candidate that failed Luhn) and
+    the other numbers from ``lo`` to ``limit``: the candidate's greedy end may fall
+    inside a phone number, which the scan that follows it would not see whole."""
     found = [
-        Span(m.lastgroup or "", m.start(), m.end()) for m in _NUMBERS_NO_CARD.finditer(raw, lo, hi)
+        Span(m.lastgroup or "", m.start(), m.end())
+        for m in _NUMBERS_NO_CARD.finditer(raw, lo, limit)
     ]
     # Sub-candidates start and end on digit-group boundaries (separators or the edges).
     digits = [i for i in range(lo, hi) if 48 <= raw[i] <= 57]
