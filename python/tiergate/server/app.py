@@ -14,7 +14,7 @@ import itertools
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Literal, cast
 
 import orjson
@@ -166,8 +166,8 @@ def parse_json(raw: bytes) -> Any:
         ) from None
 
 
-def _header_number(request: web.Request, name: str, low: float, high: float) -> float | None:
-    value = request.headers.get(name)
+def _header_number(headers: Mapping[str, str], name: str, low: float, high: float) -> float | None:
+    value = headers.get(name)
     if value is None:
         return None
     try:
@@ -185,21 +185,24 @@ def make_envelope(
     request: web.Request, chat: ChatRequest, surface: Surface, request_id: str
 ) -> Envelope:
     inf = float("inf")
-    key = request.headers.get("idempotency-key")
+    # request.headers is a property that builds a proxy on each use: read it once.
+    headers = request.headers
+    key = headers.get("idempotency-key")
     if key is not None and not 0 < len(key) <= 256:
         raise RequestError(
             "header `Idempotency-Key` must be 1-256 characters", param="Idempotency-Key"
         )
+    # Positional: binding nine keywords cost about as much as building the envelope.
     return Envelope(
-        surface=surface,
-        route=chat.model,
-        tenant=request.headers.get("x-tiergate-tenant", ""),
-        latency_budget_ms=_header_number(request, "x-tiergate-latency-budget-ms", 1, inf),
-        max_cost_usd=_header_number(request, "x-tiergate-max-cost-usd", 0, inf),
-        min_quality=_header_number(request, "x-tiergate-min-quality", 0, 1),
-        timeout_ms=_header_number(request, "x-tiergate-timeout-ms", 1, inf),
-        idempotency_key=key,
-        request_id=request_id,
+        surface,
+        chat.model,
+        headers.get("x-tiergate-tenant", ""),
+        _header_number(headers, "x-tiergate-latency-budget-ms", 1, inf),
+        _header_number(headers, "x-tiergate-max-cost-usd", 0, inf),
+        _header_number(headers, "x-tiergate-min-quality", 0, 1),
+        _header_number(headers, "x-tiergate-timeout-ms", 1, inf),
+        key,
+        request_id,
     )
 
 
@@ -274,11 +277,12 @@ class Pipeline:
         # A policy whose request scan only reports: run in _report, after the answer.
         self.scan_later: SafetyPolicy | None = None
         self.text: str | None = None  # the answer's text, for output checks and shadows
+        # (request_id, start_ns, surface, route) by position: cheaper than keywords.
         self.record = RequestRecord(
-            request_id=_new_request_id(),
-            start_ns=time.time_ns(),
-            surface=surface,
-            route="",
+            _new_request_id(),
+            time.time_ns(),
+            surface,
+            "",
             traceparent=request.headers.get("traceparent"),
         )
 
