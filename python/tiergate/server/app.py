@@ -14,7 +14,7 @@ import itertools
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from typing import Any, Literal, cast
 
 import orjson
@@ -166,10 +166,8 @@ def parse_json(raw: bytes) -> Any:
         ) from None
 
 
-def _header_number(headers: Mapping[str, str], name: str, low: float, high: float) -> float | None:
-    value = headers.get(name)
-    if value is None:
-        return None
+def _header_number(value: str, name: str, low: float, high: float) -> float:
+    """The number a tiergate header carries, checked against its range."""
     try:
         number = float(value)
     except ValueError:
@@ -186,21 +184,26 @@ def make_envelope(
 ) -> Envelope:
     inf = float("inf")
     # request.headers is a property that builds a proxy on each use: read it once.
-    headers = request.headers
-    key = headers.get("idempotency-key")
+    get = request.headers.get
+    key = get("idempotency-key")
     if key is not None and not 0 < len(key) <= 256:
         raise RequestError(
             "header `Idempotency-Key` must be 1-256 characters", param="Idempotency-Key"
         )
+    # Callers seldom send these: an absent one costs a lookup, not a call.
+    budget = get("x-tiergate-latency-budget-ms")
+    ceiling = get("x-tiergate-max-cost-usd")
+    floor = get("x-tiergate-min-quality")
+    timeout = get("x-tiergate-timeout-ms")
     # Positional: binding nine keywords cost about as much as building the envelope.
     return Envelope(
         surface,
         chat.model,
-        headers.get("x-tiergate-tenant", ""),
-        _header_number(headers, "x-tiergate-latency-budget-ms", 1, inf),
-        _header_number(headers, "x-tiergate-max-cost-usd", 0, inf),
-        _header_number(headers, "x-tiergate-min-quality", 0, 1),
-        _header_number(headers, "x-tiergate-timeout-ms", 1, inf),
+        get("x-tiergate-tenant", ""),
+        None if budget is None else _header_number(budget, "x-tiergate-latency-budget-ms", 1, inf),
+        None if ceiling is None else _header_number(ceiling, "x-tiergate-max-cost-usd", 0, inf),
+        None if floor is None else _header_number(floor, "x-tiergate-min-quality", 0, 1),
+        None if timeout is None else _header_number(timeout, "x-tiergate-timeout-ms", 1, inf),
         key,
         request_id,
     )
