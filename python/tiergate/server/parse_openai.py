@@ -8,7 +8,7 @@ accepted and ignored, as OpenAI-compatible servers do.
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
 from tiergate import _core
 from tiergate.envelope import (
@@ -50,7 +50,7 @@ def parse_plain_openai_request(raw: bytes) -> ChatRequest | None:
     model, messages, max_tokens, stream = fields
     return ChatRequest(
         model=model,
-        messages=[Message(cast(Role, role), [TextPart(text)]) for role, text in messages],
+        messages=[Message(role, [TextPart(text)]) for role, text in messages],
         max_tokens=max_tokens,
         stream=stream,
         raw=raw,
