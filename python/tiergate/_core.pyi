@@ -242,7 +242,12 @@ class OpenAIRelay:
         """The text rendered so far."""
 
     @property
-    def end(self) -> tuple[str, int, int, int, int, str] | None:
+    def end(
+        self,
+    ) -> (
+        tuple[Literal["stop", "length", "tool_calls", "content_filter"], int, int, int, int, str]
+        | None
+    ):
         """Once ended: ``(canonical finish reason, input, output, cached, reasoning
         tokens, model)``."""
 
