@@ -143,7 +143,18 @@ def finish_reason(raw: str) -> str:
 def parse_openai_completion(
     body: bytes,
 ) -> (
-    tuple[str | None, str, int, int, int, int, str, list[tuple[str, str, str]], str | None, str]
+    tuple[
+        str | None,
+        Literal["stop", "length", "tool_calls", "content_filter"],
+        int,
+        int,
+        int,
+        int,
+        str,
+        list[tuple[str, str, str]],
+        str | None,
+        str,
+    ]
     | None
 ):
     """An OpenAI chat-completion body read as ``parse_openai_response`` reads it:
@@ -154,7 +165,7 @@ def parse_openai_completion(
 
 def plain_chat_request(
     body: bytes,
-) -> tuple[str, list[tuple[str, str]], int | None, bool] | None:
+) -> tuple[str, list[tuple[Literal["system", "user", "assistant"], str]], int | None, bool] | None:
     """``(model, [(role, text)], max_tokens, stream)`` of the usual chat-completions body:
     a non-empty ``model``; ``messages``, each exactly ``{"role", "content"}`` with a
     system, developer (read as system), user or assistant role and non-empty text;
@@ -231,7 +242,12 @@ class OpenAIRelay:
         """The text rendered so far."""
 
     @property
-    def end(self) -> tuple[str, int, int, int, int, str] | None:
+    def end(
+        self,
+    ) -> (
+        tuple[Literal["stop", "length", "tool_calls", "content_filter"], int, int, int, int, str]
+        | None
+    ):
         """Once ended: ``(canonical finish reason, input, output, cached, reasoning
         tokens, model)``."""
 

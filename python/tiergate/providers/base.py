@@ -64,7 +64,9 @@ class ToolCallDelta:
     arguments: str = ""
 
 
-@dataclass(slots=True, frozen=True)
+# Not frozen: one ends every stream, and a frozen __init__ sets each field through
+# object.__setattr__. Nothing changes one after it is made.
+@dataclass(slots=True)
 class StreamEnd:
     """Always the last event of a stream that completed; a cut stream raises instead."""
 

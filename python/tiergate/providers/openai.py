@@ -9,7 +9,7 @@ style gateways), which mostly do not know the newer name.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any, cast
+from typing import Any
 
 import orjson
 
@@ -206,7 +206,7 @@ def completion_from_body(raw: bytes, provider: str = "") -> Completion:
     )
     return Completion(
         text,
-        cast(FinishReason, reason),
+        reason,
         Usage(input_tokens, output_tokens, cached, reasoning),
         model,
         [ToolCall(*call) for call in calls] if calls else [],

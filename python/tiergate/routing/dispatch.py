@@ -136,6 +136,40 @@ class Dispatcher:
             **kw,  # type: ignore[arg-type]
         )
 
+    def _answered(
+        self,
+        name: str,
+        started: float,
+        start_ns: int,
+        status: int | None,
+        error_class: str | None,
+        hedge: bool,
+        cancelled: bool,
+        ttft_ms: float | None,
+        usage: Usage,
+        cost: float,
+        finish_reason: str | None,
+    ) -> AttemptRecord:
+        """:meth:`_record` of an attempt that got an answer (once per request), every field
+        by position: keywords through ``**kw`` cost 18k instructions against 7k."""
+        dep = self._config.deployments[name]
+        return AttemptRecord(
+            name,
+            self._config.providers[dep.provider].kind,
+            dep.model,
+            start_ns,
+            round((time.monotonic() - started) * 1000, 3),
+            status,
+            error_class,
+            hedge,
+            cancelled,
+            ttft_ms,
+            usage.input_tokens,
+            usage.output_tokens,
+            cost,
+            finish_reason,
+        )
+
     def _failed(self, name: str, exc: ProviderError) -> None:
         self._planner.health.failure(name, exc.error_class, exc.retry_after_s)
 
@@ -197,16 +231,19 @@ class Dispatcher:
                 )
             )
             raise
-        record = self._record(
+        usage = completion.usage
+        record = self._answered(
             name,
             started,
             start_ns,
-            status=200,
-            hedge=hedge,
-            input_tokens=completion.usage.input_tokens,
-            output_tokens=completion.usage.output_tokens,
-            cost_usd=cost_usd(dep, completion.usage),
-            finish_reason=completion.finish_reason,
+            200,
+            None,
+            hedge,
+            False,
+            None,
+            usage,
+            cost_usd(dep, usage),
+            completion.finish_reason,
         )
         attempts.append(record)
         self._planner.health.success(name)
@@ -405,18 +442,18 @@ class Dispatcher:
             error_class: str | None = "cancelled"
         else:
             error_class = None if error is None else error.error_class.value
-        record = self._record(
+        record = self._answered(
             name,
             outcome.started,
             start_ns,
-            status=200 if error is None else error.status,
-            error_class=error_class,
-            cancelled=caller_gone,
-            ttft_ms=round(outcome.ttft_ms, 3),
-            input_tokens=used.input_tokens,
-            output_tokens=used.output_tokens,
-            cost_usd=cost_usd(dep, used),
-            finish_reason=finish_reason,
+            200 if error is None else error.status,
+            error_class,
+            False,
+            caller_gone,
+            round(outcome.ttft_ms, 3),
+            used,
+            cost_usd(dep, used),
+            finish_reason,
         )
         outcome.attempts.append(record)
         if caller_gone:

@@ -48,7 +48,7 @@ class _State:
 
 
 class Health:
-    __slots__ = ("_config", "_index", "_states", "_tier_size", "events")
+    __slots__ = ("_config", "_index", "_states", "_tier_size", "_until", "events")
 
     def __init__(
         self,
@@ -67,6 +67,11 @@ class Health:
         self._tier_size: dict[str, int] = {}
         for tier in tiers.values():
             self._tier_size[tier] = self._tier_size.get(tier, 0) + 1
+        # The latest ejection or cool-down end of any deployment: before it nothing is
+        # unavailable, and the planner asks on every request.
+        self._until = max(
+            (max(s.ejected_until, s.cooldown_until) for s in self._states.values()), default=0.0
+        )
         # (kind, deployment, seconds) of ejections and cool-downs, drained by telemetry.
         self.events: deque[tuple[str, str, float]] = deque(maxlen=1024)
 
@@ -78,6 +83,8 @@ class Health:
     def unavailable_mask(self, now: float | None = None) -> int:
         """Bit i set when the deployment at router index i is ejected or cooling down."""
         now = time.monotonic() if now is None else now
+        if self._until <= now:
+            return 0
         mask = 0
         for name, s in self._states.items():
             if s.ejected_until > now or s.cooldown_until > now:
@@ -131,6 +138,7 @@ class Health:
         until = now + max(0.0, seconds)
         if until > s.cooldown_until:
             s.cooldown_until = until
+            self._until = max(self._until, until)
             self.events.append(("cooldown", name, seconds))
 
     def _eject(self, name: str, s: _State, now: float) -> None:
@@ -143,6 +151,7 @@ class Health:
         s.ejections_in_a_row += 1
         seconds = min(c.base_ejection_s * 2 ** (s.ejections_in_a_row - 1), c.max_ejection_s)
         s.ejected_until = now + seconds
+        self._until = max(self._until, s.ejected_until)
         s.consecutive = 0
         s.outcomes.clear()
         self.events.append(("ejection", name, seconds))

@@ -26,9 +26,11 @@ from tiergate import _core
 __all__ = ["Flight", "Idempotency", "MemoryStore", "Recorded", "Store"]
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class Recorded:
-    """A finished response as the caller received it."""
+    """A finished response as the caller received it. Nothing changes one after it is
+    made; not frozen because a frozen dataclass sets each field through
+    ``object.__setattr__`` (one per request: 17.9k instructions against 10.4k)."""
 
     status: int
     headers: tuple[tuple[str, str], ...]
@@ -47,7 +49,7 @@ class Recorded:
         size += len(headers) * _PER_HEADER
         for k, v in headers:  # a plain loop: a generator costs half as much again
             size += len(k) + len(v)
-        object.__setattr__(self, "size", size)
+        self.size = size
 
 
 # getsizeof of an empty bytes / str / tuple, and of a pointer slot in a tuple.

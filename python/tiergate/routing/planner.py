@@ -330,8 +330,23 @@ class Planner:
         features = self.features(request, envelope, tenant, scope)
         quality = self.quality
         if quality is self._heuristic:  # qualities and plan in one call to the core
+            f, messages = features, request.messages
+            # args() and _heuristic_inputs() spelled out: two calls and two tuples fewer
+            # (12.4k instructions -> 9.6k). Keep in step with both.
             order, relaxed_bits, qualities = self.router.plan_heuristic(
-                *features.args(), *_heuristic_inputs(request)
+                f.required_caps,
+                f.prompt_tokens,
+                f.max_output_tokens,
+                f.expected_output_tokens,
+                f.latency_budget_ms,
+                f.max_cost_usd,
+                f.min_quality,
+                f.allowed_mask,
+                f.unavailable_mask,
+                f.flags,
+                messages[-1].text if messages else None,
+                bool(request.tools),
+                request.response_format.kind == "json_schema",
             )
         else:
             qualities = quality.predict(request, features.prompt_tokens)

@@ -12,7 +12,7 @@ import time
 from typing import Protocol, cast
 
 from tiergate import _core
-from tiergate.providers.base import FinishReason, StreamEnd, StreamEvent, TextDelta, Usage
+from tiergate.providers.base import StreamEnd, StreamEvent, TextDelta, Usage
 from tiergate.routing.dispatch import StreamItem
 
 __all__ = ["EventFrames", "Frames", "RelayFrames"]
@@ -84,7 +84,7 @@ class RelayFrames:
         if end is not None:
             finish, input_tokens, output_tokens, cached, reasoning, model = end
             usage = Usage(input_tokens, output_tokens, cached, reasoning)
-            self.end = StreamEnd(cast(FinishReason, finish), usage, model)
+            self.end = StreamEnd(finish, usage, model)
         return frames
 
     @property
