@@ -321,35 +321,44 @@ class Dispatcher:
         # backup always has time to answer.
         delay = max(0.0, min(p95_s, (deadline - time.monotonic()) / 2))
         first = asyncio.ensure_future(self._attempt(primary, request, envelope, deadline, attempts))
-        done, _ = await asyncio.wait({first}, timeout=delay)
-        if first in done or not self.hedges.take():
-            return await first, primary, False
-        queue.remove(backup)
-        second = asyncio.ensure_future(
-            self._attempt(backup, request, envelope, deadline, attempts, hedge=True)
-        )
-        pending = {first, second}
-        names = {first: primary, second: backup}
-        error: ProviderError | None = None
-        while pending:
-            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                exc = task.exception()
-                if exc is None:
-                    for other in pending:
-                        other.cancel()
-                    await asyncio.gather(*pending, return_exceptions=True)
-                    return task.result(), names[task], True
-                if isinstance(exc, ProviderError):
-                    if not exc.retryable:
+        started = [first]
+        try:
+            done, _ = await asyncio.wait({first}, timeout=delay)
+            if first in done or not self.hedges.take():
+                return await first, primary, False
+            queue.remove(backup)
+            second = asyncio.ensure_future(
+                self._attempt(backup, request, envelope, deadline, attempts, hedge=True)
+            )
+            started.append(second)
+            pending = {first, second}
+            names = {first: primary, second: backup}
+            error: ProviderError | None = None
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    exc = task.exception()
+                    if exc is None:
                         for other in pending:
                             other.cancel()
                         await asyncio.gather(*pending, return_exceptions=True)
-                    error = exc
-                else:
-                    raise exc
-        assert error is not None
-        raise error
+                        return task.result(), names[task], True
+                    if isinstance(exc, ProviderError):
+                        if not exc.retryable:
+                            for other in pending:
+                                other.cancel()
+                            await asyncio.gather(*pending, return_exceptions=True)
+                        error = exc
+                    else:
+                        raise exc
+            assert error is not None
+            raise error
+        finally:
+            # A caller that leaves (disconnect, shutdown) must not leave its attempts
+            # running: they would still be billed and hold upstream connections.
+            for task in started:
+                if not task.done():
+                    task.cancel()
 
     async def stream(
         self,
