@@ -307,9 +307,9 @@ impl Router {
         json_schema: bool,
         now: Option<f64>,
     ) -> PyResult<(Bound<'py, PyTuple>, u32, Vec<f64>)> {
-        let now = now_or_monotonic(now);
         let qualities = self.qualities_for(prompt_tokens, text, tools, json_schema);
-        let req = request(
+        let (order, relaxed) = self.plan(
+            py,
             required_caps,
             prompt_tokens,
             max_output_tokens,
@@ -320,12 +320,10 @@ impl Router {
             allowed_mask,
             unavailable_mask,
             flags,
-        );
-        let plan = self
-            .inner
-            .plan(&req, Some(&qualities), now)
-            .map_err(to_py)?;
-        Ok((PyTuple::new(py, plan.order)?, plan.relaxed, qualities))
+            Some(qualities.clone()),
+            now,
+        )?;
+        Ok((order, relaxed, qualities))
     }
 
     #[pyo3(signature = (required_caps, prompt_tokens, max_output_tokens, expected_output_tokens, latency_budget_ms, max_cost_usd, min_quality, allowed_mask, unavailable_mask, flags = 0, qualities = None, now = None))]
