@@ -524,6 +524,10 @@ class Pipeline:
             # The end reached the caller before any bookkeeping below.
             await response.write_eof(b"".join(batch))
             batch.clear()
+            # The provider's stream is done: close it here, which returns its connection
+            # to the pool, rather than leave it to the event loop's async-generator
+            # finalizer (a thread-safe wake-up and a task per stream).
+            await _aclose(outcome.rest)
         except (StopAsyncIteration, TimeoutError, ProviderError) as exc:
             if isinstance(exc, ProviderError):
                 error = exc
