@@ -1,4 +1,4 @@
-"""providers/_http.Deadline: asyncio.timeout's behaviour for the stream's first wait,
+"""deadline.Deadline: asyncio.timeout's behaviour for the stream's first wait,
 with one timer handle."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from tiergate.providers._http import Deadline
+from tiergate.deadline import Deadline
 
 
 async def bounded(seconds: float, work: float) -> str:

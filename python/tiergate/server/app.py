@@ -21,6 +21,7 @@ import orjson
 from aiohttp import web
 
 from tiergate import _core
+from tiergate.deadline import Deadline
 from tiergate.envelope import ChatRequest, Envelope
 from tiergate.errors import DispatchError, ErrorClass, ProviderError, RequestError
 from tiergate.providers.base import Usage
@@ -519,8 +520,14 @@ class Pipeline:
                 await response.write(batch[0] if len(batch) == 1 else b"".join(batch))
                 batch.clear()
                 wait = max(0.0, min(outcome.deadline - loop.time(), inter_chunk))
-                async with asyncio.timeout(wait):
+                guard = Deadline(wait)  # a timer handle, not an asyncio.Timeout per wait
+                try:
                     event = await cast(Pending[StreamItem], nxt)
+                except asyncio.CancelledError:
+                    guard.check()  # TimeoutError: the stream stalled
+                    raise
+                finally:
+                    guard.cancel()
             # The end reached the caller before any bookkeeping below.
             await response.write_eof(b"".join(batch))
             batch.clear()
