@@ -451,7 +451,9 @@ class Pipeline:
             await response.prepare(self.request)
             await response.write_eof()
         finally:
-            await gw.idempotency.finish(flight, Recorded(200, tuple(headers), body))
+            recorded = Recorded(200, tuple(headers), body)
+            if not gw.idempotency.finish_now(flight, recorded):
+                await gw.idempotency.finish(flight, recorded)
         return response
 
     async def _stream(
@@ -596,9 +598,9 @@ class Pipeline:
         try:
             await response.write_eof()
         finally:
-            await gw.idempotency.finish(
-                flight, Recorded(200, tuple(headers), frames=tuple(frames), stream=True)
-            )
+            recorded = Recorded(200, tuple(headers), frames=tuple(frames), stream=True)
+            if not gw.idempotency.finish_now(flight, recorded):
+                await gw.idempotency.finish(flight, recorded)
         return response
 
 
