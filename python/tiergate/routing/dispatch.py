@@ -93,9 +93,11 @@ class _Facts:
     """What an answered attempt's record reads of its deployment, read once per config
     (each read through the pydantic config was a few hundred instructions)."""
 
-    __slots__ = ("cached", "input", "kind", "model", "output")
+    __slots__ = ("cached", "ceiling", "context_window", "input", "kind", "model", "output")
 
-    def __init__(self, dep: DeploymentConfig, kind: str) -> None:
+    def __init__(self, dep: DeploymentConfig, kind: str, ceiling: float = math.inf) -> None:
+        self.ceiling = ceiling  # the provider's timeout_s: no attempt is given longer
+        self.context_window = dep.context_window
         price = dep.price
         self.input = price.input
         self.cached = price.cached if price.cached is not None else price.input
@@ -121,7 +123,9 @@ class Dispatcher:
         self._planner = planner
         self.hedges = hedges
         self._facts = {
-            name: _Facts(dep, config.providers[dep.provider].kind)
+            name: _Facts(
+                dep, config.providers[dep.provider].kind, config.providers[dep.provider].timeout_s
+            )
             for name, dep in config.deployments.items()
         }
 
@@ -147,8 +151,9 @@ class Dispatcher:
         return None if r is None or math.isinf(r.latency_budget_ms) else r.latency_budget_ms
 
     def _usable(self, name: str, min_context: int) -> bool:
-        dep = self._config.deployments[name]
-        return dep.context_window > min_context and self._planner.health.available(name)
+        return self._facts[name].context_window > min_context and self._planner.health.available(
+            name
+        )
 
     def _record(self, name: str, started: float, start_ns: int, **kw: object) -> AttemptRecord:
         dep = self._config.deployments[name]
@@ -210,7 +215,7 @@ class Dispatcher:
         """One call; records it, feeds health and the live windows, raises ProviderError."""
         dep = self._config.deployments[name]
         adapter = self._adapters[dep.provider]
-        ceiling = self._config.providers[dep.provider].timeout_s
+        ceiling = self._facts[name].ceiling
         started, start_ns = time.monotonic(), time.time_ns()
         remaining = deadline - started
         self._planner.limits.spend(name, _tokens_hint(request))
@@ -409,7 +414,7 @@ class Dispatcher:
                 break
             dep = self._config.deployments[name]
             adapter = self._adapters[dep.provider]
-            ceiling = self._config.providers[dep.provider].timeout_s
+            ceiling = self._facts[name].ceiling
             started, start_ns = time.monotonic(), time.time_ns()
             self._planner.limits.spend(name, _tokens_hint(request))
             # The adapter bounds the wait for the first event by the time it is given.
