@@ -7,9 +7,13 @@ import time
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tiergate.config import EjectionConfig, parse_config
 from tiergate.errors import ErrorClass, RequestError
+from tiergate.providers.base import Usage
+from tiergate.routing.dispatch import _Facts, cost_usd
 from tiergate.routing.health import Health
 from tiergate.routing.idempotency import Idempotency, MemoryStore, Recorded
 from tiergate.routing.limits import Limits
@@ -245,6 +249,39 @@ async def test_failures_are_shared_but_not_kept() -> None:
     assert (await idem.lookup(key))[0] == "miss"
 
 
+async def test_finish_now_settles_with_the_memory_store_and_defers_to_finish_otherwise() -> None:
+    idem = Idempotency(MemoryStore(), ttl_s=60)
+    key = Idempotency.key(b"{}", "t", "openai", False, "k4")
+    _, flight = await idem.lookup(key)
+    assert not isinstance(flight, Recorded)
+    follower = asyncio.create_task(idem.lookup(key))
+    await asyncio.sleep(0)
+    answer = Recorded(200, (("a", "b"),), body=b"ok")
+    assert idem.finish_now(flight, answer)
+    assert await follower == ("coalesced", answer)
+    assert await idem.lookup(key) == ("replay", answer)
+    assert idem.inflight == 0
+
+    class AsyncOnly:  # a store that must be awaited (as a Redis one would)
+        def __init__(self) -> None:
+            self.kept: dict[bytes, Recorded] = {}
+
+        async def get(self, key: bytes) -> Recorded | None:
+            return self.kept.get(key)
+
+        async def put(self, key: bytes, value: Recorded, ttl_s: float) -> None:
+            self.kept[key] = value
+
+    store = AsyncOnly()
+    remote = Idempotency(store, ttl_s=60)
+    _, flight = await remote.lookup(key)
+    assert not isinstance(flight, Recorded)
+    assert not remote.finish_now(flight, answer)
+    assert remote.inflight == 1 and not store.kept  # nothing done: finish does it all
+    await remote.finish(flight, answer)
+    assert remote.inflight == 0 and store.kept == {key: answer}
+
+
 def test_keys_are_scoped() -> None:
     k = Idempotency.key
     assert k(b"", "t", "openai", False, "x") != k(b"", "u", "openai", False, "x")
@@ -264,3 +301,35 @@ async def test_a_follower_leads_when_the_leader_gives_up() -> None:
     assert outcome == "miss" and not isinstance(second, Recorded)
     await idem.finish(second, Recorded(200, (), body=b"fresh"))
     assert (await idem.lookup(key))[0] == "replay"
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    price=st.tuples(
+        st.floats(0, 1000, allow_nan=False),
+        st.floats(0, 1000, allow_nan=False),
+        st.none() | st.floats(0, 1000, allow_nan=False),
+    ),
+    tokens=st.tuples(*(st.integers(0, 10**7) for _ in range(3))),
+)
+def test_an_answered_attempts_cost_is_cost_usd_of_its_deployment(
+    price: tuple[float, float, float | None], tokens: tuple[int, int, int]
+) -> None:
+    # The dispatcher reads each deployment's prices once per config (_Facts); the
+    # figure must stay exactly cost_usd's, to the last bit.
+    inp, out, cached = price
+    dep_price: dict[str, Any] = {"input": inp, "output": out}
+    if cached is not None:
+        dep_price["cached"] = cached
+    config = parse_config(
+        {
+            "providers": {"p": {"kind": "openai"}},
+            "tiers": ["t"],
+            "deployments": {"x": {"provider": "p", "model": "m", "tier": "t", "price": dep_price}},
+        }
+    )
+    dep = config.deployments["x"]
+    usage = Usage(tokens[0], tokens[1], min(tokens[2], tokens[0] + 5))
+    facts = _Facts(dep, "openai")
+    assert facts.cost(usage) == cost_usd(dep, usage)
+    assert (facts.kind, facts.model) == ("openai", "m")

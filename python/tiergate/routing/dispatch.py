@@ -89,8 +89,31 @@ class HedgeBudget:
         return True
 
 
+class _Facts:
+    """What an answered attempt's record reads of its deployment, read once per config
+    (each read through the pydantic config was a few hundred instructions)."""
+
+    __slots__ = ("cached", "ceiling", "context_window", "input", "kind", "model", "output")
+
+    def __init__(self, dep: DeploymentConfig, kind: str, ceiling: float = math.inf) -> None:
+        self.ceiling = ceiling  # the provider's timeout_s: no attempt is given longer
+        self.context_window = dep.context_window
+        price = dep.price
+        self.input = price.input
+        self.cached = price.cached if price.cached is not None else price.input
+        self.output = price.output
+        self.kind = kind
+        self.model = dep.model
+
+    def cost(self, usage: Usage) -> float:
+        """:func:`cost_usd` of this deployment (the same arithmetic, in the same order)."""
+        cached = usage.cached_tokens
+        fresh = max(usage.input_tokens - cached, 0)
+        return (fresh * self.input + cached * self.cached + usage.output_tokens * self.output) / 1e6
+
+
 class Dispatcher:
-    __slots__ = ("_adapters", "_config", "_planner", "hedges")
+    __slots__ = ("_adapters", "_config", "_facts", "_planner", "hedges")
 
     def __init__(
         self, config: Config, adapters: Mapping[str, Adapter], planner: Planner, hedges: HedgeBudget
@@ -99,6 +122,12 @@ class Dispatcher:
         self._adapters = adapters
         self._planner = planner
         self.hedges = hedges
+        self._facts = {
+            name: _Facts(
+                dep, config.providers[dep.provider].kind, config.providers[dep.provider].timeout_s
+            )
+            for name, dep in config.deployments.items()
+        }
 
     def deadline(self, envelope: Envelope, route_budget_ms: float | None) -> float:
         """Monotonic time by which the whole request must be answered."""
@@ -122,8 +151,9 @@ class Dispatcher:
         return None if r is None or math.isinf(r.latency_budget_ms) else r.latency_budget_ms
 
     def _usable(self, name: str, min_context: int) -> bool:
-        dep = self._config.deployments[name]
-        return dep.context_window > min_context and self._planner.health.available(name)
+        return self._facts[name].context_window > min_context and self._planner.health.available(
+            name
+        )
 
     def _record(self, name: str, started: float, start_ns: int, **kw: object) -> AttemptRecord:
         dep = self._config.deployments[name]
@@ -147,16 +177,16 @@ class Dispatcher:
         cancelled: bool,
         ttft_ms: float | None,
         usage: Usage,
-        cost: float,
         finish_reason: str | None,
     ) -> AttemptRecord:
         """:meth:`_record` of an attempt that got an answer (once per request), every field
-        by position: keywords through ``**kw`` cost 18k instructions against 7k."""
-        dep = self._config.deployments[name]
+        by position: keywords through ``**kw`` cost 18k instructions against 7k. Its cost
+        is the deployment's price of ``usage``."""
+        facts = self._facts[name]
         return AttemptRecord(
             name,
-            self._config.providers[dep.provider].kind,
-            dep.model,
+            facts.kind,
+            facts.model,
             start_ns,
             round((time.monotonic() - started) * 1000, 3),
             status,
@@ -166,7 +196,7 @@ class Dispatcher:
             ttft_ms,
             usage.input_tokens,
             usage.output_tokens,
-            cost,
+            facts.cost(usage),
             finish_reason,
         )
 
@@ -185,7 +215,7 @@ class Dispatcher:
         """One call; records it, feeds health and the live windows, raises ProviderError."""
         dep = self._config.deployments[name]
         adapter = self._adapters[dep.provider]
-        ceiling = self._config.providers[dep.provider].timeout_s
+        ceiling = self._facts[name].ceiling
         started, start_ns = time.monotonic(), time.time_ns()
         remaining = deadline - started
         self._planner.limits.spend(name, _tokens_hint(request))
@@ -242,7 +272,6 @@ class Dispatcher:
             False,
             None,
             usage,
-            cost_usd(dep, usage),
             completion.finish_reason,
         )
         attempts.append(record)
@@ -385,7 +414,7 @@ class Dispatcher:
                 break
             dep = self._config.deployments[name]
             adapter = self._adapters[dep.provider]
-            ceiling = self._config.providers[dep.provider].timeout_s
+            ceiling = self._facts[name].ceiling
             started, start_ns = time.monotonic(), time.time_ns()
             self._planner.limits.spend(name, _tokens_hint(request))
             # The adapter bounds the wait for the first event by the time it is given.
@@ -444,7 +473,6 @@ class Dispatcher:
         A stream that ended without its usage is billed as the prompt estimate plus the
         ``delivered`` text pieces, since the provider charged for them."""
         name = outcome.deployment
-        dep = self._config.deployments[name]
         start_ns = time.time_ns() - int((time.monotonic() - outcome.started) * 1e9)
         used = usage or Usage(input_tokens=outcome.prompt_tokens, output_tokens=delivered)
         if caller_gone:
@@ -461,7 +489,6 @@ class Dispatcher:
             caller_gone,
             round(outcome.ttft_ms, 3),
             used,
-            cost_usd(dep, used),
             finish_reason,
         )
         outcome.attempts.append(record)

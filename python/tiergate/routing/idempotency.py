@@ -96,6 +96,10 @@ class MemoryStore:
         return value
 
     async def put(self, key: bytes, value: Recorded, ttl_s: float) -> None:
+        self.put_now(key, value, ttl_s)
+
+    def put_now(self, key: bytes, value: Recorded, ttl_s: float) -> None:
+        """:meth:`put` without a coroutine: nothing here waits."""
         if value.size > self.max_bytes:
             return  # larger than the whole store: not kept
         if key in self._entries:
@@ -165,6 +169,21 @@ class Idempotency:
             flight.future.set_result(result)
         if 200 <= result.status < 300:
             await self.store.put(flight.key, result, self.ttl_s)
+
+    def finish_now(self, flight: Flight, result: Recorded) -> bool:
+        """:meth:`finish` without awaiting, when the store keeps an entry synchronously
+        (the memory store: a coroutine and an await fewer per answer); False, having done
+        nothing, when the store must be awaited: then call :meth:`finish`."""
+        put_now = getattr(self.store, "put_now", None)
+        if put_now is None:
+            return False
+        if self._inflight.get(flight.key) is flight:
+            del self._inflight[flight.key]
+        if not flight.future.done():
+            flight.future.set_result(result)
+        if 200 <= result.status < 300:
+            put_now(flight.key, result, self.ttl_s)
+        return True
 
     def abandon(self, flight: Flight, result: Recorded | None) -> None:
         """The leader could not finish: followers get ``result`` (its error), or, when it is

@@ -60,12 +60,18 @@ class SafetyPolicy:
     """Whether a finding can change what happens to a request (redact or block).
 
     When it cannot, the request scan only reports, so it may run after the answer."""
+    checks_refusal: bool = dataclasses.field(init=False, repr=False, compare=False)
+    """Whether answers are checked for refusals."""
+    checks_schema: bool = dataclasses.field(init=False, repr=False, compare=False)
+    """Whether JSON answers are checked against the requested format."""
 
     def __post_init__(self) -> None:
         actions = (self.default, *self.kinds.values())
         object.__setattr__(self, "enabled", any(a != "off" for a in actions))
         object.__setattr__(self, "wants_injection", self.action("injection") != "off")
         object.__setattr__(self, "changes_requests", any(_RANK[a] > _RANK["log"] for a in actions))
+        object.__setattr__(self, "checks_refusal", self.action("refusal") != "off")
+        object.__setattr__(self, "checks_schema", self.action("schema_invalid") != "off")
 
     def action(self, kind: str) -> Action:
         return self.kinds.get(kind, self.default)
@@ -212,6 +218,9 @@ _REFUSAL = re.compile(
 )
 
 
+_DEFAULT_POLICY = SafetyPolicy()
+
+
 def _validator(schema: dict[str, Any]) -> Any:
     import jsonschema  # type: ignore[import-untyped]  # on first use: slow to import
 
@@ -223,12 +232,12 @@ def scan_output(
     text: str, response_format: ResponseFormat | None = None, policy: SafetyPolicy | None = None
 ) -> list[SafetyFinding]:
     """Refusal and schema checks on the provider's answer (``where="output"``; action is log)."""
-    policy = policy or SafetyPolicy()
+    policy = policy or _DEFAULT_POLICY
     findings: list[SafetyFinding] = []
-    if policy.action("refusal") != "off" and _REFUSAL.search(text[:300]) is not None:
+    if policy.checks_refusal and _REFUSAL.search(text, 0, 300) is not None:
         findings.append(SafetyFinding("refusal", "output", "log", "choices[0].message.content"))
     fmt = response_format
-    if fmt is not None and fmt.kind != "text" and policy.action("schema_invalid") != "off":
+    if fmt is not None and fmt.kind != "text" and policy.checks_schema:
         ok = True
         try:
             doc = orjson.loads(text)

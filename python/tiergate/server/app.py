@@ -21,6 +21,7 @@ import orjson
 from aiohttp import web
 
 from tiergate import _core
+from tiergate.deadline import Deadline
 from tiergate.envelope import ChatRequest, Envelope
 from tiergate.errors import DispatchError, ErrorClass, ProviderError, RequestError
 from tiergate.providers.base import Usage
@@ -57,6 +58,7 @@ TELEMETRY: web.AppKey[Telemetry] = web.AppKey("pipeline_telemetry", Telemetry)
 Surface = Literal["openai", "anthropic"]
 JSON = "application/json"
 _JSON_HEADERS = (("content-type", JSON),)
+_SSE_HEADERS = (("content-type", "text/event-stream"), ("cache-control", "no-cache"))
 
 
 # Request ids: a random per-process prefix and a counter (unique, and no getrandom call
@@ -209,15 +211,20 @@ def make_envelope(
     )
 
 
-def _decision_headers(record: RequestRecord, plan: Plan, attempts: int) -> list[tuple[str, str]]:
-    headers = [
+def _decision_headers(
+    first: tuple[tuple[str, str], ...], record: RequestRecord, plan: Plan, attempts: int
+) -> tuple[tuple[str, str], ...]:
+    """``first`` and then the documented ``x-tiergate-*`` headers: one tuple, which the
+    response takes and the replay store keeps as it is (no list to copy twice)."""
+    headers = (
+        *first,
         ("x-request-id", record.request_id),
         ("x-tiergate-deployment", record.deployment or ""),
         ("x-tiergate-attempts", str(attempts)),
         ("x-tiergate-decision-us", f"{plan.decision_us:.1f}"),
-    ]
+    )
     if plan.relaxed:
-        headers.append(("x-tiergate-relaxed", ",".join(plan.relaxed)))
+        return (*headers, ("x-tiergate-relaxed", ",".join(plan.relaxed)))
     return headers
 
 
@@ -324,16 +331,17 @@ class Pipeline:
         rec.safety = findings
         if findings:
             t.record_safety(findings, rec.request_id, rec.tenant)
-        if t.config.telemetry.log_text and chat is not None:
+        if t.log_text and chat is not None:
             rec.prompt_text = _last_user_text(chat)
             rec.completion_text = self.text
         events = self.gw.planner.health.events
         while events:
             kind, deployment, _ = events.popleft()
             (t.ejection if kind == "ejection" else t.cooldown)(deployment)
-        for a in rec.attempts:
-            if a.hedge:
-                t.hedge(rec.route, a.deployment)
+        if rec.hedged:  # set by _account when an attempt was a hedge
+            for a in rec.attempts:
+                if a.hedge:
+                    t.hedge(rec.route, a.deployment)
         t.record(rec)
         if t.shadow is not None and chat is not None and self.text is not None and rec.status < 400:
             t.shadow.maybe_schedule(rec, chat, self.text, self.gw.call_text)
@@ -442,7 +450,7 @@ class Pipeline:
             body = orjson.dumps(render_anthropic_message(c, f"msg_{record.request_id}", c.model))
         else:
             body = openai_completion_body(c, f"chatcmpl-{record.request_id}", c.model)
-        headers = [*_JSON_HEADERS, *_decision_headers(record, plan, len(record.attempts))]
+        headers = _decision_headers(_JSON_HEADERS, record, plan, len(record.attempts))
         response = web.Response(body=body, headers=headers)
         # The answer leaves first; the replay store and telemetry run after it is sent.
         # A repeat of this request arriving in between waits on the flight (coalesced).
@@ -450,7 +458,9 @@ class Pipeline:
             await response.prepare(self.request)
             await response.write_eof()
         finally:
-            await gw.idempotency.finish(flight, Recorded(200, tuple(headers), body))
+            recorded = Recorded(200, headers, body)
+            if not gw.idempotency.finish_now(flight, recorded):
+                await gw.idempotency.finish(flight, recorded)
         return response
 
     async def _stream(
@@ -480,11 +490,7 @@ class Pipeline:
                 OpenAIStreamRenderer(f"chatcmpl-{record.request_id}", model, chat.include_usage)
             )
         # Headers leave before the winning attempt is accounted: count it in (+1).
-        headers = [
-            ("content-type", "text/event-stream"),
-            ("cache-control", "no-cache"),
-            *_decision_headers(record, plan, len(outcome.attempts) + 1),
-        ]
+        headers = _decision_headers(_SSE_HEADERS, record, plan, len(outcome.attempts) + 1)
         response = web.StreamResponse(headers=headers)
         await response.prepare(self.request)
         frames: list[bytes] = []
@@ -519,11 +525,21 @@ class Pipeline:
                 await response.write(batch[0] if len(batch) == 1 else b"".join(batch))
                 batch.clear()
                 wait = max(0.0, min(outcome.deadline - loop.time(), inter_chunk))
-                async with asyncio.timeout(wait):
+                guard = Deadline(wait)  # a timer handle, not an asyncio.Timeout per wait
+                try:
                     event = await cast(Pending[StreamItem], nxt)
+                except asyncio.CancelledError:
+                    guard.check()  # TimeoutError: the stream stalled
+                    raise
+                finally:
+                    guard.cancel()
             # The end reached the caller before any bookkeeping below.
             await response.write_eof(b"".join(batch))
             batch.clear()
+            # The provider's stream is done: close it here, which returns its connection
+            # to the pool, rather than leave it to the event loop's async-generator
+            # finalizer (a thread-safe wake-up and a task per stream).
+            await _aclose(outcome.rest)
         except (StopAsyncIteration, TimeoutError, ProviderError) as exc:
             if isinstance(exc, ProviderError):
                 error = exc
@@ -585,9 +601,9 @@ class Pipeline:
         try:
             await response.write_eof()
         finally:
-            await gw.idempotency.finish(
-                flight, Recorded(200, tuple(headers), frames=tuple(frames), stream=True)
-            )
+            recorded = Recorded(200, headers, frames=tuple(frames), stream=True)
+            if not gw.idempotency.finish_now(flight, recorded):
+                await gw.idempotency.finish(flight, recorded)
         return response
 
 

@@ -129,7 +129,9 @@ class _Worker(Generic[T]):
             self._on_drop(self.name)
             return
         items.append(item)
-        self._linger.arm()
+        linger = self._linger
+        if linger._handle is None:  # armed already: the usual case under load
+            linger.arm()
 
     @property
     def pending(self) -> bool:
@@ -303,6 +305,8 @@ class Telemetry:
             self.shadow = ShadowEvaluator(dc.shadow, self.drift, self.metrics)
             self._closers.append(self.shadow.close)
         self._started = False
+        # Read per request by the server; the config's attribute chain costs more.
+        self.log_text = tc.log_text
 
     @classmethod
     def from_config(cls, config: Config, **kwargs: Any) -> Telemetry:

@@ -1,0 +1,65 @@
+"""deadline.Deadline: asyncio.timeout's behaviour for the stream's first wait,
+with one timer handle."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tiergate.deadline import Deadline
+
+
+async def bounded(seconds: float, work: float) -> str:
+    guard = Deadline(seconds)
+    try:
+        await asyncio.sleep(work)
+    except asyncio.CancelledError:
+        guard.check()
+        raise
+    finally:
+        guard.cancel()
+    return "done"
+
+
+async def test_work_within_the_deadline_finishes_and_leaves_no_timer() -> None:
+    assert await bounded(5.0, 0.0) == "done"
+    task = asyncio.current_task()
+    assert task is not None and task.cancelling() == 0
+    await asyncio.sleep(0.01)  # a timer left armed would cancel this
+
+
+async def test_a_passed_deadline_is_a_timeout_and_the_task_is_not_left_cancelling() -> None:
+    with pytest.raises(TimeoutError):
+        await bounded(0.01, 5.0)
+    task = asyncio.current_task()
+    assert task is not None and task.cancelling() == 0
+    await asyncio.sleep(0.01)  # still usable: no pending cancellation
+
+
+async def test_a_cancellation_from_elsewhere_stays_a_cancellation() -> None:
+    task = asyncio.ensure_future(bounded(5.0, 5.0))
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_the_callers_cancellation_wins_over_an_expiry_at_the_same_time() -> None:
+    # As asyncio.Timeout: when the task was also cancelled by someone else, the
+    # cancellation is not turned into a TimeoutError.
+    async def both() -> str:
+        guard = Deadline(0.0)
+        asyncio.current_task().cancel()  # type: ignore[union-attr]
+        try:
+            await asyncio.sleep(1.0)
+        except asyncio.CancelledError:
+            guard.check()
+            raise
+        finally:
+            guard.cancel()
+        return "done"
+
+    task = asyncio.ensure_future(both())
+    with pytest.raises(asyncio.CancelledError):
+        await task
