@@ -26,10 +26,11 @@ from tiergate.errors import DispatchError, ErrorClass, ProviderError, RequestErr
 from tiergate.providers.base import Usage
 from tiergate.routing.dispatch import StreamItem
 from tiergate.routing.idempotency import Flight, Idempotency, Recorded
-from tiergate.routing.planner import Plan
+from tiergate.routing.planner import Known, Plan
+from tiergate.routing.tenants import TenantPolicy
 from tiergate.safety import SafetyPolicy, request_findings, scan_output, scan_request
 from tiergate.server.parse_anthropic import parse_anthropic_request
-from tiergate.server.parse_openai import parse_openai_request, parse_plain_openai_request
+from tiergate.server.parse_openai import ingest_plain_openai_request, parse_openai_request
 from tiergate.server.render_anthropic import (
     AnthropicStreamRenderer,
     anthropic_error_body,
@@ -342,9 +343,31 @@ class Pipeline:
         gw, request, record = self.gw, self.request, self.record
         server = gw.config.server
         raw = await read_body(request, server.max_body_bytes, server.client_timeout_s)
-        plain = parse_plain_openai_request(raw) if self.surface == "openai" else None
-        if plain is not None:
-            chat = plain
+        h = request.headers
+        # The tenant comes from the headers alone: resolved first, so that the core keys
+        # the body in the call that parses it. A refusal is raised where it always was,
+        # after the body's and the other headers' errors.
+        tenant: TenantPolicy | RequestError
+        try:
+            tenant = gw.tenants.resolve(
+                h.get("authorization"), h.get("x-api-key"), h.get("x-tiergate-tenant") or None
+            )
+        except RequestError as exc:
+            tenant = exc
+        key: bytes | None = None
+        known: Known | None = None
+        ingested = None
+        if self.surface == "openai":
+            # No key when the caller sent its own (Idempotency.key hashes that) or when
+            # there is no tenant to scope it by.
+            scope = (
+                None
+                if isinstance(tenant, RequestError) or h.get("idempotency-key") is not None
+                else Idempotency.scope(tenant.name, "openai")
+            )
+            ingested = ingest_plain_openai_request(raw, scope)
+        if ingested is not None:
+            chat, key, known = ingested
         elif self.surface == "anthropic":
             chat = parse_anthropic_request(parse_json(raw), raw)
         else:
@@ -352,10 +375,8 @@ class Pipeline:
         envelope = make_envelope(request, chat, self.surface, record.request_id)
         record.route = record.request_model = envelope.route
         record.stream = chat.stream
-        h = request.headers
-        tenant = gw.tenants.resolve(
-            h.get("authorization"), h.get("x-api-key"), envelope.tenant or None
-        )
+        if isinstance(tenant, RequestError):
+            raise tenant
         envelope.tenant = record.tenant = tenant.name
         gw.tenants.check_spend(tenant)
         gw.planner.route(envelope.route)  # unknown routes fail before anything is shared
@@ -372,7 +393,10 @@ class Pipeline:
         else:
             self.scan_later = policy
         self.chat = chat
-        key = Idempotency.key(raw, tenant.name, self.surface, chat.stream, envelope.idempotency_key)
+        if key is None:
+            key = Idempotency.key(
+                raw, tenant.name, self.surface, chat.stream, envelope.idempotency_key
+            )
         outcome, value = await gw.idempotency.lookup(key)
         if isinstance(value, Recorded):
             record.idempotency = outcome
@@ -381,7 +405,7 @@ class Pipeline:
         record.idempotency = "miss"
         flight = value
         try:
-            plan = gw.planner.plan(chat, envelope, tenant)
+            plan = gw.planner.plan(chat, envelope, tenant, known)
         except BaseException as exc:
             gw.idempotency.abandon(flight, self._failure(exc))
             raise
