@@ -372,7 +372,7 @@ class Planner:
         # Route scope: its own tier (or pinned deployment) leads, wider tiers follow.
         names = self.names
         if first == self._all:
-            plan = [names[i] for i in order]
+            plan = list(map(names.__getitem__, order))  # no comprehension frame
         else:
             plan = [names[i] for i in order if first >> i & 1] + [
                 names[i] for i in order if not first >> i & 1

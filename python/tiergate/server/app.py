@@ -14,7 +14,7 @@ import itertools
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Literal, cast
 
 import orjson
@@ -181,12 +181,17 @@ def _header_number(value: str, name: str, low: float, high: float) -> float:
 
 
 def make_envelope(
-    request: web.Request, chat: ChatRequest, surface: Surface, request_id: str
+    headers: Mapping[str, str],
+    chat: ChatRequest,
+    surface: Surface,
+    request_id: str,
+    tenant: str | None,
+    key: str | None,
 ) -> Envelope:
+    """``tenant`` and ``key``: the ``x-tiergate-tenant`` and ``Idempotency-Key`` headers,
+    which the pipeline reads before the body is parsed (each header is read once)."""
     inf = float("inf")
-    # request.headers is a property that builds a proxy on each use: read it once.
-    get = request.headers.get
-    key = get("idempotency-key")
+    get = headers.get
     if key is not None and not 0 < len(key) <= 256:
         raise RequestError(
             "header `Idempotency-Key` must be 1-256 characters", param="Idempotency-Key"
@@ -200,7 +205,7 @@ def make_envelope(
     return Envelope(
         surface,
         chat.model,
-        get("x-tiergate-tenant", ""),
+        tenant or "",
         None if budget is None else _header_number(budget, "x-tiergate-latency-budget-ms", 1, inf),
         None if ceiling is None else _header_number(ceiling, "x-tiergate-max-cost-usd", 0, inf),
         None if floor is None else _header_number(floor, "x-tiergate-min-quality", 0, 1),
@@ -281,14 +286,9 @@ class Pipeline:
         # A policy whose request scan only reports: run in _report, after the answer.
         self.scan_later: SafetyPolicy | None = None
         self.text: str | None = None  # the answer's text, for output checks and shadows
-        # (request_id, start_ns, surface, route) by position: cheaper than keywords.
-        self.record = RequestRecord(
-            _new_request_id(),
-            time.time_ns(),
-            surface,
-            "",
-            traceparent=request.headers.get("traceparent"),
-        )
+        # (request_id, start_ns, surface, route) by position: cheaper than keywords. The
+        # traceparent is set first thing in _run, where the headers are read.
+        self.record = RequestRecord(_new_request_id(), time.time_ns(), surface, "")
 
     async def run(self) -> web.StreamResponse:
         gw = self.gw
@@ -342,15 +342,19 @@ class Pipeline:
     async def _run(self) -> web.StreamResponse:
         gw, request, record = self.gw, self.request, self.record
         server = gw.config.server
-        raw = await read_body(request, server.max_body_bytes, server.client_timeout_s)
         h = request.headers
+        get = h.get
+        record.traceparent = get("traceparent")
+        raw = await read_body(request, server.max_body_bytes, server.client_timeout_s)
+        tenant_header = get("x-tiergate-tenant")
+        caller_key = get("idempotency-key")
         # The tenant comes from the headers alone: resolved first, so that the core keys
         # the body in the call that parses it. A refusal is raised where it always was,
         # after the body's and the other headers' errors.
         tenant: TenantPolicy | RequestError
         try:
             tenant = gw.tenants.resolve(
-                h.get("authorization"), h.get("x-api-key"), h.get("x-tiergate-tenant") or None
+                get("authorization"), get("x-api-key"), tenant_header or None
             )
         except RequestError as exc:
             tenant = exc
@@ -362,7 +366,7 @@ class Pipeline:
             # there is no tenant to scope it by.
             scope = (
                 None
-                if isinstance(tenant, RequestError) or h.get("idempotency-key") is not None
+                if isinstance(tenant, RequestError) or caller_key is not None
                 else Idempotency.scope(tenant.name, "openai")
             )
             ingested = ingest_plain_openai_request(raw, scope)
@@ -372,7 +376,9 @@ class Pipeline:
             chat = parse_anthropic_request(parse_json(raw), raw)
         else:
             chat = parse_openai_request(parse_json(raw), raw)
-        envelope = make_envelope(request, chat, self.surface, record.request_id)
+        envelope = make_envelope(
+            h, chat, self.surface, record.request_id, tenant_header, caller_key
+        )
         record.route = record.request_model = envelope.route
         record.stream = chat.stream
         if isinstance(tenant, RequestError):
@@ -638,8 +644,15 @@ async def explain(request: web.Request) -> web.Response:
     server = gw.config.server
     raw = await read_body(request, server.max_body_bytes, server.client_timeout_s)
     chat = parse_openai_request(parse_json(raw), raw)
-    envelope = make_envelope(request, chat, "openai", os.urandom(12).hex())
     h = request.headers
+    envelope = make_envelope(
+        h,
+        chat,
+        "openai",
+        os.urandom(12).hex(),
+        h.get("x-tiergate-tenant"),
+        h.get("idempotency-key"),
+    )
     tenant = gw.tenants.resolve(h.get("authorization"), h.get("x-api-key"), envelope.tenant or None)
     envelope.tenant = tenant.name
     return web.Response(
