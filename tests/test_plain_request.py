@@ -1,6 +1,8 @@
-"""The core's reading of the usual chat-completions body against the Python parser:
-whenever the core reads a body, ``parse_openai_request`` reads the same request from it;
-the core leaves every body the parser refuses (and every unusual one) to the parser."""
+"""The core's reading of the usual chat-completions body against the Python parser and
+the separate core calls: whenever the core takes a body in, ``parse_openai_request``
+reads the same request from it, and its key, token estimate and capabilities are what
+``Idempotency.key``, ``estimate_tokens`` and the planner's own reading give; the core
+leaves every body the parser refuses (and every unusual one) to the parser."""
 
 from __future__ import annotations
 
@@ -11,8 +13,14 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tiergate import _core
+from tiergate.config import parse_config
+from tiergate.envelope import ChatRequest, Envelope
 from tiergate.errors import RequestError
-from tiergate.server.parse_openai import parse_openai_request, parse_plain_openai_request
+from tiergate.routing.idempotency import Idempotency
+from tiergate.routing.planner import Planner
+from tiergate.routing.tenants import Tenants
+from tiergate.server.parse_openai import ingest_plain_openai_request, parse_openai_request
 
 texts = st.text(max_size=8) | st.sampled_from(["", "Say hi.", 'q"\\\n\x01é日本/'])
 odd = st.none() | st.booleans() | st.integers(-2, 3) | st.floats(-1, 3) | st.just([]) | texts
@@ -41,6 +49,9 @@ bodies = st.fixed_dictionaries(
 )
 
 
+tenants = st.sampled_from(["default", "t", "é\x00x"])
+
+
 def reference(raw: bytes) -> Any:
     try:
         return parse_openai_request(orjson.loads(raw), raw)
@@ -50,13 +61,30 @@ def reference(raw: bytes) -> Any:
         return ("not json",)
 
 
+def plain(raw: bytes) -> ChatRequest | None:
+    got = ingest_plain_openai_request(raw, None)
+    return None if got is None else got[0]
+
+
+def separately(chat: ChatRequest, raw: bytes, tenant: str) -> tuple[bytes, tuple[int, int]]:
+    """The key and (capabilities, tokens) as the general path computes them."""
+    caps = _core.CAP_STREAMING if chat.stream else 0
+    assert not chat.tools and chat.response_format.kind == "text" and not chat.has_images
+    key = Idempotency.key(raw, tenant, "openai", chat.stream, None)
+    return key, (caps, _core.estimate_tokens(raw))
+
+
 @settings(max_examples=600, deadline=None)
-@given(bodies, st.booleans())
-def test_core_reads_a_body_only_as_the_parser_does(body: dict[str, Any], ascii_only: bool) -> None:
+@given(bodies, st.booleans(), tenants)
+def test_core_reads_a_body_only_as_the_parser_does(
+    body: dict[str, Any], ascii_only: bool, tenant: str
+) -> None:
     raw = json.dumps(body, ensure_ascii=ascii_only).encode()
-    plain = parse_plain_openai_request(raw)
-    if plain is not None:
-        assert plain == reference(raw)
+    got = ingest_plain_openai_request(raw, Idempotency.scope(tenant, "openai"))
+    if got is not None:
+        chat, key, known = got
+        assert chat == reference(raw)
+        assert (key, known) == separately(chat, raw, tenant)
 
 
 @settings(max_examples=200, deadline=None)
@@ -80,10 +108,57 @@ def test_core_reads_the_plain_shape(
     if stream is not None:
         body["stream"] = stream
     raw = orjson.dumps(body)
-    plain = parse_plain_openai_request(raw)
-    assert plain is not None and plain == reference(raw)
+    got = ingest_plain_openai_request(raw, Idempotency.scope("t", "openai"))
+    assert got is not None
+    chat, key, known = got
+    assert chat == reference(raw)
+    assert (key, known) == separately(chat, raw, "t")
+
+
+def test_without_a_scope_there_is_no_key() -> None:
+    raw = b'{"model": "m", "messages": [{"role": "user", "content": "x"}], "stream": true}'
+    got = ingest_plain_openai_request(raw, None)
+    assert got is not None and got[1] is None and got[2][0] == _core.CAP_STREAMING
 
 
 def test_bodies_that_are_not_plain_are_left_to_the_parser() -> None:
     for raw in [b"", b"{", b"[]", b'{"model": "m", "messages": [], "tools": []}']:
-        assert parse_plain_openai_request(raw) is None
+        assert plain(raw) is None
+
+
+def test_the_planner_plans_alike_with_what_the_core_computed() -> None:
+    config = parse_config(
+        {
+            "providers": {"p": {"kind": "openai"}},
+            "tiers": ["small", "large"],
+            "deployments": {
+                name: {
+                    "provider": "p",
+                    "model": name,
+                    "tier": tier,
+                    "price": {"input": price, "output": price},
+                    "capabilities": caps,
+                    "context_window": 300,
+                }
+                for name, tier, price, caps in [
+                    ("s", "small", 0.1, []),
+                    ("l", "large", 2.0, ["streaming"]),
+                ]
+            },
+        }
+    )
+    planner = Planner(config)
+    tenant = Tenants(config, planner.index).resolve(None, None, None)
+    for text, stream in [("Say hi.", False), ("Prove it step by step. " * 40, True)]:
+        raw = orjson.dumps(
+            {"model": "auto", "messages": [{"role": "user", "content": text}], "stream": stream}
+        )
+        got = ingest_plain_openai_request(raw, None)
+        assert got is not None
+        chat, _, known = got
+        envelope = Envelope("openai", "auto")
+        alike = planner.plan(chat, envelope, tenant), planner.plan(chat, envelope, tenant, known)
+        for plan in alike:
+            plan.decision_us = 0.0
+        assert alike[0] == alike[1]
+        assert alike[0].request is not None and alike[0].request.required_caps == known[0]

@@ -55,8 +55,8 @@ __all__ = [
     "feature_config",
     "features_batch",
     "finish_reason",
+    "ingest_chat_request",
     "parse_openai_completion",
-    "plain_chat_request",
     "render_openai_completion",
     "request_key",
     "scan_text",
@@ -163,15 +163,31 @@ def parse_openai_completion(
     not in the usual shape (an error, a field of another type, arguments not a
     string): the Python parser decides what such a body is."""
 
-def plain_chat_request(
-    body: bytes,
-) -> tuple[str, list[tuple[Literal["system", "user", "assistant"], str]], int | None, bool] | None:
-    """``(model, [(role, text)], max_tokens, stream)`` of the usual chat-completions body:
-    a non-empty ``model``; ``messages``, each exactly ``{"role", "content"}`` with a
-    system, developer (read as system), user or assistant role and non-empty text;
-    ``max_completion_tokens`` (else ``max_tokens``) an integer of at least 1 or absent;
-    ``stream`` a boolean or absent; no other field ``parse_openai_request`` reads.
-    ``None`` for any other body (``parse_openai_request`` decides what it is)."""
+def ingest_chat_request(
+    body: bytes, scope: str | None
+) -> (
+    tuple[
+        str,
+        list[tuple[Literal["system", "user", "assistant"], str]],
+        int | None,
+        bool,
+        bytes | None,
+        int,
+        int,
+    ]
+    | None
+):
+    """``(model, [(role, text)], max_tokens, stream, key, prompt_tokens, required_caps)``
+    of the usual chat-completions body: a non-empty ``model``; ``messages``, each exactly
+    ``{"role", "content"}`` with a system, developer (read as system), user or assistant
+    role and non-empty text; ``max_completion_tokens`` (else ``max_tokens``) an integer
+    of at least 1 or absent; ``stream`` a boolean or absent; no other field
+    ``parse_openai_request`` reads. ``None`` for any other body (``parse_openai_request``
+    decides what it is), and for one ``request_key`` refuses.
+
+    ``key`` is ``request_key(body, scope + ("s" if stream else "n"))``, ``None`` when
+    ``scope`` is; ``prompt_tokens`` is ``estimate_tokens(body)``; ``required_caps`` the
+    ``CAP_*`` bits the request needs (``CAP_STREAMING`` when streamed, nothing else)."""
 
 def render_openai_completion(
     response_id: str,

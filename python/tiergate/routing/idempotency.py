@@ -137,6 +137,12 @@ class Idempotency:
         self._inflight: dict[bytes, Flight] = {}
 
     @staticmethod
+    def scope(tenant: str, surface: str) -> str:
+        """A key's scope without its stream mark (``s`` or ``n``, appended to it), the
+        form ``_core.ingest_chat_request`` keys a body under."""
+        return f"{tenant}\x00{surface}\x00"
+
+    @staticmethod
     def key(raw: bytes, tenant: str, surface: str, stream: bool, caller_key: str | None) -> bytes:
         scope = f"{tenant}\x00{surface}\x00{'s' if stream else 'n'}"
         if caller_key is not None:

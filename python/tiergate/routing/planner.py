@@ -28,7 +28,7 @@ from tiergate.routing.health import Health
 from tiergate.routing.limits import Limits
 from tiergate.routing.tenants import TenantPolicy
 
-__all__ = ["HeuristicQuality", "Plan", "Planner", "QualityModel", "Request"]
+__all__ = ["HeuristicQuality", "Known", "Plan", "Planner", "QualityModel", "Request"]
 
 _CAP_BITS = {
     "tools": _core.CAP_TOOLS,
@@ -50,6 +50,9 @@ _VERDICTS = (
     (_core.V_COST, "cost"),
     (_core.V_QUALITY, "quality"),
 )
+# (required capabilities, prompt tokens) of a request, when the core computed them with
+# its parse (``_core.ingest_chat_request``): what ``Planner.features`` would compute.
+Known = tuple[int, int]
 # Output tokens expected of a route before any answer was seen.
 INITIAL_OUTPUT_TOKENS = 256.0
 # Weight of the newest answer in a route's rolling mean of output tokens.
@@ -276,18 +279,22 @@ class Planner:
         envelope: Envelope,
         tenant: TenantPolicy,
         scope: tuple[RouteConfig, int, int] | None = None,
+        known: Known | None = None,
     ) -> Request:
         route, allowed, _ = scope if scope is not None else self._lookup(envelope.route)
-        caps = 0
-        if request.tools and request.tool_choice != "none":
-            caps |= _core.CAP_TOOLS
-        if request.response_format.kind == "json_schema":
-            caps |= _core.CAP_JSON_SCHEMA
-        if request.stream:
-            caps |= _core.CAP_STREAMING
-        if request.has_images:
-            caps |= _core.CAP_VISION
-        prompt_tokens = _core.estimate_tokens(request.raw) if request.raw else 0
+        if known is not None:
+            caps, prompt_tokens = known
+        else:
+            caps = 0
+            if request.tools and request.tool_choice != "none":
+                caps |= _core.CAP_TOOLS
+            if request.response_format.kind == "json_schema":
+                caps |= _core.CAP_JSON_SCHEMA
+            if request.stream:
+                caps |= _core.CAP_STREAMING
+            if request.has_images:
+                caps |= _core.CAP_VISION
+            prompt_tokens = _core.estimate_tokens(request.raw) if request.raw else 0
         mean = self._output_mean.get(envelope.route, INITIAL_OUTPUT_TOKENS)
         expected = min(request.max_tokens, mean) if request.max_tokens else mean
         # The request's header wins, then the tenant's setting, then the route's.
@@ -323,11 +330,19 @@ class Planner:
             self._flags,
         )
 
-    def plan(self, request: ChatRequest, envelope: Envelope, tenant: TenantPolicy) -> Plan:
+    def plan(
+        self,
+        request: ChatRequest,
+        envelope: Envelope,
+        tenant: TenantPolicy,
+        known: Known | None = None,
+    ) -> Plan:
+        """The ranked plan; ``known``: what the core already computed of the request
+        (a safety redaction keeps it: it changes texts, not the body or the shape)."""
         start = time.perf_counter_ns()
         scope = self._lookup(envelope.route)
         route, _, first = scope
-        features = self.features(request, envelope, tenant, scope)
+        features = self.features(request, envelope, tenant, scope, known)
         quality = self.quality
         if quality is self._heuristic:  # qualities and plan in one call to the core
             f, messages = features, request.messages
@@ -357,7 +372,7 @@ class Planner:
         # Route scope: its own tier (or pinned deployment) leads, wider tiers follow.
         names = self.names
         if first == self._all:
-            plan = [names[i] for i in order]
+            plan = list(map(names.__getitem__, order))  # no comprehension frame
         else:
             plan = [names[i] for i in order if first >> i & 1] + [
                 names[i] for i in order if not first >> i & 1

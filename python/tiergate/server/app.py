@@ -14,7 +14,7 @@ import itertools
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Literal, cast
 
 import orjson
@@ -27,10 +27,11 @@ from tiergate.errors import DispatchError, ErrorClass, ProviderError, RequestErr
 from tiergate.providers.base import Usage
 from tiergate.routing.dispatch import StreamItem
 from tiergate.routing.idempotency import Flight, Idempotency, Recorded
-from tiergate.routing.planner import Plan
+from tiergate.routing.planner import Known, Plan
+from tiergate.routing.tenants import TenantPolicy
 from tiergate.safety import SafetyPolicy, request_findings, scan_output, scan_request
 from tiergate.server.parse_anthropic import parse_anthropic_request
-from tiergate.server.parse_openai import parse_openai_request, parse_plain_openai_request
+from tiergate.server.parse_openai import ingest_plain_openai_request, parse_openai_request
 from tiergate.server.render_anthropic import (
     AnthropicStreamRenderer,
     anthropic_error_body,
@@ -182,12 +183,17 @@ def _header_number(value: str, name: str, low: float, high: float) -> float:
 
 
 def make_envelope(
-    request: web.Request, chat: ChatRequest, surface: Surface, request_id: str
+    headers: Mapping[str, str],
+    chat: ChatRequest,
+    surface: Surface,
+    request_id: str,
+    tenant: str | None,
+    key: str | None,
 ) -> Envelope:
+    """``tenant`` and ``key``: the ``x-tiergate-tenant`` and ``Idempotency-Key`` headers,
+    which the pipeline reads before the body is parsed (each header is read once)."""
     inf = float("inf")
-    # request.headers is a property that builds a proxy on each use: read it once.
-    get = request.headers.get
-    key = get("idempotency-key")
+    get = headers.get
     if key is not None and not 0 < len(key) <= 256:
         raise RequestError(
             "header `Idempotency-Key` must be 1-256 characters", param="Idempotency-Key"
@@ -201,7 +207,7 @@ def make_envelope(
     return Envelope(
         surface,
         chat.model,
-        get("x-tiergate-tenant", ""),
+        tenant or "",
         None if budget is None else _header_number(budget, "x-tiergate-latency-budget-ms", 1, inf),
         None if ceiling is None else _header_number(ceiling, "x-tiergate-max-cost-usd", 0, inf),
         None if floor is None else _header_number(floor, "x-tiergate-min-quality", 0, 1),
@@ -287,14 +293,9 @@ class Pipeline:
         # A policy whose request scan only reports: run in _report, after the answer.
         self.scan_later: SafetyPolicy | None = None
         self.text: str | None = None  # the answer's text, for output checks and shadows
-        # (request_id, start_ns, surface, route) by position: cheaper than keywords.
-        self.record = RequestRecord(
-            _new_request_id(),
-            time.time_ns(),
-            surface,
-            "",
-            traceparent=request.headers.get("traceparent"),
-        )
+        # (request_id, start_ns, surface, route) by position: cheaper than keywords. The
+        # traceparent is set first thing in _run, where the headers are read.
+        self.record = RequestRecord(_new_request_id(), time.time_ns(), surface, "")
 
     async def run(self) -> web.StreamResponse:
         gw = self.gw
@@ -349,21 +350,47 @@ class Pipeline:
     async def _run(self) -> web.StreamResponse:
         gw, request, record = self.gw, self.request, self.record
         server = gw.config.server
+        h = request.headers
+        get = h.get
+        record.traceparent = get("traceparent")
         raw = await read_body(request, server.max_body_bytes, server.client_timeout_s)
-        plain = parse_plain_openai_request(raw) if self.surface == "openai" else None
-        if plain is not None:
-            chat = plain
+        tenant_header = get("x-tiergate-tenant")
+        caller_key = get("idempotency-key")
+        # The tenant comes from the headers alone: resolved first, so that the core keys
+        # the body in the call that parses it. A refusal is raised where it always was,
+        # after the body's and the other headers' errors.
+        tenant: TenantPolicy | RequestError
+        try:
+            tenant = gw.tenants.resolve(
+                get("authorization"), get("x-api-key"), tenant_header or None
+            )
+        except RequestError as exc:
+            tenant = exc
+        key: bytes | None = None
+        known: Known | None = None
+        ingested = None
+        if self.surface == "openai":
+            # No key when the caller sent its own (Idempotency.key hashes that) or when
+            # there is no tenant to scope it by.
+            scope = (
+                None
+                if isinstance(tenant, RequestError) or caller_key is not None
+                else Idempotency.scope(tenant.name, "openai")
+            )
+            ingested = ingest_plain_openai_request(raw, scope)
+        if ingested is not None:
+            chat, key, known = ingested
         elif self.surface == "anthropic":
             chat = parse_anthropic_request(parse_json(raw), raw)
         else:
             chat = parse_openai_request(parse_json(raw), raw)
-        envelope = make_envelope(request, chat, self.surface, record.request_id)
+        envelope = make_envelope(
+            h, chat, self.surface, record.request_id, tenant_header, caller_key
+        )
         record.route = record.request_model = envelope.route
         record.stream = chat.stream
-        h = request.headers
-        tenant = gw.tenants.resolve(
-            h.get("authorization"), h.get("x-api-key"), envelope.tenant or None
-        )
+        if isinstance(tenant, RequestError):
+            raise tenant
         envelope.tenant = record.tenant = tenant.name
         gw.tenants.check_spend(tenant)
         gw.planner.route(envelope.route)  # unknown routes fail before anything is shared
@@ -380,7 +407,10 @@ class Pipeline:
         else:
             self.scan_later = policy
         self.chat = chat
-        key = Idempotency.key(raw, tenant.name, self.surface, chat.stream, envelope.idempotency_key)
+        if key is None:
+            key = Idempotency.key(
+                raw, tenant.name, self.surface, chat.stream, envelope.idempotency_key
+            )
         outcome, value = await gw.idempotency.lookup(key)
         if isinstance(value, Recorded):
             record.idempotency = outcome
@@ -389,7 +419,7 @@ class Pipeline:
         record.idempotency = "miss"
         flight = value
         try:
-            plan = gw.planner.plan(chat, envelope, tenant)
+            plan = gw.planner.plan(chat, envelope, tenant, known)
         except BaseException as exc:
             gw.idempotency.abandon(flight, self._failure(exc))
             raise
@@ -630,8 +660,15 @@ async def explain(request: web.Request) -> web.Response:
     server = gw.config.server
     raw = await read_body(request, server.max_body_bytes, server.client_timeout_s)
     chat = parse_openai_request(parse_json(raw), raw)
-    envelope = make_envelope(request, chat, "openai", os.urandom(12).hex())
     h = request.headers
+    envelope = make_envelope(
+        h,
+        chat,
+        "openai",
+        os.urandom(12).hex(),
+        h.get("x-tiergate-tenant"),
+        h.get("idempotency-key"),
+    )
     tenant = gw.tenants.resolve(h.get("authorization"), h.get("x-api-key"), envelope.tenant or None)
     envelope.tenant = tenant.name
     return web.Response(

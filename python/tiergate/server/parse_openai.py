@@ -8,7 +8,7 @@ accepted and ignored, as OpenAI-compatible servers do.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tiergate import _core
 from tiergate.envelope import (
@@ -35,22 +35,29 @@ from tiergate.server.validate import (
     stop_list,
 )
 
-__all__ = ["parse_openai_request", "parse_plain_openai_request"]
+if TYPE_CHECKING:
+    from tiergate.routing.planner import Known
+
+__all__ = ["ingest_plain_openai_request", "parse_openai_request"]
 
 _ROLES = ("system", "developer", "user", "assistant", "tool")
 
 
-def parse_plain_openai_request(raw: bytes) -> ChatRequest | None:
+def ingest_plain_openai_request(
+    raw: bytes, scope: str | None
+) -> tuple[ChatRequest, bytes | None, Known] | None:
     """The usual body (a model, plain-text messages, an output bound, the stream flag)
-    read by the core in one pass, as :func:`parse_openai_request` reads it; None for any
-    other body, which that function then reads (and refuses, when it must)."""
-    fields = _core.plain_chat_request(raw)
+    taken in by the core in one call: the request as :func:`parse_openai_request` reads
+    it, its idempotency key under ``scope`` (see ``Idempotency.scope``; None without a
+    scope) and what the planner would compute of it (``Known``). None for any other
+    body, which that function then reads (and refuses, when it must)."""
+    fields = _core.ingest_chat_request(raw, scope)
     if fields is None:
         return None
-    model, messages, max_tokens, stream = fields
+    model, messages, max_tokens, stream, key, prompt_tokens, required_caps = fields
     # Every field by position, defaults spelled out: keywords and default factories cost
     # a third more on every request that takes this path (ChatRequest 7.0k -> 5.0k).
-    return ChatRequest(
+    chat = ChatRequest(
         model,
         [Message(role, [TextPart(text)], []) for role, text in messages],
         [],  # tools
@@ -67,6 +74,7 @@ def parse_plain_openai_request(raw: bytes) -> ChatRequest | None:
         False,  # include_usage
         raw,
     )
+    return chat, key, (required_caps, prompt_tokens)
 
 
 def parse_openai_request(body: Any, raw: bytes = b"") -> ChatRequest:

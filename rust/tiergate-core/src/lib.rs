@@ -2,6 +2,7 @@
 //!
 //! * [`completion`]: an `OpenAI` chat completion read and written;
 //! * [`hash`]: canonical form and xxh3-128 idempotency key of a chat request;
+//! * [`ingest`]: the usual chat request with its key, token estimate and capabilities;
 //! * [`window`]: sliding-window latency quantiles;
 //! * [`named`]: a JSON array of values written as an object, its elements named;
 //! * [`tokens`]: prompt-token estimate of a chat request;
@@ -22,6 +23,7 @@ pub mod completion;
 pub mod error;
 pub mod features;
 pub mod hash;
+pub mod ingest;
 pub mod json;
 #[cfg(test)]
 mod mutate;

@@ -24,12 +24,43 @@ const PYTHON_READS: [&str; 10] = [
     "seed",
 ];
 
-/// A plain chat request: the route, `(role, text)` messages (`developer` read as
-/// `system`), the output bound and the stream flag.
+/// A plain message's role as sent: `developer` is kept apart from `system` because the
+/// token estimate counts the role's own text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    System,
+    Developer,
+    User,
+    Assistant,
+}
+
+impl Role {
+    /// The canonical role (`developer` read as `system`, as the Python parser reads it).
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::System | Role::Developer => "system",
+            Role::User => "user",
+            Role::Assistant => "assistant",
+        }
+    }
+
+    /// The role as the body spelled it.
+    pub fn wire(self) -> &'static str {
+        match self {
+            Role::System => "system",
+            Role::Developer => "developer",
+            Role::User => "user",
+            Role::Assistant => "assistant",
+        }
+    }
+}
+
+/// A plain chat request: the route, `(role, text)` messages, the output bound and the
+/// stream flag.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PlainRequest {
     pub model: String,
-    pub messages: Vec<(&'static str, String)>,
+    pub messages: Vec<(Role, String)>,
     pub max_tokens: Option<i64>,
     pub stream: bool,
 }
@@ -91,12 +122,13 @@ fn bound(v: Option<&Value<'_>>) -> Option<Option<i64>> {
     }
 }
 
-fn role(v: &Value<'_>) -> Option<&'static str> {
+fn role(v: &Value<'_>) -> Option<Role> {
     let Value::Str(s) = v else { return None };
     match s.text().as_ref() {
-        "system" | "developer" => Some("system"),
-        "user" => Some("user"),
-        "assistant" => Some("assistant"),
+        "system" => Some(Role::System),
+        "developer" => Some(Role::Developer),
+        "user" => Some(Role::User),
+        "assistant" => Some(Role::Assistant),
         _ => None,
     }
 }
@@ -160,9 +192,13 @@ mod tests {
         assert_eq!(
             r.messages,
             [
-                ("system", "Be terse.".to_owned()),
-                ("user", "Hi é".to_owned())
+                (Role::Developer, "Be terse.".to_owned()),
+                (Role::User, "Hi é".to_owned())
             ]
+        );
+        assert_eq!(
+            r.messages.iter().map(|(r, _)| r.name()).collect::<Vec<_>>(),
+            ["system", "user"]
         );
         assert_eq!((r.max_tokens, r.stream), (Some(16), true));
         let r = plain_chat_request(

@@ -16,6 +16,7 @@ use pyo3::types::{PyBytes, PyString, PyTuple};
 use tiergate_core::{hash, policy, signals, tokens, window, CoreError, ErrorKind};
 
 mod classifier;
+mod ingest;
 mod named;
 mod relay;
 mod safety;
@@ -437,6 +438,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Router>()?;
     classifier::register(m)?;
     safety::register(m)?;
+    ingest::register(m)?;
     relay::register(m)?;
     named::register(m)?;
     m.add(

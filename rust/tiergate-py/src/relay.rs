@@ -1,10 +1,9 @@
 //! Bindings of the `OpenAI` relays: a stream's body bytes in, the caller's frames out;
-//! a completion's body read into canonical fields, and those written as the caller's body;
-//! a plain request's body read into its fields.
+//! a completion's body read into canonical fields, and those written as the caller's body.
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyInt};
-use tiergate_core::{completion, relay, request};
+use tiergate_core::{completion, relay};
 
 use crate::to_py;
 
@@ -99,7 +98,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<OpenAiRelay>()?;
     m.add_function(wrap_pyfunction!(finish_reason, m)?)?;
     m.add_function(wrap_pyfunction!(parse_openai_completion, m)?)?;
-    m.add_function(wrap_pyfunction!(plain_chat_request, m)?)?;
     m.add_function(wrap_pyfunction!(render_openai_completion, m)?)?;
     for (name, value) in [
         ("RELAY_FAIL_NOT_JSON", relay::FAIL_NOT_JSON),
@@ -193,15 +191,4 @@ fn render_openai_completion<'py>(
     let body =
         completion::render_openai_completion(&c, response_id, model, created).map_err(to_py)?;
     Ok(PyBytes::new(py, &body))
-}
-
-/// `(model, [(role, text)], max_tokens, stream)`.
-type PlainFields = (String, Vec<(&'static str, String)>, Option<i64>, bool);
-
-/// The fields of a plain chat request, or None when the Python parser must read the
-/// body.
-#[pyfunction]
-fn plain_chat_request(body: &[u8]) -> Option<PlainFields> {
-    let r = request::plain_chat_request(body)?;
-    Some((r.model, r.messages, r.max_tokens, r.stream))
 }

@@ -1,0 +1,156 @@
+//! The usual chat request taken in by one call: everything the request side needs of the
+//! body before dispatch, so the body crosses into the core once.
+//!
+//! For a body [`plain_chat_request`] reads, [`ingest`] returns that request, its
+//! idempotency key ([`hash::request_key`] under the caller's scope and stream mark), its
+//! prompt-token estimate (what [`tokens::estimate_tokens`] gives for the body, counted
+//! from the messages already read rather than by another walk of the bytes) and the
+//! capabilities it requires. Any other body returns `None`, as `plain_chat_request` does:
+//! the Python parser reads it and the separate calls serve it.
+
+use crate::hash;
+use crate::policy::CAP_STREAMING;
+use crate::request::{plain_chat_request, PlainRequest};
+use crate::tokens::text_millitokens;
+
+/// What the request side needs of a plain body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ingested {
+    pub request: PlainRequest,
+    /// The idempotency key, when a scope was given.
+    pub key: Option<[u8; 16]>,
+    /// Equal to [`tokens::estimate_tokens`](crate::tokens::estimate_tokens) of the body.
+    pub prompt_tokens: u64,
+    /// `CAP_*` bits: a plain body asks for no tools, schema or image, so streaming alone.
+    pub required_caps: u64,
+}
+
+/// The plain request in `body` with its key, token estimate and required capabilities,
+/// or `None` when the Python parser must read the body.
+///
+/// `scope` is the key's scope without its stream mark: the key is
+/// `request_key(body, scope + "s")` for a streamed request and `scope + "n"` otherwise
+/// (the mark comes from the body, which only this call has read). `None` skips the key
+/// (the caller sent its own, or the tenant was refused). A body the key cannot be
+/// computed for also returns `None`, so that the general path meets the same error.
+pub fn ingest(body: &[u8], scope: Option<&str>) -> Option<Ingested> {
+    let request = plain_chat_request(body)?;
+    let key = match scope {
+        Some(scope) => {
+            let mut tenant = String::with_capacity(scope.len() + 1);
+            tenant.push_str(scope);
+            tenant.push(if request.stream { 's' } else { 'n' });
+            Some(hash::request_key(body, &tenant).ok()?)
+        }
+        None => None,
+    };
+    let prompt_tokens = prompt_tokens(&request);
+    let required_caps = if request.stream { CAP_STREAMING } else { 0 };
+    Some(Ingested {
+        request,
+        key,
+        prompt_tokens,
+        required_caps,
+    })
+}
+
+/// `estimate_tokens` of a plain body: 3 for reply priming, and per message 3, its role as
+/// spelled and its text. Nothing else in a plain body is counted (no tools, no schema;
+/// the ignored fields never were).
+fn prompt_tokens(request: &PlainRequest) -> u64 {
+    let mut milli = 3000;
+    for (role, text) in &request.messages {
+        milli += 3000 + text_millitokens(role.wire()) + text_millitokens(text);
+    }
+    (milli + 500) / 1000
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::request::Role;
+    use crate::tokens::estimate_tokens;
+
+    /// Every field as the separate calls give it.
+    fn check(body: &[u8], scope: &str) {
+        let got = ingest(body, Some(scope)).unwrap();
+        let plain = plain_chat_request(body).unwrap();
+        let mark = if plain.stream { "s" } else { "n" };
+        assert_eq!(got.request, plain);
+        assert_eq!(
+            got.key.unwrap(),
+            hash::request_key(body, &format!("{scope}{mark}")).unwrap()
+        );
+        assert_eq!(got.prompt_tokens, estimate_tokens(body).unwrap());
+        assert_eq!(
+            got.required_caps,
+            if plain.stream { CAP_STREAMING } else { 0 }
+        );
+        assert_eq!(ingest(body, None).unwrap().key, None);
+    }
+
+    #[test]
+    fn gives_what_the_separate_calls_give() {
+        for body in [
+            r#"{"model":"auto","messages":[{"role":"system","content":"You are terse."},
+                {"role":"user","content":"Say hello in one word. Say hello in one word. 17"}],
+                "max_tokens":16}"#,
+            r#"{"model":"auto","messages":[{"role":"developer","content":"Be terse."},
+                {"content":"Hi \u00e9\n\t\"x\" 日本語 don't 12345","role":"user"}],"stream":true,
+                "user":"u1","metadata":{"a":[1,2,{"b":null}]},"frequency_penalty":0.5}"#,
+            r#"{"model":"m","messages":[{"role":"assistant","content":"  x  \n\n"}],
+                "messages":[{"role":"user","content":"the last messages win"}],"stream":false}"#,
+            r#"{"stream":null,"max_completion_tokens":3,"model":"\u006d","messages":[
+                {"role":"user","content":"\ud83d\ude00 emoji"}]}"#,
+        ] {
+            check(body.as_bytes(), "tenant\0openai\0");
+        }
+    }
+
+    #[test]
+    fn the_stream_flag_marks_the_key() {
+        let body = |stream: &str| {
+            format!(
+                r#"{{"model":"m","messages":[{{"role":"user","content":"x"}}],"stream":{stream}}}"#
+            )
+        };
+        let n = ingest(body("false").as_bytes(), Some("t\0openai\0")).unwrap();
+        let s = ingest(body("true").as_bytes(), Some("t\0openai\0")).unwrap();
+        assert_eq!(
+            n.key.unwrap(),
+            hash::request_key(body("true").as_bytes(), "t\0openai\0n").unwrap()
+        );
+        assert_eq!(
+            s.key.unwrap(),
+            hash::request_key(body("false").as_bytes(), "t\0openai\0s").unwrap()
+        );
+        assert_ne!(n.key, s.key);
+    }
+
+    #[test]
+    fn a_developer_message_counts_its_own_role() {
+        let dev = ingest(
+            br#"{"model":"m","messages":[{"role":"developer","content":"x"}]}"#,
+            None,
+        )
+        .unwrap();
+        assert_eq!(dev.request.messages[0].0, Role::Developer);
+        assert_eq!(
+            dev.prompt_tokens,
+            estimate_tokens(br#"{"messages":[{"role":"developer","content":"x"}]}"#).unwrap()
+        );
+    }
+
+    #[test]
+    fn leaves_other_bodies_alone() {
+        for body in [
+            &b"{nope"[..],
+            b"[]",
+            br#"{"model":"m","messages":[{"role":"user","content":"x"}],"tools":[]}"#,
+            br#"{"model":"m","messages":[{"role":"tool","content":"x"}]}"#,
+        ] {
+            assert_eq!(ingest(body, Some("t\0openai\0")), None);
+            assert_eq!(ingest(body, None), None);
+        }
+    }
+}
