@@ -55,7 +55,7 @@ use std::cmp::Ordering;
 use xxhash_rust::xxh3::xxh3_128;
 
 use crate::error::{CoreError, Result};
-use crate::rawjson::{push_span, Esc, Parser, Value};
+use crate::rawjson::{Esc, Parser, Value};
 
 /// Top-level fields that only shape the transport, never the answer.
 pub const TRANSPORT_FIELDS: &[&str] = &[
@@ -74,20 +74,26 @@ pub const TRANSPORT_FIELDS: &[&str] = &[
 
 /// Parse a body and return its canonical bytes (see the module documentation).
 pub fn canonical_request(body: &[u8]) -> Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(body.len() + 16);
-    write_canonical(body, &mut out, &mut Spare::default())?;
+    let mut out = Vec::new();
+    let end = write_canonical(body, &mut out, 0, &mut Spare::default())?;
+    out.truncate(end);
     Ok(out)
 }
 
 /// The 16-byte idempotency key of `body` for `tenant`.
 pub fn request_key(body: &[u8], tenant: &str) -> Result<[u8; 16]> {
     KEY_BUFFERS.with_borrow_mut(|(buf, spare)| {
-        buf.clear();
-        buf.extend_from_slice(&(tenant.len() as u64).to_le_bytes());
-        buf.extend_from_slice(tenant.as_bytes());
-        let written = write_canonical(body, buf, spare);
-        let key = written.map(|()| xxh3_128(buf).to_be_bytes());
-        if buf.capacity() > KEEP_BYTES {
+        // The buffer keeps its length from call to call (see `write_canonical`): only
+        // the bytes up to this call's end are hashed.
+        let pre = 8 + tenant.len();
+        if buf.len() < pre {
+            buf.resize(pre, 0);
+        }
+        buf[..8].copy_from_slice(&(tenant.len() as u64).to_le_bytes());
+        buf[8..pre].copy_from_slice(tenant.as_bytes());
+        let written = write_canonical(body, buf, pre, spare);
+        let key = written.map(|end| xxh3_128(&buf[..end]).to_be_bytes());
+        if buf.capacity() > KEEP_BYTES || spare.capacity_bytes() > KEEP_BYTES {
             // One huge body must not pin its buffers for the thread's lifetime.
             *buf = Vec::new();
             *spare = Spare::default();
@@ -101,19 +107,36 @@ const KEEP_BYTES: usize = 1 << 20;
 
 thread_local! {
     /// `request_key`'s output and [`Spare`] buffers, reused from call to call: allocating
-    /// three body-sized buffers per call cost about 4% of the call's time.
+    /// body-sized buffers per call cost about 4% of the call's time.
     static KEY_BUFFERS: std::cell::RefCell<(Vec<u8>, Spare)> =
-        const { std::cell::RefCell::new((Vec::new(), Spare { members: Vec::new(), scratch: Vec::new() })) };
+        const { std::cell::RefCell::new((Vec::new(), Spare { nodes: Vec::new(), members: Vec::new(), side: Vec::new() })) };
 }
 
 /// The canonicaliser's working buffers, lent to it by the caller.
 #[derive(Default)]
 struct Spare {
-    members: Vec<Written>,
-    scratch: Vec<u8>,
+    nodes: Vec<Node>,
+    members: Vec<Member>,
+    side: Vec<u8>,
 }
 
-fn write_canonical(body: &[u8], out: &mut Vec<u8>, spare: &mut Spare) -> Result<()> {
+impl Spare {
+    fn capacity_bytes(&self) -> usize {
+        self.nodes.capacity() * std::mem::size_of::<Node>()
+            + self.members.capacity() * std::mem::size_of::<Member>()
+            + self.side.capacity()
+    }
+}
+
+/// Write the canonical form of `body` into `out` from `start`; where it ends. `out` is
+/// lengthened when it is shorter than the form can be, never shortened: the bytes after
+/// the end are left as they were, so a reused buffer is not filled again per call.
+fn write_canonical(
+    body: &[u8],
+    out: &mut Vec<u8>,
+    start: usize,
+    spare: &mut Spare,
+) -> Result<usize> {
     let p = Parser::new(body)?;
     if p.peek() != Some(b'{') {
         // Reject bad JSON as bad JSON before saying it is not an object.
@@ -123,13 +146,32 @@ fn write_canonical(body: &[u8], out: &mut Vec<u8>, spare: &mut Spare) -> Result<
     let mut w = Canon {
         p,
         b: body,
+        nodes: std::mem::take(&mut spare.nodes),
         members: std::mem::take(&mut spare.members),
-        scratch: std::mem::take(&mut spare.scratch),
+        side: std::mem::take(&mut spare.side),
     };
+    w.nodes.clear();
     w.members.clear();
-    let written = w.value(out, Ctx::Top).and_then(|()| w.p.finish());
+    w.side.clear();
+    let read = w.read(Ctx::Top).and_then(|()| w.p.finish());
+    let written = read.map(|()| {
+        // Every byte written is a byte of the input or of the side buffer (escapes are
+        // only ever rewritten shorter), plus the brackets of a wrapped `stop`; and the
+        // writer's sixteen-byte stores need sixteen bytes of room past the end.
+        let bound = start + body.len() + w.side.len() + 2 + 16;
+        if out.len() < bound {
+            out.resize(bound, 0);
+        }
+        let mut o = Out {
+            buf: &mut out[..bound],
+            pos: start,
+        };
+        w.emit(0, &mut o, Ctx::Top);
+        o.pos
+    });
+    spare.nodes = w.nodes;
     spare.members = w.members;
-    spare.scratch = w.scratch;
+    spare.side = w.side;
     written
 }
 
@@ -142,226 +184,526 @@ enum Ctx {
     Other,
 }
 
-/// One object member as written, relative to the object's first byte: the key's output
-/// `k..kv` (with its `:`), the value's `v..e` (a rewrite may narrow it).
-#[derive(Clone, Copy)]
-struct Written {
-    /// [`key_prefix`] of the key.
-    pfx: u64,
-    /// The key's quotes in the input.
-    q: usize,
-    close: usize,
-    esc: Esc,
-    /// A `stop` string, written as a one-element array.
-    wrap: bool,
-    k: usize,
-    kv: usize,
-    v: usize,
-    e: usize,
+/// What the first pass noted of one value or key.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Canonical as written: the input `a..e` is copied (strings whose escapes are
+    /// canonical, `true`, `false`, integers, and containers already in canonical form).
+    Span,
+    /// `null` (the input `a..e`): steps 2 and 5 drop members holding it.
+    Null,
+    /// Canonical form written by the first pass to the side buffer's `a..e` (strings
+    /// with escapes to rewrite, numbers to normalise).
+    Side,
+    /// An object key: quotes at `a` and `e - 1`, [`key_prefix`] in `x`.
+    Key,
+    /// An array or object whose members follow it up to node `e`; for an object, `x` is
+    /// 1 when its keys were strictly increasing.
+    Arr,
+    Obj,
 }
 
-/// The streaming canonicaliser: arrays and scalars are written as they are read; an
-/// object's members are written in input order while their ranges are noted, and only
-/// when they were out of order, repeated or rewritten is the object's output reassembled
-/// (one copy of that object's bytes). Strings whose escapes are already canonical are
-/// copied from the input; no tree is built. Keys are kept as input positions (no `&str`
-/// slicing per member) and compared by their first eight bytes where those differ.
+/// One entry of the first pass's tape (see [`Canon`]).
+#[derive(Clone, Copy)]
+struct Node {
+    kind: Kind,
+    esc: Esc,
+    a: usize,
+    e: usize,
+    x: u64,
+}
+
+/// One member of an object being written: its key's node and that key's order data.
+#[derive(Clone, Copy)]
+struct Member {
+    /// [`key_prefix`] of the key.
+    pfx: u64,
+    /// The key's node; the value's first node follows it.
+    k: usize,
+    esc: Esc,
+}
+
+/// The second pass's writer: a cursor in a slice sized for the longest canonical form
+/// (no capacity check per byte, as a `Vec` push has).
+struct Out<'o> {
+    buf: &'o mut [u8],
+    pos: usize,
+}
+
+impl Out<'_> {
+    #[allow(clippy::inline_always)] // per separator
+    #[inline(always)]
+    fn byte(&mut self, c: u8) {
+        self.buf[self.pos] = c;
+        self.pos += 1;
+    }
+
+    /// Append `src[a..e]`. A span of at most sixteen bytes with sixteen readable bytes
+    /// from `a` goes as one fixed-size store (the buffer has sixteen bytes of room past
+    /// the end): keys and short values are most spans, and a `memcpy` call costs more
+    /// than the copy.
+    #[allow(clippy::inline_always)] // per key and value
+    #[inline(always)]
+    fn span(&mut self, src: &[u8], a: usize, e: usize) {
+        let n = e - a;
+        if n <= 16 {
+            if let Some(w) = src.get(a..).and_then(<[u8]>::first_chunk::<16>) {
+                self.buf[self.pos..self.pos + 16].copy_from_slice(w);
+                self.pos += n;
+                return;
+            }
+        }
+        self.buf[self.pos..self.pos + n].copy_from_slice(&src[a..e]);
+        self.pos += n;
+    }
+}
+
+/// The canonicaliser, in two passes. The first ([`Canon::read`]) parses and checks the
+/// whole body, writing nothing: it notes each value on a tape of [`Node`]s (a string
+/// or number by its input position, a container by where its subtree ends), and a
+/// container whose input is already canonical — compact, keys in order, every value
+/// canonical as written — becomes one input span. The second ([`Canon::emit`]) writes
+/// the canonical form from the tape, each object's members in key order, so every
+/// output byte is written once: no object is written in input order and reassembled.
 struct Canon<'a> {
     p: Parser<'a>,
     b: &'a [u8],
+    nodes: Vec<Node>,
     /// Members of every object being written, innermost last.
-    members: Vec<Written>,
-    scratch: Vec<u8>,
+    members: Vec<Member>,
+    side: Vec<u8>,
 }
 
 impl<'a> Canon<'a> {
-    fn value(&mut self, out: &mut Vec<u8>, ctx: Ctx) -> Result<()> {
+    #[inline]
+    fn push(&mut self, kind: Kind, a: usize, e: usize) {
+        self.nodes.push(Node {
+            kind,
+            esc: Esc::None,
+            a,
+            e,
+            x: 0,
+        });
+    }
+
+    /// First pass: the value at the cursor, onto the tape.
+    #[allow(clippy::inline_always)] // in both container loops: the call is the cost
+    #[inline(always)]
+    fn read(&mut self, ctx: Ctx) -> Result<()> {
+        let a = self.p.i;
         match self.p.peek() {
+            Some(b'"') => {
+                self.p.i += 1;
+                let s = self.side.len();
+                let (close, esc) = self
+                    .p
+                    .scan_as::<true, false, true>(&mut self.side, &mut String::new())?;
+                if esc == Esc::Other {
+                    self.push(Kind::Side, s, self.side.len());
+                } else {
+                    self.push(Kind::Span, a, close + 1);
+                }
+            }
             Some(b'{') => {
                 self.p.enter()?;
-                let r = self.object(out, ctx);
+                let r = self.read_object(a, ctx);
                 self.p.leave();
-                r
+                r?;
             }
             Some(b'[') => {
                 self.p.enter()?;
-                let r = self.array(out, ctx);
+                let r = self.read_array(a, ctx);
                 self.p.leave();
-                r
+                r?;
             }
-            _ => self.leaf(out).map(|_| ()),
+            Some(b'n') => {
+                self.p.expect(b"null")?;
+                self.push(Kind::Null, a, a + 4);
+            }
+            Some(b't') => {
+                self.p.expect(b"true")?;
+                self.push(Kind::Span, a, a + 4);
+            }
+            Some(b'f') => {
+                self.p.expect(b"false")?;
+                self.push(Kind::Span, a, a + 5);
+            }
+            _ => {
+                // An integer that fits an `i64` is written as the input spells it (the
+                // grammar allows no leading zeros or `+`; `-0` parses as a float).
+                match self.p.value()? {
+                    Value::Int(_) => self.push(Kind::Span, a, self.p.i),
+                    v => {
+                        let s = self.side.len();
+                        write_scalar(&v, &mut self.side);
+                        self.push(Kind::Side, s, self.side.len());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The canonical length of the node at `i` when it is an input span, else `None`.
+    #[inline]
+    fn span_len(&self, i: usize) -> Option<usize> {
+        let n = &self.nodes[i];
+        (n.kind == Kind::Span || n.kind == Kind::Null).then_some(n.e - n.a)
+    }
+
+    /// After a container that began at input `a` and node `at`: make it one input span
+    /// when `canonical` (its input is exactly its canonical form), dropping its subtree.
+    #[inline]
+    fn close_container(&mut self, at: usize, a: usize, canonical: bool) {
+        let e = self.p.i;
+        if canonical {
+            self.nodes.truncate(at + 1);
+            self.nodes[at] = Node {
+                kind: Kind::Span,
+                esc: Esc::None,
+                a,
+                e,
+                x: 0,
+            };
+        } else {
+            self.nodes[at].e = self.nodes.len();
         }
     }
 
-    fn array(&mut self, out: &mut Vec<u8>, ctx: Ctx) -> Result<()> {
-        out.push(b'[');
+    fn read_array(&mut self, a: usize, ctx: Ctx) -> Result<()> {
+        let at = self.nodes.len();
+        self.push(Kind::Arr, a, 0);
+        let item = if ctx == Ctx::Messages {
+            Ctx::Message
+        } else {
+            Ctx::Other
+        };
+        // Length of the canonical form if every item is an input span (`None` once one
+        // is not, or from the start where the array is rewritten).
+        let mut len = (ctx == Ctx::Other).then_some(1usize);
         if !self.p.empty(b']') {
-            let item = if ctx == Ctx::Messages {
-                Ctx::Message
-            } else {
-                Ctx::Other
-            };
             loop {
-                if !self.leaf(out)? {
-                    self.value(out, item)?;
+                let v = self.nodes.len();
+                self.read(item)?;
+                if let Some(l) = len {
+                    len = self.span_len(v).map(|n| l + n + 1);
                 }
                 if !self.p.next_or_close(b']')? {
                     break;
                 }
-                out.push(b',');
             }
+        } else if len.is_some() {
+            len = Some(2);
         }
-        out.push(b']');
+        let canonical = len == Some(self.p.i - a);
+        self.close_container(at, a, canonical);
         Ok(())
     }
 
-    /// The decoded key of `m` (cold: only keys with escapes get here).
-    fn key_text(&self, m: &Written) -> std::borrow::Cow<'a, str> {
-        self.p.jstr(m.q, m.close, m.esc).text()
+    fn read_object(&mut self, open: usize, ctx: Ctx) -> Result<()> {
+        let at = self.nodes.len();
+        self.push(Kind::Obj, open, 0);
+        let mut len = (ctx == Ctx::Other).then_some(1usize);
+        let mut sorted = true;
+        let mut last: Option<Member> = None;
+        if !self.p.empty(b'}') {
+            loop {
+                let (q, close, esc) = self.p.key_span()?;
+                let k = self.nodes.len();
+                let pfx = key_prefix(self.b, q, close, esc);
+                self.nodes.push(Node {
+                    kind: Kind::Key,
+                    esc,
+                    a: q,
+                    e: close + 1,
+                    x: pfx,
+                });
+                let m = Member { pfx, k, esc };
+                if let Some(last) = last {
+                    sorted &= self.key_cmp(&last, &m) == Ordering::Less;
+                }
+                last = Some(m);
+                let inner = if ctx == Ctx::Top && self.key_is(k, "messages") {
+                    Ctx::Messages
+                } else {
+                    Ctx::Other
+                };
+                self.read(inner)?;
+                if let Some(sum) = len {
+                    len = match self.span_len(k + 1) {
+                        Some(v) if esc != Esc::Other => Some(sum + (close + 1 - q) + v + 2),
+                        _ => None,
+                    };
+                }
+                if !self.p.next_or_close(b'}')? {
+                    break;
+                }
+            }
+        } else if len.is_some() {
+            len = Some(2);
+        }
+        let canonical = sorted && len == Some(self.p.i - open);
+        self.close_container(at, open, canonical);
+        if !canonical {
+            self.nodes[at].x = u64::from(sorted);
+        }
+        Ok(())
     }
 
-    /// Whether the key of `m` is `lit`.
+    /// Whether the key at node `k` is `lit`.
     #[inline]
-    fn key_is(&self, m: &Written, lit: &str) -> bool {
-        if m.esc == Esc::None {
-            &self.b[m.q + 1..m.close] == lit.as_bytes()
+    fn key_is(&self, k: usize, lit: &str) -> bool {
+        let n = &self.nodes[k];
+        if n.esc == Esc::None {
+            &self.b[n.a + 1..n.e - 1] == lit.as_bytes()
         } else {
-            self.key_text(m) == lit
+            self.key_text(k) == lit
         }
+    }
+
+    /// The decoded key at node `k`.
+    fn key_text(&self, k: usize) -> std::borrow::Cow<'a, str> {
+        let n = &self.nodes[k];
+        self.p.jstr(n.a, n.e - 1, n.esc).text()
     }
 
     /// Order of decoded key bytes, from the prefixes of [`key_prefix`] when they decide it.
     #[allow(clippy::inline_always)] // per member and per sort step; mostly one compare
     #[inline(always)]
-    fn key_cmp(&self, a: &Written, b: &Written) -> Ordering {
+    fn key_cmp(&self, a: &Member, b: &Member) -> Ordering {
         if a.esc == Esc::None && b.esc == Esc::None {
             if a.pfx != b.pfx {
                 return a.pfx.cmp(&b.pfx);
             }
-            self.b[a.q + 1..a.close].cmp(&self.b[b.q + 1..b.close])
+            let (x, y) = (&self.nodes[a.k], &self.nodes[b.k]);
+            self.b[x.a + 1..x.e - 1].cmp(&self.b[y.a + 1..y.e - 1])
         } else {
             self.key_cmp_decoded(a, b)
         }
     }
 
     #[inline(never)]
-    fn key_cmp_decoded(&self, a: &Written, b: &Written) -> Ordering {
-        self.key_text(a).as_bytes().cmp(self.key_text(b).as_bytes())
+    fn key_cmp_decoded(&self, a: &Member, b: &Member) -> Ordering {
+        self.key_text(a.k)
+            .as_bytes()
+            .cmp(self.key_text(b.k).as_bytes())
     }
 
-    /// A string, literal or number at the cursor written in place (no call to
-    /// [`Canon::value`] for the values most members hold); `false` for a bracket.
-    #[allow(clippy::inline_always)] // in both container loops: the call is the cost
+    /// Second pass: write the value at node `i`; the node after its subtree.
+    #[allow(clippy::inline_always)] // in every container loop: the call is the cost
     #[inline(always)]
-    fn leaf(&mut self, out: &mut Vec<u8>) -> Result<bool> {
-        match self.p.peek() {
-            Some(b'"') => {
-                self.p.i += 1;
-                self.p.scan::<true, false>(out, &mut String::new())?;
+    fn emit(&mut self, i: usize, out: &mut Out<'_>, ctx: Ctx) -> usize {
+        let n = self.nodes[i];
+        match n.kind {
+            Kind::Span | Kind::Null => out.span(self.b, n.a, n.e),
+            Kind::Side => out.span(&self.side, n.a, n.e),
+            Kind::Arr => {
+                self.emit_array(i, n.e, out, ctx);
+                return n.e;
             }
-            Some(b'{' | b'[') => return Ok(false),
-            Some(b'n') => self.p.word(b"null", out)?,
-            Some(b't') => self.p.word(b"true", out)?,
-            Some(b'f') => self.p.word(b"false", out)?,
-            _ => match self.p.scalar()? {
-                Some(v) => write_scalar(&v, out),
-                None => unreachable!("brackets handled above"),
-            },
+            Kind::Obj => {
+                self.emit_object(i, out, ctx);
+                return n.e;
+            }
+            Kind::Key => unreachable!("keys are written by their object"),
         }
-        Ok(true)
+        i + 1
     }
 
-    fn object(&mut self, out: &mut Vec<u8>, ctx: Ctx) -> Result<()> {
-        let start = out.len();
-        out.push(b'{');
-        let base = self.members.len();
-        let mut in_order = true;
-        let input = self.b;
-        if !self.p.empty(b'}') {
+    fn emit_array(&mut self, i: usize, end: usize, out: &mut Out<'_>, ctx: Ctx) {
+        let item = if ctx == Ctx::Messages {
+            Ctx::Message
+        } else {
+            Ctx::Other
+        };
+        out.byte(b'[');
+        let mut j = i + 1;
+        if j < end {
             loop {
-                let (q, close, esc) = self.p.key_span()?;
-                if self.members.len() > base {
-                    out.push(b',');
-                }
-                let k = out.len() - start;
-                if esc == Esc::Other {
-                    self.p.jstr(q, close, esc).write_json(out);
-                } else {
-                    push_span(out, input, q, close + 1);
-                }
-                out.push(b':');
-                let v = out.len() - start;
-                let m = Written {
-                    pfx: key_prefix(input, q, close, esc),
-                    q,
-                    close,
-                    esc,
-                    wrap: false,
-                    k,
-                    kv: v,
-                    v,
-                    e: 0,
-                };
-                if let Some(last) = self.members[base..].last() {
-                    in_order &= self.key_cmp(last, &m) == Ordering::Less;
-                }
-                let inner = if ctx == Ctx::Top && self.key_is(&m, "messages") {
-                    Ctx::Messages
-                } else {
-                    Ctx::Other
-                };
-                if !self.leaf(out)? {
-                    self.value(out, inner)?;
-                }
-                self.members.push(Written {
-                    e: out.len() - start,
-                    ..m
-                });
-                if !self.p.next_or_close(b'}')? {
+                j = self.emit(j, out, item);
+                if j >= end {
                     break;
                 }
+                out.byte(b',');
             }
         }
-        let mut changed = !in_order;
-        if !in_order {
+        out.byte(b']');
+    }
+
+    /// The key at node `k` with its `:`.
+    #[allow(clippy::inline_always)] // per member
+    #[inline(always)]
+    fn emit_key(&self, k: usize, out: &mut Out<'_>) {
+        let n = &self.nodes[k];
+        if n.esc == Esc::Other {
+            let mut key = Vec::new();
+            self.p.jstr(n.a, n.e - 1, n.esc).write_json(&mut key);
+            out.span(&key, 0, key.len());
+            out.byte(b':');
+        } else if self.b.get(n.e) == Some(&b':') {
+            // Compact input: the colon follows the quote, one copy for both.
+            out.span(self.b, n.a, n.e + 1);
+        } else {
+            out.span(self.b, n.a, n.e);
+            out.byte(b':');
+        }
+    }
+
+    fn emit_object(&mut self, i: usize, out: &mut Out<'_>, ctx: Ctx) {
+        let Node {
+            e: end, x: sorted, ..
+        } = self.nodes[i];
+        out.byte(b'{');
+        if sorted == 1 && ctx == Ctx::Other {
+            // Keys in order: the members as they come.
+            let mut j = i + 1;
+            while j < end {
+                if j > i + 1 {
+                    out.byte(b',');
+                }
+                self.emit_key(j, out);
+                j = self.emit(j + 1, out, Ctx::Other);
+            }
+            out.byte(b'}');
+            return;
+        }
+        let base = self.members.len();
+        let mut j = i + 1;
+        while j < end {
+            let n = &self.nodes[j];
+            self.members.push(Member {
+                pfx: n.x,
+                k: j,
+                esc: n.esc,
+            });
+            let v = &self.nodes[j + 1];
+            j = if matches!(v.kind, Kind::Arr | Kind::Obj) {
+                v.e
+            } else {
+                j + 2
+            };
+        }
+        if sorted == 0 {
             self.sort_members(base);
         }
-        let obj = &out[start..];
         match ctx {
-            Ctx::Top => changed |= self.canonicalise_top(base, obj),
-            Ctx::Message => changed |= self.canonicalise_message(base, obj),
-            _ => {}
+            Ctx::Top => self.emit_top_members(base, out),
+            Ctx::Message => self.emit_message_members(base, out),
+            _ => self.emit_members(base, out),
         }
-        if changed {
-            self.scratch.clear();
-            self.scratch.extend_from_slice(&out[start..]);
-            out.truncate(start + 1);
-            let mut first = true;
-            for m in &self.members[base..] {
-                if m.e == 0 {
-                    continue; // dropped
-                }
-                if !first {
-                    out.push(b',');
-                }
-                first = false;
-                if m.wrap {
-                    out.extend_from_slice(&self.scratch[m.k..m.kv]);
-                    out.push(b'[');
-                    out.extend_from_slice(&self.scratch[m.v..m.e]);
-                    out.push(b']');
-                } else if m.v == m.kv {
-                    // Key and value are still adjacent: one copy.
-                    push_span(out, &self.scratch, m.k, m.e);
-                } else {
-                    push_span(out, &self.scratch, m.k, m.kv);
-                    push_span(out, &self.scratch, m.v, m.e);
-                }
+        self.members.truncate(base);
+        out.byte(b'}');
+    }
+
+    fn emit_members(&mut self, base: usize, out: &mut Out<'_>) {
+        for at in base..self.members.len() {
+            if at > base {
+                out.byte(b',');
+            }
+            let k = self.members[at].k;
+            self.emit_key(k, out);
+            self.emit(k + 1, out, Ctx::Other);
+        }
+    }
+
+    /// Step 5 on one message's members (sorted from `base`).
+    fn emit_message_members(&mut self, base: usize, out: &mut Out<'_>) {
+        const HEAD: &[u8] = br#"[{"text":"#;
+        const TAIL: &[u8] = br#","type":"text"}]"#;
+        let mut first = true;
+        for at in base..self.members.len() {
+            let k = self.members[at].k;
+            if self.nodes[k + 1].kind == Kind::Null {
+                continue;
+            }
+            if !first {
+                out.byte(b',');
+            }
+            first = false;
+            self.emit_key(k, out);
+            let start = out.pos;
+            self.emit(k + 1, out, Ctx::Other);
+            let v = &out.buf[start..out.pos];
+            if v.len() > HEAD.len() + TAIL.len()
+                && v.starts_with(HEAD)
+                && v.ends_with(TAIL)
+                && self.key_is(k, "content")
+                && is_one_string(&v[HEAD.len()..v.len() - TAIL.len()])
+            {
+                // A one-part text list: its string alone.
+                let e = out.pos - TAIL.len();
+                out.buf.copy_within(start + HEAD.len()..e, start);
+                out.pos = e - HEAD.len();
             }
         }
-        out.push(b'}');
-        self.members.truncate(base);
-        Ok(())
+    }
+
+    /// Steps 2–4 on the top-level members (sorted from `base`): each is written, then
+    /// taken back if its canonical value is the field's default.
+    fn emit_top_members(&mut self, base: usize, out: &mut Out<'_>) {
+        let has_tools = self.members[base..].iter().any(|m| {
+            let v = &self.nodes[m.k + 1];
+            let non_empty_array = match v.kind {
+                Kind::Arr => v.e > m.k + 2,
+                Kind::Span => self.b[v.a] == b'[' && v.e - v.a > 2,
+                _ => false,
+            };
+            non_empty_array && self.key_is(m.k, "tools")
+        });
+        let mut first = true;
+        for at in base..self.members.len() {
+            let k = self.members[at].k;
+            let vn = self.nodes[k + 1];
+            if vn.kind == Kind::Null {
+                continue;
+            }
+            let rule = TopRule::of(&self.key_text(k));
+            if rule == TopRule::Transport {
+                continue;
+            }
+            let mark = out.pos;
+            if !first {
+                out.byte(b',');
+            }
+            self.emit_key(k, out);
+            let wrap = rule == TopRule::Stop
+                && match vn.kind {
+                    Kind::Span => self.b[vn.a] == b'"',
+                    Kind::Side => self.side[vn.a] == b'"',
+                    _ => false,
+                };
+            if wrap {
+                out.byte(b'[');
+            }
+            let inner = if rule == TopRule::Messages {
+                Ctx::Messages
+            } else {
+                Ctx::Other
+            };
+            let start = out.pos;
+            self.emit(k + 1, out, inner);
+            let v = &out.buf[start..out.pos];
+            let default = match rule {
+                TopRule::Default(d) => v == d,
+                TopRule::Stop => v == b"[]",
+                TopRule::ToolChoice => {
+                    v == if has_tools {
+                        &br#""auto""#[..]
+                    } else {
+                        br#""none""#
+                    }
+                }
+                _ => false,
+            };
+            if default {
+                out.pos = mark;
+            } else {
+                if wrap {
+                    out.byte(b']');
+                }
+                first = false;
+            }
+        }
     }
 
     /// Sort the members from `base` by key and keep the last of each run of equal keys.
@@ -403,6 +745,43 @@ impl<'a> Canon<'a> {
     }
 }
 
+/// What steps 2–4 do with a top-level field, by its name (one `match`: the names are
+/// tested once per member, not once per rule).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum TopRule {
+    /// In [`TRANSPORT_FIELDS`]: dropped.
+    Transport,
+    /// Dropped when its canonical value is these bytes.
+    Default(&'static [u8]),
+    /// `stop`: dropped when `[]`; a string is written as a one-element array.
+    Stop,
+    /// `tool_choice`: its default depends on `tools`.
+    ToolChoice,
+    Messages,
+    Plain,
+}
+
+impl TopRule {
+    fn of(key: &str) -> Self {
+        match key {
+            "stream" | "stream_options" | "user" | "metadata" | "store" | "service_tier"
+            | "timeout" | "request_id" | "idempotency_key" | "prompt_cache_key"
+            | "safety_identifier" => TopRule::Transport,
+            "temperature" | "top_p" | "n" => TopRule::Default(b"1"),
+            "presence_penalty" | "frequency_penalty" => TopRule::Default(b"0"),
+            "logprobs" => TopRule::Default(b"false"),
+            "parallel_tool_calls" => TopRule::Default(b"true"),
+            "response_format" => TopRule::Default(br#"{"type":"text"}"#),
+            "tools" | "functions" => TopRule::Default(b"[]"),
+            "logit_bias" => TopRule::Default(b"{}"),
+            "stop" => TopRule::Stop,
+            "tool_choice" => TopRule::ToolChoice,
+            "messages" => TopRule::Messages,
+            _ => TopRule::Plain,
+        }
+    }
+}
+
 /// The first eight bytes of a key without escapes (between the quotes at `q` and
 /// `close`), big-endian, zero-padded (such a key holds no zero byte, so comparing these
 /// orders keys whose first eight bytes differ); `0` for a key with escapes, which
@@ -426,83 +805,6 @@ fn key_prefix(b: &[u8], q: usize, close: usize, esc: Esc) -> u64 {
     // Keep the key's `n` bytes (the top ones), zero the rest.
     w & (u64::MAX << (8 * (8 - n)))
 }
-
-impl Canon<'_> {
-    /// Steps 2–4 on the written top-level members from `base` (`obj`: the object's
-    /// output so far; the values are already canonical, so defaults compare as bytes). A
-    /// dropped member gets `e = 0`. Whether anything changed.
-    fn canonicalise_top(&mut self, base: usize, obj: &[u8]) -> bool {
-        let val = |m: &Written| &obj[m.v..m.e];
-        let has_tools = self.members[base..].iter().any(|m| {
-            let v = val(m);
-            self.key_is(m, "tools") && v.first() == Some(&b'[') && v != b"[]"
-        });
-        let mut changed = false;
-        for i in base..self.members.len() {
-            let m = self.members[i];
-            let v = val(&m);
-            let key = if m.esc == Esc::None {
-                std::borrow::Cow::Borrowed(self.p.jstr(m.q, m.close, m.esc).raw())
-            } else {
-                self.key_text(&m)
-            };
-            let drop = v == b"null"
-                || TRANSPORT_FIELDS.contains(&key.as_ref())
-                || match key.as_ref() {
-                    "temperature" | "top_p" | "n" => v == b"1",
-                    "presence_penalty" | "frequency_penalty" => v == b"0",
-                    "logprobs" => v == b"false",
-                    "parallel_tool_calls" => v == b"true",
-                    "response_format" => v == br#"{"type":"text"}"#,
-                    "tools" | "functions" | "stop" => v == b"[]",
-                    "logit_bias" => v == b"{}",
-                    "tool_choice" => {
-                        v == if has_tools {
-                            &br#""auto""#[..]
-                        } else {
-                            br#""none""#
-                        }
-                    }
-                    _ => false,
-                };
-            if drop {
-                self.members[i].e = 0;
-                changed = true;
-            } else if key == "stop" && v.first() == Some(&b'"') {
-                self.members[i].wrap = true;
-                changed = true;
-            }
-        }
-        changed
-    }
-
-    /// Step 5 on the written members of one message.
-    fn canonicalise_message(&mut self, base: usize, obj: &[u8]) -> bool {
-        const HEAD: &[u8] = br#"[{"text":"#;
-        const TAIL: &[u8] = br#","type":"text"}]"#;
-        let mut changed = false;
-        for i in base..self.members.len() {
-            let m = self.members[i];
-            let v = &obj[m.v..m.e];
-            if v == b"null" {
-                self.members[i].e = 0;
-                changed = true;
-            } else if v.len() > HEAD.len() + TAIL.len()
-                && v.starts_with(HEAD)
-                && v.ends_with(TAIL)
-                && self.key_is(&m, "content")
-                && is_one_string(&v[HEAD.len()..v.len() - TAIL.len()])
-            {
-                let m = &mut self.members[i];
-                m.v += HEAD.len();
-                m.e -= TAIL.len();
-                changed = true;
-            }
-        }
-        changed
-    }
-}
-
 /// Whether canonical JSON bytes `s` are exactly one string.
 fn is_one_string(s: &[u8]) -> bool {
     if s.len() < 2 || s[0] != b'"' {
@@ -717,6 +1019,17 @@ mod tests {
             a,
             r#"{"messages":[{"content":"hi","role":"user"}],"model":"m"}"#
         );
+    }
+
+    /// The rule table names every transport field, and nothing else as one.
+    #[test]
+    fn transport_rules_match_the_documented_list() {
+        for f in TRANSPORT_FIELDS {
+            assert!(TopRule::of(f) == TopRule::Transport, "{f}");
+        }
+        for f in ["model", "messages", "stop", "tools", "seed", "streams", ""] {
+            assert!(TopRule::of(f) != TopRule::Transport, "{f}");
+        }
     }
 
     #[test]

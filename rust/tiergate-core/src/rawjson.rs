@@ -321,11 +321,11 @@ impl<'a> Parser<'a> {
         }
     }
 
-    /// The literal `word` at the cursor, copied to `out`.
-    pub(crate) fn word(&mut self, word: &[u8], out: &mut Vec<u8>) -> Result<()> {
+    /// Past the literal `word` at the cursor.
+    #[inline]
+    pub(crate) fn expect(&mut self, word: &[u8]) -> Result<()> {
         if self.b[self.i..].starts_with(word) {
             self.i += word.len();
-            out.extend_from_slice(word);
             Ok(())
         } else {
             Err(self.err("expected value"))
@@ -367,14 +367,6 @@ impl<'a> Parser<'a> {
                 Ok(())
             }
             _ => self.value().map(|_| ()),
-        }
-    }
-
-    /// A scalar at the cursor (`None` at a bracket, left for the caller).
-    pub(crate) fn scalar(&mut self) -> Result<Option<Value<'a>>> {
-        match self.peek() {
-            Some(b'{' | b'[') => Ok(None),
-            _ => self.value().map(Some),
         }
     }
 
@@ -530,6 +522,20 @@ impl<'a> Parser<'a> {
         out: &mut Vec<u8>,
         dec: &mut String,
     ) -> Result<(usize, Esc)> {
+        self.scan_as::<W, D, false>(out, dec)
+    }
+
+    /// [`Parser::scan`]; with `L` (and `W`), the canonical form is written only for a
+    /// string whose class is [`Esc::Other`] (for the others the input between the quotes
+    /// is that form), in the same single pass: nothing is written until the first escape
+    /// to rewrite, which writes the text before it.
+    #[allow(clippy::inline_always)] // one copy per caller kind; the scan is their hot loop
+    #[inline(always)]
+    pub(crate) fn scan_as<const W: bool, const D: bool, const L: bool>(
+        &mut self,
+        out: &mut Vec<u8>,
+        dec: &mut String,
+    ) -> Result<(usize, Esc)> {
         let bytes = self.b;
         let mut run = self.i - 1; // output not yet written, from the opening quote
         let mut drun = self.i; // text not yet decoded
@@ -547,7 +553,7 @@ impl<'a> Parser<'a> {
                 i = if W { skip_plain(bytes, i + 16) } else { i + 16 };
             } else if c[m.trailing_zeros() as usize] == b'"' {
                 let close = i + m.trailing_zeros() as usize;
-                if W {
+                if W && !L {
                     push_span(out, bytes, run, close + 1);
                 }
                 self.i = close + 1;
@@ -584,7 +590,7 @@ impl<'a> Parser<'a> {
                 match bytes[k] {
                     b'"' => {
                         self.i = k + 1;
-                        if W {
+                        if W && (!L || esc == Esc::Other) {
                             push_span(out, bytes, run, k + 1);
                         }
                         if D && esc != Esc::None {
