@@ -109,7 +109,7 @@ thread_local! {
     /// `request_key`'s output and [`Spare`] buffers, reused from call to call: allocating
     /// body-sized buffers per call cost about 4% of the call's time.
     static KEY_BUFFERS: std::cell::RefCell<(Vec<u8>, Spare)> =
-        const { std::cell::RefCell::new((Vec::new(), Spare { nodes: Vec::new(), members: Vec::new(), side: Vec::new() })) };
+        const { std::cell::RefCell::new((Vec::new(), Spare { nodes: Vec::new(), members: Vec::new(), order: Vec::new(), side: Vec::new() })) };
 }
 
 /// The canonicaliser's working buffers, lent to it by the caller.
@@ -117,6 +117,7 @@ thread_local! {
 struct Spare {
     nodes: Vec<Node>,
     members: Vec<Member>,
+    order: Vec<usize>,
     side: Vec<u8>,
 }
 
@@ -124,6 +125,7 @@ impl Spare {
     fn capacity_bytes(&self) -> usize {
         self.nodes.capacity() * std::mem::size_of::<Node>()
             + self.members.capacity() * std::mem::size_of::<Member>()
+            + self.order.capacity() * std::mem::size_of::<usize>()
             + self.side.capacity()
     }
 }
@@ -148,10 +150,12 @@ fn write_canonical(
         b: body,
         nodes: std::mem::take(&mut spare.nodes),
         members: std::mem::take(&mut spare.members),
+        order: std::mem::take(&mut spare.order),
         side: std::mem::take(&mut spare.side),
     };
     w.nodes.clear();
     w.members.clear();
+    w.order.clear();
     w.side.clear();
     let read = w.read(Ctx::Top).and_then(|()| w.p.finish());
     let written = read.map(|()| {
@@ -171,6 +175,7 @@ fn write_canonical(
     });
     spare.nodes = w.nodes;
     spare.members = w.members;
+    spare.order = w.order;
     spare.side = w.side;
     written
 }
@@ -197,9 +202,10 @@ enum Kind {
     Side,
     /// An object key: quotes at `a` and `e - 1`, [`key_prefix`] in `x`.
     Key,
-    /// An array or object whose members follow it up to node `e`; for an object, `x` is
-    /// 1 when its keys were strictly increasing.
+    /// An array whose items follow it up to node `e`.
     Arr,
+    /// An object whose members follow it up to node `e`; `order[a..x]` are its key nodes
+    /// in canonical order (sorted, repeats resolved).
     Obj,
 }
 
@@ -213,7 +219,7 @@ struct Node {
     x: u64,
 }
 
-/// One member of an object being written: its key's node and that key's order data.
+/// One member of an object being read: its key's node and that key's order data.
 #[derive(Clone, Copy)]
 struct Member {
     /// [`key_prefix`] of the key.
@@ -269,8 +275,10 @@ struct Canon<'a> {
     p: Parser<'a>,
     b: &'a [u8],
     nodes: Vec<Node>,
-    /// Members of every object being written, innermost last.
+    /// Members of every object being read, innermost last.
     members: Vec<Member>,
+    /// Each object's key nodes in canonical order (see [`Kind::Obj`]).
+    order: Vec<usize>,
     side: Vec<u8>,
 }
 
@@ -405,7 +413,7 @@ impl<'a> Canon<'a> {
         self.push(Kind::Obj, open, 0);
         let mut len = (ctx == Ctx::Other).then_some(1usize);
         let mut sorted = true;
-        let mut last: Option<Member> = None;
+        let base = self.members.len();
         if !self.p.empty(b'}') {
             loop {
                 let (q, close, esc) = self.p.key_span()?;
@@ -419,10 +427,10 @@ impl<'a> Canon<'a> {
                     x: pfx,
                 });
                 let m = Member { pfx, k, esc };
-                if let Some(last) = last {
-                    sorted &= self.key_cmp(&last, &m) == Ordering::Less;
+                if let Some(last) = self.members[base..].last() {
+                    sorted &= self.key_cmp(last, &m) == Ordering::Less;
                 }
-                last = Some(m);
+                self.members.push(m);
                 let inner = if ctx == Ctx::Top && self.key_is(k, "messages") {
                     Ctx::Messages
                 } else {
@@ -445,24 +453,44 @@ impl<'a> Canon<'a> {
         let canonical = sorted && len == Some(self.p.i - open);
         self.close_container(at, open, canonical);
         if !canonical {
-            self.nodes[at].x = u64::from(sorted);
+            // Sorted here, while the members are at hand, for the second pass to follow.
+            if !sorted {
+                self.sort_members(base);
+            }
+            let from = self.order.len();
+            self.order.extend(self.members[base..].iter().map(|m| m.k));
+            self.nodes[at].a = from;
+            self.nodes[at].x = self.order.len() as u64;
         }
+        self.members.truncate(base);
         Ok(())
     }
 
     /// Whether the key at node `k` is `lit`.
-    #[inline]
+    #[allow(clippy::inline_always)] // a compare with a short constant, no call
+    #[inline(always)]
     fn key_is(&self, k: usize, lit: &str) -> bool {
         let n = &self.nodes[k];
         if n.esc == Esc::None {
             &self.b[n.a + 1..n.e - 1] == lit.as_bytes()
         } else {
-            self.key_text(k) == lit
+            self.key_text_decoded(k) == lit
         }
     }
 
     /// The decoded key at node `k`.
+    #[inline]
     fn key_text(&self, k: usize) -> std::borrow::Cow<'a, str> {
+        let n = &self.nodes[k];
+        if n.esc == Esc::None {
+            std::borrow::Cow::Borrowed(self.p.text(n.a + 1, n.e - 1))
+        } else {
+            self.key_text_decoded(k)
+        }
+    }
+
+    #[inline(never)]
+    fn key_text_decoded(&self, k: usize) -> std::borrow::Cow<'a, str> {
         let n = &self.nodes[k];
         self.p.jstr(n.a, n.e - 1, n.esc).text()
     }
@@ -550,69 +578,36 @@ impl<'a> Canon<'a> {
     }
 
     fn emit_object(&mut self, i: usize, out: &mut Out<'_>, ctx: Ctx) {
-        let Node {
-            e: end, x: sorted, ..
-        } = self.nodes[i];
+        let Node { a: from, x: to, .. } = self.nodes[i];
+        let members = from..to as usize;
         out.byte(b'{');
-        if sorted == 1 && ctx == Ctx::Other {
-            // Keys in order: the members as they come.
-            let mut j = i + 1;
-            while j < end {
-                if j > i + 1 {
-                    out.byte(b',');
-                }
-                self.emit_key(j, out);
-                j = self.emit(j + 1, out, Ctx::Other);
-            }
-            out.byte(b'}');
-            return;
-        }
-        let base = self.members.len();
-        let mut j = i + 1;
-        while j < end {
-            let n = &self.nodes[j];
-            self.members.push(Member {
-                pfx: n.x,
-                k: j,
-                esc: n.esc,
-            });
-            let v = &self.nodes[j + 1];
-            j = if matches!(v.kind, Kind::Arr | Kind::Obj) {
-                v.e
-            } else {
-                j + 2
-            };
-        }
-        if sorted == 0 {
-            self.sort_members(base);
-        }
         match ctx {
-            Ctx::Top => self.emit_top_members(base, out),
-            Ctx::Message => self.emit_message_members(base, out),
-            _ => self.emit_members(base, out),
+            Ctx::Top => self.emit_top_members(members, out),
+            Ctx::Message => self.emit_message_members(members, out),
+            _ => self.emit_members(members, out),
         }
-        self.members.truncate(base);
         out.byte(b'}');
     }
 
-    fn emit_members(&mut self, base: usize, out: &mut Out<'_>) {
-        for at in base..self.members.len() {
-            if at > base {
+    fn emit_members(&mut self, members: std::ops::Range<usize>, out: &mut Out<'_>) {
+        let first = members.start;
+        for at in members {
+            if at > first {
                 out.byte(b',');
             }
-            let k = self.members[at].k;
+            let k = self.order[at];
             self.emit_key(k, out);
             self.emit(k + 1, out, Ctx::Other);
         }
     }
 
-    /// Step 5 on one message's members (sorted from `base`).
-    fn emit_message_members(&mut self, base: usize, out: &mut Out<'_>) {
+    /// Step 5 on one message's members (`order[members]`).
+    fn emit_message_members(&mut self, members: std::ops::Range<usize>, out: &mut Out<'_>) {
         const HEAD: &[u8] = br#"[{"text":"#;
         const TAIL: &[u8] = br#","type":"text"}]"#;
         let mut first = true;
-        for at in base..self.members.len() {
-            let k = self.members[at].k;
+        for at in members {
+            let k = self.order[at];
             if self.nodes[k + 1].kind == Kind::Null {
                 continue;
             }
@@ -638,21 +633,21 @@ impl<'a> Canon<'a> {
         }
     }
 
-    /// Steps 2–4 on the top-level members (sorted from `base`): each is written, then
+    /// Steps 2–4 on the top-level members (`order[members]`): each is written, then
     /// taken back if its canonical value is the field's default.
-    fn emit_top_members(&mut self, base: usize, out: &mut Out<'_>) {
-        let has_tools = self.members[base..].iter().any(|m| {
-            let v = &self.nodes[m.k + 1];
+    fn emit_top_members(&mut self, members: std::ops::Range<usize>, out: &mut Out<'_>) {
+        let has_tools = self.order[members.clone()].iter().any(|&k| {
+            let v = &self.nodes[k + 1];
             let non_empty_array = match v.kind {
-                Kind::Arr => v.e > m.k + 2,
+                Kind::Arr => v.e > k + 2,
                 Kind::Span => self.b[v.a] == b'[' && v.e - v.a > 2,
                 _ => false,
             };
-            non_empty_array && self.key_is(m.k, "tools")
+            non_empty_array && self.key_is(k, "tools")
         });
         let mut first = true;
-        for at in base..self.members.len() {
-            let k = self.members[at].k;
+        for at in members {
+            let k = self.order[at];
             let vn = self.nodes[k + 1];
             if vn.kind == Kind::Null {
                 continue;
