@@ -139,7 +139,7 @@ fn write_canonical(
     start: usize,
     spare: &mut Spare,
 ) -> Result<usize> {
-    let p = Parser::new(body)?;
+    let p = Parser::new_ascii_fast(body)?;
     if p.peek() != Some(b'{') {
         // Reject bad JSON as bad JSON before saying it is not an object.
         Value::parse(body)?;
@@ -652,7 +652,12 @@ impl<'a> Canon<'a> {
             if vn.kind == Kind::Null {
                 continue;
             }
-            let rule = TopRule::of(&self.key_text(k));
+            let n = &self.nodes[k];
+            let rule = if n.esc == Esc::None {
+                TopRule::of(&self.b[n.a + 1..n.e - 1])
+            } else {
+                TopRule::of(self.key_text_decoded(k).as_bytes())
+            };
             if rule == TopRule::Transport {
                 continue;
             }
@@ -757,21 +762,21 @@ enum TopRule {
 }
 
 impl TopRule {
-    fn of(key: &str) -> Self {
+    fn of(key: &[u8]) -> Self {
         match key {
-            "stream" | "stream_options" | "user" | "metadata" | "store" | "service_tier"
-            | "timeout" | "request_id" | "idempotency_key" | "prompt_cache_key"
-            | "safety_identifier" => TopRule::Transport,
-            "temperature" | "top_p" | "n" => TopRule::Default(b"1"),
-            "presence_penalty" | "frequency_penalty" => TopRule::Default(b"0"),
-            "logprobs" => TopRule::Default(b"false"),
-            "parallel_tool_calls" => TopRule::Default(b"true"),
-            "response_format" => TopRule::Default(br#"{"type":"text"}"#),
-            "tools" | "functions" => TopRule::Default(b"[]"),
-            "logit_bias" => TopRule::Default(b"{}"),
-            "stop" => TopRule::Stop,
-            "tool_choice" => TopRule::ToolChoice,
-            "messages" => TopRule::Messages,
+            b"stream" | b"stream_options" | b"user" | b"metadata" | b"store" | b"service_tier"
+            | b"timeout" | b"request_id" | b"idempotency_key" | b"prompt_cache_key"
+            | b"safety_identifier" => TopRule::Transport,
+            b"temperature" | b"top_p" | b"n" => TopRule::Default(b"1"),
+            b"presence_penalty" | b"frequency_penalty" => TopRule::Default(b"0"),
+            b"logprobs" => TopRule::Default(b"false"),
+            b"parallel_tool_calls" => TopRule::Default(b"true"),
+            b"response_format" => TopRule::Default(br#"{"type":"text"}"#),
+            b"tools" | b"functions" => TopRule::Default(b"[]"),
+            b"logit_bias" => TopRule::Default(b"{}"),
+            b"stop" => TopRule::Stop,
+            b"tool_choice" => TopRule::ToolChoice,
+            b"messages" => TopRule::Messages,
             _ => TopRule::Plain,
         }
     }
@@ -1020,10 +1025,10 @@ mod tests {
     #[test]
     fn transport_rules_match_the_documented_list() {
         for f in TRANSPORT_FIELDS {
-            assert!(TopRule::of(f) == TopRule::Transport, "{f}");
+            assert!(TopRule::of(f.as_bytes()) == TopRule::Transport, "{f}");
         }
         for f in ["model", "messages", "stop", "tools", "seed", "streams", ""] {
-            assert!(TopRule::of(f) != TopRule::Transport, "{f}");
+            assert!(TopRule::of(f.as_bytes()) != TopRule::Transport, "{f}");
         }
     }
 

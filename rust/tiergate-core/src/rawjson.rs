@@ -196,6 +196,34 @@ impl<'a> Parser<'a> {
         Ok(Self::of_str(s))
     }
 
+    /// [`Parser::new`] without the UTF-8 check's cost for the common all-ASCII body:
+    /// ASCII is UTF-8, so such a body needs no `&str` of the whole, and each piece of text
+    /// the parser hands out (numbers, strings, [`Parser::text`]) is made from its own
+    /// bytes. Not for decoding scans (`D` in [`Parser::scan`]), which read the whole text.
+    pub(crate) fn new_ascii_fast(body: &'a [u8]) -> Result<Self> {
+        if !body.is_ascii() {
+            return Self::new(body);
+        }
+        let mut p = Parser {
+            s: "",
+            b: body,
+            i: 0,
+            depth: MAX_DEPTH,
+        };
+        p.ws();
+        Ok(p)
+    }
+
+    /// The text of `b[a..e]` (both at characters the parser read): a slice of the whole
+    /// text, or for a parser of [`Parser::new_ascii_fast`], of those bytes (ASCII).
+    #[inline]
+    fn str_at(&self, a: usize, e: usize) -> &'a str {
+        match self.s.get(a..e) {
+            Some(t) => t,
+            None => std::str::from_utf8(&self.b[a..e]).unwrap_or_default(),
+        }
+    }
+
     /// [`Parser::new`] for text already known to be UTF-8.
     pub(crate) fn of_str(s: &'a str) -> Self {
         let mut p = Parser {
@@ -298,14 +326,14 @@ impl<'a> Parser<'a> {
     /// The input between `a` and `e` (both at characters the parser read).
     #[inline]
     pub(crate) fn text(&self, a: usize, e: usize) -> &'a str {
-        &self.s[a..e]
+        self.str_at(a, e)
     }
 
     /// The string between the quotes at `q` and `close` (as [`Parser::key_span`] gave them).
     #[inline]
     pub(crate) fn jstr(&self, q: usize, close: usize, esc: Esc) -> JStr<'a> {
         JStr {
-            quoted: &self.s[q..=close],
+            quoted: self.str_at(q, close + 1),
             esc,
         }
     }
@@ -499,7 +527,7 @@ impl<'a> Parser<'a> {
         let start = self.i;
         let (close, esc) = self.scan::<false, false>(&mut Vec::new(), &mut String::new())?;
         Ok(JStr {
-            quoted: &self.s[start - 1..=close],
+            quoted: self.str_at(start - 1, close + 1),
             esc,
         })
     }
@@ -785,7 +813,7 @@ impl<'a> Parser<'a> {
             float = true;
         }
         if !float {
-            if let Ok(u) = self.s[int_start..int_end].parse::<u64>() {
+            if let Some(u) = decimal_u64(&self.b[int_start..int_end]) {
                 return Ok(if !negative {
                     i64::try_from(u).map_or(Value::UInt(u), Value::Int)
                 } else if u == 0 {
@@ -797,7 +825,8 @@ impl<'a> Parser<'a> {
                 });
             }
         }
-        let f: f64 = self.s[start..self.i]
+        let f: f64 = self
+            .str_at(start, self.i)
             .parse()
             .map_err(|_| self.err("invalid number"))?;
         if f.is_finite() {
@@ -806,6 +835,16 @@ impl<'a> Parser<'a> {
             Err(self.err("number out of range"))
         }
     }
+}
+
+/// The value of ASCII decimal digits (as the grammar accepted them), `None` past
+/// `u64::MAX` (what `str::parse::<u64>` gives, without its call).
+#[inline]
+fn decimal_u64(digits: &[u8]) -> Option<u64> {
+    digits.iter().try_fold(0u64, |v, &d| {
+        v.checked_mul(10)?
+            .checked_add(u64::from(d.wrapping_sub(b'0')))
+    })
 }
 
 const LO: u64 = 0x0101_0101_0101_0101;
