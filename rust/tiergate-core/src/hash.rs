@@ -1227,6 +1227,190 @@ mod tests {
         );
     }
 
+    /// A small deterministic generator (xorshift).
+    struct Gen(u64);
+
+    impl Gen {
+        fn next(&mut self, n: usize) -> usize {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 % n as u64) as usize
+        }
+
+        fn pick<'p>(&mut self, xs: &[&'p str]) -> &'p str {
+            xs[self.next(xs.len())]
+        }
+
+        /// Whitespace or none (a compact body takes the one-span paths).
+        fn ws(&mut self) -> &'static str {
+            ["", "", "", " ", "\n "][self.next(5)]
+        }
+
+        /// A JSON value, nested up to `depth`: sorted and unsorted objects, repeated
+        /// and escaped keys, every string escape class, numbers that need rewriting.
+        fn value(&mut self, depth: u32) -> String {
+            const LEAVES: &[&str] = &[
+                "null",
+                "true",
+                "false",
+                "0",
+                "-7",
+                "12",
+                "1.0",
+                "-0",
+                "0.5",
+                "1e3",
+                "18446744073709551615",
+                r#""""#,
+                r#""x""#,
+                r#""a\nb\"c""#,
+                r#""\u00e9\/""#,
+                r#""\u001f""#,
+                r#""\u001F""#,
+                r#""é""#,
+                r#""text""#,
+                r#""auto""#,
+            ];
+            const KEYS: &[&str] = &[
+                "a", "b", "type", "text", "c", "\\u0061", "a\\n", "é", "", "role",
+            ];
+            let w = self.ws();
+            match (depth, self.next(4)) {
+                (0, _) | (_, 0) => self.pick(LEAVES).to_string(),
+                (_, 1) => {
+                    let n = self.next(4);
+                    let items: Vec<String> = (0..n).map(|_| self.value(depth - 1)).collect();
+                    format!("[{w}{}{w}]", items.join(&format!("{w},")))
+                }
+                _ => {
+                    let n = self.next(5);
+                    let mut keys: Vec<&str> = (0..n).map(|_| self.pick(KEYS)).collect();
+                    if self.next(2) == 0 {
+                        keys.sort_unstable();
+                        keys.dedup();
+                    }
+                    let members: Vec<String> = keys
+                        .iter()
+                        .map(|k| format!("\"{k}\"{w}:{w}{}", self.value(depth - 1)))
+                        .collect();
+                    format!("{{{w}{}{w}}}", members.join(","))
+                }
+            }
+        }
+
+        /// A message object: the usual keys and others, in any order, repeated, null,
+        /// escaped, with one-part and other content lists.
+        fn message(&mut self) -> String {
+            const KEYS: &[&str] = &[
+                "role",
+                "content",
+                "name",
+                "tool_calls",
+                "tool_call_id",
+                "\\u0063ontent",
+                "x",
+                "content",
+            ];
+            const CONTENT: &[&str] = &[
+                r#""hi""#,
+                r#""a\n\"q\" \u2014""#,
+                "null",
+                r#"[{"type":"text","text":"x"}]"#,
+                r#"[{"text":"x","type":"text"}]"#,
+                r#"[ {"type" : "text", "text" : "y\u00e9"} ]"#,
+                r#"[{"type":"text","text":"x"},{"type":"text","text":"y"}]"#,
+                r#"[{"type":"text","text":"x","extra":null}]"#,
+                r#"[{"type":"text","text":5}]"#,
+                r#"[{"type":"image","text":"x"}]"#,
+                r#"[{"type":"text","text":"a","text":"b"}]"#,
+                "[]",
+            ];
+            let n = 1 + self.next(5);
+            let members: Vec<String> = (0..n)
+                .map(|_| {
+                    let k = self.pick(KEYS);
+                    let v = if k.ends_with("ontent") {
+                        self.pick(CONTENT).to_string()
+                    } else {
+                        self.value(2)
+                    };
+                    format!("\"{k}\":{}{v}", self.ws())
+                })
+                .collect();
+            format!("{{{}}}", members.join(","))
+        }
+    }
+
+    /// Generated chat bodies (messages with every key arrangement, nested values sorted
+    /// or not, compact or spaced, and top-level fields at and off their defaults)
+    /// canonicalise as the tree canonicaliser does.
+    #[test]
+    fn generated_bodies_match_tree() {
+        const TOP: &[&str] = &[
+            "\"model\":\"m\"",
+            "\"temperature\":1.0",
+            "\"temperature\":0.7",
+            "\"n\":1",
+            "\"stop\":\"x\"",
+            "\"stop\":[]",
+            "\"tools\":[]",
+            "\"tools\":[{\"type\":\"function\"}]",
+            "\"tool_choice\":\"auto\"",
+            "\"tool_choice\":\"none\"",
+            "\"response_format\":{\"type\":\"text\"}",
+            "\"response_format\":{ \"type\" : \"text\" }",
+            "\"logit_bias\":{}",
+            "\"stream\":true",
+            "\"user\":null",
+            "\"seed\":3",
+        ];
+        let mut g = Gen(0x1234_5678_9ABC_DEF1);
+        for _ in 0..20_000 {
+            let n = g.next(6);
+            let messages: Vec<String> = (0..n).map(|_| g.message()).collect();
+            let mut members = vec![format!("\"messages\":[{}]", messages.join(","))];
+            for _ in 0..g.next(4) {
+                members.push(g.pick(TOP).to_string());
+            }
+            if g.next(3) == 0 {
+                members.push(format!("\"x\":{}", g.value(4)));
+            }
+            let at = g.next(members.len());
+            members.swap(0, at);
+            let body = format!("{{{}}}", members.join(","));
+            let ours = canonical_request(body.as_bytes()).unwrap();
+            let theirs = tree_canon(body.as_bytes()).unwrap();
+            assert_eq!(
+                String::from_utf8_lossy(&ours),
+                String::from_utf8_lossy(&theirs),
+                "{body}"
+            );
+        }
+    }
+
+    /// A body with bytes that are not UTF-8 is refused wherever they sit (the all-ASCII
+    /// path must not let them through), and non-ASCII text is kept as it is.
+    #[test]
+    fn non_ascii_bodies_are_checked() {
+        for bad in [
+            &b"{\"a\":\"\xff\"}"[..],
+            b"{\"\xc3\":1}",
+            b"{\"a\":1}\xff",
+            b"{\"a\":\xe9}",
+            b"{\"a\":\"\xed\xa0\x80\"}",
+        ] {
+            assert!(canonical_request(bad).is_err(), "{bad:?}");
+            assert!(request_key(bad, "").is_err(), "{bad:?}");
+        }
+        let body = "{\"b\":\"é\",\"a\":\"\\u00e9\"}";
+        assert_eq!(canon(body), "{\"a\":\"é\",\"b\":\"é\"}");
+        assert_eq!(
+            canonical_request(body.as_bytes()).unwrap(),
+            tree_canon(body.as_bytes()).unwrap()
+        );
+    }
+
     #[test]
     fn rejects_bad_input_without_panicking() {
         assert!(request_key(b"[1]", "").is_err());

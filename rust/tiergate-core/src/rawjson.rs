@@ -1260,6 +1260,38 @@ mod tests {
         assert!(err.message.contains("recursion"));
     }
 
+    /// The parser of an all-ASCII body (no whole-text `&str`) reads every body as the
+    /// checked one does: the same values, the same failures.
+    #[test]
+    fn ascii_fast_parser_reads_as_the_checked_one() {
+        const SEEDS: &[&str] = &[
+            r#"{"a":[1,-2.5e3,true,false,null,{"b":"c\n\"\\\/\u00e9\ud83d\ude00"}],"d":{}}"#,
+            "[0, -0, 1e5, 1E-5, 123456789012345678901234567890, 18446744073709551615, \"\\t\"]",
+        ];
+        let bodies = crate::mutate::mutated_bodies(
+            SEEDS,
+            20_000,
+            0x2545_F491_4F6C_DD1D,
+            crate::mutate::PARSER_ALPHABET,
+        );
+        for (_, body) in bodies {
+            let theirs = Value::parse(&body);
+            let ours = Parser::new_ascii_fast(&body).and_then(|mut p| {
+                let v = p.value()?;
+                p.finish()?;
+                Ok(v)
+            });
+            match (&ours, &theirs) {
+                (Ok(a), Ok(b)) => assert_eq!(a, b, "{:?}", String::from_utf8_lossy(&body)),
+                (Err(_), Err(_)) => {}
+                _ => panic!(
+                    "{:?}: {ours:?} vs {theirs:?}",
+                    String::from_utf8_lossy(&body)
+                ),
+            }
+        }
+    }
+
     /// Acceptance agrees with `serde_json` on random mutations of valid bodies.
     #[test]
     fn accepts_what_serde_json_accepts() {
