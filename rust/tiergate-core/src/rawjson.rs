@@ -251,15 +251,23 @@ impl<'a> Parser<'a> {
     }
 
     /// Enter an array or object at its opening bracket (checks the nesting limit).
+    #[inline]
     pub(crate) fn enter(&mut self) -> Result<()> {
         self.depth -= 1;
         if self.depth == 0 {
-            return Err(self.err("recursion limit exceeded"));
+            return Err(self.too_deep());
         }
         self.i += 1;
         Ok(())
     }
 
+    #[cold]
+    #[inline(never)]
+    fn too_deep(&self) -> CoreError {
+        self.err("recursion limit exceeded")
+    }
+
+    #[inline]
     pub(crate) fn leave(&mut self) {
         self.depth += 1;
     }
@@ -339,6 +347,7 @@ impl<'a> Parser<'a> {
     }
 
     /// After an opening bracket: whether the container is empty (and if so, past it).
+    #[inline]
     pub(crate) fn empty(&mut self, close: u8) -> bool {
         self.ws();
         if self.peek() == Some(close) {
