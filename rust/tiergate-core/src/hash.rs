@@ -355,7 +355,12 @@ impl<'a> Canon<'a> {
     #[inline]
     fn span_len(&self, i: usize) -> Option<usize> {
         let n = &self.nodes[i];
-        (n.kind == Kind::Span || n.kind == Kind::Null).then_some(n.e - n.a)
+        // (Not `then_some`: a container's `e` is a node index, below its input `a`.)
+        if n.kind == Kind::Span || n.kind == Kind::Null {
+            Some(n.e - n.a)
+        } else {
+            None
+        }
     }
 
     /// After a container that began at input `a` and node `at`: make it one input span
