@@ -911,7 +911,7 @@ fn write_f64(f: f64, out: &mut Vec<u8>) {
     }
 }
 
-/// The tree-building canonicaliser the streaming one replaced: the oracle of its tests.
+/// The tree-building canonicaliser the two-pass one replaced: the oracle of its tests.
 #[cfg(test)]
 mod tree {
     use super::{write_scalar, TRANSPORT_FIELDS};
@@ -1149,7 +1149,7 @@ mod tests {
         Ok(out)
     }
 
-    /// The streaming canonicaliser writes what the tree-building one wrote, on chat
+    /// The two-pass canonicaliser writes what the tree-building one wrote, on chat
     /// bodies with every rewrite and on random mutations of them.
     #[test]
     fn streaming_matches_tree() {

@@ -179,8 +179,8 @@ pub fn parse_object(body: &[u8]) -> Result<Value<'_>> {
     }
 }
 
-/// The tokenizer under [`Value::parse`], also driven directly by the streaming
-/// canonicaliser in [`crate::hash`].
+/// The tokenizer under [`Value::parse`], also driven directly by the canonicaliser in
+/// [`crate::hash`] and the token walk in [`crate::tokens`].
 pub(crate) struct Parser<'a> {
     s: &'a str,
     b: &'a [u8],
