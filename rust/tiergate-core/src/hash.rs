@@ -55,7 +55,7 @@ use std::cmp::Ordering;
 use xxhash_rust::xxh3::xxh3_128;
 
 use crate::error::{CoreError, Result};
-use crate::rawjson::{push_span, Esc, Parser, Value};
+use crate::rawjson::{Esc, Parser, Value};
 
 /// Top-level fields that only shape the transport, never the answer.
 pub const TRANSPORT_FIELDS: &[&str] = &[
@@ -74,20 +74,26 @@ pub const TRANSPORT_FIELDS: &[&str] = &[
 
 /// Parse a body and return its canonical bytes (see the module documentation).
 pub fn canonical_request(body: &[u8]) -> Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(body.len() + 16);
-    write_canonical(body, &mut out, &mut Spare::default())?;
+    let mut out = Vec::new();
+    let end = write_canonical(body, &mut out, 0, &mut Spare::default())?;
+    out.truncate(end);
     Ok(out)
 }
 
 /// The 16-byte idempotency key of `body` for `tenant`.
 pub fn request_key(body: &[u8], tenant: &str) -> Result<[u8; 16]> {
     KEY_BUFFERS.with_borrow_mut(|(buf, spare)| {
-        buf.clear();
-        buf.extend_from_slice(&(tenant.len() as u64).to_le_bytes());
-        buf.extend_from_slice(tenant.as_bytes());
-        let written = write_canonical(body, buf, spare);
-        let key = written.map(|()| xxh3_128(buf).to_be_bytes());
-        if buf.capacity() > KEEP_BYTES {
+        // The buffer keeps its length from call to call (see `write_canonical`): only
+        // the bytes up to this call's end are hashed.
+        let pre = 8 + tenant.len();
+        if buf.len() < pre {
+            buf.resize(pre, 0);
+        }
+        buf[..8].copy_from_slice(&(tenant.len() as u64).to_le_bytes());
+        buf[8..pre].copy_from_slice(tenant.as_bytes());
+        let written = write_canonical(body, buf, pre, spare);
+        let key = written.map(|end| xxh3_128(&buf[..end]).to_be_bytes());
+        if buf.capacity() > KEEP_BYTES || spare.capacity_bytes() > KEEP_BYTES {
             // One huge body must not pin its buffers for the thread's lifetime.
             *buf = Vec::new();
             *spare = Spare::default();
@@ -101,20 +107,39 @@ const KEEP_BYTES: usize = 1 << 20;
 
 thread_local! {
     /// `request_key`'s output and [`Spare`] buffers, reused from call to call: allocating
-    /// three body-sized buffers per call cost about 4% of the call's time.
+    /// body-sized buffers per call cost about 4% of the call's time.
     static KEY_BUFFERS: std::cell::RefCell<(Vec<u8>, Spare)> =
-        const { std::cell::RefCell::new((Vec::new(), Spare { members: Vec::new(), scratch: Vec::new() })) };
+        const { std::cell::RefCell::new((Vec::new(), Spare { nodes: Vec::new(), members: Vec::new(), order: Vec::new(), side: Vec::new() })) };
 }
 
 /// The canonicaliser's working buffers, lent to it by the caller.
 #[derive(Default)]
 struct Spare {
-    members: Vec<Written>,
-    scratch: Vec<u8>,
+    nodes: Vec<Node>,
+    members: Vec<Member>,
+    order: Vec<usize>,
+    side: Vec<u8>,
 }
 
-fn write_canonical(body: &[u8], out: &mut Vec<u8>, spare: &mut Spare) -> Result<()> {
-    let p = Parser::new(body)?;
+impl Spare {
+    fn capacity_bytes(&self) -> usize {
+        self.nodes.capacity() * std::mem::size_of::<Node>()
+            + self.members.capacity() * std::mem::size_of::<Member>()
+            + self.order.capacity() * std::mem::size_of::<usize>()
+            + self.side.capacity()
+    }
+}
+
+/// Write the canonical form of `body` into `out` from `start`; where it ends. `out` is
+/// lengthened when it is shorter than the form can be, never shortened: the bytes after
+/// the end are left as they were, so a reused buffer is not filled again per call.
+fn write_canonical(
+    body: &[u8],
+    out: &mut Vec<u8>,
+    start: usize,
+    spare: &mut Spare,
+) -> Result<usize> {
+    let p = Parser::new_ascii_fast(body)?;
     if p.peek() != Some(b'{') {
         // Reject bad JSON as bad JSON before saying it is not an object.
         Value::parse(body)?;
@@ -123,13 +148,35 @@ fn write_canonical(body: &[u8], out: &mut Vec<u8>, spare: &mut Spare) -> Result<
     let mut w = Canon {
         p,
         b: body,
+        nodes: std::mem::take(&mut spare.nodes),
         members: std::mem::take(&mut spare.members),
-        scratch: std::mem::take(&mut spare.scratch),
+        order: std::mem::take(&mut spare.order),
+        side: std::mem::take(&mut spare.side),
     };
+    w.nodes.clear();
     w.members.clear();
-    let written = w.value(out, Ctx::Top).and_then(|()| w.p.finish());
+    w.order.clear();
+    w.side.clear();
+    let read = w.read(Ctx::Top).and_then(|()| w.p.finish());
+    let written = read.map(|()| {
+        // Every byte written is a byte of the input or of the side buffer (escapes are
+        // only ever rewritten shorter), plus the brackets of a wrapped `stop`; and the
+        // writer's sixteen-byte stores need sixteen bytes of room past the end.
+        let bound = start + body.len() + w.side.len() + 2 + 16;
+        if out.len() < bound {
+            out.resize(bound, 0);
+        }
+        let mut o = Out {
+            buf: &mut out[..bound],
+            pos: start,
+        };
+        w.emit(0, &mut o, Ctx::Top);
+        o.pos
+    });
+    spare.nodes = w.nodes;
     spare.members = w.members;
-    spare.scratch = w.scratch;
+    spare.order = w.order;
+    spare.side = w.side;
     written
 }
 
@@ -142,226 +189,552 @@ enum Ctx {
     Other,
 }
 
-/// One object member as written, relative to the object's first byte: the key's output
-/// `k..kv` (with its `:`), the value's `v..e` (a rewrite may narrow it).
-#[derive(Clone, Copy)]
-struct Written {
-    /// [`key_prefix`] of the key.
-    pfx: u64,
-    /// The key's quotes in the input.
-    q: usize,
-    close: usize,
-    esc: Esc,
-    /// A `stop` string, written as a one-element array.
-    wrap: bool,
-    k: usize,
-    kv: usize,
-    v: usize,
-    e: usize,
+/// What the first pass noted of one value or key.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Canonical as written: the input `a..e` is copied (strings whose escapes are
+    /// canonical, `true`, `false`, integers, and containers already in canonical form).
+    Span,
+    /// `null` (the input `a..e`): steps 2 and 5 drop members holding it.
+    Null,
+    /// Canonical form written by the first pass to the side buffer's `a..e` (strings
+    /// with escapes to rewrite, numbers to normalise).
+    Side,
+    /// An object key: quotes at `a` and `e - 1`, [`key_prefix`] in `x`.
+    Key,
+    /// An array whose items follow it up to node `e`.
+    Arr,
+    /// An object whose members follow it up to node `e`; `order[a..x]` are its key nodes
+    /// in canonical order (sorted, repeats resolved).
+    Obj,
 }
 
-/// The streaming canonicaliser: arrays and scalars are written as they are read; an
-/// object's members are written in input order while their ranges are noted, and only
-/// when they were out of order, repeated or rewritten is the object's output reassembled
-/// (one copy of that object's bytes). Strings whose escapes are already canonical are
-/// copied from the input; no tree is built. Keys are kept as input positions (no `&str`
-/// slicing per member) and compared by their first eight bytes where those differ.
+/// One entry of the first pass's tape (see [`Canon`]).
+#[derive(Clone, Copy)]
+struct Node {
+    kind: Kind,
+    esc: Esc,
+    a: usize,
+    e: usize,
+    x: u64,
+}
+
+/// One member of an object being read: its key's node and that key's order data.
+#[derive(Clone, Copy)]
+struct Member {
+    /// [`key_prefix`] of the decoded key.
+    pfx: u64,
+    /// The key's node; the value's first node follows it.
+    k: usize,
+}
+
+/// The second pass's writer: a cursor in a slice sized for the longest canonical form
+/// (no capacity check per byte, as a `Vec` push has).
+struct Out<'o> {
+    buf: &'o mut [u8],
+    pos: usize,
+}
+
+impl Out<'_> {
+    #[allow(clippy::inline_always)] // per separator
+    #[inline(always)]
+    fn byte(&mut self, c: u8) {
+        self.buf[self.pos] = c;
+        self.pos += 1;
+    }
+
+    /// Append `src[a..e]`. A span of at most sixteen bytes with sixteen readable bytes
+    /// from `a` goes as one fixed-size store (the buffer has sixteen bytes of room past
+    /// the end): keys and short values are most spans, and a `memcpy` call costs more
+    /// than the copy.
+    #[allow(clippy::inline_always)] // per key and value
+    #[inline(always)]
+    fn span(&mut self, src: &[u8], a: usize, e: usize) {
+        let n = e - a;
+        if n <= 16 {
+            if let Some(w) = src.get(a..).and_then(<[u8]>::first_chunk::<16>) {
+                self.buf[self.pos..self.pos + 16].copy_from_slice(w);
+                self.pos += n;
+                return;
+            }
+        }
+        self.buf[self.pos..self.pos + n].copy_from_slice(&src[a..e]);
+        self.pos += n;
+    }
+}
+
+/// The canonicaliser, in two passes. The first ([`Canon::read`]) parses and checks the
+/// whole body, writing nothing: it notes each value on a tape of [`Node`]s (a string
+/// or number by its input position, a container by where its subtree ends), and a
+/// container whose input is already canonical — compact, keys in order, every value
+/// canonical as written — becomes one input span. The second ([`Canon::emit`]) writes
+/// the canonical form from the tape, each object's members in key order, so every
+/// output byte is written once: no object is written in input order and reassembled.
 struct Canon<'a> {
     p: Parser<'a>,
     b: &'a [u8],
-    /// Members of every object being written, innermost last.
-    members: Vec<Written>,
-    scratch: Vec<u8>,
+    nodes: Vec<Node>,
+    /// Members of every object being read, innermost last.
+    members: Vec<Member>,
+    /// Each object's key nodes in canonical order (see [`Kind::Obj`]).
+    order: Vec<usize>,
+    side: Vec<u8>,
 }
 
 impl<'a> Canon<'a> {
-    fn value(&mut self, out: &mut Vec<u8>, ctx: Ctx) -> Result<()> {
+    #[inline]
+    fn push(&mut self, kind: Kind, a: usize, e: usize) {
+        self.nodes.push(Node {
+            kind,
+            esc: Esc::None,
+            a,
+            e,
+            x: 0,
+        });
+    }
+
+    /// First pass: the value at the cursor, onto the tape.
+    #[allow(clippy::inline_always)] // in both container loops: the call is the cost
+    #[inline(always)]
+    fn read(&mut self, ctx: Ctx) -> Result<()> {
+        let a = self.p.i;
         match self.p.peek() {
+            Some(b'"') => {
+                self.p.i += 1;
+                let s = self.side.len();
+                let (close, esc) = self
+                    .p
+                    .scan_as::<true, false, true>(&mut self.side, &mut String::new())?;
+                if esc == Esc::Other {
+                    self.push(Kind::Side, s, self.side.len());
+                } else {
+                    self.push(Kind::Span, a, close + 1);
+                }
+            }
             Some(b'{') => {
                 self.p.enter()?;
-                let r = self.object(out, ctx);
+                let r = self.read_object(a, ctx);
                 self.p.leave();
-                r
+                r?;
             }
             Some(b'[') => {
                 self.p.enter()?;
-                let r = self.array(out, ctx);
+                let r = self.read_array(a, ctx);
                 self.p.leave();
-                r
+                r?;
             }
-            _ => self.leaf(out).map(|_| ()),
+            Some(b'n') => {
+                self.p.expect(b"null")?;
+                self.push(Kind::Null, a, a + 4);
+            }
+            Some(b't') => {
+                self.p.expect(b"true")?;
+                self.push(Kind::Span, a, a + 4);
+            }
+            Some(b'f') => {
+                self.p.expect(b"false")?;
+                self.push(Kind::Span, a, a + 5);
+            }
+            _ => {
+                // An integer that fits an `i64` is written as the input spells it (the
+                // grammar allows no leading zeros or `+`; `-0` parses as a float).
+                match self.p.value()? {
+                    Value::Int(_) => self.push(Kind::Span, a, self.p.i),
+                    v => {
+                        let s = self.side.len();
+                        write_scalar(&v, &mut self.side);
+                        self.push(Kind::Side, s, self.side.len());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The canonical length of the node at `i` when it is an input span, else `None`.
+    #[inline]
+    fn span_len(&self, i: usize) -> Option<usize> {
+        let n = &self.nodes[i];
+        // (Not `then_some`: a container's `e` is a node index, below its input `a`.)
+        if n.kind == Kind::Span || n.kind == Kind::Null {
+            Some(n.e - n.a)
+        } else {
+            None
         }
     }
 
-    fn array(&mut self, out: &mut Vec<u8>, ctx: Ctx) -> Result<()> {
-        out.push(b'[');
-        if !self.p.empty(b']') {
-            let item = if ctx == Ctx::Messages {
-                Ctx::Message
-            } else {
-                Ctx::Other
+    /// After a container that began at input `a` and node `at`: make it one input span
+    /// when `canonical` (its input is exactly its canonical form), dropping its subtree.
+    #[inline]
+    fn close_container(&mut self, at: usize, a: usize, canonical: bool) {
+        let e = self.p.i;
+        if canonical {
+            self.nodes.truncate(at + 1);
+            self.nodes[at] = Node {
+                kind: Kind::Span,
+                esc: Esc::None,
+                a,
+                e,
+                x: 0,
             };
+        } else {
+            self.nodes[at].e = self.nodes.len();
+        }
+    }
+
+    fn read_array(&mut self, a: usize, ctx: Ctx) -> Result<()> {
+        let at = self.nodes.len();
+        self.push(Kind::Arr, a, 0);
+        let item = if ctx == Ctx::Messages {
+            Ctx::Message
+        } else {
+            Ctx::Other
+        };
+        // Length of the canonical form if every item is an input span (`None` once one
+        // is not, or from the start where the array is rewritten).
+        let mut len = (ctx == Ctx::Other).then_some(1usize);
+        if !self.p.empty(b']') {
             loop {
-                if !self.leaf(out)? {
-                    self.value(out, item)?;
+                let v = self.nodes.len();
+                self.read(item)?;
+                if let Some(l) = len {
+                    len = self.span_len(v).map(|n| l + n + 1);
                 }
                 if !self.p.next_or_close(b']')? {
                     break;
                 }
-                out.push(b',');
             }
+        } else if len.is_some() {
+            len = Some(2);
         }
-        out.push(b']');
+        let canonical = len == Some(self.p.i - a);
+        self.close_container(at, a, canonical);
         Ok(())
     }
 
-    /// The decoded key of `m` (cold: only keys with escapes get here).
-    fn key_text(&self, m: &Written) -> std::borrow::Cow<'a, str> {
-        self.p.jstr(m.q, m.close, m.esc).text()
+    fn read_object(&mut self, open: usize, ctx: Ctx) -> Result<()> {
+        let at = self.nodes.len();
+        self.push(Kind::Obj, open, 0);
+        let mut len = (ctx == Ctx::Other).then_some(1usize);
+        let mut sorted = true;
+        let base = self.members.len();
+        if !self.p.empty(b'}') {
+            loop {
+                let (q, close, esc) = self.p.key_span()?;
+                let k = self.nodes.len();
+                let pfx = if esc == Esc::None {
+                    key_prefix(&self.b[q + 1..close], self.b.get(q + 1..))
+                } else {
+                    self.decoded_prefix(q, close, esc)
+                };
+                self.nodes.push(Node {
+                    kind: Kind::Key,
+                    esc,
+                    a: q,
+                    e: close + 1,
+                    x: pfx,
+                });
+                let m = Member { pfx, k };
+                if let Some(last) = self.members[base..].last() {
+                    sorted &= self.key_cmp(last, &m) == Ordering::Less;
+                }
+                self.members.push(m);
+                let inner = if ctx == Ctx::Top && self.key_is(k, "messages") {
+                    Ctx::Messages
+                } else {
+                    Ctx::Other
+                };
+                self.read(inner)?;
+                if let Some(sum) = len {
+                    len = match self.span_len(k + 1) {
+                        Some(v) if esc != Esc::Other => Some(sum + (close + 1 - q) + v + 2),
+                        _ => None,
+                    };
+                }
+                if !self.p.next_or_close(b'}')? {
+                    break;
+                }
+            }
+        } else if len.is_some() {
+            len = Some(2);
+        }
+        let canonical = sorted && len == Some(self.p.i - open);
+        self.close_container(at, open, canonical);
+        if !canonical {
+            // Sorted here, while the members are at hand, for the second pass to follow.
+            if !sorted {
+                self.sort_members(base);
+            }
+            let from = self.order.len();
+            self.order.extend(self.members[base..].iter().map(|m| m.k));
+            self.nodes[at].a = from;
+            self.nodes[at].x = self.order.len() as u64;
+        }
+        self.members.truncate(base);
+        Ok(())
     }
 
-    /// Whether the key of `m` is `lit`.
-    #[inline]
-    fn key_is(&self, m: &Written, lit: &str) -> bool {
-        if m.esc == Esc::None {
-            &self.b[m.q + 1..m.close] == lit.as_bytes()
+    /// Whether the key at node `k` is `lit`.
+    #[allow(clippy::inline_always)] // a compare with a short constant, no call
+    #[inline(always)]
+    fn key_is(&self, k: usize, lit: &str) -> bool {
+        let n = &self.nodes[k];
+        if n.esc == Esc::None {
+            &self.b[n.a + 1..n.e - 1] == lit.as_bytes()
         } else {
-            self.key_text(m) == lit
+            self.key_text_decoded(k) == lit
         }
+    }
+
+    /// The decoded key at node `k`.
+    #[inline]
+    fn key_text(&self, k: usize) -> std::borrow::Cow<'a, str> {
+        let n = &self.nodes[k];
+        if n.esc == Esc::None {
+            std::borrow::Cow::Borrowed(self.p.text(n.a + 1, n.e - 1))
+        } else {
+            self.key_text_decoded(k)
+        }
+    }
+
+    #[inline(never)]
+    fn key_text_decoded(&self, k: usize) -> std::borrow::Cow<'a, str> {
+        let n = &self.nodes[k];
+        self.p.jstr(n.a, n.e - 1, n.esc).text()
     }
 
     /// Order of decoded key bytes, from the prefixes of [`key_prefix`] when they decide it.
     #[allow(clippy::inline_always)] // per member and per sort step; mostly one compare
     #[inline(always)]
-    fn key_cmp(&self, a: &Written, b: &Written) -> Ordering {
-        if a.esc == Esc::None && b.esc == Esc::None {
-            if a.pfx != b.pfx {
-                return a.pfx.cmp(&b.pfx);
-            }
-            self.b[a.q + 1..a.close].cmp(&self.b[b.q + 1..b.close])
+    fn key_cmp(&self, a: &Member, b: &Member) -> Ordering {
+        if a.pfx != b.pfx {
+            return a.pfx.cmp(&b.pfx);
+        }
+        let (x, y) = (&self.nodes[a.k], &self.nodes[b.k]);
+        if x.esc == Esc::None && y.esc == Esc::None {
+            self.b[x.a + 1..x.e - 1].cmp(&self.b[y.a + 1..y.e - 1])
         } else {
             self.key_cmp_decoded(a, b)
         }
     }
 
     #[inline(never)]
-    fn key_cmp_decoded(&self, a: &Written, b: &Written) -> Ordering {
-        self.key_text(a).as_bytes().cmp(self.key_text(b).as_bytes())
+    fn key_cmp_decoded(&self, a: &Member, b: &Member) -> Ordering {
+        self.key_text(a.k)
+            .as_bytes()
+            .cmp(self.key_text(b.k).as_bytes())
     }
 
-    /// A string, literal or number at the cursor written in place (no call to
-    /// [`Canon::value`] for the values most members hold); `false` for a bracket.
-    #[allow(clippy::inline_always)] // in both container loops: the call is the cost
+    /// [`key_prefix`] of a key with escapes, decoded (cold: keys rarely have escapes).
+    #[inline(never)]
+    fn decoded_prefix(&self, q: usize, close: usize, esc: Esc) -> u64 {
+        let text = self.p.jstr(q, close, esc).text();
+        key_prefix(text.as_bytes(), None)
+    }
+
+    /// Second pass: write the value at node `i`; the node after its subtree.
+    #[allow(clippy::inline_always)] // in every container loop: the call is the cost
     #[inline(always)]
-    fn leaf(&mut self, out: &mut Vec<u8>) -> Result<bool> {
-        match self.p.peek() {
-            Some(b'"') => {
-                self.p.i += 1;
-                self.p.scan::<true, false>(out, &mut String::new())?;
+    fn emit(&mut self, i: usize, out: &mut Out<'_>, ctx: Ctx) -> usize {
+        let n = self.nodes[i];
+        match n.kind {
+            Kind::Span | Kind::Null => out.span(self.b, n.a, n.e),
+            Kind::Side => out.span(&self.side, n.a, n.e),
+            Kind::Arr => {
+                self.emit_array(i, n.e, out, ctx);
+                return n.e;
             }
-            Some(b'{' | b'[') => return Ok(false),
-            Some(b'n') => self.p.word(b"null", out)?,
-            Some(b't') => self.p.word(b"true", out)?,
-            Some(b'f') => self.p.word(b"false", out)?,
-            _ => match self.p.scalar()? {
-                Some(v) => write_scalar(&v, out),
-                None => unreachable!("brackets handled above"),
-            },
+            Kind::Obj => {
+                self.emit_object(i, out, ctx);
+                return n.e;
+            }
+            Kind::Key => unreachable!("keys are written by their object"),
         }
-        Ok(true)
+        i + 1
     }
 
-    fn object(&mut self, out: &mut Vec<u8>, ctx: Ctx) -> Result<()> {
-        let start = out.len();
-        out.push(b'{');
-        let base = self.members.len();
-        let mut in_order = true;
-        let input = self.b;
-        if !self.p.empty(b'}') {
+    fn emit_array(&mut self, i: usize, end: usize, out: &mut Out<'_>, ctx: Ctx) {
+        let item = if ctx == Ctx::Messages {
+            Ctx::Message
+        } else {
+            Ctx::Other
+        };
+        out.byte(b'[');
+        let mut j = i + 1;
+        if j < end {
             loop {
-                let (q, close, esc) = self.p.key_span()?;
-                if self.members.len() > base {
-                    out.push(b',');
-                }
-                let k = out.len() - start;
-                if esc == Esc::Other {
-                    self.p.jstr(q, close, esc).write_json(out);
-                } else {
-                    push_span(out, input, q, close + 1);
-                }
-                out.push(b':');
-                let v = out.len() - start;
-                let m = Written {
-                    pfx: key_prefix(input, q, close, esc),
-                    q,
-                    close,
-                    esc,
-                    wrap: false,
-                    k,
-                    kv: v,
-                    v,
-                    e: 0,
-                };
-                if let Some(last) = self.members[base..].last() {
-                    in_order &= self.key_cmp(last, &m) == Ordering::Less;
-                }
-                let inner = if ctx == Ctx::Top && self.key_is(&m, "messages") {
-                    Ctx::Messages
-                } else {
-                    Ctx::Other
-                };
-                if !self.leaf(out)? {
-                    self.value(out, inner)?;
-                }
-                self.members.push(Written {
-                    e: out.len() - start,
-                    ..m
-                });
-                if !self.p.next_or_close(b'}')? {
+                j = self.emit(j, out, item);
+                if j >= end {
                     break;
                 }
+                out.byte(b',');
             }
         }
-        let mut changed = !in_order;
-        if !in_order {
-            self.sort_members(base);
+        out.byte(b']');
+    }
+
+    /// The key at node `k` with its `:`.
+    #[allow(clippy::inline_always)] // per member
+    #[inline(always)]
+    fn emit_key(&self, k: usize, out: &mut Out<'_>) {
+        let n = &self.nodes[k];
+        if n.esc == Esc::Other {
+            let mut key = Vec::new();
+            self.p.jstr(n.a, n.e - 1, n.esc).write_json(&mut key);
+            out.span(&key, 0, key.len());
+            out.byte(b':');
+        } else if self.b.get(n.e) == Some(&b':') {
+            // Compact input: the colon follows the quote, one copy for both.
+            out.span(self.b, n.a, n.e + 1);
+        } else {
+            out.span(self.b, n.a, n.e);
+            out.byte(b':');
         }
-        let obj = &out[start..];
+    }
+
+    /// The member whose key is node `k`; where its value starts in `out`.
+    #[allow(clippy::inline_always)] // per member
+    #[inline(always)]
+    fn emit_member(&mut self, k: usize, out: &mut Out<'_>, ctx: Ctx) -> usize {
+        let (n, v) = (self.nodes[k], self.nodes[k + 1]);
+        if v.kind == Kind::Span && n.esc != Esc::Other && v.a == n.e + 1 {
+            // `"key":value` as compact input spells it (the one byte between the key
+            // and the value is the colon): one copy.
+            let start = out.pos + (v.a - n.a);
+            out.span(self.b, n.a, v.e);
+            start
+        } else {
+            self.emit_key(k, out);
+            let start = out.pos;
+            self.emit(k + 1, out, ctx);
+            start
+        }
+    }
+
+    fn emit_object(&mut self, i: usize, out: &mut Out<'_>, ctx: Ctx) {
+        let Node { a: from, x: to, .. } = self.nodes[i];
+        let members = from..to as usize;
+        out.byte(b'{');
         match ctx {
-            Ctx::Top => changed |= self.canonicalise_top(base, obj),
-            Ctx::Message => changed |= self.canonicalise_message(base, obj),
-            _ => {}
+            Ctx::Top => self.emit_top_members(members, out),
+            Ctx::Message => self.emit_message_members(members, out),
+            _ => self.emit_members(members, out),
         }
-        if changed {
-            self.scratch.clear();
-            self.scratch.extend_from_slice(&out[start..]);
-            out.truncate(start + 1);
-            let mut first = true;
-            for m in &self.members[base..] {
-                if m.e == 0 {
-                    continue; // dropped
+        out.byte(b'}');
+    }
+
+    fn emit_members(&mut self, members: std::ops::Range<usize>, out: &mut Out<'_>) {
+        let first = members.start;
+        for at in members {
+            if at > first {
+                out.byte(b',');
+            }
+            let k = self.order[at];
+            self.emit_member(k, out, Ctx::Other);
+        }
+    }
+
+    /// Step 5 on one message's members (`order[members]`).
+    fn emit_message_members(&mut self, members: std::ops::Range<usize>, out: &mut Out<'_>) {
+        const HEAD: &[u8] = br#"[{"text":"#;
+        const TAIL: &[u8] = br#","type":"text"}]"#;
+        let mut first = true;
+        for at in members {
+            let k = self.order[at];
+            if self.nodes[k + 1].kind == Kind::Null {
+                continue;
+            }
+            if !first {
+                out.byte(b',');
+            }
+            first = false;
+            let start = self.emit_member(k, out, Ctx::Other);
+            let v = &out.buf[start..out.pos];
+            if v.len() > HEAD.len() + TAIL.len()
+                && v.starts_with(HEAD)
+                && v.ends_with(TAIL)
+                && self.key_is(k, "content")
+                && is_one_string(&v[HEAD.len()..v.len() - TAIL.len()])
+            {
+                // A one-part text list: its string alone.
+                let e = out.pos - TAIL.len();
+                out.buf.copy_within(start + HEAD.len()..e, start);
+                out.pos = e - HEAD.len();
+            }
+        }
+    }
+
+    /// Steps 2–4 on the top-level members (`order[members]`): each is written, then
+    /// taken back if its canonical value is the field's default.
+    fn emit_top_members(&mut self, members: std::ops::Range<usize>, out: &mut Out<'_>) {
+        let has_tools = self.order[members.clone()].iter().any(|&k| {
+            let v = &self.nodes[k + 1];
+            let non_empty_array = match v.kind {
+                Kind::Arr => v.e > k + 2,
+                Kind::Span => self.b[v.a] == b'[' && v.e - v.a > 2,
+                _ => false,
+            };
+            non_empty_array && self.key_is(k, "tools")
+        });
+        let mut first = true;
+        for at in members {
+            let k = self.order[at];
+            let vn = self.nodes[k + 1];
+            if vn.kind == Kind::Null {
+                continue;
+            }
+            let n = &self.nodes[k];
+            let rule = if n.esc == Esc::None {
+                TopRule::of(&self.b[n.a + 1..n.e - 1])
+            } else {
+                TopRule::of(self.key_text_decoded(k).as_bytes())
+            };
+            if rule == TopRule::Transport {
+                continue;
+            }
+            let mark = out.pos;
+            if !first {
+                out.byte(b',');
+            }
+            self.emit_key(k, out);
+            let wrap = rule == TopRule::Stop
+                && match vn.kind {
+                    Kind::Span => self.b[vn.a] == b'"',
+                    Kind::Side => self.side[vn.a] == b'"',
+                    _ => false,
+                };
+            if wrap {
+                out.byte(b'[');
+            }
+            let inner = if rule == TopRule::Messages {
+                Ctx::Messages
+            } else {
+                Ctx::Other
+            };
+            let start = out.pos;
+            self.emit(k + 1, out, inner);
+            let v = &out.buf[start..out.pos];
+            let default = match rule {
+                TopRule::Default(d) => v == d,
+                TopRule::Stop => v == b"[]",
+                TopRule::ToolChoice => {
+                    v == if has_tools {
+                        &br#""auto""#[..]
+                    } else {
+                        br#""none""#
+                    }
                 }
-                if !first {
-                    out.push(b',');
+                _ => false,
+            };
+            if default {
+                out.pos = mark;
+            } else {
+                if wrap {
+                    out.byte(b']');
                 }
                 first = false;
-                if m.wrap {
-                    out.extend_from_slice(&self.scratch[m.k..m.kv]);
-                    out.push(b'[');
-                    out.extend_from_slice(&self.scratch[m.v..m.e]);
-                    out.push(b']');
-                } else if m.v == m.kv {
-                    // Key and value are still adjacent: one copy.
-                    push_span(out, &self.scratch, m.k, m.e);
-                } else {
-                    push_span(out, &self.scratch, m.k, m.kv);
-                    push_span(out, &self.scratch, m.v, m.e);
-                }
             }
         }
-        out.push(b'}');
-        self.members.truncate(base);
-        Ok(())
     }
 
     /// Sort the members from `base` by key and keep the last of each run of equal keys.
@@ -403,104 +776,63 @@ impl<'a> Canon<'a> {
     }
 }
 
-/// The first eight bytes of a key without escapes (between the quotes at `q` and
-/// `close`), big-endian, zero-padded (such a key holds no zero byte, so comparing these
-/// orders keys whose first eight bytes differ); `0` for a key with escapes, which
-/// [`Canon::key_cmp`] compares decoded.
-#[inline]
-fn key_prefix(b: &[u8], q: usize, close: usize, esc: Esc) -> u64 {
-    if esc != Esc::None {
-        return 0;
+/// What steps 2–4 do with a top-level field, by its name (one `match`: the names are
+/// tested once per member, not once per rule).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum TopRule {
+    /// In [`TRANSPORT_FIELDS`]: dropped.
+    Transport,
+    /// Dropped when its canonical value is these bytes.
+    Default(&'static [u8]),
+    /// `stop`: dropped when `[]`; a string is written as a one-element array.
+    Stop,
+    /// `tool_choice`: its default depends on `tools`.
+    ToolChoice,
+    Messages,
+    Plain,
+}
+
+impl TopRule {
+    fn of(key: &[u8]) -> Self {
+        match key {
+            b"stream" | b"stream_options" | b"user" | b"metadata" | b"store" | b"service_tier"
+            | b"timeout" | b"request_id" | b"idempotency_key" | b"prompt_cache_key"
+            | b"safety_identifier" => TopRule::Transport,
+            b"temperature" | b"top_p" | b"n" => TopRule::Default(b"1"),
+            b"presence_penalty" | b"frequency_penalty" => TopRule::Default(b"0"),
+            b"logprobs" => TopRule::Default(b"false"),
+            b"parallel_tool_calls" => TopRule::Default(b"true"),
+            b"response_format" => TopRule::Default(br#"{"type":"text"}"#),
+            b"tools" | b"functions" => TopRule::Default(b"[]"),
+            b"logit_bias" => TopRule::Default(b"{}"),
+            b"stop" => TopRule::Stop,
+            b"tool_choice" => TopRule::ToolChoice,
+            b"messages" => TopRule::Messages,
+            _ => TopRule::Plain,
+        }
     }
-    let n = (close - q - 1).min(8);
+}
+
+/// The first eight bytes of the (decoded) key `key`, big-endian, zero-padded: keys
+/// whose prefixes differ are ordered as their prefixes (a shorter key's padding sorts
+/// before any byte, and where a key's own byte is zero the prefixes do not differ), so
+/// most comparisons are one compare of integers. `ahead`: the input from the key's first
+/// byte when it is `key` itself, for one eight-byte load in place of a copy.
+#[inline]
+fn key_prefix(key: &[u8], ahead: Option<&[u8]>) -> u64 {
+    let n = key.len().min(8);
     if n == 0 {
         return 0;
     }
-    let w = if let Some(w) = b.get(q + 1..).and_then(<[u8]>::first_chunk::<8>) {
+    let w = if let Some(w) = ahead.and_then(<[u8]>::first_chunk::<8>) {
         u64::from_be_bytes(*w)
     } else {
         let mut w = [0u8; 8];
-        w[..n].copy_from_slice(&b[q + 1..q + 1 + n]);
+        w[..n].copy_from_slice(&key[..n]);
         u64::from_be_bytes(w)
     };
     // Keep the key's `n` bytes (the top ones), zero the rest.
     w & (u64::MAX << (8 * (8 - n)))
-}
-
-impl Canon<'_> {
-    /// Steps 2–4 on the written top-level members from `base` (`obj`: the object's
-    /// output so far; the values are already canonical, so defaults compare as bytes). A
-    /// dropped member gets `e = 0`. Whether anything changed.
-    fn canonicalise_top(&mut self, base: usize, obj: &[u8]) -> bool {
-        let val = |m: &Written| &obj[m.v..m.e];
-        let has_tools = self.members[base..].iter().any(|m| {
-            let v = val(m);
-            self.key_is(m, "tools") && v.first() == Some(&b'[') && v != b"[]"
-        });
-        let mut changed = false;
-        for i in base..self.members.len() {
-            let m = self.members[i];
-            let v = val(&m);
-            let key = if m.esc == Esc::None {
-                std::borrow::Cow::Borrowed(self.p.jstr(m.q, m.close, m.esc).raw())
-            } else {
-                self.key_text(&m)
-            };
-            let drop = v == b"null"
-                || TRANSPORT_FIELDS.contains(&key.as_ref())
-                || match key.as_ref() {
-                    "temperature" | "top_p" | "n" => v == b"1",
-                    "presence_penalty" | "frequency_penalty" => v == b"0",
-                    "logprobs" => v == b"false",
-                    "parallel_tool_calls" => v == b"true",
-                    "response_format" => v == br#"{"type":"text"}"#,
-                    "tools" | "functions" | "stop" => v == b"[]",
-                    "logit_bias" => v == b"{}",
-                    "tool_choice" => {
-                        v == if has_tools {
-                            &br#""auto""#[..]
-                        } else {
-                            br#""none""#
-                        }
-                    }
-                    _ => false,
-                };
-            if drop {
-                self.members[i].e = 0;
-                changed = true;
-            } else if key == "stop" && v.first() == Some(&b'"') {
-                self.members[i].wrap = true;
-                changed = true;
-            }
-        }
-        changed
-    }
-
-    /// Step 5 on the written members of one message.
-    fn canonicalise_message(&mut self, base: usize, obj: &[u8]) -> bool {
-        const HEAD: &[u8] = br#"[{"text":"#;
-        const TAIL: &[u8] = br#","type":"text"}]"#;
-        let mut changed = false;
-        for i in base..self.members.len() {
-            let m = self.members[i];
-            let v = &obj[m.v..m.e];
-            if v == b"null" {
-                self.members[i].e = 0;
-                changed = true;
-            } else if v.len() > HEAD.len() + TAIL.len()
-                && v.starts_with(HEAD)
-                && v.ends_with(TAIL)
-                && self.key_is(&m, "content")
-                && is_one_string(&v[HEAD.len()..v.len() - TAIL.len()])
-            {
-                let m = &mut self.members[i];
-                m.v += HEAD.len();
-                m.e -= TAIL.len();
-                changed = true;
-            }
-        }
-        changed
-    }
 }
 
 /// Whether canonical JSON bytes `s` are exactly one string.
@@ -579,7 +911,7 @@ fn write_f64(f: f64, out: &mut Vec<u8>) {
     }
 }
 
-/// The tree-building canonicaliser the streaming one replaced: the oracle of its tests.
+/// The tree-building canonicaliser the two-pass one replaced: the oracle of its tests.
 #[cfg(test)]
 mod tree {
     use super::{write_scalar, TRANSPORT_FIELDS};
@@ -719,6 +1051,17 @@ mod tests {
         );
     }
 
+    /// The rule table names every transport field, and nothing else as one.
+    #[test]
+    fn transport_rules_match_the_documented_list() {
+        for f in TRANSPORT_FIELDS {
+            assert!(TopRule::of(f.as_bytes()) == TopRule::Transport, "{f}");
+        }
+        for f in ["model", "messages", "stop", "tools", "seed", "streams", ""] {
+            assert!(TopRule::of(f.as_bytes()) != TopRule::Transport, "{f}");
+        }
+    }
+
     #[test]
     fn numbers_normalise() {
         assert_eq!(
@@ -806,7 +1149,7 @@ mod tests {
         Ok(out)
     }
 
-    /// The streaming canonicaliser writes what the tree-building one wrote, on chat
+    /// The two-pass canonicaliser writes what the tree-building one wrote, on chat
     /// bodies with every rewrite and on random mutations of them.
     #[test]
     fn streaming_matches_tree() {
@@ -911,6 +1254,190 @@ mod tests {
         assert_eq!(
             u128::from_be_bytes(request_key(body, "t").unwrap()),
             0x7149_7ba4_f164_8011_8872_8d59_3daa_20dc
+        );
+    }
+
+    /// A small deterministic generator (xorshift).
+    struct Gen(u64);
+
+    impl Gen {
+        fn next(&mut self, n: usize) -> usize {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 % n as u64) as usize
+        }
+
+        fn pick<'p>(&mut self, xs: &[&'p str]) -> &'p str {
+            xs[self.next(xs.len())]
+        }
+
+        /// Whitespace or none (a compact body takes the one-span paths).
+        fn ws(&mut self) -> &'static str {
+            ["", "", "", " ", "\n "][self.next(5)]
+        }
+
+        /// A JSON value, nested up to `depth`: sorted and unsorted objects, repeated
+        /// and escaped keys, every string escape class, numbers that need rewriting.
+        fn value(&mut self, depth: u32) -> String {
+            const LEAVES: &[&str] = &[
+                "null",
+                "true",
+                "false",
+                "0",
+                "-7",
+                "12",
+                "1.0",
+                "-0",
+                "0.5",
+                "1e3",
+                "18446744073709551615",
+                r#""""#,
+                r#""x""#,
+                r#""a\nb\"c""#,
+                r#""\u00e9\/""#,
+                r#""\u001f""#,
+                r#""\u001F""#,
+                r#""é""#,
+                r#""text""#,
+                r#""auto""#,
+            ];
+            const KEYS: &[&str] = &[
+                "a", "b", "type", "text", "c", "\\u0061", "a\\n", "é", "", "role",
+            ];
+            let w = self.ws();
+            match (depth, self.next(4)) {
+                (0, _) | (_, 0) => self.pick(LEAVES).to_string(),
+                (_, 1) => {
+                    let n = self.next(4);
+                    let items: Vec<String> = (0..n).map(|_| self.value(depth - 1)).collect();
+                    format!("[{w}{}{w}]", items.join(&format!("{w},")))
+                }
+                _ => {
+                    let n = self.next(5);
+                    let mut keys: Vec<&str> = (0..n).map(|_| self.pick(KEYS)).collect();
+                    if self.next(2) == 0 {
+                        keys.sort_unstable();
+                        keys.dedup();
+                    }
+                    let members: Vec<String> = keys
+                        .iter()
+                        .map(|k| format!("\"{k}\"{w}:{w}{}", self.value(depth - 1)))
+                        .collect();
+                    format!("{{{w}{}{w}}}", members.join(","))
+                }
+            }
+        }
+
+        /// A message object: the usual keys and others, in any order, repeated, null,
+        /// escaped, with one-part and other content lists.
+        fn message(&mut self) -> String {
+            const KEYS: &[&str] = &[
+                "role",
+                "content",
+                "name",
+                "tool_calls",
+                "tool_call_id",
+                "\\u0063ontent",
+                "x",
+                "content",
+            ];
+            const CONTENT: &[&str] = &[
+                r#""hi""#,
+                r#""a\n\"q\" \u2014""#,
+                "null",
+                r#"[{"type":"text","text":"x"}]"#,
+                r#"[{"text":"x","type":"text"}]"#,
+                r#"[ {"type" : "text", "text" : "y\u00e9"} ]"#,
+                r#"[{"type":"text","text":"x"},{"type":"text","text":"y"}]"#,
+                r#"[{"type":"text","text":"x","extra":null}]"#,
+                r#"[{"type":"text","text":5}]"#,
+                r#"[{"type":"image","text":"x"}]"#,
+                r#"[{"type":"text","text":"a","text":"b"}]"#,
+                "[]",
+            ];
+            let n = 1 + self.next(5);
+            let members: Vec<String> = (0..n)
+                .map(|_| {
+                    let k = self.pick(KEYS);
+                    let v = if k.ends_with("ontent") {
+                        self.pick(CONTENT).to_string()
+                    } else {
+                        self.value(2)
+                    };
+                    format!("\"{k}\":{}{v}", self.ws())
+                })
+                .collect();
+            format!("{{{}}}", members.join(","))
+        }
+    }
+
+    /// Generated chat bodies (messages with every key arrangement, nested values sorted
+    /// or not, compact or spaced, and top-level fields at and off their defaults)
+    /// canonicalise as the tree canonicaliser does.
+    #[test]
+    fn generated_bodies_match_tree() {
+        const TOP: &[&str] = &[
+            "\"model\":\"m\"",
+            "\"temperature\":1.0",
+            "\"temperature\":0.7",
+            "\"n\":1",
+            "\"stop\":\"x\"",
+            "\"stop\":[]",
+            "\"tools\":[]",
+            "\"tools\":[{\"type\":\"function\"}]",
+            "\"tool_choice\":\"auto\"",
+            "\"tool_choice\":\"none\"",
+            "\"response_format\":{\"type\":\"text\"}",
+            "\"response_format\":{ \"type\" : \"text\" }",
+            "\"logit_bias\":{}",
+            "\"stream\":true",
+            "\"user\":null",
+            "\"seed\":3",
+        ];
+        let mut g = Gen(0x1234_5678_9ABC_DEF1);
+        for _ in 0..20_000 {
+            let n = g.next(6);
+            let messages: Vec<String> = (0..n).map(|_| g.message()).collect();
+            let mut members = vec![format!("\"messages\":[{}]", messages.join(","))];
+            for _ in 0..g.next(4) {
+                members.push(g.pick(TOP).to_string());
+            }
+            if g.next(3) == 0 {
+                members.push(format!("\"x\":{}", g.value(4)));
+            }
+            let at = g.next(members.len());
+            members.swap(0, at);
+            let body = format!("{{{}}}", members.join(","));
+            let ours = canonical_request(body.as_bytes()).unwrap();
+            let theirs = tree_canon(body.as_bytes()).unwrap();
+            assert_eq!(
+                String::from_utf8_lossy(&ours),
+                String::from_utf8_lossy(&theirs),
+                "{body}"
+            );
+        }
+    }
+
+    /// A body with bytes that are not UTF-8 is refused wherever they sit (the all-ASCII
+    /// path must not let them through), and non-ASCII text is kept as it is.
+    #[test]
+    fn non_ascii_bodies_are_checked() {
+        for bad in [
+            &b"{\"a\":\"\xff\"}"[..],
+            b"{\"\xc3\":1}",
+            b"{\"a\":1}\xff",
+            b"{\"a\":\xe9}",
+            b"{\"a\":\"\xed\xa0\x80\"}",
+        ] {
+            assert!(canonical_request(bad).is_err(), "{bad:?}");
+            assert!(request_key(bad, "").is_err(), "{bad:?}");
+        }
+        let body = "{\"b\":\"é\",\"a\":\"\\u00e9\"}";
+        assert_eq!(canon(body), "{\"a\":\"é\",\"b\":\"é\"}");
+        assert_eq!(
+            canonical_request(body.as_bytes()).unwrap(),
+            tree_canon(body.as_bytes()).unwrap()
         );
     }
 

@@ -179,8 +179,8 @@ pub fn parse_object(body: &[u8]) -> Result<Value<'_>> {
     }
 }
 
-/// The tokenizer under [`Value::parse`], also driven directly by the streaming
-/// canonicaliser in [`crate::hash`].
+/// The tokenizer under [`Value::parse`], also driven directly by the canonicaliser in
+/// [`crate::hash`] and the token walk in [`crate::tokens`].
 pub(crate) struct Parser<'a> {
     s: &'a str,
     b: &'a [u8],
@@ -194,6 +194,34 @@ impl<'a> Parser<'a> {
         let s = std::str::from_utf8(body)
             .map_err(|e| CoreError::invalid(format!("invalid JSON body: {e}")))?;
         Ok(Self::of_str(s))
+    }
+
+    /// [`Parser::new`] without the UTF-8 check's cost for the common all-ASCII body:
+    /// ASCII is UTF-8, so such a body needs no `&str` of the whole, and each piece of text
+    /// the parser hands out (numbers, strings, [`Parser::text`]) is made from its own
+    /// bytes. Not for decoding scans (`D` in [`Parser::scan`]), which read the whole text.
+    pub(crate) fn new_ascii_fast(body: &'a [u8]) -> Result<Self> {
+        if !body.is_ascii() {
+            return Self::new(body);
+        }
+        let mut p = Parser {
+            s: "",
+            b: body,
+            i: 0,
+            depth: MAX_DEPTH,
+        };
+        p.ws();
+        Ok(p)
+    }
+
+    /// The text of `b[a..e]` (both at characters the parser read): a slice of the whole
+    /// text, or for a parser of [`Parser::new_ascii_fast`], of those bytes (ASCII).
+    #[inline]
+    fn str_at(&self, a: usize, e: usize) -> &'a str {
+        match self.s.get(a..e) {
+            Some(t) => t,
+            None => std::str::from_utf8(&self.b[a..e]).unwrap_or_default(),
+        }
     }
 
     /// [`Parser::new`] for text already known to be UTF-8.
@@ -223,15 +251,23 @@ impl<'a> Parser<'a> {
     }
 
     /// Enter an array or object at its opening bracket (checks the nesting limit).
+    #[inline]
     pub(crate) fn enter(&mut self) -> Result<()> {
         self.depth -= 1;
         if self.depth == 0 {
-            return Err(self.err("recursion limit exceeded"));
+            return Err(self.too_deep());
         }
         self.i += 1;
         Ok(())
     }
 
+    #[cold]
+    #[inline(never)]
+    fn too_deep(&self) -> CoreError {
+        self.err("recursion limit exceeded")
+    }
+
+    #[inline]
     pub(crate) fn leave(&mut self) {
         self.depth += 1;
     }
@@ -298,19 +334,20 @@ impl<'a> Parser<'a> {
     /// The input between `a` and `e` (both at characters the parser read).
     #[inline]
     pub(crate) fn text(&self, a: usize, e: usize) -> &'a str {
-        &self.s[a..e]
+        self.str_at(a, e)
     }
 
     /// The string between the quotes at `q` and `close` (as [`Parser::key_span`] gave them).
     #[inline]
     pub(crate) fn jstr(&self, q: usize, close: usize, esc: Esc) -> JStr<'a> {
         JStr {
-            quoted: &self.s[q..=close],
+            quoted: self.str_at(q, close + 1),
             esc,
         }
     }
 
     /// After an opening bracket: whether the container is empty (and if so, past it).
+    #[inline]
     pub(crate) fn empty(&mut self, close: u8) -> bool {
         self.ws();
         if self.peek() == Some(close) {
@@ -321,11 +358,11 @@ impl<'a> Parser<'a> {
         }
     }
 
-    /// The literal `word` at the cursor, copied to `out`.
-    pub(crate) fn word(&mut self, word: &[u8], out: &mut Vec<u8>) -> Result<()> {
+    /// Past the literal `word` at the cursor.
+    #[inline]
+    pub(crate) fn expect(&mut self, word: &[u8]) -> Result<()> {
         if self.b[self.i..].starts_with(word) {
             self.i += word.len();
-            out.extend_from_slice(word);
             Ok(())
         } else {
             Err(self.err("expected value"))
@@ -367,14 +404,6 @@ impl<'a> Parser<'a> {
                 Ok(())
             }
             _ => self.value().map(|_| ()),
-        }
-    }
-
-    /// A scalar at the cursor (`None` at a bracket, left for the caller).
-    pub(crate) fn scalar(&mut self) -> Result<Option<Value<'a>>> {
-        match self.peek() {
-            Some(b'{' | b'[') => Ok(None),
-            _ => self.value().map(Some),
         }
     }
 
@@ -507,7 +536,7 @@ impl<'a> Parser<'a> {
         let start = self.i;
         let (close, esc) = self.scan::<false, false>(&mut Vec::new(), &mut String::new())?;
         Ok(JStr {
-            quoted: &self.s[start - 1..=close],
+            quoted: self.str_at(start - 1, close + 1),
             esc,
         })
     }
@@ -530,6 +559,20 @@ impl<'a> Parser<'a> {
         out: &mut Vec<u8>,
         dec: &mut String,
     ) -> Result<(usize, Esc)> {
+        self.scan_as::<W, D, false>(out, dec)
+    }
+
+    /// [`Parser::scan`]; with `L` (and `W`), the canonical form is written only for a
+    /// string whose class is [`Esc::Other`] (for the others the input between the quotes
+    /// is that form), in the same single pass: nothing is written until the first escape
+    /// to rewrite, which writes the text before it.
+    #[allow(clippy::inline_always)] // one copy per caller kind; the scan is their hot loop
+    #[inline(always)]
+    pub(crate) fn scan_as<const W: bool, const D: bool, const L: bool>(
+        &mut self,
+        out: &mut Vec<u8>,
+        dec: &mut String,
+    ) -> Result<(usize, Esc)> {
         let bytes = self.b;
         let mut run = self.i - 1; // output not yet written, from the opening quote
         let mut drun = self.i; // text not yet decoded
@@ -547,7 +590,7 @@ impl<'a> Parser<'a> {
                 i = if W { skip_plain(bytes, i + 16) } else { i + 16 };
             } else if c[m.trailing_zeros() as usize] == b'"' {
                 let close = i + m.trailing_zeros() as usize;
-                if W {
+                if W && !L {
                     push_span(out, bytes, run, close + 1);
                 }
                 self.i = close + 1;
@@ -584,7 +627,7 @@ impl<'a> Parser<'a> {
                 match bytes[k] {
                     b'"' => {
                         self.i = k + 1;
-                        if W {
+                        if W && (!L || esc == Esc::Other) {
                             push_span(out, bytes, run, k + 1);
                         }
                         if D && esc != Esc::None {
@@ -779,7 +822,7 @@ impl<'a> Parser<'a> {
             float = true;
         }
         if !float {
-            if let Ok(u) = self.s[int_start..int_end].parse::<u64>() {
+            if let Some(u) = decimal_u64(&self.b[int_start..int_end]) {
                 return Ok(if !negative {
                     i64::try_from(u).map_or(Value::UInt(u), Value::Int)
                 } else if u == 0 {
@@ -791,7 +834,8 @@ impl<'a> Parser<'a> {
                 });
             }
         }
-        let f: f64 = self.s[start..self.i]
+        let f: f64 = self
+            .str_at(start, self.i)
             .parse()
             .map_err(|_| self.err("invalid number"))?;
         if f.is_finite() {
@@ -800,6 +844,16 @@ impl<'a> Parser<'a> {
             Err(self.err("number out of range"))
         }
     }
+}
+
+/// The value of ASCII decimal digits (as the grammar accepted them), `None` past
+/// `u64::MAX` (what `str::parse::<u64>` gives, without its call).
+#[inline]
+fn decimal_u64(digits: &[u8]) -> Option<u64> {
+    digits.iter().try_fold(0u64, |v, &d| {
+        v.checked_mul(10)?
+            .checked_add(u64::from(d.wrapping_sub(b'0')))
+    })
 }
 
 const LO: u64 = 0x0101_0101_0101_0101;
@@ -1213,6 +1267,38 @@ mod tests {
         }
         let err = Value::parse("[".repeat(100_000).as_bytes()).unwrap_err();
         assert!(err.message.contains("recursion"));
+    }
+
+    /// The parser of an all-ASCII body (no whole-text `&str`) reads every body as the
+    /// checked one does: the same values, the same failures.
+    #[test]
+    fn ascii_fast_parser_reads_as_the_checked_one() {
+        const SEEDS: &[&str] = &[
+            r#"{"a":[1,-2.5e3,true,false,null,{"b":"c\n\"\\\/\u00e9\ud83d\ude00"}],"d":{}}"#,
+            "[0, -0, 1e5, 1E-5, 123456789012345678901234567890, 18446744073709551615, \"\\t\"]",
+        ];
+        let bodies = crate::mutate::mutated_bodies(
+            SEEDS,
+            20_000,
+            0x2545_F491_4F6C_DD1D,
+            crate::mutate::PARSER_ALPHABET,
+        );
+        for (_, body) in bodies {
+            let theirs = Value::parse(&body);
+            let ours = Parser::new_ascii_fast(&body).and_then(|mut p| {
+                let v = p.value()?;
+                p.finish()?;
+                Ok(v)
+            });
+            match (&ours, &theirs) {
+                (Ok(a), Ok(b)) => assert_eq!(a, b, "{:?}", String::from_utf8_lossy(&body)),
+                (Err(_), Err(_)) => {}
+                _ => panic!(
+                    "{:?}: {ours:?} vs {theirs:?}",
+                    String::from_utf8_lossy(&body)
+                ),
+            }
+        }
     }
 
     /// Acceptance agrees with `serde_json` on random mutations of valid bodies.
