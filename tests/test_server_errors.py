@@ -195,12 +195,12 @@ def test_a_client_stalled_in_its_headers_is_disconnected(stack: Stack) -> None:
     assert answer == b"" and time.monotonic() - started < 8
 
 
-def test_a_keyed_sidecar_reads_the_body_first_and_keys_answers_by_tenant(
+def test_a_keyed_sidecar_authenticates_first_and_keys_answers_by_tenant(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The tenant is resolved before the body is taken in (the core keys the body in the
-    same call), but a refused key still answers after the body's own errors, and an
-    answer replays only to its own tenant."""
+    """The caller is authenticated before its body is parsed (a refused caller gets 401
+    whatever its body), an authenticated caller's bad body gets its 400, and an answer
+    replays only to its own tenant."""
     monkeypatch.setenv("TG_TEST_ACME_KEY", "acme-secret")
     monkeypatch.setenv("TG_TEST_BETA_KEY", "beta-secret")
     config = fast_sim_config()
@@ -210,17 +210,19 @@ def test_a_keyed_sidecar_reads_the_body_first_and_keys_answers_by_tenant(
     }
     s = Stack(config.model_copy(update={"tenants": tenants}))
     path = "/v1/chat/completions"
+    acme = {"authorization": "Bearer acme-secret"}
     try:
-        openai_error(s.post(path, b"{not json"), 400, None)
-        openai_error(s.post(path, orjson.dumps({**GOOD, "max_tokens": -1})), 400, "max_tokens")
-        bad_header = {"x-tiergate-max-cost-usd": "lots"}
+        openai_error(s.post(path, b"{not json"), 401, None)
+        openai_error(s.post(path, b"{not json", acme), 400, None)
+        bad_tokens = orjson.dumps({**GOOD, "max_tokens": -1})
+        openai_error(s.post(path, bad_tokens, acme), 400, "max_tokens")
+        bad_header = {"x-tiergate-max-cost-usd": "lots", **acme}
         openai_error(s.post(path, GOOD, bad_header), 400, "x-tiergate-max-cost-usd")
         assert s.post(path, GOOD).status == 401
         assert s.post(path, GOOD, {"authorization": "Bearer wrong"}).status == 401
         mismatch = {"authorization": "Bearer acme-secret", "x-tiergate-tenant": "beta"}
         assert s.post(path, GOOD, mismatch).status == 403
         body = {**GOOD, "messages": [{"role": "user", "content": "keyed by tenant, once"}]}
-        acme = {"authorization": "Bearer acme-secret"}
         beta = {"x-api-key": "beta-secret"}
         outcomes = [
             s.post(path, body, who).headers.get("x-tiergate-idempotency")

@@ -356,27 +356,17 @@ class Pipeline:
         raw = await read_body(request, server.max_body_bytes, server.client_timeout_s)
         tenant_header = get("x-tiergate-tenant")
         caller_key = get("idempotency-key")
-        # The tenant comes from the headers alone: resolved first, so that the core keys
-        # the body in the call that parses it. A refusal is raised where it always was,
-        # after the body's and the other headers' errors.
-        tenant: TenantPolicy | RequestError
-        try:
-            tenant = gw.tenants.resolve(
-                get("authorization"), get("x-api-key"), tenant_header or None
-            )
-        except RequestError as exc:
-            tenant = exc
+        # The caller is authenticated before its body is parsed (as the providers' own
+        # APIs do: a refused caller learns nothing about its body), so the core can key
+        # the body under its tenant in the call that parses it.
+        tenant = gw.tenants.resolve(get("authorization"), get("x-api-key"), tenant_header or None)
+        record.tenant = tenant.name
         key: bytes | None = None
         known: Known | None = None
         ingested = None
         if self.surface == "openai":
-            # No key when the caller sent its own (Idempotency.key hashes that) or when
-            # there is no tenant to scope it by.
-            scope = (
-                None
-                if isinstance(tenant, RequestError) or caller_key is not None
-                else Idempotency.scope(tenant.name, "openai")
-            )
+            # No key here when the caller sent its own: Idempotency.key hashes that.
+            scope = None if caller_key is not None else Idempotency.scope(tenant.name, "openai")
             ingested = ingest_plain_openai_request(raw, scope)
         if ingested is not None:
             chat, key, known = ingested
@@ -387,11 +377,9 @@ class Pipeline:
         envelope = make_envelope(
             h, chat, self.surface, record.request_id, tenant_header, caller_key
         )
+        envelope.tenant = tenant.name
         record.route = record.request_model = envelope.route
         record.stream = chat.stream
-        if isinstance(tenant, RequestError):
-            raise tenant
-        envelope.tenant = record.tenant = tenant.name
         gw.tenants.check_spend(tenant)
         gw.planner.route(envelope.route)  # unknown routes fail before anything is shared
         # Inline safety: findings are logged, redacted before any provider sees them, or
