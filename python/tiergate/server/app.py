@@ -28,7 +28,6 @@ from tiergate.providers.base import Usage
 from tiergate.routing.dispatch import StreamItem
 from tiergate.routing.idempotency import Flight, Idempotency, Recorded
 from tiergate.routing.planner import Known, Plan
-from tiergate.routing.tenants import TenantPolicy
 from tiergate.safety import SafetyPolicy, request_findings, scan_output, scan_request
 from tiergate.server.parse_anthropic import parse_anthropic_request
 from tiergate.server.parse_openai import ingest_plain_openai_request, parse_openai_request
