@@ -688,8 +688,13 @@ impl<'a> Parser<'a> {
             *esc = Esc::Other;
             if W {
                 push_span(out, bytes, *run, k);
+                // All four bytes stored, the surplus cut off: a fixed-size store, where
+                // a copy of the encoded length is a `memcpy` call.
                 let mut utf8 = [0u8; 4];
-                out.extend_from_slice(c.encode_utf8(&mut utf8).as_bytes());
+                let n = c.encode_utf8(&mut utf8).len();
+                let len = out.len();
+                out.extend_from_slice(&utf8);
+                out.truncate(len + n);
                 *run = k + 6;
             }
             if D {
