@@ -742,6 +742,19 @@ impl<'a> Canon<'a> {
     /// members, often nearly in order. A key equal to an earlier one stops its insertion
     /// right after it, so that is where repeats are seen.
     fn sort_members(&mut self, base: usize) {
+        if self.members.len() == base + 2 {
+            // Two members out of order (a `role`, `content` message): one swap, unless
+            // the keys are equal, where the last wins.
+            let (x, y) = (self.members[base], self.members[base + 1]);
+            if self.key_cmp(&x, &y) == Ordering::Equal {
+                self.members.truncate(base);
+                self.members.push(y);
+            } else {
+                self.members[base] = y;
+                self.members[base + 1] = x;
+            }
+            return;
+        }
         let mut repeats = false;
         for i in base + 1..self.members.len() {
             let m = self.members[i];
@@ -1439,6 +1452,41 @@ mod tests {
             canonical_request(body.as_bytes()).unwrap(),
             tree_canon(body.as_bytes()).unwrap()
         );
+    }
+
+    /// Two-member objects take a swap, not the insertion sort: out of order, repeated
+    /// (the last wins, escaped or not), at every depth and in messages.
+    #[test]
+    fn two_member_objects() {
+        for (body, want) in [
+            (r#"{"b":1,"a":2}"#, r#"{"a":2,"b":1}"#),
+            (r#"{"a":1,"a":2}"#, r#"{"a":2}"#),
+            (r#"{"\u0061":1,"a":2}"#, r#"{"a":2}"#),
+            (r#"{"a":1,"\u0061":2}"#, r#"{"a":2}"#),
+            (
+                r#"{"x":{"b":1,"a":{"d":null,"c":[]}}}"#,
+                r#"{"x":{"a":{"c":[],"d":null},"b":1}}"#,
+            ),
+            (
+                r#"{"x":{"a":1,"a":{"d":1,"d":2}}}"#,
+                r#"{"x":{"a":{"d":2}}}"#,
+            ),
+            (
+                r#"{"abcdefghij":1,"abcdefghi":2}"#,
+                r#"{"abcdefghi":2,"abcdefghij":1}"#,
+            ),
+            (
+                r#"{"messages":[{"role":"user","content":"a"},{"content":"b","content":null}]}"#,
+                r#"{"messages":[{"content":"a","role":"user"},{}]}"#,
+            ),
+        ] {
+            assert_eq!(canon(body), want, "{body}");
+            assert_eq!(
+                canonical_request(body.as_bytes()).unwrap(),
+                tree_canon(body.as_bytes()).unwrap(),
+                "{body}"
+            );
+        }
     }
 
     #[test]
