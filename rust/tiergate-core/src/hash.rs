@@ -459,16 +459,19 @@ impl<'a> Canon<'a> {
             len = Some(2);
         }
         let canonical = sorted && len == Some(self.p.i - open);
-        self.close_container(at, open, canonical);
-        if !canonical {
+        if canonical {
+            self.close_container(at, open, true);
+        } else {
             // Sorted here, while the members are at hand, for the second pass to follow.
             if !sorted {
                 self.sort_members(base);
             }
             let from = self.order.len();
             self.order.extend(self.members[base..].iter().map(|m| m.k));
-            self.nodes[at].a = from;
-            self.nodes[at].x = self.order.len() as u64;
+            let end = self.nodes.len();
+            let to = self.order.len() as u64;
+            let n = &mut self.nodes[at];
+            (n.a, n.e, n.x) = (from, end, to);
         }
         self.members.truncate(base);
         Ok(())
