@@ -740,6 +740,38 @@ impl<'a> Canon<'a> {
         }
     }
 
+    /// [`Canon::sort_members`] of three members (most tool objects and the messages with
+    /// a third key) as the insertion sort's three steps, unrolled; `false`, with nothing
+    /// moved, when two keys are equal (the general path then keeps the last).
+    fn sort_three(&mut self, base: usize) -> bool {
+        let [mut x, mut y, mut z] = [
+            self.members[base],
+            self.members[base + 1],
+            self.members[base + 2],
+        ];
+        match self.key_cmp(&x, &y) {
+            Ordering::Equal => return false,
+            Ordering::Greater => std::mem::swap(&mut x, &mut y),
+            Ordering::Less => {}
+        }
+        match self.key_cmp(&y, &z) {
+            Ordering::Equal => return false,
+            Ordering::Greater => {
+                std::mem::swap(&mut y, &mut z);
+                match self.key_cmp(&x, &y) {
+                    Ordering::Equal => return false,
+                    Ordering::Greater => std::mem::swap(&mut x, &mut y),
+                    Ordering::Less => {}
+                }
+            }
+            Ordering::Less => {}
+        }
+        self.members[base] = x;
+        self.members[base + 1] = y;
+        self.members[base + 2] = z;
+        true
+    }
+
     /// Sort the members from `base` by key and keep the last of each run of equal keys.
     /// Insertion sort, stable (equal keys stay in input order): objects have a handful of
     /// members, often nearly in order. A key equal to an earlier one stops its insertion
@@ -756,6 +788,9 @@ impl<'a> Canon<'a> {
                 self.members[base] = y;
                 self.members[base + 1] = x;
             }
+            return;
+        }
+        if self.members.len() == base + 3 && self.sort_three(base) {
             return;
         }
         let mut repeats = false;
@@ -1490,6 +1525,34 @@ mod tests {
                 "{body}"
             );
         }
+    }
+
+    /// Three-member objects take the unrolled sort: every sequence of three keys from a
+    /// set with an escaped repeat and a shared eight-byte prefix, at the top, nested and
+    /// in a message, canonicalises as the tree canonicaliser does.
+    #[test]
+    fn three_member_objects() {
+        const KEYS: &[&str] = &["a", "b", "\\u0061", "role", "abcdefghij", "abcdefghik"];
+        for x in KEYS {
+            for y in KEYS {
+                for z in KEYS {
+                    let obj = format!(r#"{{"{x}":1,"{y}":{{"c":2,"b":null,"a":[]}},"{z}":"v"}}"#);
+                    for body in [
+                        obj.clone(),
+                        format!(r#"{{"x":{obj}}}"#),
+                        format!(r#"{{"messages":[{obj},{obj}]}}"#),
+                    ] {
+                        assert_eq!(
+                            canonical_request(body.as_bytes()).unwrap(),
+                            tree_canon(body.as_bytes()).unwrap(),
+                            "{body}"
+                        );
+                    }
+                }
+            }
+        }
+        assert_eq!(canon(r#"{"c":1,"b":2,"a":3}"#), r#"{"a":3,"b":2,"c":1}"#);
+        assert_eq!(canon(r#"{"b":1,"a":2,"b":3}"#), r#"{"a":2,"b":3}"#);
     }
 
     #[test]
