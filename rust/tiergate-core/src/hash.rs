@@ -793,24 +793,26 @@ impl<'a> Canon<'a> {
         if self.members.len() == base + 3 && self.sort_three(base) {
             return;
         }
+        // Out of `self` while sorted: a slice the loop indexes, beside the key data
+        // `key_cmp` reads.
+        let mut all = std::mem::take(&mut self.members);
+        let ms = &mut all[base..];
         let mut repeats = false;
-        for i in base + 1..self.members.len() {
-            let m = self.members[i];
+        for i in 1..ms.len() {
+            let m = ms[i];
             let mut j = i;
-            loop {
-                let o = self.key_cmp(&self.members[j - 1], &m);
+            while j > 0 {
+                let o = self.key_cmp(&ms[j - 1], &m);
                 if o != Ordering::Greater {
                     repeats |= o == Ordering::Equal;
                     break;
                 }
-                self.members[j] = self.members[j - 1];
+                ms[j] = ms[j - 1];
                 j -= 1;
-                if j == base {
-                    break;
-                }
             }
-            self.members[j] = m;
+            ms[j] = m;
         }
+        self.members = all;
         if !repeats {
             return;
         }
