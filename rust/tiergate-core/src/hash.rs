@@ -538,7 +538,7 @@ impl<'a> Canon<'a> {
     /// Second pass: write the value at node `i`; the node after its subtree.
     #[allow(clippy::inline_always)] // in every container loop: the call is the cost
     #[inline(always)]
-    fn emit(&mut self, i: usize, out: &mut Out<'_>, ctx: Ctx) -> usize {
+    fn emit(&self, i: usize, out: &mut Out<'_>, ctx: Ctx) -> usize {
         let n = self.nodes[i];
         match n.kind {
             Kind::Span | Kind::Null => out.span(self.b, n.a, n.e),
@@ -556,7 +556,7 @@ impl<'a> Canon<'a> {
         i + 1
     }
 
-    fn emit_array(&mut self, i: usize, end: usize, out: &mut Out<'_>, ctx: Ctx) {
+    fn emit_array(&self, i: usize, end: usize, out: &mut Out<'_>, ctx: Ctx) {
         let item = if ctx == Ctx::Messages {
             Ctx::Message
         } else {
@@ -598,7 +598,7 @@ impl<'a> Canon<'a> {
     /// The member whose key is node `k`; where its value starts in `out`.
     #[allow(clippy::inline_always)] // per member
     #[inline(always)]
-    fn emit_member(&mut self, k: usize, out: &mut Out<'_>, ctx: Ctx) -> usize {
+    fn emit_member(&self, k: usize, out: &mut Out<'_>, ctx: Ctx) -> usize {
         let (n, v) = (self.nodes[k], self.nodes[k + 1]);
         if v.kind == Kind::Span && n.esc != Esc::Other && v.a == n.e + 1 {
             // `"key":value` as compact input spells it (the one byte between the key
@@ -614,7 +614,7 @@ impl<'a> Canon<'a> {
         }
     }
 
-    fn emit_object(&mut self, i: usize, out: &mut Out<'_>, ctx: Ctx) {
+    fn emit_object(&self, i: usize, out: &mut Out<'_>, ctx: Ctx) {
         let Node { a: from, x: to, .. } = self.nodes[i];
         let members = from..to as usize;
         out.byte(b'{');
@@ -626,24 +626,23 @@ impl<'a> Canon<'a> {
         out.byte(b'}');
     }
 
-    fn emit_members(&mut self, members: std::ops::Range<usize>, out: &mut Out<'_>) {
-        let first = members.start;
-        for at in members {
-            if at > first {
+    fn emit_members(&self, members: std::ops::Range<usize>, out: &mut Out<'_>) {
+        let mut first = true;
+        for &k in &self.order[members] {
+            if !first {
                 out.byte(b',');
             }
-            let k = self.order[at];
+            first = false;
             self.emit_member(k, out, Ctx::Other);
         }
     }
 
     /// Step 5 on one message's members (`order[members]`).
-    fn emit_message_members(&mut self, members: std::ops::Range<usize>, out: &mut Out<'_>) {
+    fn emit_message_members(&self, members: std::ops::Range<usize>, out: &mut Out<'_>) {
         const HEAD: &[u8] = br#"[{"text":"#;
         const TAIL: &[u8] = br#","type":"text"}]"#;
         let mut first = true;
-        for at in members {
-            let k = self.order[at];
+        for &k in &self.order[members] {
             if self.nodes[k + 1].kind == Kind::Null {
                 continue;
             }
@@ -669,7 +668,7 @@ impl<'a> Canon<'a> {
 
     /// Steps 2–4 on the top-level members (`order[members]`): each is written, then
     /// taken back if its canonical value is the field's default.
-    fn emit_top_members(&mut self, members: std::ops::Range<usize>, out: &mut Out<'_>) {
+    fn emit_top_members(&self, members: std::ops::Range<usize>, out: &mut Out<'_>) {
         let has_tools = self.order[members.clone()].iter().any(|&k| {
             let v = &self.nodes[k + 1];
             let non_empty_array = match v.kind {
@@ -680,8 +679,7 @@ impl<'a> Canon<'a> {
             non_empty_array && self.key_is(k, "tools")
         });
         let mut first = true;
-        for at in members {
-            let k = self.order[at];
+        for &k in &self.order[members] {
             let vn = self.nodes[k + 1];
             if vn.kind == Kind::Null {
                 continue;
