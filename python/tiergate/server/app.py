@@ -46,7 +46,7 @@ from tiergate.server.stepping import Pending, step
 from tiergate.server.stream_frames import EventFrames, Frames, RelayFrames
 from tiergate.telemetry.http import add_feedback_route
 from tiergate.telemetry.hub import Telemetry
-from tiergate.telemetry.record import AttemptRecord, RequestRecord, SafetyFinding
+from tiergate.telemetry.record import AttemptRecord, RequestRecord, SafetyFinding, new_record
 
 __all__ = ["RUNTIME", "make_app"]
 
@@ -292,9 +292,8 @@ class Pipeline:
         # A policy whose request scan only reports: run in _report, after the answer.
         self.scan_later: SafetyPolicy | None = None
         self.text: str | None = None  # the answer's text, for output checks and shadows
-        # (request_id, start_ns, surface, route) by position: cheaper than keywords. The
-        # traceparent is set first thing in _run, where the headers are read.
-        self.record = RequestRecord(_new_request_id(), time.time_ns(), surface, "")
+        # The route is set once the body is read, the traceparent first thing in _run.
+        self.record = new_record(_new_request_id(), time.time_ns(), surface)
 
     async def run(self) -> web.StreamResponse:
         gw = self.gw
