@@ -10,8 +10,12 @@ import pytest
 from tiergate.deadline import Deadline
 
 
-async def bounded(seconds: float, work: float) -> str:
+async def bounded(seconds: float, work: float, cancelled_first: bool = False) -> str:
+    """Deadline's documented use around one wait; ``cancelled_first``: the task is also
+    cancelled from elsewhere before the wait."""
     guard = Deadline(seconds)
+    if cancelled_first:
+        asyncio.current_task().cancel()  # type: ignore[union-attr]
     try:
         await asyncio.sleep(work)
     except asyncio.CancelledError:
@@ -48,18 +52,6 @@ async def test_a_cancellation_from_elsewhere_stays_a_cancellation() -> None:
 async def test_the_callers_cancellation_wins_over_an_expiry_at_the_same_time() -> None:
     # As asyncio.Timeout: when the task was also cancelled by someone else, the
     # cancellation is not turned into a TimeoutError.
-    async def both() -> str:
-        guard = Deadline(0.0)
-        asyncio.current_task().cancel()  # type: ignore[union-attr]
-        try:
-            await asyncio.sleep(1.0)
-        except asyncio.CancelledError:
-            guard.check()
-            raise
-        finally:
-            guard.cancel()
-        return "done"
-
-    task = asyncio.ensure_future(both())
+    task = asyncio.ensure_future(bounded(0.0, 1.0, cancelled_first=True))
     with pytest.raises(asyncio.CancelledError):
         await task

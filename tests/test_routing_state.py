@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from tiergate.config import EjectionConfig, parse_config
 from tiergate.errors import ErrorClass, RequestError
 from tiergate.providers.base import Usage
-from tiergate.routing.dispatch import _Facts, cost_usd
+from tiergate.routing.dispatch import _Facts
 from tiergate.routing.health import Health
 from tiergate.routing.idempotency import Idempotency, MemoryStore, Recorded
 from tiergate.routing.limits import Limits
@@ -312,11 +312,11 @@ async def test_a_follower_leads_when_the_leader_gives_up() -> None:
     ),
     tokens=st.tuples(*(st.integers(0, 10**7) for _ in range(3))),
 )
-def test_an_answered_attempts_cost_is_cost_usd_of_its_deployment(
+def test_an_attempts_cost_is_its_deployments_price_of_the_usage(
     price: tuple[float, float, float | None], tokens: tuple[int, int, int]
 ) -> None:
-    # The dispatcher reads each deployment's prices once per config (_Facts); the
-    # figure must stay exactly cost_usd's, to the last bit.
+    # The dispatcher reads each deployment's prices once per config (_Facts); the figure
+    # is the provider's bill: cached input at the cached price (else the input price).
     inp, out, cached = price
     dep_price: dict[str, Any] = {"input": inp, "output": out}
     if cached is not None:
@@ -331,5 +331,8 @@ def test_an_answered_attempts_cost_is_cost_usd_of_its_deployment(
     dep = config.deployments["x"]
     usage = Usage(tokens[0], tokens[1], min(tokens[2], tokens[0] + 5))
     facts = _Facts(dep, "openai")
-    assert facts.cost(usage) == cost_usd(dep, usage)
+    cached_price = inp if cached is None else cached
+    fresh = max(usage.input_tokens - usage.cached_tokens, 0)
+    bill = fresh * inp + usage.cached_tokens * cached_price + usage.output_tokens * out
+    assert facts.cost(usage) == bill / 1e6
     assert (facts.kind, facts.model) == ("openai", "m")

@@ -142,12 +142,7 @@ class DriftAggregator:
     def remember(self, rec: RequestRecord) -> None:
         """Note which deployment and hour a request belongs to, for later feedback."""
         ids = self._ids
-        # _served_by and hour_of, inline: this runs once per request.
-        dep = rec.deployment
-        if dep is None:
-            dep = rec.attempts[-1].deployment if rec.attempts else "none"
-        s = rec.start_ns // 1_000_000_000
-        ids[rec.request_id] = (dep, s - s % 3600)
+        ids[rec.request_id] = (_served_by(rec), hour_of(rec.start_ns))
         if len(ids) > self._capacity:
             ids.popitem(last=False)
 

@@ -30,21 +30,10 @@ from tiergate.providers.base import Adapter, Completion, StreamEvent, Usage
 from tiergate.routing.planner import Plan, Planner
 from tiergate.telemetry.record import AttemptRecord
 
-__all__ = ["Dispatcher", "HedgeBudget", "Outcome", "StreamItem", "StreamOutcome", "cost_usd"]
+__all__ = ["Dispatcher", "HedgeBudget", "Outcome", "StreamItem", "StreamOutcome"]
 
 # What a stream yields: canonical events, or a relay holding parsed deltas.
 StreamItem = StreamEvent | _core.OpenAIRelay
-
-
-def cost_usd(dep: DeploymentConfig, usage: Usage) -> float:
-    """What the provider bills for one call, from the deployment's prices."""
-    cached_price = dep.price.cached if dep.price.cached is not None else dep.price.input
-    fresh = max(usage.input_tokens - usage.cached_tokens, 0)
-    return (
-        fresh * dep.price.input
-        + usage.cached_tokens * cached_price
-        + usage.output_tokens * dep.price.output
-    ) / 1e6
 
 
 @dataclass(slots=True)
@@ -90,8 +79,8 @@ class HedgeBudget:
 
 
 class _Facts:
-    """What an answered attempt's record reads of its deployment, read once per config
-    (each read through the pydantic config was a few hundred instructions)."""
+    """What the dispatcher reads of a deployment per attempt, read once per config (each
+    read through the pydantic config was a few hundred instructions)."""
 
     __slots__ = ("cached", "ceiling", "context_window", "input", "kind", "model", "output")
 
@@ -106,7 +95,8 @@ class _Facts:
         self.model = dep.model
 
     def cost(self, usage: Usage) -> float:
-        """:func:`cost_usd` of this deployment (the same arithmetic, in the same order)."""
+        """What the provider bills for one call of ``usage``: cached input tokens at the
+        cached price (the input price when none is set), the rest at the input price."""
         cached = usage.cached_tokens
         fresh = max(usage.input_tokens - cached, 0)
         return (fresh * self.input + cached * self.cached + usage.output_tokens * self.output) / 1e6
@@ -257,7 +247,7 @@ class Dispatcher:
                     error_class="cancelled",
                     hedge=hedge,
                     cancelled=True,
-                    cost_usd=cost_usd(dep, est),
+                    cost_usd=self._facts[name].cost(est),
                 )
             )
             raise
@@ -322,10 +312,10 @@ class Dispatcher:
                 continue
             if r is not None and not math.isinf(r.max_cost_usd):
                 # Both calls may be billed: the pair must fit under the ceiling.
-                primary = self._config.deployments[plan.deployments[0]]
-                backup = self._config.deployments[candidate]
                 usage = Usage(r.prompt_tokens, r.expected_output_tokens)
-                if cost_usd(primary, usage) + cost_usd(backup, usage) > r.max_cost_usd:
+                pair = self._facts[plan.deployments[0]].cost(usage)
+                pair += self._facts[candidate].cost(usage)
+                if pair > r.max_cost_usd:
                     return None
             return candidate
         return None

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from sys import getsizeof
 from typing import Protocol
@@ -129,12 +130,17 @@ class Flight:
 class Idempotency:
     """Coalescing and replay in front of the upstream call."""
 
-    __slots__ = ("_inflight", "store", "ttl_s")
+    __slots__ = ("_inflight", "_put_now", "store", "ttl_s")
 
     def __init__(self, store: Store | None = None, ttl_s: float = 600.0) -> None:
         self.store: Store = store if store is not None else MemoryStore()
         self.ttl_s = ttl_s
         self._inflight: dict[bytes, Flight] = {}
+        # A store that keeps an entry without waiting (the memory store) is written to
+        # without a coroutine: see finish_now.
+        self._put_now: Callable[[bytes, Recorded, float], None] | None = getattr(
+            self.store, "put_now", None
+        )
 
     @staticmethod
     def scope(tenant: str, surface: str) -> str:
@@ -144,7 +150,7 @@ class Idempotency:
 
     @staticmethod
     def key(raw: bytes, tenant: str, surface: str, stream: bool, caller_key: str | None) -> bytes:
-        scope = f"{tenant}\x00{surface}\x00{'s' if stream else 'n'}"
+        scope = Idempotency.scope(tenant, surface) + ("s" if stream else "n")
         if caller_key is not None:
             return xxhash.xxh3_128_digest(f"{scope}\x00key\x00{caller_key}".encode())
         return _core.request_key(raw, scope)
@@ -167,12 +173,16 @@ class Idempotency:
         self._inflight[key] = flight
         return "miss", flight
 
-    async def finish(self, flight: Flight, result: Recorded) -> None:
-        """Hand the result to the followers; keep it only when it succeeded."""
+    def _hand_over(self, flight: Flight, result: Recorded | None) -> None:
+        """The flight ends: its followers get ``result``; a new identical request leads."""
         if self._inflight.get(flight.key) is flight:
             del self._inflight[flight.key]
         if not flight.future.done():
             flight.future.set_result(result)
+
+    async def finish(self, flight: Flight, result: Recorded) -> None:
+        """Hand the result to the followers; keep it only when it succeeded."""
+        self._hand_over(flight, result)
         if 200 <= result.status < 300:
             await self.store.put(flight.key, result, self.ttl_s)
 
@@ -180,13 +190,10 @@ class Idempotency:
         """:meth:`finish` without awaiting, when the store keeps an entry synchronously
         (the memory store: a coroutine and an await fewer per answer); False, having done
         nothing, when the store must be awaited: then call :meth:`finish`."""
-        put_now = getattr(self.store, "put_now", None)
+        put_now = self._put_now
         if put_now is None:
             return False
-        if self._inflight.get(flight.key) is flight:
-            del self._inflight[flight.key]
-        if not flight.future.done():
-            flight.future.set_result(result)
+        self._hand_over(flight, result)
         if 200 <= result.status < 300:
             put_now(flight.key, result, self.ttl_s)
         return True
@@ -194,10 +201,7 @@ class Idempotency:
     def abandon(self, flight: Flight, result: Recorded | None) -> None:
         """The leader could not finish: followers get ``result`` (its error), or, when it is
         None (the leader's caller left), one of them leads a fresh call. Nothing is kept."""
-        if self._inflight.get(flight.key) is flight:
-            del self._inflight[flight.key]
-        if not flight.future.done():
-            flight.future.set_result(result)
+        self._hand_over(flight, result)
 
     @property
     def inflight(self) -> int:

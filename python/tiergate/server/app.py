@@ -46,7 +46,7 @@ from tiergate.server.stepping import Pending, step
 from tiergate.server.stream_frames import EventFrames, Frames, RelayFrames
 from tiergate.telemetry.http import add_feedback_route
 from tiergate.telemetry.hub import Telemetry
-from tiergate.telemetry.record import AttemptRecord, RequestRecord, SafetyFinding, new_record
+from tiergate.telemetry.record import AttemptRecord, RequestRecord, SafetyFinding
 
 __all__ = ["RUNTIME", "make_app"]
 
@@ -293,7 +293,7 @@ class Pipeline:
         self.scan_later: SafetyPolicy | None = None
         self.text: str | None = None  # the answer's text, for output checks and shadows
         # The route is set once the body is read, the traceparent first thing in _run.
-        self.record = new_record(_new_request_id(), time.time_ns(), surface)
+        self.record = RequestRecord(_new_request_id(), time.time_ns(), surface, "")
 
     async def run(self) -> web.StreamResponse:
         gw = self.gw

@@ -132,31 +132,14 @@ def _attempt_values(a: AttemptRecord) -> list[Any]:
 
 def record_json(rec: RequestRecord) -> bytes:
     """``orjson.dumps(record_line(rec))`` (text never included), at a third of the cost."""
-    attempts = rec.attempts
-    if len(attempts) == 1:  # most requests: no comprehension (a function call in 3.11)
-        a = attempts[0]
-        values = [
-            [
-                a.deployment, a.provider, a.model, a.start_ns, a.ms, a.status, a.error_class,
-                a.hedge, a.cancelled, a.ttft_ms, a.input_tokens, a.output_tokens, a.cost_usd,
-                a.finish_reason,
-            ]
-        ]  # fmt: skip
-    else:
-        values = [_attempt_values(a) for a in attempts]
-    # _iso, inline (the second's text is reused; see there).
-    sec, ms = divmod(rec.start_ns // 1_000_000, 1000)
-    cache = _second
-    if cache[0] != sec:
-        cache[0], cache[1] = sec, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
     return _LINE.write(
         orjson.dumps(
             [
-                cache[1] + _MILLIS[ms], "request", rec.request_id, rec.tenant, rec.surface,
+                _iso(rec.start_ns), "request", rec.request_id, rec.tenant, rec.surface,
                 rec.operation, rec.route, rec.deployment, rec.provider, rec.tier,
                 rec.response_model, rec.status, rec.error_type, rec.finish_reason, rec.stream,
-                rec.stream_error, values, rec.fallbacks, rec.hedged, rec.idempotency,
-                rec.ttft_ms, rec.latency_ms,
+                rec.stream_error, list(map(_attempt_values, rec.attempts)), rec.fallbacks,
+                rec.hedged, rec.idempotency, rec.ttft_ms, rec.latency_ms,
                 [rec.input_tokens, rec.output_tokens, rec.cached_tokens, rec.reasoning_tokens],
                 rec.cost_usd, rec.predicted_quality, rec.predicted_latency_ms, rec.decision_us,
                 rec.decision_reason, rec.relaxed,

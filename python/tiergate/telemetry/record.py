@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["AttemptRecord", "RequestRecord", "SafetyFinding", "new_record"]
+__all__ = ["AttemptRecord", "RequestRecord", "SafetyFinding"]
 
 
 @dataclass(slots=True)
@@ -77,38 +77,3 @@ class RequestRecord:
     traceparent: str | None = None  # the caller's W3C trace context, continued
     prompt_text: str | None = None  # only when enabled, redacted
     completion_text: str | None = None  # only when enabled, redacted
-
-
-_new = object.__new__
-
-
-def new_record(request_id: str, start_ns: int, surface: str) -> RequestRecord:
-    """``RequestRecord(request_id, start_ns, surface, "")``, the record the server starts
-    each request with, at three quarters of the cost: constants stored one by one, where
-    the dataclass's ``__init__`` binds 35 parameters and calls a factory per list.
-    tests/test_telemetry_record.py holds the two equal field by field."""
-    rec: RequestRecord = _new(RequestRecord)
-    rec.request_id, rec.start_ns, rec.surface, rec.route = request_id, start_ns, surface, ""
-    rec.tenant = ""
-    rec.operation = "chat"
-    rec.stream = False
-    rec.deployment = rec.provider = rec.tier = None
-    rec.request_model = ""
-    rec.response_model = None
-    rec.attempts = []
-    rec.fallbacks = 0
-    rec.hedged = False
-    rec.idempotency = "none"
-    rec.ttft_ms = None
-    rec.latency_ms = 0.0
-    rec.input_tokens = rec.output_tokens = rec.cached_tokens = rec.reasoning_tokens = 0
-    rec.cost_usd = 0.0
-    rec.predicted_quality = rec.predicted_latency_ms = None
-    rec.decision_us = 0.0
-    rec.decision_reason = ""
-    rec.relaxed = []
-    rec.safety = []
-    rec.status = 200
-    rec.error_type = rec.finish_reason = rec.stream_error = rec.traceparent = None
-    rec.prompt_text = rec.completion_text = None
-    return rec

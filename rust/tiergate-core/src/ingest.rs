@@ -11,7 +11,7 @@
 use crate::hash;
 use crate::policy::CAP_STREAMING;
 use crate::request::{plain_chat_request, PlainRequest};
-use crate::tokens::text_millitokens;
+use crate::tokens::{round_tokens, text_millitokens, PER_MESSAGE_MILLI, REPLY_PRIMING_MILLI};
 
 /// What the request side needs of a plain body.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -58,11 +58,11 @@ pub fn ingest(body: &[u8], scope: Option<&str>) -> Option<Ingested> {
 /// spelled and its text. Nothing else in a plain body is counted (no tools, no schema;
 /// the ignored fields never were).
 fn prompt_tokens(request: &PlainRequest) -> u64 {
-    let mut milli = 3000;
+    let mut milli = REPLY_PRIMING_MILLI;
     for (role, text) in &request.messages {
-        milli += 3000 + text_millitokens(role.wire()) + text_millitokens(text);
+        milli += PER_MESSAGE_MILLI + text_millitokens(role.wire()) + text_millitokens(text);
     }
-    (milli + 500) / 1000
+    round_tokens(milli)
 }
 
 #[cfg(test)]

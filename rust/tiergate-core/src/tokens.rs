@@ -463,6 +463,16 @@ fn ascii_chunk<const ASCII: bool>(bytes: &[u8], padded: &[u8], i: usize) -> Opti
     Some((end, 1000))
 }
 
+/// Millitokens the chat format adds once per request (the reply's priming) and once per
+/// message (its framing), as `cl100k_base` chat requests count them.
+pub const REPLY_PRIMING_MILLI: u64 = 3000;
+pub const PER_MESSAGE_MILLI: u64 = 3000;
+
+/// Whole tokens of a request's millitokens (the priming included), rounded.
+pub fn round_tokens(milli: u64) -> u64 {
+    (milli + 500) / 1000
+}
+
 /// Estimated milli-tokens of one text.
 pub fn text_millitokens(s: &str) -> u64 {
     padded_millitokens(s, s.as_bytes())
@@ -784,7 +794,7 @@ impl<'a> Walk<'a> {
             }
             Ok(())
         })?;
-        Ok(3000 + role + content + name.map_or(0, |n| 1000 + n) + calls)
+        Ok(PER_MESSAGE_MILLI + role + content + name.map_or(0, |n| 1000 + n) + calls)
     }
 
     fn content(&mut self) -> Result<u64> {
@@ -915,7 +925,9 @@ pub fn estimate_tokens(body: &[u8]) -> Result<u64> {
         }
     })?;
     w.p.finish()?;
-    Ok((3000 + messages + tools + schema + 500) / 1000)
+    Ok(round_tokens(
+        REPLY_PRIMING_MILLI + messages + tools + schema,
+    ))
 }
 
 /// The tree-walking estimator the streaming one replaced: the oracle of its tests.
