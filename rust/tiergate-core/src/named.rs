@@ -78,43 +78,37 @@ impl Shape {
     }
 
     /// Append the object that names the elements of `array` (one JSON array, nothing
-    /// around it) to `out`.
+    /// around it) to `out`; on an error `out` is left as it was.
     pub fn write(&self, array: &[u8], out: &mut Vec<u8>) -> Result<()> {
         // Room for this object's keys and as many again for the objects inside it: one
         // allocation for a log line with an attempt or two.
         out.reserve(array.len() + 2 * self.keys_len);
         let start = out.len();
-        if self.fast(array, 0, out) == Some(array.len()) {
-            return Ok(());
-        }
-        // Not what orjson writes for the shape: the careful pass below names the fault.
+        let fault = match self.walk(array, 0, out) {
+            Ok(end) if end == array.len() => return Ok(()),
+            Ok(end) => Fault::After(end),
+            Err(fault) => fault,
+        };
         out.truncate(start);
-        let end = self.object(array, 0, out)?;
-        if end != array.len() {
-            return Err(CoreError::invalid(format!(
-                "unexpected bytes after the array at byte {end}"
-            )));
-        }
-        Ok(())
+        Err(fault.error())
     }
 
-    /// [`Shape::object`] for an array that fits the shape, with no error to build: a
-    /// log line costs half as many instructions. `None` when anything does not fit (the
-    /// caller then runs [`Shape::object`] for the error).
-    fn fast(&self, b: &[u8], at: usize, out: &mut Vec<u8>) -> Option<usize> {
-        if *b.get(at)? != b'[' {
-            return None;
-        }
-        let mut at = at + 1;
-        if self.fields.is_empty() {
+    /// The array starting at `at` written as an object; the index after it. One pass:
+    /// a misfit returns a [`Fault`] (two words, no message), which [`Shape::write`]
+    /// turns into the error, so a line that fits never builds one.
+    fn walk(&self, b: &[u8], at: usize, out: &mut Vec<u8>) -> Walk {
+        let mut at = expect(b, at, b'[')?;
+        let n = self.fields.len();
+        if n == 0 {
             out.push(b'{');
         }
         for (i, (field, lead)) in self.fields.iter().zip(&self.leads).enumerate() {
             if i > 0 {
-                if *b.get(at)? != b',' {
-                    return None;
+                match b.get(at) {
+                    Some(b',') => at += 1,
+                    Some(b']') => return Err(Fault::TooFew { got: i, want: n }),
+                    _ => return Err(Fault::Expected(b',', at)),
                 }
-                at += 1;
             }
             if let Some(pad) = &self.padded[i] {
                 copy_short(pad, lead.len(), out);
@@ -123,114 +117,89 @@ impl Shape {
             }
             at = match field {
                 Field::Value(_) => {
-                    let end = fast_value_end(b, at)?;
+                    let end = value_end(b, at)?;
                     match b.get(at..at + PAD) {
                         Some(window) if end - at <= PAD => copy_short(window, end - at, out),
                         _ => out.extend_from_slice(&b[at..end]),
                     }
                     end
                 }
-                Field::Object(_, inner) => inner.fast(b, at, out)?,
+                Field::Object(_, inner) => inner.walk(b, at, out)?,
                 Field::Objects(_, inner) => {
-                    if *b.get(at)? != b'[' {
-                        return None;
-                    }
-                    at += 1;
+                    at = expect(b, at, b'[')?;
                     out.push(b'[');
-                    if *b.get(at)? != b']' {
+                    if b.get(at) != Some(&b']') {
                         loop {
-                            at = inner.fast(b, at, out)?;
-                            if *b.get(at)? != b',' {
+                            at = inner.walk(b, at, out)?;
+                            if b.get(at) != Some(&b',') {
                                 break;
                             }
                             out.push(b',');
                             at += 1;
                         }
-                        if *b.get(at)? != b']' {
-                            return None;
-                        }
                     }
                     out.push(b']');
-                    at + 1
+                    expect(b, at, b']')?
                 }
             };
         }
-        if *b.get(at)? != b']' {
-            return None;
+        if b.get(at) != Some(&b']') {
+            return Err(if n > 0 {
+                Fault::TooMany(n)
+            } else {
+                Fault::Expected(b']', at)
+            });
         }
         out.push(b'}');
-        Some(at + 1)
-    }
-
-    /// The array starting at `at` written as an object; returns the index after it.
-    fn object(&self, b: &[u8], mut at: usize, out: &mut Vec<u8>) -> Result<usize> {
-        at = expect(b, at, b'[')?;
-        out.push(b'{');
-        for (i, (field, key)) in self.fields.iter().zip(&self.keys).enumerate() {
-            if i > 0 {
-                at = expect(b, at, b',')?;
-                out.push(b',');
-            }
-            out.extend_from_slice(key);
-            at = match field {
-                Field::Value(_) => {
-                    let end = value_end(b, at)?;
-                    out.extend_from_slice(&b[at..end]);
-                    end
-                }
-                Field::Object(_, inner) => inner.object(b, at, out)?,
-                Field::Objects(_, inner) => {
-                    at = expect(b, at, b'[')?;
-                    out.push(b'[');
-                    let end = if b.get(at) == Some(&b']') {
-                        at + 1
-                    } else {
-                        loop {
-                            at = inner.object(b, at, out)?;
-                            if b.get(at) == Some(&b',') {
-                                out.push(b',');
-                                at += 1;
-                            } else {
-                                break;
-                            }
-                        }
-                        expect(b, at, b']')?
-                    };
-                    out.push(b']');
-                    end
-                }
-            };
-            if i + 1 == self.fields.len() {
-                out.push(b'}');
-                return expect(b, at, b']').map_err(|_| {
-                    CoreError::invalid(format!(
-                        "the array has more than the shape's {} values",
-                        self.fields.len()
-                    ))
-                });
-            }
-            if b.get(at) == Some(&b']') {
-                return Err(CoreError::invalid(format!(
-                    "the array has {} values; the shape names {}",
-                    i + 1,
-                    self.fields.len()
-                )));
-            }
-        }
-        // A shape without fields names an empty array.
-        out.push(b'}');
-        expect(b, at, b']')
+        Ok(at + 1)
     }
 }
 
-fn expect(b: &[u8], at: usize, byte: u8) -> Result<usize> {
+/// Why an array does not fit its shape, and where: what the walk carries out of a
+/// misfit instead of an error, whose message is written only once it is needed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    /// This byte was expected at this index.
+    Expected(u8, usize),
+    /// No value starts at this index.
+    NoValue(usize),
+    /// The string opened at this index does not end.
+    OpenString(usize),
+    /// The array or object opened at this index does not end.
+    OpenNest(usize),
+    /// The array ended after `got` of the shape's `want` values.
+    TooFew { got: usize, want: usize },
+    /// The array goes on after the shape's values.
+    TooMany(usize),
+    /// Bytes follow the array, from this index.
+    After(usize),
+}
+
+impl Fault {
+    #[cold]
+    fn error(self) -> CoreError {
+        CoreError::invalid(match self {
+            Fault::Expected(byte, at) => format!("expected `{}` at byte {at}", char::from(byte)),
+            Fault::NoValue(at) => format!("expected a value at byte {at}"),
+            Fault::OpenString(at) => format!("unterminated string at byte {at}"),
+            Fault::OpenNest(at) => format!("unterminated array or object at byte {at}"),
+            Fault::TooFew { got, want } => {
+                format!("the array has {got} values; the shape names {want}")
+            }
+            Fault::TooMany(want) => format!("the array has more than the shape's {want} values"),
+            Fault::After(at) => format!("unexpected bytes after the array at byte {at}"),
+        })
+    }
+}
+
+/// An index after what was walked, or why the walk stopped.
+type Walk = core::result::Result<usize, Fault>;
+
+fn expect(b: &[u8], at: usize, byte: u8) -> Walk {
     if b.get(at) == Some(&byte) {
         Ok(at + 1)
     } else {
-        Err(CoreError::invalid(format!(
-            "expected `{}` at byte {at}",
-            char::from(byte)
-        )))
+        Err(Fault::Expected(byte, at))
     }
 }
 
@@ -246,56 +215,9 @@ fn copy_short(src: &[u8], len: usize, out: &mut Vec<u8>) {
     out.truncate(start + len);
 }
 
-/// [`value_end`] without an error to build: strings are walked byte by byte (most in a
-/// log line are short, where a search call costs more than the walk) up to a length
-/// where the search pays.
-fn fast_value_end(b: &[u8], at: usize) -> Option<usize> {
-    match *b.get(at)? {
-        b'"' => {
-            let mut i = at + 1;
-            // Sixteen bytes at a time while they are there, then byte by byte.
-            while let Some(chunk) = b.get(i..i + 16) {
-                let chunk: &[u8; 16] = chunk.try_into().ok()?;
-                let m = string_specials(chunk);
-                if m == 0 {
-                    i += 16;
-                    continue;
-                }
-                let j = i + m.trailing_zeros() as usize;
-                match b[j] {
-                    b'"' => return Some(j + 1),
-                    b'\\' => i = j + 2,
-                    _ => i = j + 1, // a control byte: not orjson's, but not an end
-                }
-            }
-            while let Some(&c) = b.get(i) {
-                match c {
-                    b'"' => return Some(i + 1),
-                    b'\\' => i += 2,
-                    _ => i += 1,
-                }
-            }
-            None
-        }
-        b'[' | b'{' => value_end(b, at).ok(),
-        b',' | b']' | b'}' => None,
-        _ => {
-            let mut i = at + 1;
-            while let Some(&c) = b.get(i) {
-                if matches!(c, b',' | b']' | b'}') {
-                    break;
-                }
-                i += 1;
-            }
-            Some(i)
-        }
-    }
-}
-
 /// The index after the compact JSON value starting at `at`.
-fn value_end(b: &[u8], at: usize) -> Result<usize> {
+fn value_end(b: &[u8], at: usize) -> Walk {
     match b.get(at) {
-        None => Err(CoreError::invalid(format!("expected a value at byte {at}"))),
         Some(b'"') => string_end(b, at),
         Some(b'[' | b'{') => {
             let mut depth = 0usize;
@@ -317,38 +239,49 @@ fn value_end(b: &[u8], at: usize) -> Result<usize> {
                 }
                 i += 1;
             }
-            Err(CoreError::invalid(format!(
-                "unterminated array or object at byte {at}"
-            )))
+            Err(Fault::OpenNest(at))
         }
+        None | Some(b',' | b']' | b'}') => Err(Fault::NoValue(at)),
         Some(_) => {
-            let len = b[at..]
-                .iter()
-                .position(|&c| matches!(c, b',' | b']' | b'}'))
-                .unwrap_or(b.len() - at);
-            if len == 0 {
-                return Err(CoreError::invalid(format!("expected a value at byte {at}")));
+            let mut i = at + 1;
+            while let Some(&c) = b.get(i) {
+                if matches!(c, b',' | b']' | b'}') {
+                    break;
+                }
+                i += 1;
             }
-            Ok(at + len)
+            Ok(i)
         }
     }
 }
 
-/// The index after the string whose opening quote is at `at`.
-fn string_end(b: &[u8], at: usize) -> Result<usize> {
+/// The index after the string whose opening quote is at `at`. Walked sixteen bytes at
+/// a time, then byte by byte: most strings in a log line are short, where a search
+/// call costs more than the walk.
+fn string_end(b: &[u8], at: usize) -> Walk {
     let mut i = at + 1;
-    while let Some(k) = b
-        .get(i..)
-        .and_then(|rest| memchr::memchr2(b'"', b'\\', rest))
-    {
-        if b[i + k] == b'"' {
-            return Ok(i + k + 1);
+    while let Some(chunk) = b.get(i..i + 16) {
+        let chunk: &[u8; 16] = chunk.try_into().map_err(|_| Fault::OpenString(at))?;
+        let m = string_specials(chunk);
+        if m == 0 {
+            i += 16;
+            continue;
         }
-        i += k + 2; // the backslash and the byte it escapes
+        let j = i + m.trailing_zeros() as usize;
+        match b[j] {
+            b'"' => return Ok(j + 1),
+            b'\\' => i = j + 2,
+            _ => i = j + 1, // a control byte: not orjson's, but not an end
+        }
     }
-    Err(CoreError::invalid(format!(
-        "unterminated string at byte {at}"
-    )))
+    while let Some(&c) = b.get(i) {
+        match c {
+            b'"' => return Ok(i + 1),
+            b'\\' => i += 2,
+            _ => i += 1,
+        }
+    }
+    Err(Fault::OpenString(at))
 }
 
 #[cfg(test)]
@@ -414,24 +347,148 @@ mod tests {
         }
     }
 
-    /// The fast pass and the careful one agree wherever the careful one succeeds, and
-    /// the fast one never accepts what the careful one refuses.
+    /// A plain reference of [`Shape::write`]: the array's elements split off one by one
+    /// with a byte-at-a-time walk, then named. `None` where it does not fit.
+    fn reference(shape: &Shape, b: &[u8]) -> Option<String> {
+        fn end_of(b: &[u8], at: usize) -> Option<usize> {
+            if !matches!(b.get(at)?, b'"' | b'[' | b'{') {
+                // A number or literal, taken as it is up to the next delimiter.
+                let len = b[at..].iter().position(|c| b",]}".contains(c))?;
+                return (len > 0).then_some(at + len);
+            }
+            let (mut depth, mut i, mut in_string) = (0usize, at, false);
+            loop {
+                let c = *b.get(i)?;
+                if in_string {
+                    match c {
+                        b'\\' => i += 1,
+                        b'"' => {
+                            in_string = false;
+                            if depth == 0 {
+                                return Some(i + 1);
+                            }
+                        }
+                        _ => {}
+                    }
+                } else {
+                    match c {
+                        b'"' => in_string = true,
+                        b'[' | b'{' => depth += 1,
+                        b']' | b'}' => {
+                            depth -= 1;
+                            if depth == 0 {
+                                return Some(i + 1);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                i += 1;
+            }
+        }
+        fn object(shape: &Shape, b: &[u8], mut at: usize, out: &mut String) -> Option<usize> {
+            (b.get(at)? == &b'[').then_some(())?;
+            at += 1;
+            out.push('{');
+            for (i, field) in shape.fields.iter().enumerate() {
+                if i > 0 {
+                    (b.get(at)? == &b',').then_some(())?;
+                    at += 1;
+                    out.push(',');
+                }
+                out.push_str(std::str::from_utf8(&shape.keys[i]).unwrap());
+                at = match field {
+                    Field::Value(_) => {
+                        let end = end_of(b, at)?;
+                        out.push_str(std::str::from_utf8(&b[at..end]).unwrap());
+                        end
+                    }
+                    Field::Object(_, inner) => object(inner, b, at, out)?,
+                    Field::Objects(_, inner) => {
+                        (b.get(at)? == &b'[').then_some(())?;
+                        at += 1;
+                        out.push('[');
+                        let mut first = true;
+                        while b.get(at)? != &b']' {
+                            if !first {
+                                (b.get(at)? == &b',').then_some(())?;
+                                at += 1;
+                                out.push(',');
+                            }
+                            first = false;
+                            at = object(inner, b, at, out)?;
+                        }
+                        out.push(']');
+                        at + 1
+                    }
+                };
+            }
+            (b.get(at)? == &b']').then_some(())?;
+            out.push('}');
+            Some(at + 1)
+        }
+        let mut out = String::new();
+        (object(shape, b, 0, &mut out)? == b.len()).then_some(out)
+    }
+
+    /// The one pass agrees with the reference: the same object where it fits, an error
+    /// (and `out` untouched) where it does not.
     fn both(shape: &Shape, array: &str) -> Option<String> {
-        let mut fast = Vec::new();
-        let fast = (shape.fast(array.as_bytes(), 0, &mut fast) == Some(array.len()))
-            .then(|| String::from_utf8(fast).unwrap());
-        let mut careful = Vec::new();
-        let careful = shape
-            .object(array.as_bytes(), 0, &mut careful)
-            .ok()
-            .filter(|&end| end == array.len())
-            .map(|_| String::from_utf8(careful).unwrap());
-        assert_eq!(fast, careful, "{array}");
-        fast
+        let mut out = b"kept".to_vec();
+        let written = shape.write(array.as_bytes(), &mut out);
+        let want = reference(shape, array.as_bytes());
+        match (&written, &want) {
+            (Ok(()), Some(want)) => assert_eq!(&out[4..], want.as_bytes(), "{array}"),
+            (Err(_), None) => assert_eq!(out, b"kept", "{array}"),
+            _ => panic!("{array}: write {written:?}, reference {want:?}"),
+        }
+        want
     }
 
     #[test]
-    fn the_fast_pass_writes_what_the_careful_one_does() {
+    fn every_misfit_names_its_fault() {
+        let shape = Shape::new(vec![v("a"), v("b")]);
+        let message = |array: &str| named(&shape, array).unwrap_err().to_string();
+        for (array, want) in [
+            ("[1]", "the array has 1 values; the shape names 2"),
+            ("[1,2,3]", "the array has more than the shape's 2 values"),
+            ("[]", "expected a value at byte 1"),
+            ("1", "expected `[` at byte 0"),
+            (r#"["a" 2]"#, "expected `,` at byte 4"),
+            ("[1,2]x", "unexpected bytes after the array at byte 5"),
+            (r#"[1,"2]"#, "unterminated string at byte 3"),
+            ("[1,[2", "unterminated array or object at byte 3"),
+        ] {
+            assert!(message(array).contains(want), "{array}: {}", message(array));
+        }
+    }
+
+    #[test]
+    fn every_cut_or_changed_byte_is_judged_as_the_reference_judges_it() {
+        let inner = Shape::new(vec![v("x"), v("y")]);
+        let shape = Shape::new(vec![
+            v("a"),
+            Field::Object("o".into(), inner.clone()),
+            Field::Objects("l".into(), inner),
+            v("z"),
+        ]);
+        let good = r#"["a\"b",[1,{"k":"]"}],[[2,"3,"],[null,[4]]],-1.5e3]"#;
+        assert!(both(&shape, good).is_some());
+        let bytes = good.as_bytes();
+        for i in 0..bytes.len() {
+            let mut cut = bytes.to_vec();
+            cut.remove(i);
+            both(&shape, std::str::from_utf8(&cut).unwrap());
+            for c in [b'"', b',', b'[', b']', b'{', b'\\', b'1'] {
+                let mut changed = bytes.to_vec();
+                changed[i] = c;
+                both(&shape, std::str::from_utf8(&changed).unwrap());
+            }
+        }
+    }
+
+    #[test]
+    fn the_walk_writes_what_the_reference_does() {
         let inner = Shape::new(vec![v("x"), v("y")]);
         let shape = Shape::new(vec![
             v("a"),
