@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import io
 
@@ -12,7 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
 from telemetry_helpers import config, record
-from tiergate.telemetry import Telemetry, add_admin_routes, add_feedback_route
+from tiergate.telemetry import Telemetry, add_admin_routes, add_feedback_route, hub
 from tiergate.telemetry.logline import attempt_fields
 from tiergate.telemetry.record import AttemptRecord
 
@@ -232,6 +233,28 @@ async def test_admin_metrics_and_feedback_handlers(streams: tuple[io.BytesIO, io
     await tel.stop()
     (row,) = tel.drift.rows()
     assert (row["deployment"], row["feedback_n"], row["feedback_sum"]) == ("small", 1, 0.25)
+
+
+async def test_exporters_take_turns_with_requests(streams: tuple[io.BytesIO, io.BytesIO]) -> None:
+    """A batch leaves a slice at a time, each slice its own turn of the event loop: what
+    was queued when the timer fired (a request's next step) runs after one slice, not
+    after the whole batch."""
+    log, safety = streams
+    tel = Telemetry.from_config(config(), log_stream=log, safety_stream=safety)
+    await tel.start()
+    n = 3 * hub.BATCH
+    for i in range(n):
+        tel.record(record(f"r{i}"))
+    loop = asyncio.get_running_loop()
+    tel._linger.cancel()
+    tel._linger._fire()  # what the timer does, now
+    seen: list[int] = []
+    loop.call_soon(lambda: seen.append(len(log.getvalue().splitlines())))
+    for _ in range(2 * n):
+        await asyncio.sleep(0)
+    assert seen == [hub.BATCH]
+    assert len(log.getvalue().splitlines()) == n
+    await tel.stop()
 
 
 async def test_record_is_cheap() -> None:
