@@ -147,7 +147,34 @@ def payloads(draw: st.DrawFn) -> str:
         return "{not json"
     if kind == "list":
         return "[1]"
-    return json.dumps(draw(chunk_objects), ensure_ascii=draw(st.booleans()))
+    obj = draw(chunk_objects)
+    if draw(st.booleans()):
+        return json.dumps(obj, ensure_ascii=draw(st.booleans()))
+    return draw(reordered(obj))
+
+
+@st.composite
+def reordered(draw: st.DrawFn, value: Any) -> str:
+    """``value`` as JSON as no provider writes it but any may: members in any order,
+    keys repeated (the last one counts) or escaped, whitespace between tokens."""
+    ws = st.sampled_from(["", "", " ", "\t "])  # no line ends: the event is one data line
+    if isinstance(value, list):
+        items = [draw(reordered(v)) for v in value]
+        return "[" + ",".join(draw(ws) + i + draw(ws) for i in items) + "]"
+    if not isinstance(value, dict):
+        return json.dumps(value, ensure_ascii=draw(st.booleans()))
+    members = []
+    for key, v in draw(st.permutations(list(value.items()))):
+        if draw(st.integers(0, 5)) == 0:  # an earlier value of the same key, overridden
+            members.append((key, draw(st.sampled_from([None, "", "dup", 0]))))
+        members.append((key, v))
+    out = []
+    for key, v in members:
+        name = json.dumps(key)
+        if key and draw(st.integers(0, 4)) == 0:
+            name = '"' + "".join(f"\\u{ord(c):04x}" for c in key) + '"'
+        out.append(f"{draw(ws)}{name}{draw(ws)}:{draw(ws)}{draw(reordered(v))}{draw(ws)}")
+    return "{" + ",".join(out) + "}"
 
 
 @st.composite
@@ -170,6 +197,12 @@ def wires(draw: st.DrawFn) -> list[bytes]:
 @given(wires(), st.booleans())
 def test_relay_matches_the_python_stream_path(chunks: list[bytes], include_usage: bool) -> None:
     check(chunks, include_usage)
+
+
+@given(chunk_objects.flatmap(lambda o: st.tuples(st.just(o), reordered(o))))
+def test_reordered_events_load_as_the_same_object(case: tuple[Any, str]) -> None:
+    obj, text = case
+    assert json.loads(text) == obj
 
 
 def _chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
