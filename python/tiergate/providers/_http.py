@@ -25,6 +25,8 @@ from tiergate.providers.normalise import (
 
 __all__ = [
     "KEEPALIVE_S",
+    "MAX_ERROR_BODY",
+    "TRANSPORT_ERRORS",
     "HttpAdapter",
     "StreamParser",
     "client_timeout",
@@ -38,7 +40,7 @@ T = TypeVar("T")
 # Idle keep-alive connections are kept this long (providers close theirs after ~60-90 s).
 KEEPALIVE_S = 30.0
 # An error body is read up to this many bytes.
-_MAX_ERROR_BODY = 64 * 1024
+MAX_ERROR_BODY = 64 * 1024
 
 
 class StreamParser(Protocol):
@@ -91,7 +93,7 @@ def transport_error(exc: BaseException, provider: str, *, started: bool) -> Prov
     )
 
 
-_TRANSPORT_ERRORS = (aiohttp.ClientError, OSError, TimeoutError)
+TRANSPORT_ERRORS = (aiohttp.ClientError, OSError, TimeoutError)
 
 
 # Building an aiohttp.ClientTimeout (an attrs class) costs about as much as routing the
@@ -211,10 +213,10 @@ class HttpAdapter(AdapterBase):
             ) as resp:
                 started = True
                 if resp.status >= 400:
-                    raw = await resp.content.read(_MAX_ERROR_BODY)
+                    raw = await resp.content.read(MAX_ERROR_BODY)
                     raise self._error(resp.status, raw, resp.headers)
                 return await resp.read()
-        except _TRANSPORT_ERRORS as exc:
+        except TRANSPORT_ERRORS as exc:
             raise transport_error(exc, self.name, started=started) from None
 
     def _stream(
@@ -261,7 +263,7 @@ class HttpAdapter(AdapterBase):
                     timeout=client_timeout(timeout_s, connect_only=True),
                 )
                 if resp.status >= 400:
-                    raw = await resp.content.read(_MAX_ERROR_BODY)
+                    raw = await resp.content.read(MAX_ERROR_BODY)
                     raise self._error(resp.status, raw, resp.headers)
                 events = translate(resp.content.iter_any())
                 # normalise.first_event, inline: a coroutine fewer per stream.
@@ -279,7 +281,7 @@ class HttpAdapter(AdapterBase):
         except ProviderError as exc:
             exc.provider = exc.provider or self.name
             raise
-        except _TRANSPORT_ERRORS as exc:
+        except TRANSPORT_ERRORS as exc:
             raise transport_error(exc, self.name, started=resp is not None) from None
         finally:
             if events is not None:
