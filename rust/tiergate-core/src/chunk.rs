@@ -144,8 +144,11 @@ fn item<'a>(p: &mut Parser<'a>) -> crate::Result<Item<'a>> {
         Some(b'{') => b'}',
         // Strings and literals without building a `Value` (whose drop is not free).
         Some(b'"') => {
+            // As `Parser::string`, inline (the scan is always inlined, `string` a call).
+            let q = p.i;
             p.i += 1;
-            return p.string().map(Item::Str);
+            let (close, esc) = p.scan::<false, false>(&mut Vec::new(), &mut String::new())?;
+            return Ok(Item::Str(p.jstr(q, close, esc)));
         }
         Some(b'n') => return p.expect(b"null").map(|()| Item::Null),
         Some(b't') => return p.expect(b"true").map(|()| Item::Bool(true)),
@@ -237,7 +240,10 @@ fn walk<'a, const N: usize>(
     p.enter()?;
     if !p.empty(b'}') {
         loop {
-            let key = p.key()?;
+            // The key read inline (`key_span` is always inlined, `key` a call): the
+            // one-pass reader's hottest step.
+            let (q, close, esc) = p.key_span()?;
+            let key = p.jstr(q, close, esc);
             match key_index(key, &keys) {
                 Some(j) => {
                     if seen & (1 << j) != 0 {

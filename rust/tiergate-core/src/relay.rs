@@ -346,7 +346,8 @@ impl Parsed {
         };
         match chunk::read(&text, &mut self.pending, &mut self.refusal) {
             Ok(said) => {
-                if let Some(model) = said.model {
+                // Every event names the model: replaced only when it changes.
+                if let Some(model) = said.model.filter(|m| *m != self.model) {
                     self.model = model.into_owned();
                 }
                 if let Some(usage) = said.usage {
