@@ -90,7 +90,17 @@ class RelayStream:
             guard = Deadline(self._timeout_s) if content is None else None
             try:
                 if content is None:
-                    content = await self._open()
+                    # The request, inline: a coroutine fewer on every resume of the wait.
+                    adapter = self._adapter
+                    resp = self._resp = await adapter._require_session().post(
+                        self._url,
+                        data=orjson.dumps(self._body),
+                        timeout=client_timeout(self._timeout_s, connect_only=True),
+                    )
+                    if resp.status >= 400:
+                        raw = await resp.content.read(MAX_ERROR_BODY)
+                        raise adapter._error(resp.status, raw, resp.headers)
+                    content = self._content = resp.content
                 while not relay.stopped:
                     chunk = await content.readany()
                     if not chunk:
@@ -121,19 +131,6 @@ class RelayStream:
         except BaseException:
             self.close()
             raise
-
-    async def _open(self) -> aiohttp.StreamReader:
-        adapter = self._adapter
-        resp = self._resp = await adapter._require_session().post(
-            self._url,
-            data=orjson.dumps(self._body),
-            timeout=client_timeout(self._timeout_s, connect_only=True),
-        )
-        if resp.status >= 400:
-            raw = await resp.content.read(MAX_ERROR_BODY)
-            raise adapter._error(resp.status, raw, resp.headers)
-        content = self._content = resp.content
-        return content
 
     def close(self) -> None:
         """Return the connection (to the pool when the body was read to its end)."""
