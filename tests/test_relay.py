@@ -4,19 +4,22 @@ them. Same frames, text, delivered count, end and error on any stream, split any
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
 import pytest
+from aiohttp import web
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tiergate import _core
+from tiergate.config import ProviderConfig
 from tiergate.errors import ErrorClass, ProviderError
 from tiergate.providers.base import StreamEnd, TextDelta
 from tiergate.providers.normalise import FINISH_REASONS, SSEParser
-from tiergate.providers.openai import OpenAIStreamParser
-from tiergate.providers.relay import relay_error
+from tiergate.providers.openai import OpenAIAdapter, OpenAIStreamParser
+from tiergate.providers.relay import RelayStream, relay_error
 from tiergate.server.render_openai import OpenAIStreamRenderer
 
 Outcome = tuple[bytes, str, int, Any, Any]
@@ -267,3 +270,52 @@ def test_finish_reasons_agree_with_the_normaliser() -> None:
 def test_render_needs_begin() -> None:
     with pytest.raises(ValueError, match="begin"):
         _core.OpenAIRelay("m").render()
+
+
+_STREAM = (
+    _chunk({"content": "Hi"}, "stop")
+    + b'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":1}}\n\n'
+    + b"data: [DONE]\n\n"
+)
+
+
+async def test_a_body_that_ends_after_its_stream_keeps_the_connection() -> None:
+    # A provider that flushes [DONE] and then, in another write, the chunked body's end:
+    # the stream is over before the body, and the connection must still be reused.
+    peers: set[Any] = set()
+
+    async def chat(request: web.Request) -> web.StreamResponse:
+        peers.add(request.transport.get_extra_info("peername") if request.transport else None)
+        await request.read()
+        resp = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(_STREAM)
+        await asyncio.sleep(0.02)
+        await resp.write_eof()
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    adapter = OpenAIAdapter(
+        "up", ProviderConfig(kind="openai", base_url=f"http://127.0.0.1:{port}/v1")
+    )
+    await adapter.open()
+    try:
+        for _ in range(3):
+            stream = RelayStream(
+                adapter, adapter._url, {"stream": True}, 5.0, _core.OpenAIRelay("m")
+            )
+            relay = await anext(stream)
+            relay.begin("id", "m", 0, False)
+            assert relay.render().endswith(b"data: [DONE]\n\n")
+            stream.close()
+            await asyncio.sleep(0.1)  # the body's end arrives; the connection is pooled
+        assert len(peers) == 1
+    finally:
+        await adapter.close()
+        await runner.cleanup()

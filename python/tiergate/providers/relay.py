@@ -35,6 +35,10 @@ if TYPE_CHECKING:
 
 __all__ = ["RelayStream", "relay_error"]
 
+# How long the rest of a body whose stream has ended may take to arrive (its last chunk)
+# before the connection is closed rather than pooled.
+_BODY_END_GRACE_S = 1.0
+
 
 def relay_error(failure: tuple[int, str], provider: str) -> ProviderError:
     """The ProviderError of a relay's ``failure``, as the Python parser raises it."""
@@ -133,9 +137,22 @@ class RelayStream:
             raise
 
     def close(self) -> None:
-        """Return the connection (to the pool when the body was read to its end)."""
-        if self._resp is not None:
-            self._resp.release()
+        """Let the connection go: back to the pool once the body was read to its end,
+        else closed.
+
+        A provider that flushes ``[DONE]`` and the body's end (the chunked encoding's
+        last chunk) in two writes ends the stream before the body: releasing the
+        response then would close the connection, and every stream would open a new
+        one (TCP and TLS). aiohttp returns the connection to the pool itself when the
+        body's end arrives; a timer closes it if that end is late.
+        """
+        resp, content, relay = self._resp, self._content, self._relay
+        if resp is None:
+            return
+        if content is None or content.is_eof() or not relay.stopped or relay.failure:
+            resp.release()
+        else:
+            asyncio.get_running_loop().call_later(_BODY_END_GRACE_S, resp.release)
 
     async def aclose(self) -> None:
         self.close()
