@@ -279,7 +279,8 @@ _STREAM = (
 )
 
 
-async def test_a_body_that_ends_after_its_stream_keeps_the_connection() -> None:
+@pytest.mark.parametrize("relayed", [True, False])
+async def test_a_body_that_ends_after_its_stream_keeps_the_connection(relayed: bool) -> None:
     # A provider that flushes [DONE] and then, in another write, the chunked body's end:
     # the stream is over before the body, and the connection must still be reused.
     peers: set[Any] = set()
@@ -305,15 +306,18 @@ async def test_a_body_that_ends_after_its_stream_keeps_the_connection() -> None:
         "up", ProviderConfig(kind="openai", base_url=f"http://127.0.0.1:{port}/v1")
     )
     await adapter.open()
+    url = f"http://127.0.0.1:{port}/v1/chat/completions"
     try:
         for _ in range(3):
-            stream = RelayStream(
-                adapter, adapter._url, {"stream": True}, 5.0, _core.OpenAIRelay("m")
-            )
-            relay = await anext(stream)
-            relay.begin("id", "m", 0, False)
-            assert relay.render().endswith(b"data: [DONE]\n\n")
-            stream.close()
+            if relayed:
+                stream = RelayStream(adapter, url, {}, 5.0, _core.OpenAIRelay("m"))
+                relay = await anext(stream)
+                relay.begin("id", "m", 0, False)
+                assert relay.render().endswith(b"data: [DONE]\n\n")
+                stream.close()
+            else:
+                events = adapter._stream(url, {}, 5.0, OpenAIStreamParser("up", "m"))
+                assert isinstance([e async for e in events][-1], StreamEnd)
             await asyncio.sleep(0.1)  # the body's end arrives; the connection is pooled
         assert len(peers) == 1
     finally:

@@ -14,7 +14,7 @@ import orjson
 from tiergate.config import ProviderConfig
 from tiergate.deadline import Deadline
 from tiergate.errors import ErrorClass, ProviderError
-from tiergate.providers.base import AdapterBase, StreamEvent
+from tiergate.providers.base import AdapterBase, StreamEnd, StreamEvent
 from tiergate.providers.normalise import (
     SSEEvent,
     SSEParser,
@@ -31,6 +31,7 @@ __all__ = [
     "StreamParser",
     "client_timeout",
     "json_body",
+    "release",
     "translate_sse",
     "transport_error",
 ]
@@ -119,6 +120,27 @@ def client_timeout(seconds: float, *, connect_only: bool = False) -> aiohttp.Cli
             else aiohttp.ClientTimeout(total=ms)
         )
     return found
+
+
+# How long the rest of a body whose stream has ended may take to arrive (its last chunk)
+# before the connection is closed rather than pooled.
+BODY_END_GRACE_S = 1.0
+
+
+def release(resp: aiohttp.ClientResponse, *, ended: bool) -> None:
+    """Let a streamed response's connection go: back to the pool once the body was read
+    to its end, else closed.
+
+    A provider that flushes its stream's last event and the body's end (the chunked
+    encoding's last chunk) in two writes ends the stream (``ended``) before the body:
+    releasing the response then would close the connection, and every stream would
+    open a new one (TCP and TLS). aiohttp pools the connection itself when the body's
+    end arrives; a timer closes it if that end is late.
+    """
+    if ended and not resp.content.is_eof():
+        asyncio.get_running_loop().call_later(BODY_END_GRACE_S, resp.release)
+    else:
+        resp.release()
 
 
 class HttpAdapter(AdapterBase):
@@ -253,6 +275,7 @@ class HttpAdapter(AdapterBase):
         data = orjson.dumps(body)
         resp: aiohttp.ClientResponse | None = None
         events: AsyncGenerator[T, None] | None = None
+        last: T | None = None
         try:
             guard = Deadline(timeout_s)
             try:
@@ -275,8 +298,10 @@ class HttpAdapter(AdapterBase):
                 raise
             finally:
                 guard.cancel()
+            last = first
             yield first
             async for event in events:
+                last = event
                 yield event
         except ProviderError as exc:
             exc.provider = exc.provider or self.name
@@ -287,7 +312,7 @@ class HttpAdapter(AdapterBase):
             if events is not None:
                 await events.aclose()
             if resp is not None:
-                resp.release()
+                release(resp, ended=isinstance(last, StreamEnd))
 
 
 async def translate_sse(

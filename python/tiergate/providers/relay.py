@@ -24,6 +24,7 @@ from tiergate.providers._http import (
     MAX_ERROR_BODY,
     TRANSPORT_ERRORS,
     client_timeout,
+    release,
     transport_error,
 )
 from tiergate.providers.normalise import cut_stream, in_stream_error, malformed
@@ -34,10 +35,6 @@ if TYPE_CHECKING:
     from tiergate.providers._http import HttpAdapter
 
 __all__ = ["RelayStream", "relay_error"]
-
-# How long the rest of a body whose stream has ended may take to arrive (its last chunk)
-# before the connection is closed rather than pooled.
-_BODY_END_GRACE_S = 1.0
 
 
 def relay_error(failure: tuple[int, str], provider: str) -> ProviderError:
@@ -137,22 +134,11 @@ class RelayStream:
             raise
 
     def close(self) -> None:
-        """Let the connection go: back to the pool once the body was read to its end,
-        else closed.
-
-        A provider that flushes ``[DONE]`` and the body's end (the chunked encoding's
-        last chunk) in two writes ends the stream before the body: releasing the
-        response then would close the connection, and every stream would open a new
-        one (TCP and TLS). aiohttp returns the connection to the pool itself when the
-        body's end arrives; a timer closes it if that end is late.
-        """
-        resp, content, relay = self._resp, self._content, self._relay
-        if resp is None:
-            return
-        if content is None or content.is_eof() or not relay.stopped or relay.failure:
-            resp.release()
-        else:
-            asyncio.get_running_loop().call_later(_BODY_END_GRACE_S, resp.release)
+        """Let the connection go: back to the pool once the body was read to its end
+        (when the stream's end came first, :func:`release` waits for the body's)."""
+        resp, relay = self._resp, self._relay
+        if resp is not None:
+            release(resp, ended=relay.stopped and relay.failure is None)
 
     async def aclose(self) -> None:
         self.close()
