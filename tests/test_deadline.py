@@ -7,6 +7,7 @@ import asyncio
 
 import pytest
 
+from tiergate import deadline
 from tiergate.deadline import Deadline
 
 
@@ -55,3 +56,40 @@ async def test_the_callers_cancellation_wins_over_an_expiry_at_the_same_time() -
     task = asyncio.ensure_future(bounded(0.0, 1.0, cancelled_first=True))
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+async def test_deadlines_of_any_lengths_expire_in_time_order() -> None:
+    # One shared timer: a shorter deadline begun after a longer one must re-arm it, and
+    # each expiry must arm it for the next.
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    timed_out: dict[float, float] = {}
+
+    async def one(wait: float) -> None:
+        with pytest.raises(TimeoutError):
+            await bounded(wait, 10.0)
+        timed_out[wait] = loop.time() - start
+
+    waits = [0.2, 0.05, 30.0, 0.1, 0.02]
+    tasks = [asyncio.ensure_future(one(w)) for w in waits]
+    await asyncio.sleep(0)  # each task began its wait
+    keeper = deadline._Keeper.current
+    assert keeper is not None
+    assert keeper.armed == min(when for when, _, _ in keeper.heap)
+    await asyncio.gather(*(t for w, t in zip(waits, tasks, strict=True) if w < 1))
+    assert sorted(timed_out, key=timed_out.__getitem__) == [0.02, 0.05, 0.1, 0.2]
+    assert all(at >= wait - 0.002 for wait, at in timed_out.items())  # none early
+    assert not tasks[2].done()  # the long one still waits
+    tasks[2].cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_ended_waits_do_not_pile_up_and_do_not_fire() -> None:
+    for _ in range(1000):
+        assert await bounded(0.05, 0.0) == "done"
+    keeper = deadline._Keeper.current
+    assert keeper is not None
+    assert len(keeper.heap) <= 1  # each ended wait left when the next began
+    await asyncio.sleep(0.1)  # past every deadline: none of them cancels this task
+    task = asyncio.current_task()
+    assert task is not None and task.cancelling() == 0

@@ -4,19 +4,22 @@ them. Same frames, text, delivered count, end and error on any stream, split any
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
 import pytest
+from aiohttp import web
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tiergate import _core
+from tiergate.config import ProviderConfig
 from tiergate.errors import ErrorClass, ProviderError
 from tiergate.providers.base import StreamEnd, TextDelta
 from tiergate.providers.normalise import FINISH_REASONS, SSEParser
-from tiergate.providers.openai import OpenAIStreamParser
-from tiergate.providers.relay import relay_error
+from tiergate.providers.openai import OpenAIAdapter, OpenAIStreamParser
+from tiergate.providers.relay import RelayStream, relay_error
 from tiergate.server.render_openai import OpenAIStreamRenderer
 
 Outcome = tuple[bytes, str, int, Any, Any]
@@ -147,7 +150,34 @@ def payloads(draw: st.DrawFn) -> str:
         return "{not json"
     if kind == "list":
         return "[1]"
-    return json.dumps(draw(chunk_objects), ensure_ascii=draw(st.booleans()))
+    obj = draw(chunk_objects)
+    if draw(st.booleans()):
+        return json.dumps(obj, ensure_ascii=draw(st.booleans()))
+    return draw(reordered(obj))
+
+
+@st.composite
+def reordered(draw: st.DrawFn, value: Any) -> str:
+    """``value`` as JSON as no provider writes it but any may: members in any order,
+    keys repeated (the last one counts) or escaped, whitespace between tokens."""
+    ws = st.sampled_from(["", "", " ", "\t "])  # no line ends: the event is one data line
+    if isinstance(value, list):
+        items = [draw(reordered(v)) for v in value]
+        return "[" + ",".join(draw(ws) + i + draw(ws) for i in items) + "]"
+    if not isinstance(value, dict):
+        return json.dumps(value, ensure_ascii=draw(st.booleans()))
+    members = []
+    for key, v in draw(st.permutations(list(value.items()))):
+        if draw(st.integers(0, 5)) == 0:  # an earlier value of the same key, overridden
+            members.append((key, draw(st.sampled_from([None, "", "dup", 0]))))
+        members.append((key, v))
+    out = []
+    for key, v in members:
+        name = json.dumps(key)
+        if key and draw(st.integers(0, 4)) == 0:
+            name = '"' + "".join(f"\\u{ord(c):04x}" for c in key) + '"'
+        out.append(f"{draw(ws)}{name}{draw(ws)}:{draw(ws)}{draw(reordered(v))}{draw(ws)}")
+    return "{" + ",".join(out) + "}"
 
 
 @st.composite
@@ -170,6 +200,12 @@ def wires(draw: st.DrawFn) -> list[bytes]:
 @given(wires(), st.booleans())
 def test_relay_matches_the_python_stream_path(chunks: list[bytes], include_usage: bool) -> None:
     check(chunks, include_usage)
+
+
+@given(chunk_objects.flatmap(lambda o: st.tuples(st.just(o), reordered(o))))
+def test_reordered_events_load_as_the_same_object(case: tuple[Any, str]) -> None:
+    obj, text = case
+    assert json.loads(text) == obj
 
 
 def _chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
@@ -234,3 +270,56 @@ def test_finish_reasons_agree_with_the_normaliser() -> None:
 def test_render_needs_begin() -> None:
     with pytest.raises(ValueError, match="begin"):
         _core.OpenAIRelay("m").render()
+
+
+_STREAM = (
+    _chunk({"content": "Hi"}, "stop")
+    + b'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":1}}\n\n'
+    + b"data: [DONE]\n\n"
+)
+
+
+@pytest.mark.parametrize("relayed", [True, False])
+async def test_a_body_that_ends_after_its_stream_keeps_the_connection(relayed: bool) -> None:
+    # A provider that flushes [DONE] and then, in another write, the chunked body's end:
+    # the stream is over before the body, and the connection must still be reused.
+    peers: set[Any] = set()
+
+    async def chat(request: web.Request) -> web.StreamResponse:
+        peers.add(request.transport.get_extra_info("peername") if request.transport else None)
+        await request.read()
+        resp = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(_STREAM)
+        await asyncio.sleep(0.02)
+        await resp.write_eof()
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    adapter = OpenAIAdapter(
+        "up", ProviderConfig(kind="openai", base_url=f"http://127.0.0.1:{port}/v1")
+    )
+    await adapter.open()
+    url = f"http://127.0.0.1:{port}/v1/chat/completions"
+    try:
+        for _ in range(3):
+            if relayed:
+                stream = RelayStream(adapter, url, {}, 5.0, _core.OpenAIRelay("m"))
+                relay = await anext(stream)
+                relay.begin("id", "m", 0, False)
+                assert relay.render().endswith(b"data: [DONE]\n\n")
+                stream.close()
+            else:
+                events = adapter._stream(url, {}, 5.0, OpenAIStreamParser("up", "m"))
+                assert isinstance([e async for e in events][-1], StreamEnd)
+            await asyncio.sleep(0.1)  # the body's end arrives; the connection is pooled
+        assert len(peers) == 1
+    finally:
+        await adapter.close()
+        await runner.cleanup()

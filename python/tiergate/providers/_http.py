@@ -14,7 +14,7 @@ import orjson
 from tiergate.config import ProviderConfig
 from tiergate.deadline import Deadline
 from tiergate.errors import ErrorClass, ProviderError
-from tiergate.providers.base import AdapterBase, StreamEvent
+from tiergate.providers.base import AdapterBase, StreamEnd, StreamEvent
 from tiergate.providers.normalise import (
     SSEEvent,
     SSEParser,
@@ -25,10 +25,13 @@ from tiergate.providers.normalise import (
 
 __all__ = [
     "KEEPALIVE_S",
+    "MAX_ERROR_BODY",
+    "TRANSPORT_ERRORS",
     "HttpAdapter",
     "StreamParser",
     "client_timeout",
     "json_body",
+    "release",
     "translate_sse",
     "transport_error",
 ]
@@ -38,7 +41,7 @@ T = TypeVar("T")
 # Idle keep-alive connections are kept this long (providers close theirs after ~60-90 s).
 KEEPALIVE_S = 30.0
 # An error body is read up to this many bytes.
-_MAX_ERROR_BODY = 64 * 1024
+MAX_ERROR_BODY = 64 * 1024
 
 
 class StreamParser(Protocol):
@@ -91,7 +94,7 @@ def transport_error(exc: BaseException, provider: str, *, started: bool) -> Prov
     )
 
 
-_TRANSPORT_ERRORS = (aiohttp.ClientError, OSError, TimeoutError)
+TRANSPORT_ERRORS = (aiohttp.ClientError, OSError, TimeoutError)
 
 
 # Building an aiohttp.ClientTimeout (an attrs class) costs about as much as routing the
@@ -117,6 +120,27 @@ def client_timeout(seconds: float, *, connect_only: bool = False) -> aiohttp.Cli
             else aiohttp.ClientTimeout(total=ms)
         )
     return found
+
+
+# How long the rest of a body whose stream has ended may take to arrive (its last chunk)
+# before the connection is closed rather than pooled.
+BODY_END_GRACE_S = 1.0
+
+
+def release(resp: aiohttp.ClientResponse, *, ended: bool) -> None:
+    """Let a streamed response's connection go: back to the pool once the body was read
+    to its end, else closed.
+
+    A provider that flushes its stream's last event and the body's end (the chunked
+    encoding's last chunk) in two writes ends the stream (``ended``) before the body:
+    releasing the response then would close the connection, and every stream would
+    open a new one (TCP and TLS). aiohttp pools the connection itself when the body's
+    end arrives; a timer closes it if that end is late.
+    """
+    if ended and not resp.content.is_eof():
+        asyncio.get_running_loop().call_later(BODY_END_GRACE_S, resp.release)
+    else:
+        resp.release()
 
 
 class HttpAdapter(AdapterBase):
@@ -211,10 +235,10 @@ class HttpAdapter(AdapterBase):
             ) as resp:
                 started = True
                 if resp.status >= 400:
-                    raw = await resp.content.read(_MAX_ERROR_BODY)
+                    raw = await resp.content.read(MAX_ERROR_BODY)
                     raise self._error(resp.status, raw, resp.headers)
                 return await resp.read()
-        except _TRANSPORT_ERRORS as exc:
+        except TRANSPORT_ERRORS as exc:
             raise transport_error(exc, self.name, started=started) from None
 
     def _stream(
@@ -251,6 +275,7 @@ class HttpAdapter(AdapterBase):
         data = orjson.dumps(body)
         resp: aiohttp.ClientResponse | None = None
         events: AsyncGenerator[T, None] | None = None
+        last: T | None = None
         try:
             guard = Deadline(timeout_s)
             try:
@@ -261,7 +286,7 @@ class HttpAdapter(AdapterBase):
                     timeout=client_timeout(timeout_s, connect_only=True),
                 )
                 if resp.status >= 400:
-                    raw = await resp.content.read(_MAX_ERROR_BODY)
+                    raw = await resp.content.read(MAX_ERROR_BODY)
                     raise self._error(resp.status, raw, resp.headers)
                 events = translate(resp.content.iter_any())
                 # normalise.first_event, inline: a coroutine fewer per stream.
@@ -273,19 +298,21 @@ class HttpAdapter(AdapterBase):
                 raise
             finally:
                 guard.cancel()
+            last = first
             yield first
             async for event in events:
+                last = event
                 yield event
         except ProviderError as exc:
             exc.provider = exc.provider or self.name
             raise
-        except _TRANSPORT_ERRORS as exc:
+        except TRANSPORT_ERRORS as exc:
             raise transport_error(exc, self.name, started=resp is not None) from None
         finally:
             if events is not None:
                 await events.aclose()
             if resp is not None:
-                resp.release()
+                release(resp, ended=isinstance(last, StreamEnd))
 
 
 async def translate_sse(

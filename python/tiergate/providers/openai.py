@@ -36,7 +36,7 @@ from tiergate.providers.normalise import (
     malformed,
     usage_openai,
 )
-from tiergate.providers.relay import relay_sse
+from tiergate.providers.relay import RelayStream
 
 __all__ = [
     "OpenAIAdapter",
@@ -345,8 +345,4 @@ class OpenAIAdapter(HttpAdapter):
         body = build_openai_request(request, deployment, compatible=self._compatible)
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
-        relay = _core.OpenAIRelay(deployment.model)
-        name = self.name
-        return self._open_stream(
-            self._url, body, timeout_s, lambda chunks: relay_sse(chunks, relay, name)
-        )
+        return RelayStream(self, self._url, body, timeout_s, _core.OpenAIRelay(deployment.model))

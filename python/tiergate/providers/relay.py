@@ -12,15 +12,29 @@ parsed before them.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator
+import asyncio
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from tiergate import _core
+from tiergate.deadline import Deadline
 from tiergate.errors import ProviderError
+from tiergate.providers._http import (
+    MAX_ERROR_BODY,
+    TRANSPORT_ERRORS,
+    client_timeout,
+    release,
+    transport_error,
+)
 from tiergate.providers.normalise import cut_stream, in_stream_error, malformed
 
-__all__ = ["relay_error", "relay_sse"]
+if TYPE_CHECKING:
+    import aiohttp
+
+    from tiergate.providers._http import HttpAdapter
+
+__all__ = ["RelayStream", "relay_error"]
 
 
 def relay_error(failure: tuple[int, str], provider: str) -> ProviderError:
@@ -37,26 +51,94 @@ def relay_error(failure: tuple[int, str], provider: str) -> ProviderError:
     return cut_stream(provider)
 
 
-async def relay_sse(
-    chunks: AsyncIterator[bytes], relay: _core.OpenAIRelay, provider: str
-) -> AsyncGenerator[_core.OpenAIRelay, None]:
-    """The body's bytes into ``relay``; yields it whenever deltas wait to be rendered.
+class RelayStream:
+    """POST ``body`` and feed the answer's body to ``relay`` as it arrives; each item is
+    the relay itself, holding the deltas parsed since the last item.
 
-    Stops reading at the end; a body that ends before it raises the cut-stream error.
+    ``timeout_s`` bounds everything up to the first item; later gaps are the caller's
+    to bound. The body ending before the stream's end raises the cut-stream error.
+
+    One object rather than async generators stacked on the body's iterator (the
+    general ``_open_stream`` over ``translate``): a step is one coroutine, not three
+    frames resumed in turn, and closing it is a call, not a chain of ``aclose``.
     """
-    try:
-        async for chunk in chunks:
-            if relay.feed(chunk):
-                yield relay
-            if relay.stopped:
-                break
-        else:
-            if relay.finish():
-                yield relay
-    finally:
-        aclose = getattr(chunks, "aclose", None)
-        if aclose is not None:
-            await aclose()
-    failure = relay.failure
-    if failure is not None:
-        raise relay_error(failure, provider)
+
+    __slots__ = ("_adapter", "_body", "_content", "_relay", "_resp", "_timeout_s", "_url")
+
+    def __init__(
+        self,
+        adapter: HttpAdapter,
+        url: str,
+        body: dict[str, Any],
+        timeout_s: float,
+        relay: _core.OpenAIRelay,
+    ) -> None:
+        self._adapter = adapter
+        self._url = url
+        self._body = body
+        self._timeout_s = timeout_s
+        self._relay = relay
+        self._resp: aiohttp.ClientResponse | None = None
+        self._content: aiohttp.StreamReader | None = None
+
+    def __aiter__(self) -> RelayStream:
+        return self
+
+    async def __anext__(self) -> _core.OpenAIRelay:
+        relay = self._relay
+        content = self._content
+        try:
+            guard = Deadline(self._timeout_s) if content is None else None
+            try:
+                if content is None:
+                    # The request, inline: a coroutine fewer on every resume of the wait.
+                    adapter = self._adapter
+                    resp = self._resp = await adapter._require_session().post(
+                        self._url,
+                        data=orjson.dumps(self._body),
+                        timeout=client_timeout(self._timeout_s, connect_only=True),
+                    )
+                    if resp.status >= 400:
+                        raw = await resp.content.read(MAX_ERROR_BODY)
+                        raise adapter._error(resp.status, raw, resp.headers)
+                    content = self._content = resp.content
+                while not relay.stopped:
+                    chunk = await content.readany()
+                    if not chunk:
+                        if relay.finish():
+                            return relay
+                        break
+                    if relay.feed(chunk):
+                        return relay
+            except asyncio.CancelledError:
+                if guard is not None:
+                    guard.check()  # TimeoutError when the deadline cancelled the wait
+                raise
+            finally:
+                if guard is not None:
+                    guard.cancel()
+            failure = relay.failure
+            if failure is not None:
+                raise relay_error(failure, self._adapter.name)
+            raise StopAsyncIteration
+        except ProviderError as exc:
+            self.close()
+            exc.provider = exc.provider or self._adapter.name
+            raise
+        except TRANSPORT_ERRORS as exc:
+            self.close()
+            name = self._adapter.name
+            raise transport_error(exc, name, started=self._resp is not None) from None
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Let the connection go: back to the pool once the body was read to its end
+        (when the stream's end came first, :func:`release` waits for the body's)."""
+        resp, relay = self._resp, self._relay
+        if resp is not None:
+            release(resp, ended=relay.stopped and relay.failure is None)
+
+    async def aclose(self) -> None:
+        self.close()

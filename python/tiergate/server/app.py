@@ -25,6 +25,7 @@ from tiergate.deadline import Deadline
 from tiergate.envelope import ChatRequest, Envelope
 from tiergate.errors import DispatchError, ErrorClass, ProviderError, RequestError
 from tiergate.providers.base import Usage
+from tiergate.providers.relay import RelayStream
 from tiergate.routing.dispatch import StreamItem
 from tiergate.routing.idempotency import Flight, Idempotency, Recorded
 from tiergate.routing.planner import Known, Plan
@@ -550,12 +551,16 @@ class Pipeline:
                 finally:
                     guard.cancel()
             # The end reached the caller before any bookkeeping below.
-            await response.write_eof(b"".join(batch))
+            await response.write_eof(batch[0] if len(batch) == 1 else b"".join(batch))
             batch.clear()
             # The provider's stream is done: close it here, which returns its connection
             # to the pool, rather than leave it to the event loop's async-generator
-            # finalizer (a thread-safe wake-up and a task per stream).
-            await _aclose(outcome.rest)
+            # finalizer (a thread-safe wake-up and a task per stream). A relayed stream
+            # closes with a plain call (no coroutine to run).
+            if isinstance(outcome.rest, RelayStream):
+                outcome.rest.close()
+            else:
+                await _aclose(outcome.rest)
         except (StopAsyncIteration, TimeoutError, ProviderError) as exc:
             if isinstance(exc, ProviderError):
                 error = exc

@@ -19,6 +19,7 @@
 #![allow(clippy::missing_errors_doc)]
 
 mod bytemask;
+mod chunk;
 pub mod completion;
 pub mod error;
 pub mod features;

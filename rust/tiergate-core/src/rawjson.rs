@@ -236,6 +236,17 @@ impl<'a> Parser<'a> {
         p
     }
 
+    /// A parser of the same input at byte `i`, for a second pass over a value this one
+    /// already checked (its nesting too, so the depth starts afresh).
+    pub(crate) fn at(&self, i: usize) -> Self {
+        Parser {
+            s: self.s,
+            b: self.b,
+            i,
+            depth: MAX_DEPTH,
+        }
+    }
+
     /// After the top-level value: only whitespace may follow.
     pub(crate) fn finish(&mut self) -> Result<()> {
         self.ws();

@@ -22,7 +22,9 @@
 
 use crate::completion::write_object_head;
 use crate::json::write_escaped;
-use crate::rawjson::{Parser, Value};
+use std::borrow::Cow;
+
+use crate::chunk::{self, Delta, Refused};
 use crate::sse::{Flow, SseLines};
 use crate::{CoreError, Result};
 
@@ -91,19 +93,6 @@ pub fn finish_reason(raw: &str) -> &'static str {
         .iter()
         .find(|(k, _)| *k == raw)
         .map_or("stop", |(_, v)| v)
-}
-
-/// A delta parsed and not yet rendered.
-#[derive(Debug)]
-enum Delta {
-    Text(String),
-    Tool {
-        index: i64,
-        id: Option<String>,
-        name: Option<String>,
-        arguments: String,
-    },
-    End,
 }
 
 /// What the provider's events said so far.
@@ -331,114 +320,6 @@ impl OpenAiRelay {
     }
 }
 
-/// A member when truthy (Python's `obj.get(key) or default`).
-fn truthy_member<'v, 'a>(v: Option<&'v Value<'a>>) -> Option<&'v Value<'a>> {
-    v.filter(|v| v.truthy())
-}
-
-/// A truthy member that must be an object.
-fn obj_member<'v, 'a>(v: Option<&'v Value<'a>>, key: &'static str) -> Shape<Option<&'v Value<'a>>> {
-    match truthy_member(v) {
-        None => Ok(None),
-        Some(v @ Value::Obj(_)) => Ok(Some(v)),
-        Some(_) => Err(key),
-    }
-}
-
-/// A truthy member that must be a string: its text.
-fn text_member(v: Option<&Value<'_>>, key: &'static str) -> Shape<Option<String>> {
-    match truthy_member(v) {
-        None => Ok(None),
-        Some(Value::Str(s)) => Ok(Some(s.text().into_owned())),
-        Some(_) => Err(key),
-    }
-}
-
-/// A member that is absent or `null`, or else a string (tested with `is not None`).
-fn opt_text_member(v: Option<&Value<'_>>, key: &'static str) -> Shape<Option<String>> {
-    match v {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Str(s)) => Ok(Some(s.text().into_owned())),
-        Some(_) => Err(key),
-    }
-}
-
-/// `usage_openai`'s `_int`: an integer, else 0 (booleans and huge integers refused).
-fn count_member(obj: Option<&Value<'_>>, key: &'static str) -> Shape<i64> {
-    match obj.and_then(|o| o.get(key)) {
-        Some(Value::Int(i)) => Ok(*i),
-        Some(Value::Bool(_) | Value::UInt(_)) => Err(key),
-        _ => Ok(0),
-    }
-}
-
-/// Python's `value != 0` is false: 0, 0.0, false.
-fn is_zero(v: &Value<'_>) -> bool {
-    match v {
-        Value::Int(i) => *i == 0,
-        Value::Float(f) => *f == 0.0,
-        Value::Bool(b) => !*b,
-        _ => false,
-    }
-}
-
-/// The name of a field whose type the protocol does not allow.
-type Shape<T> = std::result::Result<T, &'static str>;
-
-/// The members of a chunk the parser reads (the last of each name, as `orjson` keeps
-/// it); every other member is only checked, not built.
-#[derive(Default)]
-struct Members<'a> {
-    error: bool,
-    model: Option<Value<'a>>,
-    usage: Option<Value<'a>>,
-    choices: Option<Value<'a>>,
-}
-
-/// How an event's data failed to be a JSON object.
-enum NotAChunk {
-    NotJson,
-    NotObject,
-}
-
-fn members(text: &str) -> std::result::Result<Members<'_>, NotAChunk> {
-    let mut p = Parser::of_str(text);
-    if p.peek() != Some(b'{') {
-        return Err(match p.skip().and_then(|()| p.finish()) {
-            Ok(()) => NotAChunk::NotObject,
-            Err(_) => NotAChunk::NotJson,
-        });
-    }
-    let mut m = Members::default();
-    let mut read = || -> Result<()> {
-        p.enter()?;
-        if !p.empty(b'}') {
-            loop {
-                let key = p.key()?;
-                match key.text().as_ref() {
-                    "model" => m.model = Some(p.value()?),
-                    "usage" => m.usage = Some(p.value()?),
-                    "choices" => m.choices = Some(p.value()?),
-                    "error" => {
-                        m.error = true;
-                        p.skip()?;
-                    }
-                    _ => p.skip()?,
-                }
-                if !p.next_or_close(b'}')? {
-                    break;
-                }
-            }
-        }
-        p.leave();
-        p.finish()
-    };
-    match read() {
-        Ok(()) => Ok(m),
-        Err(_) => Err(NotAChunk::NotJson),
-    }
-}
-
 impl Parsed {
     fn fail(&mut self, code: u32, detail: &str) {
         self.failure = Some(Failure {
@@ -460,114 +341,34 @@ impl Parsed {
         }
         // As Python decodes each line: invalid UTF-8 becomes U+FFFD.
         let text = match std::str::from_utf8(data) {
-            Ok(s) => std::borrow::Cow::Borrowed(s),
+            Ok(s) => Cow::Borrowed(s),
             Err(_) => String::from_utf8_lossy(data),
         };
-        let m = match members(&text) {
-            Ok(m) => m,
-            Err(NotAChunk::NotJson) => {
-                self.fail(FAIL_NOT_JSON, "");
-                return Flow::Stop;
+        match chunk::read(&text, &mut self.pending, &mut self.refusal) {
+            Ok(said) => {
+                // Every event names the model: replaced only when it changes.
+                if let Some(model) = said.model.filter(|m| *m != self.model) {
+                    self.model = model.into_owned();
+                }
+                if let Some(usage) = said.usage {
+                    self.usage = usage;
+                    self.usage_seen = true;
+                }
+                if let Some(reason) = said.finish {
+                    self.finish = Some(reason.into_owned());
+                }
+                Flow::Continue
             }
-            Err(NotAChunk::NotObject) => {
-                self.fail(FAIL_NOT_OBJECT, "");
-                return Flow::Stop;
-            }
-        };
-        if m.error {
-            self.fail(FAIL_ERROR_OBJECT, &text);
-            return Flow::Stop;
-        }
-        let before = self.pending.len();
-        match self.chunk(&m) {
-            Ok(()) => Flow::Continue,
-            Err(field) => {
-                // A failed event delivers nothing of itself.
-                self.pending.truncate(before);
-                self.fail(FAIL_SHAPE, field);
+            Err(refused) => {
+                match refused {
+                    Refused::NotJson => self.fail(FAIL_NOT_JSON, ""),
+                    Refused::NotObject => self.fail(FAIL_NOT_OBJECT, ""),
+                    Refused::ErrorObject => self.fail(FAIL_ERROR_OBJECT, &text),
+                    Refused::Shape(field) => self.fail(FAIL_SHAPE, field),
+                }
                 Flow::Stop
             }
         }
-    }
-
-    fn chunk(&mut self, m: &Members<'_>) -> Shape<()> {
-        if let Some(model) = text_member(m.model.as_ref(), "model")? {
-            self.model = model;
-        }
-        if let Some(u) = obj_member(m.usage.as_ref(), "usage")? {
-            let pd = obj_member(u.get("prompt_tokens_details"), "prompt_tokens_details")?;
-            let cd = obj_member(
-                u.get("completion_tokens_details"),
-                "completion_tokens_details",
-            )?;
-            self.usage = Usage {
-                input_tokens: count_member(Some(u), "prompt_tokens")?,
-                output_tokens: count_member(Some(u), "completion_tokens")?,
-                cached_tokens: count_member(pd, "cached_tokens")?,
-                reasoning_tokens: count_member(cd, "reasoning_tokens")?,
-            };
-            self.usage_seen = true;
-        }
-        let Some(choices) = truthy_member(m.choices.as_ref()) else {
-            return Ok(());
-        };
-        let Value::Arr(choices) = choices else {
-            return Err("choices");
-        };
-        for choice in choices {
-            if !matches!(choice, Value::Obj(_)) {
-                return Err("choices");
-            }
-            if choice.get("index").is_some_and(|i| !is_zero(i)) {
-                continue;
-            }
-            if let Some(delta) = obj_member(choice.get("delta"), "delta")? {
-                self.delta(delta)?;
-            }
-            if let Some(reason) = text_member(choice.get("finish_reason"), "finish_reason")? {
-                self.finish = Some(reason);
-            }
-        }
-        Ok(())
-    }
-
-    fn delta(&mut self, delta: &Value<'_>) -> Shape<()> {
-        if let Some(text) = text_member(delta.get("content"), "content")? {
-            self.pending.push(Delta::Text(text));
-        }
-        if let Some(refusal) = text_member(delta.get("refusal"), "refusal")? {
-            self.refusal.push_str(&refusal);
-        }
-        let Some(calls) = truthy_member(delta.get("tool_calls")) else {
-            return Ok(());
-        };
-        let Value::Arr(calls) = calls else {
-            return Err("tool_calls");
-        };
-        for call in calls {
-            if !matches!(call, Value::Obj(_)) {
-                return Err("tool_calls");
-            }
-            let index = match call.get("index") {
-                None => 0,
-                Some(Value::Int(i)) => *i,
-                Some(_) => return Err("index"),
-            };
-            let (name, arguments) = match obj_member(call.get("function"), "function")? {
-                Some(f) => (
-                    opt_text_member(f.get("name"), "name")?,
-                    text_member(f.get("arguments"), "arguments")?.unwrap_or_default(),
-                ),
-                None => (None, String::new()),
-            };
-            self.pending.push(Delta::Tool {
-                index,
-                id: opt_text_member(call.get("id"), "id")?,
-                name,
-                arguments,
-            });
-        }
-        Ok(())
     }
 }
 
