@@ -93,3 +93,18 @@ async def test_ended_waits_do_not_pile_up_and_do_not_fire() -> None:
     await asyncio.sleep(0.1)  # past every deadline: none of them cancels this task
     task = asyncio.current_task()
     assert task is not None and task.cancelling() == 0
+
+
+async def test_waits_that_end_behind_a_long_one_are_dropped_as_the_heap_grows() -> None:
+    """A live deadline far off (a stalled stream's) keeps ended ones that end later below
+    it; the keeper compacts, so the heap stays near the live count, not the waits seen."""
+    held = Deadline(60.0)
+    try:
+        for _ in range(5 * deadline._COMPACT_AT):
+            assert await bounded(120.0, 0.0) == "done"
+        keeper = deadline._Keeper.current
+        assert keeper is not None
+        assert len(keeper.heap) <= deadline._COMPACT_AT + 1
+        assert keeper.heap[0][2] is held
+    finally:
+        held.cancel()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from asyncio import current_task
-from heapq import heappop, heappush
+from heapq import heapify, heappop, heappush
 from typing import ClassVar
 
 __all__ = ["Deadline"]
@@ -12,6 +12,9 @@ __all__ = ["Deadline"]
 # A timer that fires this much before its time is on time (uvloop's timers count whole
 # milliseconds; asyncio runs handles within its clock resolution of their time).
 _RESOLUTION_S = 0.001
+# A keeper's heap is compacted when it holds more entries than this (or than twice the
+# live deadlines of its last compaction).
+_COMPACT_AT = 1024
 
 
 class Deadline:
@@ -54,6 +57,8 @@ class Deadline:
         while heap and heap[0][2].done:  # ended deadlines on top leave first
             heappop(heap)
         heappush(heap, (when, id(self), self))  # the id: no two deadlines compared
+        if len(heap) > keeper.limit:
+            keeper.compact()
         if when < keeper.armed:
             keeper.arm(when)
 
@@ -80,7 +85,7 @@ class _Keeper:
     keeper it replaced still serves the deadlines it holds with its own armed timer.
     """
 
-    __slots__ = ("armed", "handle", "heap", "loop")
+    __slots__ = ("armed", "handle", "heap", "limit", "loop")
 
     current: ClassVar[_Keeper | None] = None
 
@@ -89,12 +94,23 @@ class _Keeper:
         self.heap: list[tuple[float, int, Deadline]] = []
         self.handle: asyncio.TimerHandle | None = None
         self.armed = float("inf")
+        self.limit = _COMPACT_AT
 
     def arm(self, when: float) -> None:
         if self.handle is not None:
             self.handle.cancel()
         self.armed = when
         self.handle = self.loop.call_at(when, self._fire)
+
+    def compact(self) -> None:
+        """Drop the ended deadlines from the heap. They wait below a live one that ends
+        later (a stalled stream's, say) until it reaches the top, and at a thousand waits
+        a second that would keep every wait of the last minute; compacting whenever the
+        heap doubles keeps it within twice the live deadlines at a constant cost a wait."""
+        heap = self.heap
+        heap[:] = [entry for entry in heap if not entry[2].done]
+        heapify(heap)
+        self.limit = max(_COMPACT_AT, 2 * len(heap))
 
     def _fire(self) -> None:
         self.handle = None
