@@ -1,13 +1,15 @@
 //! Binding of the request side's one call into the core: a plain request's body read
 //! into its fields, with its idempotency key, token estimate and required capabilities.
+use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
+use pyo3::types::{PyBytes, PyString};
 use tiergate_core::ingest;
+use tiergate_core::request::Role;
 
 /// `(model, [(role, text)], max_tokens, stream, key, prompt_tokens, required_caps)`.
 type Fields<'py> = (
     String,
-    Vec<(&'static str, String)>,
+    Vec<(Bound<'py, PyString>, String)>,
     Option<i64>,
     bool,
     Option<Bound<'py, PyBytes>>,
@@ -29,7 +31,7 @@ fn ingest_chat_request<'py>(
     let messages = r
         .messages
         .into_iter()
-        .map(|(role, text)| (role.name(), text))
+        .map(|(role, text)| (role_name(py, role), text))
         .collect();
     let key = i.key.map(|k| PyBytes::new(py, &k));
     Some((
@@ -41,6 +43,16 @@ fn ingest_chat_request<'py>(
         i.prompt_tokens,
         i.required_caps,
     ))
+}
+
+/// The role's canonical name as a Python string made once per process (a `&str` is
+/// converted, and interned, on every call).
+fn role_name(py: Python<'_>, role: Role) -> Bound<'_, PyString> {
+    match role.name() {
+        "system" => intern!(py, "system").clone(),
+        "user" => intern!(py, "user").clone(),
+        _ => intern!(py, "assistant").clone(),
+    }
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
