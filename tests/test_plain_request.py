@@ -115,6 +115,61 @@ def test_core_reads_the_plain_shape(
     assert (key, known) == separately(chat, raw, "t")
 
 
+def spelled(draw: st.DrawFn, value: Any) -> str:
+    """``value`` as JSON spelled as a client might: members in any order, some preceded by
+    a decoy of the same key (the last one counts), whitespace here and there, and key
+    characters escaped as ``\\u`` sequences."""
+    space = draw(st.sampled_from(["", " ", "\n  "]))
+    if isinstance(value, dict):
+        items = list(value.items())
+        order = draw(st.permutations(range(len(items))))
+        members = []
+        for i in order:
+            key, item = items[i]
+            if draw(st.booleans()) and key in ("role", "content", "messages", "model", "stream"):
+                members.append(f"{json.dumps(key)}:{space}{json.dumps(draw(odd))}")
+            if draw(st.booleans()):
+                name = '"' + "".join(f"\\u{ord(c):04x}" for c in key) + '"'
+            else:
+                name = json.dumps(key)
+            members.append(f"{name}{space}:{space}{spelled(draw, item)}")
+        return "{" + space + f",{space}".join(members) + space + "}"
+    if isinstance(value, list):
+        return "[" + f",{space}".join(spelled(draw, v) for v in value) + "]"
+    return json.dumps(value)
+
+
+plain_bodies = st.fixed_dictionaries(
+    {
+        "model": st.just("auto"),
+        "messages": st.lists(
+            plain_messages.filter(
+                lambda m: m["role"] in ("system", "developer", "user", "assistant") and m["content"]
+            ),
+            min_size=1,
+            max_size=3,
+        ),
+    },
+    optional={"max_tokens": st.integers(1, 99), "stream": st.booleans(), "user": texts},
+)
+
+
+@st.composite
+def respelled_bodies(draw: st.DrawFn) -> bytes:
+    """Plain bodies and all the others, respelled."""
+    return spelled(draw, draw(plain_bodies | bodies)).encode()
+
+
+@settings(max_examples=600, deadline=None)
+@given(respelled_bodies(), tenants)
+def test_core_reads_a_respelled_body_only_as_the_parser_does(raw: bytes, tenant: str) -> None:
+    got = ingest_plain_openai_request(raw, Idempotency.scope(tenant, "openai"))
+    if got is not None:
+        chat, key, known = got
+        assert chat == reference(raw)
+        assert (key, known) == separately(chat, raw, tenant)
+
+
 def test_without_a_scope_there_is_no_key() -> None:
     raw = b'{"model": "m", "messages": [{"role": "user", "content": "x"}], "stream": true}'
     got = ingest_plain_openai_request(raw, None)

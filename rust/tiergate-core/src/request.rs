@@ -68,7 +68,7 @@ pub struct PlainRequest {
 #[derive(Default)]
 struct Members<'a> {
     model: Option<Value<'a>>,
-    messages: Option<Value<'a>>,
+    messages: Option<Vec<(Role, String)>>,
     max_tokens: Option<Value<'a>>,
     max_completion_tokens: Option<Value<'a>>,
     stream: Option<Value<'a>>,
@@ -87,7 +87,13 @@ fn members(body: &str) -> Option<Members<'_>> {
             let name = key.text();
             let slot = match name.as_ref() {
                 "model" => &mut m.model,
-                "messages" => &mut m.messages,
+                "messages" => {
+                    m.messages = Some(messages(&mut p)?);
+                    if p.next_or_close(b'}').ok()? {
+                        continue;
+                    }
+                    break;
+                }
                 "max_tokens" => &mut m.max_tokens,
                 "max_completion_tokens" => &mut m.max_completion_tokens,
                 "stream" => &mut m.stream,
@@ -113,6 +119,52 @@ fn members(body: &str) -> Option<Members<'_>> {
 
 /// An output bound as `opt_int(..., minimum=1)` accepts it (an integer of at least
 /// 1); `Some(None)` when absent or `null`, `None` for anything else.
+/// The messages array at the cursor, read as it is walked (no tree of it is built): each
+/// message an object of exactly `role` (one of the plain roles) and `content` (a
+/// non-empty string), a repeated key's last value counting, as the Python parser reads
+/// it. `None` for anything else.
+fn messages(p: &mut Parser<'_>) -> Option<Vec<(Role, String)>> {
+    if p.peek() != Some(b'[') {
+        return None;
+    }
+    p.enter().ok()?;
+    let mut out = Vec::new();
+    if !p.empty(b']') {
+        loop {
+            if p.peek() != Some(b'{') {
+                return None;
+            }
+            p.enter().ok()?;
+            let (mut who, mut content) = (None, None);
+            if !p.empty(b'}') {
+                loop {
+                    let key = p.key().ok()?;
+                    let slot = match key.text().as_ref() {
+                        "role" => &mut who,
+                        "content" => &mut content,
+                        _ => return None,
+                    };
+                    *slot = Some(p.value().ok()?);
+                    if !p.next_or_close(b'}').ok()? {
+                        break;
+                    }
+                }
+            }
+            p.leave();
+            let who = role(&who?)?;
+            match content? {
+                Value::Str(s) if !s.raw().is_empty() => out.push((who, s.text().into_owned())),
+                _ => return None,
+            }
+            if !p.next_or_close(b']').ok()? {
+                break;
+            }
+        }
+    }
+    p.leave();
+    Some(out)
+}
+
 #[allow(clippy::option_option)] // outer: read here or not; inner: the bound
 fn bound(v: Option<&Value<'_>>) -> Option<Option<i64>> {
     match v {
@@ -141,27 +193,10 @@ pub fn plain_chat_request(body: &[u8]) -> Option<PlainRequest> {
         Some(Value::Str(s)) if !s.raw().is_empty() => s.text().into_owned(),
         _ => return None,
     };
-    let Some(Value::Arr(items)) = &m.messages else {
-        return None;
-    };
-    if items.is_empty() {
+    let messages = m.messages?;
+    if messages.is_empty() {
         return None;
     }
-    let mut messages = Vec::with_capacity(items.len());
-    for item in items {
-        let Value::Obj(fields) = item else {
-            return None;
-        };
-        if fields.len() != 2 {
-            return None;
-        }
-        let role = role(item.get("role")?)?;
-        match item.get("content")? {
-            Value::Str(s) if !s.raw().is_empty() => messages.push((role, s.text().into_owned())),
-            _ => return None,
-        }
-    }
-    // As the parser: `max_completion_tokens` when given, and then `max_tokens` unread.
     let max_tokens = match bound(m.max_completion_tokens.as_ref())? {
         Some(n) => Some(n),
         None => bound(m.max_tokens.as_ref())?,
