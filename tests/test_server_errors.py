@@ -185,6 +185,9 @@ def test_a_stalled_client_is_timed_out(stack: Stack) -> None:
 def test_unknown_path_and_method_in_caller_shape(stack: Stack) -> None:
     resp = stack.http.request("GET", stack.url + "/v1/chat/completions")
     assert resp.status == 405 and "error" in orjson.loads(resp.data)
+    assert resp.headers["Allow"] == "POST"
+    resp = stack.http.request("GET", stack.url + "/v1/messages")
+    assert resp.status == 405 and orjson.loads(resp.data)["type"] == "error"  # Anthropic's
     resp = stack.http.request("POST", stack.url + "/v1/nothing", body=b"{}")
     assert resp.status == 404 and "error" in orjson.loads(resp.data)
 
@@ -231,3 +234,34 @@ def test_a_keyed_sidecar_authenticates_first_and_keys_answers_by_tenant(
         assert outcomes == [None, "replay", None, None]
     finally:
         s.close()
+
+
+async def test_an_unexpected_failure_is_a_500_in_the_callers_shape(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A bug inside a handler still answers in the caller's shape (and is logged)."""
+    import os
+
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from tiergate.config import load_config
+    from tiergate.server import app as app_module
+    from tiergate.server.state import Runtime
+    from tiergate.telemetry import Telemetry
+
+    monkeypatch.setenv("UPSTREAM_URL", "http://127.0.0.1:9/v1")
+    config = load_config(os.path.join(os.path.dirname(__file__), "..", "examples", "overhead.yaml"))
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(app_module.Pipeline, "run", broken)
+    runtime = Runtime.__new__(Runtime)
+    app = app_module.make_app(runtime, Telemetry.from_config(config))
+    async with TestClient(TestServer(app)) as client:
+        resp = await client.post("/v1/chat/completions", data=b"{}")
+        assert resp.status == 500
+        assert (await resp.json())["error"]["code"] == "internal_error"
+        resp = await client.post("/v1/messages", data=b"{}")
+        assert resp.status == 500
+        assert (await resp.json())["error"]["type"] == "api_error"  # Anthropic's name for it

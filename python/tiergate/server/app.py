@@ -4,7 +4,7 @@ Phases of a request, each a named function with one job (as pingora's ``ProxyHtt
 ``read_body`` → parse (surface → canonical) → ``make_envelope`` (headers) → tenant →
 idempotency (replay / coalesce / lead) → planner → dispatcher → render (canonical → the
 caller's shape) → ``finish`` (record for telemetry, spend). Errors leave in the
-caller's API shape from one middleware.
+caller's API shape from one wrapper around every route (``caller_shaped``).
 """
 
 from __future__ import annotations
@@ -90,33 +90,58 @@ def error_response(surface: Surface, exc: RequestError | DispatchError) -> web.R
     )
 
 
-@web.middleware
-async def errors_in_caller_shape(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    surface = _surface(request)
-    try:
-        return await handler(request)
-    except (RequestError, DispatchError) as exc:
-        return error_response(surface, exc)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        kind = "not_found_error" if exc.status == 404 else "invalid_request_error"
-        return error_response(
-            surface,
-            RequestError(
-                f"{request.method} {request.path}: {exc.reason}", status=exc.status, type=kind
-            ),
-        )
-    except (asyncio.CancelledError, ConnectionResetError):
-        raise  # the caller went away: nobody to answer
-    except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        err = DispatchError(
-            "internal error in tiergate", status=500, type="server_error", code="internal_error"
-        )
-        return error_response(surface, err)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def caller_shaped(handler: Handler, surface: Surface | None = None) -> Handler:
+    """``handler`` with every failure answered in the caller's API shape (``surface``,
+    or the one its path names). Each route is wrapped, not the app given a middleware:
+    aiohttp's middleware chain (its own current-app context manager around ours) cost
+    about 17k instructions a request."""
+
+    async def shaped(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except (RequestError, DispatchError) as exc:
+            return error_response(surface or _surface(request), exc)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            kind = "not_found_error" if exc.status == 404 else "invalid_request_error"
+            response = error_response(
+                surface or _surface(request),
+                RequestError(
+                    f"{request.method} {request.path}: {exc.reason}",
+                    status=exc.status,
+                    type=kind,
+                ),
+            )
+            if "Allow" in exc.headers:  # a 405 names the methods the path takes
+                response.headers["Allow"] = exc.headers["Allow"]
+            return response
+        except (asyncio.CancelledError, ConnectionResetError):
+            raise  # the caller went away: nobody to answer
+        except Exception:
+            log.exception("unhandled error on %s %s", request.method, request.path)
+            err = DispatchError(
+                "internal error in tiergate", status=500, type="server_error", code="internal_error"
+            )
+            return error_response(surface or _surface(request), err)
+
+    return shaped
+
+
+def _no_route(allowed: Mapping[str, list[str]]) -> Handler:
+    """What a path or method tiergate does not serve gets: 404, or 405 (with the methods
+    ``allowed`` there) for a known path."""
+
+    async def no_route(request: web.Request) -> web.StreamResponse:
+        methods = allowed.get(request.path)
+        if methods is not None:
+            raise web.HTTPMethodNotAllowed(request.method, methods)
+        raise web.HTTPNotFound
+
+    return no_route
 
 
 async def read_body(request: web.Request, limit: int, timeout_s: float) -> bytes:
@@ -283,11 +308,13 @@ class Pipeline:
         "text",
     )
 
-    def __init__(self, request: web.Request, surface: Surface) -> None:
+    def __init__(
+        self, request: web.Request, surface: Surface, gw: Gateway, telemetry: Telemetry
+    ) -> None:
         self.request = request
         self.surface = surface
-        self.gw = request.app[RUNTIME].current
-        self.telemetry = request.app[TELEMETRY]
+        self.gw = gw
+        self.telemetry = telemetry
         self.chat: ChatRequest | None = None
         self.findings: list[SafetyFinding] = []
         # A policy whose request scan only reports: run in _report, after the answer.
@@ -637,14 +664,6 @@ async def _aclose(events: Any) -> None:
             pass
 
 
-async def chat_completions(request: web.Request) -> web.StreamResponse:
-    return await Pipeline(request, "openai").run()
-
-
-async def messages(request: web.Request) -> web.StreamResponse:
-    return await Pipeline(request, "anthropic").run()
-
-
 async def explain(request: web.Request) -> web.Response:
     """The routing decision for a chat body, without calling any provider."""
     gw = request.app[RUNTIME].current
@@ -678,14 +697,31 @@ async def list_models(request: web.Request) -> web.Response:
 
 def make_app(runtime: Runtime, telemetry: Telemetry) -> web.Application:
     # The body limit is enforced by read_body with an error in the caller's shape.
-    app = web.Application(middlewares=[errors_in_caller_shape], client_max_size=2**62)
+    app = web.Application(client_max_size=2**62)
     app[RUNTIME] = runtime
     app[TELEMETRY] = telemetry
-    add_feedback_route(app, telemetry)
-    app.router.add_post("/v1/chat/completions", chat_completions)
-    app.router.add_post("/chat/completions", chat_completions)
-    app.router.add_post("/v1/messages", messages)
-    app.router.add_post("/v1/route/explain", explain)
-    app.router.add_get("/v1/models", list_models)
-    app.router.add_get("/models", list_models)
+    add_feedback_route(app, telemetry, caller_shaped)
+
+    # The surfaces' handlers hold the runtime and telemetry: request.app[...] is two
+    # lookups through aiohttp's match info on every request.
+    async def chat_completions(request: web.Request) -> web.StreamResponse:
+        return await Pipeline(request, "openai", runtime.current, telemetry).run()
+
+    async def messages(request: web.Request) -> web.StreamResponse:
+        return await Pipeline(request, "anthropic", runtime.current, telemetry).run()
+
+    chat = caller_shaped(chat_completions, "openai")
+    app.router.add_post("/v1/chat/completions", chat)
+    app.router.add_post("/chat/completions", chat)
+    app.router.add_post("/v1/messages", caller_shaped(messages, "anthropic"))
+    app.router.add_post("/v1/route/explain", caller_shaped(explain, "openai"))
+    app.router.add_get("/v1/models", caller_shaped(list_models))
+    app.router.add_get("/models", caller_shaped(list_models))
+    # Last: any other path (404) or method (405), answered in the caller's shape.
+    allowed: dict[str, list[str]] = {}
+    for route in app.router.routes():
+        allowed.setdefault(route.resource.canonical if route.resource else "", []).append(
+            route.method
+        )
+    app.router.add_route("*", "/{tail:.*}", caller_shaped(_no_route(allowed)))
     return app

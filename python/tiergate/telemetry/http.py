@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -71,8 +72,15 @@ def add_admin_routes(app: web.Application, telemetry: Telemetry) -> None:
     app.router.add_get("/metrics", metrics_handler)
 
 
-def add_feedback_route(app: web.Application, telemetry: Telemetry) -> None:
-    """Mount ``POST /v1/feedback`` (and ``/feedback``) on the traffic app."""
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def add_feedback_route(
+    app: web.Application, telemetry: Telemetry, wrap: Callable[[Handler], Handler] | None = None
+) -> None:
+    """Mount ``POST /v1/feedback`` (and ``/feedback``) on the traffic app, its handler
+    wrapped by ``wrap`` (the traffic app's error shaping)."""
     app[TELEMETRY] = telemetry
-    app.router.add_post("/v1/feedback", feedback_handler)
-    app.router.add_post("/feedback", feedback_handler)
+    handler: Handler = feedback_handler if wrap is None else wrap(feedback_handler)
+    app.router.add_post("/v1/feedback", handler)
+    app.router.add_post("/feedback", handler)
