@@ -129,6 +129,10 @@ def scan_text(text: str, injection: bool = True) -> list[tuple[int, int, int]]:
     the pure-Python ``tiergate.safety.detectors.find_spans_reference``. A text with lone
     surrogates raises ``UnicodeEncodeError``."""
 
+def scan_any(raw: bytes) -> bool:
+    """Whether ``raw`` (a request body, say) holds any finding at all, injection markers
+    included: one pass over the bytes where the texts inside would each take a call."""
+
 # ----------------------------------------------------------------------- relay
 RELAY_FAIL_NOT_JSON: Final[int]  # 1: an event's data was not JSON
 RELAY_FAIL_NOT_OBJECT: Final[int]  # 2: ... was JSON but not an object

@@ -175,12 +175,23 @@ def scan_request(chat: ChatRequest, policy: SafetyPolicy) -> SafetyResult:
     return SafetyResult(findings, blocked, out)
 
 
+# Bodies up to this size are scanned whole first (one call) before text by text: past
+# it, a body is mostly images or files the per-text scan skips.
+_CLEAN_BODY_MAX = 64 * 1024
+
+
 def request_findings(chat: ChatRequest, policy: SafetyPolicy) -> list[SafetyFinding]:
     """:func:`scan_request`'s findings alone, for a policy that only logs (nothing to
     redact or block, so no copy of the request is built): the scan that runs after the
     answer. A text without a match costs one call to the core."""
     findings: list[SafetyFinding] = []
     if not policy.enabled:
+        return findings
+    raw = chat.raw
+    if raw and len(raw) <= _CLEAN_BODY_MAX and b"\\" not in raw and not _core.scan_any(raw):
+        # A body with no escapes holds each text's bytes as they are, between JSON's
+        # quotes (which, like a text's ends, are neither word, digit nor sign to the
+        # patterns): no finding in the whole body means none in any text of it.
         return findings
     wants_injection = policy.wants_injection
     roles = policy.injection_roles

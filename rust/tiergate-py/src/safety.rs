@@ -14,8 +14,16 @@ fn scan_text(text: &str, injection: bool) -> Vec<(u8, usize, usize)> {
         .collect()
 }
 
+/// Whether `raw` (a request body, say) holds any finding at all, injection markers
+/// included: one pass over the bytes where the texts inside would each take a call.
+#[pyfunction]
+fn scan_any(raw: &[u8]) -> bool {
+    !safety::scan_bytes(raw, true).is_empty()
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(scan_text, m)?)?;
+    m.add_function(wrap_pyfunction!(scan_any, m)?)?;
     m.add("SAFETY_KINDS", PyTuple::new(m.py(), safety::KINDS)?)?;
     Ok(())
 }
