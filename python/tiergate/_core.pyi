@@ -59,6 +59,7 @@ __all__ = [
     "parse_openai_completion",
     "render_openai_completion",
     "request_key",
+    "scan_any",
     "scan_text",
     "text_signals",
 ]
