@@ -197,13 +197,14 @@ class HttpAdapter(AdapterBase):
     async def _post_raw(
         self,
         url: str,
-        body: dict[str, Any],
+        body: dict[str, Any] | bytes,
         timeout_s: float,
         headers: Mapping[str, str] | None = None,
     ) -> bytes:
-        """POST ``body`` and return the successful answer's bytes, or raise ProviderError."""
+        """POST ``body`` (a dict, or its JSON already written) and return the successful
+        answer's bytes, or raise ProviderError."""
         session = self._require_session()
-        data = orjson.dumps(body)
+        data = body if isinstance(body, bytes) else orjson.dumps(body)
         started = False
         try:
             async with session.post(
