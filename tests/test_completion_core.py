@@ -315,3 +315,30 @@ def test_an_answer_read_by_the_core_is_rendered_from_its_tail(
     assert got == orjson.dumps(render_openai_completion(c, "chatcmpl-x", "m"))
     # Another model name than the answer's: the tail does not hold it.
     assert orjson.loads(openai_completion_body(c, "chatcmpl-x", "n"))["model"] == "n"
+
+
+_MESSAGE = '{"content": "a", "refusal": "r", "tool_calls": [{"id": "i", "function": {"name": "f", "arguments": "{}"}}]}'
+_USAGE = '{"prompt_tokens": 3, "completion_tokens": 4, "prompt_tokens_details": {"cached_tokens": 1}, "completion_tokens_details": {"reasoning_tokens": 2}}'
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        # A later member replaces all an earlier one held, within it too.
+        f'{{"choices": [{{"message": {_MESSAGE}}}], "choices": [{{"message": {{}}}}]}}',
+        f'{{"choices": [{{"message": {_MESSAGE}}}], "choices": [{{"message": {{"x": 1}}}}]}}',
+        f'{{"choices": [{{"message": {_MESSAGE}, "message": {{"x": 1}}}}]}}',
+        f'{{"choices": [{{"message": {_MESSAGE}, "finish_reason": "length"}}], "choices": [{{"message": {{}}}}]}}',
+        f'{{"choices": [{{"message": {_MESSAGE}}}], "choices": [5, {{"message": {_MESSAGE}}}]}}',
+        f'{{"choices": [{{"message": {{"x": 1}}}}, {{"message": {_MESSAGE}}}]}}',
+        f'{{"choices": [{{"message": {{}}}}], "usage": {_USAGE}, "usage": {{"x": 1}}}}',
+        f'{{"choices": [{{"message": {{}}}}], "usage": {_USAGE}, "usage": 0}}',
+        f'{{"choices": [{{"message": {{}}}}], "usage": {_USAGE[:-1]}, "prompt_tokens_details": {{}}}}}}',
+        f'{{"choices": [{{"message": {{}}}}], "usage": {_USAGE[:-1]}, "prompt_tokens_details": [1]}}}}',
+        f'{{"choices": [{{"message": {{}}}}], "usage": {_USAGE[:-1]}, "completion_tokens_details": {{"x": 1}}}}}}',
+        f'{{"choices": [{{"message": {{}}}}], "usage": {_USAGE[:-1]}, "prompt_tokens": 9}}}}',
+        f'{{"choices": [{{"message": {_MESSAGE}}}], "choices": {{}}}}',
+    ],
+)
+def test_later_members_replace_earlier_ones(raw: str) -> None:
+    assert core(raw.encode()) == reference(raw.encode())

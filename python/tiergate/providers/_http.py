@@ -203,13 +203,16 @@ class HttpAdapter(AdapterBase):
     ) -> bytes:
         """POST ``body`` (a dict, or its JSON already written) and return the successful
         answer's bytes, or raise ProviderError."""
-        session = self._require_session()
+        # _require_session and client_timeout's table lookup inline: on every
+        # non-streamed call, where a Python call costs about as much as their work.
+        session = self._session
+        if session is None:
+            session = self._require_session()  # raises
         data = body if isinstance(body, bytes) else orjson.dumps(body)
+        timeout = _TIMEOUTS.get((int(timeout_s * 1000), False)) or client_timeout(timeout_s)
         started = False
         try:
-            async with session.post(
-                url, data=data, headers=headers, timeout=client_timeout(timeout_s)
-            ) as resp:
+            async with session.post(url, data=data, headers=headers, timeout=timeout) as resp:
                 started = True
                 if resp.status >= 400:
                     raw = await resp.content.read(_MAX_ERROR_BODY)
