@@ -5,6 +5,7 @@ reference (``orjson.loads`` + ``parse_openai_response``; ``render_openai_complet
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import orjson
@@ -102,19 +103,110 @@ docs = st.fixed_dictionaries(
 )
 
 
+good_calls = st.lists(
+    st.fixed_dictionaries(
+        {
+            "id": texts,
+            "type": st.just("function"),
+            "function": st.fixed_dictionaries({"name": texts, "arguments": texts}),
+        }
+    ),
+    max_size=2,
+)
+good_counts = st.integers(0, 2**40)
+# Documents the core reads itself (no fallback), so that a misreading shows.
+good_docs = st.fixed_dictionaries(
+    {
+        "id": texts,
+        "object": st.just("chat.completion"),
+        "model": texts,
+        "choices": st.tuples(
+            st.fixed_dictionaries(
+                {
+                    "index": st.just(0),
+                    "message": st.fixed_dictionaries(
+                        {"role": st.just("assistant"), "content": st.none() | texts},
+                        optional={"refusal": st.none() | texts, "tool_calls": good_calls},
+                    ),
+                    "finish_reason": st.sampled_from(["stop", "length", "tool_calls"]),
+                }
+            )
+        ).map(list),
+        "usage": st.fixed_dictionaries(
+            {"prompt_tokens": good_counts, "completion_tokens": good_counts},
+            optional={
+                "prompt_tokens_details": st.fixed_dictionaries({"cached_tokens": good_counts}),
+                "completion_tokens_details": st.fixed_dictionaries(
+                    {"reasoning_tokens": good_counts}
+                ),
+            },
+        ),
+    }
+)
+
+
+def respell(draw: st.DrawFn, text: str) -> str:
+    """The same document spelled otherwise (escaped keys, whitespace), or with
+    duplicate members (the last one counts, as ``orjson.loads`` has it)."""
+    for key in draw(st.lists(st.sampled_from(_KEYS), max_size=4, unique=True)):
+        member = f'"{key}": '
+        if member not in text:
+            continue
+        how = draw(st.sampled_from(["escaped", "dup-before", "dup-after", "spaced"]))
+        junk = draw(st.sampled_from(["7", "null", '{"x": [1, {}]}', '"s"', "[]", "{}"]))
+        at = text.index(member)
+        if how == "escaped":
+            text = text.replace(member, f'"\\u{ord(key[0]):04x}{key[1:]}": ', 1)
+        elif how == "dup-before":
+            text = f"{text[:at]}{member}{junk}, {text[at:]}"
+        elif how == "dup-after":
+            # After the member's value: a scalar or a string runs to the next `, "` or
+            # closing bracket of the same object only when it holds none (texts here
+            # may), so the junk goes after the value's end as json.loads finds it.
+            value_at = at + len(member)
+            _, end = json.JSONDecoder().raw_decode(text, value_at)
+            text = f"{text[:end]}, {member}{junk}{text[end:]}"
+        else:
+            text = text.replace(member, f'"{key}"\n\t :\r\n ', 1)
+    return text
+
+
 @st.composite
 def bodies(draw: st.DrawFn) -> bytes:
-    kind = draw(st.sampled_from(["doc"] * 10 + ["junk", "list", "error"]))
+    kind = draw(st.sampled_from(["doc"] * 10 + ["good"] * 10 + ["junk", "list", "error"]))
     if kind == "junk":
         return b"{not json"
     if kind == "list":
         return b"[1, 2]"
     if kind == "error":
         return b'{"error": {"message": "boom"}}'
-    return json.dumps(draw(docs), ensure_ascii=draw(st.booleans())).encode()
+    doc = draw(docs if kind == "doc" else good_docs)
+    return respell(draw, json.dumps(doc, ensure_ascii=draw(st.booleans()))).encode()
 
 
-@settings(max_examples=500, deadline=None)
+_KEYS = [
+    "choices",
+    "message",
+    "content",
+    "refusal",
+    "tool_calls",
+    "function",
+    "name",
+    "arguments",
+    "id",
+    "finish_reason",
+    "usage",
+    "prompt_tokens",
+    "completion_tokens",
+    "prompt_tokens_details",
+    "completion_tokens_details",
+    "cached_tokens",
+    "reasoning_tokens",
+    "model",
+]
+
+
+@settings(max_examples=1500, deadline=None)
 @given(bodies())
 def test_core_reading_matches_the_python_parser(raw: bytes) -> None:
     assert core(raw) == reference(raw)
@@ -192,3 +284,61 @@ def test_odd_counts_go_through_the_dict(usage: Usage, monkeypatch: pytest.Monkey
     except TypeError as exc:
         got = type(exc)
     assert got == expected
+
+
+@settings(max_examples=500, deadline=None)
+@given(bodies(), st.sampled_from(["chatcmpl-x", 'chatcmpl-"\n']))
+def test_the_body_written_while_reading_matches_the_dict(raw: bytes, response_id: str) -> None:
+    c = core(raw)
+    if not isinstance(c, Completion) or c.openai_tail is None:
+        return
+    expected = orjson.dumps(render_openai_completion(c, response_id, c.model))
+    created = orjson.loads(expected)["created"]
+    assert _core.openai_completion_with_head(response_id, created, c.openai_tail) == expected
+
+
+def test_an_answer_read_by_the_core_is_rendered_from_its_tail(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    raw = b'{"model":"m","choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":3}}'
+    c = completion_from_body(raw, "prov")
+    assert c.openai_tail is not None
+    monkeypatch.setattr(
+        _core, "render_openai_completion", lambda *a: pytest.fail("rendered from the fields")
+    )
+    before = int(time.time())
+    got = openai_completion_body(c, "chatcmpl-x", "m")
+    created = orjson.loads(got)["created"]
+    assert before <= created <= int(time.time())  # the binding's clock is time.time()'s
+    monkeypatch.undo()
+    monkeypatch.setattr("time.time", lambda: float(created))
+    assert got == orjson.dumps(render_openai_completion(c, "chatcmpl-x", "m"))
+    # Another model name than the answer's: the tail does not hold it.
+    assert orjson.loads(openai_completion_body(c, "chatcmpl-x", "n"))["model"] == "n"
+
+
+_MESSAGE = '{"content": "a", "refusal": "r", "tool_calls": [{"id": "i", "function": {"name": "f", "arguments": "{}"}}]}'
+_USAGE = '{"prompt_tokens": 3, "completion_tokens": 4, "prompt_tokens_details": {"cached_tokens": 1}, "completion_tokens_details": {"reasoning_tokens": 2}}'
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        # A later member replaces all an earlier one held, within it too.
+        f'{{"choices": [{{"message": {_MESSAGE}}}], "choices": [{{"message": {{}}}}]}}',
+        f'{{"choices": [{{"message": {_MESSAGE}}}], "choices": [{{"message": {{"x": 1}}}}]}}',
+        f'{{"choices": [{{"message": {_MESSAGE}, "message": {{"x": 1}}}}]}}',
+        f'{{"choices": [{{"message": {_MESSAGE}, "finish_reason": "length"}}], "choices": [{{"message": {{}}}}]}}',
+        f'{{"choices": [{{"message": {_MESSAGE}}}], "choices": [5, {{"message": {_MESSAGE}}}]}}',
+        f'{{"choices": [{{"message": {{"x": 1}}}}, {{"message": {_MESSAGE}}}]}}',
+        f'{{"choices": [{{"message": {{}}}}], "usage": {_USAGE}, "usage": {{"x": 1}}}}',
+        f'{{"choices": [{{"message": {{}}}}], "usage": {_USAGE}, "usage": 0}}',
+        f'{{"choices": [{{"message": {{}}}}], "usage": {_USAGE[:-1]}, "prompt_tokens_details": {{}}}}}}',
+        f'{{"choices": [{{"message": {{}}}}], "usage": {_USAGE[:-1]}, "prompt_tokens_details": [1]}}}}',
+        f'{{"choices": [{{"message": {{}}}}], "usage": {_USAGE[:-1]}, "completion_tokens_details": {{"x": 1}}}}}}',
+        f'{{"choices": [{{"message": {{}}}}], "usage": {_USAGE[:-1]}, "prompt_tokens": 9}}}}',
+        f'{{"choices": [{{"message": {_MESSAGE}}}], "choices": {{}}}}',
+    ],
+)
+def test_later_members_replace_earlier_ones(raw: str) -> None:
+    assert core(raw.encode()) == reference(raw.encode())

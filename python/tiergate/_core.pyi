@@ -56,7 +56,10 @@ __all__ = [
     "features_batch",
     "finish_reason",
     "ingest_chat_request",
+    "openai_chat_body",
+    "openai_completion_with_head",
     "parse_openai_completion",
+    "read_openai_completion",
     "render_openai_completion",
     "request_key",
     "scan_any",
@@ -145,6 +148,26 @@ def finish_reason(raw: str) -> str:
     """The canonical finish reason of any provider's stop reason (the table of
     ``providers.normalise.FINISH_REASONS``); unknown ones are ``"stop"``."""
 
+def openai_chat_body(
+    model: str,
+    messages: list[tuple[str, str]],
+    limit_key: str,
+    limit: int,
+    rest: bytes | None,
+) -> bytes:
+    """``orjson.dumps`` of ``{"model": model, "messages": [{"role": role, "content":
+    text}, ...], limit_key: limit, **orjson.loads(rest)}``, keys in that order, written
+    by the core: the chat body a provider is sent when every message is plain text
+    (``rest``, the members after the output bound as orjson wrote them, ``None`` for
+    none). ``ValueError`` for a ``rest`` that is not a JSON object or a text that is not
+    UTF-8 (a lone surrogate); ``OverflowError`` for a ``limit`` outside 64 bits."""
+
+def openai_completion_with_head(response_id: str, created: int | None, tail: bytes) -> bytes:
+    """``{"id": response_id, "object": "chat.completion", "created": created`` written
+    in front of ``tail`` (from :func:`read_openai_completion`): the whole body
+    :func:`render_openai_completion` writes. ``created=None``: ``int(time.time())``,
+    read by the core's binding."""
+
 def parse_openai_completion(
     body: bytes,
 ) -> (
@@ -193,6 +216,29 @@ def ingest_chat_request(
     ``key`` is ``request_key(body, scope + ("s" if stream else "n"))``, ``None`` when
     ``scope`` is; ``prompt_tokens`` is ``estimate_tokens(body)``; ``required_caps`` the
     ``CAP_*`` bits the request needs (``CAP_STREAMING`` when streamed, nothing else)."""
+
+def read_openai_completion(
+    body: bytes,
+) -> (
+    tuple[
+        str | None,
+        Literal["stop", "length", "tool_calls", "content_filter"],
+        int,
+        int,
+        int,
+        int,
+        str,
+        list[tuple[str, str, str]],
+        str | None,
+        str,
+        bytes | None,
+    ]
+    | None
+):
+    """:func:`parse_openai_completion`'s fields, then the OpenAI surface's body for them
+    (named by the answer's model) from ``,"model":`` on: what
+    :func:`render_openai_completion` writes after ``"created"``; ``None`` in its place
+    when that function would refuse the counts."""
 
 def render_openai_completion(
     response_id: str,

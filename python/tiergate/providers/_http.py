@@ -221,18 +221,22 @@ class HttpAdapter(AdapterBase):
     async def _post_raw(
         self,
         url: str,
-        body: dict[str, Any],
+        body: dict[str, Any] | bytes,
         timeout_s: float,
         headers: Mapping[str, str] | None = None,
     ) -> bytes:
-        """POST ``body`` and return the successful answer's bytes, or raise ProviderError."""
-        session = self._require_session()
-        data = orjson.dumps(body)
+        """POST ``body`` (a dict, or its JSON already written) and return the successful
+        answer's bytes, or raise ProviderError."""
+        # _require_session and client_timeout's table lookup inline: on every
+        # non-streamed call, where a Python call costs about as much as their work.
+        session = self._session
+        if session is None:
+            session = self._require_session()  # raises
+        data = body if isinstance(body, bytes) else orjson.dumps(body)
+        timeout = _TIMEOUTS.get((int(timeout_s * 1000), False)) or client_timeout(timeout_s)
         started = False
         try:
-            async with session.post(
-                url, data=data, headers=headers, timeout=client_timeout(timeout_s)
-            ) as resp:
+            async with session.post(url, data=data, headers=headers, timeout=timeout) as resp:
                 started = True
                 if resp.status >= 400:
                     raw = await resp.content.read(MAX_ERROR_BODY)

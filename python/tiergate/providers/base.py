@@ -47,6 +47,10 @@ class Completion:
     tool_calls: list[ToolCall] = field(default_factory=list)
     refusal: str | None = None
     provider_response_id: str = ""
+    # The OpenAI surface's body for this answer from `,"model":` on (model: the field
+    # above), written by the core as it read an OpenAI answer; the caller's id and time
+    # go in front. None for any other answer. Whoever changes a field above clears it.
+    openai_tail: bytes | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(slots=True, frozen=True)

@@ -44,6 +44,7 @@ __all__ = [
     "build_openai_messages",
     "build_openai_request",
     "completion_from_body",
+    "openai_complete_body",
     "parse_openai_response",
 ]
 
@@ -115,6 +116,15 @@ def build_openai_request(
     }
     limit = request.max_tokens or deployment.max_output_tokens
     body["max_tokens" if compatible else "max_completion_tokens"] = limit
+    _add_options(body, request)
+    if request.stream:
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+    return body
+
+
+def _add_options(body: dict[str, Any], request: ChatRequest) -> None:
+    """The members after the output bound, but for the stream flag."""
     if request.tools:
         tools = []
         for t in request.tools:
@@ -150,10 +160,53 @@ def build_openai_request(
         body["stop"] = request.stop
     if request.seed is not None:
         body["seed"] = request.seed
-    if request.stream:
-        body["stream"] = True
-        body["stream_options"] = {"include_usage": True}
-    return body
+
+
+def openai_complete_body(
+    request: ChatRequest, deployment: DeploymentConfig, *, compatible: bool = False
+) -> bytes:
+    """``orjson.dumps`` of :func:`build_openai_request` without the stream members:
+    written by the core when every message is plain text (the usual request), else
+    through the dict."""
+    # (role, text) of messages build_openai_messages writes as just {"role", "content":
+    # text}: one text part, no name, no tool calls, not a tool result. Inline, as a
+    # function call costs as much as the loop.
+    messages: list[tuple[str, str]] = []
+    for m in request.messages:
+        parts = m.parts
+        if len(parts) != 1 or m.tool_calls or m.name or m.role == "tool":
+            break
+        part = parts[0]
+        if type(part) is not TextPart:
+            break
+        messages.append((m.role, part.text))
+    else:
+        rest = None
+        if (
+            request.tools
+            or request.response_format.kind != "text"
+            or request.temperature is not None
+            or request.top_p is not None
+            or request.stop
+            or request.seed is not None
+        ):  # _add_options writes something (most requests have none of these)
+            options: dict[str, Any] = {}
+            _add_options(options, request)
+            rest = orjson.dumps(options)
+        try:
+            return _core.openai_chat_body(
+                deployment.model,
+                messages,
+                "max_tokens" if compatible else "max_completion_tokens",
+                request.max_tokens or deployment.max_output_tokens,
+                rest,
+            )
+        except (TypeError, ValueError, OverflowError):
+            pass  # a value the core cannot take: orjson writes it (or refuses) below
+    body = build_openai_request(request, deployment, compatible=compatible)
+    body.pop("stream", None)
+    body.pop("stream_options", None)
+    return orjson.dumps(body)
 
 
 def _tool_calls(raw: Any) -> list[ToolCall]:
@@ -197,13 +250,13 @@ def parse_openai_response(doc: Any, *, provider: str = "") -> Completion:
 
 def completion_from_body(raw: bytes, provider: str = "") -> Completion:
     """:func:`parse_openai_response` of a response body: read by the core when the body
-    has the usual shape, else by the Python parser (which decides what an odd one is)."""
-    fields = _core.parse_openai_completion(raw)
+    has the usual shape (with the OpenAI surface's body written then, ``openai_tail``),
+    else by the Python parser (which decides what an odd one is)."""
+    fields = _core.read_openai_completion(raw)
     if fields is None:
         return parse_openai_response(json_body(raw, provider), provider=provider)
-    text, reason, input_tokens, output_tokens, cached, reasoning, model, calls, refusal, rid = (
-        fields
-    )
+    (text, reason, input_tokens, output_tokens, cached, reasoning, model, calls, refusal, rid,
+     tail) = fields  # fmt: skip
     return Completion(
         text,
         reason,
@@ -212,6 +265,7 @@ def completion_from_body(raw: bytes, provider: str = "") -> Completion:
         [ToolCall(*call) for call in calls] if calls else [],
         refusal,
         rid,
+        tail,
     )
 
 
@@ -319,12 +373,11 @@ class OpenAIAdapter(HttpAdapter):
     async def complete(
         self, request: ChatRequest, deployment: DeploymentConfig, timeout_s: float
     ) -> Completion:
-        body = build_openai_request(request, deployment, compatible=self._compatible)
-        body.pop("stream", None)
-        body.pop("stream_options", None)
+        body = openai_complete_body(request, deployment, compatible=self._compatible)
         raw = await self._post_raw(self._url, body, timeout_s)
         completion = completion_from_body(raw, self.name)
-        check_json_completion(completion, request.response_format, self.name)
+        if request.response_format.kind != "text":  # the check's own first test, inline
+            check_json_completion(completion, request.response_format, self.name)
         return completion
 
     def stream(

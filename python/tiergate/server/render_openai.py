@@ -55,7 +55,11 @@ def render_openai_completion(c: Completion, response_id: str, model: str) -> dic
 def openai_completion_body(c: Completion, response_id: str, model: str) -> bytes:
     """``orjson.dumps(render_openai_completion(...))``, written by the core; values the
     core would write otherwise or refuse (a non-string text from an odd provider
-    answer, a boolean count, a total past 64 bits) go through the dict."""
+    answer, a boolean count, a total past 64 bits) go through the dict. An answer the
+    core read (``openai_tail``) needs only the head put in front."""
+    tail = c.openai_tail
+    if tail is not None and model == c.model:
+        return _core.openai_completion_with_head(response_id, None, tail)
     u = c.usage
     try:
         return _core.render_openai_completion(

@@ -11,7 +11,7 @@
 //! Writing gives the bytes `orjson.dumps(render_openai_completion(...))` gives.
 
 use crate::json::write_escaped;
-use crate::rawjson::Value;
+use crate::rawjson::{Parser, Value};
 use crate::relay::{finish_reason, Usage};
 use crate::{CoreError, Result};
 
@@ -49,118 +49,345 @@ pub(crate) fn write_object_head(
     write_escaped(model, out);
 }
 
+/// Where a value starts in the body (`None`: the member is absent).
+type At = Option<usize>;
+
+/// At an object's `{`: past the object (checked as [`Value::parse`] checks it, nothing
+/// built), `on(p, k)` called at the value of each member named `keys[k]` (it moves past
+/// the value; a later member of the same name calls it again, so the last one counts,
+/// as the tree's duplicate rule has it), the others skipped.
+fn walk<'a, const N: usize>(
+    p: &mut Parser<'a>,
+    keys: [&str; N],
+    mut on: impl FnMut(&mut Parser<'a>, usize) -> Option<()>,
+) -> Option<()> {
+    p.enter().ok()?;
+    if !p.empty(b'}') {
+        loop {
+            let key = p.key().ok()?;
+            match keys.iter().position(|name| key.is(name)) {
+                Some(k) => on(p, k)?,
+                None => p.skip().ok()?,
+            }
+            if !p.next_or_close(b'}').ok()? {
+                break;
+            }
+        }
+    }
+    p.leave();
+    Some(())
+}
+
+/// Where the value at the cursor starts, and past it.
+fn note(p: &mut Parser<'_>, at: &mut At) -> Option<()> {
+    *at = Some(p.i);
+    p.skip().ok()
+}
+
+/// At an object's `{`: past it, and where the values of the members named `keys` start.
+fn members<const N: usize>(p: &mut Parser<'_>, keys: [&str; N]) -> Option<[At; N]> {
+    let mut at = [None; N];
+    walk(p, keys, |p, k| note(p, &mut at[k]))?;
+    Some(at)
+}
+
+/// Where the members a completion is read from start, noted in one pass over the body
+/// (`None`: absent). A later member of a name replaces what an earlier one noted,
+/// within it too (its fields are cleared first).
+#[derive(Default)]
+struct Seen {
+    /// `choices` is an array whose first item is an object with an object `message`.
+    message: bool,
+    content: At,
+    refusal: At,
+    tool_calls: At,
+    finish_reason: At,
+    usage: At,
+    prompt: At,
+    completion: At,
+    prompt_details: At,
+    cached: At,
+    completion_details: At,
+    reasoning: At,
+    model: At,
+    id: At,
+}
+
+impl Seen {
+    fn choices(&mut self, p: &mut Parser<'_>) -> Option<()> {
+        self.message = false;
+        (
+            self.content,
+            self.refusal,
+            self.tool_calls,
+            self.finish_reason,
+        ) = (None, None, None, None);
+        if p.peek()? != b'[' {
+            return p.skip().ok();
+        }
+        p.enter().ok()?;
+        if !p.empty(b']') {
+            let mut first = true;
+            loop {
+                if first && p.peek()? == b'{' {
+                    walk(p, ["message", "finish_reason"], |p, k| {
+                        if k == 0 {
+                            self.message(p)
+                        } else {
+                            note(p, &mut self.finish_reason)
+                        }
+                    })?;
+                } else {
+                    p.skip().ok()?;
+                }
+                first = false;
+                if !p.next_or_close(b']').ok()? {
+                    break;
+                }
+            }
+        }
+        p.leave();
+        Some(())
+    }
+
+    fn message(&mut self, p: &mut Parser<'_>) -> Option<()> {
+        (self.content, self.refusal, self.tool_calls) = (None, None, None);
+        self.message = p.peek()? == b'{';
+        if !self.message {
+            return p.skip().ok();
+        }
+        walk(p, ["content", "refusal", "tool_calls"], |p, k| {
+            note(
+                p,
+                match k {
+                    0 => &mut self.content,
+                    1 => &mut self.refusal,
+                    _ => &mut self.tool_calls,
+                },
+            )
+        })
+    }
+
+    fn usage(&mut self, p: &mut Parser<'_>) -> Option<()> {
+        self.usage = Some(p.i);
+        (self.prompt, self.completion) = (None, None);
+        (self.prompt_details, self.cached) = (None, None);
+        (self.completion_details, self.reasoning) = (None, None);
+        if p.peek()? != b'{' {
+            return p.skip().ok();
+        }
+        let keys = [
+            "prompt_tokens",
+            "completion_tokens",
+            "prompt_tokens_details",
+            "completion_tokens_details",
+        ];
+        walk(p, keys, |p, k| match k {
+            0 => note(p, &mut self.prompt),
+            1 => note(p, &mut self.completion),
+            2 => details(
+                p,
+                &mut self.prompt_details,
+                "cached_tokens",
+                &mut self.cached,
+            ),
+            _ => details(
+                p,
+                &mut self.completion_details,
+                "reasoning_tokens",
+                &mut self.reasoning,
+            ),
+        })
+    }
+}
+
+/// A `*_tokens_details` member: where it starts, and where its count `key` does.
+fn details(p: &mut Parser<'_>, at: &mut At, key: &str, count: &mut At) -> Option<()> {
+    *at = Some(p.i);
+    *count = None;
+    if p.peek()? != b'{' {
+        return p.skip().ok();
+    }
+    walk(p, [key], |p, _| note(p, count))
+}
+
+/// What a value is, read at its start: a scalar is built (no allocation), a container
+/// only told apart and whether it is empty (Python truthiness is all the readers ask of
+/// a container they do not descend into).
+enum Read<'a> {
+    Absent,
+    Scalar(Value<'a>),
+    Obj { empty: bool },
+    Arr { empty: bool },
+}
+
+impl Read<'_> {
+    fn truthy(&self) -> bool {
+        match self {
+            Read::Absent => false,
+            Read::Scalar(v) => v.truthy(),
+            Read::Obj { empty } | Read::Arr { empty } => !empty,
+        }
+    }
+}
+
+/// The value at `at` (the body was checked whole before any read).
+fn read<'a>(p: &mut Parser<'a>, at: At) -> Option<Read<'a>> {
+    let Some(i) = at else {
+        return Some(Read::Absent);
+    };
+    p.i = i;
+    let empty = |p: &mut Parser<'a>, close| {
+        p.i = i + 1;
+        p.empty(close)
+    };
+    Some(match p.peek()? {
+        b'{' => Read::Obj {
+            empty: empty(p, b'}'),
+        },
+        b'[' => Read::Arr {
+            empty: empty(p, b']'),
+        },
+        _ => Read::Scalar(p.value().ok()?),
+    })
+}
+
 /// `obj.get(key) or ""` when that is a string (`None` for any other truthy value).
-fn text_or_empty(obj: &Value<'_>, key: &str) -> Option<String> {
-    match obj.get(key).filter(|v| v.truthy()) {
-        None => Some(String::new()),
-        Some(Value::Str(s)) => Some(s.text().into_owned()),
-        Some(_) => None,
+fn text_or_empty(p: &mut Parser<'_>, at: At) -> Option<String> {
+    match read(p, at)? {
+        r if !r.truthy() => Some(String::new()),
+        Read::Scalar(Value::Str(s)) => Some(s.text().into_owned()),
+        _ => None,
     }
 }
 
 /// `obj.get(key)` when absent, `null` or a string: `Some(None)` / `Some(Some(text))`.
 #[allow(clippy::option_option)] // outer: read here or not; inner: the field's value
-fn opt_text(obj: &Value<'_>, key: &str) -> Option<Option<String>> {
-    match obj.get(key) {
-        None | Some(Value::Null) => Some(None),
-        Some(Value::Str(s)) => Some(Some(s.text().into_owned())),
-        Some(_) => None,
+fn opt_text(p: &mut Parser<'_>, at: At) -> Option<Option<String>> {
+    match read(p, at)? {
+        Read::Absent | Read::Scalar(Value::Null) => Some(None),
+        Read::Scalar(Value::Str(s)) => Some(Some(s.text().into_owned())),
+        _ => None,
     }
 }
 
-/// `(obj.get(key) or {})` when that is an object (`Some(None)` for the empty default).
+/// `(obj.get(key) or {})` when that is an object: where it starts (`Some(None)` for the
+/// empty default).
 #[allow(clippy::option_option)] // outer: read here or not; inner: the field's value
-fn obj_or_empty<'v, 'a>(obj: Option<&'v Value<'a>>, key: &str) -> Option<Option<&'v Value<'a>>> {
-    match obj.and_then(|o| o.get(key)).filter(|v| v.truthy()) {
-        None => Some(None),
-        Some(v @ Value::Obj(_)) => Some(Some(v)),
-        Some(_) => None,
+fn obj_or_empty(p: &mut Parser<'_>, at: At) -> Option<At> {
+    match read(p, at)? {
+        r if !r.truthy() => Some(None),
+        Read::Obj { .. } => Some(at),
+        _ => None,
     }
 }
 
 /// `usage_openai`'s `_int`: an integer, else 0 (booleans and huge integers not read).
-fn count(obj: Option<&Value<'_>>, key: &str) -> Option<i64> {
-    match obj.and_then(|o| o.get(key)) {
-        Some(Value::Int(i)) => Some(*i),
-        Some(Value::Bool(_) | Value::UInt(_)) => None,
+fn count(p: &mut Parser<'_>, at: At) -> Option<i64> {
+    match read(p, at)? {
+        Read::Scalar(Value::Int(i)) => Some(i),
+        Read::Scalar(Value::Bool(_) | Value::UInt(_)) => None,
         _ => Some(0),
     }
 }
 
-fn usage(doc: &Value<'_>) -> Option<Usage> {
-    let Some(u) = obj_or_empty(Some(doc), "usage")? else {
+fn usage(p: &mut Parser<'_>, seen: &Seen) -> Option<Usage> {
+    if obj_or_empty(p, seen.usage)?.is_none() {
         return Some(Usage::default());
-    };
-    let pd = obj_or_empty(Some(u), "prompt_tokens_details")?;
-    let cd = obj_or_empty(Some(u), "completion_tokens_details")?;
+    }
+    // `(u.get(...) or {}).get(...)`: a count inside a details object that is falsy is 0.
+    let cached = obj_or_empty(p, seen.prompt_details)?.and(seen.cached);
+    let reasoning = obj_or_empty(p, seen.completion_details)?.and(seen.reasoning);
     Some(Usage {
-        input_tokens: count(Some(u), "prompt_tokens")?,
-        output_tokens: count(Some(u), "completion_tokens")?,
-        cached_tokens: count(pd, "cached_tokens")?,
-        reasoning_tokens: count(cd, "reasoning_tokens")?,
+        input_tokens: count(p, seen.prompt)?,
+        output_tokens: count(p, seen.completion)?,
+        cached_tokens: count(p, cached)?,
+        reasoning_tokens: count(p, reasoning)?,
     })
 }
 
-fn tool_calls(message: &Value<'_>) -> Option<Vec<ToolCall>> {
-    let Some(raw) = message.get("tool_calls").filter(|v| v.truthy()) else {
-        return Some(Vec::new());
-    };
-    let Value::Arr(items) = raw else {
-        return None;
-    };
-    let mut calls = Vec::with_capacity(items.len());
-    for c in items {
-        if !matches!(c, Value::Obj(_)) {
+fn tool_calls(p: &mut Parser<'_>, at: At) -> Option<Vec<ToolCall>> {
+    match read(p, at)? {
+        r if !r.truthy() => return Some(Vec::new()),
+        Read::Arr { .. } => {}
+        _ => return None,
+    }
+    // Each item's start, then each item read (the reads move the cursor).
+    let mut items = Vec::new();
+    p.i = at?;
+    p.enter().ok()?;
+    p.ws();
+    loop {
+        if p.peek()? != b'{' {
             return None;
         }
-        let function = obj_or_empty(Some(c), "function")?;
-        let (name, arguments) = match function {
-            Some(f) => (
-                text_or_empty(f, "name")?,
-                match f.get("arguments") {
-                    Some(Value::Str(s)) => s.text().into_owned(),
-                    _ => return None, // serialised by Python (orjson keeps key order)
-                },
-            ),
-            None => return None,
+        items.push(p.i);
+        p.skip().ok()?;
+        if !p.next_or_close(b']').ok()? {
+            break;
+        }
+    }
+    p.leave();
+    let mut calls = Vec::with_capacity(items.len());
+    for item in items {
+        p.i = item;
+        let [id, function] = members(p, ["id", "function"])?;
+        // `(c.get("function") or {})` then `fn.get("arguments")`: no function, no string.
+        p.i = obj_or_empty(p, function)??;
+        let [name, arguments] = members(p, ["name", "arguments"])?;
+        let name = text_or_empty(p, name)?;
+        let Read::Scalar(Value::Str(arguments)) = read(p, arguments)? else {
+            return None; // serialised by Python (orjson keeps key order)
         };
-        calls.push((text_or_empty(c, "id")?, name, arguments));
+        calls.push((text_or_empty(p, id)?, name, arguments.text().into_owned()));
     }
     Some(calls)
 }
 
 /// The canonical fields of an `OpenAI` chat-completion body, or `None` when the body
 /// is not one in a shape read here (the Python parser then decides).
+///
+/// One pass checks the whole body, descending only into `choices[0].message` and
+/// `usage`, and notes where the members read start; each is then read where it lies.
+/// No tree is built and no byte is scanned twice but those of the values read.
 pub fn parse_openai_completion(body: &[u8]) -> Option<Completion> {
-    let doc = Value::parse(body).ok()?;
-    let Value::Obj(_) = doc else {
-        return None;
-    };
-    let Some(Value::Arr(choices)) = doc.get("choices") else {
-        return None;
-    };
-    let choice = choices.first()?;
-    let message = choice.get("message")?;
-    if !matches!(message, Value::Obj(_)) {
+    let mut p = Parser::new(body).ok()?;
+    if p.peek()? != b'{' {
         return None;
     }
-    let tool_calls = tool_calls(message)?;
-    let mut reason = match choice.get("finish_reason") {
-        None | Some(Value::Null) => "stop",
-        Some(Value::Str(s)) => finish_reason(&s.text()),
-        Some(_) => return None,
+    let mut seen = Seen::default();
+    walk(
+        &mut p,
+        ["choices", "usage", "model", "id"],
+        |p, k| match k {
+            0 => seen.choices(p),
+            1 => seen.usage(p),
+            2 => note(p, &mut seen.model),
+            _ => note(p, &mut seen.id),
+        },
+    )?;
+    p.finish().ok()?;
+    if !seen.message {
+        return None;
+    }
+    let p = &mut p;
+    let tool_calls = tool_calls(p, seen.tool_calls)?;
+    let mut reason = match read(p, seen.finish_reason)? {
+        Read::Absent | Read::Scalar(Value::Null) => "stop",
+        Read::Scalar(Value::Str(s)) => finish_reason(&s.text()),
+        _ => return None,
     };
     if !tool_calls.is_empty() && reason == "stop" {
         reason = "tool_calls";
     }
     Some(Completion {
-        text: opt_text(message, "content")?,
+        text: opt_text(p, seen.content)?,
         finish_reason: reason.to_owned(),
-        usage: usage(&doc)?,
-        model: text_or_empty(&doc, "model")?,
+        usage: usage(p, &seen)?,
+        model: text_or_empty(p, seen.model)?,
         tool_calls,
-        refusal: opt_text(message, "refusal")?,
-        id: text_or_empty(&doc, "id")?,
+        refusal: opt_text(p, seen.refusal)?,
+        id: text_or_empty(p, seen.id)?,
     })
 }
 
@@ -180,16 +407,29 @@ pub fn render_openai_completion(
     model: &str,
     created: i64,
 ) -> Result<Vec<u8>> {
+    Ok(with_completion_head(
+        response_id,
+        created,
+        &render_openai_completion_tail(c, model)?,
+    ))
+}
+
+/// [`render_openai_completion`]'s body from `,"model":` on: all of it the provider's
+/// answer decides, written as the answer is read, before the caller's id and the time
+/// of the answer are known ([`with_completion_head`] puts them in front).
+pub fn render_openai_completion_tail(c: &Completion, model: &str) -> Result<Vec<u8>> {
     let u = c.usage;
     let total = i128::from(u.input_tokens) + i128::from(u.output_tokens);
     if total < i128::from(i64::MIN) || total > i128::from(u64::MAX) {
         return Err(CoreError::invalid("total_tokens outside 64 bits"));
     }
     let mut out = Vec::with_capacity(
-        400 + c.text.as_ref().map_or(0, String::len)
+        300 + model.len()
+            + c.text.as_ref().map_or(0, String::len)
             + c.tool_calls.iter().map(|t| t.2.len() + 64).sum::<usize>(),
     );
-    write_object_head(&mut out, response_id, "chat.completion", created, model);
+    out.extend_from_slice(b",\"model\":");
+    write_escaped(model, &mut out);
     out.extend_from_slice(
         b",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":",
     );
@@ -214,16 +454,50 @@ pub fn render_openai_completion(
     }
     out.extend_from_slice(b"},\"finish_reason\":");
     write_escaped(&c.finish_reason, &mut out);
-    out.extend_from_slice(
-        format!(
-            ",\"logprobs\":null}}],\"usage\":{{\"prompt_tokens\":{},\"completion_tokens\":{},\
-             \"total_tokens\":{total},\"prompt_tokens_details\":{{\"cached_tokens\":{}}},\
-             \"completion_tokens_details\":{{\"reasoning_tokens\":{}}}}}}}",
-            u.input_tokens, u.output_tokens, u.cached_tokens, u.reasoning_tokens
-        )
-        .as_bytes(),
-    );
+    out.extend_from_slice(b",\"logprobs\":null}],\"usage\":{\"prompt_tokens\":");
+    push_int(&mut out, i128::from(u.input_tokens));
+    out.extend_from_slice(b",\"completion_tokens\":");
+    push_int(&mut out, i128::from(u.output_tokens));
+    out.extend_from_slice(b",\"total_tokens\":");
+    push_int(&mut out, total);
+    out.extend_from_slice(b",\"prompt_tokens_details\":{\"cached_tokens\":");
+    push_int(&mut out, i128::from(u.cached_tokens));
+    out.extend_from_slice(b"},\"completion_tokens_details\":{\"reasoning_tokens\":");
+    push_int(&mut out, i128::from(u.reasoning_tokens));
+    out.extend_from_slice(b"}}}");
     Ok(out)
+}
+
+/// `v` in decimal, for `v` from `i64::MIN` to `u64::MAX` (without `format!`, whose
+/// machinery costs more than the rest of a small body's writing).
+fn push_int(out: &mut Vec<u8>, v: i128) {
+    if v < 0 {
+        out.push(b'-');
+    }
+    let mut n = u64::try_from(v.unsigned_abs()).unwrap_or(u64::MAX);
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + u8::try_from(n % 10).unwrap_or(0);
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
+/// `{"id":…,"object":"chat.completion","created":…` then `tail` (as
+/// [`render_openai_completion_tail`] wrote it): the whole body.
+pub fn with_completion_head(response_id: &str, created: i64, tail: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 + response_id.len() + tail.len());
+    out.extend_from_slice(b"{\"id\":");
+    write_escaped(response_id, &mut out);
+    out.extend_from_slice(b",\"object\":\"chat.completion\",\"created\":");
+    out.extend_from_slice(created.to_string().as_bytes());
+    out.extend_from_slice(tail);
+    out
 }
 
 #[cfg(test)]
@@ -266,6 +540,47 @@ mod tests {
             br#"{"choices":[{"message":{}}],"model":3}"#,
         ] {
             assert_eq!(parse_openai_completion(body), None, "{body:?}");
+        }
+    }
+
+    #[test]
+    fn the_tail_after_the_head_is_the_body() {
+        let c = parse_openai_completion(BODY).unwrap();
+        let mut head = Vec::new();
+        write_object_head(&mut head, "chatcmpl-\"x", "chat.completion", -5, "m\n");
+        let tail = render_openai_completion_tail(&c, "m\n").unwrap();
+        let whole = with_completion_head("chatcmpl-\"x", -5, &tail);
+        assert!(
+            whole.starts_with(&head),
+            "{}",
+            String::from_utf8_lossy(&whole)
+        );
+        assert_eq!(
+            whole,
+            render_openai_completion(&c, "chatcmpl-\"x", "m\n", -5).unwrap()
+        );
+        let mut odd = c;
+        (odd.usage.input_tokens, odd.usage.output_tokens) = (i64::MAX, i64::MAX);
+        assert!(render_openai_completion_tail(&odd, "m").is_ok()); // a total up to u64::MAX
+        (odd.usage.input_tokens, odd.usage.output_tokens) = (i64::MIN, -1);
+        assert!(render_openai_completion_tail(&odd, "m").is_err());
+    }
+
+    #[test]
+    fn integers_are_written_as_format_writes_them() {
+        for v in [
+            0,
+            7,
+            -1,
+            10,
+            i128::from(i64::MIN),
+            i128::from(i64::MAX),
+            i128::from(u64::MAX),
+            1_000_000_007,
+        ] {
+            let mut out = Vec::new();
+            push_int(&mut out, v);
+            assert_eq!(out, v.to_string().into_bytes());
         }
     }
 

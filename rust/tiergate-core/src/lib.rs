@@ -1,5 +1,6 @@
 //! tiergate's routing core: pure functions and data structures, no I/O, no Python.
 //!
+//! * [`chatbody`]: the `OpenAI` chat body a provider is sent for plain-text messages;
 //! * [`completion`]: an `OpenAI` chat completion read and written;
 //! * [`hash`]: canonical form and xxh3-128 idempotency key of a chat request;
 //! * [`ingest`]: the usual chat request with its key, token estimate and capabilities;
@@ -19,6 +20,7 @@
 #![allow(clippy::missing_errors_doc)]
 
 mod bytemask;
+pub mod chatbody;
 mod chunk;
 pub mod completion;
 pub mod error;

@@ -1,9 +1,12 @@
 //! Bindings of the `OpenAI` relays: a stream's body bytes in, the caller's frames out;
 //! a completion's body read into canonical fields, and those written as the caller's body.
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
+use pyo3::pybacked::PyBackedStr;
 use pyo3::types::{PyBytes, PyInt};
-use tiergate_core::{completion, relay};
+use tiergate_core::{chatbody, completion, relay};
 
 use crate::to_py;
 
@@ -99,6 +102,9 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(finish_reason, m)?)?;
     m.add_function(wrap_pyfunction!(parse_openai_completion, m)?)?;
     m.add_function(wrap_pyfunction!(render_openai_completion, m)?)?;
+    m.add_function(wrap_pyfunction!(openai_chat_body, m)?)?;
+    m.add_function(wrap_pyfunction!(read_openai_completion, m)?)?;
+    m.add_function(wrap_pyfunction!(openai_completion_with_head, m)?)?;
     for (name, value) in [
         ("RELAY_FAIL_NOT_JSON", relay::FAIL_NOT_JSON),
         ("RELAY_FAIL_NOT_OBJECT", relay::FAIL_NOT_OBJECT),
@@ -146,6 +152,73 @@ fn parse_openai_completion(body: &[u8]) -> Option<CompletionFields> {
     ))
 }
 
+/// [`parse_openai_completion`]'s fields and the `OpenAI` surface's body for them from
+/// `,"model":` on (None when the core refuses to write it: a total past 64 bits).
+type CompletionRead<'py> = (
+    Option<String>,
+    String,
+    i64,
+    i64,
+    i64,
+    i64,
+    String,
+    Vec<completion::ToolCall>,
+    Option<String>,
+    String,
+    Option<Bound<'py, PyBytes>>,
+);
+
+/// The fields of an `OpenAI` chat-completion body with the caller's body written from
+/// them but for its head, or None when the Python parser decides.
+#[pyfunction]
+fn read_openai_completion<'py>(py: Python<'py>, body: &[u8]) -> Option<CompletionRead<'py>> {
+    let c = completion::parse_openai_completion(body)?;
+    let tail = completion::render_openai_completion_tail(&c, &c.model)
+        .ok()
+        .map(|t| PyBytes::new(py, &t));
+    let u = c.usage;
+    Some((
+        c.text,
+        c.finish_reason,
+        u.input_tokens,
+        u.output_tokens,
+        u.cached_tokens,
+        u.reasoning_tokens,
+        c.model,
+        c.tool_calls,
+        c.refusal,
+        c.id,
+        tail,
+    ))
+}
+
+/// The whole `OpenAI` surface body: its head, then `tail` from `read_openai_completion`.
+/// `created=None` is now, `int(time.time())` read here (a Python call costs more than
+/// the whole write).
+#[pyfunction]
+#[pyo3(signature = (response_id, created, tail))]
+fn openai_completion_with_head<'py>(
+    py: Python<'py>,
+    response_id: &str,
+    created: Option<i64>,
+    tail: &[u8],
+) -> Bound<'py, PyBytes> {
+    let created = created.unwrap_or_else(unix_seconds);
+    PyBytes::new(
+        py,
+        &completion::with_completion_head(response_id, created, tail),
+    )
+}
+
+/// `int(time.time())`: whole seconds since the epoch, toward zero.
+fn unix_seconds() -> i64 {
+    match SystemTime::now().duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        // Before 1970: int() truncates toward zero.
+        Err(e) => -i64::try_from(e.duration().as_secs()).unwrap_or(i64::MAX),
+    }
+}
+
 /// A Python `int` that is not a `bool` (which `orjson` would write as `true`/`false`).
 fn exact_int(v: &Bound<'_, PyAny>) -> PyResult<i64> {
     if v.is_exact_instance_of::<PyInt>() {
@@ -190,5 +263,23 @@ fn render_openai_completion<'py>(
     };
     let body =
         completion::render_openai_completion(&c, response_id, model, created).map_err(to_py)?;
+    Ok(PyBytes::new(py, &body))
+}
+
+/// The chat body a provider is sent for plain-text `messages` (`(role, text)` pairs),
+/// `rest` the JSON object of the members after the output bound. `ValueError` for a
+/// `rest` that is not an object; `OverflowError` for a bound outside 64 bits.
+#[pyfunction]
+fn openai_chat_body<'py>(
+    py: Python<'py>,
+    model: &str,
+    messages: Vec<(PyBackedStr, PyBackedStr)>,
+    limit_key: &str,
+    limit: i64,
+    rest: Option<&[u8]>,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let pairs: Vec<(&str, &str)> = messages.iter().map(|(r, t)| (&**r, &**t)).collect();
+    let body =
+        chatbody::write_openai_chat_body(model, &pairs, limit_key, limit, rest).map_err(to_py)?;
     Ok(PyBytes::new(py, &body))
 }
