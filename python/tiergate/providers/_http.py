@@ -180,8 +180,9 @@ class HttpAdapter(AdapterBase):
         headers = {"content-type": "application/json", **self._auth_headers(key)}
         headers.update(self.config.headers)
         connector = aiohttp.TCPConnector(
+            # One host per provider: a per-host limit would repeat this one, at a cost
+            # on every call (aiohttp keeps a set of connections per host for it).
             limit=self.config.pool_size,
-            limit_per_host=self.config.pool_size,
             keepalive_timeout=KEEPALIVE_S,
             ttl_dns_cache=300,
         )
@@ -233,17 +234,31 @@ class HttpAdapter(AdapterBase):
         if session is None:
             session = self._require_session()  # raises
         data = body if isinstance(body, bytes) else orjson.dumps(body)
-        timeout = _TIMEOUTS.get((int(timeout_s * 1000), False)) or client_timeout(timeout_s)
+        # The whole call under a Deadline, as a stream's first item is (aiohttp's total
+        # timeout is a timer of its own per call, twice the instructions); aiohttp times
+        # only the connect, so that a connect that hangs is told apart.
+        connect = _TIMEOUTS.get((int(timeout_s * 1000), True)) or client_timeout(
+            timeout_s, connect_only=True
+        )
+        guard = Deadline(timeout_s)
         started = False
         try:
-            async with session.post(url, data=data, headers=headers, timeout=timeout) as resp:
+            async with session.post(url, data=data, headers=headers, timeout=connect) as resp:
                 started = True
                 if resp.status >= 400:
                     raw = await resp.content.read(MAX_ERROR_BODY)
                     raise self._error(resp.status, raw, resp.headers)
                 return await resp.read()
+        except asyncio.CancelledError:
+            try:
+                guard.check()  # TimeoutError when the deadline passed
+            except TimeoutError as exc:
+                raise transport_error(exc, self.name, started=started) from None
+            raise
         except TRANSPORT_ERRORS as exc:
             raise transport_error(exc, self.name, started=started) from None
+        finally:
+            guard.cancel()
 
     def _stream(
         self,
