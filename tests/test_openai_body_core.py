@@ -21,22 +21,31 @@ from tiergate.envelope import (
     Tool,
     ToolCall,
 )
-from tiergate.providers.openai import build_openai_request, openai_complete_body
+from tiergate.providers.openai import build_openai_request, openai_body
 
 
-def reference(request: ChatRequest, dep: DeploymentConfig, compatible: bool) -> bytes | str:
+def reference(
+    request: ChatRequest, dep: DeploymentConfig, compatible: bool, stream: bool = False
+) -> bytes | str:
+    """The dict path: what the adapter sent before the core wrote bodies."""
     body = build_openai_request(request, dep, compatible=compatible)
-    body.pop("stream", None)
-    body.pop("stream_options", None)
+    if stream:
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+    else:
+        body.pop("stream", None)
+        body.pop("stream_options", None)
     try:
         return orjson.dumps(body)
     except orjson.JSONEncodeError as exc:
         return f"refused: {exc}"
 
 
-def core(request: ChatRequest, dep: DeploymentConfig, compatible: bool) -> bytes | str:
+def core(
+    request: ChatRequest, dep: DeploymentConfig, compatible: bool, stream: bool = False
+) -> bytes | str:
     try:
-        return openai_complete_body(request, dep, compatible=compatible)
+        return openai_body(request, dep, compatible=compatible, stream=stream)
     except orjson.JSONEncodeError as exc:
         return f"refused: {exc}"
 
@@ -87,12 +96,12 @@ requests = st.builds(
 
 
 @settings(max_examples=600, deadline=None)
-@given(requests, st.booleans(), st.sampled_from(["m-1", 'odd "model"\n']))
+@given(requests, st.booleans(), st.sampled_from(["m-1", 'odd "model"\n']), st.booleans())
 def test_core_body_matches_the_dict_and_orjson(
-    request: ChatRequest, compatible: bool, model: str
+    request: ChatRequest, compatible: bool, model: str, stream: bool
 ) -> None:
     dep = DeploymentConfig(provider="p", model=model, tier="t", price=Price(input=1, output=1))
-    assert core(request, dep, compatible) == reference(request, dep, compatible)
+    assert core(request, dep, compatible, stream) == reference(request, dep, compatible, stream)
 
 
 def test_the_usual_request_is_written_by_the_core(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -104,7 +113,7 @@ def test_the_usual_request_is_written_by_the_core(monkeypatch: pytest.MonkeyPatc
         "tiergate.providers.openai.build_openai_request",
         lambda *a, **k: pytest.fail("went through the dict"),
     )
-    assert openai_complete_body(request, dep, compatible=True) == (
+    assert openai_body(request, dep, compatible=True) == (
         b'{"model":"m","messages":[{"role":"system","content":"terse"},'
         b'{"role":"user","content":"hi"}],"max_tokens":4096}'
     )

@@ -310,7 +310,7 @@ async def test_a_body_that_ends_after_its_stream_keeps_the_connection(relayed: b
     try:
         for _ in range(3):
             if relayed:
-                stream = RelayStream(adapter, url, {}, 5.0, _core.OpenAIRelay("m"))
+                stream = RelayStream(adapter, url, b"{}", 5.0, _core.OpenAIRelay("m"))
                 relay = await anext(stream)
                 relay.begin("id", "m", 0, False)
                 assert relay.render().endswith(b"data: [DONE]\n\n")

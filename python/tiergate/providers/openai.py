@@ -44,7 +44,7 @@ __all__ = [
     "build_openai_messages",
     "build_openai_request",
     "completion_from_body",
-    "openai_complete_body",
+    "openai_body",
     "parse_openai_response",
 ]
 
@@ -162,12 +162,16 @@ def _add_options(body: dict[str, Any], request: ChatRequest) -> None:
         body["seed"] = request.seed
 
 
-def openai_complete_body(
-    request: ChatRequest, deployment: DeploymentConfig, *, compatible: bool = False
+def openai_body(
+    request: ChatRequest,
+    deployment: DeploymentConfig,
+    *,
+    compatible: bool = False,
+    stream: bool = False,
 ) -> bytes:
-    """``orjson.dumps`` of :func:`build_openai_request` without the stream members:
-    written by the core when every message is plain text (the usual request), else
-    through the dict."""
+    """``orjson.dumps`` of :func:`build_openai_request`, streamed (with its usage) or not
+    whatever the request said: written by the core when every message is plain text
+    (the usual request), else through the dict."""
     # (role, text) of messages build_openai_messages writes as just {"role", "content":
     # text}: one text part, no name, no tool calls, not a tool result. Inline, as a
     # function call costs as much as the loop.
@@ -183,15 +187,19 @@ def openai_complete_body(
     else:
         rest = None
         if (
-            request.tools
+            stream
+            or request.tools
             or request.response_format.kind != "text"
             or request.temperature is not None
             or request.top_p is not None
             or request.stop
             or request.seed is not None
-        ):  # _add_options writes something (most requests have none of these)
+        ):  # something follows the bound (most unstreamed requests have none of these)
             options: dict[str, Any] = {}
             _add_options(options, request)
+            if stream:
+                options["stream"] = True
+                options["stream_options"] = {"include_usage": True}
             rest = orjson.dumps(options)
         try:
             return _core.openai_chat_body(
@@ -204,8 +212,12 @@ def openai_complete_body(
         except (TypeError, ValueError, OverflowError):
             pass  # a value the core cannot take: orjson writes it (or refuses) below
     body = build_openai_request(request, deployment, compatible=compatible)
-    body.pop("stream", None)
-    body.pop("stream_options", None)
+    if stream:
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+    else:
+        body.pop("stream", None)
+        body.pop("stream_options", None)
     return orjson.dumps(body)
 
 
@@ -373,7 +385,7 @@ class OpenAIAdapter(HttpAdapter):
     async def complete(
         self, request: ChatRequest, deployment: DeploymentConfig, timeout_s: float
     ) -> Completion:
-        body = openai_complete_body(request, deployment, compatible=self._compatible)
+        body = openai_body(request, deployment, compatible=self._compatible)
         raw = await self._post_raw(self._url, body, timeout_s)
         completion = completion_from_body(raw, self.name)
         if request.response_format.kind != "text":  # the check's own first test, inline
@@ -395,7 +407,5 @@ class OpenAIAdapter(HttpAdapter):
     ) -> AsyncIterator[_core.OpenAIRelay]:
         """The stream for a caller of the OpenAI surface: :meth:`stream`'s call, its
         body parsed and re-rendered by the core (``providers/relay.py``)."""
-        body = build_openai_request(request, deployment, compatible=self._compatible)
-        body["stream"] = True
-        body["stream_options"] = {"include_usage": True}
+        body = openai_body(request, deployment, compatible=self._compatible, stream=True)
         return RelayStream(self, self._url, body, timeout_s, _core.OpenAIRelay(deployment.model))

@@ -13,7 +13,7 @@ parsed before them.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import orjson
 
@@ -69,7 +69,7 @@ class RelayStream:
         self,
         adapter: HttpAdapter,
         url: str,
-        body: dict[str, Any],
+        body: bytes,
         timeout_s: float,
         relay: _core.OpenAIRelay,
     ) -> None:
@@ -95,7 +95,7 @@ class RelayStream:
                     adapter = self._adapter
                     resp = self._resp = await adapter._require_session().post(
                         self._url,
-                        data=orjson.dumps(self._body),
+                        data=self._body,
                         timeout=client_timeout(self._timeout_s, connect_only=True),
                     )
                     if resp.status >= 400:
