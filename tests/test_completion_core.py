@@ -230,9 +230,12 @@ def test_the_usual_answer_is_read_by_the_core() -> None:
             "usage": {"prompt_tokens": 60, "completion_tokens": 2, "total_tokens": 62},
         }
     )
-    assert _core.parse_openai_completion(raw) == (
+    fields = _core.read_openai_completion(raw)
+    assert fields is not None
+    assert fields[:10] == (
         "Hello.", "stop", 60, 2, 0, 0, "bench-model", [], None, "chatcmpl-1"
     )  # fmt: skip
+    assert fields[10] is not None and fields[10].startswith(b',"model":"bench-model"')
 
 
 tool_lists = st.lists(st.tuples(texts, texts, texts), max_size=2)

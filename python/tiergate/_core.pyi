@@ -58,7 +58,6 @@ __all__ = [
     "ingest_chat_request",
     "openai_chat_body",
     "openai_completion_with_head",
-    "parse_openai_completion",
     "read_openai_completion",
     "render_openai_completion",
     "request_key",
@@ -168,29 +167,6 @@ def openai_completion_with_head(response_id: str, created: int | None, tail: byt
     :func:`render_openai_completion` writes. ``created=None``: ``int(time.time())``,
     read by the core's binding."""
 
-def parse_openai_completion(
-    body: bytes,
-) -> (
-    tuple[
-        str | None,
-        Literal["stop", "length", "tool_calls", "content_filter"],
-        int,
-        int,
-        int,
-        int,
-        str,
-        list[tuple[str, str, str]],
-        str | None,
-        str,
-    ]
-    | None
-):
-    """An OpenAI chat-completion body read as ``parse_openai_response`` reads it:
-    ``(text, canonical finish reason, input, output, cached, reasoning tokens, model,
-    [(call id, name, arguments)], refusal, id)``. ``None`` when the body is not JSON or
-    not in the usual shape (an error, a field of another type, arguments not a
-    string): the Python parser decides what such a body is."""
-
 def ingest_chat_request(
     body: bytes, scope: str | None
 ) -> (
@@ -235,10 +211,14 @@ def read_openai_completion(
     ]
     | None
 ):
-    """:func:`parse_openai_completion`'s fields, then the OpenAI surface's body for them
+    """An OpenAI chat-completion body read as ``parse_openai_response`` reads it:
+    ``(text, canonical finish reason, input, output, cached, reasoning tokens, model,
+    [(call id, name, arguments)], refusal, id)``, then the OpenAI surface's body for them
     (named by the answer's model) from ``,"model":`` on: what
-    :func:`render_openai_completion` writes after ``"created"``; ``None`` in its place
-    when that function would refuse the counts."""
+    :func:`render_openai_completion` writes after ``"created"``, or ``None`` in its place
+    when that function would refuse the counts. ``None`` for the whole when the body is
+    not JSON or not in the usual shape (an error, a field of another type, arguments not
+    a string): the Python parser decides what such a body is."""
 
 def render_openai_completion(
     response_id: str,

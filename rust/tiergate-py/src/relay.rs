@@ -100,7 +100,6 @@ fn finish_reason(raw: &str) -> &'static str {
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<OpenAiRelay>()?;
     m.add_function(wrap_pyfunction!(finish_reason, m)?)?;
-    m.add_function(wrap_pyfunction!(parse_openai_completion, m)?)?;
     m.add_function(wrap_pyfunction!(render_openai_completion, m)?)?;
     m.add_function(wrap_pyfunction!(openai_chat_body, m)?)?;
     m.add_function(wrap_pyfunction!(read_openai_completion, m)?)?;
@@ -118,42 +117,9 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
 }
 
 /// `(text, canonical finish reason, input, output, cached, reasoning tokens, model,
-/// tool calls, refusal, id)`.
-type CompletionFields = (
-    Option<String>,
-    String,
-    i64,
-    i64,
-    i64,
-    i64,
-    String,
-    Vec<completion::ToolCall>,
-    Option<String>,
-    String,
-);
-
-/// The canonical fields of an `OpenAI` chat-completion body, or None when its shape
-/// is one the Python parser decides about.
-#[pyfunction]
-fn parse_openai_completion(body: &[u8]) -> Option<CompletionFields> {
-    let c = completion::parse_openai_completion(body)?;
-    let u = c.usage;
-    Some((
-        c.text,
-        c.finish_reason,
-        u.input_tokens,
-        u.output_tokens,
-        u.cached_tokens,
-        u.reasoning_tokens,
-        c.model,
-        c.tool_calls,
-        c.refusal,
-        c.id,
-    ))
-}
-
-/// [`parse_openai_completion`]'s fields and the `OpenAI` surface's body for them from
-/// `,"model":` on (None when the core refuses to write it: a total past 64 bits).
+/// tool calls, refusal, id)` of an `OpenAI` chat-completion body, then the `OpenAI`
+/// surface's body for them from `,"model":` on (None when the core refuses to write it:
+/// a total past 64 bits).
 type CompletionRead<'py> = (
     Option<String>,
     String,
