@@ -154,6 +154,35 @@ def tier_prior(rank: int, tiers: int) -> float:
     return 0.95 if tiers <= 1 else 0.70 + 0.25 * rank / (tiers - 1)
 
 
+class _Scope:
+    """A route as the planner reads it on every request: the candidates it may use and
+    those that come first, and its settings copied out of the config model (a pydantic
+    attribute costs about three times a slot's)."""
+
+    __slots__ = (
+        "allowed",
+        "ceiling",
+        "default",
+        "first",
+        "floor",
+        "hedge",
+        "latency_budget_ms",
+        "pinned",
+        "route",
+    )
+
+    def __init__(self, route: RouteConfig, allowed: int, first: int) -> None:
+        self.route = route
+        self.allowed = allowed
+        self.first = first
+        self.latency_budget_ms = route.latency_budget_ms
+        self.ceiling = route.max_cost_usd
+        self.floor = route.min_quality
+        self.pinned = route.deployment
+        self.default = route.default
+        self.hedge = route.hedge
+
+
 class Planner:
     __slots__ = (
         "_all",
@@ -231,37 +260,34 @@ class Planner:
             tier: sum(1 << i for i, n in enumerate(self.names) if tiers[n] == tier)
             for tier in config.tiers
         }
-        self._scopes: dict[str, tuple[RouteConfig, int, int]] = {
-            name: self._scope(name) for name in config.route_names()
-        }
+        self._scopes: dict[str, _Scope] = {name: self._scope(name) for name in config.route_names()}
         self._output_mean: dict[str, float] = (
             dict(previous._output_mean) if previous is not None else {}
         )
         self._budget_us = routing.decision_budget_ms * 1000
         self._flags = 1 if routing.allow_quality_relax else 0
 
-    def _scope(self, name: str) -> tuple[RouteConfig, int, int]:
-        """(route, candidates it may use, candidates that come first)."""
+    def _scope(self, name: str) -> _Scope:
         route = self._config.resolve_route(name)
         assert route is not None
         tiers = self._config.tiers
         if route.deployment is not None:
             rank = self._config.tier_rank(self._config.deployments[route.deployment].tier)
             scope = sum(self._tier_masks[t] for t in tiers[rank:])
-            return route, scope, 1 << self.index[route.deployment]
+            return _Scope(route, scope, 1 << self.index[route.deployment])
         if route.tier is not None:
             rank = tiers.index(route.tier)
-            return (
+            return _Scope(
                 route,
                 sum(self._tier_masks[t] for t in tiers[rank:]),
                 self._tier_masks[route.tier],
             )
-        return route, self._all, self._all
+        return _Scope(route, self._all, self._all)
 
     def route(self, name: str) -> RouteConfig:
-        return self._lookup(name)[0]
+        return self._lookup(name).route
 
-    def _lookup(self, name: str) -> tuple[RouteConfig, int, int]:
+    def _lookup(self, name: str) -> _Scope:
         scope = self._scopes.get(name)
         if scope is None:
             raise RequestError(
@@ -278,10 +304,11 @@ class Planner:
         request: ChatRequest,
         envelope: Envelope,
         tenant: TenantPolicy,
-        scope: tuple[RouteConfig, int, int] | None = None,
+        scope: _Scope | None = None,
         known: Known | None = None,
     ) -> Request:
-        route, allowed, _ = scope if scope is not None else self._lookup(envelope.route)
+        if scope is None:
+            scope = self._lookup(envelope.route)
         if known is not None:
             caps, prompt_tokens = known
         else:
@@ -302,17 +329,17 @@ class Planner:
         if budget is None:
             budget = tenant.latency_budget_ms
             if budget is None:
-                budget = route.latency_budget_ms
+                budget = scope.latency_budget_ms
         ceiling = envelope.max_cost_usd
         if ceiling is None:
             ceiling = tenant.max_cost_usd
             if ceiling is None:
-                ceiling = route.max_cost_usd
+                ceiling = scope.ceiling
         floor = envelope.min_quality
         if floor is None:
             floor = tenant.min_quality
             if floor is None:
-                floor = route.min_quality
+                floor = scope.floor
         now = time.monotonic()
         unavailable = self.health.unavailable_mask(now) | self.limits.near_limit_mask(
             prompt_tokens + int(expected), now
@@ -325,7 +352,7 @@ class Planner:
             budget if budget is not None else math.inf,
             ceiling if ceiling is not None else math.inf,
             floor if floor is not None else 0.0,
-            allowed & tenant.allowed_mask,
+            scope.allowed & tenant.allowed_mask,
             unavailable,
             self._flags,
         )
@@ -341,7 +368,7 @@ class Planner:
         (a safety redaction keeps it: it changes texts, not the body or the shape)."""
         start = time.perf_counter_ns()
         scope = self._lookup(envelope.route)
-        route, _, first = scope
+        first = scope.first
         features = self.features(request, envelope, tenant, scope, known)
         quality = self.quality
         if quality is self._heuristic:  # qualities and plan in one call to the core
@@ -377,20 +404,20 @@ class Planner:
             plan = [names[i] for i in order if first >> i & 1] + [
                 names[i] for i in order if not first >> i & 1
             ]
-        pinned = route.deployment
+        pinned = scope.pinned
         if pinned is not None and pinned not in plan and self.health.available(pinned):
             plan.insert(0, pinned)  # the caller named it: serve it even outside the envelope
         elapsed_us = (time.perf_counter_ns() - start) / 1000
         relaxed = [label for bit, label in _RELAXED if relaxed_bits & bit] if relaxed_bits else []
         reason = "envelope"
         if elapsed_us > self._budget_us:
-            default = route.default or (plan[0] if plan else None)
+            default = scope.default or (plan[0] if plan else None)
             if default is not None:
                 plan = [default] + [d for d in plan if d != default]
             reason = "decision-budget-exceeded"
         elif not plan:
             reason = "nothing-feasible"
-        return Plan(plan, reason, elapsed_us, relaxed, features, qualities, route.hedge)
+        return Plan(plan, reason, elapsed_us, relaxed, features, qualities, scope.hedge)
 
     def explain(
         self, request: ChatRequest, envelope: Envelope, tenant: TenantPolicy
