@@ -228,8 +228,8 @@ class HttpAdapter(AdapterBase):
     ) -> bytes:
         """POST ``body`` (a dict, or its JSON already written) and return the successful
         answer's bytes, or raise ProviderError."""
-        # _require_session and client_timeout's table lookup inline: on every
-        # non-streamed call, where a Python call costs about as much as their work.
+        # _require_session inline: on every non-streamed call, where a Python call
+        # costs about as much as its work.
         session = self._session
         if session is None:
             session = self._require_session()  # raises
@@ -237,9 +237,7 @@ class HttpAdapter(AdapterBase):
         # The whole call under a Deadline, as a stream's first item is (aiohttp's total
         # timeout is a timer of its own per call, twice the instructions); aiohttp times
         # only the connect, so that a connect that hangs is told apart.
-        connect = _TIMEOUTS.get((int(timeout_s * 1000), True)) or client_timeout(
-            timeout_s, connect_only=True
-        )
+        connect = client_timeout(timeout_s, connect_only=True)
         guard = Deadline(timeout_s)
         started = False
         try:
@@ -263,7 +261,7 @@ class HttpAdapter(AdapterBase):
     def _stream(
         self,
         url: str,
-        body: dict[str, Any],
+        body: dict[str, Any] | bytes,
         timeout_s: float,
         parser: StreamParser,
         headers: Mapping[str, str] | None = None,
@@ -280,7 +278,7 @@ class HttpAdapter(AdapterBase):
     async def _open_stream(
         self,
         url: str,
-        body: dict[str, Any],
+        body: dict[str, Any] | bytes,
         timeout_s: float,
         translate: Callable[[AsyncIterator[bytes]], AsyncGenerator[T, None]],
         headers: Mapping[str, str] | None = None,
@@ -291,7 +289,7 @@ class HttpAdapter(AdapterBase):
         caller's to bound.
         """
         session = self._require_session()
-        data = orjson.dumps(body)
+        data = body if isinstance(body, bytes) else orjson.dumps(body)
         resp: aiohttp.ClientResponse | None = None
         events: AsyncGenerator[T, None] | None = None
         last: T | None = None

@@ -101,6 +101,10 @@ def build_openai_messages(messages: list[Message]) -> list[dict[str, Any]]:
     return out
 
 
+# A streamed body's last members: the usage is asked for so that cost is known.
+_STREAM_MEMBERS: dict[str, Any] = {"stream": True, "stream_options": {"include_usage": True}}
+
+
 def build_openai_request(
     request: ChatRequest, deployment: DeploymentConfig, *, compatible: bool = False
 ) -> dict[str, Any]:
@@ -118,8 +122,7 @@ def build_openai_request(
     body["max_tokens" if compatible else "max_completion_tokens"] = limit
     _add_options(body, request)
     if request.stream:
-        body["stream"] = True
-        body["stream_options"] = {"include_usage": True}
+        body.update(_STREAM_MEMBERS)
     return body
 
 
@@ -198,8 +201,7 @@ def openai_body(
             options: dict[str, Any] = {}
             _add_options(options, request)
             if stream:
-                options["stream"] = True
-                options["stream_options"] = {"include_usage": True}
+                options.update(_STREAM_MEMBERS)
             rest = orjson.dumps(options)
         try:
             return _core.openai_chat_body(
@@ -213,11 +215,10 @@ def openai_body(
             pass  # a value the core cannot take: orjson writes it (or refuses) below
     body = build_openai_request(request, deployment, compatible=compatible)
     if stream:
-        body["stream"] = True
-        body["stream_options"] = {"include_usage": True}
+        body.update(_STREAM_MEMBERS)
     else:
-        body.pop("stream", None)
-        body.pop("stream_options", None)
+        for member in _STREAM_MEMBERS:
+            body.pop(member, None)
     return orjson.dumps(body)
 
 
@@ -395,9 +396,7 @@ class OpenAIAdapter(HttpAdapter):
     def stream(
         self, request: ChatRequest, deployment: DeploymentConfig, timeout_s: float
     ) -> AsyncIterator[StreamEvent]:
-        body = build_openai_request(request, deployment, compatible=self._compatible)
-        body["stream"] = True
-        body["stream_options"] = {"include_usage": True}
+        body = openai_body(request, deployment, compatible=self._compatible, stream=True)
         return self._stream(
             self._url, body, timeout_s, OpenAIStreamParser(self.name, deployment.model)
         )

@@ -126,9 +126,9 @@ class RelayStream:
             exc.provider = exc.provider or self._adapter.name
             raise
         except TRANSPORT_ERRORS as exc:
+            started = self._resp is not None
             self.close()
-            name = self._adapter.name
-            raise transport_error(exc, name, started=self._resp is not None) from None
+            raise transport_error(exc, self._adapter.name, started=started) from None
         except BaseException:
             self.close()
             raise
@@ -138,6 +138,7 @@ class RelayStream:
         (when the stream's end came first, :func:`release` waits for the body's)."""
         resp, relay = self._resp, self._relay
         if resp is not None:
+            self._resp = None  # once: the end and the caller's close both come here
             release(resp, ended=relay.stopped and relay.failure is None)
 
     async def aclose(self) -> None:

@@ -14,7 +14,7 @@ import itertools
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, Literal, cast
 
 import orjson
@@ -45,7 +45,7 @@ from tiergate.server.render_openai import (
 from tiergate.server.state import Gateway, Runtime
 from tiergate.server.stepping import Pending, step
 from tiergate.server.stream_frames import EventFrames, Frames, RelayFrames
-from tiergate.telemetry.http import add_feedback_route
+from tiergate.telemetry.http import Handler, add_feedback_route
 from tiergate.telemetry.hub import Telemetry
 from tiergate.telemetry.record import AttemptRecord, RequestRecord, SafetyFinding
 
@@ -88,9 +88,6 @@ def error_response(surface: Surface, exc: RequestError | DispatchError) -> web.R
     return web.Response(
         body=error_body(surface, exc), status=exc.status, content_type=JSON, headers=headers
     )
-
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def caller_shaped(handler: Handler, surface: Surface | None = None) -> Handler:

@@ -6,7 +6,7 @@
 //! are rare and of many types; the caller hands them over already written (`rest`, the
 //! JSON object orjson wrote of them), and they follow the bound unchanged.
 
-use crate::json::write_escaped;
+use crate::json::{write_escaped, write_int};
 use crate::{CoreError, Result};
 
 /// `{"model":…,"messages":[{"role":…,"content":…},…],"<limit_key>":<limit>,…rest}`:
@@ -41,7 +41,7 @@ pub fn write_openai_chat_body(
     out.extend_from_slice(b"],");
     write_escaped(limit_key, &mut out);
     out.push(b':');
-    out.extend_from_slice(limit.to_string().as_bytes());
+    write_int(i128::from(limit), &mut out);
     if rest.len() > 2 {
         out.push(b',');
         out.extend_from_slice(&rest[1..]);

@@ -10,7 +10,7 @@
 //!
 //! Writing gives the bytes `orjson.dumps(render_openai_completion(...))` gives.
 
-use crate::json::write_escaped;
+use crate::json::{write_escaped, write_int};
 use crate::rawjson::{Parser, Value};
 use crate::relay::{finish_reason, Usage};
 use crate::{CoreError, Result};
@@ -44,7 +44,7 @@ pub(crate) fn write_object_head(
     out.extend_from_slice(b",\"object\":\"");
     out.extend_from_slice(object.as_bytes());
     out.extend_from_slice(b"\",\"created\":");
-    out.extend_from_slice(created.to_string().as_bytes());
+    write_int(i128::from(created), out);
     out.extend_from_slice(b",\"model\":");
     write_escaped(model, out);
 }
@@ -455,37 +455,17 @@ pub fn render_openai_completion_tail(c: &Completion, model: &str) -> Result<Vec<
     out.extend_from_slice(b"},\"finish_reason\":");
     write_escaped(&c.finish_reason, &mut out);
     out.extend_from_slice(b",\"logprobs\":null}],\"usage\":{\"prompt_tokens\":");
-    push_int(&mut out, i128::from(u.input_tokens));
+    write_int(i128::from(u.input_tokens), &mut out);
     out.extend_from_slice(b",\"completion_tokens\":");
-    push_int(&mut out, i128::from(u.output_tokens));
+    write_int(i128::from(u.output_tokens), &mut out);
     out.extend_from_slice(b",\"total_tokens\":");
-    push_int(&mut out, total);
+    write_int(total, &mut out);
     out.extend_from_slice(b",\"prompt_tokens_details\":{\"cached_tokens\":");
-    push_int(&mut out, i128::from(u.cached_tokens));
+    write_int(i128::from(u.cached_tokens), &mut out);
     out.extend_from_slice(b"},\"completion_tokens_details\":{\"reasoning_tokens\":");
-    push_int(&mut out, i128::from(u.reasoning_tokens));
+    write_int(i128::from(u.reasoning_tokens), &mut out);
     out.extend_from_slice(b"}}}");
     Ok(out)
-}
-
-/// `v` in decimal, for `v` from `i64::MIN` to `u64::MAX` (without `format!`, whose
-/// machinery costs more than the rest of a small body's writing).
-fn push_int(out: &mut Vec<u8>, v: i128) {
-    if v < 0 {
-        out.push(b'-');
-    }
-    let mut n = u64::try_from(v.unsigned_abs()).unwrap_or(u64::MAX);
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + u8::try_from(n % 10).unwrap_or(0);
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[at..]);
 }
 
 /// `{"id":…,"object":"chat.completion","created":…` then `tail` (as
@@ -495,7 +475,7 @@ pub fn with_completion_head(response_id: &str, created: i64, tail: &[u8]) -> Vec
     out.extend_from_slice(b"{\"id\":");
     write_escaped(response_id, &mut out);
     out.extend_from_slice(b",\"object\":\"chat.completion\",\"created\":");
-    out.extend_from_slice(created.to_string().as_bytes());
+    write_int(i128::from(created), &mut out);
     out.extend_from_slice(tail);
     out
 }
@@ -564,24 +544,6 @@ mod tests {
         assert!(render_openai_completion_tail(&odd, "m").is_ok()); // a total up to u64::MAX
         (odd.usage.input_tokens, odd.usage.output_tokens) = (i64::MIN, -1);
         assert!(render_openai_completion_tail(&odd, "m").is_err());
-    }
-
-    #[test]
-    fn integers_are_written_as_format_writes_them() {
-        for v in [
-            0,
-            7,
-            -1,
-            10,
-            i128::from(i64::MIN),
-            i128::from(i64::MAX),
-            i128::from(u64::MAX),
-            1_000_000_007,
-        ] {
-            let mut out = Vec::new();
-            push_int(&mut out, v);
-            assert_eq!(out, v.to_string().into_bytes());
-        }
     }
 
     #[test]

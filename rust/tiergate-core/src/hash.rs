@@ -55,6 +55,7 @@ use std::cmp::Ordering;
 use xxhash_rust::xxh3::xxh3_128;
 
 use crate::error::{CoreError, Result};
+use crate::json::write_int;
 use crate::rawjson::{Esc, Parser, Value};
 
 /// Top-level fields that only shape the transport, never the answer.
@@ -908,32 +909,12 @@ fn write_scalar(v: &Value<'_>, out: &mut Vec<u8>) {
         Value::Null => out.extend_from_slice(b"null"),
         Value::Bool(true) => out.extend_from_slice(b"true"),
         Value::Bool(false) => out.extend_from_slice(b"false"),
-        Value::Int(i) => write_int(*i, out),
+        Value::Int(i) => write_int(i128::from(*i), out),
         Value::UInt(u) => write_f64(*u as f64, out),
         Value::Float(f) => write_f64(*f, out),
         Value::Str(s) => s.write_json(out),
         Value::Arr(_) | Value::Obj(_) => unreachable!("scalars only"),
     }
-}
-
-/// `i` in decimal, as `{i}` formats it (without the formatting machinery, which costs
-/// more than the rest of a number's canonicalisation).
-fn write_int(i: i64, out: &mut Vec<u8>) {
-    let mut buf = [0u8; 20];
-    let mut n = i.unsigned_abs();
-    let mut p = buf.len();
-    loop {
-        p -= 1;
-        buf[p] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    if i < 0 {
-        out.push(b'-');
-    }
-    out.extend_from_slice(&buf[p..]);
 }
 
 /// 2^63 as f64: integral values in `[-2^63, 2^63)` fit an `i64` exactly.
@@ -949,7 +930,7 @@ pub fn format_f64(f: f64) -> String {
 fn write_f64(f: f64, out: &mut Vec<u8>) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     if f.fract() == 0.0 && (-TWO_POW_63..TWO_POW_63).contains(&f) {
-        write_int(f as i64, out);
+        write_int(i128::from(f as i64), out);
     } else {
         // The bits themselves: shortest-decimal printers disagree on ties (Python's repr
         // rounds half to even, Rust's `{:e}` does not), the bits never do.
@@ -1139,7 +1120,7 @@ mod tests {
         }
         for i in ints {
             let mut out = Vec::new();
-            write_int(i, &mut out);
+            write_int(i128::from(i), &mut out);
             assert_eq!(out, i.to_string().as_bytes());
         }
         for f in floats {

@@ -1,6 +1,7 @@
-//! JSON string escaping exactly as `serde_json` writes it: the one escaping rule of every
-//! JSON the core writes (canonical request forms, relayed streams, completions, log
-//! lines), so their bytes match what `serde_json` and `orjson` would produce.
+//! JSON strings escaped exactly as `serde_json` writes them, and integers: the one rule
+//! of each for every JSON the core writes (canonical request forms, relayed streams,
+//! completions, provider bodies, log lines), so their bytes match what `serde_json` and
+//! `orjson` would produce.
 
 /// Bytes that `serde_json` escapes inside a string.
 const NEEDS_ESCAPE: [bool; 256] = {
@@ -84,9 +85,48 @@ pub fn write_escaped(s: &str, out: &mut Vec<u8>) {
     out.push(b'"');
 }
 
+/// Append `v` in decimal, as `{v}` formats it, for `v` from `i64::MIN` to `u64::MAX`
+/// (without the formatting machinery, which costs more than the rest of a small
+/// body's writing).
+pub fn write_int(v: i128, out: &mut Vec<u8>) {
+    if v < 0 {
+        out.push(b'-');
+    }
+    let mut n = u64::try_from(v.unsigned_abs()).unwrap_or(u64::MAX);
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + u8::try_from(n % 10).unwrap_or(0);
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn integers_are_written_as_format_writes_them() {
+        for v in [
+            0,
+            7,
+            -1,
+            10,
+            i128::from(i64::MIN),
+            i128::from(i64::MAX),
+            i128::from(u64::MAX),
+            1_000_000_007,
+        ] {
+            let mut out = Vec::new();
+            write_int(v, &mut out);
+            assert_eq!(out, v.to_string().into_bytes());
+        }
+    }
 
     #[test]
     fn escapes_like_serde_json() {

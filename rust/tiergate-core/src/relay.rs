@@ -21,7 +21,7 @@
 //! it into a later failure) makes the chunk malformed here ([`FAIL_SHAPE`]).
 
 use crate::completion::write_object_head;
-use crate::json::write_escaped;
+use crate::json::{write_escaped, write_int};
 use std::borrow::Cow;
 
 use crate::chunk::{self, Delta, Refused};
@@ -234,7 +234,7 @@ impl OpenAiRelay {
                 } => {
                     self.open_delta(&mut out);
                     out.extend_from_slice(b"{\"tool_calls\":[{\"index\":");
-                    out.extend_from_slice(index.to_string().as_bytes());
+                    write_int(i128::from(index), &mut out);
                     if let Some(id) = id {
                         out.extend_from_slice(b",\"id\":");
                         write_escaped(&id, &mut out);
