@@ -4,6 +4,8 @@ members): the same bytes, or the same refusal, for any request."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import orjson
 import pytest
 from hypothesis import given, settings
@@ -22,6 +24,7 @@ from tiergate.envelope import (
     ToolCall,
 )
 from tiergate.providers.openai import build_openai_request, openai_body
+from tiergate.server.parse_openai import ingest_plain_openai_request
 
 
 def reference(
@@ -122,3 +125,36 @@ def test_the_usual_request_is_written_by_the_core(monkeypatch: pytest.MonkeyPatc
 def test_rest_that_is_not_an_object_is_refused() -> None:
     with pytest.raises(ValueError, match="object"):
         _core.openai_chat_body("m", [], "max_tokens", 1, b"[1]")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["system", "user", "assistant"]),
+            texts.filter(lambda t: t and "\ud800" not in t),  # orjson writes the body
+        ),
+        min_size=1,
+        max_size=3,
+    ),
+    st.booleans(),
+)
+def test_an_ingested_request_uses_the_cores_reading_only_for_its_own_messages(
+    pairs: list[tuple[str, str]], stream: bool
+) -> None:
+    """A body the core read as plain keeps its (role, text) reading for the provider body;
+    a request made from it with other messages (as a redaction makes one) does not."""
+    raw = orjson.dumps({"model": "auto", "messages": [{"role": r, "content": t} for r, t in pairs]})
+    got = ingest_plain_openai_request(raw, None)
+    if got is None:  # a text the core does not take plain (a lone surrogate, say)
+        return
+    chat = got[0]
+    assert chat.plain is not None and chat.plain[0] is chat.messages
+    dep = DeploymentConfig(provider="p", model="m", tier="t", price=Price(input=1, output=1))
+    assert core(chat, dep, False, stream) == reference(chat, dep, False, stream)
+    redacted = dataclasses.replace(
+        chat, messages=[Message(m.role, [TextPart("[redacted]")]) for m in chat.messages]
+    )
+    body = core(redacted, dep, False, stream)
+    assert body == reference(redacted, dep, False, stream)
+    assert isinstance(body, bytes) and body.count(b"[redacted]") == len(pairs)

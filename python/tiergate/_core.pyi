@@ -149,7 +149,7 @@ def finish_reason(raw: str) -> str:
 
 def openai_chat_body(
     model: str,
-    messages: list[tuple[str, str]],
+    messages: Sequence[tuple[str, str]],
     limit_key: str,
     limit: int,
     rest: bytes | None,

@@ -11,6 +11,7 @@ quality floor, tenant, route, idempotency key, deadline) from headers and defaul
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -115,6 +116,12 @@ class ChatRequest:
     include_usage: bool = False  # stream_options.include_usage
     # The body as received (for request_key / estimate_tokens in the core).
     raw: bytes = b""
+    # ``(messages, [(role, text), ...])`` when the core read every message as plain text
+    # (server/parse_openai.py): valid only while ``self.messages is`` that same list, so a
+    # request made with other messages (a redaction's ``replace``) never uses it.
+    plain: tuple[list[Message], Sequence[tuple[str, str]]] | None = field(
+        default=None, compare=False, repr=False
+    )
 
     @property
     def system_text(self) -> str:

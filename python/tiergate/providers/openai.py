@@ -8,7 +8,7 @@ style gateways), which mostly do not know the newer name.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import orjson
@@ -177,17 +177,25 @@ def openai_body(
     (the usual request), else through the dict."""
     # (role, text) of messages build_openai_messages writes as just {"role", "content":
     # text}: one text part, no name, no tool calls, not a tool result. Inline, as a
-    # function call costs as much as the loop.
-    messages: list[tuple[str, str]] = []
-    for m in request.messages:
-        parts = m.parts
-        if len(parts) != 1 or m.tool_calls or m.name or m.role == "tool":
-            break
-        part = parts[0]
-        if type(part) is not TextPart:
-            break
-        messages.append((m.role, part.text))
+    # function call costs as much as the loop; the core's reading when it has one.
+    plain = request.plain
+    messages: Sequence[tuple[str, str]] | None
+    if plain is not None and plain[0] is request.messages:
+        messages = plain[1]
     else:
+        pairs: list[tuple[str, str]] = []
+        messages = pairs
+        for m in request.messages:
+            parts = m.parts
+            if len(parts) != 1 or m.tool_calls or m.name or m.role == "tool":
+                messages = None
+                break
+            part = parts[0]
+            if type(part) is not TextPart:
+                messages = None
+                break
+            pairs.append((m.role, part.text))
+    if messages is not None:
         rest = None
         if (
             stream

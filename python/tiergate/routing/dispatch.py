@@ -173,7 +173,7 @@ class Dispatcher:
             facts.kind,
             facts.model,
             start_ns,
-            round((time.monotonic() - started) * 1000, 3),
+            int((time.monotonic() - started) * 1e6 + 0.5) / 1000,  # round(x, 3) costs more
             status,
             error_class,
             hedge,

@@ -123,8 +123,9 @@ class Flight:
 
     def __init__(self, key: bytes) -> None:
         self.key = key
-        # None: the leader gave up without an answer (its caller left); a follower leads anew.
-        self.future: asyncio.Future[Recorded | None] = asyncio.get_running_loop().create_future()
+        # Made by the first follower (most requests have none). Its result None: the
+        # leader gave up without an answer (its caller left); a follower leads anew.
+        self.future: asyncio.Future[Recorded | None] | None = None
 
 
 class Idempotency:
@@ -166,7 +167,10 @@ class Idempotency:
             flight = self._inflight.get(key)
             if flight is None:
                 break
-            shared = await asyncio.shield(flight.future)
+            future = flight.future
+            if future is None:
+                future = flight.future = asyncio.get_running_loop().create_future()
+            shared = await asyncio.shield(future)
             if shared is not None:
                 return "coalesced", shared
         flight = Flight(key)
@@ -177,8 +181,9 @@ class Idempotency:
         """The flight ends: its followers get ``result``; a new identical request leads."""
         if self._inflight.get(flight.key) is flight:
             del self._inflight[flight.key]
-        if not flight.future.done():
-            flight.future.set_result(result)
+        future = flight.future
+        if future is not None and not future.done():
+            future.set_result(result)
 
     async def finish(self, flight: Flight, result: Recorded) -> None:
         """Hand the result to the followers; keep it only when it succeeded."""

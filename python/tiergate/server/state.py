@@ -34,6 +34,8 @@ log = logging.getLogger("tiergate.reload")
 class Gateway:
     __slots__ = (
         "adapters",
+        "body_limit",
+        "client_timeout_s",
         "config",
         "dispatcher",
         "hedges",
@@ -42,12 +44,17 @@ class Gateway:
         "planner",
         "ready",
         "tenants",
+        "tiers",
     )
 
     def __init__(self, config: Config, previous: Gateway | None = None) -> None:
         from tiergate.providers.registry import make_adapter
 
         self.config = config
+        # Read per request; a read through the pydantic config costs about three of these.
+        self.body_limit = config.server.max_body_bytes
+        self.client_timeout_s = config.server.client_timeout_s
+        self.tiers = {name: dep.tier for name, dep in config.deployments.items()}
         self.adapters: dict[str, Adapter] = {}
         for name, provider in config.providers.items():
             old = previous.adapters.get(name) if previous is not None else None
