@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from typing import Any
 
 import pytest
@@ -63,6 +64,49 @@ def test_failure_ratio_ejects() -> None:
         else:
             h.failure("c", ErrorClass.OVERLOADED, None, now=t)
     assert not h.available("c", 4.5)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(st.floats(0, 5, allow_nan=False), st.booleans()), max_size=80),
+    st.sampled_from([1.0, 3.0, 30.0]),
+)
+def test_the_failure_window_counts_what_its_buckets_hold(
+    events: list[tuple[float, bool]], window_s: float
+) -> None:
+    """After every attempt the window holds exactly the attempts whose bucket
+    (``window_s / BUCKETS`` wide) is one of the last BUCKETS, whatever the traffic."""
+    from tiergate.routing.health import BUCKETS
+
+    h = health(consecutive_failures=10**6, min_requests=10**6, window_s=window_s)
+    width = window_s / BUCKETS
+    seen: list[tuple[int, bool]] = []
+    now = 100.0
+    for dt, failed in events:
+        now += dt
+        if failed:
+            h.failure("a", ErrorClass.SERVER_ERROR, None, now=now)
+        else:
+            h.success("a", now=now)
+        bucket = int(now // width)
+        seen.append((bucket, failed))
+        kept = [f for b, f in seen if b > bucket - BUCKETS]
+        state = h._states["a"]
+        assert (state.seen, state.failed) == (len(kept), sum(kept))
+        assert len(state.buckets) <= BUCKETS
+
+
+def test_old_failures_leave_the_window() -> None:
+    h = health(consecutive_failures=100, failure_ratio=0.5, min_requests=4, window_s=10)
+    for t in range(3):
+        h.failure("c", ErrorClass.SERVER_ERROR, None, now=t)
+    for t in (20, 21, 22):  # the failures are over 10 s old: three successes, no ejection
+        h.success("c", now=t)
+    h.failure("c", ErrorClass.SERVER_ERROR, None, now=23)
+    assert h.available("c", 23.5)
+    # A reload with another window forgets the counts (they were in its buckets' width).
+    again = Health(EjectionConfig(window_s=20), TIERS, INDEX, previous=h)
+    assert again._states["c"].seen == 0 and again._states["c"].buckets == deque()
 
 
 def test_ejection_cap_keeps_part_of_a_tier() -> None:

@@ -35,20 +35,28 @@ _COUNTS_AGAINST = frozenset(
 )
 # A 429 without Retry-After cools the deployment down this long.
 DEFAULT_COOLDOWN_S = 1.0
+# The failure ratio counts attempts in this many buckets of ``window_s / BUCKETS``
+# seconds (the last ``window_s`` to within one bucket): a deployment's window is at most
+# this many counters whatever its traffic. One entry per attempt kept ``window_s × rate``
+# of them (90k at 3k requests a second over 30 s) and a failure summed them all.
+BUCKETS = 30
 
 
 @dataclass(slots=True)
 class _State:
     tier: str
     consecutive: int = 0
-    outcomes: deque[tuple[float, bool]] = field(default_factory=deque)  # (time, failed)
+    # [bucket number, attempts, failures], oldest first; ``seen`` and ``failed`` their sums.
+    buckets: deque[list[int]] = field(default_factory=deque)
+    seen: int = 0
+    failed: int = 0
     ejected_until: float = 0.0
     ejections_in_a_row: int = 0
     cooldown_until: float = 0.0
 
 
 class Health:
-    __slots__ = ("_config", "_index", "_states", "_tier_size", "_until", "events")
+    __slots__ = ("_config", "_index", "_states", "_tier_size", "_until", "_width", "events")
 
     def __init__(
         self,
@@ -60,10 +68,16 @@ class Health:
         """``tiers``: deployment → tier; ``index``: deployment → router index."""
         self._config = config
         self._index = index
+        self._width = config.window_s / BUCKETS
         self._states: dict[str, _State] = {}
         for name, tier in tiers.items():
             old = previous._states.get(name) if previous is not None else None
-            self._states[name] = old if old is not None and old.tier == tier else _State(tier)
+            if old is not None and old.tier == tier:
+                if previous is not None and previous._width != self._width:
+                    _forget(old)  # its buckets count in another width
+                self._states[name] = old
+            else:
+                self._states[name] = _State(tier)
         self._tier_size: dict[str, int] = {}
         for tier in tiers.values():
             self._tier_size[tier] = self._tier_size.get(tier, 0) + 1
@@ -125,10 +139,7 @@ class Health:
         if s.ejected_until > now:
             return
         c = self._config
-        failures = sum(1 for _, failed in s.outcomes if failed)
-        ratio_tripped = (
-            len(s.outcomes) >= c.min_requests and failures / len(s.outcomes) >= c.failure_ratio
-        )
+        ratio_tripped = s.seen >= c.min_requests and s.failed / s.seen >= c.failure_ratio
         if s.consecutive >= c.consecutive_failures or ratio_tripped:
             self._eject(name, s, now)
 
@@ -153,11 +164,28 @@ class Health:
         s.ejected_until = now + seconds
         self._until = max(self._until, s.ejected_until)
         s.consecutive = 0
-        s.outcomes.clear()
+        _forget(s)
         self.events.append(("ejection", name, seconds))
 
     def _remember(self, s: _State, now: float, failed: bool) -> None:
-        s.outcomes.append((now, failed))
-        horizon = now - self._config.window_s
-        while s.outcomes and s.outcomes[0][0] < horizon:
-            s.outcomes.popleft()
+        bucket = int(now // self._width)
+        buckets = s.buckets
+        if buckets and buckets[-1][0] == bucket:
+            cell = buckets[-1]
+        else:  # a new bucket: the ones it pushes out of the window leave
+            while buckets and buckets[0][0] <= bucket - BUCKETS:
+                _, seen, failures = buckets.popleft()
+                s.seen -= seen
+                s.failed -= failures
+            cell = [bucket, 0, 0]
+            buckets.append(cell)
+        cell[1] += 1
+        s.seen += 1
+        if failed:
+            cell[2] += 1
+            s.failed += 1
+
+
+def _forget(s: _State) -> None:
+    s.buckets.clear()
+    s.seen = s.failed = 0
