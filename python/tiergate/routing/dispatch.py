@@ -103,7 +103,16 @@ class _Facts:
 
 
 class Dispatcher:
-    __slots__ = ("_adapters", "_config", "_facts", "_planner", "hedges")
+    __slots__ = (
+        "_adapters",
+        "_config",
+        "_default_timeout_s",
+        "_facts",
+        "_planner",
+        "_slack",
+        "_targets",
+        "hedges",
+    )
 
     def __init__(
         self, config: Config, adapters: Mapping[str, Adapter], planner: Planner, hedges: HedgeBudget
@@ -118,10 +127,15 @@ class Dispatcher:
             )
             for name, dep in config.deployments.items()
         }
+        # Read per attempt: the config model's attributes cost about three of these.
+        self._targets = {
+            name: (dep, adapters[dep.provider]) for name, dep in config.deployments.items()
+        }
+        self._default_timeout_s = config.routing.default_timeout_s
+        self._slack = config.routing.timeout_slack
 
     def deadline(self, envelope: Envelope, route_budget_ms: float | None) -> float:
         """Monotonic time by which the whole request must be answered."""
-        routing = self._config.routing
         if envelope.timeout_ms is not None:
             budget_s = envelope.timeout_ms / 1000
         elif envelope.latency_budget_ms is not None or route_budget_ms is not None:
@@ -131,9 +145,9 @@ class Dispatcher:
                 else route_budget_ms
             )
             assert ms is not None
-            budget_s = ms / 1000 * routing.timeout_slack
+            budget_s = ms / 1000 * self._slack
         else:
-            budget_s = routing.default_timeout_s
+            budget_s = self._default_timeout_s
         return time.monotonic() + budget_s
 
     def _budget(self, plan: Plan) -> float | None:
@@ -198,8 +212,7 @@ class Dispatcher:
         hedge: bool = False,
     ) -> Completion:
         """One call; records it, feeds health and the live windows, raises ProviderError."""
-        dep = self._config.deployments[name]
-        adapter = self._adapters[dep.provider]
+        dep, adapter = self._targets[name]
         ceiling = self._facts[name].ceiling
         started, start_ns = time.monotonic(), time.time_ns()
         remaining = deadline - started

@@ -193,6 +193,7 @@ class Planner:
         "_output_mean",
         "_scopes",
         "_tier_masks",
+        "_tpot_prior",
         "health",
         "index",
         "limits",
@@ -264,6 +265,8 @@ class Planner:
         self._output_mean: dict[str, float] = (
             dict(previous._output_mean) if previous is not None else {}
         )
+        # Per router index, read by observe on every answer (not through the config model).
+        self._tpot_prior = [dep.latency_prior.tpot_ms for dep in config.deployments.values()]
         self._budget_us = routing.decision_budget_ms * 1000
         self._flags = 1 if routing.allow_quality_relax else 0
 
@@ -480,9 +483,8 @@ class Planner:
             self.router.record(idx, ttft_ms, tpot, total_ms)
         else:
             # A whole answer: the first token came at total − generation time, estimated
-            # with the deployment's current time per token.
-            tpot_p50 = self._config.deployments[deployment].latency_prior.tpot_ms
-            ttft = max(total_ms - output_tokens * tpot_p50, total_ms * 0.1)
+            # with the deployment's prior time per token.
+            ttft = max(total_ms - output_tokens * self._tpot_prior[idx], total_ms * 0.1)
             self.router.record(idx, ttft, math.nan, total_ms)
         key = route
         mean = self._output_mean.get(key, INITIAL_OUTPUT_TOKENS)
