@@ -242,11 +242,11 @@ async def test_an_unexpected_failure_is_a_500_in_the_callers_shape(
     """A bug inside a handler still answers in the caller's shape (and is logged)."""
     import os
 
-    from aiohttp.test_utils import TestClient, TestServer
+    from aiohttp.test_utils import RawTestServer, TestClient
 
     from tiergate.config import load_config
     from tiergate.server import app as app_module
-    from tiergate.server.state import Runtime
+    from tiergate.server.state import Gateway, Runtime
     from tiergate.telemetry import Telemetry
 
     monkeypatch.setenv("UPSTREAM_URL", "http://127.0.0.1:9/v1")
@@ -255,13 +255,25 @@ async def test_an_unexpected_failure_is_a_500_in_the_callers_shape(
     def broken(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(app_module.Pipeline, "run", broken)
-    runtime = Runtime.__new__(Runtime)
-    app = app_module.make_app(runtime, Telemetry.from_config(config))
-    async with TestClient(TestServer(app)) as client:
-        resp = await client.post("/v1/chat/completions", data=b"{}")
-        assert resp.status == 500
-        assert (await resp.json())["error"]["code"] == "internal_error"
-        resp = await client.post("/v1/messages", data=b"{}")
-        assert resp.status == 500
-        assert (await resp.json())["error"]["type"] == "api_error"  # Anthropic's name for it
+    async def broken_later(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("a bug")
+
+    runtime = Runtime(Gateway(config))
+    handler = app_module.make_handler(runtime, Telemetry.from_config(config))
+    async with TestClient(RawTestServer(handler)) as client:
+        # Inside the pipeline (its coroutine answers), before it (the set-up of a
+        # request), and inside another route's handler.
+        for where, bug in [("_run", broken_later), ("__init__", broken)]:
+            with monkeypatch.context() as m:
+                m.setattr(app_module.Pipeline, where, bug)
+                resp = await client.post("/v1/chat/completions", data=b"{}")
+                assert resp.status == 500, where
+                assert (await resp.json())["error"]["code"] == "internal_error"
+                resp = await client.post("/v1/messages", data=b"{}")
+                assert resp.status == 500, where
+                assert (await resp.json())["error"]["type"] == "api_error"  # Anthropic's name
+        with monkeypatch.context() as m:
+            m.setattr(Runtime, "current", property(broken))
+            resp = await client.get("/v1/models")
+            assert resp.status == 500
+            assert (await resp.json())["error"]["code"] == "internal_error"

@@ -22,7 +22,7 @@ from aiohttp import web
 from tiergate.config import Config, load_config
 from tiergate.errors import ConfigError
 from tiergate.server.admin import make_admin_app
-from tiergate.server.app import make_app
+from tiergate.server.app import make_handler
 from tiergate.server.state import Gateway, Runtime
 from tiergate.telemetry.http import add_admin_routes
 from tiergate.telemetry.hub import Telemetry
@@ -36,7 +36,7 @@ log = logging.getLogger("tiergate")
 class RunningServer:
     runtime: Runtime
     telemetry: Telemetry
-    runner: web.AppRunner
+    runner: web.ServerRunner
     admin_runner: web.AppRunner
     url: str
     admin_url: str
@@ -48,7 +48,7 @@ class RunningServer:
         await self.telemetry.stop()
 
 
-def _bound_port(runner: web.AppRunner) -> int:
+def _bound_port(runner: web.BaseRunner) -> int:
     for site in runner.sites:
         server = getattr(site, "_server", None)
         if server is not None and server.sockets:
@@ -79,11 +79,13 @@ async def start_server(
     await web.TCPSite(
         admin_runner, host, config.server.admin_port if admin_port is None else admin_port
     ).start()
-    runner = web.AppRunner(
-        make_app(runtime, telemetry),
+    runner = web.ServerRunner(
+        web.Server(
+            make_handler(runtime, telemetry),
+            access_log=None,
+            keepalive_timeout=config.server.keepalive_timeout_s,
+        ),
         shutdown_timeout=timeout,
-        access_log=None,
-        keepalive_timeout=config.server.keepalive_timeout_s,
     )
     await runner.setup()
     await web.TCPSite(

@@ -37,33 +37,41 @@ def _error(
     return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
 
 
-async def feedback_handler(request: web.Request) -> web.Response:
-    """``{"request_id": str, "score": number in [0, 1]}`` → 200 ``{"status": "recorded"}``.
+Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 
-    404 ``unknown_request_id`` when the id is not (or no longer) remembered.
-    """
-    try:
-        body = orjson.loads(await request.read())
-    except orjson.JSONDecodeError:
-        return _error("the request body is not valid JSON", None)
-    if not isinstance(body, dict):
-        return _error("the request body must be a JSON object", None)
-    rid = body.get("request_id")
-    if not isinstance(rid, str) or not rid:
-        return _error("`request_id` is required and must be a non-empty string", "request_id")
-    score = body.get("score")
-    if (
-        isinstance(score, bool)
-        or not isinstance(score, int | float)
-        or not math.isfinite(score)
-        or not 0 <= score <= 1
-    ):
-        return _error("`score` is required and must be a number between 0 and 1", "score")
-    if not request.app[TELEMETRY].add_feedback(rid, float(score)):
-        return _error(
-            "no recent request has this `request_id`", "request_id", 404, "unknown_request_id"
-        )
-    return web.Response(body=b'{"status":"recorded"}', content_type="application/json")
+
+def feedback_handler(telemetry: Telemetry) -> Handler:
+    """``POST /v1/feedback`` for ``telemetry``."""
+
+    async def feedback(request: web.BaseRequest) -> web.Response:
+        """``{"request_id": str, "score": number in [0, 1]}`` → 200 ``{"status": "recorded"}``.
+
+        404 ``unknown_request_id`` when the id is not (or no longer) remembered.
+        """
+        try:
+            body = orjson.loads(await request.read())
+        except orjson.JSONDecodeError:
+            return _error("the request body is not valid JSON", None)
+        if not isinstance(body, dict):
+            return _error("the request body must be a JSON object", None)
+        rid = body.get("request_id")
+        if not isinstance(rid, str) or not rid:
+            return _error("`request_id` is required and must be a non-empty string", "request_id")
+        score = body.get("score")
+        if (
+            isinstance(score, bool)
+            or not isinstance(score, int | float)
+            or not math.isfinite(score)
+            or not 0 <= score <= 1
+        ):
+            return _error("`score` is required and must be a number between 0 and 1", "score")
+        if not telemetry.add_feedback(rid, float(score)):
+            return _error(
+                "no recent request has this `request_id`", "request_id", 404, "unknown_request_id"
+            )
+        return web.Response(body=b'{"status":"recorded"}', content_type="application/json")
+
+    return feedback
 
 
 def add_admin_routes(app: web.Application, telemetry: Telemetry) -> None:
@@ -72,15 +80,13 @@ def add_admin_routes(app: web.Application, telemetry: Telemetry) -> None:
     app.router.add_get("/metrics", metrics_handler)
 
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
 def add_feedback_route(
     app: web.Application, telemetry: Telemetry, wrap: Callable[[Handler], Handler] | None = None
 ) -> None:
     """Mount ``POST /v1/feedback`` (and ``/feedback``) on the traffic app, its handler
-    wrapped by ``wrap`` (the traffic app's error shaping)."""
-    app[TELEMETRY] = telemetry
-    handler: Handler = feedback_handler if wrap is None else wrap(feedback_handler)
+    wrapped by ``wrap`` (an error shaping)."""
+    handler = feedback_handler(telemetry)
+    if wrap is not None:
+        handler = wrap(handler)
     app.router.add_post("/v1/feedback", handler)
     app.router.add_post("/feedback", handler)
