@@ -93,7 +93,7 @@ pub fn request_key(body: &[u8], tenant: &str) -> Result<[u8; 16]> {
         buf[..8].copy_from_slice(&(tenant.len() as u64).to_le_bytes());
         buf[8..pre].copy_from_slice(tenant.as_bytes());
         let written = write_canonical(body, buf, pre, spare);
-        let key = written.map(|end| xxh3_128(&buf[..end]).to_be_bytes());
+        let key = written.map(|end| key_of(&buf[..end]));
         if buf.capacity() > KEEP_BYTES || spare.capacity_bytes() > KEEP_BYTES {
             // One huge body must not pin its buffers for the thread's lifetime.
             *buf = Vec::new();
@@ -101,6 +101,12 @@ pub fn request_key(body: &[u8], tenant: &str) -> Result<[u8; 16]> {
         }
         key
     })
+}
+
+/// The key of `prefixed`: the tenant's length prefix and name, then a canonical form
+/// (what [`request_key`] hashes).
+pub fn key_of(prefixed: &[u8]) -> [u8; 16] {
+    xxh3_128(prefixed).to_be_bytes()
 }
 
 /// Buffers over this size are freed after the call rather than kept for the next.

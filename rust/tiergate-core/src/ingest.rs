@@ -9,6 +9,7 @@
 //! the Python parser reads it and the separate calls serve it.
 
 use crate::hash;
+use crate::json::{write_escaped, write_int};
 use crate::policy::CAP_STREAMING;
 use crate::request::{plain_chat_request, PlainRequest};
 use crate::tokens::{round_tokens, text_millitokens, PER_MESSAGE_MILLI, REPLY_PRIMING_MILLI};
@@ -40,7 +41,11 @@ pub fn ingest(body: &[u8], scope: Option<&str>) -> Option<Ingested> {
             let mut tenant = String::with_capacity(scope.len() + 1);
             tenant.push_str(scope);
             tenant.push(if request.stream { 's' } else { 'n' });
-            Some(hash::request_key(body, &tenant).ok()?)
+            Some(if request.only_known {
+                plain_key(&request, &tenant)
+            } else {
+                hash::request_key(body, &tenant).ok()?
+            })
         }
         None => None,
     };
@@ -52,6 +57,43 @@ pub fn ingest(body: &[u8], scope: Option<&str>) -> Option<Ingested> {
         prompt_tokens,
         required_caps,
     })
+}
+
+/// [`hash::request_key`] of a body holding only what `r` read and transport fields,
+/// written from `r` rather than from the bytes again: its canonical form is the object
+/// of `max_completion_tokens` and `max_tokens` (when set), `messages` (each
+/// `{"content", "role"}`, the role as spelled) and `model`, keys in that (sorted) order.
+fn plain_key(r: &PlainRequest, tenant: &str) -> [u8; 16] {
+    let texts: usize = r.messages.iter().map(|(_, t)| t.len() + 32).sum();
+    let mut buf = Vec::with_capacity(8 + tenant.len() + r.model.len() + texts + 96);
+    buf.extend_from_slice(&(tenant.len() as u64).to_le_bytes());
+    buf.extend_from_slice(tenant.as_bytes());
+    buf.push(b'{');
+    if let Some(n) = r.bounds.0 {
+        buf.extend_from_slice(b"\"max_completion_tokens\":");
+        write_int(n.into(), &mut buf);
+        buf.push(b',');
+    }
+    if let Some(n) = r.bounds.1 {
+        buf.extend_from_slice(b"\"max_tokens\":");
+        write_int(n.into(), &mut buf);
+        buf.push(b',');
+    }
+    buf.extend_from_slice(b"\"messages\":[");
+    for (i, (role, text)) in r.messages.iter().enumerate() {
+        if i > 0 {
+            buf.push(b',');
+        }
+        buf.extend_from_slice(b"{\"content\":");
+        write_escaped(text, &mut buf);
+        buf.extend_from_slice(b",\"role\":\"");
+        buf.extend_from_slice(role.wire().as_bytes());
+        buf.extend_from_slice(b"\"}");
+    }
+    buf.extend_from_slice(b"],\"model\":");
+    write_escaped(&r.model, &mut buf);
+    buf.push(b'}');
+    hash::key_of(&buf)
 }
 
 /// `estimate_tokens` of a plain body: 3 for reply priming, and per message 3, its role as
@@ -104,6 +146,53 @@ mod tests {
                 {"role":"user","content":"\ud83d\ude00 emoji"}]}"#,
         ] {
             check(body.as_bytes(), "tenant\0openai\0");
+        }
+    }
+
+    /// A body of known members and transport fields is keyed from what was read; any
+    /// other member (or an unread `max_tokens`) sends it to the canonicaliser. Both give
+    /// `request_key`'s key (`check`).
+    #[test]
+    fn keys_written_from_the_request_match_the_canonical_form() {
+        for (body, known) in [
+            (
+                r#"{"model":"a","messages":[{"role":"user","content":"x"}]}"#,
+                true,
+            ),
+            (
+                r#"{"max_tokens":7,"max_completion_tokens":5,"model":"\u00e9\"q",
+                "messages":[{"content":"a\u0001b\\c\/d\u2028","role":"developer"},
+                {"role":"assistant","content":"é"}],"stream":true,"user":null,
+                "stream_options_x":null}"#,
+                false,
+            ),
+            (
+                r#"{"max_tokens":7,"max_completion_tokens":5,"model":"\u00e9\"q",
+                "messages":[{"content":"a\u0001b\\c\/d\u2028","role":"developer"},
+                {"role":"assistant","content":"é"}],"stream":true,"user":"u","store":true,
+                "metadata":{"k":"v"},"service_tier":"auto","prompt_cache_key":"p"}"#,
+                true,
+            ),
+            (
+                r#"{"model":"m","max_tokens":null,"messages":[{"role":"user","content":"x"}]}"#,
+                true,
+            ),
+            (
+                r#"{"model":"m","max_completion_tokens":3,"max_tokens":"no",
+                "messages":[{"role":"user","content":"x"}]}"#,
+                false,
+            ),
+            (
+                r#"{"model":"m","logprobs":false,"messages":[{"role":"user","content":"x"}]}"#,
+                false,
+            ),
+        ] {
+            assert_eq!(
+                plain_chat_request(body.as_bytes()).unwrap().only_known,
+                known,
+                "{body}"
+            );
+            check(body.as_bytes(), "t\0openai\0");
         }
     }
 

@@ -7,6 +7,7 @@
 //! bytes. Anything else (another field the parser reads, another shape, a value it
 //! would refuse, a body that is not JSON) returns `None`: the Python parser decides.
 
+use crate::hash::TRANSPORT_FIELDS;
 use crate::rawjson::{Parser, Value};
 
 /// Fields whose presence sends the body to the Python parser: the ones it reads
@@ -63,6 +64,13 @@ pub struct PlainRequest {
     pub messages: Vec<(Role, String)>,
     pub max_tokens: Option<i64>,
     pub stream: bool,
+    /// `max_completion_tokens` and `max_tokens` as the body has them (absent or `null`:
+    /// `None`).
+    pub bounds: (Option<i64>, Option<i64>),
+    /// Whether the body holds nothing but these members and transport fields
+    /// ([`TRANSPORT_FIELDS`]), so that its canonical form can be written from them
+    /// (`crate::ingest`) rather than read again from the bytes.
+    pub only_known: bool,
 }
 
 #[derive(Default)]
@@ -72,6 +80,8 @@ struct Members<'a> {
     max_tokens: Option<Value<'a>>,
     max_completion_tokens: Option<Value<'a>>,
     stream: Option<Value<'a>>,
+    /// A member skipped that is not a transport field (see [`PlainRequest::only_known`]).
+    others: bool,
 }
 
 fn members(body: &str) -> Option<Members<'_>> {
@@ -98,7 +108,8 @@ fn members(body: &str) -> Option<Members<'_>> {
                 "max_completion_tokens" => &mut m.max_completion_tokens,
                 "stream" => &mut m.stream,
                 other if PYTHON_READS.contains(&other) => return None,
-                _ => {
+                other => {
+                    m.others |= !TRANSPORT_FIELDS.contains(&other);
                     p.skip().ok()?;
                     if p.next_or_close(b'}').ok()? {
                         continue;
@@ -197,9 +208,13 @@ pub fn plain_chat_request(body: &[u8]) -> Option<PlainRequest> {
     if messages.is_empty() {
         return None;
     }
-    let max_tokens = match bound(m.max_completion_tokens.as_ref())? {
+    let completion = bound(m.max_completion_tokens.as_ref())?;
+    // Read as the Python parser reads it only when `max_completion_tokens` is absent;
+    // otherwise any value is let be (and the body is not `only_known`).
+    let tokens = bound(m.max_tokens.as_ref());
+    let max_tokens = match completion {
         Some(n) => Some(n),
-        None => bound(m.max_tokens.as_ref())?,
+        None => tokens?,
     };
     let stream = match &m.stream {
         None | Some(Value::Null) => false,
@@ -211,6 +226,8 @@ pub fn plain_chat_request(body: &[u8]) -> Option<PlainRequest> {
         messages,
         max_tokens,
         stream,
+        bounds: (completion, tokens.flatten()),
+        only_known: !m.others && tokens.is_some(),
     })
 }
 
