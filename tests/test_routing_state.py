@@ -243,6 +243,14 @@ def test_daily_spend_limit(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(RequestError) as info:
         tenants.check_spend(acme)
     assert info.value.status == 429 and info.value.code == "tenant_spend_limit"
+    # Only tenants with a limit are counted; the next UTC day starts from nothing.
+    tenants.add_spend("default", 5.0)
+    tenants.add_spend("someone-else", 5.0)
+    assert tenants.spent_today("default") == tenants.spent_today("someone-else") == 0.0
+    now = time.time()
+    monkeypatch.setattr(time, "time", lambda: now + 86400)
+    tenants.check_spend(acme)
+    assert tenants.spent_today("acme") == 0.0
 
 
 async def test_store_is_bounded_and_expires() -> None:

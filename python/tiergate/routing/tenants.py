@@ -33,7 +33,7 @@ class TenantPolicy:
 
 
 class Tenants:
-    __slots__ = ("_all", "_default", "_keys", "_open", "_policies", "_spend")
+    __slots__ = ("_all", "_day", "_default", "_keys", "_limited", "_open", "_policies", "_spend")
 
     def __init__(
         self, config: Config, index: Mapping[str, int], previous: Tenants | None = None
@@ -65,8 +65,14 @@ class Tenants:
         for name, t in config.tenants.items():
             self._keys.extend((c.read().encode(), name) for c in t.api_keys)
         self._open = not self._keys
-        # (UTC day, tenant) → USD; survives reloads.
-        self._spend: dict[tuple[int, str], float] = previous._spend if previous is not None else {}
+        # Spend is counted only for tenants with a daily limit (nothing else reads it):
+        # tenant → USD of the UTC day ``_day``, kept across reloads. A tenant given a limit
+        # by a reload counts from then.
+        self._limited = frozenset(
+            name for name, p in self._policies.items() if p.daily_spend_usd is not None
+        )
+        self._day: int = previous._day if previous is not None else _today()
+        self._spend: dict[str, float] = previous._spend if previous is not None else {}
 
     def resolve(
         self, authorization: str | None, api_key: str | None, header: str | None
@@ -118,14 +124,18 @@ class Tenants:
             return self._default
         return TenantPolicy(name, self._all)
 
-    @staticmethod
-    def _day() -> int:
-        return int(time.time() // 86400)
+    def _today_spend(self) -> dict[str, float]:
+        """The current day's totals (a new day starts from nothing)."""
+        day = _today()
+        if day != self._day:
+            self._day = day
+            self._spend.clear()
+        return self._spend
 
     def check_spend(self, policy: TenantPolicy) -> None:
         if policy.daily_spend_usd is None:
             return
-        spent = self._spend.get((self._day(), policy.name), 0.0)
+        spent = self._today_spend().get(policy.name, 0.0)
         if spent >= policy.daily_spend_usd:
             raise RequestError(
                 f"tenant {policy.name!r} has spent its daily limit of ${policy.daily_spend_usd:g}",
@@ -135,14 +145,16 @@ class Tenants:
             )
 
     def add_spend(self, tenant: str, usd: float) -> None:
-        if usd <= 0:
+        if usd <= 0 or tenant not in self._limited:
             return
-        day = self._day()
-        key = (day, tenant)
-        self._spend[key] = self._spend.get(key, 0.0) + usd
-        if len(self._spend) > 4 * (len(self._policies) + 1):
-            for old in [k for k in self._spend if k[0] < day]:
-                del self._spend[old]
+        spend = self._today_spend()
+        spend[tenant] = spend.get(tenant, 0.0) + usd
 
     def spent_today(self, tenant: str) -> float:
-        return self._spend.get((self._day(), tenant), 0.0)
+        """USD spent today by a tenant with a daily limit (0 for any other)."""
+        return self._today_spend().get(tenant, 0.0)
+
+
+def _today() -> int:
+    """The UTC day number."""
+    return int(time.time() // 86400)
