@@ -3,6 +3,8 @@
 //! completions, provider bodies, log lines), so their bytes match what `serde_json` and
 //! `orjson` would produce.
 
+use crate::bytemask::string_specials;
+
 /// Bytes that `serde_json` escapes inside a string.
 const NEEDS_ESCAPE: [bool; 256] = {
     let mut t = [false; 256];
@@ -16,30 +18,17 @@ const NEEDS_ESCAPE: [bool; 256] = {
     t
 };
 
-const LO: u64 = 0x0101_0101_0101_0101;
-const HI: u64 = 0x8080_8080_8080_8080;
-
-/// Whether any byte of the word may be below `n` (`n <= 128`); exact when false.
-#[inline]
-fn may_have_less(v: u64, n: u8) -> bool {
-    v.wrapping_sub(LO * u64::from(n)) & !v & HI != 0
-}
-
-/// Position of the first byte that needs escaping, eight bytes at a time.
+/// Position of the first byte that needs escaping: sixteen bytes at a time by their
+/// class mask (`bytemask`, a dozen instructions), the tail byte by byte.
 #[inline]
 pub(crate) fn find_escape(b: &[u8]) -> Option<usize> {
     let mut i = 0;
-    while i + 8 <= b.len() {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(&b[i..i + 8]);
-        let v = u64::from_le_bytes(w);
-        if may_have_less(v, 0x20)
-            || may_have_less(v ^ (LO * u64::from(b'"')), 1)
-            || may_have_less(v ^ (LO * u64::from(b'\\')), 1)
-        {
-            break;
+    while let Some(chunk) = b.get(i..).and_then(<[u8]>::first_chunk::<16>) {
+        let m = string_specials(chunk);
+        if m != 0 {
+            return Some(i + m.trailing_zeros() as usize);
         }
-        i += 8;
+        i += 16;
     }
     b[i..]
         .iter()
@@ -139,6 +128,26 @@ mod tests {
             let mut out = Vec::new();
             write_escaped(s, &mut out);
             assert_eq!(out, serde_json::to_vec(s).unwrap());
+        }
+    }
+
+    /// Every byte class at every position of texts up to three chunks long (the masked
+    /// sixteens, their boundaries and the byte-by-byte tail), twice in one text.
+    #[test]
+    fn escapes_at_every_position() {
+        for len in 0..50 {
+            for at in 0..len {
+                for special in ["\0", "\u{1f}", "\"", "\\", "\u{7f}", " ", "é", "\n"] {
+                    let mut s: String = "a".repeat(len);
+                    s.replace_range(at..=at, special);
+                    if at + 3 < s.len() && s.is_char_boundary(at + 3) {
+                        s.insert(at + 3, '"');
+                    }
+                    let mut out = Vec::new();
+                    write_escaped(&s, &mut out);
+                    assert_eq!(out, serde_json::to_vec(&s).unwrap(), "{s:?}");
+                }
+            }
         }
     }
 }
