@@ -7,7 +7,7 @@ reads that clock.
 """
 
 from collections.abc import Iterable, Sequence
-from typing import Final, Literal, final
+from typing import Any, Final, Literal, final
 
 __version__: str
 __all__ = [
@@ -41,7 +41,6 @@ __all__ = [
     "WINDOW_MAX_VALUE_MS",
     "WINDOW_MIN_VALUE_MS",
     "WINDOW_RELATIVE_ACCURACY",
-    "JsonShape",
     "LatencyWindow",
     "OpenAIRelay",
     "QualityModel",
@@ -61,6 +60,7 @@ __all__ = [
     "read_openai_completion",
     "render_openai_completion",
     "request_key",
+    "request_log_lines",
     "scan_any",
     "scan_text",
     "text_signals",
@@ -542,16 +542,9 @@ class QualityModel:
     def min_quality(self, floor: float, best: float) -> float:
         """``clamp(floor · best − offset(floor), 0, best)``; 0 when ``floor <= 0``."""
 
-# A field of a JsonShape: a name, or a name for an array named by an inner shape, as one
-# object ("object") or as a list of objects, one per inner array ("objects").
-_JsonField = str | tuple[str, Literal["object", "objects"], list[_JsonField]]
-
-@final
-class JsonShape:
-    """The names of a JSON array's elements, in order: ``write`` turns the compact
-    array orjson writes for a list of values into the object naming them, each value's
-    bytes as they were (``orjson.dumps(dict(zip(names, values)))`` in one pass)."""
-
-    def __new__(cls, fields: list[_JsonField]) -> JsonShape: ...
-    def write(self, array: bytes) -> bytes:
-        """ValueError when the array's values do not match the shape."""
+def request_log_lines(records: list[Any]) -> bytes:
+    """The request log line of each ``RequestRecord`` (``tiergate.telemetry.record``)
+    with its newline, in order: ``orjson.dumps(record_line(r))`` byte for byte, without
+    prompt or completion text. ``TypeError`` naming the field when a record holds what
+    JSON cannot (a value that is not a scalar, an integer beyond 64 bits, a ``start_ns``
+    that is not an ``i64``), and then no line is written."""

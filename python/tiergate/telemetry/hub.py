@@ -26,7 +26,7 @@ from typing import IO, TYPE_CHECKING, Any, Generic, TypeVar
 
 from tiergate.config import Config, SafetyPolicyConfig
 from tiergate.safety.scan import Action, SafetyPolicy
-from tiergate.telemetry.logline import JsonLines, finding_event, record_json, record_line
+from tiergate.telemetry.logline import JsonLines, finding_event, record_line, record_lines
 from tiergate.telemetry.metrics import Metrics
 from tiergate.telemetry.record import RequestRecord, SafetyFinding
 
@@ -410,7 +410,7 @@ class Telemetry:
         if self.config.telemetry.log_text:
             self._log.write([record_line(r, include_text=True) for r in batch])
         else:
-            self._log.write_lines([record_json(r) for r in batch])
+            self._log.write_bytes(record_lines(batch))
 
     def _write_metrics(self, batch: list[RequestRecord]) -> None:
         for r in batch:

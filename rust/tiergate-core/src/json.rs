@@ -1,5 +1,5 @@
-//! JSON strings escaped exactly as `serde_json` writes them, and integers: the one rule
-//! of each for every JSON the core writes (canonical request forms, relayed streams,
+//! JSON strings escaped exactly as `serde_json` writes them, integers and floats: the one
+//! rule of each for every JSON the core writes (canonical request forms, relayed streams,
 //! completions, provider bodies, log lines), so their bytes match what `serde_json` and
 //! `orjson` would produce.
 
@@ -75,6 +75,13 @@ pub(crate) fn push_escaped_ascii(b: u8, out: &mut Vec<u8>) {
 pub fn write_escaped(s: &str, out: &mut Vec<u8>) {
     out.reserve(s.len() + 2);
     out.push(b'"');
+    write_escaped_inner(s, out);
+    out.push(b'"');
+}
+
+/// Append the escape of `s` without its quotes: a JSON string's content, for a string
+/// written in parts.
+pub fn write_escaped_inner(s: &str, out: &mut Vec<u8>) {
     let mut rest = s.as_bytes();
     while let Some(i) = find_escape(rest) {
         out.extend_from_slice(&rest[..i]);
@@ -82,7 +89,6 @@ pub fn write_escaped(s: &str, out: &mut Vec<u8>) {
         rest = &rest[i + 1..];
     }
     out.extend_from_slice(rest);
-    out.push(b'"');
 }
 
 /// Append `v` in decimal, as `{v}` formats it, for `v` from `i64::MIN` to `u64::MAX`
@@ -106,6 +112,17 @@ pub fn write_int(v: i128, out: &mut Vec<u8>) {
     out.extend_from_slice(&digits[at..]);
 }
 
+/// Append `v` as `serde_json` and `orjson` write a float: the shortest text that reads
+/// back as `v` (`0.1`, `100.0`, `0.00001`, `1e-7`, `1e+16`), and `null` when it is not
+/// finite (JSON has no NaN or infinity).
+pub fn write_float(v: f64, out: &mut Vec<u8>) {
+    if v.is_finite() {
+        out.extend_from_slice(zmij::Buffer::new().format_finite(v).as_bytes());
+    } else {
+        out.extend_from_slice(b"null");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,6 +142,34 @@ mod tests {
             let mut out = Vec::new();
             write_int(v, &mut out);
             assert_eq!(out, v.to_string().into_bytes());
+        }
+    }
+
+    #[test]
+    fn floats_are_written_as_serde_json_writes_them() {
+        for v in [
+            0.0,
+            -0.0,
+            0.1,
+            100.0,
+            1e-5,
+            1.5e-5,
+            1e-7,
+            1e15,
+            1e16,
+            123_456_789_012_345_680.0,
+            5e-324,
+            f64::MAX,
+            -2e20,
+        ] {
+            let mut out = Vec::new();
+            write_float(v, &mut out);
+            assert_eq!(out, serde_json::to_vec(&v).unwrap(), "{v}");
+        }
+        for v in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            let mut out = Vec::new();
+            write_float(v, &mut out);
+            assert_eq!(out, b"null");
         }
     }
 

@@ -17,7 +17,7 @@ use tiergate_core::{hash, policy, signals, tokens, window, CoreError, ErrorKind}
 
 mod classifier;
 mod ingest;
-mod named;
+mod logline;
 mod relay;
 mod safety;
 
@@ -440,7 +440,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     safety::register(m)?;
     ingest::register(m)?;
     relay::register(m)?;
-    named::register(m)?;
+    logline::register(m)?;
     m.add(
         "TRANSPORT_FIELDS",
         PyTuple::new(m.py(), hash::TRANSPORT_FIELDS)?,
