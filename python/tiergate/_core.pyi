@@ -30,6 +30,16 @@ __all__ = [
     "SIG_CODE",
     "SIG_HARD",
     "STRUCTURE_FEATURES",
+    "TALLY_ATTEMPTS",
+    "TALLY_COST",
+    "TALLY_DECISION",
+    "TALLY_DURATION",
+    "TALLY_FALLBACKS",
+    "TALLY_HEDGES",
+    "TALLY_IDEMPOTENCY",
+    "TALLY_REQUESTS",
+    "TALLY_TOKENS",
+    "TALLY_TTFT",
     "TRANSPORT_FIELDS",
     "V_CAPABILITY",
     "V_CONTEXT",
@@ -44,6 +54,7 @@ __all__ = [
     "LatencyWindow",
     "OpenAIRelay",
     "QualityModel",
+    "RequestTally",
     "Router",
     "__version__",
     "_noop",
@@ -541,6 +552,44 @@ class QualityModel:
 
     def min_quality(self, floor: float, best: float) -> float:
         """``clamp(floor · best − offset(floor), 0, best)``; 0 when ``floor <= 0``."""
+
+# The families of RequestTally.drain, each an instrument of tiergate.telemetry.metrics.
+TALLY_REQUESTS: Final[int]
+TALLY_DURATION: Final[int]
+TALLY_TOKENS: Final[int]
+TALLY_TTFT: Final[int]
+TALLY_COST: Final[int]
+TALLY_FALLBACKS: Final[int]
+TALLY_ATTEMPTS: Final[int]
+TALLY_HEDGES: Final[int]
+TALLY_IDEMPOTENCY: Final[int]
+TALLY_DECISION: Final[int]
+
+@final
+class RequestTally:
+    """The metrics finished requests feed (``RequestRecord``s), per series, with label
+    values bounded as ``Metrics`` bounds them (routes, deployments and tenants not
+    named here are ``other``). Each cell keeps its running totals, added in the order
+    the requests came, as ``Metrics._observe_each`` adds them."""
+
+    def __new__(
+        cls,
+        routes: list[str],
+        deployments: list[str],
+        tenants: list[str],
+        duration_s: list[float],
+        tokens: list[float],
+        ttft_s: list[float],
+        decision_s: list[float],
+    ) -> RequestTally: ...
+    def observe(self, records: list[Any]) -> None:
+        """Count ``records``; ``TypeError`` naming the field when a record cannot be
+        read (a str that is not one, an int beyond 64 bits), and then none is counted."""
+
+    def drain(self) -> list[tuple[int, tuple[str, ...], list[Any]]]:
+        """``(family, labels, values)`` for each cell changed since the last drain, in
+        the order the cells first changed: ``values`` is ``[total]`` for a counter,
+        the count of each bucket (+Inf last) then the sum for a histogram."""
 
 def request_log_lines(records: list[Any]) -> bytes:
     """The request log line of each ``RequestRecord`` (``tiergate.telemetry.record``)

@@ -413,8 +413,7 @@ class Telemetry:
             self._log.write_bytes(record_lines(batch))
 
     def _write_metrics(self, batch: list[RequestRecord]) -> None:
-        for r in batch:
-            self.metrics.observe_request(r)
+        self.metrics.observe_requests(batch)
 
     async def _write_traces(self, batch: list[RequestRecord]) -> None:
         for r in batch:

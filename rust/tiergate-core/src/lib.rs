@@ -13,6 +13,7 @@
 //! * [`sse`]: Server-Sent Events framing;
 //! * [`request`]: the usual chat request read in one pass;
 //! * [`safety`]: PII, secret and prompt-injection spans in one text;
+//! * [`tally`]: the request metrics, tallied per series until scraped;
 //! * [`signals`]: difficulty signals of a prompt for the heuristic quality prior.
 #![forbid(unsafe_code)]
 // Every fallible function returns a `CoreError` naming the input it rejected (see
@@ -39,6 +40,7 @@ pub mod request;
 pub mod safety;
 pub mod signals;
 pub mod sse;
+pub mod tally;
 pub mod tokens;
 pub mod window;
 

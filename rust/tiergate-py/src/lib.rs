@@ -20,6 +20,7 @@ mod ingest;
 mod logline;
 mod relay;
 mod safety;
+mod tally;
 
 fn to_py(e: CoreError) -> PyErr {
     match e.kind {
@@ -441,6 +442,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     ingest::register(m)?;
     relay::register(m)?;
     logline::register(m)?;
+    tally::register(m)?;
     m.add(
         "TRANSPORT_FIELDS",
         PyTuple::new(m.py(), hash::TRANSPORT_FIELDS)?,
