@@ -13,6 +13,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from telemetry_helpers import config, record
+from tiergate.telemetry.logline import record_lines
 from tiergate.telemetry.metrics import Metrics
 from tiergate.telemetry.record import AttemptRecord, RequestRecord
 
@@ -111,11 +112,24 @@ def test_the_tally_counts_as_each_observation_does(batches: list[list[RequestRec
         assert tally.exposition() == each.exposition()
 
 
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.lists(records, max_size=5), max_size=3))
+def test_log_lines_count_what_they_write(batches: list[list[RequestRecord]]) -> None:
+    both, counted = Metrics(_CONFIG), Metrics(_CONFIG)
+    for batch in batches:  # the hub's one call per batch when it logs and tallies
+        assert both.log_lines(batch) == record_lines(batch)
+        counted.observe_requests(batch)
+        assert _values(both) == _values(counted)
+    assert not _with_otel().tallies
+
+
 def test_a_record_that_cannot_be_read_is_refused_whole() -> None:
     m = Metrics(_CONFIG)
     bad = record("req-2", status="200")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="status"):
         m.observe_requests([record("req-1"), bad])
+    with pytest.raises(TypeError, match="status"):
+        m.log_lines([record("req-1"), bad])
     assert _values(m)["requests"] == []
     m.observe_requests([record("req-1")])
     assert _values(m)["requests"] == [(("chat", "small", "ok"), [1.0])]

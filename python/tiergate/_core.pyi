@@ -591,9 +591,11 @@ class RequestTally:
         the order the cells first changed: ``values`` is ``[total]`` for a counter,
         the count of each bucket (+Inf last) then the sum for a histogram."""
 
-def request_log_lines(records: list[Any]) -> bytes:
+def request_log_lines(records: list[Any], tally: RequestTally | None = None) -> bytes:
     """The request log line of each ``RequestRecord`` (``tiergate.telemetry.record``)
     with its newline, in order: ``orjson.dumps(record_line(r))`` byte for byte, without
-    prompt or completion text. ``TypeError`` naming the field when a record holds what
-    JSON cannot (a value that is not a scalar, an integer beyond 64 bits, a ``start_ns``
-    that is not an ``i64``), and then no line is written."""
+    prompt or completion text; given ``tally``, the records are counted in it too (each
+    read once for both). ``TypeError`` naming the field when a record holds what JSON
+    cannot (a value that is not a scalar, an integer beyond 64 bits, a ``start_ns``
+    that is not an ``i64``) or the tally cannot count, and then nothing is written or
+    counted."""

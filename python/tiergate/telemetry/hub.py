@@ -100,6 +100,7 @@ class _Worker(Generic[T]):
         "_running",
         "_size",
         "_slice",
+        "also",
         "dropped",
         "name",
     )
@@ -112,8 +113,11 @@ class _Worker(Generic[T]):
         on_drop: Callable[[str], None],
         linger: _Linger,
         inline: Callable[[list[T]], None] | None = None,
+        also: tuple[str, ...] = (),
     ) -> None:
         self.name = name
+        # Sinks this worker exports for besides its own (each drop is theirs too).
+        self.also = also
         self._handle = handle
         self._export = inline
         self._size = size
@@ -130,6 +134,8 @@ class _Worker(Generic[T]):
         if len(items) >= self._size:
             self.dropped += 1
             self._on_drop(self.name)
+            for sink in self.also:
+                self._on_drop(sink)
             return
         items.append(item)
         linger = self._linger
@@ -251,8 +257,14 @@ class Telemetry:
         self._log: JsonLines | None = None
         if tc.log is not None:
             self._log = JsonLines(tc.log, log_stream)
-            self._add("log", None, size, inline=self._write_log)
-        self._add("metrics", None, size, inline=self._write_metrics)
+        if self._log is not None and not tc.log_text and self.metrics.tallies:
+            # One worker, one core call per batch: each record read once for its log
+            # line and its metrics.
+            self._add("log", None, size, inline=self._write_log_and_metrics, also=("metrics",))
+        else:
+            if self._log is not None:
+                self._add("log", None, size, inline=self._write_log)
+            self._add("metrics", None, size, inline=self._write_metrics)
         if otel:
             from tiergate.telemetry.otel import make_tracer_provider
 
@@ -322,8 +334,9 @@ class Telemetry:
         handle: Callable[[list[RequestRecord]], Awaitable[None]] | None,
         size: int,
         inline: Callable[[list[RequestRecord]], None] | None = None,
+        also: tuple[str, ...] = (),
     ) -> None:
-        self._workers.append(_Worker(name, handle, size, self._dropped, self._linger, inline))
+        self._workers.append(_Worker(name, handle, size, self._dropped, self._linger, inline, also))
 
     def _dropped(self, sink: str) -> None:
         self.metrics.dropped.add(1, sink)
@@ -331,6 +344,7 @@ class Telemetry:
     @property
     def dropped(self) -> dict[str, int]:
         out = {w.name: w.dropped for w in self._workers}
+        out.update((sink, w.dropped) for w in self._workers for sink in w.also)
         out["safety"] = self._safety.dropped
         return out
 
@@ -412,6 +426,10 @@ class Telemetry:
         else:
             self._log.write_bytes(record_lines(batch))
 
+    def _write_log_and_metrics(self, batch: list[RequestRecord]) -> None:
+        assert self._log is not None
+        self._log.write_bytes(self.metrics.log_lines(batch))
+
     def _write_metrics(self, batch: list[RequestRecord]) -> None:
         self.metrics.observe_requests(batch)
 
@@ -428,4 +446,4 @@ class Telemetry:
             self._safety_log.write(events)
 
     def iter_workers(self) -> Iterable[str]:
-        return [w.name for w in self._workers]
+        return [name for w in self._workers for name in (w.name, *w.also)]

@@ -379,6 +379,18 @@ class Metrics:
     def observe_request(self, rec: RequestRecord) -> None:
         self.observe_requests([rec])
 
+    @property
+    def tallies(self) -> bool:
+        """Whether the core tallies the request metrics (no OTel instruments attached):
+        then :meth:`log_lines` counts what it writes."""
+        return self._tally is not None
+
+    def log_lines(self, records: list[RequestRecord]) -> bytes:
+        """The records' log lines (``logline.record_lines``), the records counted as
+        :meth:`observe_requests` counts them when the core tallies: one read of each
+        record for both."""
+        return _core.request_log_lines(records, self._tally)
+
     def drain(self) -> None:
         """Bring the cells the core's tally changed into the instruments (at scrape
         time: ``exposition`` and the registry's collector call it)."""
