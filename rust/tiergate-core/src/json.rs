@@ -95,21 +95,13 @@ pub fn write_escaped_inner(s: &str, out: &mut Vec<u8>) {
 /// (without the formatting machinery, which costs more than the rest of a small
 /// body's writing).
 pub fn write_int(v: i128, out: &mut Vec<u8>) {
-    if v < 0 {
-        out.push(b'-');
-    }
-    let mut n = u64::try_from(v.unsigned_abs()).unwrap_or(u64::MAX);
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + u8::try_from(n % 10).unwrap_or(0);
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[at..]);
+    let mut buf = itoa::Buffer::new();
+    let text = if let Ok(v) = i64::try_from(v) {
+        buf.format(v)
+    } else {
+        buf.format(u64::try_from(v).unwrap_or(u64::MAX))
+    };
+    out.extend_from_slice(text.as_bytes());
 }
 
 /// Append `v` as `serde_json` and `orjson` write a float: the shortest text that reads

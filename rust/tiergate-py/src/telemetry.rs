@@ -311,6 +311,89 @@ fn line<'a>(held: &'a Held<'_>) -> PyResult<RequestLine<'a>> {
     })
 }
 
+fn value_text<'a>(v: Value<'a>, field: &str) -> PyResult<&'a str> {
+    match v {
+        Value::Str(s) => Ok(s),
+        _ => Err(error(field, "not a str")),
+    }
+}
+
+fn value_maybe_text<'a>(v: Value<'a>, field: &str) -> PyResult<Option<&'a str>> {
+    match v {
+        Value::Null => Ok(None),
+        v => value_text(v, field).map(Some),
+    }
+}
+
+/// As `int` reads the object the value came from.
+fn value_int(v: Value<'_>, field: &str) -> PyResult<i64> {
+    match v {
+        Value::Bool(b) => Ok(i64::from(b)),
+        Value::Int(i) => i64::try_from(i).map_err(|_| error(field, "not an int of 64 bits")),
+        _ => Err(error(field, "not an int of 64 bits")),
+    }
+}
+
+/// As `float` reads the object the value came from.
+fn value_float(v: Value<'_>, field: &str) -> PyResult<f64> {
+    match v {
+        Value::Bool(b) => Ok(f64::from(u8::from(b))),
+        Value::Int(i) => Ok(i as f64),
+        Value::Float(f) => Ok(f),
+        _ => Err(error(field, "not a number")),
+    }
+}
+
+/// Python's truth of the object the value came from.
+fn value_truth(v: Value<'_>) -> bool {
+    match v {
+        Value::Null => false,
+        Value::Bool(b) => b,
+        Value::Int(i) => i != 0,
+        Value::Float(f) => f != 0.0,
+        Value::Str(s) => !s.is_empty(),
+    }
+}
+
+/// The facts the tally reads, from a line's values: what `facts` reads from the
+/// objects, without converting them a second time.
+fn line_facts<'a>(l: &RequestLine<'a>) -> PyResult<RequestFacts<'a>> {
+    Ok(RequestFacts {
+        route: value_text(l.route, "route")?,
+        deployment: value_maybe_text(l.deployment, "deployment")?,
+        provider: value_maybe_text(l.provider, "provider")?,
+        response_model: value_maybe_text(l.response_model, "response_model")?,
+        operation: value_text(l.operation, "operation")?,
+        tenant: value_text(l.tenant, "tenant")?,
+        idempotency: value_text(l.idempotency, "idempotency")?,
+        status: value_int(l.status, "status")?,
+        error_type: value_maybe_text(l.error_type, "error_type")?,
+        stream_error: value_maybe_text(l.stream_error, "stream_error")?,
+        latency_ms: value_float(l.latency_ms, "latency_ms")?,
+        input_tokens: value_int(l.input_tokens, "input_tokens")?,
+        output_tokens: value_int(l.output_tokens, "output_tokens")?,
+        ttft_ms: match l.ttft_ms {
+            Value::Null => None,
+            v => Some(value_float(v, "ttft_ms")?),
+        },
+        cost_usd: value_float(l.cost_usd, "cost_usd")?,
+        fallbacks: value_int(l.fallbacks, "fallbacks")?,
+        decision_us: value_float(l.decision_us, "decision_us")?,
+        attempts: l
+            .attempts
+            .iter()
+            .map(|a| {
+                Ok(AttemptFacts {
+                    deployment: value_text(a.deployment, "attempts.deployment")?,
+                    error_class: value_maybe_text(a.error_class, "attempts.error_class")?,
+                    hedge: value_truth(a.hedge),
+                    cancelled: value_truth(a.cancelled),
+                })
+            })
+            .collect::<PyResult<_>>()?,
+    })
+}
+
 /// The log lines of `records` (`RequestRecord`s), each ending with its newline, and,
 /// given a tally, the records counted in it as well (each record read once for both).
 /// A record that cannot be written or counted raises `TypeError` naming the field, and
@@ -328,7 +411,7 @@ fn request_log_lines<'py>(
         .collect::<PyResult<Vec<_>>>()?;
     let lines = held.iter().map(line).collect::<PyResult<Vec<_>>>()?;
     if let Some(tally) = tally {
-        let facts = held.iter().map(facts).collect::<PyResult<Vec<_>>>()?;
+        let facts = lines.iter().map(line_facts).collect::<PyResult<Vec<_>>>()?;
         let mut tally = tally.borrow_mut();
         for f in &facts {
             tally.inner.observe(f);
