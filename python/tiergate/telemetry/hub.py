@@ -12,7 +12,9 @@ Hooks (all O(1), none blocks, none raises on a full queue):
 
 Each exporter (request log, metrics, traces, CloudWatch, drift, safety stream) has its
 own bounded buffer, exported in batches; a full buffer drops the item and counts it in
-``tiergate_telemetry_dropped_total{sink}`` (and ``Telemetry.dropped``).
+``tiergate_telemetry_dropped_total{sink}`` (and ``Telemetry.dropped``). The request log
+and the metrics share one buffer when the core writes the one and tallies the other in
+the same call (a log without prompt text, no OTel instruments); a drop counts for both.
 """
 
 from __future__ import annotations
