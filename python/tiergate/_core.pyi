@@ -7,7 +7,7 @@ reads that clock.
 """
 
 from collections.abc import Iterable, Sequence
-from typing import Final, Literal, final
+from typing import Any, Final, Literal, final
 
 __version__: str
 __all__ = [
@@ -30,6 +30,16 @@ __all__ = [
     "SIG_CODE",
     "SIG_HARD",
     "STRUCTURE_FEATURES",
+    "TALLY_ATTEMPTS",
+    "TALLY_COST",
+    "TALLY_DECISION",
+    "TALLY_DURATION",
+    "TALLY_FALLBACKS",
+    "TALLY_HEDGES",
+    "TALLY_IDEMPOTENCY",
+    "TALLY_REQUESTS",
+    "TALLY_TOKENS",
+    "TALLY_TTFT",
     "TRANSPORT_FIELDS",
     "V_CAPABILITY",
     "V_CONTEXT",
@@ -41,10 +51,10 @@ __all__ = [
     "WINDOW_MAX_VALUE_MS",
     "WINDOW_MIN_VALUE_MS",
     "WINDOW_RELATIVE_ACCURACY",
-    "JsonShape",
     "LatencyWindow",
     "OpenAIRelay",
     "QualityModel",
+    "RequestTally",
     "Router",
     "__version__",
     "_noop",
@@ -61,6 +71,7 @@ __all__ = [
     "read_openai_completion",
     "render_openai_completion",
     "request_key",
+    "request_log_lines",
     "scan_any",
     "scan_text",
     "text_signals",
@@ -542,16 +553,49 @@ class QualityModel:
     def min_quality(self, floor: float, best: float) -> float:
         """``clamp(floor · best − offset(floor), 0, best)``; 0 when ``floor <= 0``."""
 
-# A field of a JsonShape: a name, or a name for an array named by an inner shape, as one
-# object ("object") or as a list of objects, one per inner array ("objects").
-_JsonField = str | tuple[str, Literal["object", "objects"], list[_JsonField]]
+# The families of RequestTally.drain, each an instrument of tiergate.telemetry.metrics.
+TALLY_REQUESTS: Final[int]
+TALLY_DURATION: Final[int]
+TALLY_TOKENS: Final[int]
+TALLY_TTFT: Final[int]
+TALLY_COST: Final[int]
+TALLY_FALLBACKS: Final[int]
+TALLY_ATTEMPTS: Final[int]
+TALLY_HEDGES: Final[int]
+TALLY_IDEMPOTENCY: Final[int]
+TALLY_DECISION: Final[int]
 
 @final
-class JsonShape:
-    """The names of a JSON array's elements, in order: ``write`` turns the compact
-    array orjson writes for a list of values into the object naming them, each value's
-    bytes as they were (``orjson.dumps(dict(zip(names, values)))`` in one pass)."""
+class RequestTally:
+    """The metrics finished requests feed (``RequestRecord``s), per series, with label
+    values bounded as ``Metrics`` bounds them (routes, deployments and tenants not
+    named here are ``other``). Each cell keeps its running totals, added in the order
+    the requests came, as ``Metrics._observe_each`` adds them."""
 
-    def __new__(cls, fields: list[_JsonField]) -> JsonShape: ...
-    def write(self, array: bytes) -> bytes:
-        """ValueError when the array's values do not match the shape."""
+    def __new__(
+        cls,
+        routes: list[str],
+        deployments: list[str],
+        tenants: list[str],
+        duration_s: list[float],
+        tokens: list[float],
+        ttft_s: list[float],
+        decision_s: list[float],
+    ) -> RequestTally: ...
+    def observe(self, records: list[Any]) -> None:
+        """Count ``records``; ``TypeError`` naming the field when a record cannot be
+        read (a str that is not one, an int beyond 64 bits), and then none is counted."""
+
+    def drain(self) -> list[tuple[int, tuple[str, ...], list[Any]]]:
+        """``(family, labels, values)`` for each cell changed since the last drain, in
+        the order the cells first changed: ``values`` is ``[total]`` for a counter,
+        the count of each bucket (+Inf last) then the sum for a histogram."""
+
+def request_log_lines(records: list[Any], tally: RequestTally | None = None) -> bytes:
+    """The request log line of each ``RequestRecord`` (``tiergate.telemetry.record``)
+    with its newline, in order: ``orjson.dumps(record_line(r))`` byte for byte, without
+    prompt or completion text; given ``tally``, the records are counted in it too (each
+    read once for both). ``TypeError`` naming the field when a record holds what JSON
+    cannot (a value that is not a scalar, an integer beyond 64 bits, a ``start_ns``
+    that is not an ``i64``) or the tally cannot count, and then nothing is written or
+    counted."""

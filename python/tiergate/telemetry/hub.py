@@ -12,7 +12,9 @@ Hooks (all O(1), none blocks, none raises on a full queue):
 
 Each exporter (request log, metrics, traces, CloudWatch, drift, safety stream) has its
 own bounded buffer, exported in batches; a full buffer drops the item and counts it in
-``tiergate_telemetry_dropped_total{sink}`` (and ``Telemetry.dropped``).
+``tiergate_telemetry_dropped_total{sink}`` (and ``Telemetry.dropped``). The request log
+and the metrics share one buffer when the core writes the one and tallies the other in
+the same call (a log without prompt text, no OTel instruments); a drop counts for both.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import IO, TYPE_CHECKING, Any, Generic, TypeVar
 
 from tiergate.config import Config, SafetyPolicyConfig
 from tiergate.safety.scan import Action, SafetyPolicy
-from tiergate.telemetry.logline import JsonLines, finding_event, record_json, record_line
+from tiergate.telemetry.logline import JsonLines, finding_event, record_line, record_lines
 from tiergate.telemetry.metrics import Metrics
 from tiergate.telemetry.record import RequestRecord, SafetyFinding
 
@@ -100,6 +102,7 @@ class _Worker(Generic[T]):
         "_running",
         "_size",
         "_slice",
+        "also",
         "dropped",
         "name",
     )
@@ -112,8 +115,11 @@ class _Worker(Generic[T]):
         on_drop: Callable[[str], None],
         linger: _Linger,
         inline: Callable[[list[T]], None] | None = None,
+        also: tuple[str, ...] = (),
     ) -> None:
         self.name = name
+        # Sinks this worker exports for besides its own (each drop is theirs too).
+        self.also = also
         self._handle = handle
         self._export = inline
         self._size = size
@@ -130,6 +136,8 @@ class _Worker(Generic[T]):
         if len(items) >= self._size:
             self.dropped += 1
             self._on_drop(self.name)
+            for sink in self.also:
+                self._on_drop(sink)
             return
         items.append(item)
         linger = self._linger
@@ -251,8 +259,14 @@ class Telemetry:
         self._log: JsonLines | None = None
         if tc.log is not None:
             self._log = JsonLines(tc.log, log_stream)
-            self._add("log", None, size, inline=self._write_log)
-        self._add("metrics", None, size, inline=self._write_metrics)
+        if self._log is not None and not tc.log_text and self.metrics.tallies:
+            # One worker, one core call per batch: each record read once for its log
+            # line and its metrics.
+            self._add("log", None, size, inline=self._write_log_and_metrics, also=("metrics",))
+        else:
+            if self._log is not None:
+                self._add("log", None, size, inline=self._write_log)
+            self._add("metrics", None, size, inline=self._write_metrics)
         if otel:
             from tiergate.telemetry.otel import make_tracer_provider
 
@@ -322,8 +336,9 @@ class Telemetry:
         handle: Callable[[list[RequestRecord]], Awaitable[None]] | None,
         size: int,
         inline: Callable[[list[RequestRecord]], None] | None = None,
+        also: tuple[str, ...] = (),
     ) -> None:
-        self._workers.append(_Worker(name, handle, size, self._dropped, self._linger, inline))
+        self._workers.append(_Worker(name, handle, size, self._dropped, self._linger, inline, also))
 
     def _dropped(self, sink: str) -> None:
         self.metrics.dropped.add(1, sink)
@@ -331,6 +346,7 @@ class Telemetry:
     @property
     def dropped(self) -> dict[str, int]:
         out = {w.name: w.dropped for w in self._workers}
+        out.update((sink, w.dropped) for w in self._workers for sink in w.also)
         out["safety"] = self._safety.dropped
         return out
 
@@ -410,11 +426,14 @@ class Telemetry:
         if self.config.telemetry.log_text:
             self._log.write([record_line(r, include_text=True) for r in batch])
         else:
-            self._log.write_lines([record_json(r) for r in batch])
+            self._log.write_bytes(record_lines(batch))
+
+    def _write_log_and_metrics(self, batch: list[RequestRecord]) -> None:
+        assert self._log is not None
+        self._log.write_bytes(self.metrics.log_lines(batch))
 
     def _write_metrics(self, batch: list[RequestRecord]) -> None:
-        for r in batch:
-            self.metrics.observe_request(r)
+        self.metrics.observe_requests(batch)
 
     async def _write_traces(self, batch: list[RequestRecord]) -> None:
         for r in batch:
@@ -429,4 +448,4 @@ class Telemetry:
             self._safety_log.write(events)
 
     def iter_workers(self) -> Iterable[str]:
-        return [w.name for w in self._workers]
+        return [name for w in self._workers for name in (w.name, *w.also)]

@@ -25,13 +25,14 @@ Prometheus names (OTel names in brackets):
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from tiergate import _core
 from tiergate.config import Config
 from tiergate.telemetry.record import AttemptRecord, RequestRecord, SafetyFinding
 
@@ -122,6 +123,10 @@ class _Instrument:
             self._values[values] = cell
         return cell
 
+    def put(self, values: tuple[str, ...], cell: list[Any]) -> None:
+        """Set the cell of one label set (the core's tally hands over its totals)."""
+        self._values[values] = cell
+
     def add_at(self, values: tuple[str, ...], amount: float) -> None:
         self.cell(values)[0] += amount
         if self._otel is not None:
@@ -160,75 +165,16 @@ def _bound_text(bound: float) -> str:
 
 
 class _Collector(Collector):
-    """Hands the instruments' values to the registry at scrape time."""
+    """Hands the instruments' values to the registry at scrape time, after ``before``
+    (which brings the core's tally in)."""
 
-    def __init__(self, instruments: list[_Instrument]) -> None:
+    def __init__(self, instruments: list[_Instrument], before: Callable[[], None]) -> None:
         self._instruments = instruments
+        self._before = before
 
     def collect(self) -> Iterable[Metric]:
+        self._before()
         return [i.collect() for i in self._instruments]
-
-
-# Distinct kinds of request whose cells are remembered (see _Series).
-_SERIES_CACHE = 4096
-
-
-class _Series:
-    """The cells one kind of request (same route, deployment, provider, model, operation,
-    tenant and outcome) updates: its labels are worked out once per kind, not per
-    request. Cells other than the request count and duration are fetched on first use,
-    so that a series appears in ``/metrics`` only once something was observed in it."""
-
-    __slots__ = (
-        "_cost_labels",
-        "_gen",
-        "_metrics",
-        "cost",
-        "duration",
-        "idempotency",
-        "requests",
-        "route",
-        "tokens_in",
-        "tokens_out",
-        "ttft",
-    )
-
-    def __init__(self, m: Metrics, rec: RequestRecord, outcome: str, error_type: str) -> None:
-        route = m.route(rec.route)
-        deployment = rec.deployment
-        dep = m.deployment(deployment)
-        model = rec.response_model or "none"
-        if deployment is not None and dep == "other":
-            model = "other"
-        self._metrics = m
-        self.route = route
-        self._gen = (rec.operation, rec.provider or "none", route, dep, model)
-        self._cost_labels = (route, dep, m.tenant(rec.tenant))
-        self.requests: list[float] = m.requests.cell((route, dep, outcome))
-        self.duration: list[Any] = m.duration.cell((*self._gen, error_type))
-        self.tokens_in: list[Any] | None = None
-        self.tokens_out: list[Any] | None = None
-        self.ttft: list[Any] | None = None
-        self.cost: list[float] | None = None
-        self.idempotency: list[float] | None = (
-            m.idempotency.cell((rec.idempotency,)) if rec.idempotency != "none" else None
-        )
-
-    def tokens(self, token_type: str) -> list[Any]:
-        cell = self._metrics.tokens.cell((*self._gen, token_type))
-        if token_type == "input":
-            self.tokens_in = cell
-        else:
-            self.tokens_out = cell
-        return cell
-
-    def first_chunk(self) -> list[Any]:
-        self.ttft = self._metrics.ttft.cell(self._gen)
-        return self.ttft
-
-    def spend(self) -> list[float]:
-        self.cost = self._metrics.cost.cell(self._cost_labels)
-        return self.cost
 
 
 class Metrics:
@@ -241,9 +187,6 @@ class Metrics:
         self._tenants = frozenset(config.tenants)
         self._tiers = {name: dep.tier for name, dep in config.deployments.items()}
         self._otel = meter is not None
-        self._series: dict[tuple[object, ...], _Series] = {}
-        self._attempt_cells: dict[tuple[str, str | None, bool], list[float]] = {}
-        self._decision_cell: list[Any] | None = None
         r = self.registry
         m = meter
 
@@ -388,7 +331,28 @@ class Metrics:
         for name, tenant in config.tenants.items():
             if tenant.daily_spend_usd is not None:
                 spend.labels(name).set(tenant.daily_spend_usd)
-        r.register(_Collector(instruments))
+        # Without OTel instruments (which take their attributes with every value), the
+        # request-derived values are tallied by the core and brought in when scraped.
+        self._tally: _core.RequestTally | None = None
+        if not self._otel:
+            self._tally = _core.RequestTally(
+                list(self._routes), list(self._deployments), list(self._tenants),
+                list(DURATION_BUCKETS), [float(b) for b in TOKEN_BUCKETS],
+                list(TTFT_BUCKETS), list(DECISION_BUCKETS),
+            )  # fmt: skip
+        self._tallied = {
+            _core.TALLY_REQUESTS: self.requests,
+            _core.TALLY_DURATION: self.duration,
+            _core.TALLY_TOKENS: self.tokens,
+            _core.TALLY_TTFT: self.ttft,
+            _core.TALLY_COST: self.cost,
+            _core.TALLY_FALLBACKS: self.fallbacks,
+            _core.TALLY_ATTEMPTS: self.attempts,
+            _core.TALLY_HEDGES: self.hedges,
+            _core.TALLY_IDEMPOTENCY: self.idempotency,
+            _core.TALLY_DECISION: self.decision,
+        }
+        r.register(_Collector(instruments, self.drain))
 
     # Bounded label values.
     def route(self, name: str) -> str:
@@ -404,74 +368,46 @@ class Metrics:
             return "default"
         return name if name in self._tenants else "other"
 
+    def observe_requests(self, records: list[RequestRecord]) -> None:
+        """Count finished requests (one core call for the batch without OTel)."""
+        if self._tally is not None:
+            self._tally.observe(records)
+            return
+        for rec in records:
+            self._observe_each(rec)
+
     def observe_request(self, rec: RequestRecord) -> None:
+        self.observe_requests([rec])
+
+    @property
+    def tallies(self) -> bool:
+        """Whether the core tallies the request metrics (no OTel instruments attached):
+        then :meth:`log_lines` counts what it writes."""
+        return self._tally is not None
+
+    def log_lines(self, records: list[RequestRecord]) -> bytes:
+        """The records' log lines (``logline.record_lines``), the records counted as
+        :meth:`observe_requests` counts them when the core tallies: one read of each
+        record for both."""
+        return _core.request_log_lines(records, self._tally)
+
+    def drain(self) -> None:
+        """Bring the cells the core's tally changed into the instruments (at scrape
+        time: ``exposition`` and the registry's collector call it)."""
+        if self._tally is None:
+            return
+        tallied = self._tallied
+        for family, labels, cell in self._tally.drain():
+            tallied[family].put(labels, cell)
+
+    def _observe_each(self, rec: RequestRecord) -> None:
+        """One request's values, each given to its instrument (and OTel twin)."""
         status = rec.status
         if status < 400 and rec.stream_error is None:
             outcome, error_type = "ok", ""
         else:
             outcome = "client_error" if status < 500 else "error"
             error_type = rec.error_type or ("stream_error" if rec.stream_error else str(status))
-        if self._otel:  # OTel instruments take their attributes with every value
-            self._observe_each(rec, outcome, error_type)
-            return
-        key = (
-            rec.route,
-            rec.deployment,
-            rec.provider,
-            rec.response_model,
-            rec.operation,
-            rec.tenant,
-            rec.idempotency,
-            outcome,
-            error_type,
-        )
-        series = self._series.get(key)
-        if series is None:
-            if len(self._series) >= _SERIES_CACHE:
-                self._series.clear()  # label values are bounded; response models may not be
-            series = self._series[key] = _Series(self, rec, outcome, error_type)
-        series.requests[0] += 1
-        cell, value = series.duration, rec.latency_ms / 1000
-        cell[bisect_left(DURATION_BUCKETS, value)] += 1
-        cell[-1] += value
-        if rec.input_tokens:
-            cell, value = series.tokens_in or series.tokens("input"), rec.input_tokens
-            cell[bisect_left(TOKEN_BUCKETS, value)] += 1
-            cell[-1] += value
-        if rec.output_tokens:
-            cell, value = series.tokens_out or series.tokens("output"), rec.output_tokens
-            cell[bisect_left(TOKEN_BUCKETS, value)] += 1
-            cell[-1] += value
-        if rec.ttft_ms is not None:
-            cell, value = series.ttft or series.first_chunk(), rec.ttft_ms / 1000
-            cell[bisect_left(TTFT_BUCKETS, value)] += 1
-            cell[-1] += value
-        if rec.cost_usd:
-            (series.cost or series.spend())[0] += rec.cost_usd
-        if rec.fallbacks:
-            self.fallbacks.add_at((series.route,), rec.fallbacks)
-        attempt_cells = self._attempt_cells
-        for a in rec.attempts:
-            akey = (a.deployment, a.error_class, a.cancelled)
-            acell = attempt_cells.get(akey)
-            if acell is None:
-                if len(attempt_cells) >= _SERIES_CACHE:
-                    attempt_cells.clear()
-                acell = attempt_cells[akey] = self.attempts.cell(self._attempt_labels(a))
-            acell[0] += 1
-            if a.hedge:
-                self._hedge(series.route, a)
-        if series.idempotency is not None:
-            series.idempotency[0] += 1
-        if rec.decision_us:
-            value = rec.decision_us / 1e6
-            dcell = self._decision_cell
-            if dcell is None:
-                dcell = self._decision_cell = self.decision.cell(())
-            dcell[bisect_left(DECISION_BUCKETS, value)] += 1
-            dcell[-1] += value
-
-    def _observe_each(self, rec: RequestRecord, outcome: str, error_type: str) -> None:
         route = self.route(rec.route)
         deployment = rec.deployment
         dep = self.deployment(deployment)

@@ -1,5 +1,5 @@
-//! JSON strings escaped exactly as `serde_json` writes them, and integers: the one rule
-//! of each for every JSON the core writes (canonical request forms, relayed streams,
+//! JSON strings escaped exactly as `serde_json` writes them, integers and floats: the one
+//! rule of each for every JSON the core writes (canonical request forms, relayed streams,
 //! completions, provider bodies, log lines), so their bytes match what `serde_json` and
 //! `orjson` would produce.
 
@@ -64,6 +64,13 @@ pub(crate) fn push_escaped_ascii(b: u8, out: &mut Vec<u8>) {
 pub fn write_escaped(s: &str, out: &mut Vec<u8>) {
     out.reserve(s.len() + 2);
     out.push(b'"');
+    write_escaped_inner(s, out);
+    out.push(b'"');
+}
+
+/// Append the escape of `s` without its quotes: a JSON string's content, for a string
+/// written in parts.
+pub fn write_escaped_inner(s: &str, out: &mut Vec<u8>) {
     let mut rest = s.as_bytes();
     while let Some(i) = find_escape(rest) {
         out.extend_from_slice(&rest[..i]);
@@ -71,28 +78,30 @@ pub fn write_escaped(s: &str, out: &mut Vec<u8>) {
         rest = &rest[i + 1..];
     }
     out.extend_from_slice(rest);
-    out.push(b'"');
 }
 
 /// Append `v` in decimal, as `{v}` formats it, for `v` from `i64::MIN` to `u64::MAX`
 /// (without the formatting machinery, which costs more than the rest of a small
 /// body's writing).
 pub fn write_int(v: i128, out: &mut Vec<u8>) {
-    if v < 0 {
-        out.push(b'-');
+    let mut buf = itoa::Buffer::new();
+    let text = if let Ok(v) = i64::try_from(v) {
+        buf.format(v)
+    } else {
+        buf.format(u64::try_from(v).unwrap_or(u64::MAX))
+    };
+    out.extend_from_slice(text.as_bytes());
+}
+
+/// Append `v` as `serde_json` and `orjson` write a float: the shortest text that reads
+/// back as `v` (`0.1`, `100.0`, `0.00001`, `1e-7`, `1e+16`), and `null` when it is not
+/// finite (JSON has no NaN or infinity).
+pub fn write_float(v: f64, out: &mut Vec<u8>) {
+    if v.is_finite() {
+        out.extend_from_slice(zmij::Buffer::new().format_finite(v).as_bytes());
+    } else {
+        out.extend_from_slice(b"null");
     }
-    let mut n = u64::try_from(v.unsigned_abs()).unwrap_or(u64::MAX);
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + u8::try_from(n % 10).unwrap_or(0);
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[at..]);
 }
 
 #[cfg(test)]
@@ -114,6 +123,34 @@ mod tests {
             let mut out = Vec::new();
             write_int(v, &mut out);
             assert_eq!(out, v.to_string().into_bytes());
+        }
+    }
+
+    #[test]
+    fn floats_are_written_as_serde_json_writes_them() {
+        for v in [
+            0.0,
+            -0.0,
+            0.1,
+            100.0,
+            1e-5,
+            1.5e-5,
+            1e-7,
+            1e15,
+            1e16,
+            123_456_789_012_345_680.0,
+            5e-324,
+            f64::MAX,
+            -2e20,
+        ] {
+            let mut out = Vec::new();
+            write_float(v, &mut out);
+            assert_eq!(out, serde_json::to_vec(&v).unwrap(), "{v}");
+        }
+        for v in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            let mut out = Vec::new();
+            write_float(v, &mut out);
+            assert_eq!(out, b"null");
         }
     }
 

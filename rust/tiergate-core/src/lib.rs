@@ -5,7 +5,7 @@
 //! * [`hash`]: canonical form and xxh3-128 idempotency key of a chat request;
 //! * [`ingest`]: the usual chat request with its key, token estimate and capabilities;
 //! * [`window`]: sliding-window latency quantiles;
-//! * [`named`]: a JSON array of values written as an object, its elements named;
+//! * [`logline`]: the request log line written from the request's record;
 //! * [`tokens`]: prompt-token estimate of a chat request;
 //! * [`policy`]: the router that ranks candidates for one request;
 //! * [`rawjson`]: the request-body parser that keeps strings as input slices;
@@ -13,6 +13,7 @@
 //! * [`sse`]: Server-Sent Events framing;
 //! * [`request`]: the usual chat request read in one pass;
 //! * [`safety`]: PII, secret and prompt-injection spans in one text;
+//! * [`tally`]: the request metrics, tallied per series until scraped;
 //! * [`signals`]: difficulty signals of a prompt for the heuristic quality prior.
 #![forbid(unsafe_code)]
 // Every fallible function returns a `CoreError` naming the input it rejected (see
@@ -28,9 +29,9 @@ pub mod features;
 pub mod hash;
 pub mod ingest;
 pub mod json;
+pub mod logline;
 #[cfg(test)]
 mod mutate;
-pub mod named;
 pub mod policy;
 pub mod quality;
 pub mod rawjson;
@@ -39,6 +40,7 @@ pub mod request;
 pub mod safety;
 pub mod signals;
 pub mod sse;
+pub mod tally;
 pub mod tokens;
 pub mod window;
 

@@ -17,9 +17,9 @@ use tiergate_core::{hash, policy, signals, tokens, window, CoreError, ErrorKind}
 
 mod classifier;
 mod ingest;
-mod named;
 mod relay;
 mod safety;
+mod telemetry;
 
 fn to_py(e: CoreError) -> PyErr {
     match e.kind {
@@ -440,7 +440,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     safety::register(m)?;
     ingest::register(m)?;
     relay::register(m)?;
-    named::register(m)?;
+    telemetry::register(m)?;
     m.add(
         "TRANSPORT_FIELDS",
         PyTuple::new(m.py(), hash::TRANSPORT_FIELDS)?,
