@@ -46,10 +46,8 @@ BUCKETS = 30
 class _State:
     tier: str
     consecutive: int = 0
-    # [bucket number, attempts, failures], oldest first; ``seen`` and ``failed`` their sums.
+    # [bucket number, attempts, failures], oldest first.
     buckets: deque[list[int]] = field(default_factory=deque)
-    seen: int = 0
-    failed: int = 0
     ejected_until: float = 0.0
     ejections_in_a_row: int = 0
     cooldown_until: float = 0.0
@@ -139,7 +137,11 @@ class Health:
         if s.ejected_until > now:
             return
         c = self._config
-        ratio_tripped = s.seen >= c.min_requests and s.failed / s.seen >= c.failure_ratio
+        seen = failed = 0
+        for _, attempts, failures in s.buckets:  # at most BUCKETS, and only on a failure
+            seen += attempts
+            failed += failures
+        ratio_tripped = seen >= c.min_requests and failed / seen >= c.failure_ratio
         if s.consecutive >= c.consecutive_failures or ratio_tripped:
             self._eject(name, s, now)
 
@@ -174,18 +176,13 @@ class Health:
             cell = buckets[-1]
         else:  # a new bucket: the ones it pushes out of the window leave
             while buckets and buckets[0][0] <= bucket - BUCKETS:
-                _, seen, failures = buckets.popleft()
-                s.seen -= seen
-                s.failed -= failures
+                buckets.popleft()
             cell = [bucket, 0, 0]
             buckets.append(cell)
         cell[1] += 1
-        s.seen += 1
         if failed:
             cell[2] += 1
-            s.failed += 1
 
 
 def _forget(s: _State) -> None:
     s.buckets.clear()
-    s.seen = s.failed = 0
