@@ -559,7 +559,9 @@ class Pipeline:
                     continue
                 # The provider has nothing more yet: send what we have, then wait.
                 if sent < len(frames):
-                    await response.write(_joined(frames, sent))
+                    await response.write(
+                        frames[sent] if len(frames) - sent == 1 else b"".join(frames[sent:])
+                    )
                     sent = len(frames)
                 wait = max(
                     0.0,
@@ -577,7 +579,9 @@ class Pipeline:
                 finally:
                     guard.cancel()
             # The end reached the caller before any bookkeeping below.
-            await response.write_eof(_joined(frames, sent))
+            await response.write_eof(
+                frames[sent] if len(frames) - sent == 1 else b"".join(frames[sent:])
+            )
             sent = len(frames)
             # The provider's stream is done: close it here, which returns its connection
             # to the pool, rather than leave it to the event loop's async-generator
@@ -649,15 +653,10 @@ class Pipeline:
             await response.write_eof()
             return response
         # The end was written above (write_eof): only the replay store is left.
-        recorded = Recorded(200, headers, frames=tuple(frames), stream=True)
+        recorded = Recorded(200, headers, b"", tuple(frames), True)  # by position: cheaper
         if not gw.idempotency.finish_now(flight, recorded):
             await gw.idempotency.finish(flight, recorded)
         return response
-
-
-def _joined(frames: list[bytes], sent: int) -> bytes:
-    """The frames from ``sent`` on as one send (no copy when there is one)."""
-    return frames[sent] if len(frames) - sent == 1 else b"".join(frames[sent:])
 
 
 async def _aclose(events: Any) -> None:
