@@ -552,12 +552,17 @@ class Pipeline:
                     # parsed from the same network chunk are batched into one send.
                     await response.write(frame)
                     sent = 1
-                ready, nxt = step(rest)
-                if ready:
-                    # Already parsed from the same network chunk: keep batching.
-                    event = cast(StreamItem, nxt)
-                    continue
-                # The provider has nothing more yet: send what we have, then wait.
+                pending: Pending[StreamItem] | None = None
+                if framer is not event:
+                    ready, nxt = step(rest)
+                    if ready:
+                        # Already parsed from the same network chunk: keep batching.
+                        event = cast(StreamItem, nxt)
+                        continue
+                    pending = cast(Pending[StreamItem], nxt)
+                # The provider has nothing more yet: send what we have, then wait. (A
+                # relay's item is all that its network chunk held, so the next is never
+                # there yet: a step would only suspend, and cost more than the wait.)
                 if sent < len(frames):
                     await response.write(
                         frames[sent] if len(frames) - sent == 1 else b"".join(frames[sent:])
@@ -572,7 +577,8 @@ class Pipeline:
                 )
                 guard = Deadline(wait)  # a timer handle, not an asyncio.Timeout per wait
                 try:
-                    event = await cast(Pending[StreamItem], nxt)
+                    # A relay's step starts here, after the sends (which may raise).
+                    event = await (rest.__anext__() if pending is None else pending)
                 except asyncio.CancelledError:
                     guard.check()  # TimeoutError: the stream stalled
                     raise
