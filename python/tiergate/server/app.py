@@ -522,8 +522,10 @@ class Pipeline:
         event = outcome.first
         rest = outcome.rest
         framer: Frames
+        relayed = False
         if type(event) is _core.OpenAIRelay:
             # The relay renders what it parsed: it is its own framer.
+            relayed = True
             event.begin(f"chatcmpl-{record.request_id}", model, None, chat.include_usage)
             framer = event
         elif self.surface == "anthropic":
@@ -553,7 +555,7 @@ class Pipeline:
                     await response.write(frame)
                     sent = 1
                 pending: Pending[StreamItem] | None = None
-                if framer is not event:
+                if not relayed:
                     ready, nxt = step(rest)
                     if ready:
                         # Already parsed from the same network chunk: keep batching.
@@ -630,7 +632,7 @@ class Pipeline:
         attempt = gw.dispatcher.stream_finished(
             outcome, envelope, usage, finish, error, framer.delivered
         )
-        _account(gw, record, outcome.attempts)  # the record's ttft when the stream ended well
+        _account(gw, record, outcome.attempts)  # sets record.ttft_ms when the stream ended well
         record.predicted_quality = plan.predicted_quality(gw.planner, outcome.deployment)
         if error is not None:
             record.ttft_ms = attempt.ttft_ms
