@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
 import pytest
@@ -270,6 +271,19 @@ def test_finish_reasons_agree_with_the_normaliser() -> None:
 def test_render_needs_begin() -> None:
     with pytest.raises(ValueError, match="begin"):
         _core.OpenAIRelay("m").render()
+
+
+def test_begin_without_a_time_is_now_and_render_ignores_its_item() -> None:
+    # The server begins a relay with created=None and renders it as `render(item)`,
+    # the item being the relay itself (any object is ignored).
+    before = int(time.time())
+    relay = _core.OpenAIRelay("m")
+    relay.begin("id", "m", None, False)
+    relay.feed(_chunk({"content": "a"}))
+    created = json.loads(relay.render(relay).split(b"\n\n")[0][len(b"data: ") :])["created"]
+    assert before <= created <= int(time.time())
+    relay.feed(_chunk({"content": "b"}))
+    assert b'"content":"b"' in relay.render(object())
 
 
 _STREAM = (

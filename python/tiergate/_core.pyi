@@ -278,14 +278,16 @@ class OpenAIRelay:
         """``(RELAY_FAIL_* code, detail)`` once failed; deltas parsed before the
         failing event are still rendered."""
 
-    def begin(self, response_id: str, model: str, created: int, include_usage: bool) -> None:
-        """The caller's stream: its id, model, ``created`` time, and whether the last
-        chunk reports usage. Before the first ``render``."""
+    def begin(self, response_id: str, model: str, created: int | None, include_usage: bool) -> None:
+        """The caller's stream: its id, model, ``created`` time (``None``: now, as
+        ``int(time.time())``), and whether the last chunk reports usage. Before the
+        first ``render``."""
 
-    def render(self) -> bytes:
+    def render(self, _item: object = None, /) -> bytes:
         """The frames of every delta parsed since the last call (the role chunk before
         the first; refusal, finish, usage and ``[DONE]`` for the end). ``ValueError``
-        before ``begin``."""
+        before ``begin``. ``_item`` is not read: the server's stream loop passes each
+        item it renders, and a relay's items are the relay itself."""
 
     @property
     def ended(self) -> bool:

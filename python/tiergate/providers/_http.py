@@ -137,7 +137,9 @@ def release(resp: aiohttp.ClientResponse, *, ended: bool) -> None:
     open a new one (TCP and TLS). aiohttp pools the connection itself when the body's
     end arrives; a timer closes it if that end is late.
     """
-    if ended and not resp.content.is_eof():
+    if resp.closed:
+        return  # the body's end came: aiohttp pooled the connection then
+    if ended:
         asyncio.get_running_loop().call_later(BODY_END_GRACE_S, resp.release)
     else:
         resp.release()

@@ -20,7 +20,7 @@ import asyncio
 import math
 import time
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from tiergate import _core
 from tiergate.config import Config, DeploymentConfig
@@ -49,11 +49,13 @@ class StreamOutcome:
     first: StreamItem  # a canonical event, or a relay holding parsed deltas
     rest: AsyncIterator[StreamItem]
     deployment: str
-    attempts: list[AttemptRecord] = field(default_factory=list)
-    deadline: float = 0.0
-    started: float = 0.0  # monotonic start of the winning attempt
-    ttft_ms: float = 0.0
-    prompt_tokens: int = 0  # estimate, for billing a stream that ends without usage
+    model: str  # the deployment's model id
+    attempts: list[AttemptRecord]
+    deadline: float
+    started: float  # monotonic start of the winning attempt
+    start_ns: int  # its wall-clock start
+    ttft_ms: float
+    prompt_tokens: int  # estimate, for billing a stream that ends without usage
 
 
 class HedgeBudget:
@@ -82,7 +84,16 @@ class _Facts:
     """What the dispatcher reads of a deployment per attempt, read once per config (each
     read through the pydantic config was a few hundred instructions)."""
 
-    __slots__ = ("cached", "ceiling", "context_window", "input", "kind", "model", "output")
+    __slots__ = (
+        "cached",
+        "ceiling",
+        "context_window",
+        "input",
+        "kind",
+        "model",
+        "output",
+        "provider",
+    )
 
     def __init__(self, dep: DeploymentConfig, kind: str, ceiling: float = math.inf) -> None:
         self.ceiling = ceiling  # the provider's timeout_s: no attempt is given longer
@@ -93,6 +104,7 @@ class _Facts:
         self.output = price.output
         self.kind = kind
         self.model = dep.model
+        self.provider = dep.provider
 
     def cost(self, usage: Usage) -> float:
         """What the provider bills for one call of ``usage``: cached input tokens at the
@@ -392,7 +404,6 @@ class Dispatcher:
         request: ChatRequest,
         envelope: Envelope,
         attempts: list[AttemptRecord],
-        *,
         relay: bool = False,
     ) -> StreamOutcome:
         """Opens the stream on the first deployment that yields an event before the deadline.
@@ -406,20 +417,23 @@ class Dispatcher:
         for name in plan.deployments:
             if not self._usable(name, min_context):
                 continue
-            remaining = deadline - time.monotonic()
+            started = time.monotonic()
+            remaining = deadline - started
             if remaining <= 0:
                 break
+            facts = self._facts[name]
             dep = self._config.deployments[name]
-            adapter = self._adapters[dep.provider]
-            ceiling = self._facts[name].ceiling
-            started, start_ns = time.monotonic(), time.time_ns()
-            self._planner.limits.spend(name, _tokens_hint(request))
+            adapter = self._adapters[facts.provider]
+            start_ns = time.time_ns()
+            hint = _tokens_hint(request)
+            self._planner.limits.spend(name, hint)
             # The adapter bounds the wait for the first event by the time it is given.
-            events: AsyncIterator[StreamItem] = (
-                getattr(adapter, "relay", adapter.stream) if relay else adapter.stream
-            )(request, dep, min(remaining, ceiling))
+            open_stream = getattr(adapter, "relay", None) if relay else None
+            events: AsyncIterator[StreamItem] = (open_stream or adapter.stream)(
+                request, dep, min(remaining, facts.ceiling)
+            )
             try:
-                first = await anext(events)
+                first = await events.__anext__()
             except (TimeoutError, StopAsyncIteration, ProviderError) as exc:
                 await _aclose(events)
                 if isinstance(exc, ProviderError):
@@ -447,10 +461,19 @@ class Dispatcher:
                     min_context = max(min_context, dep.context_window)
                 continue
             ttft = (time.monotonic() - started) * 1000
-            prompt = (
-                plan.request.prompt_tokens if plan.request is not None else _tokens_hint(request)
+            r = plan.request
+            return StreamOutcome(
+                first,
+                events,
+                name,
+                facts.model,
+                attempts,
+                deadline,
+                started,
+                start_ns,
+                ttft,
+                hint if r is None else r.prompt_tokens,
             )
-            return StreamOutcome(first, events, name, attempts, deadline, started, ttft, prompt)
         raise _exhausted(last, attempts, deadline)
 
     def stream_finished(
@@ -460,7 +483,6 @@ class Dispatcher:
         usage: Usage | None,
         finish_reason: str | None,
         error: ProviderError | None,
-        *,
         delivered: int = 0,
         caller_gone: bool = False,
     ) -> AttemptRecord:
@@ -470,8 +492,8 @@ class Dispatcher:
         A stream that ended without its usage is billed as the prompt estimate plus the
         ``delivered`` text pieces, since the provider charged for them."""
         name = outcome.deployment
-        start_ns = time.time_ns() - int((time.monotonic() - outcome.started) * 1e9)
-        used = usage or Usage(input_tokens=outcome.prompt_tokens, output_tokens=delivered)
+        if usage is None:
+            usage = Usage(outcome.prompt_tokens, delivered)
         if caller_gone:
             error_class: str | None = "cancelled"
         else:
@@ -479,22 +501,23 @@ class Dispatcher:
         record = self._attempt_record(
             name,
             outcome.started,
-            start_ns,
+            outcome.start_ns,
             200 if error is None else error.status,
             error_class,
             False,
             caller_gone,
             round(outcome.ttft_ms, 3),
-            used,
+            usage,
             finish_reason,
         )
         outcome.attempts.append(record)
         if caller_gone:
             pass
         elif error is None:
-            self._planner.health.success(name)
-            self._planner.observe(
-                envelope.route, name, outcome.ttft_ms, record.ms, used.output_tokens, streamed=True
+            planner = self._planner
+            planner.health.success(name)
+            planner.observe(
+                envelope.route, name, outcome.ttft_ms, record.ms, usage.output_tokens, True
             )
         else:
             self._failed(name, error)

@@ -49,7 +49,7 @@ from tiergate.server.render_openai import (
 )
 from tiergate.server.state import Gateway, Runtime
 from tiergate.server.stepping import Pending, step
-from tiergate.server.stream_frames import EventFrames, Frames, RelayFrames
+from tiergate.server.stream_frames import EventFrames, Frames
 from tiergate.telemetry.http import Handler, feedback_handler
 from tiergate.telemetry.hub import Telemetry
 from tiergate.telemetry.record import AttemptRecord, RequestRecord, SafetyFinding
@@ -520,19 +520,23 @@ class Pipeline:
         attempts: list[AttemptRecord] = []
         try:
             outcome = await gw.dispatcher.stream(
-                plan, chat, envelope, attempts, relay=self.surface == "openai"
+                plan, chat, envelope, attempts, self.surface == "openai"
             )
         except BaseException as exc:
             _account(gw, record, attempts)
             gw.idempotency.abandon(flight, self._failure(exc))
             raise
         record.deployment = outcome.deployment
-        model = gw.config.deployments[outcome.deployment].model
+        model = outcome.model
+        event = outcome.first
+        rest = outcome.rest
         framer: Frames
-        if isinstance(outcome.first, _core.OpenAIRelay):
-            framer = RelayFrames(
-                outcome.first, f"chatcmpl-{record.request_id}", model, chat.include_usage
-            )
+        relayed = False
+        if type(event) is _core.OpenAIRelay:
+            # The relay renders what it parsed: it is its own framer.
+            relayed = True
+            event.begin(f"chatcmpl-{record.request_id}", model, None, chat.include_usage)
+            framer = event
         elif self.surface == "anthropic":
             framer = EventFrames(AnthropicStreamRenderer(f"msg_{record.request_id}", model))
         else:
@@ -544,56 +548,70 @@ class Pipeline:
         response = web.StreamResponse(headers=headers)
         await response.prepare(self.request)
         frames: list[bytes] = []
-        event = outcome.first
+        sent = 0  # frames[:sent] were written
         usage: Usage | None = None
         finish: str | None = None
         error: ProviderError | None = None
-        loop = asyncio.get_running_loop()
-        inter_chunk = gw.config.routing.inter_chunk_timeout_s
-        batch: list[bytes] = []  # frames rendered since the last send
         try:
             while True:
                 frame = framer.render(event)
                 frames.append(frame)
-                batch.append(frame)
-                end = framer.end
-                if end is not None:
-                    usage, finish = end.usage, end.finish_reason
-                    record.response_model = end.model
+                if framer.ended:
                     break
-                if len(frames) == 1:
+                if not sent:
                     # The first frame leaves at once (time to first byte); later frames
                     # parsed from the same network chunk are batched into one send.
                     await response.write(frame)
-                    batch.clear()
-                ready, nxt = step(outcome.rest)
-                if ready:
-                    # Already parsed from the same network chunk: keep batching.
-                    event = cast(StreamItem, nxt)
-                    continue
-                # The provider has nothing more yet: send what we have, then wait.
-                await response.write(batch[0] if len(batch) == 1 else b"".join(batch))
-                batch.clear()
-                wait = max(0.0, min(outcome.deadline - loop.time(), inter_chunk))
+                    sent = 1
+                pending: Pending[StreamItem] | None = None
+                if not relayed:
+                    ready, nxt = step(rest)
+                    if ready:
+                        # Already parsed from the same network chunk: keep batching.
+                        event = cast(StreamItem, nxt)
+                        continue
+                    pending = cast(Pending[StreamItem], nxt)
+                # The provider has nothing more yet: send what we have, then wait. (A
+                # relay's item is all that its network chunk held, so the next is never
+                # there yet: a step would only suspend, and cost more than the wait.)
+                if sent < len(frames):
+                    await response.write(
+                        frames[sent] if len(frames) - sent == 1 else b"".join(frames[sent:])
+                    )
+                    sent = len(frames)
+                wait = max(
+                    0.0,
+                    min(
+                        outcome.deadline - time.monotonic(),
+                        gw.config.routing.inter_chunk_timeout_s,
+                    ),
+                )
                 guard = Deadline(wait)  # a timer handle, not an asyncio.Timeout per wait
                 try:
-                    event = await cast(Pending[StreamItem], nxt)
+                    # A relay's step starts here, after the sends (which may raise).
+                    event = await (rest.__anext__() if pending is None else pending)
                 except asyncio.CancelledError:
                     guard.check()  # TimeoutError: the stream stalled
                     raise
                 finally:
                     guard.cancel()
             # The end reached the caller before any bookkeeping below.
-            await response.write_eof(batch[0] if len(batch) == 1 else b"".join(batch))
-            batch.clear()
+            await response.write_eof(
+                frames[sent] if len(frames) - sent == 1 else b"".join(frames[sent:])
+            )
+            sent = len(frames)
             # The provider's stream is done: close it here, which returns its connection
             # to the pool, rather than leave it to the event loop's async-generator
             # finalizer (a thread-safe wake-up and a task per stream). A relayed stream
             # closes with a plain call (no coroutine to run).
-            if isinstance(outcome.rest, RelayStream):
-                outcome.rest.close()
+            if type(rest) is RelayStream:
+                rest.close()
             else:
-                await _aclose(outcome.rest)
+                await _aclose(rest)
+            end = framer.end
+            assert end is not None
+            finish, tokens_in, tokens_out, cached, reasoning, record.response_model = end
+            usage = Usage(tokens_in, tokens_out, cached, reasoning)
         except (StopAsyncIteration, TimeoutError, ProviderError) as exc:
             if isinstance(exc, ProviderError):
                 error = exc
@@ -607,15 +625,13 @@ class Pipeline:
             # The caller went away: stop the upstream stream; nothing is kept. The usage
             # is the provider's when the stream had ended (the caller left at the last
             # send), else an estimate from what was delivered.
-            await _aclose(outcome.rest)
+            await _aclose(rest)
+            end = framer.end
+            if end is not None:
+                finish, record.response_model = end[0], end[5]
+                usage = Usage(end[1], end[2], end[3], end[4])
             gw.dispatcher.stream_finished(
-                outcome,
-                envelope,
-                usage,
-                finish,
-                None,
-                delivered=framer.delivered,
-                caller_gone=True,
+                outcome, envelope, usage, finish, None, framer.delivered, True
             )
             _account(gw, record, outcome.attempts)
             record.stream_error = "caller disconnected"
@@ -623,13 +639,13 @@ class Pipeline:
             raise
         self.text = framer.text
         attempt = gw.dispatcher.stream_finished(
-            outcome, envelope, usage, finish, error, delivered=framer.delivered
+            outcome, envelope, usage, finish, error, framer.delivered
         )
-        _account(gw, record, outcome.attempts)
-        record.ttft_ms = attempt.ttft_ms
+        _account(gw, record, outcome.attempts)  # sets record.ttft_ms when the stream ended well
         record.predicted_quality = plan.predicted_quality(gw.planner, outcome.deployment)
         if error is not None:
-            await _aclose(outcome.rest)
+            record.ttft_ms = attempt.ttft_ms
+            await _aclose(rest)
             reason = error.message
             record.stream_error = reason
             record.status = 502
@@ -648,16 +664,15 @@ class Pipeline:
                 terminal = AnthropicStreamRenderer.error(reason)
             else:
                 terminal = OpenAIStreamRenderer.error(reason, code)
-            await response.write(b"".join(batch) + terminal)  # what was batched, then the end
+            # What was rendered and not yet sent, then the end.
+            await response.write(b"".join(frames[sent:]) + terminal)
             gw.idempotency.abandon(flight, self._failure(RuntimeError()))
             await response.write_eof()
             return response
-        try:
-            await response.write_eof()
-        finally:
-            recorded = Recorded(200, headers, frames=tuple(frames), stream=True)
-            if not gw.idempotency.finish_now(flight, recorded):
-                await gw.idempotency.finish(flight, recorded)
+        # The end was written above (write_eof): only the replay store is left.
+        recorded = Recorded(200, headers, b"", tuple(frames), True)  # by position: cheaper
+        if not gw.idempotency.finish_now(flight, recorded):
+            await gw.idempotency.finish(flight, recorded)
         return response
 
 

@@ -2,20 +2,24 @@
 frames, plus what accounting reads afterwards (the text delivered, the end).
 
 Two kinds, one interface: :class:`EventFrames` renders canonical events with a
-surface's renderer; :class:`RelayFrames` renders what a core relay parsed (an OpenAI
-provider relayed to the OpenAI surface, ``providers/relay.py``).
+surface's renderer; a core relay (:class:`tiergate._core.OpenAIRelay`, an OpenAI
+provider relayed to the OpenAI surface, ``providers/relay.py``) renders what it parsed
+itself, and the loop uses it as it is: a wrapper would add a Python call to every item
+and an object to every stream.
 """
 
 from __future__ import annotations
 
-import time
 from typing import Protocol, cast
 
-from tiergate import _core
-from tiergate.providers.base import StreamEnd, StreamEvent, TextDelta, Usage
+from tiergate.providers.base import FinishReason, StreamEnd, StreamEvent, TextDelta
 from tiergate.routing.dispatch import StreamItem
 
-__all__ = ["EventFrames", "Frames", "RelayFrames"]
+__all__ = ["End", "EventFrames", "Frames"]
+
+# The end as accounting reads it: (canonical finish reason, input, output, cached,
+# reasoning tokens, model), the shape the core relay reports it in.
+End = tuple[FinishReason, int, int, int, int, str]
 
 
 class Renderer(Protocol):
@@ -23,9 +27,17 @@ class Renderer(Protocol):
 
 
 class Frames(Protocol):
-    end: StreamEnd | None  # set once the end was rendered
+    def render(self, item: StreamItem, /) -> bytes: ...
 
-    def render(self, item: StreamItem) -> bytes: ...
+    @property
+    def ended(self) -> bool:
+        """The end was rendered."""
+        ...
+
+    @property
+    def end(self) -> End | None:
+        """The end's fields once it was rendered."""
+        ...
 
     @property
     def delivered(self) -> int:
@@ -41,20 +53,37 @@ class Frames(Protocol):
 class EventFrames:
     """Canonical events through a surface's renderer."""
 
-    __slots__ = ("_pieces", "_renderer", "end")
+    __slots__ = ("_end", "_pieces", "_renderer", "ended")
 
     def __init__(self, renderer: Renderer) -> None:
         self._renderer = renderer
         self._pieces: list[str] = []
-        self.end: StreamEnd | None = None
+        self._end: StreamEnd | None = None
+        self.ended = False
 
-    def render(self, item: StreamItem) -> bytes:
+    def render(self, item: StreamItem, /) -> bytes:
         event = cast(StreamEvent, item)
         if isinstance(event, TextDelta):
             self._pieces.append(event.text)
         elif isinstance(event, StreamEnd):
-            self.end = event
+            self._end = event
+            self.ended = True
         return self._renderer.render(event)
+
+    @property
+    def end(self) -> End | None:
+        e = self._end
+        if e is None:
+            return None
+        u = e.usage
+        return (
+            e.finish_reason,
+            u.input_tokens,
+            u.output_tokens,
+            u.cached_tokens,
+            u.reasoning_tokens,
+            e.model,
+        )
 
     @property
     def delivered(self) -> int:
@@ -63,34 +92,3 @@ class EventFrames:
     @property
     def text(self) -> str:
         return "".join(self._pieces)
-
-
-class RelayFrames:
-    """The frames a core relay renders from what it parsed since the last call."""
-
-    __slots__ = ("_relay", "end")
-
-    def __init__(
-        self, relay: _core.OpenAIRelay, response_id: str, model: str, include_usage: bool
-    ) -> None:
-        relay.begin(response_id, model, int(time.time()), include_usage)
-        self._relay = relay
-        self.end: StreamEnd | None = None
-
-    def render(self, item: StreamItem) -> bytes:
-        relay = self._relay
-        frames = relay.render()
-        end = relay.end
-        if end is not None:
-            finish, input_tokens, output_tokens, cached, reasoning, model = end
-            usage = Usage(input_tokens, output_tokens, cached, reasoning)
-            self.end = StreamEnd(finish, usage, model)
-        return frames
-
-    @property
-    def delivered(self) -> int:
-        return self._relay.delivered
-
-    @property
-    def text(self) -> str:
-        return self._relay.text

@@ -106,6 +106,8 @@ struct Parsed {
     pending: Vec<Delta>,
     done: bool,
     failure: Option<Failure>,
+    /// The last event's leading members, for the next event to skip (`chunk::Head`).
+    head: chunk::Head,
 }
 
 /// One relayed stream. Feed it the provider's body as it arrives; after [`Self::begin`]
@@ -144,6 +146,7 @@ impl OpenAiRelay {
                 pending: Vec::new(),
                 done: false,
                 failure: None,
+                head: chunk::Head::default(),
             },
             head: Vec::new(),
             include_usage: false,
@@ -344,7 +347,7 @@ impl Parsed {
             Ok(s) => Cow::Borrowed(s),
             Err(_) => String::from_utf8_lossy(data),
         };
-        match chunk::read(&text, &mut self.pending, &mut self.refusal) {
+        match chunk::read(&text, &mut self.pending, &mut self.refusal, &mut self.head) {
             Ok(said) => {
                 // Every event names the model: replaced only when it changes.
                 if let Some(model) = said.model.filter(|m| *m != self.model) {

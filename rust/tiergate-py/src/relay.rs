@@ -49,11 +49,20 @@ impl OpenAiRelay {
         self.inner.failure().map(|f| (f.code, f.detail.clone()))
     }
 
-    fn begin(&mut self, response_id: &str, model: &str, created: i64, include_usage: bool) {
+    /// `created=None` is now (`int(time.time())`, read here).
+    fn begin(&mut self, response_id: &str, model: &str, created: Option<i64>, include_usage: bool) {
+        let created = created.unwrap_or_else(unix_seconds);
         self.inner.begin(response_id, model, created, include_usage);
     }
 
-    fn render<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+    /// `_item` is not read: the server's stream loop renders a relay's items (the relay
+    /// itself) and canonical events with one call, `framer.render(item)`.
+    #[pyo3(signature = (_item=None, /))]
+    fn render<'py>(
+        &mut self,
+        py: Python<'py>,
+        _item: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
         let out = self.inner.render().map_err(to_py)?;
         Ok(PyBytes::new(py, &out))
     }
