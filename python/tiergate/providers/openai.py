@@ -103,6 +103,7 @@ def build_openai_messages(messages: list[Message]) -> list[dict[str, Any]]:
 
 # A streamed body's last members: the usage is asked for so that cost is known.
 _STREAM_MEMBERS: dict[str, Any] = {"stream": True, "stream_options": {"include_usage": True}}
+_STREAM_REST = orjson.dumps(_STREAM_MEMBERS)  # they alone, as openai_chat_body takes them
 
 
 def build_openai_request(
@@ -196,21 +197,21 @@ def openai_body(
                 break
             pairs.append((m.role, part.text))
     if messages is not None:
-        rest = None
         if (
-            stream
-            or request.tools
+            request.tools
             or request.response_format.kind != "text"
             or request.temperature is not None
             or request.top_p is not None
             or request.stop
             or request.seed is not None
-        ):  # something follows the bound (most unstreamed requests have none of these)
+        ):  # options follow the bound (most requests have none of these)
             options: dict[str, Any] = {}
             _add_options(options, request)
             if stream:
                 options.update(_STREAM_MEMBERS)
-            rest = orjson.dumps(options)
+            rest: bytes | None = orjson.dumps(options)
+        else:
+            rest = _STREAM_REST if stream else None
         try:
             return _core.openai_chat_body(
                 deployment.model,

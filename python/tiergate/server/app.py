@@ -583,7 +583,7 @@ class Pipeline:
                     0.0,
                     min(
                         outcome.deadline - time.monotonic(),
-                        gw.config.routing.inter_chunk_timeout_s,
+                        gw.inter_chunk_timeout_s,
                     ),
                 )
                 guard = Deadline(wait)  # a timer handle, not an asyncio.Timeout per wait

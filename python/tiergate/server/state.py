@@ -41,6 +41,7 @@ class Gateway:
         "hedges",
         "idempotency",
         "inflight",
+        "inter_chunk_timeout_s",
         "planner",
         "ready",
         "tenants",
@@ -54,6 +55,7 @@ class Gateway:
         # Read per request; a read through the pydantic config costs about three of these.
         self.body_limit = config.server.max_body_bytes
         self.client_timeout_s = config.server.client_timeout_s
+        self.inter_chunk_timeout_s = config.routing.inter_chunk_timeout_s
         self.tiers = {name: dep.tier for name, dep in config.deployments.items()}
         self.adapters: dict[str, Adapter] = {}
         for name, provider in config.providers.items():
