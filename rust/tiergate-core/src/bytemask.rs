@@ -25,9 +25,19 @@ pub fn ascii_letters(chunk: &[u8; 16]) -> (u32, u32) {
 /// `p` · · `m` (`prompt`), `r` `u` (`rules`), `m` · · `s` (`message`), space · · `w`
 /// (` now`). The anchors are a superset the caller confirms; two or three bytes each
 /// keep prose's false starts rare.
+///
+/// Two chunks at a time (`w`: 32 bytes and three more), one `(classes, anchors)` pair
+/// each, as `classes | anchors << 32`.
 #[inline]
-pub fn safety_classes(w: &[u8; 19]) -> (u32, u32) {
+pub fn safety_classes(w: &[u8; 35]) -> (u64, u64) {
     imp::safety_classes(w)
+}
+
+/// `w[K..K + N]` (always in bounds: the zeros are never used).
+#[allow(clippy::inline_always)]
+#[inline(always)]
+fn sub<const K: usize, const N: usize, const M: usize>(w: &[u8; M]) -> &[u8; N] {
+    w[K..K + N].try_into().unwrap_or(&[0; N])
 }
 
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
@@ -60,26 +70,30 @@ mod imp {
         (letters, letters & !(move_mask_i8_m128i(lower) as u32))
     }
 
-    /// `w[K..K + 16]` (always in bounds: the zeros are never used).
-    #[allow(clippy::inline_always)]
-    #[inline(always)]
-    fn sub<const K: usize>(w: &[u8; 19]) -> &[u8; 16] {
-        const ZERO: [u8; 16] = [0; 16];
-        w[K..K + 16].try_into().unwrap_or(&ZERO)
-    }
+    use super::sub;
 
     // Not inlined: the caller's pushes may call the allocator, and every SSE register
     // live across that call would be spilled; a call here costs less.
     #[inline(never)]
-    pub fn safety_classes(w: &[u8; 19]) -> (u32, u32) {
+    pub fn safety_classes(w: &[u8; 35]) -> (u64, u64) {
+        let pack = |(classes, anchors): (u32, u32)| u64::from(classes) | u64::from(anchors) << 32;
+        (
+            pack(chunk(sub::<0, 19, 35>(w))),
+            pack(chunk(sub::<16, 19, 35>(w))),
+        )
+    }
+
+    #[allow(clippy::inline_always)]
+    #[inline(always)]
+    fn chunk(w: &[u8; 19]) -> (u32, u32) {
         let eq = |v, c: u8| cmp_eq_mask_i8_m128i(v, set_splat_i8_m128i(c as i8));
         let fold = set_splat_i8_m128i(0x20);
-        let l0 = load_unaligned_m128i(sub::<0>(w));
+        let l0 = load_unaligned_m128i(sub::<0, 16, 19>(w));
         // Case-folded (the letters' bit 5 set): the needles' other bytes are letters.
         let f0 = l0 | fold;
-        let f1 = load_unaligned_m128i(sub::<1>(w)) | fold;
-        let f2 = load_unaligned_m128i(sub::<2>(w)) | fold;
-        let f3 = load_unaligned_m128i(sub::<3>(w)) | fold;
+        let f1 = load_unaligned_m128i(sub::<1, 16, 19>(w)) | fold;
+        let f2 = load_unaligned_m128i(sub::<2, 16, 19>(w)) | fold;
+        let f3 = load_unaligned_m128i(sub::<3, 16, 19>(w)) | fold;
         // Unsigned ranges: x - lo <= span exactly when min(x - lo, span) == x - lo.
         let x = sub_i8_m128i(f0, set_splat_i8_m128i(b'a' as i8));
         let letter = cmp_eq_mask_i8_m128i(min_u8_m128i(x, set_splat_i8_m128i(25)), x);
@@ -111,7 +125,7 @@ mod imp {
         super::ascii_letters_portable(chunk)
     }
 
-    pub fn safety_classes(w: &[u8; 19]) -> (u32, u32) {
+    pub fn safety_classes(w: &[u8; 35]) -> (u64, u64) {
         super::safety_classes_portable(w)
     }
 }
@@ -137,7 +151,16 @@ fn ascii_letters_portable(chunk: &[u8; 16]) -> (u32, u32) {
 }
 
 #[allow(dead_code)] // used on targets without SSE2, and by the tests
-fn safety_classes_portable(w: &[u8; 19]) -> (u32, u32) {
+fn safety_classes_portable(w: &[u8; 35]) -> (u64, u64) {
+    let half = |at: usize| {
+        let (classes, anchors) = safety_classes_portable_16(&w[at..at + 19]);
+        u64::from(classes) | u64::from(anchors) << 32
+    };
+    (half(0), half(16))
+}
+
+#[allow(dead_code)] // used on targets without SSE2, and by the tests
+fn safety_classes_portable_16(w: &[u8]) -> (u32, u32) {
     let (mut token, mut digits, mut anchors) = (0u32, 0u32, 0u32);
     for j in 0..16 {
         let l = |k: usize| w[j + k];
@@ -214,9 +237,9 @@ mod tests {
     #[test]
     fn safety_classes_match_the_portable_definition() {
         for bg in b"aenspmruwEANSPMRUW -@<0_".iter().copied() {
-            for lane in 0..19 {
+            for lane in 0..35 {
                 for c in 0..=255u8 {
-                    let mut w = [bg; 19];
+                    let mut w = [bg; 35];
                     w[lane] = c;
                     assert_eq!(
                         safety_classes(&w),
@@ -229,7 +252,7 @@ mod tests {
         let mut x = 0x2545_F491_4F6C_DD1Du64;
         let alphabet = b"earEARnNsSpPmMuUwW -_@<09aZ\x00\x7f\x80\xff\x40\x60";
         for _ in 0..50_000 {
-            let mut w = [0u8; 19];
+            let mut w = [0u8; 35];
             for c in &mut w {
                 x ^= x << 13;
                 x ^= x >> 7;

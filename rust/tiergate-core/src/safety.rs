@@ -249,17 +249,17 @@ fn anchors(raw: &[u8], injection: bool) -> Anchors {
     // Key characters just before the chunk.
     let mut run = 0usize;
     let mut i = 0;
-    while let Some(w) = raw.get(i..).and_then(<[u8]>::first_chunk::<19>) {
-        a.chunk(raw, i, w, &mut run, injection);
-        i += 16;
+    while let Some(w) = raw.get(i..).and_then(<[u8]>::first_chunk::<35>) {
+        a.chunks(raw, i, w, &mut run, injection);
+        i += 32;
     }
     // The last chunks with zeros after the end: neither key characters nor anchors.
     while i < n {
-        let mut tail = [0u8; 19];
-        let m = (n - i).min(19);
+        let mut tail = [0u8; 35];
+        let m = (n - i).min(35);
         tail[..m].copy_from_slice(&raw[i..i + m]);
-        a.chunk(raw, i, &tail, &mut run, injection);
-        i += 16;
+        a.chunks(raw, i, &tail, &mut run, injection);
+        i += 32;
     }
     if run >= 16 {
         a.runs.push(n - run);
@@ -268,13 +268,22 @@ fn anchors(raw: &[u8], injection: bool) -> Anchors {
 }
 
 impl Anchors {
-    /// The sixteen positions from `i` (`w`: the bytes from `i`, zeros past the end);
-    /// `run`: the key characters just before `i`, then just before `i + 16`.
+    /// The 32 positions from `i` (`w`: the bytes from `i`, zeros past the end), sixteen
+    /// at a time; `run`: the key characters just before `i`, then just before `i + 32`.
     #[allow(clippy::inline_always)] // the body of the pass
     #[inline(always)]
-    fn chunk(&mut self, raw: &[u8], i: usize, w: &[u8; 19], run: &mut usize, injection: bool) {
-        let (classes, mut cand) = safety_classes(w);
-        let (token, digits) = (classes & 0xFFFF, classes >> 16);
+    fn chunks(&mut self, raw: &[u8], i: usize, w: &[u8; 35], run: &mut usize, injection: bool) {
+        let (lo, hi) = safety_classes(w);
+        self.chunk(raw, i, lo, run, injection);
+        self.chunk(raw, i + 16, hi, run, injection);
+    }
+
+    /// One chunk's `classes | anchors << 32` ([`safety_classes`]).
+    #[allow(clippy::inline_always)]
+    #[inline(always)]
+    fn chunk(&mut self, raw: &[u8], i: usize, masks: u64, run: &mut usize, injection: bool) {
+        let (token, digits) = (masks as u32 & 0xFFFF, masks as u32 >> 16);
+        let mut cand = (masks >> 32) as u32;
         if digits != 0 {
             self.digits.push((i, digits));
         }
