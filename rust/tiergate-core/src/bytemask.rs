@@ -18,6 +18,28 @@ pub fn ascii_letters(chunk: &[u8; 16]) -> (u32, u32) {
     imp::ascii_letters(chunk)
 }
 
+/// The safety scan's classes of the sixteen positions starting at `w[0]` (`w` holds three
+/// bytes more, the needle bytes after a position): the key characters `[A-Za-z0-9_-]`
+/// (bits 0 to 15) and the digits (bits 16 to 31); and where another anchor may start:
+/// `@`, `<`, `-`, and, case-folded, `e` `a` `r` (`earer`), · `n` `s` (`inst`),
+/// `p` · · `m` (`prompt`), `r` `u` (`rules`), `m` · · `s` (`message`), space · · `w`
+/// (` now`). The anchors are a superset the caller confirms; two or three bytes each
+/// keep prose's false starts rare.
+///
+/// Two chunks at a time (`w`: 32 bytes and three more), one `(classes, anchors)` pair
+/// each, as `classes | anchors << 32`.
+#[inline]
+pub fn safety_classes(w: &[u8; 35]) -> (u64, u64) {
+    imp::safety_classes(w)
+}
+
+/// `w[K..K + N]` (always in bounds: the zeros are never used).
+#[allow(clippy::inline_always)]
+#[inline(always)]
+fn sub<const K: usize, const N: usize, const M: usize>(w: &[u8; M]) -> &[u8; N] {
+    w[K..K + N].try_into().unwrap_or(&[0; N])
+}
+
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 mod imp {
     use safe_arch::{
@@ -47,6 +69,50 @@ mod imp {
         let letters = move_mask_i8_m128i(letter) as u32;
         (letters, letters & !(move_mask_i8_m128i(lower) as u32))
     }
+
+    use super::sub;
+
+    // Not inlined: the caller's pushes may call the allocator, and every SSE register
+    // live across that call would be spilled; a call here costs less.
+    #[inline(never)]
+    pub fn safety_classes(w: &[u8; 35]) -> (u64, u64) {
+        let pack = |(classes, anchors): (u32, u32)| u64::from(classes) | u64::from(anchors) << 32;
+        (
+            pack(chunk(sub::<0, 19, 35>(w))),
+            pack(chunk(sub::<16, 19, 35>(w))),
+        )
+    }
+
+    #[allow(clippy::inline_always)]
+    #[inline(always)]
+    fn chunk(w: &[u8; 19]) -> (u32, u32) {
+        let eq = |v, c: u8| cmp_eq_mask_i8_m128i(v, set_splat_i8_m128i(c as i8));
+        let fold = set_splat_i8_m128i(0x20);
+        let l0 = load_unaligned_m128i(sub::<0, 16, 19>(w));
+        // Case-folded (the letters' bit 5 set): the needles' other bytes are letters.
+        let f0 = l0 | fold;
+        let f1 = load_unaligned_m128i(sub::<1, 16, 19>(w)) | fold;
+        let f2 = load_unaligned_m128i(sub::<2, 16, 19>(w)) | fold;
+        let f3 = load_unaligned_m128i(sub::<3, 16, 19>(w)) | fold;
+        // Unsigned ranges: x - lo <= span exactly when min(x - lo, span) == x - lo.
+        let x = sub_i8_m128i(f0, set_splat_i8_m128i(b'a' as i8));
+        let letter = cmp_eq_mask_i8_m128i(min_u8_m128i(x, set_splat_i8_m128i(25)), x);
+        let d = sub_i8_m128i(l0, set_splat_i8_m128i(b'0' as i8));
+        let digit = cmp_eq_mask_i8_m128i(min_u8_m128i(d, set_splat_i8_m128i(9)), d);
+        let dash = eq(l0, b'-');
+        let token = letter | digit | dash | eq(l0, b'_');
+        let rare = dash | eq(l0, b'@') | eq(l0, b'<');
+        let words = (eq(f1, b'n') & eq(f2, b's'))
+            | (eq(f0, b'p') & eq(f3, b'm'))
+            | (eq(f0, b'r') & eq(f1, b'u'))
+            | (eq(f0, b'm') & eq(f3, b's'))
+            | (eq(l0, b' ') & eq(f3, b'w'))
+            | (eq(f0, b'e') & eq(f1, b'a') & eq(f2, b'r'));
+        (
+            move_mask_i8_m128i(token) as u32 | (move_mask_i8_m128i(digit) as u32) << 16,
+            move_mask_i8_m128i(rare | words) as u32,
+        )
+    }
 }
 
 #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
@@ -57,6 +123,10 @@ mod imp {
 
     pub fn ascii_letters(chunk: &[u8; 16]) -> (u32, u32) {
         super::ascii_letters_portable(chunk)
+    }
+
+    pub fn safety_classes(w: &[u8; 35]) -> (u64, u64) {
+        super::safety_classes_portable(w)
     }
 }
 
@@ -78,6 +148,38 @@ fn ascii_letters_portable(chunk: &[u8; 16]) -> (u32, u32) {
         upper |= u32::from(c.is_ascii_uppercase()) << j;
     }
     (letters, upper)
+}
+
+#[allow(dead_code)] // used on targets without SSE2, and by the tests
+fn safety_classes_portable(w: &[u8; 35]) -> (u64, u64) {
+    let half = |at: usize| {
+        let (classes, anchors) = safety_classes_portable_16(&w[at..at + 19]);
+        u64::from(classes) | u64::from(anchors) << 32
+    };
+    (half(0), half(16))
+}
+
+#[allow(dead_code)] // used on targets without SSE2, and by the tests
+fn safety_classes_portable_16(w: &[u8]) -> (u32, u32) {
+    let (mut token, mut digits, mut anchors) = (0u32, 0u32, 0u32);
+    for j in 0..16 {
+        let l = |k: usize| w[j + k];
+        let f = |k: usize| w[j + k] | 0x20;
+        let c = l(0);
+        token |= u32::from(c.is_ascii_alphanumeric() || c == b'_' || c == b'-') << j;
+        digits |= u32::from(c.is_ascii_digit()) << j;
+        let any = c == b'@'
+            || c == b'<'
+            || c == b'-'
+            || (f(0) == b'e' && f(1) == b'a' && f(2) == b'r')
+            || (f(1) == b'n' && f(2) == b's')
+            || (f(0) == b'p' && f(3) == b'm')
+            || (f(0) == b'r' && f(1) == b'u')
+            || (f(0) == b'm' && f(3) == b's')
+            || (c == b' ' && f(3) == b'w');
+        anchors |= u32::from(any) << j;
+    }
+    (token | digits << 16, anchors)
 }
 
 #[cfg(test)]
@@ -127,6 +229,37 @@ mod tests {
             }
             assert_eq!(string_specials(&chunk), string_specials_portable(&chunk));
             assert_eq!(ascii_letters(&chunk), ascii_letters_portable(&chunk));
+        }
+    }
+
+    /// Every byte value at every offset of the window, on a background of each letter
+    /// the anchors test and their upper case, then windows dense in those letters.
+    #[test]
+    fn safety_classes_match_the_portable_definition() {
+        for bg in b"aenspmruwEANSPMRUW -@<0_".iter().copied() {
+            for lane in 0..35 {
+                for c in 0..=255u8 {
+                    let mut w = [bg; 35];
+                    w[lane] = c;
+                    assert_eq!(
+                        safety_classes(&w),
+                        safety_classes_portable(&w),
+                        "{c:#04x} at {lane} on {bg:#04x}"
+                    );
+                }
+            }
+        }
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        let alphabet = b"earEARnNsSpPmMuUwW -_@<09aZ\x00\x7f\x80\xff\x40\x60";
+        for _ in 0..50_000 {
+            let mut w = [0u8; 35];
+            for c in &mut w {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                *c = alphabet[(x % alphabet.len() as u64) as usize];
+            }
+            assert_eq!(safety_classes(&w), safety_classes_portable(&w), "{w:?}");
         }
     }
 }
