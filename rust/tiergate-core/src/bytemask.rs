@@ -215,17 +215,14 @@ mod tests {
     #[test]
     fn mixed_chunks_match_the_portable_definition() {
         // A fixed pseudo-random walk over chunks dense in specials and high bytes.
-        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let mut rng = crate::mutate::XorShift(0x9E37_79B9_7F4A_7C15);
         for _ in 0..20_000 {
             let mut chunk = [0u8; 16];
             for c in &mut chunk {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
                 *c = [
                     b'"', b'\\', 0x1F, 0x20, 0x00, 0x7F, 0x80, 0xFF, b'a', b'Z', b'@', b'[', b'`',
                     b'{', b'0', b'9', b'/', b':', b'\t', b'\r', b'\n', 0x0b, 0x0c, 0x0e, 0x08,
-                ][(x % 25) as usize];
+                ][rng.below(25)];
             }
             assert_eq!(string_specials(&chunk), string_specials_portable(&chunk));
             assert_eq!(ascii_letters(&chunk), ascii_letters_portable(&chunk));
@@ -249,15 +246,12 @@ mod tests {
                 }
             }
         }
-        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        let mut rng = crate::mutate::XorShift(0x2545_F491_4F6C_DD1D);
         let alphabet = b"earEARnNsSpPmMuUwW -_@<09aZ\x00\x7f\x80\xff\x40\x60";
         for _ in 0..50_000 {
             let mut w = [0u8; 35];
             for c in &mut w {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                *c = alphabet[(x % alphabet.len() as u64) as usize];
+                *c = alphabet[rng.below(alphabet.len())];
             }
             assert_eq!(safety_classes(&w), safety_classes_portable(&w), "{w:?}");
         }

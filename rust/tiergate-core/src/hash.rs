@@ -1111,13 +1111,11 @@ mod tests {
     /// Numbers are written as the formatting machinery wrote them.
     #[test]
     fn number_text_matches_format() {
-        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut rng = crate::mutate::XorShift(0x9E37_79B9_7F4A_7C15);
         let mut ints = vec![0, 1, -1, 9, 10, -10, i64::MAX, i64::MIN, 1 << 53];
         let mut floats = vec![0.7, -0.0, 1e20, 1e300, -2.5, 9_223_372_036_854_775_808.0];
         for _ in 0..20_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            let x = rng.next_u64();
             ints.push((x as i64) >> (x % 64));
             let f = f64::from_bits(x);
             if f.is_finite() {
@@ -1258,17 +1256,11 @@ mod tests {
             "x",
             "é",
         ];
-        let mut x: u64 = 0x5DEE_CE66_D1CE_4E5B;
+        let mut rng = crate::mutate::XorShift(0x5DEE_CE66_D1CE_4E5B);
         for _ in 0..20_000 {
             let mut text = String::new();
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            for _ in 0..(x % 6) {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                text.push_str(PIECES[(x % PIECES.len() as u64) as usize]);
+            for _ in 0..rng.below(6) {
+                text.push_str(PIECES[rng.below(PIECES.len())]);
             }
             let body = format!(
                 r#"{{"messages":[{{"role":"user","content":"{text}"}}],"model":"{text}"}}"#

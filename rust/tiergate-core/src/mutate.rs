@@ -1,5 +1,22 @@
-//! Test support: deterministic random mutations of JSON bodies, for differential tests
-//! of a fast path against its slower oracle.
+//! Test support: a fixed-seed generator ([`XorShift`]) and deterministic random mutations
+//! of JSON bodies, for differential tests of a fast path against its slower oracle.
+
+/// xorshift64 (13, 7, 17): the fixed-seed randomness of the core's tests.
+pub(crate) struct XorShift(pub(crate) u64);
+
+impl XorShift {
+    pub(crate) fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// The next value below `n`.
+    pub(crate) fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+}
 
 /// The bytes a mutation inserts or substitutes: JSON structure, escapes, digits and the
 /// letters of literals, so mutants stay close to the grammar's edges.
@@ -16,15 +33,11 @@ pub(crate) const PARSER_ALPHABET: &[u8] =
 pub(crate) fn mutated_bodies(
     seeds: &'static [&'static str],
     rounds: usize,
-    mut state: u64,
+    state: u64,
     alphabet: &'static [u8],
 ) -> impl Iterator<Item = (usize, Vec<u8>)> {
-    let mut next = move |n: usize| {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state % n as u64) as usize
-    };
+    let mut rng = XorShift(state);
+    let mut next = move |n: usize| rng.below(n);
     (0..rounds).map(move |round| {
         let mut body = seeds[round % seeds.len()].as_bytes().to_vec();
         if round >= seeds.len() {

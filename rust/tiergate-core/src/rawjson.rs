@@ -1164,14 +1164,11 @@ mod tests {
             "é",
             " x ",
         ];
-        let mut x: u64 = 0x1234_5678_9ABC_DEF1;
+        let mut rng = crate::mutate::XorShift(0x1234_5678_9ABC_DEF1);
         for _ in 0..5_000 {
             let mut s = String::from("\"");
-            for _ in 0..(x % 7) {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                s.push_str(PIECES[(x % PIECES.len() as u64) as usize]);
+            for _ in 0..rng.below(7) {
+                s.push_str(PIECES[rng.below(PIECES.len())]);
             }
             s.push('"');
             let v = Value::parse(s.as_bytes()).unwrap();

@@ -1281,13 +1281,8 @@ mod tests {
             "_",
         ];
         let c = compiled();
-        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
-        let mut next = move |n: usize| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x % n as u64) as usize
-        };
+        let mut rng = crate::mutate::XorShift(0x2545_F491_4F6C_DD1D);
+        let mut next = move |n: usize| rng.below(n);
         for round in 0..30 {
             for len in 0..200 {
                 let mut s = String::new();
@@ -1309,16 +1304,11 @@ mod tests {
 
     #[test]
     fn spans_are_sorted_and_disjoint_on_any_bytes() {
-        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut rng = crate::mutate::XorShift(0x9E37_79B9_7F4A_7C15);
         let alphabet = b"aA0 -.@+()/:=_'\"<|>[]\nBEGIN-sk4ey.";
         for _ in 0..2_000 {
             let text: Vec<u8> = (0..200)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    alphabet[(x % alphabet.len() as u64) as usize]
-                })
+                .map(|_| alphabet[rng.below(alphabet.len())])
                 .collect();
             let spans = scan_bytes(&text, true);
             assert!(spans.windows(2).all(|w| w[0].end <= w[1].start));

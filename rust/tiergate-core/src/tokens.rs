@@ -1113,17 +1113,11 @@ mod tests {
             "😀",
             "¿",
         ];
-        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut rng = crate::mutate::XorShift(0x2545_F491_4F6C_DD1D);
         for _ in 0..50_000 {
             let mut s = String::new();
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            for _ in 0..(x % 12) {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                s.push_str(PIECES[(x % PIECES.len() as u64) as usize]);
+            for _ in 0..rng.below(12) {
+                s.push_str(PIECES[rng.below(PIECES.len())]);
             }
             assert_eq!(text_millitokens(&s), general_millitokens(&s), "{s:?}");
         }
@@ -1144,13 +1138,8 @@ mod tests {
             "é", "日", "—", "’", "\u{a0}", "\u{85}", "\u{3000}", "\u{2028}", "×", "÷", "😀", "¿",
             "\u{ff01}", "\u{2190}", "\u{205f}", "Ω",
         ];
-        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-        let mut next = move |n: usize| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x % n as u64) as usize
-        };
+        let mut rng = crate::mutate::XorShift(0x9E37_79B9_7F4A_7C15);
+        let mut next = move |n: usize| rng.below(n);
         for round in 0..40 {
             for len in 0..300 {
                 let mut s = String::new();
