@@ -19,7 +19,7 @@ import itertools
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Mapping
 from typing import Any, Literal, cast
 
 import orjson
@@ -722,10 +722,7 @@ def list_models(runtime: Runtime) -> Handler:
     return models
 
 
-RequestHandler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
-
-
-def make_handler(runtime: Runtime, telemetry: Telemetry) -> RequestHandler:
+def make_handler(runtime: Runtime, telemetry: Telemetry) -> Handler:
     """The traffic port's handler for ``web.Server``: each path's methods in a table, any
     other path (404) or method (405, with Allow) answered in the caller's shape."""
 
@@ -739,7 +736,7 @@ def make_handler(runtime: Runtime, telemetry: Telemetry) -> RequestHandler:
 
     models = caller_shaped(list_models(runtime))
     feedback = caller_shaped(feedback_handler(telemetry))
-    table: dict[str, dict[str, RequestHandler]] = {
+    table: dict[str, dict[str, Handler]] = {
         "/v1/chat/completions": {"POST": chat_completions},
         "/chat/completions": {"POST": chat_completions},
         "/v1/messages": {"POST": messages},
