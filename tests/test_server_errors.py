@@ -139,6 +139,9 @@ def test_body_over_the_limit_is_413_in_caller_shape(stack: Stack) -> None:
     openai_error(stack.post("/v1/chat/completions", big), 413, None)
     resp = stack.post("/v1/messages", big)
     assert resp.status == 413 and orjson.loads(resp.data)["error"]["type"] == "request_too_large"
+    # Feedback bodies are read by the same reader, under the same limit.
+    feedback = orjson.dumps({"request_id": "x" * 70_000, "score": 1})
+    openai_error(stack.post("/v1/feedback", feedback), 413, None)
 
 
 def _raw_exchange(url: str, payload: bytes, pause_s: float = 0.0, tail: bytes = b"") -> bytes:
@@ -172,9 +175,10 @@ def test_chunked_body_over_the_limit_is_cut_off(stack: Stack) -> None:
     assert b'"request_too_large"' in answer
 
 
-def test_a_stalled_client_is_timed_out(stack: Stack) -> None:
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/feedback"])
+def test_a_stalled_client_is_timed_out(stack: Stack, path: str) -> None:
     body = orjson.dumps(GOOD)
-    head = f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+    head = f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
     started = time.monotonic()
     answer = _raw_exchange(stack.url, head + body[:10], pause_s=2.0, tail=body[10:])
     assert time.monotonic() - started < 8

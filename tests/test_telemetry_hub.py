@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
 from telemetry_helpers import config, record
-from tiergate.telemetry import Telemetry, add_admin_routes, add_feedback_route, hub
+from tiergate.telemetry import Telemetry, add_admin_routes, feedback_handler, hub
 from tiergate.telemetry.logline import attempt_fields
 from tiergate.telemetry.record import AttemptRecord
 
@@ -205,7 +205,7 @@ async def test_admin_metrics_and_feedback_handlers(streams: tuple[io.BytesIO, io
     await tel.start()
     admin, app = web.Application(), web.Application()
     add_admin_routes(admin, tel)
-    add_feedback_route(app, tel)
+    app.router.add_post("/v1/feedback", feedback_handler(tel, web.BaseRequest.read))
     tel.record(record("known"))
     async with TestClient(TestServer(admin)) as ac, TestClient(TestServer(app)) as c:
         resp = await ac.get("/metrics")

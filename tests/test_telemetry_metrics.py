@@ -107,7 +107,7 @@ def test_the_tally_counts_as_each_observation_does(batches: list[list[RequestRec
     for batch in batches:  # a scrape after each batch: the tally's cells come in each time
         tally.observe_requests(batch)
         for rec in batch:
-            each.observe_request(rec)
+            each.observe_requests([rec])
         assert _values(tally) == _values(each)
         assert tally.exposition() == each.exposition()
 

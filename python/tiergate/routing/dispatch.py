@@ -28,7 +28,7 @@ from tiergate.envelope import ChatRequest, Envelope
 from tiergate.errors import DispatchError, ErrorClass, ProviderError
 from tiergate.providers.base import Adapter, Completion, StreamEvent, Usage
 from tiergate.routing.planner import Plan, Planner
-from tiergate.telemetry.record import AttemptRecord
+from tiergate.telemetry.record import AttemptRecord, round_ms
 
 __all__ = ["Dispatcher", "HedgeBudget", "Outcome", "StreamItem", "StreamOutcome"]
 
@@ -92,7 +92,6 @@ class _Facts:
         "kind",
         "model",
         "output",
-        "provider",
     )
 
     def __init__(self, dep: DeploymentConfig, kind: str, ceiling: float = math.inf) -> None:
@@ -104,7 +103,6 @@ class _Facts:
         self.output = price.output
         self.kind = kind
         self.model = dep.model
-        self.provider = dep.provider
 
     def cost(self, usage: Usage) -> float:
         """What the provider bills for one call of ``usage``: cached input tokens at the
@@ -116,7 +114,6 @@ class _Facts:
 
 class Dispatcher:
     __slots__ = (
-        "_adapters",
         "_config",
         "_default_timeout_s",
         "_facts",
@@ -130,7 +127,6 @@ class Dispatcher:
         self, config: Config, adapters: Mapping[str, Adapter], planner: Planner, hedges: HedgeBudget
     ) -> None:
         self._config = config
-        self._adapters = adapters
         self._planner = planner
         self.hedges = hedges
         self._facts = {
@@ -199,7 +195,7 @@ class Dispatcher:
             facts.kind,
             facts.model,
             start_ns,
-            int((time.monotonic() - started) * 1e6 + 0.5) / 1000,  # round(x, 3) costs more
+            round_ms((time.monotonic() - started) * 1000),
             status,
             error_class,
             hedge,
@@ -422,8 +418,7 @@ class Dispatcher:
             if remaining <= 0:
                 break
             facts = self._facts[name]
-            dep = self._config.deployments[name]
-            adapter = self._adapters[facts.provider]
+            dep, adapter = self._targets[name]
             start_ns = time.time_ns()
             hint = _tokens_hint(request)
             self._planner.limits.spend(name, hint)
@@ -506,7 +501,7 @@ class Dispatcher:
             error_class,
             False,
             caller_gone,
-            round(outcome.ttft_ms, 3),
+            round_ms(outcome.ttft_ms),
             usage,
             finish_reason,
         )

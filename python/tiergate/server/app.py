@@ -49,10 +49,10 @@ from tiergate.server.render_openai import (
 )
 from tiergate.server.state import Gateway, Runtime
 from tiergate.server.stepping import Pending, step
-from tiergate.server.stream_frames import EventFrames, Frames
+from tiergate.server.stream_frames import End, EventFrames, Frames
 from tiergate.telemetry.http import Handler, feedback_handler
 from tiergate.telemetry.hub import Telemetry
-from tiergate.telemetry.record import AttemptRecord, RequestRecord, SafetyFinding
+from tiergate.telemetry.record import AttemptRecord, RequestRecord, SafetyFinding, round_ms
 
 __all__ = ["make_handler"]
 
@@ -344,12 +344,15 @@ class Pipeline:
                 self.record.status = 499  # the caller went away before the answer
             raise
         except Exception as exc:
-            self.record.status, self.record.error_type = 500, "server_error"
-            return failure_response(exc, self.request, self.surface)
+            response = failure_response(exc, self.request, self.surface)
+            self.record.status = response.status
+            self.record.error_type = (
+                "server_error" if response.status >= 500 else "invalid_request_error"
+            )
+            return response
         finally:
             gw.inflight -= 1
-            # To the microsecond; round(x, 3) costs twice as much (a decimal conversion).
-            self.record.latency_ms = int((time.perf_counter() - started) * 1e6 + 0.5) / 1000
+            self.record.latency_ms = round_ms((time.perf_counter() - started) * 1000)
             self._report()
 
     def _report(self) -> None:
@@ -610,8 +613,7 @@ class Pipeline:
                 await _aclose(rest)
             end = framer.end
             assert end is not None
-            finish, tokens_in, tokens_out, cached, reasoning, record.response_model = end
-            usage = Usage(tokens_in, tokens_out, cached, reasoning)
+            finish, usage, record.response_model = _end_facts(end)
         except (StopAsyncIteration, TimeoutError, ProviderError) as exc:
             if isinstance(exc, ProviderError):
                 error = exc
@@ -628,8 +630,7 @@ class Pipeline:
             await _aclose(rest)
             end = framer.end
             if end is not None:
-                finish, record.response_model = end[0], end[5]
-                usage = Usage(end[1], end[2], end[3], end[4])
+                finish, usage, record.response_model = _end_facts(end)
             gw.dispatcher.stream_finished(
                 outcome, envelope, usage, finish, None, framer.delivered, True
             )
@@ -674,6 +675,12 @@ class Pipeline:
         if not gw.idempotency.finish_now(flight, recorded):
             await gw.idempotency.finish(flight, recorded)
         return response
+
+
+def _end_facts(end: End) -> tuple[str, Usage, str]:
+    """A stream's end as accounting takes it: finish reason, usage, model."""
+    finish, tokens_in, tokens_out, cached, reasoning, model = end
+    return finish, Usage(tokens_in, tokens_out, cached, reasoning), model
 
 
 async def _aclose(events: Any) -> None:
@@ -734,8 +741,12 @@ def make_handler(runtime: Runtime, telemetry: Telemetry) -> Handler:
     def messages(request: web.BaseRequest) -> Awaitable[web.StreamResponse]:
         return Pipeline(request, "anthropic", runtime.current, telemetry).run()
 
+    async def read(request: web.BaseRequest) -> bytes:
+        gw = runtime.current
+        return await read_body(request, gw.body_limit, gw.client_timeout_s)
+
     models = caller_shaped(list_models(runtime))
-    feedback = caller_shaped(feedback_handler(telemetry))
+    feedback = caller_shaped(feedback_handler(telemetry, read))
     table: dict[str, dict[str, Handler]] = {
         "/v1/chat/completions": {"POST": chat_completions},
         "/chat/completions": {"POST": chat_completions},

@@ -5,7 +5,7 @@ Server wiring (see :mod:`tiergate.telemetry.hub` for every hook)::
 
     telemetry = Telemetry.from_config(config); await telemetry.start()
     add_admin_routes(admin_app, telemetry)      # GET /metrics
-    add_feedback_route(app, telemetry)          # POST /v1/feedback
+    feedback_handler(telemetry, read)           # POST /v1/feedback (traffic port)
     ...
     telemetry.record(rec)                       # once per request
     await telemetry.stop()                      # on shutdown (flushes)
@@ -24,7 +24,6 @@ if TYPE_CHECKING:
     from tiergate.telemetry.http import (
         TELEMETRY,
         add_admin_routes,
-        add_feedback_route,
         feedback_handler,
         metrics_handler,
     )
@@ -37,7 +36,6 @@ __all__ = [
     "SafetyFinding",
     "Telemetry",
     "add_admin_routes",
-    "add_feedback_route",
     "feedback_handler",
     "metrics_handler",
 ]
@@ -46,7 +44,6 @@ _LAZY = {
     "Telemetry": "tiergate.telemetry.hub",
     "TELEMETRY": "tiergate.telemetry.http",
     "add_admin_routes": "tiergate.telemetry.http",
-    "add_feedback_route": "tiergate.telemetry.http",
     "feedback_handler": "tiergate.telemetry.http",
     "metrics_handler": "tiergate.telemetry.http",
 }

@@ -15,7 +15,6 @@ from tiergate.telemetry.hub import Telemetry
 __all__ = [
     "TELEMETRY",
     "add_admin_routes",
-    "add_feedback_route",
     "feedback_handler",
     "metrics_handler",
 ]
@@ -40,8 +39,11 @@ def _error(
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 
 
-def feedback_handler(telemetry: Telemetry) -> Handler:
-    """``POST /v1/feedback`` for ``telemetry``."""
+def feedback_handler(
+    telemetry: Telemetry, read: Callable[[web.BaseRequest], Awaitable[bytes]]
+) -> Handler:
+    """``POST /v1/feedback`` for ``telemetry``, its body taken by ``read`` (the traffic
+    port's reader: its size limit and slow-client timeout)."""
 
     async def feedback(request: web.BaseRequest) -> web.Response:
         """``{"request_id": str, "score": number in [0, 1]}`` → 200 ``{"status": "recorded"}``.
@@ -49,7 +51,7 @@ def feedback_handler(telemetry: Telemetry) -> Handler:
         404 ``unknown_request_id`` when the id is not (or no longer) remembered.
         """
         try:
-            body = orjson.loads(await request.read())
+            body = orjson.loads(await read(request))
         except orjson.JSONDecodeError:
             return _error("the request body is not valid JSON", None)
         if not isinstance(body, dict):
@@ -78,15 +80,3 @@ def add_admin_routes(app: web.Application, telemetry: Telemetry) -> None:
     """Mount ``GET /metrics`` on the admin app."""
     app[TELEMETRY] = telemetry
     app.router.add_get("/metrics", metrics_handler)
-
-
-def add_feedback_route(
-    app: web.Application, telemetry: Telemetry, wrap: Callable[[Handler], Handler] | None = None
-) -> None:
-    """Mount ``POST /v1/feedback`` (and ``/feedback``) on the traffic app, its handler
-    wrapped by ``wrap`` (an error shaping)."""
-    handler = feedback_handler(telemetry)
-    if wrap is not None:
-        handler = wrap(handler)
-    app.router.add_post("/v1/feedback", handler)
-    app.router.add_post("/feedback", handler)

@@ -376,9 +376,6 @@ class Metrics:
         for rec in records:
             self._observe_each(rec)
 
-    def observe_request(self, rec: RequestRecord) -> None:
-        self.observe_requests([rec])
-
     @property
     def tallies(self) -> bool:
         """Whether the core tallies the request metrics (no OTel instruments attached):
