@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tiergate import deadline
 from tiergate.deadline import Deadline
@@ -108,3 +110,112 @@ async def test_waits_that_end_behind_a_long_one_are_dropped_as_the_heap_grows() 
         assert keeper.heap[0][2] is held
     finally:
         held.cancel()
+
+
+async def test_a_rearmed_deadline_bounds_each_wait_not_their_sum() -> None:
+    # A stream's waits: each ends within the gap, all of them together take several gaps.
+    loop = asyncio.get_running_loop()
+    guard: Deadline | None = None
+    start = loop.time()
+    for _ in range(8):
+        if guard is None:
+            guard = Deadline(0.05)
+        else:
+            guard.rearm(0.05)
+        try:
+            await asyncio.sleep(0.02)
+        finally:
+            guard.cancel()
+    assert loop.time() - start > 0.1  # past the first arming's time: re-arming moved it
+    await asyncio.sleep(0.08)  # an ended deadline left behind would cancel this
+    task = asyncio.current_task()
+    assert task is not None and task.cancelling() == 0
+
+
+async def test_a_stall_after_rearming_times_out_one_gap_after_the_last_rearm() -> None:
+    loop = asyncio.get_running_loop()
+    guard = Deadline(0.05)
+    guard.cancel()
+    await asyncio.sleep(0.04)
+    rearmed = loop.time()
+    guard.rearm(0.05)
+    with pytest.raises(TimeoutError):
+        try:
+            await asyncio.sleep(5.0)
+        except asyncio.CancelledError:
+            guard.check()
+            raise
+        finally:
+            guard.cancel()
+    assert loop.time() - rearmed >= 0.05 - 0.002  # not at the first arming's time
+    task = asyncio.current_task()
+    assert task is not None and task.cancelling() == 0
+
+
+async def test_rearming_after_the_entry_left_the_heap_puts_it_back() -> None:
+    # Ended, its entry is dropped when the keeper fires for others; re-armed, it must
+    # still fire.
+    guard = Deadline(0.01)
+    guard.cancel()
+    await asyncio.sleep(0.03)  # the keeper fired and dropped the ended entry
+    assert not guard._queued
+    guard.rearm(0.02)
+    assert guard._queued
+    with pytest.raises(TimeoutError):
+        try:
+            await asyncio.sleep(5.0)
+        except asyncio.CancelledError:
+            guard.check()
+            raise
+        finally:
+            guard.cancel()
+
+
+async def test_rearming_never_moves_a_deadline_earlier() -> None:
+    guard = Deadline(10.0)
+    later = guard.when
+    guard.cancel()
+    guard.rearm(0.001)
+    assert guard.when == later
+    guard.cancel()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 5), st.sampled_from("nrcx"), st.floats(0, 5)), max_size=60)
+)
+def test_the_keepers_heap_holds_one_entry_per_queued_deadline(
+    steps: list[tuple[int, str, float]],
+) -> None:
+    """Any mix of new deadlines, re-arms, ends and compactions: a deadline marked queued
+    has exactly one heap entry (never two: entries would compare deadlines), one not
+    marked has none, every live one is queued, and the timer is armed no later than the
+    earliest live time."""
+
+    async def run() -> None:
+        made: list[Deadline] = []
+        for slot, op, seconds in steps:
+            if op == "n" or not made:
+                made.append(Deadline(seconds + 1.0))
+                continue
+            d = made[slot % len(made)]
+            if op == "r" and d.done:
+                d.rearm(seconds + 1.0)
+            elif op == "c":
+                d.cancel()
+            elif op == "x":
+                keeper = deadline._Keeper.current
+                assert keeper is not None
+                keeper.compact()
+        keeper = deadline._Keeper.current
+        assert keeper is not None
+        ids = [id(entry[2]) for entry in keeper.heap]
+        for d in made:
+            assert ids.count(id(d)) == (1 if d._queued else 0)
+            if not d.done:
+                assert d._queued
+                assert keeper.armed <= d.when
+        for d in made:
+            d.cancel()
+
+    asyncio.run(run())

@@ -37,9 +37,13 @@ class Deadline:
     deadline length: a uvloop timer handle of its own (``call_later``, then its cancel)
     made a deadline cost ~9k instructions, the shared one ~4.6k (``asyncio.timeout_at``
     cost ~20k).
+
+    A task that waits again and again (a stream, between its chunks) keeps one deadline
+    and calls :meth:`rearm` before each further wait: a few stores, where a new deadline
+    costs a heap push (a third of what the relay loop spends on a chunk).
     """
 
-    __slots__ = ("_cancelling", "_task", "done", "expired")
+    __slots__ = ("_cancelling", "_keeper", "_queued", "_task", "done", "expired", "when")
 
     def __init__(self, seconds: float) -> None:
         task = current_task()
@@ -47,20 +51,43 @@ class Deadline:
         self._task = task
         self._cancelling = task.cancelling()
         self.expired = self.done = False
+        self._queued: bool  # set below, once its entry is in the heap
         loop = task.get_loop()
         keeper = _Keeper.current
         if keeper is None or keeper.loop is not loop:
             keeper = _Keeper.current = _Keeper(loop)
-        when = loop.time() + seconds
+        self._keeper = keeper
+        self.when = when = loop.time() + seconds
         # Inline (not a call to the keeper): this runs for every wait it bounds.
         heap = keeper.heap
         while heap and heap[0][2].done:  # ended deadlines on top leave first
-            heappop(heap)
-        heappush(heap, (when, id(self), self))  # the id: no two deadlines compared
+            heappop(heap)[2]._queued = False
+        # The id: no two deadlines compared (a deadline has one entry at most).
+        heappush(heap, (when, id(self), self))
+        self._queued = True
         if len(heap) > keeper.limit:
             keeper.compact()
         if when < keeper.armed:
             keeper.arm(when)
+
+    def rearm(self, seconds: float) -> None:
+        """Bound the task's next wait by ``seconds`` from now, after :meth:`cancel`
+        ended the last one. Never earlier than the deadline's last time (a later time
+        only moves a field; the keeper, finding the entry early, puts it back): callers
+        bound each wait by ``min(overall end, now + gap)``, which does not go back, and
+        the loop's clock (whole milliseconds under uvloop) may read a little behind."""
+        assert not self.expired, "a deadline that expired is not re-armed"
+        keeper = self._keeper
+        when = keeper.loop.time() + seconds
+        if when > self.when:
+            self.when = when
+        self.done = False
+        if not self._queued:  # its entry left the heap while the deadline was ended
+            when = self.when
+            heappush(keeper.heap, (when, id(self), self))
+            self._queued = True
+            if when < keeper.armed:
+                keeper.arm(when)
 
     def _expire(self) -> None:
         self.expired = True
@@ -108,6 +135,9 @@ class _Keeper:
         a second that would keep every wait of the last minute; compacting whenever the
         heap doubles keeps it within twice the live deadlines at a constant cost a wait."""
         heap = self.heap
+        for entry in heap:
+            if entry[2].done:
+                entry[2]._queued = False
         heap[:] = [entry for entry in heap if not entry[2].done]
         heapify(heap)
         self.limit = max(_COMPACT_AT, 2 * len(heap))
@@ -119,7 +149,12 @@ class _Keeper:
         due = self.loop.time() + _RESOLUTION_S
         while heap and (heap[0][2].done or heap[0][0] <= due):
             deadline = heappop(heap)[2]
-            if not deadline.done:
+            if deadline.done:
+                deadline._queued = False
+            elif deadline.when > due:  # re-armed later since its entry was made
+                heappush(heap, (deadline.when, id(deadline), deadline))
+            else:
+                deadline._queued = False
                 deadline._expire()
         if heap:
             self.arm(heap[0][0])

@@ -17,6 +17,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import chain
 from sys import getsizeof
 from typing import Protocol
 
@@ -45,12 +46,16 @@ class Recorded:
         # Bytes this entry holds in memory, Python's object overheads included: the
         # store's bound is meant to be the memory it costs. Computed once, from sizes
         # CPython reports for each kind of object (measured at import, not guessed).
+        # Sums by C iterators: a Python loop over the headers cost ~100 opcodes a request.
         frames, headers = self.frames, self.headers
-        size = _FIXED + len(self.body) + len(frames) * _PER_FRAME + sum(map(len, frames))
-        size += len(headers) * _PER_HEADER
-        for k, v in headers:  # a plain loop: a generator costs half as much again
-            size += len(k) + len(v)
-        self.size = size
+        self.size = (
+            _FIXED
+            + len(self.body)
+            + len(frames) * _PER_FRAME
+            + sum(map(len, frames))
+            + len(headers) * _PER_HEADER
+            + sum(map(len, chain.from_iterable(headers)))
+        )
 
 
 # getsizeof of an empty bytes / str / tuple, and of a pointer slot in a tuple.

@@ -555,6 +555,7 @@ class Pipeline:
         usage: Usage | None = None
         finish: str | None = None
         error: ProviderError | None = None
+        guard: Deadline | None = None
         try:
             while True:
                 frame = framer.render(event)
@@ -589,7 +590,12 @@ class Pipeline:
                         gw.inter_chunk_timeout_s,
                     ),
                 )
-                guard = Deadline(wait)  # a timer handle, not an asyncio.Timeout per wait
+                # One deadline for the stream's waits, re-armed for each (a heap entry
+                # per wait cost a third of what the loop spends on a chunk).
+                if guard is None:
+                    guard = Deadline(wait)
+                else:
+                    guard.rearm(wait)
                 try:
                     # A relay's step starts here, after the sends (which may raise).
                     event = await (rest.__anext__() if pending is None else pending)
