@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import socket
 import threading
+import time
 import warnings
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -124,3 +126,43 @@ class Stack:
             body=raw,
             headers={"content-type": "application/json", **(headers or {})},
         )
+
+    def leave_mid_stream(self, path: str, body: Any, events: int) -> str:
+        """POST a streamed ``body`` on a raw socket, read until ``events`` SSE events
+        (``data:`` lines) arrived, then hang up; the response head, lower-cased. A raw
+        socket because closing it closes the connection: an HTTP client's response
+        object keeps its socket open through a file it made of it."""
+        host, port = self.url.removeprefix("http://").split(":")
+        payload = body if isinstance(body, bytes) else orjson.dumps(body)
+        with socket.create_connection((host, int(port))) as sock:
+            sock.sendall(
+                f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(payload)}\r\n\r\n".encode()
+                + payload
+            )
+            got = b""
+            while got.count(b"data: ") < events:
+                piece = sock.recv(65536)
+                assert piece, got
+                got += piece
+        return got.split(b"\r\n\r\n")[0].decode().lower()
+
+
+def logged_line(log: Path, request_id: str, timeout_s: float = 10.0) -> dict[str, Any]:
+    """The log line of ``request_id`` (exporters run off the request path)."""
+    return wait_line(log, lambda line: line.get("request_id") == request_id, timeout_s)
+
+
+def wait_line(
+    log: Path, match: Callable[[dict[str, Any]], bool], timeout_s: float = 10.0
+) -> dict[str, Any]:
+    """The first line of the request log ``log`` that ``match`` accepts, once written."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if log.exists():
+            for raw in log.read_bytes().splitlines():
+                line = orjson.loads(raw) if raw.strip() else {}
+                if match(line):
+                    return line  # type: ignore[no-any-return]
+        time.sleep(0.05)
+    raise AssertionError(f"no matching line in {log}")

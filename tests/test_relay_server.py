@@ -5,8 +5,6 @@ terminal errors, replays and failover."""
 from __future__ import annotations
 
 import re
-import socket
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +13,7 @@ from typing import Any
 import orjson
 import pytest
 
-from harness import Stack, fast_sim_config
+from harness import Stack, fast_sim_config, logged_line
 from tiergate.providers.openai import OpenAIAdapter
 
 DEP = "gpt-4o-mini"  # an `openai` deployment of examples/sim.yaml
@@ -129,27 +127,12 @@ def test_a_caller_leaving_a_relayed_stream_is_billed_what_it_was_sent(tmp_path: 
     stack = Stack(config.model_copy(update={"telemetry": telemetry}))
     try:
         stack.fault(DEP, "latency", factor=100)  # slow: the caller leaves before the end
-        host, port = stack.url.removeprefix("http://").split(":")
-        payload = orjson.dumps(body(max_tokens=300))
-        # A raw socket: closing it closes the connection (an HTTP client's response
-        # object keeps its socket open through a file it made of it).
-        with socket.create_connection((host, int(port))) as sock:
-            sock.sendall(
-                b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
-                b"Content-Type: application/json\r\n"
-                + f"Content-Length: {len(payload)}\r\n\r\n".encode()
-                + payload
-            )
-            got = b""
-            while got.count(b"data: ") < 3:  # the role chunk and two text pieces
-                piece = sock.recv(65536)
-                assert piece, got
-                got += piece
-        head = got.split(b"\r\n\r\n")[0].decode().lower()
+        # The role chunk and two text pieces, then the caller hangs up.
+        head = stack.leave_mid_stream("/v1/chat/completions", body(max_tokens=300), 3)
         assert " 200 " in head.splitlines()[0] and f"x-tiergate-deployment: {DEP}" in head
         rid = re.search(r"x-request-id: (\S+)", head)
         assert rid is not None
-        line = _logged(log, rid.group(1))
+        line = logged_line(log, rid.group(1))
         assert line["status"] == 499 and line["stream_error"] == "caller disconnected"
         (attempt,) = line["attempts"]
         assert attempt["error_class"] == "cancelled" and attempt["cancelled"] is True
@@ -159,16 +142,3 @@ def test_a_caller_leaving_a_relayed_stream_is_billed_what_it_was_sent(tmp_path: 
         assert health._states[DEP].consecutive == 0 and health.available(DEP)
     finally:
         stack.close()
-
-
-def _logged(log: Path, request_id: str, timeout_s: float = 10.0) -> dict[str, Any]:
-    """The log line of ``request_id`` (exporters run off the request path)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if log.exists():
-            for raw in log.read_bytes().splitlines():
-                line = orjson.loads(raw) if raw.strip() else {}
-                if line.get("request_id") == request_id:
-                    return line  # type: ignore[no-any-return]
-        time.sleep(0.05)
-    raise AssertionError(f"no log line for {request_id}")

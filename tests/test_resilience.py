@@ -3,18 +3,22 @@ Each test asserts on what the simulator counted, not only on what the caller saw
 
 from __future__ import annotations
 
+import logging
+import re
+import socket
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import openai
 import orjson
 import pytest
 
-from harness import Stack, fast_sim_config
+from harness import Stack, fast_sim_config, logged_line, wait_line
 from tiergate.config import EjectionConfig
 
 
@@ -279,26 +283,67 @@ def test_a_broken_reload_keeps_the_running_config(stack: Stack, tmp_path: Any) -
     assert stack.post("/v1/chat/completions", body()).status == 200
 
 
-def test_a_caller_leaving_mid_stream_is_not_the_providers_fault(stack: Stack) -> None:
-    stack.fault("claude-haiku", "latency", factor=400)  # a slow stream: ~0.5 s of tokens
-    req = body("claude-haiku", stream=True, max_tokens=300)
-    resp = stack.http.request(
-        "POST",
-        stack.url + "/v1/chat/completions",
-        body=orjson.dumps(req),
-        headers={"content-type": "application/json"},
-        preload_content=False,
-    )
-    assert resp.status == 200
-    assert resp.read(64)  # the first chunk arrived
-    resp.drain_conn = lambda: None  # type: ignore[method-assign]
-    resp.connection.sock.close()  # type: ignore[union-attr]
-    resp.release_conn()
-    planner = stack.server.runtime.current.planner
-    deadline = time.monotonic() + 5
+@pytest.fixture
+def logged(tmp_path: Path) -> Iterator[tuple[Stack, Path]]:
+    """A stack whose request log is a file the test reads."""
+    config = fast_sim_config()
+    log = tmp_path / "requests.jsonl"
+    telemetry = config.telemetry.model_copy(update={"log": str(log), "safety_log": None})
+    stack = Stack(config.model_copy(update={"telemetry": telemetry}))
+    yield stack, log
+    stack.close()
+
+
+def test_a_caller_leaving_mid_stream_is_not_the_providers_fault(
+    logged: tuple[Stack, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    # The canonical (not relayed) stream path: the caller hangs up after the first text
+    # piece; the sidecar stops the provider's stream, records 499, and logs no error.
+    _caller_leaves_mid_stream(*logged, caplog)
+
+
+def test_a_caller_leaving_before_its_answer_gets_it_replayed_not_billed_again(
+    logged: tuple[Stack, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    stack, log = logged
+    stack.fault("claude-haiku", "latency", factor=100)  # the caller is gone before the answer
+    req = body("claude-haiku", max_tokens=50)
+    payload = orjson.dumps(req)
+    host, port = stack.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: application/json\r\n"
+            + f"Content-Length: {len(payload)}\r\n\r\n".encode()
+            + payload
+        )
+    deadline = time.monotonic() + 10
     while time.monotonic() < deadline and stack.calls("claude-haiku") < 1:
-        time.sleep(0.05)
-    time.sleep(0.3)
+        time.sleep(0.02)
+    line = wait_line(log, lambda line: line.get("status") == 499)
+    assert line["deployment"] == "claude-haiku" and line["cost_usd"] > 0
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    # Its retry is answered from the replay store: the provider is not called (or
+    # billed) again.
+    stack.clear_faults()
+    again = stack.post("/v1/chat/completions", req)
+    assert again.status == 200 and again.headers["x-tiergate-replay"] == "true"
+    assert stack.calls("claude-haiku") == 1
+
+
+def _caller_leaves_mid_stream(stack: Stack, log: Path, caplog: pytest.LogCaptureFixture) -> None:
+    stack.fault("claude-haiku", "latency", factor=400)  # a slow stream: the caller leaves first
+    req = body("claude-haiku", stream=True, max_tokens=300)
+    head = stack.leave_mid_stream("/v1/chat/completions", req, 2)  # role chunk, one piece
+    assert " 200 " in head.splitlines()[0] and "x-tiergate-deployment: claude-haiku" in head
+    rid = re.search(r"x-request-id: (\S+)", head)
+    assert rid is not None
+    line = logged_line(log, rid.group(1))
+    assert line["status"] == 499 and line["stream_error"] == "caller disconnected"
+    (attempt,) = line["attempts"]
+    assert attempt["error_class"] == "cancelled" and attempt["cancelled"] is True
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    planner = stack.server.runtime.current.planner
     state = planner.health._states["claude-haiku"]
     assert state.consecutive == 0 and planner.health.available("claude-haiku")
     # The same request afterwards is a fresh call, not a replay of a half answer.

@@ -53,3 +53,39 @@ async def test_errors_propagate() -> None:
     assert not ready
     with pytest.raises(ValueError, match="cut"):
         await pending  # type: ignore[misc]
+
+
+async def test_a_step_left_unawaited_closes_with_every_generator_it_runs_through() -> None:
+    # A stream's generators wrap one another (the adapter's over the SSE translation
+    # over the body); the caller hangs up while a step waits in the innermost. Ending
+    # the step must end them all, their async cleanups run, none left marked running
+    # (the event loop's finalizer would log "already running" failures).
+    log: list[str] = []
+
+    async def inner() -> AsyncIterator[int]:
+        try:
+            yield 1
+            await asyncio.sleep(10)
+            yield 2
+        finally:
+            await asyncio.sleep(0)  # a cleanup that awaits, as releasing a response does
+            log.append("inner closed")
+
+    async def outer() -> AsyncIterator[int]:
+        events = inner()
+        try:
+            async for event in events:
+                yield event
+        finally:
+            await events.aclose()  # fails if inner is still marked running
+            log.append("outer closed")
+
+    it = outer()
+    assert step(it) == (True, 1)
+    ready, pending = step(it)
+    assert not ready and isinstance(pending, Pending)
+    await pending.aclose()
+    assert log == ["inner closed", "outer closed"]
+    await it.aclose()  # already ended: no "asynchronous generator is already running"
+    with pytest.raises(StopAsyncIteration):
+        await it.__anext__()

@@ -510,6 +510,11 @@ class Pipeline:
         try:
             await response.prepare(self.request)
             await response.write_eof()
+        except ConnectionResetError:
+            # The caller left before its answer: not a server error (aiohttp would log
+            # one were it raised). The answer is kept all the same: it was billed, and
+            # the caller's retry replays it.
+            record.status = 499
         finally:
             recorded = Recorded(200, headers, body)
             if not gw.idempotency.finish_now(flight, recorded):
@@ -556,6 +561,7 @@ class Pipeline:
         finish: str | None = None
         error: ProviderError | None = None
         guard: Deadline | None = None
+        pending: Pending[StreamItem] | None = None  # a step begun and not yet awaited
         try:
             while True:
                 frame = framer.render(event)
@@ -567,7 +573,7 @@ class Pipeline:
                     # parsed from the same network chunk are batched into one send.
                     await response.write(frame)
                     sent = 1
-                pending: Pending[StreamItem] | None = None
+                pending = None
                 if not relayed:
                     ready, nxt = step(rest)
                     if ready:
@@ -599,6 +605,7 @@ class Pipeline:
                 try:
                     # A relay's step starts here, after the sends (which may raise).
                     event = await (rest.__anext__() if pending is None else pending)
+                    pending = None
                 except asyncio.CancelledError:
                     guard.check()  # TimeoutError: the stream stalled
                     raise
@@ -629,10 +636,13 @@ class Pipeline:
                 error = ProviderError(
                     ErrorClass.SERVER_ERROR, "the provider's stream ended before completion"
                 )
-        except (ConnectionResetError, asyncio.CancelledError):
+        except (ConnectionResetError, asyncio.CancelledError) as exc:
             # The caller went away: stop the upstream stream; nothing is kept. The usage
             # is the provider's when the stream had ended (the caller left at the last
-            # send), else an estimate from what was delivered.
+            # send), else an estimate from what was delivered. A step the hang-up
+            # interrupted is ended first: the iterator cannot close while it runs.
+            if pending is not None:
+                await _aclose(pending)
             await _aclose(rest)
             end = framer.end
             if end is not None:
@@ -643,7 +653,12 @@ class Pipeline:
             _account(gw, record, outcome.attempts)
             record.stream_error = "caller disconnected"
             gw.idempotency.abandon(flight, None)
-            raise
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            # A send found the caller gone: the answer ends here, returned rather than
+            # raised (aiohttp would log the caller's hang-up as a server error).
+            record.status = 499
+            return response
         self.text = framer.text
         attempt = gw.dispatcher.stream_finished(
             outcome, envelope, usage, finish, error, framer.delivered

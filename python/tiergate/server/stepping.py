@@ -10,6 +10,7 @@ flush what it has batched and then await the rest under its timeout.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Generator
 from typing import Any, Generic, TypeVar
 
@@ -45,8 +46,24 @@ class Pending(Generic[T]):
             except StopIteration as stop:
                 return stop.value  # type: ignore[no-any-return]
 
-    def close(self) -> None:
-        self._it.close()
+    async def aclose(self) -> None:
+        """End the step, and the iterator with it, its ``finally`` blocks run to their
+        end (awaits included). Not by GeneratorExit: thrown into a frame that awaits
+        another async generator's step, CPython closes that step rather than throwing
+        into it, and on 3.11 a closed step leaves its generator marked running (its
+        ``aclose()`` then fails, and the loop's finalizer logs the failure). A private
+        BaseException passes down the whole chain (``except Exception`` lets it by)."""
+        it = self._it
+        try:
+            first = it.throw(_Abandoned())
+        except (_Abandoned, StopIteration, StopAsyncIteration):
+            return  # ended at once (or the step had already ended)
+        with contextlib.suppress(_Abandoned, StopAsyncIteration):
+            await Pending(it, first)  # a cleanup that awaits, driven to its end
+
+
+class _Abandoned(BaseException):
+    """Thrown into a step that will never be awaited, to end it (see Pending.aclose)."""
 
 
 def step(iterator: AsyncIterator[T]) -> tuple[bool, T | Pending[T]]:
