@@ -339,10 +339,16 @@ class Pipeline:
             self.record.status = exc.status
             self.record.error_type = exc.type
             return error_response(self.surface, exc)
-        except (asyncio.CancelledError, ConnectionResetError):
+        except asyncio.CancelledError:
             if self.record.status < 400:
                 self.record.status = 499  # the caller went away before the answer
             raise
+        except ConnectionResetError:
+            # A send found the caller gone. Not raised: aiohttp would log the hang-up as
+            # a server error. The response returned is never sent (its connection is
+            # closing; aiohttp's attempt ends quietly).
+            self.record.status = 499
+            return web.Response(status=499)
         except Exception as exc:
             response = failure_response(exc, self.request, self.surface)
             self.record.status = response.status
@@ -510,12 +516,7 @@ class Pipeline:
         try:
             await response.prepare(self.request)
             await response.write_eof()
-        except ConnectionResetError:
-            # The caller left before its answer: not a server error (aiohttp would log
-            # one were it raised). The answer is kept all the same: it was billed, and
-            # the caller's retry replays it.
-            record.status = 499
-        finally:
+        finally:  # kept even when the caller left: it was billed; its retry replays it
             recorded = Recorded(200, headers, body)
             if not gw.idempotency.finish_now(flight, recorded):
                 await gw.idempotency.finish(flight, recorded)
@@ -636,7 +637,7 @@ class Pipeline:
                 error = ProviderError(
                     ErrorClass.SERVER_ERROR, "the provider's stream ended before completion"
                 )
-        except (ConnectionResetError, asyncio.CancelledError) as exc:
+        except (ConnectionResetError, asyncio.CancelledError):
             # The caller went away: stop the upstream stream; nothing is kept. The usage
             # is the provider's when the stream had ended (the caller left at the last
             # send), else an estimate from what was delivered. A step the hang-up
@@ -653,12 +654,7 @@ class Pipeline:
             _account(gw, record, outcome.attempts)
             record.stream_error = "caller disconnected"
             gw.idempotency.abandon(flight, None)
-            if isinstance(exc, asyncio.CancelledError):
-                raise
-            # A send found the caller gone: the answer ends here, returned rather than
-            # raised (aiohttp would log the caller's hang-up as a server error).
-            record.status = 499
-            return response
+            raise
         self.text = framer.text
         attempt = gw.dispatcher.stream_finished(
             outcome, envelope, usage, finish, error, framer.delivered
