@@ -22,6 +22,7 @@ from tiergate.safety import (
     scan_request,
 )
 from tiergate.safety.detectors import find_spans_reference
+from tiergate.server.parse_openai import ingest_plain_openai_request
 
 FOUND = [
     ("write to jane.doe+tag@example.co.uk today", "email"),
@@ -373,4 +374,46 @@ def test_request_findings_from_a_body_are_those_text_by_text(
     except (RequestError, orjson.JSONDecodeError):
         return
     assert chat.raw == raw
-    assert request_findings(chat, policy) == scan_request(chat, policy).findings
+    expected = scan_request(chat, policy).findings
+    assert request_findings(chat, policy) == expected
+    if surface == "openai":  # the core's reading of a plain body scans its texts
+        ingested = ingest_plain_openai_request(raw, None)
+        if ingested is not None:
+            assert request_findings(ingested[0], policy) == expected
+
+
+@settings(max_examples=100)
+@given(
+    st.lists(st.tuples(st.integers(0, 3), st.integers(0, 2000), SECRETS), max_size=3),
+    st.integers(0, 3),
+    _LOG_ONLY | st.just(SafetyPolicy()),
+)
+def test_long_texts_seen_again_are_scanned_as_the_first_time(
+    planted: list[tuple[int, int, str]], question: int, policy: SafetyPolicy
+) -> None:
+    """Long system prompts come back with every request; the core remembers whether a
+    long text held anything. A prompt with a secret planted anywhere, sent again and
+    again among clean ones, is found every time, and the clean ones never are."""
+    import orjson
+
+    base = "You answer questions about card fees. Cite the section you used. " * 12
+    prompts = [base + str(i) for i in range(4)]
+    for which, at, secret in planted:
+        p = prompts[which]
+        at %= len(p)
+        prompts[which] = p[:at] + " " + secret + " " + p[at:]
+    for round_ in range(3):
+        for which, system in enumerate(prompts):
+            raw = orjson.dumps(
+                {
+                    "model": "auto",
+                    "messages": [
+                        {"role": "system", "content": system},
+                        {"role": "user", "content": f"question {question} {round_}"},
+                    ],
+                }
+            )
+            ingested = ingest_plain_openai_request(raw, None)
+            assert ingested is not None
+            chat = ingested[0]
+            assert request_findings(chat, policy) == scan_request(chat, policy).findings, which

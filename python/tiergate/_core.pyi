@@ -74,6 +74,7 @@ __all__ = [
     "request_log_lines",
     "scan_any",
     "scan_text",
+    "scan_texts_any",
     "text_signals",
 ]
 
@@ -146,6 +147,11 @@ def scan_text(text: str, injection: bool = True) -> list[tuple[int, int, int]]:
 def scan_any(raw: bytes) -> bool:
     """Whether ``raw`` (a request body, say) holds any finding at all, injection markers
     included: one pass over the bytes where the texts inside would each take a call."""
+
+def scan_texts_any(texts: Sequence[tuple[str, str]]) -> bool:
+    """Whether any text of ``texts`` (``(role, text)`` pairs: a plain request's messages)
+    holds a finding, injection markers included: ``scan_text`` of each, the long texts
+    answered from the memo when seen lately."""
 
 # ----------------------------------------------------------------------- relay
 RELAY_FAIL_NOT_JSON: Final[int]  # 1: an event's data was not JSON

@@ -187,12 +187,20 @@ def request_findings(chat: ChatRequest, policy: SafetyPolicy) -> list[SafetyFind
     findings: list[SafetyFinding] = []
     if not policy.enabled:
         return findings
-    raw = chat.raw
-    if raw and len(raw) <= _CLEAN_BODY_MAX and b"\\" not in raw and not _core.scan_any(raw):
-        # A body with no escapes holds each text's bytes as they are, between JSON's
-        # quotes (which, like a text's ends, are neither word, digit nor sign to the
-        # patterns): no finding in the whole body means none in any text of it.
-        return findings
+    plain = chat.plain
+    if plain is not None and plain[0] is chat.messages:
+        # The core's reading of a plain body, its texts as the messages hold them (the
+        # identity: nothing replaced them since): one call, long texts seen lately (a
+        # system prompt, earlier turns) answered from the core's memo.
+        if not _core.scan_texts_any(plain[1]):
+            return findings
+    else:
+        raw = chat.raw
+        if raw and len(raw) <= _CLEAN_BODY_MAX and b"\\" not in raw and not _core.scan_any(raw):
+            # A body with no escapes holds each text's bytes as they are, between JSON's
+            # quotes (which, like a text's ends, are neither word, digit nor sign to the
+            # patterns): no finding in the whole body means none in any text of it.
+            return findings
     wants_injection = policy.wants_injection
     roles = policy.injection_roles
     scan = _core.scan_text

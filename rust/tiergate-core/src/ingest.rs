@@ -10,6 +10,7 @@
 
 use crate::hash;
 use crate::json::{write_escaped, write_int};
+use crate::memo::TextMemo;
 use crate::policy::CAP_STREAMING;
 use crate::request::{plain_chat_request, PlainRequest};
 use crate::tokens::{round_tokens, text_millitokens, PER_MESSAGE_MILLI, REPLY_PRIMING_MILLI};
@@ -35,6 +36,11 @@ pub struct Ingested {
 /// (the caller sent its own, or the tenant was refused). A body the key cannot be
 /// computed for also returns `None`, so that the general path meets the same error.
 pub fn ingest(body: &[u8], scope: Option<&str>) -> Option<Ingested> {
+    ingest_with(body, scope, &mut TextMemo::none())
+}
+
+/// [`ingest`], the token estimates of long texts taken from `memo` when it has them.
+pub fn ingest_with(body: &[u8], scope: Option<&str>, memo: &mut TextMemo<u64>) -> Option<Ingested> {
     let request = plain_chat_request(body)?;
     let key = match scope {
         Some(scope) => {
@@ -49,7 +55,7 @@ pub fn ingest(body: &[u8], scope: Option<&str>) -> Option<Ingested> {
         }
         None => None,
     };
-    let prompt_tokens = prompt_tokens(&request);
+    let prompt_tokens = prompt_tokens(&request, memo);
     let required_caps = if request.stream { CAP_STREAMING } else { 0 };
     Some(Ingested {
         request,
@@ -99,10 +105,11 @@ fn plain_key(r: &PlainRequest, tenant: &str) -> [u8; 16] {
 /// `estimate_tokens` of a plain body: 3 for reply priming, and per message 3, its role as
 /// spelled and its text. Nothing else in a plain body is counted (no tools, no schema;
 /// the ignored fields never were).
-fn prompt_tokens(request: &PlainRequest) -> u64 {
+fn prompt_tokens(request: &PlainRequest, memo: &mut TextMemo<u64>) -> u64 {
     let mut milli = REPLY_PRIMING_MILLI;
     for (role, text) in &request.messages {
-        milli += PER_MESSAGE_MILLI + text_millitokens(role.wire()) + text_millitokens(text);
+        milli +=
+            PER_MESSAGE_MILLI + text_millitokens(role.wire()) + memo.get_or(text, text_millitokens);
     }
     round_tokens(milli)
 }
@@ -129,6 +136,26 @@ mod tests {
             if plain.stream { CAP_STREAMING } else { 0 }
         );
         assert_eq!(ingest(body, None).unwrap().key, None);
+    }
+
+    /// With a memo, a long system prompt sent again (a later turn, another question) is
+    /// estimated as the separate call estimates the whole body.
+    #[test]
+    fn a_memo_changes_no_estimate() {
+        let system = "You answer questions about card fees, in two sentences. ".repeat(40);
+        let mut memo = TextMemo::new(16);
+        for question in [
+            "What is the late fee?",
+            "How do I dispute it?",
+            "What is the late fee?",
+        ] {
+            let body = format!(
+                r#"{{"model":"auto","messages":[{{"role":"system","content":"{system}"}},{{"role":"user","content":"{question}"}}]}}"#
+            );
+            let got = ingest_with(body.as_bytes(), None, &mut memo).unwrap();
+            assert_eq!(got.prompt_tokens, estimate_tokens(body.as_bytes()).unwrap());
+            assert_eq!(got, ingest(body.as_bytes(), None).unwrap());
+        }
     }
 
     #[test]

@@ -30,6 +30,7 @@ pub mod hash;
 pub mod ingest;
 pub mod json;
 pub mod logline;
+pub mod memo;
 #[cfg(test)]
 mod mutate;
 pub mod policy;

@@ -3,8 +3,17 @@
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString};
+use std::cell::RefCell;
 use tiergate_core::ingest;
+use tiergate_core::memo::TextMemo;
 use tiergate_core::request::Role;
+
+thread_local! {
+    /// The long texts' token estimates seen lately (24 KiB): a system prompt or an
+    /// earlier turn comes back with every request. Per thread, so no lock; requests
+    /// run on the event loop's thread.
+    static MEMO: RefCell<TextMemo<u64>> = RefCell::new(TextMemo::new(1024));
+}
 
 /// `(model, [(role, text)], max_tokens, stream, key, prompt_tokens, required_caps)`.
 type Fields<'py> = (
@@ -26,7 +35,7 @@ fn ingest_chat_request<'py>(
     body: &[u8],
     scope: Option<&str>,
 ) -> Option<Fields<'py>> {
-    let i = ingest::ingest(body, scope)?;
+    let i = MEMO.with_borrow_mut(|memo| ingest::ingest_with(body, scope, memo))?;
     let r = i.request;
     let messages = r
         .messages

@@ -1,6 +1,8 @@
 //! Bindings of the safety scan: text in, `(kind_code, start, end)` tuples out.
 use pyo3::prelude::*;
-use pyo3::types::PyTuple;
+use pyo3::types::{PyString, PyTuple};
+use std::cell::RefCell;
+use tiergate_core::memo::TextMemo;
 use tiergate_core::safety;
 
 /// Every finding in `text`: `(kind code, start, end)` byte offsets into its UTF-8
@@ -21,9 +23,34 @@ fn scan_any(raw: &[u8]) -> bool {
     !safety::scan_bytes(raw, true).is_empty()
 }
 
+thread_local! {
+    /// Whether each long text seen lately holds any finding (32 KiB): a system prompt
+    /// or an earlier turn comes back with every request. Per thread, so no lock.
+    static ANY: RefCell<TextMemo<bool>> = RefCell::new(TextMemo::new(1024));
+}
+
+/// Whether any text of `texts` (`(role, text)` pairs: a plain request's messages) holds
+/// a finding, injection markers included: [`scan_text`] of each, the long texts
+/// answered from the memo when seen lately.
+#[pyfunction]
+fn scan_texts_any(texts: &Bound<'_, PyAny>) -> PyResult<bool> {
+    ANY.with_borrow_mut(|memo| {
+        for pair in texts.try_iter()? {
+            let pair = pair?;
+            let text = pair.cast::<PyTuple>()?.get_item(1)?;
+            let text = text.cast::<PyString>()?.to_str()?;
+            if memo.get_or(text, |t| !safety::scan(t, true).is_empty()) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    })
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(scan_text, m)?)?;
     m.add_function(wrap_pyfunction!(scan_any, m)?)?;
+    m.add_function(wrap_pyfunction!(scan_texts_any, m)?)?;
     m.add("SAFETY_KINDS", PyTuple::new(m.py(), safety::KINDS)?)?;
     Ok(())
 }

@@ -1,0 +1,108 @@
+//! What the core computed of the long texts seen lately, by their 128-bit hash: system
+//! prompts, documents and the earlier turns of a conversation come back with every
+//! request, and their per-byte work (the token estimate, the safety scan) need not.
+//!
+//! A direct-mapped table: a slot per hash's low bits, the newest text wins it. A value
+//! is what the computation gives for the text, so a memo changes no result, only what
+//! a repeat costs. Texts shorter than [`MIN_BYTES`] are computed afresh every time: a
+//! user's question seldom repeats, and hashing costs a few percent of the work, which is
+//! all a text that never repeats loses.
+
+use xxhash_rust::xxh3::xxh3_128;
+
+/// Texts shorter than this are not kept.
+pub const MIN_BYTES: usize = 512;
+
+pub struct TextMemo<V: Copy> {
+    slots: Box<[Option<(u128, V)>]>,
+}
+
+impl<V: Copy> TextMemo<V> {
+    /// A memo of `slots` entries, rounded up to a power of two (0 keeps nothing).
+    pub fn new(slots: usize) -> Self {
+        let n = if slots == 0 {
+            0
+        } else {
+            slots.next_power_of_two()
+        };
+        TextMemo {
+            slots: vec![None; n].into_boxed_slice(),
+        }
+    }
+
+    /// A memo that keeps nothing (and allocates nothing).
+    pub fn none() -> Self {
+        TextMemo {
+            slots: Box::new([]),
+        }
+    }
+
+    /// `compute(text)`, from the memo when `text` was seen lately.
+    pub fn get_or(&mut self, text: &str, compute: impl FnOnce(&str) -> V) -> V {
+        if text.len() < MIN_BYTES || self.slots.is_empty() {
+            return compute(text);
+        }
+        let h = xxh3_128(text.as_bytes());
+        let slot = &mut self.slots[(h as usize) & (self.slots.len() - 1)];
+        if let Some((seen, value)) = *slot {
+            if seen == h {
+                return value;
+            }
+        }
+        let value = compute(text);
+        *slot = Some((h, value));
+        value
+    }
+
+    #[cfg(test)]
+    fn kept(&self) -> usize {
+        self.slots.iter().flatten().count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A memo gives what the computation gives, whatever the texts and however often
+    /// they collide in its slots (a two-slot memo is overwritten all the time).
+    #[test]
+    fn gives_what_the_computation_gives() {
+        let mut rng = crate::mutate::XorShift(0x2545_F491_4F6C_DD1D);
+        let words = [
+            "the ", "Fee", " for", " a", "\n\n", "123", "é", "?! ", "  ", "ok.",
+        ];
+        let texts: Vec<String> = (0..40)
+            .map(|_| {
+                let n = rng.below(400);
+                (0..n).map(|_| words[rng.below(words.len())]).collect()
+            })
+            .collect();
+        let f = |t: &str| crate::tokens::text_millitokens(t) ^ t.len() as u64;
+        for slots in [0, 1, 2, 1024] {
+            let mut memo = TextMemo::new(slots);
+            for _ in 0..400 {
+                let text = &texts[rng.below(texts.len())];
+                assert_eq!(memo.get_or(text, f), f(text), "{text:?}");
+            }
+        }
+    }
+
+    /// Only long texts are kept, and a repeat is not computed again.
+    #[test]
+    fn keeps_long_texts_only() {
+        let mut memo = TextMemo::new(8);
+        let short = "x".repeat(MIN_BYTES - 1);
+        let long = "word ".repeat(MIN_BYTES);
+        assert_eq!(memo.get_or(&short, |_| 1), 1);
+        assert_eq!(memo.kept(), 0);
+        assert_eq!(memo.get_or(&long, |_| 2), 2);
+        assert_eq!(memo.kept(), 1);
+        assert_eq!(
+            memo.get_or(&long, |_| unreachable!("a repeat is computed again")),
+            2
+        );
+        assert_eq!(TextMemo::<u64>::none().slots.len(), 0);
+        assert_eq!(TextMemo::<u64>::new(1000).slots.len(), 1024);
+    }
+}
