@@ -9,7 +9,7 @@ use tiergate_core::memo::TextMemo;
 use tiergate_core::request::Role;
 
 thread_local! {
-    /// The long texts' token estimates seen lately (24 KiB): a system prompt or an
+    /// The long texts' token estimates seen lately (48 KiB): a system prompt or an
     /// earlier turn comes back with every request. Per thread, so no lock; requests
     /// run on the event loop's thread.
     static MEMO: RefCell<TextMemo<u64>> = RefCell::new(TextMemo::new(1024));
