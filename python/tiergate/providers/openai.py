@@ -197,6 +197,7 @@ def openai_body(
                 break
             pairs.append((m.role, part.text))
     if messages is not None:
+        options: dict[str, Any] | None = None
         if (
             request.tools
             or request.response_format.kind != "text"
@@ -205,14 +206,16 @@ def openai_body(
             or request.stop
             or request.seed is not None
         ):  # options follow the bound (most requests have none of these)
-            options: dict[str, Any] = {}
+            options = {}
             _add_options(options, request)
             if stream:
                 options.update(_STREAM_MEMBERS)
-            rest: bytes | None = orjson.dumps(options)
-        else:
-            rest = _STREAM_REST if stream else None
         try:
+            # A value orjson refuses in the options (a JSONEncodeError is a TypeError):
+            # the dict below refuses the body as a whole, naming what comes first in it.
+            rest = _STREAM_REST if stream else None
+            if options is not None:
+                rest = orjson.dumps(options)
             return _core.openai_chat_body(
                 deployment.model,
                 messages,
