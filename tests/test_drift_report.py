@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -15,7 +16,7 @@ from hypothesis import strategies as st
 
 from telemetry_helpers import record
 from tiergate.cli import main
-from tiergate.drift.aggregate import DriftAggregator
+from tiergate.drift.aggregate import DriftAggregator, _served_by, hour_of
 from tiergate.drift.report import evaluate, load_days, psi
 from tiergate.drift.sink import LocalSink, S3Sink
 from tiergate.drift.sketch import lat_bucket, lat_bucket_mid, quantile
@@ -214,3 +215,39 @@ def test_lat_bucket_contains_value(ms: float) -> None:
 
 def test_evaluate_needs_a_baseline() -> None:
     assert evaluate([]) == []
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 2**62),  # start_ns
+            st.sampled_from([None, "small", "large"]),  # the deployment that served
+            st.sampled_from([None, "small", "large"]),  # the last attempt's, if any
+        ),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_feedback_lands_in_the_hour_and_deployment_of_its_request(
+    requests: list[tuple[int, str | None, str | None]],
+) -> None:
+    # The oracle is what remember stored before it kept the start instead of the hour:
+    # (_served_by(rec), hour_of(rec.start_ns)).
+    agg = DriftAggregator(None, feedback_capacity=100)
+    expected: dict[str, tuple[str, int]] = {}
+    for i, (start_ns, served, last) in enumerate(requests):
+        rec = record(f"r{i}", start_ns=start_ns, deployment=served)
+        if last is None:
+            rec.attempts.clear()
+        else:
+            rec.attempts[-1].deployment = last
+        agg.remember(rec)
+        expected[rec.request_id] = (_served_by(rec), hour_of(start_ns))
+    for request_id in expected:
+        assert agg.add_feedback(request_id, 1.0)
+    landed = {
+        (a.deployment, hour): a.feedback_n
+        for hour, by_dep in agg._open.items()
+        for a in by_dep.values()
+    }
+    assert landed == dict(Counter((d, h) for d, h in expected.values()))

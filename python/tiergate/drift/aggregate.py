@@ -131,7 +131,8 @@ class DriftAggregator:
         self._late: dict[int, dict[str, Aggregate]] = {}
         self._late_seq = 0
         self._closed_before = 0  # hours before this were written whole and evicted
-        # request_id → (deployment, hour), oldest first. An OrderedDict, not a dict: at
+        # request_id → (deployment, start_ns), oldest first; the hour is worked out when
+        # feedback arrives, not on every request. An OrderedDict, not a dict: at
         # capacity every request evicts the oldest, and a dict's first item is found by
         # walking past the slots of every key deleted since its last resize (about 100 µs
         # a request at 50,000 ids); OrderedDict.popitem(last=False) takes constant time.
@@ -140,9 +141,13 @@ class DriftAggregator:
 
     # --- request path (O(1)) ---
     def remember(self, rec: RequestRecord) -> None:
-        """Note which deployment and hour a request belongs to, for later feedback."""
+        """Note which deployment and when a request was served, for later feedback."""
         ids = self._ids
-        ids[rec.request_id] = (_served_by(rec), hour_of(rec.start_ns))
+        deployment = rec.deployment  # set whenever one served: no call for _served_by
+        ids[rec.request_id] = (
+            deployment if deployment is not None else _served_by(rec),
+            rec.start_ns,
+        )
         if len(ids) > self._capacity:
             ids.popitem(last=False)
 
@@ -171,7 +176,7 @@ class DriftAggregator:
         where = self._ids.get(request_id)
         if where is None:
             return False
-        agg = self._agg(where[1], where[0])
+        agg = self._agg(hour_of(where[1]), where[0])
         agg.feedback_n += 1
         agg.feedback_sum += score
         agg.feedback_sq += score * score

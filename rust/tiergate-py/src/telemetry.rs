@@ -28,9 +28,8 @@ fn value<'a>(obj: &'a Bound<'_, PyAny>, field: &str) -> PyResult<Value<'a>> {
     if obj.is_none() {
         return Ok(Value::Null);
     }
-    if let Ok(f) = obj.cast::<PyFloat>() {
-        return Ok(Value::Float(f.value()));
-    }
+    // Bool before int (a bool is an int), and both before float: their checks read a
+    // type flag, while a float check of anything else walks the type's bases.
     if let Ok(b) = obj.cast::<PyBool>() {
         return Ok(Value::Bool(b.is_true()));
     }
@@ -42,6 +41,9 @@ fn value<'a>(obj: &'a Bound<'_, PyAny>, field: &str) -> PyResult<Value<'a>> {
             return Ok(Value::Int(v.into()));
         }
         return Err(error(field, "integer exceeds 64-bit range"));
+    }
+    if let Ok(f) = obj.cast::<PyFloat>() {
+        return Ok(Value::Float(f.value()));
     }
     Err(error(
         field,
