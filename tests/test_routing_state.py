@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tiergate import _core
 from tiergate.config import EjectionConfig, parse_config
 from tiergate.errors import ErrorClass, RequestError
 from tiergate.providers.base import Usage
@@ -126,6 +127,38 @@ def test_rate_limit_cools_down_until_retry_after() -> None:
     h.failure("a", ErrorClass.RATE_LIMITED, None, now=20)
     assert not h.available("a", 20.5) and h.available("a", 21.1)
     assert ("cooldown", "a", 2.5) in h.events
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(list(TIERS)),
+            st.sampled_from([ErrorClass.RATE_LIMITED, ErrorClass.SERVER_ERROR, None]),
+            st.none() | st.floats(0, 30),
+            st.floats(0, 5),
+        ),
+        max_size=30,
+    )
+)
+def test_the_routers_holds_follow_health(events: list[Any]) -> None:
+    """What Health tells the router (``hold``) leaves out exactly what
+    ``unavailable_mask`` says is unavailable, at any time, also after a reload."""
+    rows = [(n, 0, 1.0, 1.0, 1.0, 1000, 0, 1.0, 1.0, 0.5) for n in INDEX]
+    router = _core.Router(rows)
+    h = Health(EjectionConfig(consecutive_failures=2), TIERS, INDEX, hold=router.hold)
+    now = 100.0
+    for name, error, retry_after, dt in events:
+        now += dt
+        if error is None:
+            h.success(name, now=now)
+        else:
+            h.failure(name, error, retry_after, now=now)
+        for t in (now, now + 1, now + 10, now + 100):
+            assert router.held_mask(t) == h.unavailable_mask(t)
+    fresh = _core.Router(rows)
+    Health(EjectionConfig(consecutive_failures=2), TIERS, INDEX, previous=h, hold=fresh.hold)
+    assert fresh.held_mask(now) == h.unavailable_mask(now)
 
 
 def test_health_survives_reload_for_unchanged_deployments() -> None:

@@ -280,9 +280,11 @@ class Dispatcher:
             completion.finish_reason,
         )
         attempts.append(record)
-        self._planner.health.success(name)
-        self._planner.observe(
-            envelope.route, name, None, record.ms, completion.usage.output_tokens, streamed=False
+        planner = self._planner
+        planner.health.success(name)
+        # Planner.observe's own call, one frame fewer on every answer.
+        planner.router.observe(
+            envelope.route, planner.index[name], None, record.ms, usage.output_tokens, False
         )
         return completion
 
@@ -511,8 +513,13 @@ class Dispatcher:
         elif error is None:
             planner = self._planner
             planner.health.success(name)
-            planner.observe(
-                envelope.route, name, outcome.ttft_ms, record.ms, usage.output_tokens, True
+            planner.router.observe(
+                envelope.route,
+                planner.index[name],
+                outcome.ttft_ms,
+                record.ms,
+                usage.output_tokens,
+                True,
             )
         else:
             self._failed(name, error)

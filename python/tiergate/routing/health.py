@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tiergate.config import EjectionConfig
@@ -54,7 +55,16 @@ class _State:
 
 
 class Health:
-    __slots__ = ("_config", "_index", "_states", "_tier_size", "_until", "_width", "events")
+    __slots__ = (
+        "_config",
+        "_hold",
+        "_index",
+        "_states",
+        "_tier_size",
+        "_until",
+        "_width",
+        "events",
+    )
 
     def __init__(
         self,
@@ -62,10 +72,15 @@ class Health:
         tiers: dict[str, str],
         index: dict[str, int],
         previous: Health | None = None,
+        hold: Callable[[int, float], None] | None = None,
     ) -> None:
-        """``tiers``: deployment → tier; ``index``: deployment → router index."""
+        """``tiers``: deployment → tier; ``index``: deployment → router index; ``hold``
+        (the core router's ``hold``) is told each deployment's end of ejection or
+        cool-down whenever it moves, so the router leaves it out of plans without the
+        planner asking here per request."""
         self._config = config
         self._index = index
+        self._hold = hold
         self._width = config.window_s / BUCKETS
         self._states: dict[str, _State] = {}
         for name, tier in tiers.items():
@@ -84,6 +99,8 @@ class Health:
         self._until = max(
             (max(s.ejected_until, s.cooldown_until) for s in self._states.values()), default=0.0
         )
+        for name, s in self._states.items():
+            self._held(name, s)
         # (kind, deployment, seconds) of ejections and cool-downs, drained by telemetry.
         self.events: deque[tuple[str, str, float]] = deque(maxlen=1024)
 
@@ -152,6 +169,7 @@ class Health:
         if until > s.cooldown_until:
             s.cooldown_until = until
             self._until = max(self._until, until)
+            self._held(name, s)
             self.events.append(("cooldown", name, seconds))
 
     def _eject(self, name: str, s: _State, now: float) -> None:
@@ -165,9 +183,14 @@ class Health:
         seconds = min(c.base_ejection_s * 2 ** (s.ejections_in_a_row - 1), c.max_ejection_s)
         s.ejected_until = now + seconds
         self._until = max(self._until, s.ejected_until)
+        self._held(name, s)
         s.consecutive = 0
         _forget(s)
         self.events.append(("ejection", name, seconds))
+
+    def _held(self, name: str, s: _State) -> None:
+        if self._hold is not None:
+            self._hold(self._index[name], max(s.ejected_until, s.cooldown_until))
 
     def _remember(self, s: _State, now: float, failed: bool) -> None:
         bucket = int(now // self._width)
