@@ -224,7 +224,9 @@ class Dispatcher:
         ceiling = self._facts[name].ceiling
         started, start_ns = time.monotonic(), time.time_ns()
         remaining = deadline - started
-        self._planner.limits.spend(name, _tokens_hint(request))
+        limits = self._planner.limits
+        if limits.limited:  # without a limit there is nothing to spend (nor a hint to make)
+            limits.spend(name, _tokens_hint(request))
         try:
             # The adapter bounds the whole call by the time it is given: no second timer.
             completion = await adapter.complete(request, dep, min(remaining, ceiling))
@@ -423,7 +425,9 @@ class Dispatcher:
             dep, adapter = self._targets[name]
             start_ns = time.time_ns()
             hint = _tokens_hint(request)
-            self._planner.limits.spend(name, hint)
+            limits = self._planner.limits
+            if limits.limited:
+                limits.spend(name, hint)
             # The adapter bounds the wait for the first event by the time it is given.
             open_stream = getattr(adapter, "relay", None) if relay else None
             events: AsyncIterator[StreamItem] = (open_stream or adapter.stream)(

@@ -15,10 +15,12 @@ a rate limit (a cool-down instead) do not.
 
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from time import monotonic as _monotonic
 
 from tiergate.config import EjectionConfig
 from tiergate.errors import ErrorClass
@@ -41,14 +43,20 @@ DEFAULT_COOLDOWN_S = 1.0
 # this many counters whatever its traffic. One entry per attempt kept ``window_s × rate``
 # of them (90k at 3k requests a second over 30 s) and a failure summed them all.
 BUCKETS = 30
+# The newest cell of a state with none: no bucket number equals NaN, and nothing counts
+# in it (_remember replaces it first).
+_NO_CELL: list[float] = [math.nan, 0, 0]
 
 
 @dataclass(slots=True)
 class _State:
     tier: str
     consecutive: int = 0
-    # [bucket number, attempts, failures], oldest first.
-    buckets: deque[list[int]] = field(default_factory=deque)
+    # [bucket number, attempts, failures], oldest first; bucket numbers are floats
+    # (``now // width``: no int() per answer).
+    buckets: deque[list[float]] = field(default_factory=deque)
+    # The newest of them (``_NO_CELL`` when there is none): what an answer counts in.
+    cell: list[float] = field(default_factory=lambda: _NO_CELL)
     ejected_until: float = 0.0
     ejections_in_a_row: int = 0
     cooldown_until: float = 0.0
@@ -105,7 +113,10 @@ class Health:
         self.events: deque[tuple[str, str, float]] = deque(maxlen=1024)
 
     def available(self, name: str, now: float | None = None) -> bool:
-        now = time.monotonic() if now is None else now
+        if now is None:
+            now = _monotonic()
+        if self._until <= now:  # nothing is ejected or cooling down: the usual case
+            return True
         s = self._states[name]
         return s.ejected_until <= now and s.cooldown_until <= now
 
@@ -125,12 +136,19 @@ class Health:
         return [n for n in self._states if not self.available(n, now)]
 
     def success(self, name: str, now: float | None = None) -> None:
-        now = time.monotonic() if now is None else now
+        if now is None:
+            now = _monotonic()
         s = self._states[name]
         s.consecutive = 0
-        if s.ejected_until <= now:
+        if s.ejections_in_a_row and s.ejected_until <= now:
             s.ejections_in_a_row = 0
-        self._remember(s, now, failed=False)
+        # Every answer counts here: the bucket it lands in is usually the newest one,
+        # counted without _remember's frame (a new bucket goes through it).
+        cell = s.cell
+        if cell[0] == now // self._width:
+            cell[1] += 1
+        else:
+            self._remember(s, now, failed=False)
 
     def failure(
         self,
@@ -193,14 +211,13 @@ class Health:
             self._hold(self._index[name], max(s.ejected_until, s.cooldown_until))
 
     def _remember(self, s: _State, now: float, failed: bool) -> None:
-        bucket = int(now // self._width)
+        bucket = now // self._width
         buckets = s.buckets
-        if buckets and buckets[-1][0] == bucket:
-            cell = buckets[-1]
-        else:  # a new bucket: the ones it pushes out of the window leave
+        cell = s.cell
+        if cell[0] != bucket:  # a new bucket: the ones it pushes out of the window leave
             while buckets and buckets[0][0] <= bucket - BUCKETS:
                 buckets.popleft()
-            cell = [bucket, 0, 0]
+            cell = s.cell = [bucket, 0, 0]
             buckets.append(cell)
         cell[1] += 1
         if failed:
@@ -209,3 +226,4 @@ class Health:
 
 def _forget(s: _State) -> None:
     s.buckets.clear()
+    s.cell = _NO_CELL
