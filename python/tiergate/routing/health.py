@@ -172,7 +172,8 @@ class Health:
         if s.ejected_until > now:
             return
         c = self._config
-        seen = failed = 0
+        seen: float = 0  # counts, in cells typed with their float bucket number
+        failed: float = 0
         for _, attempts, failures in s.buckets:  # at most BUCKETS, and only on a failure
             seen += attempts
             failed += failures
