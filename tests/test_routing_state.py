@@ -15,10 +15,11 @@ from tiergate import _core
 from tiergate.config import EjectionConfig, parse_config
 from tiergate.errors import ErrorClass, RequestError
 from tiergate.providers.base import Usage
-from tiergate.routing.dispatch import _Facts
+from tiergate.routing.dispatch import Dispatcher, HedgeBudget, _Facts
 from tiergate.routing.health import Health
 from tiergate.routing.idempotency import Idempotency, MemoryStore, Recorded
 from tiergate.routing.limits import Limits
+from tiergate.routing.planner import Planner
 from tiergate.routing.tenants import Tenants
 
 TIERS = {"a": "small", "b": "small", "c": "small", "d": "large"}
@@ -422,3 +423,7 @@ def test_an_attempts_cost_is_its_deployments_price_of_the_usage(
     bill = fresh * inp + usage.cached_tokens * cached_price + usage.output_tokens * out
     assert facts.cost(usage) == bill / 1e6
     assert (facts.kind, facts.model) == ("openai", "m")
+    # The attempt's record bills it the same (it spells the arithmetic out).
+    dispatcher = Dispatcher(config, {"p": None}, Planner(config), HedgeBudget(0.0))  # type: ignore[dict-item]
+    record = dispatcher._attempt_record("x", time.monotonic(), 0, 200, usage=usage)
+    assert record.cost_usd == facts.cost(usage)
