@@ -427,3 +427,55 @@ def test_an_attempts_cost_is_its_deployments_price_of_the_usage(
     dispatcher = Dispatcher(config, {"p": None}, Planner(config), HedgeBudget(0.0))  # type: ignore[dict-item]
     record = dispatcher._attempt_record("x", time.monotonic(), 0, 200, usage=usage)
     assert record.cost_usd == facts.cost(usage)
+
+
+@pytest.mark.parametrize(
+    ("timeout_ms", "header_ms", "tenant_ms", "route_ms", "seconds"),
+    [
+        (500.0, 100.0, 200.0, 300.0, 0.5),  # the caller's timeout wins outright
+        (None, 100.0, 200.0, 300.0, 0.2),  # else its budget × slack (2)
+        (None, None, 200.0, 300.0, 0.4),  # else the tenant's
+        (None, None, None, 300.0, 0.6),  # else the route's
+        (None, None, None, None, 120.0),  # else the default timeout
+    ],
+)
+def test_the_deadline_follows_header_tenant_route_then_default(
+    timeout_ms: float | None,
+    header_ms: float | None,
+    tenant_ms: float | None,
+    route_ms: float | None,
+    seconds: float,
+) -> None:
+    from tiergate.envelope import ChatRequest, Envelope, Message, TextPart
+
+    route: dict[str, Any] = {"tier": "t"}
+    if route_ms is not None:
+        route["latency_budget_ms"] = route_ms
+    tenant: dict[str, Any] = {}
+    if tenant_ms is not None:
+        tenant["latency_budget_ms"] = tenant_ms
+    config = parse_config(
+        {
+            "providers": {"p": {"kind": "openai"}},
+            "tiers": ["t"],
+            "deployments": {
+                "x": {
+                    "provider": "p",
+                    "model": "m",
+                    "tier": "t",
+                    "price": {"input": 1, "output": 1},
+                }
+            },
+            "routes": {"r": route},
+            "tenants": {"acme": tenant},
+        }
+    )
+    planner = Planner(config)
+    policy = Tenants(config, planner.index).resolve(None, None, "acme")
+    envelope = Envelope("openai", "r", latency_budget_ms=header_ms, timeout_ms=timeout_ms)
+    chat = ChatRequest(model="r", messages=[Message("user", [TextPart("hi")])])
+    plan = planner.plan(chat, envelope, policy)
+    dispatcher = Dispatcher(config, {"p": None}, planner, HedgeBudget(0.0))  # type: ignore[dict-item]
+    before = time.monotonic()
+    deadline = dispatcher.deadline(envelope, plan)
+    assert before + seconds <= deadline <= time.monotonic() + seconds

@@ -137,33 +137,26 @@ class Dispatcher:
         }
         # Read per attempt: the config model's attributes cost about three of these.
         self._targets = {
-            name: (dep, adapters[dep.provider]) for name, dep in config.deployments.items()
+            name: (dep, adapters[dep.provider], self._facts[name].ceiling)
+            for name, dep in config.deployments.items()
         }
         self._default_timeout_s = config.routing.default_timeout_s
         self._slack = config.routing.timeout_slack
 
-    def deadline(self, envelope: Envelope, route_budget_ms: float | None) -> float:
-        """Monotonic time by which the whole request must be answered."""
-        if envelope.timeout_ms is not None:
-            budget_s = envelope.timeout_ms / 1000
-        elif envelope.latency_budget_ms is not None or route_budget_ms is not None:
-            ms = (
-                envelope.latency_budget_ms
-                if envelope.latency_budget_ms is not None
-                else route_budget_ms
-            )
-            assert ms is not None
-            budget_s = ms / 1000 * self._slack
-        else:
-            budget_s = self._default_timeout_s
+    def deadline(self, envelope: Envelope, plan: Plan) -> float:
+        """Monotonic time by which the whole request must be answered: the header's
+        timeout, else the latency budget (the header's, else the tenant's or the route's
+        as the plan resolved it) × the slack, else the default timeout."""
+        timeout_ms = envelope.timeout_ms
+        if timeout_ms is not None:
+            return time.monotonic() + timeout_ms / 1000
+        ms = envelope.latency_budget_ms
+        if ms is None and plan.request is not None:
+            ms = plan.request.latency_budget_ms
+            if math.isinf(ms):  # the record's "no budget"
+                ms = None
+        budget_s = self._default_timeout_s if ms is None else ms / 1000 * self._slack
         return time.monotonic() + budget_s
-
-    def _budget(self, plan: Plan) -> float | None:
-        r = plan.request
-        if r is None:
-            return None
-        ms = r.latency_budget_ms
-        return None if math.isinf(ms) else ms
 
     def _usable(self, name: str, min_context: int) -> bool:
         return self._facts[name].context_window > min_context and self._planner.health.available(
@@ -226,8 +219,7 @@ class Dispatcher:
         hedge: bool = False,
     ) -> Completion:
         """One call; records it, feeds health and the live windows, raises ProviderError."""
-        dep, adapter = self._targets[name]
-        ceiling = self._facts[name].ceiling
+        dep, adapter, ceiling = self._targets[name]
         started, start_ns = time.monotonic(), time.time_ns()
         remaining = deadline - started
         limits = self._planner.limits
@@ -300,7 +292,7 @@ class Dispatcher:
         self, plan: Plan, request: ChatRequest, envelope: Envelope, attempts: list[AttemptRecord]
     ) -> Outcome:
         """Runs the plan; every attempt is appended to ``attempts`` (also when it raises)."""
-        deadline = self.deadline(envelope, self._budget(plan))
+        deadline = self.deadline(envelope, plan)
         self.hedges.requests += 1  # HedgeBudget.seen, a frame fewer per request
         last: ProviderError | None = None
         min_context = 0
@@ -419,7 +411,7 @@ class Dispatcher:
 
         ``relay``: the caller speaks the OpenAI surface; an adapter that can relay its
         stream to it (``providers/relay.py``) yields its relay instead of events."""
-        deadline = self.deadline(envelope, self._budget(plan))
+        deadline = self.deadline(envelope, plan)
         self.hedges.seen()
         last: ProviderError | None = None
         min_context = 0
@@ -431,7 +423,7 @@ class Dispatcher:
             if remaining <= 0:
                 break
             facts = self._facts[name]
-            dep, adapter = self._targets[name]
+            dep, adapter, _ = self._targets[name]
             start_ns = time.time_ns()
             hint = _tokens_hint(request)
             limits = self._planner.limits
