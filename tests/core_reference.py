@@ -527,3 +527,72 @@ class Router:
         for t in sorted({self.c[r[0]][1] for r in pool if self.c[r[0]][1] > tier}):
             order += [r[0] for r in sorted((r for r in pool if self.c[r[0]][1] == t), key=key)]
         return tuple(order), relaxed
+
+
+# ------------------------------------------------------------------ planner's record
+# What tiergate.routing.planner computed in Python before the core took it over
+# (Router.request / route / observe).
+
+INITIAL_OUTPUT_TOKENS = 256.0
+OUTPUT_EWMA_ALPHA = 0.05
+
+# (name, allowed, first, latency budget, cost ceiling, quality floor, pinned)
+ScopeRow = tuple[str, int, int, float | None, float | None, float | None, int | None]
+
+
+def planner_request(
+    scope: ScopeRow,
+    mean: float,
+    caps: int,
+    prompt_tokens: int,
+    max_tokens: int | None,
+    header: tuple[float | None, float | None, float | None],
+    tenant: tuple[float | None, float | None, float | None],
+    tenant_allowed: int,
+    unavailable: int,
+    flags: int,
+) -> tuple[Any, ...]:
+    """Planner.features: the record's fields in Router.plan's positional order."""
+    expected = min(max_tokens, mean) if max_tokens else mean
+    settings = []
+    for own, theirs, route in zip(header, tenant, scope[3:6], strict=True):
+        value = own
+        if value is None:
+            value = theirs
+            if value is None:
+                value = route
+        settings.append(value)
+    budget, ceiling, floor = settings
+    return (
+        caps,
+        prompt_tokens,
+        max_tokens or math.ceil(expected),
+        math.ceil(expected),
+        budget if budget is not None else math.inf,
+        ceiling if ceiling is not None else math.inf,
+        floor if floor is not None else 0.0,
+        scope[1] & tenant_allowed,
+        unavailable,
+        flags,
+    )
+
+
+def planner_order(
+    order: Sequence[int], scope: ScopeRow, candidates: int, pinned_available: bool
+) -> list[int]:
+    """Planner.plan: the route's own tier (or pinned deployment) first, then the rest;
+    a pinned deployment left out leads when available."""
+    first = scope[2]
+    if first == (1 << candidates) - 1:
+        plan = list(order)
+    else:
+        plan = [i for i in order if first >> i & 1] + [i for i in order if not first >> i & 1]
+    pinned = scope[6]
+    if pinned is not None and pinned not in plan and pinned_available:
+        plan.insert(0, pinned)
+    return plan
+
+
+def planner_mean(mean: float, output_tokens: int) -> float:
+    """Planner.observe's update of the route's mean."""
+    return mean + OUTPUT_EWMA_ALPHA * (output_tokens - mean)

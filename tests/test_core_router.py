@@ -143,3 +143,111 @@ def test_errors() -> None:
     with pytest.raises(ValueError, match="NaN"):
         r.plan(0, 1, 1, 1, math.nan, 0.0, 0.0, ALL, 0)
     assert _core.Router([]).plan(0, 1, 1, 1, 0.0, 0.0, 0.0, 0, 0) == ((), 3)
+
+
+SETTING = st.none() | st.sampled_from([0.0, 0.5, 0.9, 1.0, 500.0, 1e-4, math.inf])
+
+
+@st.composite
+def routed(draw: Any) -> tuple[Any, ...]:
+    table, args, flags, qualities = draw(cases())
+    n = len(table)
+    every = 2**n - 1
+    pinned = draw(st.none() | st.integers(0, n - 1))
+    first = (1 << pinned) if pinned is not None else draw(st.sampled_from([every, 1, every >> 1]))
+    scope = (
+        "r",
+        draw(st.integers(0, every)) | first,
+        first or every,
+        draw(SETTING),
+        draw(SETTING),
+        draw(SETTING),
+        pinned,
+    )
+    answers = draw(st.lists(st.integers(0, 5_000), max_size=5))
+    max_tokens = draw(st.none() | st.integers(1, 5_000))
+    header = (draw(SETTING), draw(SETTING), draw(SETTING))
+    tenant = (draw(SETTING), draw(SETTING), draw(SETTING))
+    held = draw(st.integers(0, every))
+    return table, args, flags, qualities, scope, answers, max_tokens, header, tenant, held
+
+
+@settings(max_examples=200, deadline=None)
+@given(routed())
+def test_request_and_route_match_the_planners_python(case: Any) -> None:
+    """Router.request / route against what Planner.features and Planner.plan computed in
+    Python: settings resolved header > tenant > route, the route's output mean, the
+    plan ordered by the route's scope and its pinned deployment."""
+    table, args, flags, qualities, scope, answers, max_tokens, header, tenant, held = case
+    n = len(table)
+    core = _core.Router(table, routes=[scope], flags=flags)
+    mean = ref.INITIAL_OUTPUT_TOKENS
+    for out in answers:  # at t=0, so the windows are gone by t=1000 (priors again)
+        core.observe("r", 0, None, 100.0, out, False, now=0.0)
+        mean = ref.planner_mean(mean, out)
+    assert core.output_mean(0) == mean
+    expected = min(max_tokens, mean) if max_tokens else mean
+    assert core.expected_output(0, max_tokens) == expected
+    now = 1000.0
+    for i in range(n):
+        core.hold(i, now + 1 if held >> i & 1 else now)
+    assert core.held_mask(now) == held
+    caps, prompt, _, _, _, _, _, allowed, unavailable = args
+    record = core.request(
+        0, caps, prompt, max_tokens, header[0], tenant[0], header[1], tenant[1],
+        header[2], tenant[2], allowed, unavailable, now=now,
+    )  # fmt: skip
+    want = ref.planner_request(
+        scope, mean, caps, prompt, max_tokens, header, tenant, allowed, held | unavailable, flags
+    )
+    assert record.args() == want
+    names, relaxed, planned = core.route(0, record, qualities, now=now)
+    assert planned == record
+    order, bits = ref.Router(table).plan(*want, flags=flags, qualities=qualities)
+    pinned = scope[6]
+    order = ref.planner_order(order, scope, n, pinned is not None and not held >> pinned & 1)
+    assert names == [table[i][0] for i in order]
+    labels = [
+        (ref.RELAX_LATENCY, "latency"),
+        (ref.RELAX_COST, "cost"),
+        (ref.RELAX_QUALITY, "quality"),
+    ]
+    assert relaxed == [label for bit, label in labels if bits & bit]
+    floor = core.route(0, record, qualities, 0.25, now=now)[2]
+    assert floor.args() == (*want[:6], 0.25, *want[7:])
+    if qualities is None:
+        heuristic = core.route_heuristic(
+            0, caps, prompt, max_tokens, header[0], tenant[0], header[1], tenant[1],
+            header[2], tenant[2], allowed, unavailable, None, False, False, now=now,
+        )  # fmt: skip
+        assert heuristic[3] == record
+        assert heuristic[2] == core.heuristic_qualities(prompt, None, False, False)
+
+
+def test_routes_reject_bad_input_and_keep_means_over_a_reload() -> None:
+    every = ALL
+    with pytest.raises(ValueError, match="duplicate route"):
+        _core.Router(TABLE, routes=[("a", every, every, None, None, None, None)] * 2)
+    with pytest.raises(ValueError, match="beyond"):
+        _core.Router(TABLE, routes=[("a", 0b10000, every, None, None, None, None)])
+    with pytest.raises(IndexError):
+        _core.Router(TABLE, routes=[("a", every, every, None, None, None, 4)])
+    with pytest.raises(ValueError, match="NaN"):
+        _core.Router(TABLE, routes=[("a", every, every, math.nan, None, None, None)])
+    r = _core.Router(TABLE, routes=[("a", every, every, None, None, None, None)])
+    with pytest.raises(IndexError):
+        r.request(1, 0, 0, None, None, None, None, None, None, None, every)
+    with pytest.raises(ValueError, match="unknown route"):
+        r.observe("b", 0, None, 1.0, 1, False)
+    with pytest.raises(IndexError):
+        r.observe("a", 9, None, 1.0, 1, False)
+    with pytest.raises(OverflowError):
+        r.request(0, 0, 0, -1, None, None, None, None, None, None, every)
+    with pytest.raises(ValueError, match="NaN"):
+        r.hold(0, math.nan)
+    r.observe("a", 0, 5.0, 100.0, 56, True)
+    assert r.output_mean(0) == 246.0
+    # a reload without the route carries its mean to one that has it again
+    gone = _core.Router(TABLE, previous=r, routes=[("b", every, every, None, None, None, None)])
+    back = _core.Router(TABLE, previous=gone, routes=[("a", every, every, None, None, None, None)])
+    assert back.output_mean(0) == 246.0 and gone.output_mean(0) == 256.0

@@ -79,7 +79,8 @@ _priors = st.lists(st.floats(0, 1), min_size=1, max_size=6)
 
 def _router(priors: list[float]) -> _core.Router:
     rows = [(f"d{i}", 0, 1.0, 1.0, 1.0, 100_000, 0, 100.0, 10.0, p) for i, p in enumerate(priors)]
-    return _core.Router(rows)
+    every = (1 << len(priors)) - 1
+    return _core.Router(rows, routes=[("auto", every, every, None, None, None, None)])
 
 
 @given(_priors, st.integers(0, 10**7), st.none() | _text, st.booleans(), st.booleans())
@@ -89,11 +90,12 @@ def test_heuristic_qualities_match_the_python_heuristic(
     router = _router(priors)
     expected = reference_qualities(priors, tokens, text, tools, schema)
     assert router.heuristic_qualities(tokens, text, tools, schema) == expected
-    inf = float("inf")
-    order, relaxed, qualities = router.plan_heuristic(
-        0, tokens, 16, 16, inf, inf, 0.0, (1 << len(priors)) - 1, 0, 0, text, tools, schema
+    every = (1 << len(priors)) - 1
+    names, relaxed, qualities, request = router.route_heuristic(
+        0, 0, tokens, 16, None, None, None, None, None, None, every, 0, text, tools, schema
     )
     assert qualities == expected
-    assert (order, relaxed) == router.plan(
-        0, tokens, 16, 16, inf, inf, 0.0, (1 << len(priors)) - 1, 0, 0, qualities=expected
-    )
+    order, bits = router.plan(*request.args(), qualities=expected)
+    assert names == [router.names[i] for i in order]
+    labels = [(_core.RELAX_LATENCY, "latency"), (_core.RELAX_COST, "cost")]
+    assert relaxed == [label for bit, label in labels if bits & bit]

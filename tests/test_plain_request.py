@@ -212,8 +212,12 @@ def test_the_planner_plans_alike_with_what_the_core_computed() -> None:
         assert got is not None
         chat, _, known = got
         envelope = Envelope("openai", "auto")
-        alike = planner.plan(chat, envelope, tenant), planner.plan(chat, envelope, tenant, known)
-        for plan in alike:
-            plan.decision_us = 0.0
+        alike = [
+            plan._replace(decision_us=0.0)
+            for plan in (
+                planner.plan(chat, envelope, tenant),
+                planner.plan(chat, envelope, tenant, known),
+            )
+        ]
         assert alike[0] == alike[1]
         assert alike[0].request is not None and alike[0].request.required_caps == known[0]

@@ -11,13 +11,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tiergate import _core
 from tiergate.config import EjectionConfig, parse_config
 from tiergate.errors import ErrorClass, RequestError
 from tiergate.providers.base import Usage
-from tiergate.routing.dispatch import _Facts
+from tiergate.routing.dispatch import Dispatcher, HedgeBudget, _Facts
 from tiergate.routing.health import Health
 from tiergate.routing.idempotency import Idempotency, MemoryStore, Recorded
 from tiergate.routing.limits import Limits
+from tiergate.routing.planner import Planner
 from tiergate.routing.tenants import Tenants
 
 TIERS = {"a": "small", "b": "small", "c": "small", "d": "large"}
@@ -126,6 +128,38 @@ def test_rate_limit_cools_down_until_retry_after() -> None:
     h.failure("a", ErrorClass.RATE_LIMITED, None, now=20)
     assert not h.available("a", 20.5) and h.available("a", 21.1)
     assert ("cooldown", "a", 2.5) in h.events
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(list(TIERS)),
+            st.sampled_from([ErrorClass.RATE_LIMITED, ErrorClass.SERVER_ERROR, None]),
+            st.none() | st.floats(0, 30),
+            st.floats(0, 5),
+        ),
+        max_size=30,
+    )
+)
+def test_the_routers_holds_follow_health(events: list[Any]) -> None:
+    """What Health tells the router (``hold``) leaves out exactly what
+    ``unavailable_mask`` says is unavailable, at any time, also after a reload."""
+    rows = [(n, 0, 1.0, 1.0, 1.0, 1000, 0, 1.0, 1.0, 0.5) for n in INDEX]
+    router = _core.Router(rows)
+    h = Health(EjectionConfig(consecutive_failures=2), TIERS, INDEX, hold=router.hold)
+    now = 100.0
+    for name, error, retry_after, dt in events:
+        now += dt
+        if error is None:
+            h.success(name, now=now)
+        else:
+            h.failure(name, error, retry_after, now=now)
+        for t in (now, now + 1, now + 10, now + 100):
+            assert router.held_mask(t) == h.unavailable_mask(t)
+    fresh = _core.Router(rows)
+    Health(EjectionConfig(consecutive_failures=2), TIERS, INDEX, previous=h, hold=fresh.hold)
+    assert fresh.held_mask(now) == h.unavailable_mask(now)
 
 
 def test_health_survives_reload_for_unchanged_deployments() -> None:
@@ -389,3 +423,59 @@ def test_an_attempts_cost_is_its_deployments_price_of_the_usage(
     bill = fresh * inp + usage.cached_tokens * cached_price + usage.output_tokens * out
     assert facts.cost(usage) == bill / 1e6
     assert (facts.kind, facts.model) == ("openai", "m")
+    # The attempt's record bills it the same (it spells the arithmetic out).
+    dispatcher = Dispatcher(config, {"p": None}, Planner(config), HedgeBudget(0.0))  # type: ignore[dict-item]
+    record = dispatcher._attempt_record("x", time.monotonic(), 0, 200, usage=usage)
+    assert record.cost_usd == facts.cost(usage)
+
+
+@pytest.mark.parametrize(
+    ("timeout_ms", "header_ms", "tenant_ms", "route_ms", "seconds"),
+    [
+        (500.0, 100.0, 200.0, 300.0, 0.5),  # the caller's timeout wins outright
+        (None, 100.0, 200.0, 300.0, 0.2),  # else its budget × slack (2)
+        (None, None, 200.0, 300.0, 0.4),  # else the tenant's
+        (None, None, None, 300.0, 0.6),  # else the route's
+        (None, None, None, None, 120.0),  # else the default timeout
+    ],
+)
+def test_the_deadline_follows_header_tenant_route_then_default(
+    timeout_ms: float | None,
+    header_ms: float | None,
+    tenant_ms: float | None,
+    route_ms: float | None,
+    seconds: float,
+) -> None:
+    from tiergate.envelope import ChatRequest, Envelope, Message, TextPart
+
+    route: dict[str, Any] = {"tier": "t"}
+    if route_ms is not None:
+        route["latency_budget_ms"] = route_ms
+    tenant: dict[str, Any] = {}
+    if tenant_ms is not None:
+        tenant["latency_budget_ms"] = tenant_ms
+    config = parse_config(
+        {
+            "providers": {"p": {"kind": "openai"}},
+            "tiers": ["t"],
+            "deployments": {
+                "x": {
+                    "provider": "p",
+                    "model": "m",
+                    "tier": "t",
+                    "price": {"input": 1, "output": 1},
+                }
+            },
+            "routes": {"r": route},
+            "tenants": {"acme": tenant},
+        }
+    )
+    planner = Planner(config)
+    policy = Tenants(config, planner.index).resolve(None, None, "acme")
+    envelope = Envelope("openai", "r", latency_budget_ms=header_ms, timeout_ms=timeout_ms)
+    chat = ChatRequest(model="r", messages=[Message("user", [TextPart("hi")])])
+    plan = planner.plan(chat, envelope, policy)
+    dispatcher = Dispatcher(config, {"p": None}, planner, HedgeBudget(0.0))  # type: ignore[dict-item]
+    before = time.monotonic()
+    deadline = dispatcher.deadline(envelope, plan)
+    assert before + seconds <= deadline <= time.monotonic() + seconds

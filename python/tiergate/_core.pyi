@@ -53,6 +53,7 @@ __all__ = [
     "WINDOW_RELATIVE_ACCURACY",
     "LatencyWindow",
     "OpenAIRelay",
+    "PlanRequest",
     "QualityModel",
     "RequestTally",
     "Router",
@@ -368,6 +369,34 @@ V_QUALITY: Final[int]  # 64
 MAX_CANDIDATES: Final[int]  # 64
 
 @final
+class PlanRequest:
+    """The feature record of one request as :meth:`Router.request` built it (frozen;
+    equal when every field is)."""
+
+    @property
+    def required_caps(self) -> int: ...
+    @property
+    def prompt_tokens(self) -> int: ...
+    @property
+    def max_output_tokens(self) -> int: ...
+    @property
+    def expected_output_tokens(self) -> int: ...
+    @property
+    def latency_budget_ms(self) -> float: ...
+    @property
+    def max_cost_usd(self) -> float: ...
+    @property
+    def min_quality(self) -> float: ...
+    @property
+    def allowed_mask(self) -> int: ...
+    @property
+    def unavailable_mask(self) -> int: ...
+    @property
+    def flags(self) -> int: ...
+    def args(self) -> tuple[int, int, int, int, float, float, float, int, int, int]:
+        """The fields in :meth:`Router.plan`'s positional order."""
+
+@final
 class Router:
     """A candidate table compiled once; ``plan`` ranks it per request (DESIGN.md §3).
 
@@ -376,7 +405,15 @@ class Router:
     tpot_prior_ms, quality_prior)``; tier 0 is the smallest. At most 64 candidates,
     names unique, prices and priors finite and >= 0 (``ValueError`` otherwise).
     ``previous`` shares its latency windows by candidate name when ``window_s`` is the
-    same, so a reload keeps what was measured."""
+    same, so a reload keeps what was measured.
+
+    ``routes``: the route scopes the planner asks by index, each ``(name, allowed mask,
+    first mask, latency_budget_ms, max_cost_usd, min_quality, pinned candidate)`` with
+    ``None`` for a setting the route does not make; their output means are taken from
+    ``previous`` by route name (also of routes ``previous`` carried without having
+    them). ``flags`` (``FLAG_*``) go into every :meth:`request`'s record. A mask naming
+    a candidate beyond the table, a NaN setting or a duplicate name is a ``ValueError``,
+    a pinned index out of range an ``IndexError``."""
 
     def __new__(
         cls,
@@ -384,6 +421,10 @@ class Router:
         window_s: float = 300.0,
         min_samples: int = 20,
         previous: Router | None = None,
+        routes: Sequence[
+            tuple[str, int, int, float | None, float | None, float | None, int | None]
+        ] = ...,
+        flags: int = 0,
     ) -> Router: ...
     def __len__(self) -> int: ...
     @property
@@ -439,25 +480,99 @@ class Router:
         message; a lone surrogate reads as U+FFFD), tools (+0.1) and a JSON schema
         (+0.1)."""
 
-    def plan_heuristic(
+    def request(
         self,
+        scope: int,
         required_caps: int,
         prompt_tokens: int,
-        max_output_tokens: int,
-        expected_output_tokens: int,
-        latency_budget_ms: float,
-        max_cost_usd: float,
-        min_quality: float,
+        max_tokens: int | None,
+        latency_budget_ms: float | None,
+        tenant_latency_budget_ms: float | None,
+        max_cost_usd: float | None,
+        tenant_max_cost_usd: float | None,
+        min_quality: float | None,
+        tenant_min_quality: float | None,
+        allowed_mask: int,
+        unavailable_mask: int = 0,
+        now: float | None = None,
+    ) -> PlanRequest:
+        """The feature record of one request on route ``scope`` (its index in
+        ``routes``): each of budget, ceiling and floor is the header's (first of a pair),
+        else the tenant's, else the route's (none: an infinite budget or ceiling, a floor
+        of 0); expected output is the route's rolling mean (256 before any answer) capped
+        by ``max_tokens``, rounded up, and ``max_output_tokens`` is ``max_tokens`` or
+        that; allowed is the route's mask and the tenant's ``allowed_mask``;
+        unavailable is every candidate held after ``now`` (:meth:`hold`) and
+        ``unavailable_mask``; flags are the router's. ``IndexError`` for an unknown
+        scope."""
+
+    def route(
+        self,
+        scope: int,
+        request: PlanRequest,
+        qualities: Sequence[float] | None = None,
+        min_quality: float | None = None,
+        now: float | None = None,
+    ) -> tuple[list[str], list[str], PlanRequest]:
+        """:meth:`plan` of ``request`` (its floor replaced by ``min_quality`` when given)
+        ordered by route ``scope``: its own tier (or pinned deployment) first, wider
+        tiers after, each in the plan's order; a pinned deployment the plan left out
+        leads when it is not held. ``(deployment names best first, relaxed labels of
+        "latency" / "cost" / "quality", the record planned)``."""
+
+    def route_heuristic(
+        self,
+        scope: int,
+        required_caps: int,
+        prompt_tokens: int,
+        max_tokens: int | None,
+        latency_budget_ms: float | None,
+        tenant_latency_budget_ms: float | None,
+        max_cost_usd: float | None,
+        tenant_max_cost_usd: float | None,
+        min_quality: float | None,
+        tenant_min_quality: float | None,
         allowed_mask: int,
         unavailable_mask: int,
-        flags: int,
         text: str | None,
         tools: bool,
         json_schema: bool,
         now: float | None = None,
-    ) -> tuple[tuple[int, ...], int, list[float]]:
-        """:meth:`plan` with the qualities of :meth:`heuristic_qualities` (in one call),
-        and those qualities."""
+    ) -> tuple[list[str], list[str], list[float], PlanRequest]:
+        """:meth:`request` and :meth:`route` in one call with the qualities of
+        :meth:`heuristic_qualities`: ``(deployment names best first, relaxed labels,
+        qualities, the record planned)``."""
+
+    def expected_output(self, scope: int, max_tokens: int | None = None) -> float:
+        """Output tokens expected on route ``scope``: its rolling mean, capped by
+        ``max_tokens`` when given."""
+
+    def output_mean(self, scope: int) -> float:
+        """Route ``scope``'s rolling mean of output tokens."""
+
+    def hold(self, idx: int, until: float) -> None:
+        """Leave candidate ``idx`` out of every plan until ``until`` (``time.monotonic()``
+        seconds); a later call replaces the time."""
+
+    def held_mask(self, now: float | None = None) -> int:
+        """Bit i set when candidate i is held after ``now``."""
+
+    def observe(
+        self,
+        route: str,
+        idx: int,
+        ttft_ms: float | None,
+        total_ms: float,
+        output_tokens: int,
+        streamed: bool,
+        now: float | None = None,
+    ) -> None:
+        """After a successful answer: record candidate ``idx``'s windows and move
+        ``route``'s output mean by 0.05 of the way to ``output_tokens``. A stream's
+        ``ttft_ms`` gives its time per token ``(total − ttft) / (output − 1)`` (unknown
+        for one token); a whole answer (or no ``ttft_ms``) has its first token at
+        ``max(total − output × prior time per token, total / 10)`` and no time per token.
+        ``ValueError`` for an unknown route or bad times, ``IndexError`` for ``idx``."""
 
     def explain(
         self,

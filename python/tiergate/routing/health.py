@@ -15,9 +15,12 @@ a rate limit (a cool-down instead) do not.
 
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from time import monotonic as _monotonic
 
 from tiergate.config import EjectionConfig
 from tiergate.errors import ErrorClass
@@ -40,21 +43,36 @@ DEFAULT_COOLDOWN_S = 1.0
 # this many counters whatever its traffic. One entry per attempt kept ``window_s × rate``
 # of them (90k at 3k requests a second over 30 s) and a failure summed them all.
 BUCKETS = 30
+# The newest cell of a state with none: no bucket number equals NaN, and nothing counts
+# in it (_remember replaces it first).
+_NO_CELL: list[float] = [math.nan, 0, 0]
 
 
 @dataclass(slots=True)
 class _State:
     tier: str
     consecutive: int = 0
-    # [bucket number, attempts, failures], oldest first.
-    buckets: deque[list[int]] = field(default_factory=deque)
+    # [bucket number, attempts, failures], oldest first; bucket numbers are floats
+    # (``now // width``: no int() per answer).
+    buckets: deque[list[float]] = field(default_factory=deque)
+    # The newest of them (``_NO_CELL`` when there is none): what an answer counts in.
+    cell: list[float] = field(default_factory=lambda: _NO_CELL)
     ejected_until: float = 0.0
     ejections_in_a_row: int = 0
     cooldown_until: float = 0.0
 
 
 class Health:
-    __slots__ = ("_config", "_index", "_states", "_tier_size", "_until", "_width", "events")
+    __slots__ = (
+        "_config",
+        "_hold",
+        "_index",
+        "_states",
+        "_tier_size",
+        "_until",
+        "_width",
+        "events",
+    )
 
     def __init__(
         self,
@@ -62,10 +80,15 @@ class Health:
         tiers: dict[str, str],
         index: dict[str, int],
         previous: Health | None = None,
+        hold: Callable[[int, float], None] | None = None,
     ) -> None:
-        """``tiers``: deployment → tier; ``index``: deployment → router index."""
+        """``tiers``: deployment → tier; ``index``: deployment → router index; ``hold``
+        (the core router's ``hold``) is told each deployment's end of ejection or
+        cool-down whenever it moves, so the router leaves it out of plans without the
+        planner asking here per request."""
         self._config = config
         self._index = index
+        self._hold = hold
         self._width = config.window_s / BUCKETS
         self._states: dict[str, _State] = {}
         for name, tier in tiers.items():
@@ -84,11 +107,16 @@ class Health:
         self._until = max(
             (max(s.ejected_until, s.cooldown_until) for s in self._states.values()), default=0.0
         )
+        for name, s in self._states.items():
+            self._held(name, s)
         # (kind, deployment, seconds) of ejections and cool-downs, drained by telemetry.
         self.events: deque[tuple[str, str, float]] = deque(maxlen=1024)
 
     def available(self, name: str, now: float | None = None) -> bool:
-        now = time.monotonic() if now is None else now
+        if now is None:
+            now = _monotonic()
+        if self._until <= now:  # nothing is ejected or cooling down: the usual case
+            return True
         s = self._states[name]
         return s.ejected_until <= now and s.cooldown_until <= now
 
@@ -108,12 +136,19 @@ class Health:
         return [n for n in self._states if not self.available(n, now)]
 
     def success(self, name: str, now: float | None = None) -> None:
-        now = time.monotonic() if now is None else now
+        if now is None:
+            now = _monotonic()
         s = self._states[name]
         s.consecutive = 0
-        if s.ejected_until <= now:
+        if s.ejections_in_a_row and s.ejected_until <= now:
             s.ejections_in_a_row = 0
-        self._remember(s, now, failed=False)
+        # Every answer counts here: the bucket it lands in is usually the newest one,
+        # counted without _remember's frame (a new bucket goes through it).
+        cell = s.cell
+        if cell[0] == now // self._width:
+            cell[1] += 1
+        else:
+            self._remember(s, now, failed=False)
 
     def failure(
         self,
@@ -137,7 +172,8 @@ class Health:
         if s.ejected_until > now:
             return
         c = self._config
-        seen = failed = 0
+        seen: float = 0  # counts, in cells typed with their float bucket number
+        failed: float = 0
         for _, attempts, failures in s.buckets:  # at most BUCKETS, and only on a failure
             seen += attempts
             failed += failures
@@ -152,6 +188,7 @@ class Health:
         if until > s.cooldown_until:
             s.cooldown_until = until
             self._until = max(self._until, until)
+            self._held(name, s)
             self.events.append(("cooldown", name, seconds))
 
     def _eject(self, name: str, s: _State, now: float) -> None:
@@ -165,19 +202,23 @@ class Health:
         seconds = min(c.base_ejection_s * 2 ** (s.ejections_in_a_row - 1), c.max_ejection_s)
         s.ejected_until = now + seconds
         self._until = max(self._until, s.ejected_until)
+        self._held(name, s)
         s.consecutive = 0
         _forget(s)
         self.events.append(("ejection", name, seconds))
 
+    def _held(self, name: str, s: _State) -> None:
+        if self._hold is not None:
+            self._hold(self._index[name], max(s.ejected_until, s.cooldown_until))
+
     def _remember(self, s: _State, now: float, failed: bool) -> None:
-        bucket = int(now // self._width)
+        bucket = now // self._width
         buckets = s.buckets
-        if buckets and buckets[-1][0] == bucket:
-            cell = buckets[-1]
-        else:  # a new bucket: the ones it pushes out of the window leave
+        cell = s.cell
+        if cell[0] != bucket:  # a new bucket: the ones it pushes out of the window leave
             while buckets and buckets[0][0] <= bucket - BUCKETS:
                 buckets.popleft()
-            cell = [bucket, 0, 0]
+            cell = s.cell = [bucket, 0, 0]
             buckets.append(cell)
         cell[1] += 1
         if failed:
@@ -186,3 +227,4 @@ class Health:
 
 def _forget(s: _State) -> None:
     s.buckets.clear()
+    s.cell = _NO_CELL

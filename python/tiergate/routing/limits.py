@@ -35,7 +35,7 @@ class Bucket:
 
 
 class Limits:
-    __slots__ = ("_buckets", "_headroom", "_index")
+    __slots__ = ("_buckets", "_headroom", "_index", "limited")
 
     def __init__(
         self,
@@ -59,6 +59,8 @@ class Limits:
                     tpm = old[1]
             if rpm is not None or tpm is not None:
                 self._buckets[name] = (rpm, tpm)
+        # Whether any deployment has a limit: without one the planner asks nothing here.
+        self.limited = bool(self._buckets)
 
     def near_limit_mask(self, tokens: int, now: float | None = None) -> int:
         """Bit i set when deployment i has too little budget left for this request."""

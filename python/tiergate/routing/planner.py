@@ -1,12 +1,15 @@
 """Planner: from a canonical request and its envelope to a ranked plan of deployments.
 
 Everything that does not depend on the request is compiled once per config into the
-core's :class:`~tiergate._core.Router` (candidate table, priors, live latency windows)
-and into bitmasks (route scopes, tenant allow-lists). Per request the planner builds
-the feature record — capability bits, estimated prompt tokens, output bound and
-expectation, envelope constraints, what is unavailable — and asks the core for the
-ranked plan (DESIGN.md §3). Quality comes from a :class:`QualityModel`: a prior per tier
-adjusted by a request-difficulty heuristic until the learned classifier is loaded.
+core's :class:`~tiergate._core.Router`: the candidate table, priors and live latency
+windows, and the route scopes (allowed and leading candidates, the route's settings, its
+pinned deployment) with each route's rolling mean of output tokens. Health tells the
+router which deployments are held out (ejected, cooling down) when that changes. Per
+request the planner hands the core the route's index, the envelope's and the tenant's
+settings, the capability bits and prompt tokens, and gets back the feature record and
+the plan ordered by the route's scope (DESIGN.md §3), in one call. Quality comes from a
+:class:`QualityModel`: a prior per tier adjusted by a request-difficulty heuristic until
+the learned classifier is loaded.
 
 If the decision takes longer than ``routing.decision_budget_ms``, the route's default
 deployment serves and the plan says so.
@@ -16,8 +19,8 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
-from typing import Protocol
+from collections.abc import Callable
+from typing import NamedTuple, Protocol, cast
 
 from tiergate import _core
 from tiergate.classifier.model import LearnedQuality, load_quality_model
@@ -36,11 +39,6 @@ _CAP_BITS = {
     "vision": _core.CAP_VISION,
     "streaming": _core.CAP_STREAMING,
 }
-_RELAXED = (
-    (_core.RELAX_LATENCY, "latency"),
-    (_core.RELAX_COST, "cost"),
-    (_core.RELAX_QUALITY, "quality"),
-)
 _VERDICTS = (
     (_core.V_CAPABILITY, "capability"),
     (_core.V_CONTEXT, "context"),
@@ -53,56 +51,32 @@ _VERDICTS = (
 # (required capabilities, prompt tokens) of a request, when the core computed them with
 # its parse (``_core.ingest_chat_request``): what ``Planner.features`` would compute.
 Known = tuple[int, int]
-# Output tokens expected of a route before any answer was seen.
-INITIAL_OUTPUT_TOKENS = 256.0
-# Weight of the newest answer in a route's rolling mean of output tokens.
-OUTPUT_EWMA_ALPHA = 0.05
+
+# The feature record of one request, as the core built and planned it (header, tenant and
+# route settings resolved, expected output from the route's mean: ``_core.Router.request``).
+Request = _core.PlanRequest
 
 
-@dataclass(slots=True)
-class Request:
-    """The feature record of one request, as the core receives it."""
+class Plan(NamedTuple):
+    """A request's plan. A tuple (built without a Python ``__init__``: about 1.2k
+    instructions fewer per request than a slotted dataclass), read by name."""
 
-    required_caps: int
-    prompt_tokens: int
-    max_output_tokens: int
-    expected_output_tokens: int
-    latency_budget_ms: float
-    max_cost_usd: float
-    min_quality: float
-    allowed_mask: int
-    unavailable_mask: int
-    flags: int
-
-    def args(self) -> tuple[int, int, int, int, float, float, float, int, int, int]:
-        return (
-            self.required_caps,
-            self.prompt_tokens,
-            self.max_output_tokens,
-            self.expected_output_tokens,
-            self.latency_budget_ms,
-            self.max_cost_usd,
-            self.min_quality,
-            self.allowed_mask,
-            self.unavailable_mask,
-            self.flags,
-        )
-
-
-@dataclass(slots=True)
-class Plan:
     deployments: list[str]  # primary first, then the fallback chain
-    reason: str = "envelope"
-    decision_us: float = 0.0
-    relaxed: list[str] = field(default_factory=list)
-    request: Request | None = None
-    qualities: list[float] | None = None
-    hedge: bool = False
+    reason: str
+    decision_us: float
+    relaxed: list[str]
+    request: Request | None
+    qualities: list[float] | None
+    hedge: bool
 
     def predicted_quality(self, planner: Planner, deployment: str) -> float | None:
         if self.qualities is None:
             return None
         return self.qualities[planner.index[deployment]]
+
+
+# Plan's fields as one tuple, no namedtuple __new__ frame (the fields are Plan's, in order).
+_new_plan = cast("Callable[[type[Plan], tuple[object, ...]], Plan]", tuple.__new__)
 
 
 class QualityModel(Protocol):
@@ -125,7 +99,7 @@ class HeuristicQuality:
     requests: ``q = prior ** (1 + difficulty)``, difficulty in [0, 1] from prompt length,
     code, tools, schemas and multi-step wording. Small models lose more on hard requests.
     The core computes it (``Router.heuristic_qualities``; the planner's usual path asks
-    for it within ``Router.plan_heuristic``); ``tests/core_reference.py`` keeps the
+    for it within ``Router.route_heuristic``); ``tests/core_reference.py`` keeps the
     Python reference."""
 
     __slots__ = ("_router",)
@@ -155,30 +129,14 @@ def tier_prior(rank: int, tiers: int) -> float:
 
 
 class _Scope:
-    """A route as the planner reads it on every request: the candidates it may use and
-    those that come first, and its settings copied out of the config model (a pydantic
-    attribute costs about three times a slot's)."""
+    """A route as the planner reads it on every request: its index in the core's scopes
+    (which hold its masks and settings) and what the plan takes beside the core's answer."""
 
-    __slots__ = (
-        "allowed",
-        "ceiling",
-        "default",
-        "first",
-        "floor",
-        "hedge",
-        "latency_budget_ms",
-        "pinned",
-        "route",
-    )
+    __slots__ = ("default", "hedge", "index", "route")
 
-    def __init__(self, route: RouteConfig, allowed: int, first: int) -> None:
+    def __init__(self, route: RouteConfig, index: int) -> None:
         self.route = route
-        self.allowed = allowed
-        self.first = first
-        self.latency_budget_ms = route.latency_budget_ms
-        self.ceiling = route.max_cost_usd
-        self.floor = route.min_quality
-        self.pinned = route.deployment
+        self.index = index
         self.default = route.default
         self.hedge = route.hedge
 
@@ -188,12 +146,10 @@ class Planner:
         "_all",
         "_budget_us",
         "_config",
-        "_flags",
         "_heuristic",
-        "_output_mean",
+        "_limited",
         "_scopes",
         "_tier_masks",
-        "_tpot_prior",
         "health",
         "index",
         "limits",
@@ -235,20 +191,37 @@ class Planner:
                     prior,
                 )
             )
+        tiers = {name: dep.tier for name, dep in config.deployments.items()}
+        self._all = (1 << len(self.names)) - 1
+        self._tier_masks = {
+            tier: sum(1 << i for i, n in enumerate(self.names) if tiers[n] == tier)
+            for tier in config.tiers
+        }
+        scopes = [self._scope(name) for name in config.route_names()]
+        self._scopes: dict[str, _Scope] = {
+            row[0]: _Scope(route, i) for i, (row, route) in enumerate(scopes)
+        }
+        # The core keeps the routes' output means across a reload (by route name) with
+        # the latency windows (by deployment name).
         self.router: _core.Router = _core.Router(
             rows,
             window_s=routing.window_s,
             min_samples=routing.min_samples,
             previous=previous.router if previous is not None else None,
+            routes=[row for row, _ in scopes],
+            flags=_core.FLAG_ALLOW_QUALITY_RELAX if routing.allow_quality_relax else 0,
         )
         self._heuristic = HeuristicQuality(self.router)
         self.quality: QualityModel = self._heuristic
         if routing.quality_model is not None:  # the learned classifier (tiergate.classifier)
             model = load_quality_model(config.base_dir / routing.quality_model)
             self.quality = LearnedQuality(model, config, priors)
-        tiers = {name: dep.tier for name, dep in config.deployments.items()}
         self.health: Health = Health(
-            routing.ejection, tiers, self.index, previous.health if previous else None
+            routing.ejection,
+            tiers,
+            self.index,
+            previous.health if previous else None,
+            hold=self.router.hold,
         )
         self.limits: Limits = Limits(
             config.deployments,
@@ -256,51 +229,42 @@ class Planner:
             routing.limit_headroom,
             previous.limits if previous else None,
         )
-        self._all = (1 << len(self.names)) - 1
-        self._tier_masks = {
-            tier: sum(1 << i for i, n in enumerate(self.names) if tiers[n] == tier)
-            for tier in config.tiers
-        }
-        self._scopes: dict[str, _Scope] = {name: self._scope(name) for name in config.route_names()}
-        self._output_mean: dict[str, float] = (
-            dict(previous._output_mean) if previous is not None else {}
-        )
-        # Per router index, read by observe on every answer (not through the config model).
-        self._tpot_prior = [dep.latency_prior.tpot_ms for dep in config.deployments.values()]
+        self._limited = self.limits.limited
         self._budget_us = routing.decision_budget_ms * 1000
-        self._flags = 1 if routing.allow_quality_relax else 0
 
-    def _scope(self, name: str) -> _Scope:
+    def _scope(self, name: str) -> tuple[_ScopeRow, RouteConfig]:
+        """The core's row of route ``name`` (allowed and first masks, settings, pinned
+        deployment) and its config."""
         route = self._config.resolve_route(name)
         assert route is not None
         tiers = self._config.tiers
+        allowed = first = self._all
+        pinned = None
         if route.deployment is not None:
             rank = self._config.tier_rank(self._config.deployments[route.deployment].tier)
-            scope = sum(self._tier_masks[t] for t in tiers[rank:])
-            return _Scope(route, scope, 1 << self.index[route.deployment])
-        if route.tier is not None:
+            allowed = sum(self._tier_masks[t] for t in tiers[rank:])
+            pinned = self.index[route.deployment]
+            first = 1 << pinned
+        elif route.tier is not None:
             rank = tiers.index(route.tier)
-            return _Scope(
-                route,
-                sum(self._tier_masks[t] for t in tiers[rank:]),
-                self._tier_masks[route.tier],
-            )
-        return _Scope(route, self._all, self._all)
+            allowed = sum(self._tier_masks[t] for t in tiers[rank:])
+            first = self._tier_masks[route.tier]
+        row = (
+            name,
+            allowed,
+            first,
+            route.latency_budget_ms,
+            route.max_cost_usd,
+            route.min_quality,
+            pinned,
+        )
+        return row, route
 
     def route(self, name: str) -> RouteConfig:
-        return self._lookup(name).route
-
-    def _lookup(self, name: str) -> _Scope:
         scope = self._scopes.get(name)
         if scope is None:
-            raise RequestError(
-                f"unknown model {name!r}; GET /v1/models lists the routes",
-                param="model",
-                status=404,
-                type="invalid_request_error",
-                code="model_not_found",
-            )
-        return scope
+            raise _unknown_route(name)
+        return scope.route
 
     def features(
         self,
@@ -310,55 +274,33 @@ class Planner:
         scope: _Scope | None = None,
         known: Known | None = None,
     ) -> Request:
+        """The feature record of ``request``: capability bits and prompt tokens (``known``
+        when the core's parse computed them), its route's expected output, the header's
+        settings over the tenant's over the route's, what is allowed and unavailable."""
         if scope is None:
-            scope = self._lookup(envelope.route)
-        if known is not None:
-            caps, prompt_tokens = known
-        else:
-            caps = 0
-            if request.tools and request.tool_choice != "none":
-                caps |= _core.CAP_TOOLS
-            if request.response_format.kind == "json_schema":
-                caps |= _core.CAP_JSON_SCHEMA
-            if request.stream:
-                caps |= _core.CAP_STREAMING
-            if request.has_images:
-                caps |= _core.CAP_VISION
-            prompt_tokens = _core.estimate_tokens(request.raw) if request.raw else 0
-        mean = self._output_mean.get(envelope.route, INITIAL_OUTPUT_TOKENS)
-        expected = min(request.max_tokens, mean) if request.max_tokens else mean
-        # The request's header wins, then the tenant's setting, then the route's.
-        budget = envelope.latency_budget_ms
-        if budget is None:
-            budget = tenant.latency_budget_ms
-            if budget is None:
-                budget = scope.latency_budget_ms
-        ceiling = envelope.max_cost_usd
-        if ceiling is None:
-            ceiling = tenant.max_cost_usd
-            if ceiling is None:
-                ceiling = scope.ceiling
-        floor = envelope.min_quality
-        if floor is None:
-            floor = tenant.min_quality
-            if floor is None:
-                floor = scope.floor
-        now = time.monotonic()
-        unavailable = self.health.unavailable_mask(now) | self.limits.near_limit_mask(
-            prompt_tokens + int(expected), now
-        )
-        return Request(
+            scope = self._scopes.get(envelope.route)
+            if scope is None:
+                raise _unknown_route(envelope.route)
+        caps, prompt_tokens = known if known is not None else _known(request)
+        return self.router.request(
+            scope.index,
             caps,
             prompt_tokens,
-            request.max_tokens or math.ceil(expected),
-            math.ceil(expected),
-            budget if budget is not None else math.inf,
-            ceiling if ceiling is not None else math.inf,
-            floor if floor is not None else 0.0,
-            scope.allowed & tenant.allowed_mask,
-            unavailable,
-            self._flags,
+            request.max_tokens,
+            envelope.latency_budget_ms,
+            tenant.latency_budget_ms,
+            envelope.max_cost_usd,
+            tenant.max_cost_usd,
+            envelope.min_quality,
+            tenant.min_quality,
+            tenant.allowed_mask,
+            self._near_limit(scope, prompt_tokens, request.max_tokens) if self._limited else 0,
         )
+
+    def _near_limit(self, scope: _Scope, prompt_tokens: int, max_tokens: int | None) -> int:
+        """Deployments too close to their RPM/TPM limit for this request's tokens."""
+        expected = self.router.expected_output(scope.index, max_tokens)
+        return self.limits.near_limit_mask(prompt_tokens + int(expected))
 
     def plan(
         self,
@@ -370,57 +312,52 @@ class Planner:
         """The ranked plan; ``known``: what the core already computed of the request
         (a safety redaction keeps it: it changes texts, not the body or the shape)."""
         start = time.perf_counter_ns()
-        scope = self._lookup(envelope.route)
-        first = scope.first
-        features = self.features(request, envelope, tenant, scope, known)
+        scope = self._scopes.get(envelope.route)
+        if scope is None:
+            raise _unknown_route(envelope.route)
         quality = self.quality
-        if quality is self._heuristic:  # qualities and plan in one call to the core
-            f, messages = features, request.messages
-            # args() and _heuristic_inputs() spelled out: two calls and two tuples fewer
-            # (12.4k instructions -> 9.6k). Keep in step with both.
-            order, relaxed_bits, qualities = self.router.plan_heuristic(
-                f.required_caps,
-                f.prompt_tokens,
-                f.max_output_tokens,
-                f.expected_output_tokens,
-                f.latency_budget_ms,
-                f.max_cost_usd,
-                f.min_quality,
-                f.allowed_mask,
-                f.unavailable_mask,
-                f.flags,
+        if quality is self._heuristic:  # the record, qualities and plan in one core call
+            caps, prompt_tokens = known if known is not None else _known(request)
+            messages = request.messages
+            max_tokens = request.max_tokens
+            deployments, relaxed, qualities, features = self.router.route_heuristic(
+                scope.index,
+                caps,
+                prompt_tokens,
+                max_tokens,
+                envelope.latency_budget_ms,
+                tenant.latency_budget_ms,
+                envelope.max_cost_usd,
+                tenant.max_cost_usd,
+                envelope.min_quality,
+                tenant.min_quality,
+                tenant.allowed_mask,
+                self._near_limit(scope, prompt_tokens, max_tokens) if self._limited else 0,
                 messages[-1].text if messages else None,
                 bool(request.tools),
                 request.response_format.kind == "json_schema",
             )
         else:
+            features = self.features(request, envelope, tenant, scope, known)
             qualities = quality.predict(request, features.prompt_tokens)
-            features.min_quality = quality.floor(
+            floor = quality.floor(
                 features.min_quality, qualities, features.allowed_mask & ~features.unavailable_mask
             )
-            order, relaxed_bits = self.router.plan(*features.args(), qualities=qualities)
-        # Route scope: its own tier (or pinned deployment) leads, wider tiers follow.
-        names = self.names
-        if first == self._all:
-            plan = list(map(names.__getitem__, order))  # no comprehension frame
-        else:
-            plan = [names[i] for i in order if first >> i & 1] + [
-                names[i] for i in order if not first >> i & 1
-            ]
-        pinned = scope.pinned
-        if pinned is not None and pinned not in plan and self.health.available(pinned):
-            plan.insert(0, pinned)  # the caller named it: serve it even outside the envelope
+            deployments, relaxed, features = self.router.route(
+                scope.index, features, qualities, floor
+            )
         elapsed_us = (time.perf_counter_ns() - start) / 1000
-        relaxed = [label for bit, label in _RELAXED if relaxed_bits & bit] if relaxed_bits else []
         reason = "envelope"
         if elapsed_us > self._budget_us:
-            default = scope.default or (plan[0] if plan else None)
+            default = scope.default or (deployments[0] if deployments else None)
             if default is not None:
-                plan = [default] + [d for d in plan if d != default]
+                deployments = [default] + [d for d in deployments if d != default]
             reason = "decision-budget-exceeded"
-        elif not plan:
+        elif not deployments:
             reason = "nothing-feasible"
-        return Plan(plan, reason, elapsed_us, relaxed, features, qualities, scope.hedge)
+        return _new_plan(
+            Plan, (deployments, reason, elapsed_us, relaxed, features, qualities, scope.hedge)
+        )
 
     def explain(
         self, request: ChatRequest, envelope: Envelope, tenant: TenantPolicy
@@ -476,16 +413,37 @@ class Planner:
         output_tokens: int,
         streamed: bool,
     ) -> None:
-        """Feed the live windows and the route's output-token mean after an attempt succeeded."""
-        idx = self.index[deployment]
-        if streamed and ttft_ms is not None:
-            tpot = (total_ms - ttft_ms) / (output_tokens - 1) if output_tokens > 1 else math.nan
-            self.router.record(idx, ttft_ms, tpot, total_ms)
-        else:
-            # A whole answer: the first token came at total − generation time, estimated
-            # with the deployment's prior time per token.
-            ttft = max(total_ms - output_tokens * self._tpot_prior[idx], total_ms * 0.1)
-            self.router.record(idx, ttft, math.nan, total_ms)
-        key = route
-        mean = self._output_mean.get(key, INITIAL_OUTPUT_TOKENS)
-        self._output_mean[key] = mean + OUTPUT_EWMA_ALPHA * (output_tokens - mean)
+        """Feed the live windows and the route's output-token mean after an attempt
+        succeeded (the core's ``Router.observe``: a whole answer's first token is
+        estimated with the deployment's prior time per token)."""
+        self.router.observe(
+            route, self.index[deployment], ttft_ms, total_ms, output_tokens, streamed
+        )
+
+
+# (name, allowed mask, first mask, latency budget, cost ceiling, quality floor, pinned).
+_ScopeRow = tuple[str, int, int, float | None, float | None, float | None, int | None]
+
+
+def _unknown_route(name: str) -> RequestError:
+    return RequestError(
+        f"unknown model {name!r}; GET /v1/models lists the routes",
+        param="model",
+        status=404,
+        type="invalid_request_error",
+        code="model_not_found",
+    )
+
+
+def _known(request: ChatRequest) -> Known:
+    """(required capabilities, prompt tokens) of a request the core's parse did not read."""
+    caps = 0
+    if request.tools and request.tool_choice != "none":
+        caps |= _core.CAP_TOOLS
+    if request.response_format.kind == "json_schema":
+        caps |= _core.CAP_JSON_SCHEMA
+    if request.stream:
+        caps |= _core.CAP_STREAMING
+    if request.has_images:
+        caps |= _core.CAP_VISION
+    return caps, _core.estimate_tokens(request.raw) if request.raw else 0

@@ -8,6 +8,7 @@
 //! * [`logline`]: the request log line written from the request's record;
 //! * [`tokens`]: prompt-token estimate of a chat request;
 //! * [`policy`]: the router that ranks candidates for one request;
+//! * [`routes`]: the planner's request record, route scopes and output means around it;
 //! * [`rawjson`]: the request-body parser that keeps strings as input slices;
 //! * [`relay`]: an `OpenAI` chat stream relayed to the `OpenAI` surface in one pass;
 //! * [`sse`]: Server-Sent Events framing;
@@ -38,6 +39,7 @@ pub mod quality;
 pub mod rawjson;
 pub mod relay;
 pub mod request;
+pub mod routes;
 pub mod safety;
 pub mod signals;
 pub mod sse;

@@ -11,9 +11,10 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Instant;
 
 use pyo3::exceptions::{PyIndexError, PyValueError};
+use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyString, PyTuple};
-use tiergate_core::{hash, policy, signals, tokens, window, CoreError, ErrorKind};
+use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
+use tiergate_core::{hash, policy, routes, signals, tokens, window, CoreError, ErrorKind};
 
 mod classifier;
 mod ingest;
@@ -143,11 +144,109 @@ type CandidateRow = (String, u32, f64, f64, f64, u64, u64, f64, f64, f64);
 /// `(idx, failed V_* bits, predicted latency ms, expected cost USD, quality)`.
 type VerdictRow = (usize, u32, f64, f64, f64);
 
+/// `(name, allowed mask, first mask, latency budget ms, max cost USD, min quality,
+/// pinned candidate)`: a route scope, `None` where the route sets nothing.
+type ScopeRow = (
+    String,
+    u64,
+    u64,
+    Option<f64>,
+    Option<f64>,
+    Option<f64>,
+    Option<usize>,
+);
+
 #[pyclass(frozen, module = "tiergate._core")]
 struct Router {
     inner: Arc<policy::Router>,
+    routes: routes::Routes,
     names: Py<PyTuple>,
 }
+
+/// The feature record of one request, as the router planned it.
+#[pyclass(frozen, eq, get_all, module = "tiergate._core")]
+#[derive(Clone, Copy, PartialEq)]
+struct PlanRequest {
+    required_caps: u64,
+    prompt_tokens: u64,
+    max_output_tokens: u64,
+    expected_output_tokens: u64,
+    latency_budget_ms: f64,
+    max_cost_usd: f64,
+    min_quality: f64,
+    allowed_mask: u64,
+    unavailable_mask: u64,
+    flags: u64,
+}
+
+type RequestArgs = (u64, u64, u64, u64, f64, f64, f64, u64, u64, u64);
+
+impl From<policy::Request> for PlanRequest {
+    fn from(r: policy::Request) -> Self {
+        Self {
+            required_caps: r.required_caps,
+            prompt_tokens: r.prompt_tokens,
+            max_output_tokens: r.max_output_tokens,
+            expected_output_tokens: r.expected_output_tokens,
+            latency_budget_ms: r.latency_budget_ms,
+            max_cost_usd: r.max_cost_usd,
+            min_quality: r.min_quality,
+            allowed_mask: r.allowed_mask,
+            unavailable_mask: r.unavailable_mask,
+            flags: r.flags,
+        }
+    }
+}
+
+impl PlanRequest {
+    fn core(&self) -> policy::Request {
+        request(
+            self.required_caps,
+            self.prompt_tokens,
+            self.max_output_tokens,
+            self.expected_output_tokens,
+            self.latency_budget_ms,
+            self.max_cost_usd,
+            self.min_quality,
+            self.allowed_mask,
+            self.unavailable_mask,
+            self.flags,
+        )
+    }
+}
+
+#[pymethods]
+impl PlanRequest {
+    /// The record as `Router.plan` / `Router.explain` take it positionally.
+    fn args(&self) -> RequestArgs {
+        (
+            self.required_caps,
+            self.prompt_tokens,
+            self.max_output_tokens,
+            self.expected_output_tokens,
+            self.latency_budget_ms,
+            self.max_cost_usd,
+            self.min_quality,
+            self.allowed_mask,
+            self.unavailable_mask,
+            self.flags,
+        )
+    }
+
+    fn __repr__(&self) -> String {
+        format!("PlanRequest{:?}", self.args())
+    }
+}
+
+/// `(deployment names best first, relaxed labels)` of a plan.
+type Named<'py> = (Bound<'py, PyList>, Bound<'py, PyList>);
+/// `Named` with the qualities planned with and the record planned.
+type Routed<'py> = (
+    Bound<'py, PyList>,
+    Bound<'py, PyList>,
+    Vec<f64>,
+    PlanRequest,
+);
 
 #[allow(clippy::too_many_arguments)]
 fn request(
@@ -177,6 +276,77 @@ fn request(
 }
 
 impl Router {
+    #[allow(clippy::too_many_arguments)]
+    fn plan_indices<'py>(
+        &self,
+        py: Python<'py>,
+        required_caps: u64,
+        prompt_tokens: u64,
+        max_output_tokens: u64,
+        expected_output_tokens: u64,
+        latency_budget_ms: f64,
+        max_cost_usd: f64,
+        min_quality: f64,
+        allowed_mask: u64,
+        unavailable_mask: u64,
+        flags: u64,
+        qualities: Option<Vec<f64>>,
+        now: Option<f64>,
+    ) -> PyResult<(Bound<'py, PyTuple>, u32)> {
+        let now = now_or_monotonic(now);
+        let req = request(
+            required_caps,
+            prompt_tokens,
+            max_output_tokens,
+            expected_output_tokens,
+            latency_budget_ms,
+            max_cost_usd,
+            min_quality,
+            allowed_mask,
+            unavailable_mask,
+            flags,
+        );
+        let plan = self
+            .inner
+            .plan(&req, qualities.as_deref(), now)
+            .map_err(to_py)?;
+        Ok((PyTuple::new(py, plan.order)?, plan.relaxed))
+    }
+
+    /// The scoped plan of `req` as names and relaxed labels (interned strings).
+    fn named<'py>(
+        &self,
+        py: Python<'py>,
+        scope: usize,
+        req: &policy::Request,
+        qualities: Option<&[f64]>,
+        now: f64,
+    ) -> PyResult<Named<'py>> {
+        let plan = self
+            .routes
+            .plan(&self.inner, scope, req, qualities, now)
+            .map_err(to_py)?;
+        let names = self.names.bind(py);
+        let order = PyList::new(
+            py,
+            plan.order
+                .iter()
+                .map(|&i| names.get_borrowed_item(i).map(pyo3::Borrowed::to_owned))
+                .collect::<PyResult<Vec<_>>>()?,
+        )?;
+        let mut relaxed = Vec::with_capacity(3);
+        for (bit, label) in [
+            (policy::RELAX_LATENCY, intern!(py, "latency")),
+            (policy::RELAX_COST, intern!(py, "cost")),
+            (policy::RELAX_QUALITY, intern!(py, "quality")),
+        ] {
+            if plan.relaxed & bit != 0 {
+                relaxed.push(label.clone());
+            }
+        }
+        Ok((order, PyList::new(py, relaxed)?))
+    }
+
     fn qualities_for(
         &self,
         prompt_tokens: u64,
@@ -193,13 +363,15 @@ impl Router {
 #[pymethods]
 impl Router {
     #[new]
-    #[pyo3(signature = (candidates, window_s = 300.0, min_samples = 20, previous = None))]
+    #[pyo3(signature = (candidates, window_s = 300.0, min_samples = 20, previous = None, routes = Vec::new(), flags = 0))]
     fn new(
         py: Python<'_>,
         candidates: Vec<CandidateRow>,
         window_s: f64,
         min_samples: u64,
         previous: Option<PyRef<'_, Router>>,
+        routes: Vec<ScopeRow>,
+        flags: u64,
     ) -> PyResult<Self> {
         let table: Vec<policy::Candidate> = candidates
             .into_iter()
@@ -222,8 +394,32 @@ impl Router {
         let inner =
             policy::Router::new(table, window_s, min_samples, prev.as_deref()).map_err(to_py)?;
         let names = PyTuple::new(py, inner.candidates().iter().map(|c| c.name.as_str()))?.unbind();
+        let scopes = routes
+            .into_iter()
+            .map(
+                |(name, allowed, first, latency_budget_ms, max_cost_usd, min_quality, pinned)| {
+                    routes::Scope {
+                        name,
+                        allowed,
+                        first,
+                        latency_budget_ms,
+                        max_cost_usd,
+                        min_quality,
+                        pinned,
+                    }
+                },
+            )
+            .collect();
+        let routes = routes::Routes::new(
+            scopes,
+            inner.len(),
+            flags,
+            previous.as_ref().map(|p| &p.routes),
+        )
+        .map_err(to_py)?;
         Ok(Self {
             inner: Arc::new(inner),
+            routes,
             names,
         })
     }
@@ -287,46 +483,6 @@ impl Router {
         self.qualities_for(prompt_tokens, text, tools, json_schema)
     }
 
-    /// `plan` with `qualities` from `heuristic_qualities`, which it also returns.
-    #[pyo3(signature = (required_caps, prompt_tokens, max_output_tokens, expected_output_tokens, latency_budget_ms, max_cost_usd, min_quality, allowed_mask, unavailable_mask, flags, text, tools, json_schema, now = None))]
-    #[allow(clippy::too_many_arguments)]
-    fn plan_heuristic<'py>(
-        &self,
-        py: Python<'py>,
-        required_caps: u64,
-        prompt_tokens: u64,
-        max_output_tokens: u64,
-        expected_output_tokens: u64,
-        latency_budget_ms: f64,
-        max_cost_usd: f64,
-        min_quality: f64,
-        allowed_mask: u64,
-        unavailable_mask: u64,
-        flags: u64,
-        text: Option<&Bound<'_, PyString>>,
-        tools: bool,
-        json_schema: bool,
-        now: Option<f64>,
-    ) -> PyResult<(Bound<'py, PyTuple>, u32, Vec<f64>)> {
-        let qualities = self.qualities_for(prompt_tokens, text, tools, json_schema);
-        let (order, relaxed) = self.plan(
-            py,
-            required_caps,
-            prompt_tokens,
-            max_output_tokens,
-            expected_output_tokens,
-            latency_budget_ms,
-            max_cost_usd,
-            min_quality,
-            allowed_mask,
-            unavailable_mask,
-            flags,
-            Some(qualities.clone()),
-            now,
-        )?;
-        Ok((order, relaxed, qualities))
-    }
-
     #[pyo3(signature = (required_caps, prompt_tokens, max_output_tokens, expected_output_tokens, latency_budget_ms, max_cost_usd, min_quality, allowed_mask, unavailable_mask, flags = 0, qualities = None, now = None))]
     #[allow(clippy::too_many_arguments)]
     fn plan<'py>(
@@ -345,8 +501,8 @@ impl Router {
         qualities: Option<Vec<f64>>,
         now: Option<f64>,
     ) -> PyResult<(Bound<'py, PyTuple>, u32)> {
-        let now = now_or_monotonic(now);
-        let req = request(
+        self.plan_indices(
+            py,
             required_caps,
             prompt_tokens,
             max_output_tokens,
@@ -357,12 +513,166 @@ impl Router {
             allowed_mask,
             unavailable_mask,
             flags,
-        );
-        let plan = self
-            .inner
-            .plan(&req, qualities.as_deref(), now)
+            qualities,
+            now,
+        )
+    }
+
+    /// The feature record of one request on route `scope` (`Routes::request`): each
+    /// setting is the header's, else the tenant's, else the route's.
+    #[pyo3(signature = (scope, required_caps, prompt_tokens, max_tokens, latency_budget_ms, tenant_latency_budget_ms, max_cost_usd, tenant_max_cost_usd, min_quality, tenant_min_quality, allowed_mask, unavailable_mask = 0, now = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn request(
+        &self,
+        scope: usize,
+        required_caps: u64,
+        prompt_tokens: u64,
+        max_tokens: Option<u64>,
+        latency_budget_ms: Option<f64>,
+        tenant_latency_budget_ms: Option<f64>,
+        max_cost_usd: Option<f64>,
+        tenant_max_cost_usd: Option<f64>,
+        min_quality: Option<f64>,
+        tenant_min_quality: Option<f64>,
+        allowed_mask: u64,
+        unavailable_mask: u64,
+        now: Option<f64>,
+    ) -> PyResult<PlanRequest> {
+        let ask = routes::Ask {
+            scope,
+            required_caps,
+            prompt_tokens,
+            max_tokens: max_tokens.unwrap_or(0),
+            latency_budget_ms: [latency_budget_ms, tenant_latency_budget_ms],
+            max_cost_usd: [max_cost_usd, tenant_max_cost_usd],
+            min_quality: [min_quality, tenant_min_quality],
+            allowed_mask,
+            unavailable_mask,
+        };
+        let req = self
+            .routes
+            .request(&ask, now_or_monotonic(now))
             .map_err(to_py)?;
-        Ok((PyTuple::new(py, plan.order)?, plan.relaxed))
+        Ok(req.into())
+    }
+
+    /// The plan of `request` on route `scope` with `qualities` (the priors when `None`)
+    /// and `min_quality` in place of the record's floor when given: `(deployment names
+    /// best first, relaxed labels, the record planned)`.
+    #[pyo3(signature = (scope, request, qualities = None, min_quality = None, now = None))]
+    fn route<'py>(
+        &self,
+        py: Python<'py>,
+        scope: usize,
+        request: &PlanRequest,
+        qualities: Option<Vec<f64>>,
+        min_quality: Option<f64>,
+        now: Option<f64>,
+    ) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyList>, PlanRequest)> {
+        let mut req = request.core();
+        if let Some(floor) = min_quality {
+            req.min_quality = floor;
+        }
+        let (names, relaxed) =
+            self.named(py, scope, &req, qualities.as_deref(), now_or_monotonic(now))?;
+        Ok((names, relaxed, req.into()))
+    }
+
+    /// `request` and `route` in one call with the heuristic qualities of `text`, `tools`
+    /// and `json_schema` (as `heuristic_qualities`): `(deployment names best first,
+    /// relaxed labels, qualities, the record planned)`.
+    #[pyo3(signature = (scope, required_caps, prompt_tokens, max_tokens, latency_budget_ms, tenant_latency_budget_ms, max_cost_usd, tenant_max_cost_usd, min_quality, tenant_min_quality, allowed_mask, unavailable_mask, text, tools, json_schema, now = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn route_heuristic<'py>(
+        &self,
+        py: Python<'py>,
+        scope: usize,
+        required_caps: u64,
+        prompt_tokens: u64,
+        max_tokens: Option<u64>,
+        latency_budget_ms: Option<f64>,
+        tenant_latency_budget_ms: Option<f64>,
+        max_cost_usd: Option<f64>,
+        tenant_max_cost_usd: Option<f64>,
+        min_quality: Option<f64>,
+        tenant_min_quality: Option<f64>,
+        allowed_mask: u64,
+        unavailable_mask: u64,
+        text: Option<&Bound<'_, PyString>>,
+        tools: bool,
+        json_schema: bool,
+        now: Option<f64>,
+    ) -> PyResult<Routed<'py>> {
+        let now = now_or_monotonic(now);
+        let ask = routes::Ask {
+            scope,
+            required_caps,
+            prompt_tokens,
+            max_tokens: max_tokens.unwrap_or(0),
+            latency_budget_ms: [latency_budget_ms, tenant_latency_budget_ms],
+            max_cost_usd: [max_cost_usd, tenant_max_cost_usd],
+            min_quality: [min_quality, tenant_min_quality],
+            allowed_mask,
+            unavailable_mask,
+        };
+        let req = self.routes.request(&ask, now).map_err(to_py)?;
+        let qualities = self.qualities_for(prompt_tokens, text, tools, json_schema);
+        let (names, relaxed) = self.named(py, scope, &req, Some(&qualities), now)?;
+        Ok((names, relaxed, qualities, req.into()))
+    }
+
+    /// Output tokens expected on route `scope`: its rolling mean, capped by
+    /// `max_tokens` when given.
+    #[pyo3(signature = (scope, max_tokens = None))]
+    fn expected_output(&self, scope: usize, max_tokens: Option<u64>) -> PyResult<f64> {
+        self.routes
+            .expected_output(scope, max_tokens.unwrap_or(0))
+            .map_err(to_py)
+    }
+
+    /// Hold candidate `idx` out of every plan until `until` (a `time.monotonic()`
+    /// time); a later call replaces it.
+    fn hold(&self, idx: usize, until: f64) -> PyResult<()> {
+        self.routes.hold(idx, until).map_err(to_py)
+    }
+
+    /// Candidates held (bit i for candidate i) at `now`.
+    #[pyo3(signature = (now = None))]
+    fn held_mask(&self, now: Option<f64>) -> u64 {
+        self.routes.held_mask(now_or_monotonic(now))
+    }
+
+    /// Feed candidate `idx`'s windows and `route`'s output mean after an answer;
+    /// `ttft_ms` counts when `streamed`, else it is estimated from the prior.
+    #[pyo3(signature = (route, idx, ttft_ms, total_ms, output_tokens, streamed, now = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn observe(
+        &self,
+        route: &str,
+        idx: usize,
+        ttft_ms: Option<f64>,
+        total_ms: f64,
+        output_tokens: u64,
+        streamed: bool,
+        now: Option<f64>,
+    ) -> PyResult<()> {
+        let ttft = if streamed { ttft_ms } else { None };
+        self.routes
+            .observe(
+                &self.inner,
+                route,
+                idx,
+                ttft,
+                total_ms,
+                output_tokens,
+                now_or_monotonic(now),
+            )
+            .map_err(to_py)
+    }
+
+    /// The rolling mean of output tokens on route `scope`.
+    fn output_mean(&self, scope: usize) -> PyResult<f64> {
+        self.routes.output_mean(scope).map_err(to_py)
     }
 
     #[pyo3(signature = (required_caps, prompt_tokens, max_output_tokens, expected_output_tokens, latency_budget_ms, max_cost_usd, min_quality, allowed_mask, unavailable_mask, flags = 0, qualities = None, now = None))]
@@ -436,6 +746,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("SIG_HARD", signals::SIG_HARD)?;
     m.add_class::<LatencyWindow>()?;
     m.add_class::<Router>()?;
+    m.add_class::<PlanRequest>()?;
     classifier::register(m)?;
     safety::register(m)?;
     ingest::register(m)?;
