@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import re
 import socket
 import threading
 import time
@@ -146,6 +147,25 @@ class Stack:
                 assert piece, got
                 got += piece
         return got.split(b"\r\n\r\n")[0].decode().lower()
+
+
+def left_mid_stream(
+    stack: Stack, log: Path, deployment: str, body: Any, events: int
+) -> dict[str, Any]:
+    """A caller hangs up after ``events`` SSE events of a stream ``deployment`` serves:
+    the request's log line, checked for what any such hang-up must leave (499, the
+    attempt cancelled, not held against the deployment's health)."""
+    head = stack.leave_mid_stream("/v1/chat/completions", body, events)
+    assert " 200 " in head.splitlines()[0] and f"x-tiergate-deployment: {deployment}" in head
+    rid = re.search(r"x-request-id: (\S+)", head)
+    assert rid is not None
+    line = logged_line(log, rid.group(1))
+    assert line["status"] == 499 and line["stream_error"] == "caller disconnected"
+    (attempt,) = line["attempts"]
+    assert attempt["error_class"] == "cancelled" and attempt["cancelled"] is True
+    health = stack.server.runtime.current.planner.health
+    assert health._states[deployment].consecutive == 0 and health.available(deployment)
+    return line
 
 
 def logged_line(log: Path, request_id: str, timeout_s: float = 10.0) -> dict[str, Any]:

@@ -4,7 +4,6 @@ Each test asserts on what the simulator counted, not only on what the caller saw
 from __future__ import annotations
 
 import logging
-import re
 import socket
 import threading
 import time
@@ -18,7 +17,7 @@ import openai
 import orjson
 import pytest
 
-from harness import Stack, fast_sim_config, logged_line, wait_line
+from harness import Stack, fast_sim_config, left_mid_stream, wait_line
 from tiergate.config import EjectionConfig
 
 
@@ -299,7 +298,16 @@ def test_a_caller_leaving_mid_stream_is_not_the_providers_fault(
 ) -> None:
     # The canonical (not relayed) stream path: the caller hangs up after the first text
     # piece; the sidecar stops the provider's stream, records 499, and logs no error.
-    _caller_leaves_mid_stream(*logged, caplog)
+    stack, log = logged
+    stack.fault("claude-haiku", "latency", factor=400)  # a slow stream: the caller leaves first
+    req = body("claude-haiku", stream=True, max_tokens=300)
+    left_mid_stream(stack, log, "claude-haiku", req, 2)  # the role chunk, one piece
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    # The same request afterwards is a fresh call, not a replay of a half answer.
+    stack.clear_faults()
+    again = stack.post("/v1/chat/completions", req)
+    assert again.status == 200 and "x-tiergate-replay" not in again.headers
+    assert again.data.endswith(b"data: [DONE]\n\n")
 
 
 def test_a_caller_leaving_before_its_answer_gets_it_replayed_not_billed_again(
@@ -329,25 +337,3 @@ def test_a_caller_leaving_before_its_answer_gets_it_replayed_not_billed_again(
     again = stack.post("/v1/chat/completions", req)
     assert again.status == 200 and again.headers["x-tiergate-replay"] == "true"
     assert stack.calls("claude-haiku") == 1
-
-
-def _caller_leaves_mid_stream(stack: Stack, log: Path, caplog: pytest.LogCaptureFixture) -> None:
-    stack.fault("claude-haiku", "latency", factor=400)  # a slow stream: the caller leaves first
-    req = body("claude-haiku", stream=True, max_tokens=300)
-    head = stack.leave_mid_stream("/v1/chat/completions", req, 2)  # role chunk, one piece
-    assert " 200 " in head.splitlines()[0] and "x-tiergate-deployment: claude-haiku" in head
-    rid = re.search(r"x-request-id: (\S+)", head)
-    assert rid is not None
-    line = logged_line(log, rid.group(1))
-    assert line["status"] == 499 and line["stream_error"] == "caller disconnected"
-    (attempt,) = line["attempts"]
-    assert attempt["error_class"] == "cancelled" and attempt["cancelled"] is True
-    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
-    planner = stack.server.runtime.current.planner
-    state = planner.health._states["claude-haiku"]
-    assert state.consecutive == 0 and planner.health.available("claude-haiku")
-    # The same request afterwards is a fresh call, not a replay of a half answer.
-    stack.clear_faults()
-    again = stack.post("/v1/chat/completions", req)
-    assert again.status == 200 and "x-tiergate-replay" not in again.headers
-    assert again.data.endswith(b"data: [DONE]\n\n")
