@@ -3,8 +3,9 @@
 Three targets answer the same OpenAI chat request: the upstream directly, a bare
 aiohttp proxy written here (one shared ClientSession, body parsed and re-serialised with
 orjson), and ``tiergate serve --config examples/overhead.yaml``. Rounds are interleaved
-so that machine noise hits every target alike; the figures are medians over rounds of
-each target's latency minus the direct latency of the same round.
+so that machine noise hits every target alike, each round in a turned order of the
+targets (none always first or last); the figures are medians over rounds of each
+target's latency minus the direct latency of the same round.
 
 Run alone: ``.venv/bin/python benches/bench_overhead.py [--rounds N]``.
 """
@@ -190,27 +191,43 @@ def pct(values: list[float], q: float) -> float:
 async def measure(
     targets: dict[str, str], rounds: int, per_round: int
 ) -> dict[tuple[str, int, bool], dict[str, float]]:
-    results: dict[tuple[str, int, bool], dict[str, list[float]]] = {}
+    """Per target, mode and concurrency: medians over rounds of p50, p99 and requests per
+    second, and (``added_p50``, ``added_p99``) of the target's figure less the direct
+    path's in the same round. Each round runs the targets in a turned order (direct,
+    bare, tiergate; then bare, tiergate, direct; ...), so that none always runs first
+    or last in its block."""
+    rows: dict[tuple[str, int, bool], list[dict[str, float]]] = {}
+    names = list(targets)
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as session:
         for url in targets.values():  # warm every pool and code path
             for stream in (False, True):
                 await batch(session, url, stream, 8, 200)
-        for _ in range(rounds):
+        for r in range(rounds):
+            order = names[r % len(names) :] + names[: r % len(names)]
             for concurrency in (1, 32):
                 for stream in (False, True):
-                    for name, url in targets.items():
+                    for name in order:
                         # A round's p99 is its (n/100)th-largest latency: 400 at
                         # concurrency 1 keep it off the single slowest few.
                         n = per_round if concurrency == 1 else per_round * 4
-                        lat, rps = await batch(session, url, stream, concurrency, n)
-                        slot = results.setdefault(
-                            (name, concurrency, stream), {"p50": [], "p99": [], "rps": []}
+                        lat, rps = await batch(session, targets[name], stream, concurrency, n)
+                        rows.setdefault((name, concurrency, stream), []).append(
+                            {"p50": pct(lat, 0.5), "p99": pct(lat, 0.99), "rps": rps}
                         )
-                        slot["p50"].append(pct(lat, 0.5))
-                        slot["p99"].append(pct(lat, 0.99))
-                        slot["rps"].append(rps)
-    return {k: {m: statistics.median(v) for m, v in d.items()} for k, d in results.items()}
+    res: dict[tuple[str, int, bool], dict[str, float]] = {}
+    for (name, concurrency, stream), runs in rows.items():
+        direct = rows[("direct", concurrency, stream)]
+        res[(name, concurrency, stream)] = {
+            **{m: statistics.median(run[m] for run in runs) for m in ("p50", "p99", "rps")},
+            **{
+                f"added_{m}": statistics.median(
+                    run[m] - base[m] for run, base in zip(runs, direct, strict=True)
+                )
+                for m in ("p50", "p99")
+            },
+        }
+    return res
 
 
 def render(
@@ -225,7 +242,9 @@ def render(
         "## Overhead: tiergate vs a bare aiohttp proxy (issue 3)",
         "",
         f"Command: `.venv/bin/python benches/bench_overhead.py --rounds {rounds} --per-round {per_round}` "
-        "(upstream answers at once; all on 127.0.0.1; rounds interleaved; medians over rounds).",
+        "(upstream answers at once; all on 127.0.0.1; rounds interleaved, each in a turned "
+        "order of the targets; added latency: a target's figure less the direct path's in "
+        "the same round, median over rounds).",
         "",
         "| mode | concurrency | direct p50 ms | bare added p50 | tiergate added p50 | ratio p50 (target ≤ 1.3) | bare added p99 | tiergate added p99 | ratio p99 (≤ 1.3) | rps bare | rps tiergate | rps ratio (≥ 0.8) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -235,14 +254,14 @@ def render(
             d = res[("direct", concurrency, stream)]
             b = res[("bare", concurrency, stream)]
             t = res[("tiergate", concurrency, stream)]
-            ab50, at50 = b["p50"] - d["p50"], t["p50"] - d["p50"]
-            ab99, at99 = b["p99"] - d["p99"], t["p99"] - d["p99"]
+            ab50, at50 = b["added_p50"], t["added_p50"]
+            ab99, at99 = b["added_p99"], t["added_p99"]
             mode = "stream TTFB" if stream else "non-stream"
             lines.append(
                 f"| {mode} | {concurrency} | {d['p50']:.3f} | {ab50:.3f} | {at50:.3f} | {at50 / ab50:.2f} | "
                 f"{ab99:.3f} | {at99:.3f} | {at99 / ab99:.2f} | {b['rps']:.0f} | {t['rps']:.0f} | {t['rps'] / b['rps']:.2f} |"
             )
-    c1 = res[("tiergate", 1, False)]["p50"] - res[("direct", 1, False)]["p50"]
+    c1 = res[("tiergate", 1, False)]["added_p50"]
     decision = statistics.median(DECISIONS_US) if DECISIONS_US else float("nan")
     lines += [
         "",
