@@ -13,12 +13,9 @@ from tiergate import deadline
 from tiergate.deadline import Deadline
 
 
-async def bounded(seconds: float, work: float, cancelled_first: bool = False) -> str:
-    """Deadline's documented use around one wait; ``cancelled_first``: the task is also
-    cancelled from elsewhere before the wait."""
-    guard = Deadline(seconds)
-    if cancelled_first:
-        asyncio.current_task().cancel()  # type: ignore[union-attr]
+async def guarded(guard: Deadline, work: float) -> None:
+    """``work`` seconds of waiting under an armed (or re-armed) ``guard``, as the
+    documented use has it."""
     try:
         await asyncio.sleep(work)
     except asyncio.CancelledError:
@@ -26,6 +23,15 @@ async def bounded(seconds: float, work: float, cancelled_first: bool = False) ->
         raise
     finally:
         guard.cancel()
+
+
+async def bounded(seconds: float, work: float, cancelled_first: bool = False) -> str:
+    """Deadline's documented use around one wait; ``cancelled_first``: the task is also
+    cancelled from elsewhere before the wait."""
+    guard = Deadline(seconds)
+    if cancelled_first:
+        asyncio.current_task().cancel()  # type: ignore[union-attr]
+    await guarded(guard, work)
     return "done"
 
 
@@ -122,10 +128,7 @@ async def test_a_rearmed_deadline_bounds_each_wait_not_their_sum() -> None:
             guard = Deadline(0.05)
         else:
             guard.rearm(0.05)
-        try:
-            await asyncio.sleep(0.02)
-        finally:
-            guard.cancel()
+        await guarded(guard, 0.02)
     assert loop.time() - start > 0.1  # past the first arming's time: re-arming moved it
     await asyncio.sleep(0.08)  # an ended deadline left behind would cancel this
     task = asyncio.current_task()
@@ -140,13 +143,7 @@ async def test_a_stall_after_rearming_times_out_one_gap_after_the_last_rearm() -
     rearmed = loop.time()
     guard.rearm(0.05)
     with pytest.raises(TimeoutError):
-        try:
-            await asyncio.sleep(5.0)
-        except asyncio.CancelledError:
-            guard.check()
-            raise
-        finally:
-            guard.cancel()
+        await guarded(guard, 5.0)
     assert loop.time() - rearmed >= 0.05 - 0.002  # not at the first arming's time
     task = asyncio.current_task()
     assert task is not None and task.cancelling() == 0
@@ -162,13 +159,7 @@ async def test_rearming_after_the_entry_left_the_heap_puts_it_back() -> None:
     guard.rearm(0.02)
     assert guard._queued
     with pytest.raises(TimeoutError):
-        try:
-            await asyncio.sleep(5.0)
-        except asyncio.CancelledError:
-            guard.check()
-            raise
-        finally:
-            guard.cancel()
+        await guarded(guard, 5.0)
 
 
 async def test_rearming_never_moves_a_deadline_earlier() -> None:

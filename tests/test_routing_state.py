@@ -423,7 +423,7 @@ def test_an_attempts_cost_is_its_deployments_price_of_the_usage(
     bill = fresh * inp + usage.cached_tokens * cached_price + usage.output_tokens * out
     assert facts.cost(usage) == bill / 1e6
     assert (facts.kind, facts.model) == ("openai", "m")
-    # The attempt's record bills it the same (it spells the arithmetic out).
+    # The attempt's record bills it the same.
     dispatcher = Dispatcher(config, {"p": None}, Planner(config), HedgeBudget(0.0))  # type: ignore[dict-item]
     record = dispatcher._attempt_record("x", time.monotonic(), 0, 200, usage=usage)
     assert record.cost_usd == facts.cost(usage)

@@ -124,6 +124,13 @@ class ChatRequest:
     )
 
     @property
+    def plain_texts(self) -> Sequence[tuple[str, str]] | None:
+        """The core's ``(role, text)`` reading of the messages, while it is still theirs
+        (see ``plain``); None otherwise."""
+        plain = self.plain
+        return plain[1] if plain is not None and plain[0] is self.messages else None
+
+    @property
     def system_text(self) -> str:
         """System messages joined with blank lines (for providers with one system slot)."""
         return "\n\n".join(m.text for m in self.messages if m.role == "system")

@@ -179,11 +179,8 @@ def openai_body(
     # (role, text) of messages build_openai_messages writes as just {"role", "content":
     # text}: one text part, no name, no tool calls, not a tool result. Inline, as a
     # function call costs as much as the loop; the core's reading when it has one.
-    plain = request.plain
-    messages: Sequence[tuple[str, str]] | None
-    if plain is not None and plain[0] is request.messages:
-        messages = plain[1]
-    else:
+    messages: Sequence[tuple[str, str]] | None = request.plain_texts
+    if messages is None:
         pairs: list[tuple[str, str]] = []
         messages = pairs
         for m in request.messages:

@@ -191,10 +191,7 @@ class Dispatcher:
             cost = 0.0
         else:
             tokens_in, tokens_out = usage.input_tokens, usage.output_tokens
-            # _Facts.cost spelled out (a frame fewer per attempt); keep in step with it.
-            cached = usage.cached_tokens
-            fresh = tokens_in - cached if tokens_in > cached else 0
-            cost = (fresh * facts.input + cached * facts.cached + tokens_out * facts.output) / 1e6
+            cost = facts.cost(usage)
         return AttemptRecord(
             name,
             facts.kind,
@@ -288,10 +285,7 @@ class Dispatcher:
         attempts.append(record)
         planner = self._planner
         planner.health.success(name)
-        # Planner.observe's own call, one frame fewer on every answer.
-        planner.router.observe(
-            envelope.route, planner.index[name], None, record.ms, usage.output_tokens, False
-        )
+        planner.observe(envelope.route, name, None, record.ms, usage.output_tokens, False)
         return completion
 
     async def complete(
@@ -299,17 +293,14 @@ class Dispatcher:
     ) -> Outcome:
         """Runs the plan; every attempt is appended to ``attempts`` (also when it raises)."""
         deadline = self.deadline(envelope, plan)
-        self.hedges.requests += 1  # HedgeBudget.seen, a frame fewer per request
+        self.hedges.seen()
         last: ProviderError | None = None
         min_context = 0
         queue = list(plan.deployments)
         hedged = False
-        facts = self._facts
-        available = self._planner.health.available
         while queue:
             name = queue.pop(0)
-            # _usable spelled out (a frame fewer per attempt); keep in step with it.
-            if not (facts[name].context_window > min_context and available(name)):
+            if not self._usable(name, min_context):
                 continue
             if time.monotonic() >= deadline:
                 break
@@ -527,13 +518,8 @@ class Dispatcher:
         elif error is None:
             planner = self._planner
             planner.health.success(name)
-            planner.router.observe(
-                envelope.route,
-                planner.index[name],
-                outcome.ttft_ms,
-                record.ms,
-                usage.output_tokens,
-                True,
+            planner.observe(
+                envelope.route, name, outcome.ttft_ms, record.ms, usage.output_tokens, True
             )
         else:
             self._failed(name, error)

@@ -15,7 +15,6 @@ a rate limit (a cool-down instead) do not.
 
 from __future__ import annotations
 
-import math
 import time
 from collections import deque
 from collections.abc import Callable
@@ -43,9 +42,6 @@ DEFAULT_COOLDOWN_S = 1.0
 # this many counters whatever its traffic. One entry per attempt kept ``window_s × rate``
 # of them (90k at 3k requests a second over 30 s) and a failure summed them all.
 BUCKETS = 30
-# The newest cell of a state with none: no bucket number equals NaN, and nothing counts
-# in it (_remember replaces it first).
-_NO_CELL: list[float] = [math.nan, 0, 0]
 
 
 @dataclass(slots=True)
@@ -55,8 +51,6 @@ class _State:
     # [bucket number, attempts, failures], oldest first; bucket numbers are floats
     # (``now // width``: no int() per answer).
     buckets: deque[list[float]] = field(default_factory=deque)
-    # The newest of them (``_NO_CELL`` when there is none): what an answer counts in.
-    cell: list[float] = field(default_factory=lambda: _NO_CELL)
     ejected_until: float = 0.0
     ejections_in_a_row: int = 0
     cooldown_until: float = 0.0
@@ -95,7 +89,7 @@ class Health:
             old = previous._states.get(name) if previous is not None else None
             if old is not None and old.tier == tier:
                 if previous is not None and previous._width != self._width:
-                    _forget(old)  # its buckets count in another width
+                    old.buckets.clear()  # its buckets count in another width
                 self._states[name] = old
             else:
                 self._states[name] = _State(tier)
@@ -144,9 +138,9 @@ class Health:
             s.ejections_in_a_row = 0
         # Every answer counts here: the bucket it lands in is usually the newest one,
         # counted without _remember's frame (a new bucket goes through it).
-        cell = s.cell
-        if cell[0] == now // self._width:
-            cell[1] += 1
+        buckets = s.buckets
+        if buckets and buckets[-1][0] == now // self._width:
+            buckets[-1][1] += 1
         else:
             self._remember(s, now, failed=False)
 
@@ -204,7 +198,7 @@ class Health:
         self._until = max(self._until, s.ejected_until)
         self._held(name, s)
         s.consecutive = 0
-        _forget(s)
+        s.buckets.clear()
         self.events.append(("ejection", name, seconds))
 
     def _held(self, name: str, s: _State) -> None:
@@ -214,17 +208,13 @@ class Health:
     def _remember(self, s: _State, now: float, failed: bool) -> None:
         bucket = now // self._width
         buckets = s.buckets
-        cell = s.cell
-        if cell[0] != bucket:  # a new bucket: the ones it pushes out of the window leave
+        if buckets and buckets[-1][0] == bucket:
+            cell = buckets[-1]
+        else:  # a new bucket: the ones it pushes out of the window leave
             while buckets and buckets[0][0] <= bucket - BUCKETS:
                 buckets.popleft()
-            cell = s.cell = [bucket, 0, 0]
+            cell = [bucket, 0, 0]
             buckets.append(cell)
         cell[1] += 1
         if failed:
             cell[2] += 1
-
-
-def _forget(s: _State) -> None:
-    s.buckets.clear()
-    s.cell = _NO_CELL

@@ -187,12 +187,11 @@ def request_findings(chat: ChatRequest, policy: SafetyPolicy) -> list[SafetyFind
     findings: list[SafetyFinding] = []
     if not policy.enabled:
         return findings
-    plain = chat.plain
-    if plain is not None and plain[0] is chat.messages:
-        # The core's reading of a plain body, its texts as the messages hold them (the
-        # identity: nothing replaced them since): one call, long texts seen lately (a
-        # system prompt, earlier turns) answered from the core's memo.
-        if not _core.scan_texts_any(plain[1]):
+    plain = chat.plain_texts
+    if plain is not None:
+        # The core's reading of a plain body: one call, long texts seen lately (a system
+        # prompt, earlier turns) answered from the core's memo.
+        if not _core.scan_texts_any(plain):
             return findings
     else:
         raw = chat.raw
