@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from telemetry_helpers import record
 from tiergate.telemetry.logline import record_line, record_lines
-from tiergate.telemetry.record import AttemptRecord, SafetyFinding
+from tiergate.telemetry.record import AttemptRecord, RequestRecord, SafetyFinding
 
 attempts = st.builds(
     AttemptRecord,
@@ -100,3 +100,81 @@ def test_what_orjson_refuses_is_refused_with_the_field_named(field: str, value: 
         record_lines([good, rec])
     if not isinstance(err.value, UnicodeError):
         assert field in str(err.value)
+
+
+# The core reads a record's fields straight from its slots when the object is exactly a
+# RequestRecord (or AttemptRecord) whose class is unchanged; anything else is read with
+# getattr. Each case below must give the line attribute access gives.
+
+
+def _reference(recs: list[Any]) -> bytes:
+    return b"".join(
+        orjson.dumps(record_line(rec), option=orjson.OPT_APPEND_NEWLINE) for rec in recs
+    )
+
+
+def test_a_subclass_overriding_a_field_is_read_as_attribute_access_reads_it() -> None:
+    slot: Any = RequestRecord.__dict__["tenant"]  # the base's member descriptor
+
+    class Renamed(RequestRecord):
+        __slots__ = ()
+
+        @property
+        def tenant(self) -> str:
+            return "from-the-property"
+
+        @tenant.setter
+        def tenant(self, value: str) -> None:  # the slot holds it; reads see the property
+            slot.__set__(self, value)
+
+    plain, sub = record("req-1"), Renamed("req-2", 0, "openai", "chat")
+    batch = [plain, sub, plain]  # the same call site sees both types, in turn
+    assert record_lines(batch) == _reference(batch)
+    assert b'"tenant":"from-the-property"' in record_lines([sub])
+
+
+def test_a_class_changed_after_its_layout_was_taken_is_read_afresh(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rec = record("req-1", tenant="acme")
+    assert b'"tenant":"acme"' in record_lines([rec])  # the layout is now known
+    with monkeypatch.context() as m:
+        m.setattr(RequestRecord, "tenant", property(lambda self: "patched"), raising=True)
+        assert b'"tenant":"patched"' in record_lines([rec])
+        assert record_lines([rec]) == _reference([rec])
+    assert b'"tenant":"acme"' in record_lines([rec])  # the slot again, once restored
+
+
+def test_an_unset_slot_raises_as_getattr_does() -> None:
+    rec = record("req-1")
+    record_lines([rec])
+    empty = RequestRecord.__new__(RequestRecord)  # no field set
+    with pytest.raises(AttributeError):
+        record_lines([empty])
+    bare_attempt = AttemptRecord.__new__(AttemptRecord)
+    rec.attempts = [bare_attempt]
+    with pytest.raises(AttributeError):
+        record_lines([rec])
+
+
+def test_any_object_with_the_fields_is_read_by_getattr() -> None:
+    from types import SimpleNamespace
+
+    real = record("req-1", tenant="acme")
+    fields = {name: getattr(real, name) for name in RequestRecord.__slots__}
+    fields["attempts"] = [
+        SimpleNamespace(**{n: getattr(a, n) for n in AttemptRecord.__slots__})
+        for a in real.attempts
+    ]
+    duck: Any = SimpleNamespace(**fields)
+    assert record_lines([real, duck, real]) == _reference([real, real, real])
+
+
+def test_a_slot_changed_between_calls_is_read_anew() -> None:
+    rec = record("req-1", tenant="acme")
+    first = record_lines([rec])
+    rec.tenant = "globex"
+    rec.attempts[0].deployment = "elsewhere"
+    second = record_lines([rec])
+    assert first != second
+    assert second == _reference([rec])

@@ -20,6 +20,7 @@ mod classifier;
 mod ingest;
 mod relay;
 mod safety;
+mod slots;
 mod telemetry;
 
 fn to_py(e: CoreError) -> PyErr {

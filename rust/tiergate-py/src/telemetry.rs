@@ -9,11 +9,20 @@ use pyo3::types::{PyBool, PyBytes, PyFloat, PyInt, PyList, PyString, PyTuple};
 use tiergate_core::logline::{write_line, AttemptLine, RequestLine, Value};
 use tiergate_core::tally::{self, AttemptFacts, Buckets, RequestFacts, Tally};
 
-/// The attributes `names` of `obj`, in order (each name interned once per process).
+/// The attributes `names` of `obj`, in order (each name interned once per process):
+/// read from their slots when `obj`'s type allows it (see `slots`), else by `getattr`.
 macro_rules! attrs {
-    ($py:expr, $obj:expr, [$($name:literal),* $(,)?]) => {
-        [$($obj.getattr(intern!($py, $name))?),*]
-    };
+    ($py:expr, $obj:expr, [$($name:literal),* $(,)?]) => {{
+        const N: usize = [$($name),*].len();
+        thread_local! {
+            static LAYOUT: crate::slots::Cache<N> = const { crate::slots::Cache::new() };
+        }
+        let obj: &Bound<'_, PyAny> = &$obj;
+        match LAYOUT.with(|c| crate::slots::read(c, obj, || [$(intern!($py, $name).clone()),*])) {
+            Some(values) => values,
+            None => [$(obj.getattr(intern!($py, $name))?),*],
+        }
+    }};
 }
 
 fn error(field: &str, what: &str) -> PyErr {
