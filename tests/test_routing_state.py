@@ -17,7 +17,7 @@ from tiergate.errors import ErrorClass, RequestError
 from tiergate.providers.base import Usage
 from tiergate.routing.dispatch import Dispatcher, HedgeBudget, _Facts
 from tiergate.routing.health import Health
-from tiergate.routing.idempotency import Idempotency, MemoryStore, Recorded
+from tiergate.routing.idempotency import Flight, Idempotency, MemoryStore, Recorded
 from tiergate.routing.limits import Limits
 from tiergate.routing.planner import Planner
 from tiergate.routing.tenants import Tenants
@@ -367,6 +367,36 @@ async def test_finish_now_settles_with_the_memory_store_and_defers_to_finish_oth
     assert remote.inflight == 1 and not store.kept  # nothing done: finish does it all
     await remote.finish(flight, answer)
     assert remote.inflight == 0 and store.kept == {key: answer}
+
+
+async def test_lookup_now_answers_when_nothing_waits_and_defers_to_lookup_otherwise() -> None:
+    idem = Idempotency(MemoryStore(), ttl_s=60)
+    key = Idempotency.key(b"{}", "t", "openai", False, "k5")
+    outcome, flight = idem.lookup_now(key) or ("none", None)
+    assert outcome == "miss" and isinstance(flight, Flight) and idem.inflight == 1
+    assert idem.lookup_now(key) is None  # in flight: a follower must await lookup
+    follower = asyncio.create_task(idem.lookup(key))
+    await asyncio.sleep(0)
+    answer = Recorded(200, (("a", "b"),), body=b"ok")
+    assert idem.finish_now(flight, answer)
+    assert await follower == ("coalesced", answer)
+    assert idem.lookup_now(key) == ("replay", answer)
+    failed_key = Idempotency.key(b"{}", "t", "openai", False, "k6")
+    _, failing = idem.lookup_now(failed_key) or ("none", None)
+    assert isinstance(failing, Flight)
+    assert idem.finish_now(failing, Recorded(502, (), body=b"no"))
+    assert idem.lookup_now(failed_key) is not None  # not kept: the next one leads
+    assert idem.inflight == 1
+
+    class AsyncOnly:  # a store that must be awaited (as a Redis one would)
+        async def get(self, key: bytes) -> Recorded | None:
+            return None
+
+        async def put(self, key: bytes, value: Recorded, ttl_s: float) -> None:
+            pass
+
+    remote = Idempotency(AsyncOnly(), ttl_s=60)
+    assert remote.lookup_now(key) is None and remote.inflight == 0
 
 
 def test_keys_are_scoped() -> None:

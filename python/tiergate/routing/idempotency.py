@@ -91,6 +91,10 @@ class MemoryStore:
         return self._bytes
 
     async def get(self, key: bytes) -> Recorded | None:
+        return self.get_now(key)
+
+    def get_now(self, key: bytes) -> Recorded | None:
+        """:meth:`get` without a coroutine: nothing here waits."""
         item = self._entries.get(key)
         if item is None:
             return None
@@ -136,14 +140,17 @@ class Flight:
 class Idempotency:
     """Coalescing and replay in front of the upstream call."""
 
-    __slots__ = ("_inflight", "_put_now", "store", "ttl_s")
+    __slots__ = ("_get_now", "_inflight", "_put_now", "store", "ttl_s")
 
     def __init__(self, store: Store | None = None, ttl_s: float = 600.0) -> None:
         self.store: Store = store if store is not None else MemoryStore()
         self.ttl_s = ttl_s
         self._inflight: dict[bytes, Flight] = {}
-        # A store that keeps an entry without waiting (the memory store) is written to
-        # without a coroutine: see finish_now.
+        # A store that reads and keeps an entry without waiting (the memory store) is
+        # used without coroutines: see lookup_now and finish_now.
+        self._get_now: Callable[[bytes], Recorded | None] | None = getattr(
+            self.store, "get_now", None
+        )
         self._put_now: Callable[[bytes, Recorded, float], None] | None = getattr(
             self.store, "put_now", None
         )
@@ -178,6 +185,20 @@ class Idempotency:
             shared = await asyncio.shield(future)
             if shared is not None:
                 return "coalesced", shared
+        flight = Flight(key)
+        self._inflight[key] = flight
+        return "miss", flight
+
+    def lookup_now(self, key: bytes) -> tuple[str, Recorded | Flight] | None:
+        """:meth:`lookup` without awaiting, when the store reads synchronously and no
+        identical request is in flight (the usual case: two coroutines fewer a request);
+        None, having done nothing, otherwise: then await :meth:`lookup`."""
+        get_now = self._get_now
+        if get_now is None or key in self._inflight:
+            return None
+        recorded = get_now(key)
+        if recorded is not None:
+            return "replay", recorded
         flight = Flight(key)
         self._inflight[key] = flight
         return "miss", flight

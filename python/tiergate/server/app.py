@@ -440,7 +440,8 @@ class Pipeline:
             key = Idempotency.key(
                 raw, tenant.name, self.surface, chat.stream, envelope.idempotency_key
             )
-        outcome, value = await gw.idempotency.lookup(key)
+        found = gw.idempotency.lookup_now(key)
+        outcome, value = found if found is not None else await gw.idempotency.lookup(key)
         if isinstance(value, Recorded):
             record.idempotency = outcome
             record.status = value.status
