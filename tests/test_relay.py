@@ -9,6 +9,7 @@ import json
 import time
 from typing import Any
 
+import orjson
 import pytest
 from aiohttp import web
 from hypothesis import given, settings
@@ -334,6 +335,49 @@ async def test_a_body_that_ends_after_its_stream_keeps_the_connection(relayed: b
                 assert isinstance([e async for e in events][-1], StreamEnd)
             await asyncio.sleep(0.1)  # the body's end arrives; the connection is pooled
         assert len(peers) == 1
+    finally:
+        await adapter.close()
+        await runner.cleanup()
+
+
+async def test_a_providers_cookies_are_never_sent_back() -> None:
+    # Providers set cookies (OpenAI's API answers with Cloudflare's); the sidecar calls
+    # for every tenant over one session, so it keeps none: no state passes between
+    # callers, and no provider sees what it set for another caller's call.
+    seen: list[str | None] = []
+
+    async def chat(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("cookie"))
+        await request.read()
+        answer = web.Response(
+            body=orjson.dumps(
+                {
+                    "id": "c",
+                    "model": "m",
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": "x"}}],
+                }
+            ),
+            content_type="application/json",
+        )
+        answer.set_cookie("__cf_bm", "tenant-a-session")
+        return answer
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    # By name: aiohttp's default jar keeps no cookies of a host given as an IP address.
+    adapter = OpenAIAdapter(
+        "up", ProviderConfig(kind="openai", base_url=f"http://localhost:{port}/v1")
+    )
+    await adapter.open()
+    try:
+        for _ in range(2):
+            await adapter._post_raw(f"http://localhost:{port}/v1/chat/completions", b"{}", 5.0)
+        assert seen == [None, None]
     finally:
         await adapter.close()
         await runner.cleanup()

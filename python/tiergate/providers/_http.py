@@ -194,6 +194,9 @@ class HttpAdapter(AdapterBase):
             timeout=aiohttp.ClientTimeout(total=None),
             auto_decompress=True,
             raise_for_status=False,
+            # No cookies kept: one session calls for every tenant, and what a provider
+            # sets during one caller's call must not go back with another's.
+            cookie_jar=aiohttp.DummyCookieJar(),
         )
 
     async def close(self) -> None:
