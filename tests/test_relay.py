@@ -18,9 +18,11 @@ from hypothesis import strategies as st
 from tiergate import _core
 from tiergate.config import ProviderConfig
 from tiergate.errors import ErrorClass, ProviderError
+from tiergate.providers._http import HttpAdapter
 from tiergate.providers.base import StreamEnd, TextDelta
 from tiergate.providers.normalise import FINISH_REASONS, SSEParser
 from tiergate.providers.openai import OpenAIAdapter, OpenAIStreamParser
+from tiergate.providers.registry import make_adapter
 from tiergate.providers.relay import RelayStream, relay_error
 from tiergate.server.render_openai import OpenAIStreamRenderer
 
@@ -381,3 +383,59 @@ async def test_a_providers_cookies_are_never_sent_back() -> None:
     finally:
         await adapter.close()
         await runner.cleanup()
+
+
+@pytest.mark.parametrize("path", ["complete", "stream", "relay"])
+@pytest.mark.parametrize("kind", ["openai", "anthropic", "gemini"])
+async def test_a_redirect_is_a_provider_failure_and_the_key_goes_nowhere(
+    kind: str, path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A provider (or whatever answers at its base URL) that redirects elsewhere: the
+    # key it was given must not follow (aiohttp, following, would drop Authorization
+    # across origins but keep x-api-key and x-goog-api-key), and the deployment failed.
+    monkeypatch.setenv("TG_TEST_PROVIDER_KEY", "sk-for-the-provider-only-0123456789")
+    elsewhere: list[dict[str, str]] = []
+
+    async def collect(request: web.Request) -> web.Response:
+        elsewhere.append(dict(request.headers))
+        return web.Response(body=b"{}", content_type="application/json")
+
+    async def serve(handler: Any) -> tuple[web.AppRunner, int]:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", handler)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        return runner, site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    other = await serve(collect)
+
+    async def provider(request: web.Request) -> web.Response:
+        await request.read()
+        raise web.HTTPTemporaryRedirect(f"http://localhost:{other[1]}/collect")
+
+    sites = [other, await serve(provider)]
+    base = f"http://127.0.0.1:{sites[1][1]}/v1"
+    adapter = make_adapter(
+        "up",
+        ProviderConfig(kind=kind, base_url=base, api_key={"env": "TG_TEST_PROVIDER_KEY"}),
+    )
+    assert isinstance(adapter, HttpAdapter)
+    await adapter.open()
+    url = f"{base}/chat/completions"
+    try:
+        with pytest.raises(ProviderError) as err:
+            if path == "complete":
+                await adapter._post_raw(url, b"{}", 5.0)
+            elif path == "stream":
+                [e async for e in adapter._stream(url, b"{}", 5.0, OpenAIStreamParser("up", "m"))]
+            else:
+                await anext(RelayStream(adapter, url, b"{}", 5.0, _core.OpenAIRelay("m")))
+        assert err.value.error_class is ErrorClass.SERVER_ERROR and err.value.retryable
+        assert err.value.status == 307
+        assert elsewhere == []
+    finally:
+        await adapter.close()
+        for runner, _ in sites:
+            await runner.cleanup()

@@ -24,6 +24,7 @@ from tiergate.providers.normalise import (
 )
 
 __all__ = [
+    "FOLLOW_REDIRECTS",
     "KEEPALIVE_S",
     "MAX_ERROR_BODY",
     "TRANSPORT_ERRORS",
@@ -42,6 +43,11 @@ T = TypeVar("T")
 KEEPALIVE_S = 30.0
 # An error body is read up to this many bytes.
 MAX_ERROR_BODY = 64 * 1024
+# Provider calls never follow a redirect: following one
+# would send the key to wherever it points (aiohttp drops Authorization across origins,
+# not x-api-key or x-goog-api-key), and an API that moved is this deployment's
+# misconfiguration, so a 3xx is a failed attempt (server_error: a sibling may serve).
+FOLLOW_REDIRECTS = False
 
 
 class StreamParser(Protocol):
@@ -246,9 +252,11 @@ class HttpAdapter(AdapterBase):
         guard = Deadline(timeout_s)
         started = False
         try:
-            async with session.post(url, data=data, headers=headers, timeout=connect) as resp:
+            async with session.post(
+                url, data=data, headers=headers, timeout=connect, allow_redirects=FOLLOW_REDIRECTS
+            ) as resp:
                 started = True
-                if resp.status >= 400:
+                if resp.status >= 300:  # a redirect included: see FOLLOW_REDIRECTS
                     raw = await resp.content.read(MAX_ERROR_BODY)
                     raise self._error(resp.status, raw, resp.headers)
                 return await resp.read()
@@ -306,8 +314,9 @@ class HttpAdapter(AdapterBase):
                     data=data,
                     headers=headers,
                     timeout=client_timeout(timeout_s, connect_only=True),
+                    allow_redirects=FOLLOW_REDIRECTS,
                 )
-                if resp.status >= 400:
+                if resp.status >= 300:  # a redirect included: see FOLLOW_REDIRECTS
                     raw = await resp.content.read(MAX_ERROR_BODY)
                     raise self._error(resp.status, raw, resp.headers)
                 events = translate(resp.content.iter_any())

@@ -213,8 +213,9 @@ def classify_http_error(
     """Map an upstream HTTP failure to its class.
 
     408/504 → timeout; 429 → rate_limited; 503/529 → overloaded; other 5xx →
-    server_error; 401/403 → auth; 404 → server_error (we chose the URL and model, so a
-    missing one is this deployment's fault, not the caller's); 413 → context_length;
+    server_error; 401/403 → auth; 404 and 3xx → server_error (we chose the URL and
+    model, so a missing or moved one is this deployment's fault, not the caller's; a
+    redirect is not followed: see ``_http.FOLLOW_REDIRECTS``); 413 → context_length;
     other 4xx → context_length or content_policy by wording, else bad_request. A known
     provider error type/code (``kinds``) wins over the status.
     """
@@ -231,7 +232,7 @@ def classify_http_error(
         return ErrorClass.SERVER_ERROR
     if status in (401, 403):
         return ErrorClass.AUTH
-    if status == 404:
+    if status == 404 or 300 <= status < 400:
         return ErrorClass.SERVER_ERROR
     if status == 413:
         return ErrorClass.CONTEXT_LENGTH

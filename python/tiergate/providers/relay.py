@@ -21,6 +21,7 @@ from tiergate import _core
 from tiergate.deadline import Deadline
 from tiergate.errors import ProviderError
 from tiergate.providers._http import (
+    FOLLOW_REDIRECTS,
     MAX_ERROR_BODY,
     TRANSPORT_ERRORS,
     client_timeout,
@@ -97,8 +98,9 @@ class RelayStream:
                         self._url,
                         data=self._body,
                         timeout=client_timeout(self._timeout_s, connect_only=True),
+                        allow_redirects=FOLLOW_REDIRECTS,
                     )
-                    if resp.status >= 400:
+                    if resp.status >= 300:  # a redirect included: see FOLLOW_REDIRECTS
                         raw = await resp.content.read(MAX_ERROR_BODY)
                         raise adapter._error(resp.status, raw, resp.headers)
                     content = self._content = resp.content
