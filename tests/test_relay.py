@@ -439,3 +439,93 @@ async def test_a_redirect_is_a_provider_failure_and_the_key_goes_nowhere(
         await adapter.close()
         for runner, _ in sites:
             await runner.cleanup()
+
+
+_CAP = 4096  # the bound, lowered for the tests below
+
+
+@pytest.mark.parametrize(
+    ("shape", "size", "fails"),
+    [
+        ("length", _CAP, False),
+        ("length", _CAP + 1, True),  # refused from its Content-Length, unread
+        ("chunked", _CAP, False),
+        ("chunked", 10 * _CAP, True),
+        ("gzip", _CAP, False),
+        ("gzip", 100 * _CAP, True),  # a few hundred bytes on the wire
+    ],
+)
+async def test_an_answer_past_the_bound_is_malformed_not_kept(
+    shape: str, size: int, fails: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gzip
+
+    from tiergate.providers import _http
+
+    monkeypatch.setattr(_http, "MAX_ANSWER_BYTES", _CAP)
+    body = b"x" * size
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        if shape == "length":
+            return web.Response(body=body)
+        if shape == "gzip":
+            packed = gzip.compress(body)
+            return web.Response(body=packed, headers={"content-encoding": "gzip"})
+        resp = web.StreamResponse()
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        for i in range(0, size, 1000):
+            await resp.write(body[i : i + 1000])
+        await resp.write_eof()
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    adapter = OpenAIAdapter(
+        "up", ProviderConfig(kind="openai", base_url=f"http://127.0.0.1:{port}/v1")
+    )
+    await adapter.open()
+    try:
+        call = adapter._post_raw(f"http://127.0.0.1:{port}/v1/chat/completions", b"{}", 5.0)
+        if fails:
+            with pytest.raises(ProviderError) as err:
+                await call
+            assert err.value.error_class is ErrorClass.INVALID_OUTPUT
+            assert f"over {_CAP} bytes" in str(err.value) and err.value.provider == "up"
+        else:
+            assert await call == body
+    finally:
+        await adapter.close()
+        await runner.cleanup()
+
+
+def test_a_streamed_event_past_the_bound_is_malformed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tiergate.providers import normalise
+
+    monkeypatch.setattr(normalise, "MAX_ANSWER_BYTES", 64)
+    fine = SSEParser()
+    for _ in range(100):  # many events, each small: no bound on the stream's length
+        assert fine.feed(b"data: " + b"y" * 40 + b"\n\n")[0].data == "y" * 40
+    assert [e.data for e in fine.feed(b"data: a\r\ndata: b\r\n\r\n")] == ["a\nb"]
+    for first, more in [(b"data: x", b"yyyyyyyy"), (b"data: x\n", b"data: y\n")]:
+        parser = SSEParser()
+        parser.feed(first)
+        with pytest.raises(ProviderError) as err:
+            for _ in range(100):
+                parser.feed(more)
+        assert err.value.error_class is ErrorClass.INVALID_OUTPUT
+
+
+def test_the_relays_bound_is_a_malformed_stream() -> None:
+    err = relay_error((_core.RELAY_FAIL_TOO_LARGE, ""), "up")
+    assert err.error_class is ErrorClass.INVALID_OUTPUT and err.retryable
+    assert f"over {_core.RELAY_MAX_EVENT_BYTES} bytes" in str(err)
+    from tiergate.providers import normalise
+
+    assert normalise.MAX_ANSWER_BYTES == _core.RELAY_MAX_EVENT_BYTES  # one bound

@@ -26,6 +26,8 @@ __all__ = [
     "RELAY_FAIL_NOT_JSON",
     "RELAY_FAIL_NOT_OBJECT",
     "RELAY_FAIL_SHAPE",
+    "RELAY_FAIL_TOO_LARGE",
+    "RELAY_MAX_EVENT_BYTES",
     "SAFETY_KINDS",
     "SIG_CODE",
     "SIG_HARD",
@@ -160,6 +162,8 @@ RELAY_FAIL_NOT_OBJECT: Final[int]  # 2: ... was JSON but not an object
 RELAY_FAIL_ERROR_OBJECT: Final[int]  # 3: ... was an {"error": ...} object (detail: its text)
 RELAY_FAIL_CUT: Final[int]  # 4: the stream ended without its end
 RELAY_FAIL_SHAPE: Final[int]  # 5: a field had a type the protocol does not allow (detail: its name)
+RELAY_FAIL_TOO_LARGE: Final[int]  # 6: one event grew past RELAY_MAX_EVENT_BYTES
+RELAY_MAX_EVENT_BYTES: Final[int]  # the most bytes one streamed event may hold
 
 def finish_reason(raw: str) -> str:
     """The canonical finish reason of any provider's stop reason (the table of

@@ -10,12 +10,14 @@ from typing import Any, Protocol, TypeVar
 
 import aiohttp
 import orjson
+from aiohttp.hdrs import CONTENT_ENCODING
 
 from tiergate.config import ProviderConfig
 from tiergate.deadline import Deadline
 from tiergate.errors import ErrorClass, ProviderError
 from tiergate.providers.base import AdapterBase, StreamEnd, StreamEvent
 from tiergate.providers.normalise import (
+    MAX_ANSWER_BYTES,
     SSEEvent,
     SSEParser,
     cut_stream,
@@ -109,6 +111,22 @@ TRANSPORT_ERRORS = (aiohttp.ClientError, OSError, TimeoutError)
 # distinct values occur; the table is emptied when it grows past a bound.
 _TIMEOUTS: dict[tuple[int, bool], aiohttp.ClientTimeout] = {}
 _MAX_TIMEOUTS = 4096
+
+
+async def read_bounded(content: aiohttp.StreamReader, length: int | None, provider: str) -> bytes:
+    """A body of unknown, large or compressed size (``length``: its Content-Length),
+    refused (malformed) once it passes MAX_ANSWER_BYTES: counted as it arrives,
+    decompressed, never held whole first."""
+    if length is not None and length > MAX_ANSWER_BYTES:
+        raise malformed(f"answer (over {MAX_ANSWER_BYTES} bytes)", provider)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in content.iter_any():
+        size += len(chunk)
+        if size > MAX_ANSWER_BYTES:
+            raise malformed(f"answer (over {MAX_ANSWER_BYTES} bytes)", provider)
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def client_timeout(seconds: float, *, connect_only: bool = False) -> aiohttp.ClientTimeout:
@@ -259,7 +277,14 @@ class HttpAdapter(AdapterBase):
                 if resp.status >= 300:  # a redirect included: see FOLLOW_REDIRECTS
                     raw = await resp.content.read(MAX_ERROR_BODY)
                     raise self._error(resp.status, raw, resp.headers)
-                return await resp.read()
+                length = resp.content_length
+                if (
+                    length is not None
+                    and length <= MAX_ANSWER_BYTES
+                    and CONTENT_ENCODING not in resp.headers
+                ):
+                    return await resp.read()  # the usual answer: its size known, bounded
+                return await read_bounded(resp.content, length, self.name)
         except asyncio.CancelledError:
             try:
                 guard.check()  # TimeoutError when the deadline passed

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 import orjson
 
+from tiergate import _core
 from tiergate.envelope import ChatRequest, ResponseFormat, ToolCall
 from tiergate.errors import ErrorClass, ProviderError
 from tiergate.providers.base import (
@@ -39,6 +40,7 @@ from tiergate.providers.base import (
 __all__ = [
     "FINISH_REASONS",
     "JSON_OBJECT_INSTRUCTION",
+    "MAX_ANSWER_BYTES",
     "SSEEvent",
     "SSEParser",
     "StreamCollector",
@@ -67,6 +69,12 @@ __all__ = [
     "usage_openai",
     "validate_json_output",
 ]
+
+# The most bytes of a provider's answer kept in memory: a non-streamed body (after
+# decompression) or one streamed event. Past it the answer is malformed (a sibling may
+# serve) rather than the sidecar's memory the provider's to fill. Answers run to a few
+# MB at most (an image in base64). The core's relay holds streams to the same bound.
+MAX_ANSWER_BYTES: int = _core.RELAY_MAX_EVENT_BYTES
 
 T = TypeVar("T")
 
@@ -686,12 +694,13 @@ class SSEParser:
     comments, ``id:``/``retry:`` are ignored. An event is dispatched on a blank line.
     """
 
-    __slots__ = ("_buf", "_data", "_event", "_skip_lf")
+    __slots__ = ("_buf", "_data", "_event", "_held", "_skip_lf")
 
     def __init__(self) -> None:
         self._buf = b""
         self._event = ""
         self._data: list[str] = []
+        self._held = 0  # characters in _data: with _buf, bounded by MAX_ANSWER_BYTES
         self._skip_lf = False
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
@@ -742,6 +751,8 @@ class SSEParser:
             self._line(buf[start:end], out)
             start = nxt
         self._buf = buf[start:]
+        if len(self._buf) + self._held > MAX_ANSWER_BYTES:  # a line or event never ends
+            raise malformed(f"stream event (over {MAX_ANSWER_BYTES} bytes)")
         return out
 
     def finish(self) -> list[SSEEvent]:
@@ -750,6 +761,7 @@ class SSEParser:
         self._buf = b""
         self._event = ""
         self._data = []
+        self._held = 0
         return []
 
     def _line(self, raw: bytes, out: list[SSEEvent]) -> None:
@@ -759,6 +771,7 @@ class SSEParser:
                     out.append(SSEEvent(self._event or "message", "\n".join(self._data)))
                 self._event = ""
                 self._data = []
+                self._held = 0
             return
         if raw[:1] == b":":
             return
@@ -768,6 +781,7 @@ class SSEParser:
             value = value[1:]
         if name == "data":
             self._data.append(value)
+            self._held += len(value)
         elif name == "event":
             self._event = value
 

@@ -49,6 +49,8 @@ def relay_error(failure: tuple[int, str], provider: str) -> ProviderError:
         return malformed("stream chunk (not an object)", provider)
     if code == _core.RELAY_FAIL_SHAPE:
         return malformed(f"stream chunk (`{detail}` of an unexpected type)", provider)
+    if code == _core.RELAY_FAIL_TOO_LARGE:
+        return malformed(f"stream event (over {_core.RELAY_MAX_EVENT_BYTES} bytes)", provider)
     return cut_stream(provider)
 
 

@@ -39,6 +39,14 @@ pub const FAIL_ERROR_OBJECT: u32 = 3;
 pub const FAIL_CUT: u32 = 4;
 /// A field had a JSON type the protocol does not allow (the detail names it).
 pub const FAIL_SHAPE: u32 = 5;
+/// One event (or an unterminated line) grew past [`MAX_EVENT_BYTES`].
+pub const FAIL_TOO_LARGE: u32 = 6;
+
+/// The most bytes one streamed event may hold. Chunks are small; the largest real ones
+/// carry an image in base64 (a few MB). Past this the stream is malformed, rather than
+/// the sidecar's memory the provider's to fill. The Python stream parser and the
+/// non-streamed answer use the same bound (`providers._http.MAX_ANSWER_BYTES`).
+pub const MAX_EVENT_BYTES: usize = 32 * 1024 * 1024;
 
 /// Why the stream failed: one of the `FAIL_*` codes and a detail.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -123,6 +131,8 @@ pub struct OpenAiRelay {
     ended: bool,
     text: String,
     delivered: usize,
+    /// [`MAX_EVENT_BYTES`], lowered in tests.
+    max_event_bytes: usize,
 }
 
 const ROLE: &[u8] = br#","choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null,"logprobs":null}]}
@@ -154,6 +164,7 @@ impl OpenAiRelay {
             ended: false,
             text: String::new(),
             delivered: 0,
+            max_event_bytes: MAX_EVENT_BYTES,
         }
     }
 
@@ -163,6 +174,9 @@ impl OpenAiRelay {
         let parsed = &mut self.parsed;
         if !parsed.done && parsed.failure.is_none() {
             self.sse.feed(chunk, |data| parsed.event(data));
+            if self.sse.held() > self.max_event_bytes && parsed.failure.is_none() {
+                parsed.fail(FAIL_TOO_LARGE, "");
+            }
         }
         parsed.pending.len()
     }
@@ -378,6 +392,33 @@ impl Parsed {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_event_past_the_bound_fails_the_stream() {
+        let chunk = br#"data: {"choices":[{"index":0,"delta":{"content":"hi"}}]}"#;
+        // Within the bound: events of any number, split anywhere, pass.
+        let mut r = OpenAiRelay::new("m");
+        r.max_event_bytes = chunk.len() + 1;
+        for piece in chunk.chunks(7) {
+            r.feed(piece);
+        }
+        r.feed(b"\n\n");
+        assert!(r.failure().is_none());
+        // A line that never ends, an event that never ends (many data lines).
+        for (first, more) in [
+            (&b"data: x"[..], &b"yyyyyyyy"[..]),
+            (b"data: x\n", b"data: y\n"),
+        ] {
+            let mut r = OpenAiRelay::new("m");
+            r.max_event_bytes = 64;
+            r.feed(first);
+            for _ in 0..100 {
+                r.feed(more);
+            }
+            assert_eq!(r.failure().map(|f| f.code), Some(FAIL_TOO_LARGE));
+            assert!(r.stopped());
+        }
+    }
 
     fn relay(wire: &[&[u8]], include_usage: bool) -> (OpenAiRelay, String) {
         let mut r = OpenAiRelay::new("dep-model");

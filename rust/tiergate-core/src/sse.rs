@@ -27,6 +27,13 @@ impl SseLines {
         Self::default()
     }
 
+    /// Bytes held for the event being read: its data so far and an unterminated line.
+    /// A consumer bounds this (a provider that never ends a line or an event would
+    /// otherwise grow it without limit).
+    pub fn held(&self) -> usize {
+        self.buf.len() + self.data.len()
+    }
+
     /// Feed one chunk; `on_event` gets each completed event's data (lines joined with
     /// `\n`, not yet decoded) and may stop the parse (the rest of the chunk is dropped).
     pub fn feed(&mut self, mut chunk: &[u8], mut on_event: impl FnMut(&[u8]) -> Flow) -> Flow {

@@ -119,9 +119,11 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
         ("RELAY_FAIL_ERROR_OBJECT", relay::FAIL_ERROR_OBJECT),
         ("RELAY_FAIL_CUT", relay::FAIL_CUT),
         ("RELAY_FAIL_SHAPE", relay::FAIL_SHAPE),
+        ("RELAY_FAIL_TOO_LARGE", relay::FAIL_TOO_LARGE),
     ] {
         m.add(name, value)?;
     }
+    m.add("RELAY_MAX_EVENT_BYTES", relay::MAX_EVENT_BYTES)?;
     Ok(())
 }
 
