@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tiergate.server.stepping import Pending, step
+from tiergate.server.stepping import Pending, start, step
 
 
 async def source(log: list[str]) -> AsyncIterator[int]:
@@ -89,3 +89,37 @@ async def test_a_step_left_unawaited_closes_with_every_generator_it_runs_through
     await it.aclose()  # already ended: no "asynchronous generator is already running"
     with pytest.raises(StopAsyncIteration):
         await it.__anext__()
+
+
+async def test_start_runs_a_send_until_it_must_wait() -> None:
+    done: list[str] = []
+
+    async def quick() -> None:
+        done.append("quick")
+
+    async def slow(gate: asyncio.Future[None]) -> None:
+        done.append("slow began")
+        await gate
+        done.append("slow ended")
+
+    assert start(quick()) is None and done == ["quick"]  # finished, nothing to await
+    gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    rest = start(slow(gate))
+    assert rest is not None and done[-1] == "slow began"
+    asyncio.get_running_loop().call_later(0.01, gate.set_result, None)
+    await rest
+    assert done[-1] == "slow ended"
+    # A cancellation while the rest waits reaches the send (as a timeout's does).
+    gate2: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    rest2 = start(slow(gate2))
+    assert rest2 is not None
+
+    async def wait_rest() -> None:
+        await rest2
+
+    task = asyncio.create_task(wait_rest())
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert gate2.cancelled()

@@ -92,7 +92,8 @@ class ServerConfig(_Model):
     port: int = Field(4000, ge=0, le=65535)
     admin_port: int = Field(4001, ge=0, le=65535)
     max_body_bytes: int = Field(8 * 1024 * 1024, gt=0)
-    # A client that has not sent its whole request within this many seconds is cut off.
+    # A client that has not sent its whole request within this many seconds is cut off,
+    # and so is one whose answer waits this long to be sent (it stopped reading).
     client_timeout_s: Pos = 30.0
     # Idle keep-alive connections, and connections that never finish sending request
     # headers, are closed after this many seconds.

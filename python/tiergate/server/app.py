@@ -48,7 +48,7 @@ from tiergate.server.render_openai import (
     openai_error_body,
 )
 from tiergate.server.state import Gateway, Runtime
-from tiergate.server.stepping import Pending, step
+from tiergate.server.stepping import Pending, start, step
 from tiergate.server.stream_frames import End, EventFrames, Frames
 from tiergate.telemetry.http import Handler, feedback_handler
 from tiergate.telemetry.hub import Telemetry
@@ -76,6 +76,11 @@ def _new_request_id() -> str:
 
 def _surface(request: web.BaseRequest) -> Surface:
     return "anthropic" if request.path.startswith("/v1/messages") else "openai"
+
+
+class CallerStalled(ConnectionResetError):
+    """A send to the caller waited longer than the client timeout: the caller stopped
+    reading. Its connection is dropped; the request ends as a hang-up does (499)."""
 
 
 def error_body(surface: Surface, exc: RequestError | DispatchError) -> bytes:
@@ -460,6 +465,24 @@ class Pipeline:
             return await self._stream(chat, envelope, plan, flight)
         return await self._complete(chat, envelope, plan, flight)
 
+    async def _send_late(self, rest: Pending[object]) -> None:
+        """The rest of a send to the caller that had to wait (the socket is full: the
+        caller is not reading), bounded by the client timeout as a slow request is."""
+        guard = Deadline(self.gw.client_timeout_s)
+        try:
+            await rest
+        except asyncio.CancelledError:
+            try:
+                guard.check()
+            except TimeoutError:
+                transport = self.request.transport
+                if transport is not None:
+                    transport.abort()
+                raise CallerStalled("the caller stopped reading") from None
+            raise
+        finally:
+            guard.cancel()
+
     def _failure(self, exc: BaseException) -> Recorded | None:
         """What followers of this request get when it failed; None (a follower leads a
         fresh call) when the failure was this caller leaving."""
@@ -482,8 +505,10 @@ class Pipeline:
         response = web.StreamResponse(status=value.status, headers=headers)
         await response.prepare(self.request)
         for frame in value.frames:
-            await response.write(frame)
-        await response.write_eof()
+            if (late := start(response.write(frame))) is not None:
+                await self._send_late(late)
+        if (late := start(response.write_eof())) is not None:
+            await self._send_late(late)
         return response
 
     async def _complete(
@@ -516,7 +541,8 @@ class Pipeline:
         # A repeat of this request arriving in between waits on the flight (coalesced).
         try:
             await response.prepare(self.request)
-            await response.write_eof()
+            if (late := start(response.write_eof())) is not None:
+                await self._send_late(late)
         finally:  # kept even when the caller left: it was billed; its retry replays it
             recorded = Recorded(200, headers, body)
             if not gw.idempotency.finish_now(flight, recorded):
@@ -573,7 +599,8 @@ class Pipeline:
                 if not sent:
                     # The first frame leaves at once (time to first byte); later frames
                     # parsed from the same network chunk are batched into one send.
-                    await response.write(frame)
+                    if (late := start(response.write(frame))) is not None:
+                        await self._send_late(late)
                     sent = 1
                 pending = None
                 if not relayed:
@@ -587,9 +614,13 @@ class Pipeline:
                 # relay's item is all that its network chunk held, so the next is never
                 # there yet: a step would only suspend, and cost more than the wait.)
                 if sent < len(frames):
-                    await response.write(
-                        frames[sent] if len(frames) - sent == 1 else b"".join(frames[sent:])
+                    late = start(
+                        response.write(
+                            frames[sent] if len(frames) - sent == 1 else b"".join(frames[sent:])
+                        )
                     )
+                    if late is not None:
+                        await self._send_late(late)
                     sent = len(frames)
                 wait = max(
                     0.0,
@@ -614,9 +645,13 @@ class Pipeline:
                 finally:
                     guard.cancel()
             # The end reached the caller before any bookkeeping below.
-            await response.write_eof(
-                frames[sent] if len(frames) - sent == 1 else b"".join(frames[sent:])
+            late = start(
+                response.write_eof(
+                    frames[sent] if len(frames) - sent == 1 else b"".join(frames[sent:])
+                )
             )
+            if late is not None:
+                await self._send_late(late)
             sent = len(frames)
             # The provider's stream is done: close it here, which returns its connection
             # to the pool, rather than leave it to the event loop's async-generator
@@ -638,8 +673,9 @@ class Pipeline:
                 error = ProviderError(
                     ErrorClass.SERVER_ERROR, "the provider's stream ended before completion"
                 )
-        except (ConnectionResetError, asyncio.CancelledError):
-            # The caller went away: stop the upstream stream; nothing is kept. The usage
+        except (ConnectionResetError, asyncio.CancelledError) as exc:
+            # The caller went away (or stopped reading: CallerStalled): stop the
+            # upstream stream; nothing is kept. The usage
             # is the provider's when the stream had ended (the caller left at the last
             # send), else an estimate from what was delivered. A step the hang-up
             # interrupted is ended first: the iterator cannot close while it runs.
@@ -653,7 +689,8 @@ class Pipeline:
                 outcome, envelope, usage, finish, None, framer.delivered, True
             )
             _account(gw, record, outcome.attempts)
-            record.stream_error = "caller disconnected"
+            stalled = isinstance(exc, CallerStalled)
+            record.stream_error = "caller stopped reading" if stalled else "caller disconnected"
             gw.idempotency.abandon(flight, None)
             raise
         self.text = framer.text
@@ -684,9 +721,11 @@ class Pipeline:
             else:
                 terminal = OpenAIStreamRenderer.error(reason, code)
             # What was rendered and not yet sent, then the end.
-            await response.write(b"".join(frames[sent:]) + terminal)
             gw.idempotency.abandon(flight, self._failure(RuntimeError()))
-            await response.write_eof()
+            if (late := start(response.write(b"".join(frames[sent:]) + terminal))) is not None:
+                await self._send_late(late)
+            if (late := start(response.write_eof())) is not None:
+                await self._send_late(late)
             return response
         # The end was written above (write_eof): only the replay store is left.
         recorded = Recorded(200, headers, b"", tuple(frames), True)  # by position: cheaper

@@ -11,10 +11,10 @@ flush what it has batched and then await the rest under its timeout.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Generator
+from collections.abc import AsyncIterator, Awaitable, Generator
 from typing import Any, Generic, TypeVar
 
-__all__ = ["Pending", "step"]
+__all__ = ["Pending", "start", "step"]
 
 T = TypeVar("T")
 
@@ -75,3 +75,15 @@ def step(iterator: AsyncIterator[T]) -> tuple[bool, T | Pending[T]]:
     except StopIteration as stop:
         return True, stop.value
     return False, Pending(it, first)
+
+
+def start(awaitable: Awaitable[object]) -> Pending[object] | None:
+    """Run ``awaitable`` (a send, say) until it first suspends: None when it finished
+    without waiting (its result dropped), else the rest to await, so that only a send
+    that must wait (a caller not reading) is given a timer."""
+    it = awaitable.__await__()
+    try:
+        first = it.send(None)
+    except StopIteration:
+        return None
+    return Pending(it, first)
