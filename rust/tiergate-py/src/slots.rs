@@ -12,8 +12,9 @@
 //! modified, and never gives one tag to two types, so a changed class, a subclass
 //! (which may override a slot with a property) or another type read at the same address
 //! all miss, and the caller falls back to `getattr`. So do types whose attribute access
-//! is not the generic one, names that are not plain object slots, and instances with
-//! an unset slot (`getattr` then raises the `AttributeError`).
+//! is not the generic one, names that are not plain object slots, instances with an
+//! unset slot (`getattr` then raises the `AttributeError`), and an interpreter running
+//! without the GIL.
 #![allow(unsafe_code)]
 
 use std::cell::Cell;
@@ -96,6 +97,17 @@ fn offsets<const N: usize>(
     let generic: ffi::getattrofunc = ffi::PyObject_GenericGetAttr;
     if !getattro.is_some_and(|f| std::ptr::fn_addr_eq(f, generic)) {
         return None;
+    }
+    // Without the GIL (a free-threaded build running so) another thread may write a
+    // slot while it is read: getattr's reference counting is the safe way then.
+    if let Ok(gil_enabled) = ty
+        .py()
+        .import("sys")
+        .and_then(|s| s.getattr("_is_gil_enabled"))
+    {
+        if !gil_enabled.call0().ok()?.is_truthy().ok()? {
+            return None;
+        }
     }
     let mro = ty.getattr("__mro__").ok()?;
     let mro = mro.cast::<PyTuple>().ok()?;
