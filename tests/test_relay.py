@@ -289,6 +289,23 @@ def test_begin_without_a_time_is_now_and_render_ignores_its_item() -> None:
     assert b'"content":"b"' in relay.render(object())
 
 
+async def serve(
+    handler: Any, path: str | None = "/v1/chat/completions"
+) -> tuple[web.AppRunner, int]:
+    """An upstream on 127.0.0.1 answering POST ``path`` (any method and path when
+    ``path`` is None) with ``handler``: its runner (to clean up) and port."""
+    app = web.Application()
+    if path is None:
+        app.router.add_route("*", "/{tail:.*}", handler)
+    else:
+        app.router.add_post(path, handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+
 _STREAM = (
     _chunk({"content": "Hi"}, "stop")
     + b'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":1}}\n\n'
@@ -312,13 +329,7 @@ async def test_a_body_that_ends_after_its_stream_keeps_the_connection(relayed: b
         await resp.write_eof()
         return resp
 
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", chat)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    runner, port = await serve(chat)
     adapter = OpenAIAdapter(
         "up", ProviderConfig(kind="openai", base_url=f"http://127.0.0.1:{port}/v1")
     )
@@ -364,13 +375,7 @@ async def test_a_providers_cookies_are_never_sent_back() -> None:
         answer.set_cookie("__cf_bm", "tenant-a-session")
         return answer
 
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", chat)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    runner, port = await serve(chat)
     # By name: aiohttp's default jar keeps no cookies of a host given as an IP address.
     adapter = OpenAIAdapter(
         "up", ProviderConfig(kind="openai", base_url=f"http://localhost:{port}/v1")
@@ -400,22 +405,13 @@ async def test_a_redirect_is_a_provider_failure_and_the_key_goes_nowhere(
         elsewhere.append(dict(request.headers))
         return web.Response(body=b"{}", content_type="application/json")
 
-    async def serve(handler: Any) -> tuple[web.AppRunner, int]:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", handler)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        return runner, site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-
-    other = await serve(collect)
+    other = await serve(collect, None)
 
     async def provider(request: web.Request) -> web.Response:
         await request.read()
         raise web.HTTPTemporaryRedirect(f"http://localhost:{other[1]}/collect")
 
-    sites = [other, await serve(provider)]
+    sites = [other, await serve(provider, None)]
     base = f"http://127.0.0.1:{sites[1][1]}/v1"
     adapter = make_adapter(
         "up",
@@ -480,13 +476,7 @@ async def test_an_answer_past_the_bound_is_malformed_not_kept(
         await resp.write_eof()
         return resp
 
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", answer)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    runner, port = await serve(answer)
     adapter = OpenAIAdapter(
         "up", ProviderConfig(kind="openai", base_url=f"http://127.0.0.1:{port}/v1")
     )
