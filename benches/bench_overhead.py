@@ -38,21 +38,63 @@ _SYSTEM = (
 ) * 20
 
 
-def request_body(stream: bool, large: bool = False) -> bytes:
-    """A unique request each time, so that no target may answer from a cache: 0.6 KB, or
-    3.4 KB with ``large`` (a long system prompt and question)."""
+def _tool(name: str, params: list[str]) -> dict[str, object]:
+    what = name.replace("_", " ")
+    return {
+        "type": "function",
+        "function": {
+            "name": name,
+            "description": f"{what}: look up what the customer asks about, by id or by "
+            "name, and return the record as JSON.",
+            "parameters": {
+                "type": "object",
+                "properties": {p: {"type": "string", "description": f"the {p}"} for p in params},
+                "required": params[:1],
+            },
+        },
+    }
+
+
+# An agent's tools: the same array, byte for byte, on every turn.
+_TOOLS = [
+    _tool("get_account", ["account_id", "fields"]),
+    _tool("list_transactions", ["account_id", "since", "until", "limit"]),
+    _tool("get_card", ["card_id"]),
+    _tool("block_card", ["card_id", "reason"]),
+    _tool("open_dispute", ["transaction_id", "reason", "amount"]),
+]
+_CALL = {
+    "id": "call_1",
+    "type": "function",
+    "function": {"name": "list_transactions", "arguments": '{"account_id":"a-17"}'},
+}
+_RESULT = orjson.dumps(
+    [{"id": f"t{i}", "amount": 12.5 * i, "merchant": "Coffee"} for i in range(8)]
+)
+
+
+def request_body(stream: bool, kind: str = "plain") -> bytes:
+    """A unique request each time, so that no target may answer from a cache: ``plain``
+    0.6 KB; ``large`` 3.4 KB (a long system prompt and question); ``agent`` 3 KB, an
+    agent's turn (five tools, an assistant tool call and its result, a new question)."""
     system, question = "You are terse.", "Say hello in one word. " * 20
-    if large:
+    if kind == "large":
         system = _SYSTEM
         question = "What is the fee for a late card payment, and how do I dispute it? " * 8
-    body: dict[str, object] = {
-        "model": "auto",
-        "messages": [
+    messages: list[dict[str, object]] = [{"role": "system", "content": system}]
+    if kind == "agent":
+        system = "You are a bank's support agent. Use the tools; never guess balances."
+        messages = [
             {"role": "system", "content": system},
-            {"role": "user", "content": question + str(next(_COUNTER))},
-        ],
-        "max_tokens": 16,
-    }
+            {"role": "user", "content": "Why was I charged twice on my card last week?"},
+            {"role": "assistant", "content": None, "tool_calls": [_CALL]},
+            {"role": "tool", "tool_call_id": "call_1", "content": _RESULT.decode()},
+        ]
+        question = "The coffee one, twice. "
+    messages.append({"role": "user", "content": question + str(next(_COUNTER))})
+    body: dict[str, object] = {"model": "auto", "messages": messages, "max_tokens": 16}
+    if kind == "agent":
+        body["tools"] = _TOOLS
     if stream:
         body["stream"] = True
     return orjson.dumps(body)
@@ -149,9 +191,9 @@ def rss_mb(pid: int) -> float:
 DECISIONS_US: list[float] = []
 
 
-async def one(session: aiohttp.ClientSession, url: str, stream: bool, large: bool = False) -> float:
+async def one(session: aiohttp.ClientSession, url: str, stream: bool, kind: str = "plain") -> float:
     """Latency in ms: whole response, or time to the first body byte when streaming."""
-    data = request_body(stream, large)
+    data = request_body(stream, kind)
     start = time.perf_counter()
     async with session.post(url, data=data, headers={"content-type": "application/json"}) as resp:
         if resp.status != 200:
@@ -277,8 +319,10 @@ def render(
             "Instructions per request in the proxy process at concurrency 1 (`valgrind "
             "--tool=callgrind`, 300 requests after a warm-up, telemetry batches included; "
             "unlike the timings these do not move with the machine's load). The timings "
-            "above send the 0.6 KB body; the last row a 3.4 KB one (a long system prompt), "
-            "where what each byte costs shows:",
+            "above send the 0.6 KB body; the next row a 3.4 KB one (a long system prompt), "
+            "where what each byte costs shows, and the last an agent's turn (five tool "
+            "definitions sent again, an assistant tool call, its result, a new question), "
+            "which the plain body's fast path does not cover:",
             "",
             "| mode | bare proxy | tiergate | ratio |",
             "|---|---:|---:|---:|",
@@ -306,7 +350,7 @@ async def _instructions(
     env: dict[str, str],
     stream: bool,
     n: int,
-    large: bool = False,
+    kind: str = "plain",
 ) -> float:
     """Instructions one process executes per request at concurrency 1 (callgrind, with
     instrumentation switched on only around ``n`` requests after a warm-up)."""
@@ -321,10 +365,10 @@ async def _instructions(
         await wait_http(ready, proc, timeout_s=180)
         async with aiohttp.ClientSession() as session:
             for _ in range(100):
-                await one(session, url, stream, large)
+                await one(session, url, stream, kind)
             await _callgrind_control("on", proc.pid)
             for _ in range(n):
-                await one(session, url, stream, large)
+                await one(session, url, stream, kind)
             await asyncio.sleep(1.0)  # the sidecar's telemetry batches run after the answers
             await _callgrind_control("off", proc.pid)
         proc.terminate()
@@ -343,11 +387,12 @@ async def _instructions(
         out.unlink(missing_ok=True)
 
 
-# Modes of the instruction counts: (streamed, large body).
+# Modes of the instruction counts: (streamed, body kind of request_body).
 INSTRUCTION_MODES = {
-    "non-stream": (False, False),
-    "stream": (True, False),
-    "non-stream, 3.4 KB body": (False, True),
+    "non-stream": (False, "plain"),
+    "stream": (True, "plain"),
+    "non-stream, 3.4 KB body": (False, "large"),
+    "non-stream, agent turn (3 KB: 5 tools, a tool call and its result)": (False, "agent"),
 }
 
 
@@ -361,12 +406,12 @@ async def instructions_per_request(n: int = 300) -> dict[tuple[str, str], float]
     out: dict[tuple[str, str], float] = {}
     try:
         await wait_http(f"http://127.0.0.1:{up}/v1/chat/completions", upstream)
-        for mode, (stream, large) in INSTRUCTION_MODES.items():
+        for mode, (stream, kind) in INSTRUCTION_MODES.items():
             port = free_port()
             bare = [sys.executable, "-c", BARE_PROXY, str(port), f"http://127.0.0.1:{up}/v1"]
             url = f"http://127.0.0.1:{port}/v1/chat/completions"
             out[("bare", mode)] = await _instructions(
-                "bare", bare, url, url, dict(os.environ), stream, n, large
+                "bare", bare, url, url, dict(os.environ), stream, n, kind
             )
             port, admin = free_port(), free_port()
             env = {
@@ -385,7 +430,7 @@ async def instructions_per_request(n: int = 300) -> dict[tuple[str, str], float]
                 env,
                 stream,
                 n,
-                large,
+                kind,
             )
     finally:
         upstream.terminate()
