@@ -163,6 +163,26 @@ BAD_OPENAI = [
         "required",
     ),
     (openai_body(stop=[1, 2]), "stop", "strings"),
+    (  # answers are checked against it: a schema that is not one is the caller's 400
+        openai_body(
+            response_format={
+                "type": "json_schema",
+                "json_schema": {"name": "w", "schema": {"type": None}},
+            }
+        ),
+        "response_format.json_schema.schema",
+        "not a valid JSON Schema (at type",
+    ),
+    (
+        openai_body(
+            response_format={
+                "type": "json_schema",
+                "json_schema": {"name": "w", "schema": {"properties": {"a": {"pattern": "("}}}},
+            }
+        ),
+        "response_format.json_schema.schema",
+        "not a valid JSON Schema",
+    ),
 ]
 
 
@@ -255,6 +275,10 @@ BAD_ANTHROPIC = [
     (anthropic_body(tool_choice={"type": "tool", "name": "w"}), "tool_choice.name"),
     (anthropic_body(temperature=1.5), "temperature"),
     (anthropic_body(system=5), "system"),
+    (
+        anthropic_body(output_format={"type": "json_schema", "schema": {"required": [[]]}}),
+        "output_format.schema",
+    ),
 ]
 
 
@@ -308,3 +332,15 @@ def test_parsers_never_fail_with_anything_but_a_request_error(body: dict[str, An
         else:
             assert req.messages and isinstance(req.model, str)
             assert all(isinstance(p, TextPart | ImagePart) for m in req.messages for p in m.parts)
+
+
+def test_a_schema_with_integers_past_64_bits_is_a_schema() -> None:
+    req = parse_openai_request(
+        openai_body(
+            response_format={
+                "type": "json_schema",
+                "json_schema": {"name": "w", "schema": {"type": "integer", "maximum": 2**70}},
+            }
+        )
+    )
+    assert req.response_format.schema == {"type": "integer", "maximum": 2**70}

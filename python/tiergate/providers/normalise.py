@@ -15,11 +15,11 @@ One place for each mapping, so that adapters stay translations and never make po
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from email.utils import parsedate_to_datetime
-from functools import lru_cache
 from typing import Any, TypeVar
 
 import orjson
@@ -43,6 +43,7 @@ __all__ = [
     "MAX_ANSWER_BYTES",
     "SSEEvent",
     "SSEParser",
+    "SchemaInvalid",
     "StreamCollector",
     "args_to_json",
     "args_to_object",
@@ -61,6 +62,7 @@ __all__ = [
     "parse_duration",
     "parse_retry_after",
     "provider_error_from_body",
+    "schema_validator",
     "scrub",
     "unwrap_answer",
     "usage_anthropic",
@@ -435,14 +437,36 @@ def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> f
 # JSON output
 
 
-@lru_cache(maxsize=256)
-def _validator(schema_key: bytes) -> Any:
-    # Imported on first use: jsonschema costs a tenth of a second of start-up.
-    import jsonschema  # type: ignore[import-untyped]
+# Validators of the schemas seen lately, by the schema's canonical JSON (bounded).
+_VALIDATORS: dict[bytes, Any] = {}
 
-    schema = orjson.loads(schema_key)
-    cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
-    return cls(schema, format_checker=None)
+
+class SchemaInvalid(ValueError):
+    """A caller's JSON Schema that is not one (its draft's meta-schema refuses it)."""
+
+
+def schema_validator(schema: dict[str, Any]) -> Any:
+    """The jsonschema validator of ``schema`` (its ``$schema`` draft, else 2020-12), made
+    once per distinct schema; raises SchemaInvalid when ``schema`` is not a valid one."""
+    try:
+        key = orjson.dumps(schema, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # integers past 64 bits: valid JSON, which json writes
+        key = json.dumps(schema, sort_keys=True).encode()
+    validator = _VALIDATORS.get(key)
+    if validator is None:
+        # Imported on first use: jsonschema costs a tenth of a second of start-up.
+        import jsonschema  # type: ignore[import-untyped]
+
+        cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+        try:
+            cls.check_schema(schema)
+        except jsonschema.exceptions.SchemaError as exc:
+            where = "/".join(str(p) for p in exc.absolute_path) or "<root>"
+            raise SchemaInvalid(f"at {where}: {exc.message[:200]}") from None
+        if len(_VALIDATORS) >= 256:
+            _VALIDATORS.clear()
+        validator = _VALIDATORS[key] = cls(schema, format_checker=None)
+    return validator
 
 
 _FENCE = re.compile(r"^\s*```(?:json)?\s*\n?(.*?)\n?\s*```\s*$", re.DOTALL)
@@ -484,7 +508,7 @@ def validate_json_output(text: str | None, response_format: ResponseFormat) -> N
         if not isinstance(value, dict):
             raise ProviderError(ErrorClass.INVALID_OUTPUT, "answer is not a JSON object")
         return
-    validator = _validator(orjson.dumps(response_format.schema, option=orjson.OPT_SORT_KEYS))
+    validator = schema_validator(response_format.schema)  # checked when the request was read
     from jsonschema.exceptions import best_match  # type: ignore[import-untyped]
 
     error = best_match(validator.iter_errors(value))

@@ -25,6 +25,7 @@ import orjson
 from tiergate import _core
 from tiergate.envelope import ChatRequest, Message, ResponseFormat, TextPart, ToolCall
 from tiergate.errors import RequestError
+from tiergate.providers.normalise import schema_validator
 from tiergate.safety.detectors import Span, find_spans, redact_spans
 from tiergate.telemetry.record import SafetyFinding
 
@@ -239,13 +240,6 @@ _REFUSAL = re.compile(
 _DEFAULT_POLICY = SafetyPolicy()
 
 
-def _validator(schema: dict[str, Any]) -> Any:
-    import jsonschema  # type: ignore[import-untyped]  # on first use: slow to import
-
-    cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
-    return cls(schema)
-
-
 def scan_output(
     text: str, response_format: ResponseFormat | None = None, policy: SafetyPolicy | None = None
 ) -> list[SafetyFinding]:
@@ -265,7 +259,7 @@ def scan_output(
             if fmt.kind == "json_object":
                 ok = isinstance(doc, dict)
             elif fmt.schema is not None:
-                ok = _validator(fmt.schema).is_valid(doc)
+                ok = schema_validator(fmt.schema).is_valid(doc)
         if not ok:
             findings.append(
                 SafetyFinding("schema_invalid", "output", "log", "choices[0].message.content")

@@ -23,6 +23,7 @@ from tiergate.envelope import (
     ToolCall,
 )
 from tiergate.errors import RequestError
+from tiergate.providers.normalise import SchemaInvalid, schema_validator
 from tiergate.server.validate import (
     bad,
     check_tool_name,
@@ -203,6 +204,10 @@ def _output_format(body: dict[str, Any]) -> ResponseFormat:
     schema = spec.get("schema")
     if not isinstance(schema, dict):
         bad(f"{path}.schema", "is required and must be a JSON Schema object")
+    try:
+        schema_validator(schema)  # the answer is checked against it: it must be one
+    except SchemaInvalid as exc:
+        bad(f"{path}.schema", f"is not a valid JSON Schema ({exc})")
     return ResponseFormat("json_schema", schema, "response", True)
 
 

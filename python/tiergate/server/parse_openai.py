@@ -24,6 +24,7 @@ from tiergate.envelope import (
     ToolCall,
 )
 from tiergate.errors import RequestError
+from tiergate.providers.normalise import SchemaInvalid, schema_validator
 from tiergate.server.validate import (
     bad,
     check_tool_name,
@@ -360,5 +361,9 @@ def _response_format(value: Any) -> ResponseFormat:
         schema = spec.get("schema", {})
         if not isinstance(schema, dict):
             bad("response_format.json_schema.schema", "must be a JSON Schema object")
+        try:
+            schema_validator(schema)  # the answer is checked against it: it must be one
+        except SchemaInvalid as exc:
+            bad("response_format.json_schema.schema", f"is not a valid JSON Schema ({exc})")
         return ResponseFormat("json_schema", schema, name, bool(spec.get("strict", False)))
     bad("response_format.type", f"must be 'text', 'json_object' or 'json_schema'; got {kind!r}")
