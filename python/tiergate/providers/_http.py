@@ -18,6 +18,7 @@ from tiergate.errors import ErrorClass, ProviderError
 from tiergate.providers.base import AdapterBase, StreamEnd, StreamEvent
 from tiergate.providers.normalise import (
     MAX_ANSWER_BYTES,
+    SHAPE_ERRORS,
     SSEEvent,
     SSEParser,
     cut_stream,
@@ -383,7 +384,7 @@ async def translate_sse(
     try:
         async for chunk in chunks:
             for event in sse.feed(chunk):
-                for out in parser.feed(event):
+                for out in _feed(parser, event):
                     yield out
                 if parser.done:
                     return
@@ -392,7 +393,7 @@ async def translate_sse(
         if aclose is not None:
             await aclose()
     for event in sse.finish():
-        for out in parser.feed(event):
+        for out in _feed(parser, event):
             yield out
         if parser.done:
             return
@@ -400,3 +401,11 @@ async def translate_sse(
         yield out
     if not parser.done:
         raise cut_stream()
+
+
+def _feed(parser: StreamParser, event: SSEEvent) -> list[StreamEvent]:
+    """``parser.feed(event)``; an event of a shape it cannot read is a malformed one."""
+    try:
+        return parser.feed(event)
+    except SHAPE_ERRORS:
+        raise malformed("stream event") from None

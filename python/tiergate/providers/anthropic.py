@@ -46,6 +46,7 @@ from tiergate.providers.normalise import (
     json_tool_name,
     json_tool_schema,
     malformed,
+    reads_answer,
     unwrap_answer,
     usage_anthropic,
 )
@@ -171,6 +172,7 @@ def build_anthropic_request(request: ChatRequest, deployment: DeploymentConfig) 
     return body
 
 
+@reads_answer("response")
 def parse_anthropic_response(
     doc: Any,
     *,

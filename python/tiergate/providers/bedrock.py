@@ -37,6 +37,7 @@ from tiergate.providers.base import (
 )
 from tiergate.providers.normalise import (
     JSON_OBJECT_INSTRUCTION,
+    SHAPE_ERRORS,
     args_to_json,
     args_to_object,
     check_json_completion,
@@ -47,6 +48,7 @@ from tiergate.providers.normalise import (
     json_tool_name,
     json_tool_schema,
     malformed,
+    reads_answer,
     unwrap_answer,
     usage_bedrock,
 )
@@ -198,6 +200,7 @@ def build_converse_request(request: ChatRequest, deployment: DeploymentConfig) -
     return params
 
 
+@reads_answer("response")
 def parse_converse_response(
     doc: Any,
     *,
@@ -402,7 +405,11 @@ class BedrockAdapter(AwsAdapter):
 
         async def translate(stream: Any) -> AsyncGenerator[StreamEvent, None]:
             async for event in stream:
-                for out in parser.feed(event):
+                try:
+                    outs = parser.feed(event)
+                except SHAPE_ERRORS:
+                    raise malformed("stream event", self.name) from None
+                for out in outs:
                     yield out
                 if parser.done:
                     return

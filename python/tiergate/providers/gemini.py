@@ -47,6 +47,7 @@ from tiergate.providers.normalise import (
     finish_reason,
     in_stream_error,
     malformed,
+    reads_answer,
     usage_gemini,
 )
 
@@ -302,6 +303,7 @@ def _candidate_parts(cand: dict[str, Any]) -> list[dict[str, Any]]:
     return parts if isinstance(parts, list) else []
 
 
+@reads_answer("response")
 def parse_gemini_response(doc: Any, *, model: str = "", provider: str = "") -> Completion:
     if not isinstance(doc, dict):
         raise malformed("generateContent response (not an object)", provider)

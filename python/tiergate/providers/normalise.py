@@ -15,12 +15,13 @@ One place for each mapping, so that adapters stay translations and never make po
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from email.utils import parsedate_to_datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import orjson
 
@@ -41,6 +42,7 @@ __all__ = [
     "FINISH_REASONS",
     "JSON_OBJECT_INSTRUCTION",
     "MAX_ANSWER_BYTES",
+    "SHAPE_ERRORS",
     "SSEEvent",
     "SSEParser",
     "SchemaInvalid",
@@ -62,6 +64,7 @@ __all__ = [
     "parse_duration",
     "parse_retry_after",
     "provider_error_from_body",
+    "reads_answer",
     "schema_validator",
     "scrub",
     "unwrap_answer",
@@ -338,6 +341,31 @@ def _google_retry_delay(details: Any) -> float | None:
 def malformed(what: str, provider: str = "") -> ProviderError:
     """The provider answered with something that is not the protocol (retryable)."""
     return ProviderError(ErrorClass.INVALID_OUTPUT, f"malformed {what}", provider=provider)
+
+
+# What reading a document of an unexpected shape raises (a field of another type, a
+# missing key, an empty list where one item was expected).
+SHAPE_ERRORS = (TypeError, AttributeError, KeyError, IndexError, ValueError)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def reads_answer(what: str) -> Callable[[F], F]:
+    """Mark a parser of a provider's answer: an answer of a shape it cannot read is a
+    malformed answer (a sibling may serve), never the caller's 500. ``provider`` is
+    taken from the call's keyword of that name."""
+
+    def mark(parse: F) -> F:
+        @functools.wraps(parse)
+        def parsed(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return parse(*args, **kwargs)
+            except SHAPE_ERRORS:
+                raise malformed(what, kwargs.get("provider", "")) from None
+
+        return cast(F, parsed)
+
+    return mark
 
 
 def cut_stream(provider: str = "") -> ProviderError:

@@ -34,6 +34,7 @@ from tiergate.providers.normalise import (
     finish_reason,
     in_stream_error,
     malformed,
+    reads_answer,
     usage_openai,
 )
 from tiergate.providers.relay import RelayStream
@@ -248,6 +249,7 @@ def _tool_calls(raw: Any) -> list[ToolCall]:
     return calls
 
 
+@reads_answer("response")
 def parse_openai_response(doc: Any, *, provider: str = "") -> Completion:
     """A chat.completion object → Completion (first choice)."""
     try:

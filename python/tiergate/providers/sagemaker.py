@@ -36,6 +36,7 @@ from tiergate.providers.normalise import (
     cut_stream,
     finish_reason,
     malformed,
+    reads_answer,
     scrub,
 )
 from tiergate.providers.openai import (
@@ -151,6 +152,7 @@ def build_sagemaker_body(request: ChatRequest, deployment: DeploymentConfig) -> 
     return body
 
 
+@reads_answer("response")
 def parse_tgi_response(doc: Any, *, model: str = "", provider: str = "") -> Completion:
     item = doc[0] if isinstance(doc, list) and doc else doc
     if not isinstance(item, dict) or not isinstance(item.get("generated_text"), str):
@@ -168,6 +170,7 @@ def parse_tgi_response(doc: Any, *, model: str = "", provider: str = "") -> Comp
     )
 
 
+@reads_answer("response")
 def parse_sagemaker_response(
     raw: bytes, deployment: DeploymentConfig, *, provider: str = ""
 ) -> Completion:

@@ -1,0 +1,61 @@
+"""Near-valid JSON documents for fuzzing: a valid document with a few of its values
+replaced (by any JSON), removed, or joined by new keys. Mutations of valid requests and
+answers reach the code behind the first checks, where random documents never get."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from hypothesis import strategies as st
+
+__all__ = ["mutated", "values"]
+
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)  # past 64 bits too: valid JSON
+    | st.floats(allow_nan=False)
+    | st.text(max_size=12)
+    | st.sampled_from(["", "user", "assistant", "tool", "system", "auto", "text", "function"])
+)
+values = st.recursive(
+    scalars,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+def _paths(doc: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    out = [prefix]
+    if isinstance(doc, dict):
+        for k, v in doc.items():
+            out += _paths(v, (*prefix, k))
+    elif isinstance(doc, list):
+        for i, v in enumerate(doc):
+            out += _paths(v, (*prefix, i))
+    return out
+
+
+@st.composite
+def mutated(draw: st.DrawFn, bases: list[dict[str, Any]]) -> dict[str, Any]:
+    """One of ``bases`` with up to three values replaced or removed, or keys added."""
+    doc: dict[str, Any] = orjson.loads(orjson.dumps(draw(st.sampled_from(bases))))
+    for _ in range(draw(st.integers(0, 3))):
+        paths = _paths(doc)[1:]  # never the document itself
+        if not paths:
+            break
+        path = draw(st.sampled_from(paths))
+        parent: Any = doc
+        for step in path[:-1]:
+            parent = parent[step]
+        action = draw(st.sampled_from(["replace", "remove", "add"]))
+        if action == "replace":
+            parent[path[-1]] = draw(values)
+        elif action == "remove":
+            del parent[path[-1]]
+        elif isinstance(parent, dict):
+            parent[draw(st.text(max_size=6))] = draw(values)
+    return doc
