@@ -183,6 +183,13 @@ BAD_OPENAI = [
         "response_format.json_schema.schema",
         "not a valid JSON Schema",
     ),
+    (
+        openai_body(
+            tools=[{"type": "function", "function": {"name": "w", "parameters": {"type": 5}}}]
+        ),
+        "tools[0].function.parameters",
+        "not a valid JSON Schema",
+    ),
 ]
 
 
@@ -278,6 +285,10 @@ BAD_ANTHROPIC = [
     (
         anthropic_body(output_format={"type": "json_schema", "schema": {"required": [[]]}}),
         "output_format.schema",
+    ),
+    (  # adapters convert it (Gemini's converter failed on this one: a 500)
+        anthropic_body(tools=[{"name": "w", "input_schema": {"required": [[]]}}]),
+        "tools.0.input_schema",
     ),
 ]
 

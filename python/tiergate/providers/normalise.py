@@ -476,10 +476,12 @@ class SchemaInvalid(ValueError):
 def schema_validator(schema: dict[str, Any]) -> Any:
     """The jsonschema validator of ``schema`` (its ``$schema`` draft, else 2020-12), made
     once per distinct schema; raises SchemaInvalid when ``schema`` is not a valid one."""
+    # Keyed as written (not sorted: a caller sends its schemas the same way each time,
+    # and sorting cost as much as the rest of a request's checks).
     try:
-        key = orjson.dumps(schema, option=orjson.OPT_SORT_KEYS)
+        key = orjson.dumps(schema)
     except TypeError:  # integers past 64 bits: valid JSON, which json writes
-        key = json.dumps(schema, sort_keys=True).encode()
+        key = json.dumps(schema).encode()
     validator = _VALIDATORS.get(key)
     if validator is None:
         # Imported on first use: jsonschema costs a tenth of a second of start-up.

@@ -23,9 +23,9 @@ from tiergate.envelope import (
     ToolCall,
 )
 from tiergate.errors import RequestError
-from tiergate.providers.normalise import SchemaInvalid, schema_validator
 from tiergate.server.validate import (
     bad,
+    check_schema,
     check_tool_name,
     opt_bool,
     opt_int,
@@ -202,13 +202,9 @@ def _output_format(body: dict[str, Any]) -> ResponseFormat:
     if not isinstance(spec, dict) or spec.get("type") != "json_schema":
         bad(f"{path}.type", "must be 'json_schema'")
     schema = spec.get("schema")
-    if not isinstance(schema, dict):
+    if schema is None:
         bad(f"{path}.schema", "is required and must be a JSON Schema object")
-    try:
-        schema_validator(schema)  # the answer is checked against it: it must be one
-    except SchemaInvalid as exc:
-        bad(f"{path}.schema", f"is not a valid JSON Schema ({exc})")
-    return ResponseFormat("json_schema", schema, "response", True)
+    return ResponseFormat("json_schema", check_schema(schema, f"{path}.schema"), "response", True)
 
 
 def _tools(value: Any) -> list[Tool]:
@@ -225,8 +221,9 @@ def _tools(value: Any) -> list[Tool]:
             bad(f"{path}.type", f"server tools are not supported: {t.get('type')!r}")
         name = check_tool_name(t.get("name"), f"{path}.name")
         schema = t.get("input_schema")
-        if not isinstance(schema, dict):
+        if schema is None:
             bad(f"{path}.input_schema", "is required and must be a JSON Schema object")
+        check_schema(schema, f"{path}.input_schema")
         desc = t.get("description", "")
         if not isinstance(desc, str):
             bad(f"{path}.description", "must be a string")

@@ -24,9 +24,9 @@ from tiergate.envelope import (
     ToolCall,
 )
 from tiergate.errors import RequestError
-from tiergate.providers.normalise import SchemaInvalid, schema_validator
 from tiergate.server.validate import (
     bad,
+    check_schema,
     check_tool_name,
     opt_bool,
     opt_int,
@@ -315,9 +315,10 @@ def _tools(value: Any) -> list[Tool]:
         desc = fn.get("description", "")
         if not isinstance(desc, str):
             bad(f"{path}.function.description", "must be a string")
-        params = fn.get("parameters", {"type": "object", "properties": {}})
-        if not isinstance(params, dict):
-            bad(f"{path}.function.parameters", "must be a JSON Schema object")
+        params = check_schema(
+            fn.get("parameters", {"type": "object", "properties": {}}),
+            f"{path}.function.parameters",
+        )
         strict = fn.get("strict", False)
         tools.append(Tool(name, desc, params, strict=bool(strict)))
     return tools
@@ -358,12 +359,6 @@ def _response_format(value: Any) -> ResponseFormat:
         name = spec.get("name", "response")
         if not isinstance(name, str) or not name:
             bad("response_format.json_schema.name", "must be a non-empty string")
-        schema = spec.get("schema", {})
-        if not isinstance(schema, dict):
-            bad("response_format.json_schema.schema", "must be a JSON Schema object")
-        try:
-            schema_validator(schema)  # the answer is checked against it: it must be one
-        except SchemaInvalid as exc:
-            bad("response_format.json_schema.schema", f"is not a valid JSON Schema ({exc})")
+        schema = check_schema(spec.get("schema", {}), "response_format.json_schema.schema")
         return ResponseFormat("json_schema", schema, name, bool(spec.get("strict", False)))
     bad("response_format.type", f"must be 'text', 'json_object' or 'json_schema'; got {kind!r}")

@@ -13,12 +13,26 @@ import re
 from typing import Any, NoReturn
 
 from tiergate.errors import RequestError
+from tiergate.providers.normalise import SchemaInvalid, schema_validator
 
 _TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 def bad(param: str, problem: str) -> NoReturn:
     raise RequestError(f"invalid `{param}`: {problem}", param=param)
+
+
+def check_schema(schema: Any, param: str) -> dict[str, Any]:
+    """``schema`` when it is a valid JSON Schema (an object its draft's meta-schema
+    accepts): answers are checked against it and adapters convert it, so one that is not
+    is the caller's 400 here rather than a failure later."""
+    if not isinstance(schema, dict):
+        bad(param, "must be a JSON Schema object")
+    try:
+        schema_validator(schema)
+    except SchemaInvalid as exc:
+        bad(param, f"is not a valid JSON Schema ({exc})")
+    return schema
 
 
 def req_str(body: dict[str, Any], key: str, param: str) -> str:
