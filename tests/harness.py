@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 import orjson
 import urllib3
+from aiohttp import web
 
 from tiergate.config import Config, LatencyPrior, SimModelConfig, load_config
 from tiergate.server.main import RunningServer, start_server
@@ -34,6 +35,41 @@ SIM_ENV = {
     "SIM_AWS_SECRET_ACCESS_KEY": "sim-secret",
 }
 T = TypeVar("T")
+
+
+async def serve(
+    handler: Any, path: str | None = "/v1/chat/completions"
+) -> tuple[web.AppRunner, int]:
+    """A stand-in upstream on 127.0.0.1 answering POST ``path`` (any method and path when
+    ``path`` is None) with ``handler``: its runner (to clean up) and its port."""
+    app = web.Application()
+    if path is None:
+        app.router.add_route("*", "/{tail:.*}", handler)
+    else:
+        app.router.add_post(path, handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+
+class Loop:
+    """An event loop on a thread of its own, where servers a synchronous test talks to
+    run (a stand-in upstream, a sidecar started from a config of the test's)."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 60) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
 
 
 def fast_sim_config(path: Path = REPO / "examples" / "sim.yaml", **routing: Any) -> Config:
@@ -59,9 +95,8 @@ def fast_sim_config(path: Path = REPO / "examples" / "sim.yaml", **routing: Any)
 
 class Stack:
     def __init__(self, config: Config, telemetry: Any = None) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
+        self.background = Loop()
+        self.loop = self.background.loop
         self.sim: SimServer = self.run(SimServer.start(config, port=0))
         self.config = sim_config_for(config, self.sim.url)
         self.server: RunningServer = self.run(
@@ -71,14 +106,12 @@ class Stack:
         self.http = urllib3.PoolManager()
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float = 60) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+        return self.background.run(coro, timeout)
 
     def close(self) -> None:
         self.run(self.server.stop())
         self.run(self.sim.stop())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
+        self.background.close()
         self.http.clear()
         # An upstream call still in flight when the stack stopped leaves its aiohttp
         # Connection unreleased; the session's close already closed its socket. Collect

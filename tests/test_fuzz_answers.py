@@ -5,9 +5,8 @@ streamed, drawn as near-valid documents with values replaced, removed or added."
 
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fuzzing import mutated
+from harness import Loop, serve
 from tiergate.config import load_config
 from tiergate.server.main import RunningServer, start_server
 
@@ -114,38 +114,19 @@ class Upstream:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Upstream]]:
-    import os
-
     os.environ.setdefault("FUZZ_KEY", "k")
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-
-    def run(coro: Any) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, loop).result(30)
-
+    background = Loop()
     up = Upstream()
-
-    async def start() -> tuple[web.AppRunner, int]:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", up.handle)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        return runner, site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-
-    runner, port = run(start())
+    runner, port = background.run(serve(up.handle, None))
     path: Path = tmp_path_factory.mktemp("fuzz") / "c.yaml"
     path.write_text(CONFIG.replace("PORT", str(port)))
-    server: RunningServer = run(start_server(load_config(path), port=0, admin_port=0))
+    server: RunningServer = background.run(start_server(load_config(path), port=0, admin_port=0))
     try:
         yield server.url, up
     finally:
-        run(server.stop())
-        run(runner.cleanup())
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
+        background.run(server.stop())
+        background.run(runner.cleanup())
+        background.close()
 
 
 HTTP = urllib3.PoolManager()

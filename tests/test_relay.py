@@ -15,6 +15,7 @@ from aiohttp import web
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from harness import serve
 from tiergate import _core
 from tiergate.config import ProviderConfig
 from tiergate.errors import ErrorClass, ProviderError
@@ -287,23 +288,6 @@ def test_begin_without_a_time_is_now_and_render_ignores_its_item() -> None:
     assert before <= created <= int(time.time())
     relay.feed(_chunk({"content": "b"}))
     assert b'"content":"b"' in relay.render(object())
-
-
-async def serve(
-    handler: Any, path: str | None = "/v1/chat/completions"
-) -> tuple[web.AppRunner, int]:
-    """An upstream on 127.0.0.1 answering POST ``path`` (any method and path when
-    ``path`` is None) with ``handler``: its runner (to clean up) and port."""
-    app = web.Application()
-    if path is None:
-        app.router.add_route("*", "/{tail:.*}", handler)
-    else:
-        app.router.add_post(path, handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    return runner, site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
 
 _STREAM = (

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +16,7 @@ import orjson
 import pytest
 from aiohttp import web
 
-from harness import REPO, logged_line
+from harness import REPO, Loop, logged_line, serve
 from tiergate.config import load_config
 from tiergate.server.main import RunningServer, start_server
 
@@ -59,25 +58,9 @@ class Endless:
 
 @pytest.fixture
 def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, Endless, Path]]:
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-
-    def run(coro: Any) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, loop).result(30)
-
+    background = Loop()
     upstream = Endless()
-
-    async def start_upstream() -> tuple[web.AppRunner, int]:
-        app = web.Application()
-        app.router.add_post("/v1/chat/completions", upstream.chat)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        return runner, site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-
-    runner, port = run(start_upstream())
+    runner, port = background.run(serve(upstream.chat))
     monkeypatch.setenv("UPSTREAM_URL", f"http://127.0.0.1:{port}/v1")
     config = load_config(REPO / "examples" / "overhead.yaml")
     log = tmp_path / "requests.jsonl"
@@ -87,15 +70,13 @@ def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[An
             "telemetry": config.telemetry.model_copy(update={"log": str(log)}),
         }
     )
-    server: RunningServer = run(start_server(config, port=0, admin_port=0))
+    server: RunningServer = background.run(start_server(config, port=0, admin_port=0))
     try:
         yield server, upstream, log
     finally:
-        run(server.stop())
-        run(runner.cleanup())
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        loop.close()
+        background.run(server.stop())
+        background.run(runner.cleanup())
+        background.close()
 
 
 @pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/messages"])
