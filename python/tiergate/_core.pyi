@@ -196,20 +196,47 @@ def ingest_chat_request(
         bytes | None,
         int,
         int,
+        tuple[
+            list[
+                tuple[
+                    Literal["system", "user", "assistant", "tool"],
+                    str | None,
+                    list[tuple[str, str, str]] | None,
+                    str | None,
+                ]
+            ],
+            tuple[int, int] | None,
+            tuple[int, int] | None,
+            bool | None,
+        ]
+        | None,
     ]
     | None
 ):
-    """``(model, [(role, text)], max_tokens, stream, key, prompt_tokens, required_caps)``
-    of the usual chat-completions body: a non-empty ``model``; ``messages``, each exactly
-    ``{"role", "content"}`` with a system, developer (read as system), user or assistant
-    role and non-empty text; ``max_completion_tokens`` (else ``max_tokens``) an integer
-    of at least 1 or absent; ``stream`` a boolean or absent; no other field
-    ``parse_openai_request`` reads. ``None`` for any other body (``parse_openai_request``
-    decides what it is), and for one ``request_key`` refuses.
+    """``(model, [(role, text)], max_tokens, stream, key, prompt_tokens, required_caps,
+    turn)`` of the usual chat-completions body: a non-empty ``model``; ``messages``, each
+    exactly ``{"role", "content"}`` with a system, developer (read as system), user or
+    assistant role and non-empty text; ``max_completion_tokens`` (else ``max_tokens``) an
+    integer of at least 1 or absent; ``stream`` a boolean or absent; no other field
+    ``parse_openai_request`` reads. ``turn`` is ``None`` then.
+
+    An agent's turn (``tools``, ``tool_choice``, ``parallel_tool_calls``; assistant
+    messages with ``tool_calls``, ``tool`` messages) comes with no plain messages and
+    ``turn = (messages, tools, tool_choice, parallel_tool_calls)``: each message
+    ``(role, text or None, [(id, name, arguments)] or None, tool_call_id)`` as
+    ``parse_openai_request`` reads it (an empty ``arguments`` as ``"{}"``), and the
+    ``tools`` and ``tool_choice`` members' values as ``(start, end)`` byte ranges of the
+    body, for the caller to read (``None``: absent). A message with ``name``, content
+    parts, or a member read for another role, and a body with any other field
+    ``parse_openai_request`` reads, give ``None``.
+
+    ``None`` for any other body (``parse_openai_request`` decides what it is), and for one
+    ``request_key`` refuses.
 
     ``key`` is ``request_key(body, scope + ("s" if stream else "n"))``, ``None`` when
     ``scope`` is; ``prompt_tokens`` is ``estimate_tokens(body)``; ``required_caps`` the
-    ``CAP_*`` bits the request needs (``CAP_STREAMING`` when streamed, nothing else)."""
+    ``CAP_*`` bits the core knows the request needs (``CAP_STREAMING`` when streamed;
+    ``CAP_TOOLS`` is the caller's to add, from the tools and tool choice it reads)."""
 
 def read_openai_completion(
     body: bytes,

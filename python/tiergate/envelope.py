@@ -26,6 +26,7 @@ __all__ = [
     "TextPart",
     "Tool",
     "ToolCall",
+    "ToolSet",
 ]
 
 Role = Literal["system", "user", "assistant", "tool"]
@@ -83,6 +84,19 @@ class Tool:
     strict: bool = False
 
 
+@dataclass(slots=True, eq=False)
+class ToolSet:
+    """The tools of one ``tools`` array, read once from its exact bytes and shared by
+    every request that sends those bytes again (an agent sends the same tools with every
+    turn; ``server/parse_openai.py`` keeps them). Shared, so never changed: not the list,
+    not a :class:`Tool` (frozen), not a tool's ``parameters`` (read and embedded, never
+    written). ``forms``: what an adapter derived of them, by the adapter's name (its
+    written tools), made on first use."""
+
+    tools: list[Tool]
+    forms: dict[str, Any]
+
+
 @dataclass(slots=True, frozen=True)
 class ResponseFormat:
     kind: Literal["text", "json_object", "json_schema"] = "text"
@@ -122,6 +136,15 @@ class ChatRequest:
     plain: tuple[list[Message], Sequence[tuple[str, str]]] | None = field(
         default=None, compare=False, repr=False
     )
+    # The shared tools ``tools`` was read from: valid only while ``self.tools is
+    # toolset.tools`` (see ``tool_forms``).
+    toolset: ToolSet | None = field(default=None, compare=False, repr=False)
+    # ``(messages, [(role, text), ...])``: every text the safety scan reads (text parts
+    # and tool-call arguments), when the core read the messages but not all as plain
+    # text; valid, like ``plain``, only while ``self.messages is`` that same list.
+    texts: tuple[list[Message], Sequence[tuple[str, str]]] | None = field(
+        default=None, compare=False, repr=False
+    )
 
     @property
     def plain_texts(self) -> Sequence[tuple[str, str]] | None:
@@ -129,6 +152,21 @@ class ChatRequest:
         (see ``plain``); None otherwise."""
         plain = self.plain
         return plain[1] if plain is not None and plain[0] is self.messages else None
+
+    @property
+    def scan_texts(self) -> Sequence[tuple[str, str]] | None:
+        """Every text of the messages the safety scan reads, as ``(role, text)``, when
+        the core read the messages (see ``plain`` and ``texts``); None otherwise."""
+        plain = self.plain or self.texts
+        return plain[1] if plain is not None and plain[0] is self.messages else None
+
+    @property
+    def tool_forms(self) -> dict[str, Any] | None:
+        """The adapters' forms of the tools, shared by the requests that sent the same
+        tools (see :class:`ToolSet`), while ``tools`` is still the toolset's; None
+        otherwise (tools made another way)."""
+        toolset = self.toolset
+        return toolset.forms if toolset is not None and toolset.tools is self.tools else None
 
     @property
     def system_text(self) -> str:

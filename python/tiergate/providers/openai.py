@@ -127,18 +127,40 @@ def build_openai_request(
     return body
 
 
-def _add_options(body: dict[str, Any], request: ChatRequest) -> None:
-    """The members after the output bound, but for the stream flag."""
+def _tools(request: ChatRequest) -> list[dict[str, Any]]:
+    tools = []
+    for t in request.tools:
+        fn: dict[str, Any] = {"name": t.name, "parameters": t.parameters}
+        if t.description:
+            fn["description"] = t.description
+        if t.strict:
+            fn["strict"] = True
+        tools.append({"type": "function", "function": fn})
+    return tools
+
+
+def _written_tools(request: ChatRequest) -> Any:
+    """The tools as orjson writes them in a body: written once for the requests that
+    sent the same tools (``ChatRequest.tool_forms``), else built for this request."""
+    forms = request.tool_forms
+    if forms is None:
+        return _tools(request)
+    written = forms.get("openai")
+    if written is None:
+        tools = _tools(request)
+        try:
+            written = forms["openai"] = orjson.Fragment(orjson.dumps(tools))
+        except TypeError:  # a value orjson refuses: the body's dumps refuses it there
+            return tools
+    return written
+
+
+def _add_options(body: dict[str, Any], request: ChatRequest, *, written: bool = False) -> None:
+    """The members after the output bound, but for the stream flag. ``written``: the
+    tools as an ``orjson.Fragment`` when they were written before (for a body orjson
+    writes next, never for a dict a caller reads)."""
     if request.tools:
-        tools = []
-        for t in request.tools:
-            fn: dict[str, Any] = {"name": t.name, "parameters": t.parameters}
-            if t.description:
-                fn["description"] = t.description
-            if t.strict:
-                fn["strict"] = True
-            tools.append({"type": "function", "function": fn})
-        body["tools"] = tools
+        body["tools"] = _written_tools(request) if written else _tools(request)
         if request.tool_choice == "function":
             body["tool_choice"] = {
                 "type": "function",
@@ -204,7 +226,7 @@ def openai_body(
             or request.seed is not None
         ):  # options follow the bound (most requests have none of these)
             options = {}
-            _add_options(options, request)
+            _add_options(options, request, written=True)
             if stream:
                 options.update(_STREAM_MEMBERS)
         try:
@@ -222,12 +244,16 @@ def openai_body(
             )
         except (TypeError, ValueError, OverflowError):
             pass  # a value the core cannot take: orjson writes it (or refuses) below
-    body = build_openai_request(request, deployment, compatible=compatible)
+    body: dict[str, Any] = {
+        "model": deployment.model,
+        "messages": build_openai_messages(request.messages),
+    }
+    body["max_tokens" if compatible else "max_completion_tokens"] = (
+        request.max_tokens or deployment.max_output_tokens
+    )
+    _add_options(body, request, written=True)
     if stream:
         body.update(_STREAM_MEMBERS)
-    else:
-        for member in _STREAM_MEMBERS:
-            body.pop(member, None)
     return orjson.dumps(body)
 
 

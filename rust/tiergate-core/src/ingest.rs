@@ -13,7 +13,10 @@ use crate::json::{write_escaped, write_int};
 use crate::memo::TextMemo;
 use crate::policy::CAP_STREAMING;
 use crate::request::{plain_chat_request, PlainRequest};
-use crate::tokens::{round_tokens, text_millitokens, PER_MESSAGE_MILLI, REPLY_PRIMING_MILLI};
+use crate::tokens::{
+    estimate_tokens, round_tokens, text_millitokens, PER_MESSAGE_MILLI, REPLY_PRIMING_MILLI,
+};
+use crate::turn::{chat_turn, Turn};
 
 /// What the request side needs of a plain body.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -59,6 +62,43 @@ pub fn ingest_with(body: &[u8], scope: Option<&str>, memo: &mut TextMemo<u64>) -
     let required_caps = if request.stream { CAP_STREAMING } else { 0 };
     Some(Ingested {
         request,
+        key,
+        prompt_tokens,
+        required_caps,
+    })
+}
+
+/// What the request side needs of an agent's turn ([`chat_turn`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TurnIngested {
+    pub turn: Turn,
+    /// The idempotency key, when a scope was given.
+    pub key: Option<[u8; 16]>,
+    /// [`estimate_tokens`] of the body.
+    pub prompt_tokens: u64,
+    /// `CAP_*` bits the core knows of: streaming. Whether tools are required depends on
+    /// the tools' and the tool choice's values, which the caller reads.
+    pub required_caps: u64,
+}
+
+/// [`ingest`] of a body that is not plain but an agent's turn: tools offered, tool
+/// calls and tool results among the messages. `None` when the Python parser must read
+/// it (or the key cannot be computed, so that the general path meets the same error).
+pub fn ingest_turn(body: &[u8], scope: Option<&str>) -> Option<TurnIngested> {
+    let turn = chat_turn(body)?;
+    let key = match scope {
+        Some(scope) => {
+            let mut tenant = String::with_capacity(scope.len() + 1);
+            tenant.push_str(scope);
+            tenant.push(if turn.stream { 's' } else { 'n' });
+            Some(hash::request_key(body, &tenant).ok()?)
+        }
+        None => None,
+    };
+    let prompt_tokens = estimate_tokens(body).ok()?;
+    let required_caps = if turn.stream { CAP_STREAMING } else { 0 };
+    Some(TurnIngested {
+        turn,
         key,
         prompt_tokens,
         required_caps,
@@ -255,6 +295,24 @@ mod tests {
             dev.prompt_tokens,
             estimate_tokens(br#"{"messages":[{"role":"developer","content":"x"}]}"#).unwrap()
         );
+    }
+
+    #[test]
+    fn a_turn_gets_what_the_separate_calls_give() {
+        let body = br#"{"model":"auto","tools":[{"type":"function","function":{"name":"f"}}],
+            "messages":[{"role":"user","content":"x"},{"role":"assistant","content":null,
+            "tool_calls":[{"id":"c","type":"function","function":{"name":"f","arguments":"{}"}}]},
+            {"role":"tool","tool_call_id":"c","content":"42"}],"stream":true}"#;
+        assert_eq!(ingest(body, Some("t\0openai\0")), None);
+        let got = ingest_turn(body, Some("t\0openai\0")).unwrap();
+        assert_eq!(got.turn, chat_turn(body).unwrap());
+        assert_eq!(
+            got.key.unwrap(),
+            hash::request_key(body, "t\0openai\0s").unwrap()
+        );
+        assert_eq!(got.prompt_tokens, estimate_tokens(body).unwrap());
+        assert_eq!(got.required_caps, CAP_STREAMING);
+        assert_eq!(ingest_turn(body, None).unwrap().key, None);
     }
 
     #[test]

@@ -15,6 +15,7 @@
 //! * [`request`]: the usual chat request read in one pass;
 //! * [`safety`]: PII, secret and prompt-injection spans in one text;
 //! * [`tally`]: the request metrics, tallied per series until scraped;
+//! * [`turn`]: an agent's turn (tools, tool calls, tool results) read in one pass;
 //! * [`signals`]: difficulty signals of a prompt for the heuristic quality prior.
 #![forbid(unsafe_code)]
 // Every fallible function returns a `CoreError` naming the input it rejected (see
@@ -45,6 +46,7 @@ pub mod signals;
 pub mod sse;
 pub mod tally;
 pub mod tokens;
+pub mod turn;
 pub mod window;
 
 pub use error::{CoreError, ErrorKind, Result};
