@@ -9,6 +9,7 @@ reads."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from typing import Any
 
@@ -18,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tiergate.config import DeploymentConfig, Price
-from tiergate.envelope import ChatRequest
+from tiergate.envelope import ChatRequest, TextPart
 from tiergate.errors import RequestError
 from tiergate.providers.anthropic import build_anthropic_request
 from tiergate.providers.bedrock import build_converse_request
@@ -269,7 +270,13 @@ def test_an_agents_turn_is_taken_in_by_the_core(stream: bool) -> None:
     raw = orjson.dumps(AGENT | {"stream": stream})
     chat = check_against_the_parser(raw)
     assert chat is not None and chat.toolset is not None and chat.tool_forms is not None
-    assert chat.plain is None and chat.scan_texts is not None
+    assert chat.plain is None and chat.scan_texts is not None and chat.turn_messages is not None
+    # A copy with other messages (as a redaction makes one) is written from them.
+    redacted = dataclasses.replace(
+        chat, messages=[dataclasses.replace(m, parts=[TextPart("[r]")]) for m in chat.messages]
+    )
+    assert redacted.turn_messages is None and redacted.scan_texts is None
+    assert openai_body(redacted, DEP).count(b"[r]") == len(chat.messages)
     again = check_against_the_parser(raw)
     assert again is not None and again.toolset is chat.toolset  # a hit
     assert "openai" in chat.tool_forms  # written once, for both

@@ -69,6 +69,7 @@ __all__ = [
     "ingest_chat_request",
     "openai_chat_body",
     "openai_completion_with_head",
+    "openai_turn_body",
     "read_openai_completion",
     "render_openai_completion",
     "request_key",
@@ -178,6 +179,19 @@ def openai_chat_body(
     (``rest``, the members after the output bound as orjson wrote them, ``None`` for
     none). ``ValueError`` for a ``rest`` that is not a JSON object or a text that is not
     UTF-8 (a lone surrogate); ``OverflowError`` for a ``limit`` outside 64 bits."""
+
+def openai_turn_body(
+    model: str,
+    messages: Sequence[tuple[str, str | None, Sequence[tuple[str, str, str]] | None, str | None]],
+    limit_key: str,
+    limit: int,
+    rest: bytes | None,
+) -> bytes:
+    """:func:`openai_chat_body` of an agent's turn, its messages ``(role, text, [(id,
+    name, arguments)] or None, tool_call_id)`` as :func:`ingest_chat_request` gives them:
+    each written as ``build_openai_messages`` builds it (a tool result with its
+    ``tool_call_id`` and its text or ``""``; an assistant's tool calls after its text or
+    ``null``) and orjson writes it. Errors as :func:`openai_chat_body`'s."""
 
 def openai_completion_with_head(response_id: str, created: int | None, tail: bytes) -> bytes:
     """``{"id": response_id, "object": "chat.completion", "created": created`` written

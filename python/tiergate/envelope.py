@@ -30,6 +30,9 @@ __all__ = [
 ]
 
 Role = Literal["system", "user", "assistant", "tool"]
+# A message as the core read it: (role, text, [(id, name, arguments)] or None,
+# tool_call_id); see ``ChatRequest.turn``.
+TurnMessage = tuple[str, str | None, Sequence[tuple[str, str, str]] | None, str | None]
 
 
 # Not frozen, unlike the other parts: one is made per message of every request, and a
@@ -139,10 +142,12 @@ class ChatRequest:
     # The shared tools ``tools`` was read from: valid only while ``self.tools is
     # toolset.tools`` (see ``tool_forms``).
     toolset: ToolSet | None = field(default=None, compare=False, repr=False)
-    # ``(messages, [(role, text), ...])``: every text the safety scan reads (text parts
-    # and tool-call arguments), when the core read the messages but not all as plain
-    # text; valid, like ``plain``, only while ``self.messages is`` that same list.
-    texts: tuple[list[Message], Sequence[tuple[str, str]]] | None = field(
+    # ``(messages, [(role, text, calls, tool_call_id), ...], [(role, text), ...])``: the
+    # core's reading of an agent's turn (``_core.ingest_chat_request``) and every text
+    # the safety scan reads of it (text parts and tool-call arguments), when the core
+    # read the messages but not all as plain text; valid, like ``plain``, only while
+    # ``self.messages is`` that same list.
+    turn: tuple[list[Message], Sequence[TurnMessage], Sequence[tuple[str, str]]] | None = field(
         default=None, compare=False, repr=False
     )
 
@@ -156,9 +161,19 @@ class ChatRequest:
     @property
     def scan_texts(self) -> Sequence[tuple[str, str]] | None:
         """Every text of the messages the safety scan reads, as ``(role, text)``, when
-        the core read the messages (see ``plain`` and ``texts``); None otherwise."""
-        plain = self.plain or self.texts
-        return plain[1] if plain is not None and plain[0] is self.messages else None
+        the core read the messages (see ``plain`` and ``turn``); None otherwise."""
+        plain = self.plain
+        if plain is not None:
+            return plain[1] if plain[0] is self.messages else None
+        turn = self.turn
+        return turn[2] if turn is not None and turn[0] is self.messages else None
+
+    @property
+    def turn_messages(self) -> Sequence[TurnMessage] | None:
+        """The core's reading of an agent's turn (see ``turn``), while it is still the
+        messages'; None otherwise."""
+        turn = self.turn
+        return turn[1] if turn is not None and turn[0] is self.messages else None
 
     @property
     def tool_forms(self) -> dict[str, Any] | None:

@@ -202,20 +202,23 @@ def openai_body(
     # text}: one text part, no name, no tool calls, not a tool result. Inline, as a
     # function call costs as much as the loop; the core's reading when it has one.
     messages: Sequence[tuple[str, str]] | None = request.plain_texts
+    turn = None
     if messages is None:
-        pairs: list[tuple[str, str]] = []
-        messages = pairs
-        for m in request.messages:
-            parts = m.parts
-            if len(parts) != 1 or m.tool_calls or m.name or m.role == "tool":
-                messages = None
-                break
-            part = parts[0]
-            if type(part) is not TextPart:
-                messages = None
-                break
-            pairs.append((m.role, part.text))
-    if messages is not None:
+        turn = request.turn_messages  # an agent's turn, as the core read it
+        if turn is None:
+            pairs: list[tuple[str, str]] = []
+            messages = pairs
+            for m in request.messages:
+                parts = m.parts
+                if len(parts) != 1 or m.tool_calls or m.name or m.role == "tool":
+                    messages = None
+                    break
+                part = parts[0]
+                if type(part) is not TextPart:
+                    messages = None
+                    break
+                pairs.append((m.role, part.text))
+    if messages is not None or turn is not None:
         options: dict[str, Any] | None = None
         if (
             request.tools
@@ -235,13 +238,12 @@ def openai_body(
             rest = _STREAM_REST if stream else None
             if options is not None:
                 rest = orjson.dumps(options)
-            return _core.openai_chat_body(
-                deployment.model,
-                messages,
-                "max_tokens" if compatible else "max_completion_tokens",
-                request.max_tokens or deployment.max_output_tokens,
-                rest,
-            )
+            limit_key = "max_tokens" if compatible else "max_completion_tokens"
+            limit = request.max_tokens or deployment.max_output_tokens
+            if messages is not None:
+                return _core.openai_chat_body(deployment.model, messages, limit_key, limit, rest)
+            if turn is not None:
+                return _core.openai_turn_body(deployment.model, turn, limit_key, limit, rest)
         except (TypeError, ValueError, OverflowError):
             pass  # a value the core cannot take: orjson writes it (or refuses) below
     body: dict[str, Any] = {

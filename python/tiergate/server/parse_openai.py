@@ -157,7 +157,7 @@ def _ingest_turn(
         raw,
         (parsed, texts) if every_plain else None,
         toolset,
-        None if every_plain else (parsed, texts),
+        None if every_plain else (parsed, messages, texts),
     )
     return chat, key, (caps, prompt_tokens)
 

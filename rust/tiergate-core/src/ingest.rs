@@ -14,7 +14,8 @@ use crate::memo::TextMemo;
 use crate::policy::CAP_STREAMING;
 use crate::request::{plain_chat_request, PlainRequest};
 use crate::tokens::{
-    estimate_tokens, round_tokens, text_millitokens, PER_MESSAGE_MILLI, REPLY_PRIMING_MILLI,
+    call_millitokens, round_tokens, text_millitokens, tools_millitokens, PER_MESSAGE_MILLI,
+    REPLY_PRIMING_MILLI,
 };
 use crate::turn::{chat_turn, Turn};
 
@@ -85,6 +86,17 @@ pub struct TurnIngested {
 /// calls and tool results among the messages. `None` when the Python parser must read
 /// it (or the key cannot be computed, so that the general path meets the same error).
 pub fn ingest_turn(body: &[u8], scope: Option<&str>) -> Option<TurnIngested> {
+    ingest_turn_with(body, scope, &mut TextMemo::none(), &mut TextMemo::none())
+}
+
+/// [`ingest_turn`], the token estimates of long texts taken from `memo` and those of a
+/// `tools` array from `tools` (by its text) when they have them.
+pub fn ingest_turn_with(
+    body: &[u8],
+    scope: Option<&str>,
+    memo: &mut TextMemo<u64>,
+    tools: &mut TextMemo<Option<u64>>,
+) -> Option<TurnIngested> {
     let turn = chat_turn(body)?;
     let key = match scope {
         Some(scope) => {
@@ -95,7 +107,7 @@ pub fn ingest_turn(body: &[u8], scope: Option<&str>) -> Option<TurnIngested> {
         }
         None => None,
     };
-    let prompt_tokens = estimate_tokens(body).ok()?;
+    let prompt_tokens = turn_tokens(body, &turn, memo, tools)?;
     let required_caps = if turn.stream { CAP_STREAMING } else { 0 };
     Some(TurnIngested {
         turn,
@@ -103,6 +115,35 @@ pub fn ingest_turn(body: &[u8], scope: Option<&str>) -> Option<TurnIngested> {
         prompt_tokens,
         required_caps,
     })
+}
+
+/// [`estimate_tokens`] of a turn's body, counted from what [`chat_turn`] read: per
+/// message 3, its role as spelled, its text and per tool call 3, the function's name and
+/// arguments as sent; the tools as [`tools_millitokens`] counts them. Nothing else in
+/// such a body is counted (no schema: a response format sends the body to Python).
+fn turn_tokens(
+    body: &[u8],
+    turn: &Turn,
+    memo: &mut TextMemo<u64>,
+    tools: &mut TextMemo<Option<u64>>,
+) -> Option<u64> {
+    let mut milli = REPLY_PRIMING_MILLI;
+    for m in &turn.messages {
+        milli += PER_MESSAGE_MILLI + text_millitokens(m.role.wire());
+        if let Some(text) = &m.text {
+            milli += memo.get_or(text, text_millitokens);
+        }
+        for c in &m.calls {
+            milli += call_millitokens(&c.name, &c.arguments);
+        }
+    }
+    if let Some((a, e)) = turn.tools {
+        // A value the reader checked, of a body that is UTF-8.
+        let value = std::str::from_utf8(&body[a..e]).ok()?;
+        // `None`: not counted (nor, then, is the body: `estimate_tokens` fails).
+        milli += tools.get_or(value, |v| tools_millitokens(v).ok())?;
+    }
+    Some(round_tokens(milli))
 }
 
 /// [`hash::request_key`] of a body holding only what `r` read and transport fields,
@@ -159,6 +200,7 @@ mod tests {
     use super::*;
     use crate::request::Role;
     use crate::tokens::estimate_tokens;
+    use crate::turn::chat_turn;
 
     /// Every field as the separate calls give it.
     fn check(body: &[u8], scope: &str) {
@@ -313,6 +355,35 @@ mod tests {
         assert_eq!(got.prompt_tokens, estimate_tokens(body).unwrap());
         assert_eq!(got.required_caps, CAP_STREAMING);
         assert_eq!(ingest_turn(body, None).unwrap().key, None);
+    }
+
+    /// With memos, a turn's tools and long texts sent again are estimated as the
+    /// separate call estimates the whole body.
+    #[test]
+    fn a_turn_with_memos_changes_no_estimate() {
+        let tool = |name: &str| {
+            format!(
+                r#"{{"type":"function","function":{{"name":"{name}","description":"Look it up by id, r\u00e9sum\u00e9 \"quoted\".",
+                "parameters":{{"type":"object","properties":{{"id":{{"type":"string","description":"the id"}},"n":{{"type":"integer"}}}},"required":["id"]}}}}}}"#
+            )
+        };
+        let tools = format!("[{},{},{}]", tool("get"), tool("put"), tool("list"));
+        assert!(tools.len() > crate::memo::MIN_BYTES);
+        let system = "You are a bank's agent; use the tools. ".repeat(20);
+        let (mut memo, mut memo_tools) = (TextMemo::new(16), TextMemo::new(4));
+        for question in ["Why?", "And then?", "Why?"] {
+            let body = format!(
+                r#"{{"model":"auto","tools":{tools},"messages":[{{"role":"developer","content":"{system}"}},
+                {{"role":"assistant","content":"","tool_calls":[{{"id":"c","type":"function","function":{{"name":"get"}}}},
+                {{"id":"d","function":{{"name":"put","arguments":"{{\"id\":\"\u00e9\"}}"}}}}]}},
+                {{"role":"tool","tool_call_id":"c","content":null}},{{"role":"tool","tool_call_id":"d","content":"ok"}},
+                {{"role":"user","content":"{question}"}}],"tools":{tools}}}"#
+            );
+            let got =
+                ingest_turn_with(body.as_bytes(), None, &mut memo, &mut memo_tools).unwrap();
+            assert_eq!(got.prompt_tokens, estimate_tokens(body.as_bytes()).unwrap());
+            assert_eq!(got, ingest_turn(body.as_bytes(), None).unwrap());
+        }
     }
 
     #[test]

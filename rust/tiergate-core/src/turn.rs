@@ -45,6 +45,14 @@ impl TurnRole {
         }
     }
 
+    /// The role as the body spelled it.
+    pub fn wire(self) -> &'static str {
+        match self {
+            TurnRole::Developer => "developer",
+            other => other.name(),
+        }
+    }
+
     fn of(v: &Value<'_>) -> Option<TurnRole> {
         let Value::Str(s) = v else { return None };
         match s.text().as_ref() {
@@ -58,13 +66,24 @@ impl TurnRole {
     }
 }
 
-/// One tool call of an assistant message: id, function name, arguments (JSON text; an
-/// empty or absent one read as `{}`, as the Python parser reads it).
+/// One tool call of an assistant message: id, function name, arguments (JSON text) as
+/// sent (absent: empty).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Call {
     pub id: String,
     pub name: String,
     pub arguments: String,
+}
+
+impl Call {
+    /// The arguments as the Python parser reads them: an empty text as `{}`.
+    pub fn arguments_or_empty_object(&self) -> &str {
+        if self.arguments.is_empty() {
+            "{}"
+        } else {
+            &self.arguments
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -338,11 +357,7 @@ fn tool_calls(p: &mut Parser<'_>) -> Option<Vec<Call>> {
         out.push(Call {
             id: nonempty(&id?)?,
             name: nonempty(&name?)?,
-            arguments: if arguments.is_empty() {
-                "{}".to_owned()
-            } else {
-                arguments
-            },
+            arguments,
         });
         Some(())
     })?;
@@ -413,6 +428,7 @@ mod tests {
         assert!(t.messages[0].is_plain() && t.messages[1].is_plain());
         let calls = &t.messages[2].calls;
         assert_eq!(t.messages[2].text, None);
+        assert_eq!(calls[1].arguments_or_empty_object(), "{}");
         assert_eq!(
             calls,
             &[
@@ -424,7 +440,7 @@ mod tests {
                 Call {
                     id: "c2".into(),
                     name: "get".into(),
-                    arguments: "{}".into()
+                    arguments: String::new()
                 }
             ]
         );

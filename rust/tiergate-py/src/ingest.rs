@@ -14,6 +14,9 @@ thread_local! {
     /// earlier turn comes back with every request. Per thread, so no lock; requests
     /// run on the event loop's thread.
     static MEMO: RefCell<TextMemo<u64>> = RefCell::new(TextMemo::new(1024));
+    /// The token estimates of the `tools` arrays seen lately, by their text: an agent
+    /// sends the same tools with every turn.
+    static TOOLS: RefCell<TextMemo<Option<u64>>> = RefCell::new(TextMemo::new(256));
 }
 
 /// A turn's message: `(role, text, [(id, name, arguments)] or None, tool_call_id)`.
@@ -78,7 +81,9 @@ fn ingest_chat_request<'py>(
 }
 
 fn ingest_turn<'py>(py: Python<'py>, body: &[u8], scope: Option<&str>) -> Option<Fields<'py>> {
-    let i = ingest::ingest_turn(body, scope)?;
+    let i = MEMO.with_borrow_mut(|memo| {
+        TOOLS.with_borrow_mut(|tools| ingest::ingest_turn_with(body, scope, memo, tools))
+    })?;
     let t = i.turn;
     let messages = t
         .messages
@@ -87,7 +92,10 @@ fn ingest_turn<'py>(py: Python<'py>, body: &[u8], scope: Option<&str>) -> Option
             let calls = (!m.calls.is_empty()).then(|| {
                 m.calls
                     .into_iter()
-                    .map(|c| (c.id, c.name, c.arguments))
+                    .map(|c| {
+                        let arguments = c.arguments_or_empty_object().to_owned();
+                        (c.id, c.name, arguments)
+                    })
                     .collect()
             });
             (turn_role_name(py, m.role), m.text, calls, m.call_id)
