@@ -379,8 +379,7 @@ mod tests {
                 {{"role":"tool","tool_call_id":"c","content":null}},{{"role":"tool","tool_call_id":"d","content":"ok"}},
                 {{"role":"user","content":"{question}"}}],"tools":{tools}}}"#
             );
-            let got =
-                ingest_turn_with(body.as_bytes(), None, &mut memo, &mut memo_tools).unwrap();
+            let got = ingest_turn_with(body.as_bytes(), None, &mut memo, &mut memo_tools).unwrap();
             assert_eq!(got.prompt_tokens, estimate_tokens(body.as_bytes()).unwrap());
             assert_eq!(got, ingest_turn(body.as_bytes(), None).unwrap());
         }

@@ -10,16 +10,30 @@
 
 use xxhash_rust::xxh3::xxh3_128;
 
-/// Texts shorter than this are not kept.
+/// Texts shorter than this are not kept (by a memo made with [`TextMemo::new`]).
 pub const MIN_BYTES: usize = 512;
+
+/// Texts shorter than this are not kept by the safety scan's memo: every text is. A
+/// scan costs some 7k instructions even for a short text (measured under callgrind: the
+/// patterns' work per text, then about fifty a byte), a hash and a slot a hundred or
+/// two, so a text that never repeats loses a few percent and one that does (a tool's
+/// call and result, a question, a short system prompt: an agent sends them back with
+/// every turn) costs next to nothing.
+pub const SCAN_MIN_BYTES: usize = 1;
 
 pub struct TextMemo<V: Copy> {
     slots: Box<[Option<(u128, V)>]>,
+    min_bytes: usize,
 }
 
 impl<V: Copy> TextMemo<V> {
     /// A memo of `slots` entries, rounded up to a power of two (0 keeps nothing).
     pub fn new(slots: usize) -> Self {
+        Self::keeping(slots, MIN_BYTES)
+    }
+
+    /// [`TextMemo::new`] keeping texts of `min_bytes` and more.
+    pub fn keeping(slots: usize, min_bytes: usize) -> Self {
         let n = if slots == 0 {
             0
         } else {
@@ -27,6 +41,7 @@ impl<V: Copy> TextMemo<V> {
         };
         TextMemo {
             slots: vec![None; n].into_boxed_slice(),
+            min_bytes,
         }
     }
 
@@ -34,12 +49,13 @@ impl<V: Copy> TextMemo<V> {
     pub fn none() -> Self {
         TextMemo {
             slots: Box::new([]),
+            min_bytes: MIN_BYTES,
         }
     }
 
     /// `compute(text)`, from the memo when `text` was seen lately.
     pub fn get_or(&mut self, text: &str, compute: impl FnOnce(&str) -> V) -> V {
-        if text.len() < MIN_BYTES || self.slots.is_empty() {
+        if text.len() < self.min_bytes || self.slots.is_empty() {
             return compute(text);
         }
         let h = xxh3_128(text.as_bytes());
@@ -103,6 +119,10 @@ mod tests {
             2
         );
         assert_eq!(TextMemo::<u64>::none().slots.len(), 0);
+        let mut scan = TextMemo::keeping(8, SCAN_MIN_BYTES);
+        assert_eq!(scan.get_or("ok", |_| 3), 3);
+        assert_eq!(scan.get_or("", |_| 4), 4);
+        assert_eq!(scan.kept(), 1);
         assert_eq!(TextMemo::<u64>::new(1000).slots.len(), 1024);
     }
 }
