@@ -10,14 +10,14 @@
 
 use crate::hash;
 use crate::json::{write_escaped, write_int};
-use crate::memo::TextMemo;
+use crate::memo::{TextMemo, ValueMemo};
 use crate::policy::CAP_STREAMING;
 use crate::request::{plain_chat_request, PlainRequest};
 use crate::tokens::{
     call_millitokens, round_tokens, text_millitokens, tools_millitokens, PER_MESSAGE_MILLI,
     REPLY_PRIMING_MILLI,
 };
-use crate::turn::{chat_turn, Turn};
+use crate::turn::{chat_turn_with, Turn};
 
 /// What the request side needs of a plain body.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -86,18 +86,23 @@ pub struct TurnIngested {
 /// calls and tool results among the messages. `None` when the Python parser must read
 /// it (or the key cannot be computed, so that the general path meets the same error).
 pub fn ingest_turn(body: &[u8], scope: Option<&str>) -> Option<TurnIngested> {
-    ingest_turn_with(body, scope, &mut TextMemo::none(), &mut TextMemo::none())
+    ingest_turn_with(
+        body,
+        scope,
+        &mut TextMemo::none(),
+        &mut ValueMemo::new(0, 0),
+    )
 }
 
-/// [`ingest_turn`], the token estimates of long texts taken from `memo` and those of a
-/// `tools` array from `tools` (by its text) when they have them.
+/// [`ingest_turn`], the token estimates of long texts taken from `memo`, and a `tools`
+/// array sent lately found in `tools` (by its bytes) with its token count.
 pub fn ingest_turn_with(
     body: &[u8],
     scope: Option<&str>,
     memo: &mut TextMemo<u64>,
-    tools: &mut TextMemo<Option<u64>>,
+    tools: &mut ValueMemo<Option<u64>>,
 ) -> Option<TurnIngested> {
-    let turn = chat_turn(body)?;
+    let turn = chat_turn_with(body, tools)?;
     let key = match scope {
         Some(scope) => {
             let mut tenant = String::with_capacity(scope.len() + 1);
@@ -125,7 +130,7 @@ fn turn_tokens(
     body: &[u8],
     turn: &Turn,
     memo: &mut TextMemo<u64>,
-    tools: &mut TextMemo<Option<u64>>,
+    tools: &mut ValueMemo<Option<u64>>,
 ) -> Option<u64> {
     let mut milli = REPLY_PRIMING_MILLI;
     for m in &turn.messages {
@@ -138,10 +143,18 @@ fn turn_tokens(
         }
     }
     if let Some((a, e)) = turn.tools {
-        // A value the reader checked, of a body that is UTF-8.
-        let value = std::str::from_utf8(&body[a..e]).ok()?;
+        let raw = &body[a..e];
         // `None`: not counted (nor, then, is the body: `estimate_tokens` fails).
-        milli += tools.get_or(value, |v| tools_millitokens(v).ok())?;
+        let counted = match tools.find(raw) {
+            Some((n, counted)) if n == raw.len() => *counted,
+            _ => {
+                // A value the reader checked, of a body that is UTF-8.
+                let counted = tools_millitokens(std::str::from_utf8(raw).ok()?).ok();
+                tools.keep(raw, counted);
+                counted
+            }
+        };
+        milli += counted?;
     }
     Some(round_tokens(milli))
 }
@@ -370,7 +383,7 @@ mod tests {
         let tools = format!("[{},{},{}]", tool("get"), tool("put"), tool("list"));
         assert!(tools.len() > crate::memo::MIN_BYTES);
         let system = "You are a bank's agent; use the tools. ".repeat(20);
-        let (mut memo, mut memo_tools) = (TextMemo::new(16), TextMemo::new(4));
+        let (mut memo, mut memo_tools) = (TextMemo::new(16), ValueMemo::new(2, 1 << 16));
         for question in ["Why?", "And then?", "Why?"] {
             let body = format!(
                 r#"{{"model":"auto","tools":{tools},"messages":[{{"role":"developer","content":"{system}"}},

@@ -76,6 +76,63 @@ impl<V: Copy> TextMemo<V> {
     }
 }
 
+/// JSON arrays and objects seen lately, by their exact bytes, with what was computed of
+/// each: an agent's `tools` array comes back byte for byte with every turn, and a
+/// reader at such a value need not parse it again to know where it ends (nor compute
+/// again what it computed of it).
+///
+/// An entry is found by the bytes at a reader's cursor, which need no parse: an array
+/// or object is delimited by its own brackets, so input that begins with an entry's
+/// bytes holds exactly that value there (read with the same grammar, in the same place:
+/// a caller keeps only values it read and checked, and looks them up where it read them).
+/// Few entries, tried newest first, each a `memcmp`; bounded in bytes per entry.
+pub struct ValueMemo<V> {
+    entries: Vec<(Box<[u8]>, V)>,
+    /// The slot the next entry takes once all are used.
+    next: usize,
+    slots: usize,
+    max_bytes: usize,
+}
+
+impl<V> ValueMemo<V> {
+    /// A memo of `slots` values of at most `max_bytes` each (0 slots keeps nothing).
+    pub fn new(slots: usize, max_bytes: usize) -> Self {
+        ValueMemo {
+            entries: Vec::new(),
+            next: 0,
+            slots,
+            max_bytes,
+        }
+    }
+
+    /// The length of the entry `input` begins with, and its value.
+    pub fn find(&self, input: &[u8]) -> Option<(usize, &V)> {
+        self.entries
+            .iter()
+            .find(|(raw, _)| input.starts_with(raw))
+            .map(|(raw, v)| (raw.len(), v))
+    }
+
+    /// Keep `value` for `raw`: an array or object the caller read and checked (anything
+    /// else, or too long, is not kept).
+    pub fn keep(&mut self, raw: &[u8], value: V) {
+        let delimited = matches!(
+            (raw.first(), raw.last()),
+            (Some(b'['), Some(b']')) | (Some(b'{'), Some(b'}'))
+        );
+        if !delimited || raw.len() > self.max_bytes || self.slots == 0 {
+            return;
+        }
+        let entry = (raw.to_vec().into_boxed_slice(), value);
+        if self.entries.len() < self.slots {
+            self.entries.push(entry);
+        } else {
+            self.entries[self.next] = entry;
+            self.next = (self.next + 1) % self.slots;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,6 +159,29 @@ mod tests {
                 assert_eq!(memo.get_or(text, f), f(text), "{text:?}");
             }
         }
+    }
+
+    /// A value is found by the bytes it begins, whatever follows; only arrays and objects
+    /// short enough are kept, the oldest replaced first.
+    #[test]
+    fn values_are_found_by_their_bytes() {
+        let mut memo = ValueMemo::new(2, 16);
+        memo.keep(b"[1,2]", 'a');
+        memo.keep(b"{\"k\":[]}", 'b');
+        memo.keep(b"\"string\"", 'x');
+        memo.keep(b"[0,0,0,0,0,0,0,0,0]", 'x');
+        assert_eq!(memo.find(b"[1,2],\"model\":1}"), Some((5, &'a')));
+        assert_eq!(memo.find(b"{\"k\":[]}"), Some((8, &'b')));
+        assert_eq!(memo.find(b"[1,2 ]"), None);
+        assert_eq!(memo.find(b"[1,"), None);
+        assert_eq!(memo.find(b"\"string\""), None);
+        memo.keep(b"[3]", 'c');
+        assert_eq!(memo.find(b"[1,2]"), None);
+        assert_eq!(memo.find(b"[3]"), Some((3, &'c')));
+        assert_eq!(memo.find(b"{\"k\":[]}"), Some((8, &'b')));
+        let mut none = ValueMemo::new(0, 16);
+        none.keep(b"[]", 1);
+        assert_eq!(none.find(b"[]"), None);
     }
 
     /// Only long texts are kept, and a repeat is not computed again.

@@ -9,6 +9,7 @@
 //! the same body; anything it would read otherwise, or refuse, returns `None` and the
 //! Python parser decides (it is the oracle of the differential tests).
 
+use crate::memo::ValueMemo;
 use crate::rawjson::{Parser, Value};
 use crate::request::bound;
 
@@ -134,7 +135,7 @@ struct Members<'a> {
     tool_choice: Option<Span>,
 }
 
-fn members(body: &str) -> Option<Members<'_>> {
+fn members<'a, V>(body: &'a str, known: &ValueMemo<V>) -> Option<Members<'a>> {
     let mut p = Parser::of_str(body);
     if p.peek() != Some(b'{') {
         return None;
@@ -157,7 +158,11 @@ fn members(body: &str) -> Option<Members<'_>> {
                 "parallel_tool_calls" => Some(&mut m.parallel),
                 "tools" | "tool_choice" => {
                     let start = p.i;
-                    p.skip().ok()?;
+                    // Tools sent before (an agent's every turn) end where they ended.
+                    match known.find(&p.input()[start..]) {
+                        Some((n, _)) if name == "tools" => p.i += n,
+                        _ => p.skip().ok()?,
+                    }
                     let span = Some((start, p.i));
                     if name == "tools" {
                         m.tools = span;
@@ -366,8 +371,14 @@ fn tool_calls(p: &mut Parser<'_>) -> Option<Vec<Call>> {
 
 /// The agent's turn in `body`, or `None` when the Python parser must read it.
 pub fn chat_turn(body: &[u8]) -> Option<Turn> {
+    chat_turn_with(body, &ValueMemo::<()>::new(0, 0))
+}
+
+/// [`chat_turn`], a `tools` value kept in `known` (as [`ValueMemo`] keeps values: read
+/// and checked where a `tools` array is) not parsed again.
+pub fn chat_turn_with<V>(body: &[u8], known: &ValueMemo<V>) -> Option<Turn> {
     let body = std::str::from_utf8(body).ok()?;
-    let m = members(body)?;
+    let m = members(body, known)?;
     let model = match &m.model {
         Some(v) => nonempty(v)?,
         None => return None,

@@ -5,7 +5,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString};
 use std::cell::RefCell;
 use tiergate_core::ingest;
-use tiergate_core::memo::TextMemo;
+use tiergate_core::memo::{TextMemo, ValueMemo};
 use tiergate_core::request::Role;
 use tiergate_core::turn::{Span, TurnRole};
 
@@ -14,9 +14,9 @@ thread_local! {
     /// earlier turn comes back with every request. Per thread, so no lock; requests
     /// run on the event loop's thread.
     static MEMO: RefCell<TextMemo<u64>> = RefCell::new(TextMemo::new(1024));
-    /// The token estimates of the `tools` arrays seen lately, by their text: an agent
-    /// sends the same tools with every turn.
-    static TOOLS: RefCell<TextMemo<Option<u64>>> = RefCell::new(TextMemo::new(256));
+    /// The `tools` arrays seen lately (up to 64 KiB each) with their token counts: an
+    /// agent sends the same tools with every turn.
+    static TOOLS: RefCell<ValueMemo<Option<u64>>> = RefCell::new(ValueMemo::new(8, 1 << 16));
 }
 
 /// A turn's message: `(role, text, [(id, name, arguments)] or None, tool_call_id)`.
