@@ -4,36 +4,40 @@
 //!
 //! A direct-mapped table: a slot per hash's low bits, the newest text wins it. A value
 //! is what the computation gives for the text, so a memo changes no result, only what
-//! a repeat costs. Texts shorter than [`MIN_BYTES`] are computed afresh every time: a
-//! user's question seldom repeats, and hashing costs a few percent of the work, which is
-//! all a text that never repeats loses.
+//! a repeat costs. Texts shorter than [`MIN_BYTES`] are computed afresh every time
+//! (but short ones a memo keeps too, [`TextMemo::keeping`]): a user's question seldom
+//! repeats, and hashing costs a few percent of the work, which is all a text that never
+//! repeats loses.
 
 use xxhash_rust::xxh3::xxh3_128;
 
 /// Texts shorter than this are not kept (by a memo made with [`TextMemo::new`]).
 pub const MIN_BYTES: usize = 512;
 
-/// Texts shorter than this are not kept by the safety scan's memo: every text is. A
-/// scan costs some 7k instructions even for a short text (measured under callgrind: the
-/// patterns' work per text, then about fifty a byte), a hash and a slot a hundred or
-/// two, so a text that never repeats loses a few percent and one that does (a tool's
-/// call and result, a question, a short system prompt: an agent sends them back with
-/// every turn) costs next to nothing.
-pub const SCAN_MIN_BYTES: usize = 1;
+/// Texts of at most this many bytes are kept by the safety scan's memo too (besides
+/// those of [`MIN_BYTES`] and more). Measured under callgrind: the scan of a short text
+/// can cost several thousand instructions (digits and quotes, as tool-call arguments
+/// and short prompts have, set its patterns to work), while xxh3 hashes up to 240 bytes
+/// on its short path in a few dozen; an agent sends its tool calls, short prompts and
+/// questions back with every turn. A text between this and `MIN_BYTES` would be hashed
+/// on xxh3's long path, a thousand or more, which one that never repeats (the plain
+/// benchmark's question) loses: it is scanned afresh, as before.
+pub const SCAN_SHORT_BYTES: usize = 240;
 
 pub struct TextMemo<V: Copy> {
     slots: Box<[Option<(u128, V)>]>,
-    min_bytes: usize,
+    /// Texts of 1 to this many bytes are kept too.
+    short_bytes: usize,
 }
 
 impl<V: Copy> TextMemo<V> {
     /// A memo of `slots` entries, rounded up to a power of two (0 keeps nothing).
     pub fn new(slots: usize) -> Self {
-        Self::keeping(slots, MIN_BYTES)
+        Self::keeping(slots, 0)
     }
 
-    /// [`TextMemo::new`] keeping texts of `min_bytes` and more.
-    pub fn keeping(slots: usize, min_bytes: usize) -> Self {
+    /// [`TextMemo::new`] keeping texts of 1 to `short_bytes` bytes too.
+    pub fn keeping(slots: usize, short_bytes: usize) -> Self {
         let n = if slots == 0 {
             0
         } else {
@@ -41,7 +45,7 @@ impl<V: Copy> TextMemo<V> {
         };
         TextMemo {
             slots: vec![None; n].into_boxed_slice(),
-            min_bytes,
+            short_bytes,
         }
     }
 
@@ -49,13 +53,14 @@ impl<V: Copy> TextMemo<V> {
     pub fn none() -> Self {
         TextMemo {
             slots: Box::new([]),
-            min_bytes: MIN_BYTES,
+            short_bytes: 0,
         }
     }
 
     /// `compute(text)`, from the memo when `text` was seen lately.
     pub fn get_or(&mut self, text: &str, compute: impl FnOnce(&str) -> V) -> V {
-        if text.len() < self.min_bytes || self.slots.is_empty() {
+        let n = text.len();
+        if (n < MIN_BYTES && (n == 0 || n > self.short_bytes)) || self.slots.is_empty() {
             return compute(text);
         }
         let h = xxh3_128(text.as_bytes());
@@ -199,10 +204,12 @@ mod tests {
             2
         );
         assert_eq!(TextMemo::<u64>::none().slots.len(), 0);
-        let mut scan = TextMemo::keeping(8, SCAN_MIN_BYTES);
+        let mut scan = TextMemo::keeping(8, SCAN_SHORT_BYTES);
         assert_eq!(scan.get_or("ok", |_| 3), 3);
         assert_eq!(scan.get_or("", |_| 4), 4);
+        assert_eq!(scan.get_or(&short, |_| 5), 5);
         assert_eq!(scan.kept(), 1);
+        assert_eq!(scan.get_or("ok", |_| unreachable!("kept")), 3);
         assert_eq!(TextMemo::<u64>::new(1000).slots.len(), 1024);
     }
 }
