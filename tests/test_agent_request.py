@@ -161,6 +161,27 @@ turns = st.fixed_dictionaries(
         "max_tokens": st.integers(1, 99),
         "stream": st.booleans(),
         "user": texts,
+        "temperature": st.none() | st.floats(0, 2) | st.integers(0, 2),
+        "top_p": st.none() | st.floats(0, 1),
+        "seed": st.none() | st.integers(-(2**63), 2**63 - 1),
+        "stop": st.none() | texts | st.lists(texts, max_size=4),
+        "n": st.none() | st.just(1),
+        "stream_options": st.none()
+        | st.fixed_dictionaries({}, optional={"include_usage": st.booleans()}),
+        "response_format": st.sampled_from(
+            [
+                {"type": "text"},
+                {"type": "json_object"},
+                {
+                    "type": "json_schema",
+                    "json_schema": {
+                        "name": "r",
+                        "schema": {"type": "object", "properties": {"a": {"type": "string"}}},
+                    },
+                },
+                {"type": "json_schema", "json_schema": {"name": "r", "strict": True}},
+            ]
+        ),
     },
 )
 
@@ -184,7 +205,21 @@ def off_turns(draw: st.DrawFn) -> dict[str, Any]:
     return body
 
 
-bodies_fields = ("model", "messages", "tools", "tool_choice", "parallel_tool_calls", "stream")
+bodies_fields = (
+    "model",
+    "messages",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "stream",
+    "temperature",
+    "top_p",
+    "seed",
+    "stop",
+    "n",
+    "stream_options",
+    "response_format",
+)
 
 DEP = DeploymentConfig(provider="p", model="m", tier="t", price=Price(input=1, output=1))
 POLICIES = [SafetyPolicy(), SafetyPolicy(default="off", kinds={"injection": "log"})]

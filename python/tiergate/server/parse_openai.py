@@ -98,7 +98,7 @@ def _ingest_turn(
     and found the ``tools`` and ``tool_choice`` values, read here (the tools from the
     memo when their bytes were seen lately). None when either is one
     :func:`parse_openai_request` refuses: it reads the body again and names the field."""
-    messages, tools_at, choice_at, parallel = turn
+    messages, tools_at, choice_at, parallel, options = turn
     toolset = None
     tools: list[Tool] = []
     if tools_at is not None:
@@ -113,8 +113,20 @@ def _ingest_turn(
             tool_choice, tool_choice_name = _tool_choice(
                 orjson.loads(raw[choice_at[0] : choice_at[1]]), tools
             )
-        except RequestError:
+        except (RequestError, orjson.JSONDecodeError):
             return None
+    if options:
+        try:
+            response_format, temperature, top_p, stop, seed, include_usage = _turn_options(
+                {name: orjson.loads(raw[a:b]) for name, (a, b) in options}
+            )
+        except (RequestError, orjson.JSONDecodeError):
+            return None
+        if response_format.kind == "json_schema":
+            caps |= _core.CAP_JSON_SCHEMA
+    else:
+        response_format, temperature, top_p, stop, seed = TEXT_FORMAT, None, None, [], None
+        include_usage = False
     parsed: list[Message] = []
     texts: list[tuple[str, str]] = []
     every_plain = True
@@ -146,20 +158,51 @@ def _ingest_turn(
         tool_choice,
         tool_choice_name,
         True if parallel is None else parallel,
-        TEXT_FORMAT,
+        response_format,
         max_tokens,
-        None,  # temperature
-        None,  # top_p
-        [],  # stop
-        None,  # seed
+        temperature,
+        top_p,
+        stop,
+        seed,
         stream,
-        False,  # include_usage
+        include_usage,
         raw,
         (parsed, texts) if every_plain else None,
         toolset,
         None if every_plain else (parsed, messages, texts),
     )
     return chat, key, (caps, prompt_tokens)
+
+
+def _turn_options(
+    body: dict[str, Any],
+) -> tuple[ResponseFormat, float | None, float | None, list[str], int | None, bool]:
+    """The options of a turn's body (``body``: those present, read), checked as
+    :func:`parse_openai_request` checks them; raises what it would (though perhaps
+    another of several errors: the caller then leaves the body to it)."""
+    get = body.get
+    if get("n") is not None:
+        n = opt_int(body, "n", "n", minimum=1)
+        if n != 1:
+            raise RequestError(
+                "`n` greater than 1 is not supported", param="n", code="unsupported_value"
+            )
+    include_usage = False
+    options = get("stream_options")
+    if options is not None:
+        if not isinstance(options, dict):
+            bad("stream_options", "must be an object")
+        include_usage = opt_bool(options, "include_usage", "stream_options.include_usage") or False
+    return (
+        _response_format(get("response_format")),
+        None
+        if get("temperature") is None
+        else opt_number(body, "temperature", "temperature", 0.0, 2.0),
+        None if get("top_p") is None else opt_number(body, "top_p", "top_p", 0.0, 1.0),
+        stop_list(get("stop"), "stop", limit=4),
+        None if get("seed") is None else opt_int(body, "seed", "seed"),
+        include_usage,
+    )
 
 
 class ToolSets:

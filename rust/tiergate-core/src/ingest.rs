@@ -14,10 +14,10 @@ use crate::memo::{TextMemo, ValueMemo};
 use crate::policy::CAP_STREAMING;
 use crate::request::{plain_chat_request, PlainRequest};
 use crate::tokens::{
-    call_millitokens, round_tokens, text_millitokens, tools_millitokens, PER_MESSAGE_MILLI,
-    REPLY_PRIMING_MILLI,
+    call_millitokens, response_format_millitokens, round_tokens, text_millitokens,
+    tools_millitokens, PER_MESSAGE_MILLI, REPLY_PRIMING_MILLI,
 };
-use crate::turn::{chat_turn_with, Turn};
+use crate::turn::{chat_turn_with, Turn, OPTIONS};
 
 /// What the request side needs of a plain body.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -125,7 +125,7 @@ pub fn ingest_turn_with(
 /// [`estimate_tokens`] of a turn's body, counted from what [`chat_turn`] read: per
 /// message 3, its role as spelled, its text and per tool call 3, the function's name and
 /// arguments as sent; the tools as [`tools_millitokens`] counts them. Nothing else in
-/// such a body is counted (no schema: a response format sends the body to Python).
+/// such a body is counted but a response format's schema.
 fn turn_tokens(
     body: &[u8],
     turn: &Turn,
@@ -140,6 +140,11 @@ fn turn_tokens(
         }
         for c in &m.calls {
             milli += call_millitokens(&c.name, &c.arguments);
+        }
+    }
+    for &(i, (a, e)) in &turn.options {
+        if OPTIONS[i] == "response_format" {
+            milli += response_format_millitokens(std::str::from_utf8(&body[a..e]).ok()?).ok()?;
         }
     }
     if let Some((a, e)) = turn.tools {

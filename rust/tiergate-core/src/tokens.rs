@@ -948,6 +948,27 @@ pub fn tools_millitokens(value: &str) -> Result<u64> {
     Ok(tools)
 }
 
+/// The milli-tokens [`estimate_tokens`] counts for a body's `response_format` member of
+/// value `value` (its JSON text): its `json_schema`, if any.
+pub fn response_format_millitokens(value: &str) -> Result<u64> {
+    let mut w = Walk {
+        p: Parser::of_str(value),
+        keys: Vec::new(),
+        buf: String::new(),
+    };
+    let mut schema = 0;
+    w.object(|w, key| {
+        if key.is("json_schema") {
+            schema = w.json()?;
+            Ok(())
+        } else {
+            w.p.skip()
+        }
+    })?;
+    w.p.finish()?;
+    Ok(schema)
+}
+
 /// The milli-tokens [`estimate_tokens`] counts for one tool call of a message: its
 /// `function`'s `name` and `arguments` as sent.
 pub fn call_millitokens(name: &str, arguments: &str) -> u64 {

@@ -13,9 +13,9 @@ use crate::memo::ValueMemo;
 use crate::rawjson::{Parser, Value};
 use crate::request::bound;
 
-/// Fields whose presence sends the body to the Python parser: the ones it reads
-/// besides those read here.
-const PYTHON_READS: [&str; 7] = [
+/// Fields the Python parser reads besides those read here: handed back as byte ranges
+/// (see [`Turn::options`]), for the caller to read with the parser's own checks.
+pub const OPTIONS: [&str; 7] = [
     "n",
     "stream_options",
     "response_format",
@@ -121,6 +121,9 @@ pub struct Turn {
     pub tool_choice: Option<Span>,
     /// `parallel_tool_calls` (absent or `null`: `None`).
     pub parallel_tool_calls: Option<bool>,
+    /// The values of the [`OPTIONS`] present, by their index there (the last of a
+    /// repeated key), in the order of that list.
+    pub options: Vec<(usize, Span)>,
 }
 
 #[derive(Default)]
@@ -133,6 +136,7 @@ struct Members<'a> {
     parallel: Option<Value<'a>>,
     tools: Option<Span>,
     tool_choice: Option<Span>,
+    options: [Option<Span>; OPTIONS.len()],
 }
 
 fn members<'a, V>(body: &'a str, known: &ValueMemo<V>) -> Option<Members<'a>> {
@@ -171,7 +175,13 @@ fn members<'a, V>(body: &'a str, known: &ValueMemo<V>) -> Option<Members<'a>> {
                     }
                     None
                 }
-                other if PYTHON_READS.contains(&other) => return None,
+                other if OPTIONS.contains(&other) => {
+                    let start = p.i;
+                    p.skip().ok()?;
+                    let i = OPTIONS.iter().position(|o| *o == other)?;
+                    m.options[i] = Some((start, p.i));
+                    None
+                }
                 _ => {
                     p.skip().ok()?; // ignored by the Python parser too
                     None
@@ -410,6 +420,12 @@ pub fn chat_turn_with<V>(body: &[u8], known: &ValueMemo<V>) -> Option<Turn> {
         tools: m.tools,
         tool_choice: m.tool_choice,
         parallel_tool_calls,
+        options: m
+            .options
+            .iter()
+            .enumerate()
+            .filter_map(|(i, span)| span.map(|s| (i, s)))
+            .collect(),
     })
 }
 
@@ -462,6 +478,26 @@ mod tests {
     }
 
     #[test]
+    fn hands_back_the_options() {
+        let body = br#"{"model":"m","temperature":0.5,"messages":[{"role":"user","content":"x"}],
+            "seed":1,"response_format":{"type":"json_object"},"temperature":null}"#;
+        let t = chat_turn(body).unwrap();
+        let got: Vec<_> = t
+            .options
+            .iter()
+            .map(|&(i, (a, e))| (OPTIONS[i], std::str::from_utf8(&body[a..e]).unwrap()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("response_format", r#"{"type":"json_object"}"#),
+                ("temperature", "null"),
+                ("seed", "1")
+            ]
+        );
+    }
+
+    #[test]
     fn takes_plain_bodies_too() {
         let t =
             chat_turn(br#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream":true}"#)
@@ -493,7 +529,6 @@ mod tests {
             br#"{"model":"m","messages":[{"role":"tool","tool_call_id":"c","content":[]}]}"#,
             br#"{"model":"m","messages":[{"role":"tool","tool_call_id":"c","tool_calls":null}]}"#,
             br#"{"model":"m","messages":[{"role":"robot","content":"x"}]}"#,
-            br#"{"model":"m","messages":[{"role":"user","content":"x"}],"temperature":0}"#,
             br#"{"model":"m","messages":[{"role":"user","content":"x"}],"parallel_tool_calls":1}"#,
             br#"{"model":"m","messages":[{"role":"user","content":"x"}],"tools":[1,}"#,
             br#"{"model":"m","messages":[{"role":"user","content":"x"}]} x"#,

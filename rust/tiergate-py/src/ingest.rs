@@ -7,7 +7,7 @@ use std::cell::RefCell;
 use tiergate_core::ingest;
 use tiergate_core::memo::{TextMemo, ValueMemo};
 use tiergate_core::request::Role;
-use tiergate_core::turn::{Span, TurnRole};
+use tiergate_core::turn::{Span, TurnRole, OPTIONS};
 
 thread_local! {
     /// The long texts' token estimates seen lately (48 KiB): a system prompt or an
@@ -27,13 +27,14 @@ type TurnMessage<'py> = (
     Option<String>,
 );
 
-/// `(messages, tools, tool_choice, parallel_tool_calls)` of an agent's turn, the
-/// members' values as byte ranges of the body.
+/// `(messages, tools, tool_choice, parallel_tool_calls, options)` of an agent's turn,
+/// the members' values as byte ranges of the body (`options`: `[(name, range)]`).
 type TurnFields<'py> = (
     Vec<TurnMessage<'py>>,
     Option<Span>,
     Option<Span>,
     Option<bool>,
+    Vec<(&'static str, Span)>,
 );
 
 /// `(model, [(role, text)], max_tokens, stream, key, prompt_tokens, required_caps,
@@ -110,7 +111,16 @@ fn ingest_turn<'py>(py: Python<'py>, body: &[u8], scope: Option<&str>) -> Option
         key,
         i.prompt_tokens,
         i.required_caps,
-        Some((messages, t.tools, t.tool_choice, t.parallel_tool_calls)),
+        Some((
+            messages,
+            t.tools,
+            t.tool_choice,
+            t.parallel_tool_calls,
+            t.options
+                .iter()
+                .map(|&(i, span)| (OPTIONS[i], span))
+                .collect(),
+        )),
     ))
 }
 
