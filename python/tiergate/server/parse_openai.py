@@ -95,9 +95,10 @@ def _ingest_turn(
     turn: Any,
 ) -> tuple[ChatRequest, bytes | None, Known] | None:
     """:func:`ingest_plain_openai_request` of an agent's turn: the core read the messages
-    and found the ``tools`` and ``tool_choice`` values, read here (the tools from the
-    memo when their bytes were seen lately). None when either is one
-    :func:`parse_openai_request` refuses: it reads the body again and names the field."""
+    and found the values of ``tools``, ``tool_choice`` and the options, read here (the
+    tools from :data:`TOOLSETS` when their bytes were seen lately). None when one is a
+    value :func:`parse_openai_request` refuses: it reads the body again and names the
+    field."""
     messages, tools_at, choice_at, parallel, options = turn
     toolset = None
     tools: list[Tool] = []

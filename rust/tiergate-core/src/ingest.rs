@@ -69,13 +69,13 @@ pub fn ingest_with(body: &[u8], scope: Option<&str>, memo: &mut TextMemo<u64>) -
     })
 }
 
-/// What the request side needs of an agent's turn ([`chat_turn`]).
+/// What the request side needs of an agent's turn ([`chat_turn`](crate::turn::chat_turn)).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TurnIngested {
     pub turn: Turn,
     /// The idempotency key, when a scope was given.
     pub key: Option<[u8; 16]>,
-    /// [`estimate_tokens`] of the body.
+    /// [`estimate_tokens`](crate::tokens::estimate_tokens) of the body.
     pub prompt_tokens: u64,
     /// `CAP_*` bits the core knows of: streaming. Whether tools are required depends on
     /// the tools' and the tool choice's values, which the caller reads.

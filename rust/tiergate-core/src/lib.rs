@@ -1,9 +1,11 @@
 //! tiergate's routing core: pure functions and data structures, no I/O, no Python.
 //!
-//! * [`chatbody`]: the `OpenAI` chat body a provider is sent for plain-text messages;
+//! * [`chatbody`]: the `OpenAI` chat body a provider is sent for plain-text messages
+//!   and for an agent's turn;
 //! * [`completion`]: an `OpenAI` chat completion read and written;
 //! * [`hash`]: canonical form and xxh3-128 idempotency key of a chat request;
-//! * [`ingest`]: the usual chat request with its key, token estimate and capabilities;
+//! * [`ingest`]: the usual chat request (or an agent's turn) with its key, token
+//!   estimate and capabilities;
 //! * [`window`]: sliding-window latency quantiles;
 //! * [`logline`]: the request log line written from the request's record;
 //! * [`tokens`]: prompt-token estimate of a chat request;

@@ -1,8 +1,9 @@
 //! What the core computed of the long texts seen lately, by their 128-bit hash: system
 //! prompts, documents and the earlier turns of a conversation come back with every
 //! request, and their per-byte work (the token estimate, the safety scan) need not.
+//! (And of JSON values sent again byte for byte, an agent's tools: [`ValueMemo`].)
 //!
-//! A direct-mapped table: a slot per hash's low bits, the newest text wins it. A value
+//! [`TextMemo`] is a direct-mapped table: a slot per hash's low bits, the newest text wins it. A value
 //! is what the computation gives for the text, so a memo changes no result, only what
 //! a repeat costs. Texts shorter than [`MIN_BYTES`] are computed afresh every time
 //! (but short ones a memo keeps too, [`TextMemo::keeping`]): a user's question seldom
