@@ -115,15 +115,24 @@ def build_openai_request(
     servers understand) instead of ``max_completion_tokens``. Streaming always asks for
     usage (``stream_options.include_usage``) so cost is known.
     """
+    body = _body(request, deployment, compatible, written=False)
+    if request.stream:
+        body.update(_STREAM_MEMBERS)
+    return body
+
+
+def _body(
+    request: ChatRequest, deployment: DeploymentConfig, compatible: bool, *, written: bool
+) -> dict[str, Any]:
+    """:func:`build_openai_request` but for the stream members (``written``: see
+    :func:`_add_options`)."""
     body: dict[str, Any] = {
         "model": deployment.model,
         "messages": build_openai_messages(request.messages),
     }
     limit = request.max_tokens or deployment.max_output_tokens
     body["max_tokens" if compatible else "max_completion_tokens"] = limit
-    _add_options(body, request)
-    if request.stream:
-        body.update(_STREAM_MEMBERS)
+    _add_options(body, request, written=written)
     return body
 
 
@@ -246,14 +255,7 @@ def openai_body(
                 return _core.openai_turn_body(deployment.model, turn, limit_key, limit, rest)
         except (TypeError, ValueError, OverflowError):
             pass  # a value the core cannot take: orjson writes it (or refuses) below
-    body: dict[str, Any] = {
-        "model": deployment.model,
-        "messages": build_openai_messages(request.messages),
-    }
-    body["max_tokens" if compatible else "max_completion_tokens"] = (
-        request.max_tokens or deployment.max_output_tokens
-    )
-    _add_options(body, request, written=True)
+    body = _body(request, deployment, compatible, written=True)
     if stream:
         body.update(_STREAM_MEMBERS)
     return orjson.dumps(body)
