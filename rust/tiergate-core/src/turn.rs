@@ -163,9 +163,12 @@ fn members<'a, V>(body: &'a str, known: &ValueMemo<V>) -> Option<Members<'a>> {
                 "tools" | "tool_choice" => {
                     let start = p.i;
                     // Tools sent before (an agent's every turn) end where they ended.
-                    match known.find(&p.input()[start..]) {
-                        Some((n, _)) if name == "tools" => p.i += n,
-                        _ => p.skip().ok()?,
+                    let known = (name == "tools")
+                        .then(|| known.find(&p.input()[start..]))
+                        .flatten();
+                    match known {
+                        Some((n, _)) => p.i += n,
+                        None => p.skip().ok()?,
                     }
                     let span = Some((start, p.i));
                     if name == "tools" {
@@ -495,6 +498,27 @@ mod tests {
                 ("seed", "1")
             ]
         );
+    }
+
+    /// A tools array kept is skipped by its bytes; the turn read is the same, and a
+    /// body whose tools differ is read as it is.
+    #[test]
+    fn tools_sent_before_are_not_read_again() {
+        let t = chat_turn(AGENT.as_bytes()).unwrap();
+        let (a, e) = t.tools.unwrap();
+        let mut known = ValueMemo::new(2, 1 << 16);
+        known.keep(&AGENT.as_bytes()[a..e], ());
+        assert_eq!(chat_turn_with(AGENT.as_bytes(), &known), Some(t));
+        let other = AGENT.replace(
+            r#""name":"get","parameters""#,
+            r#""name":"put","parameters""#,
+        );
+        let t = chat_turn_with(other.as_bytes(), &known).unwrap();
+        let (a, e) = t.tools.unwrap();
+        assert!(other[a..e].contains("put"));
+        assert_eq!(Some(t), chat_turn(other.as_bytes()));
+        let broken = AGENT.replace(r"}}}],", r"}}}]],");
+        assert_eq!(chat_turn_with(broken.as_bytes(), &known), None);
     }
 
     #[test]
