@@ -71,6 +71,7 @@ __all__ = [
     "ingest_chat_request",
     "openai_chat_body",
     "openai_completion_with_head",
+    "openai_turn_body",
     "read_openai_completion",
     "render_openai_completion",
     "request_key",
@@ -183,6 +184,19 @@ def openai_chat_body(
     none). ``ValueError`` for a ``rest`` that is not a JSON object or a text that is not
     UTF-8 (a lone surrogate); ``OverflowError`` for a ``limit`` outside 64 bits."""
 
+def openai_turn_body(
+    model: str,
+    messages: Sequence[tuple[str, str | None, Sequence[tuple[str, str, str]] | None, str | None]],
+    limit_key: str,
+    limit: int,
+    rest: bytes | None,
+) -> bytes:
+    """:func:`openai_chat_body` of an agent's turn, its messages ``(role, text, [(id,
+    name, arguments)] or None, tool_call_id)`` as :func:`ingest_chat_request` gives them:
+    each written as ``build_openai_messages`` builds it (a tool result with its
+    ``tool_call_id`` and its text or ``""``; an assistant's tool calls after its text or
+    ``null``) and orjson writes it. Errors as :func:`openai_chat_body`'s."""
+
 def openai_completion_with_head(response_id: str, created: int | None, tail: bytes) -> bytes:
     """``{"id": response_id, "object": "chat.completion", "created": created`` written
     in front of ``tail`` (from :func:`read_openai_completion`): the whole body
@@ -200,20 +214,51 @@ def ingest_chat_request(
         bytes | None,
         int,
         int,
+        tuple[
+            list[
+                tuple[
+                    Literal["system", "user", "assistant", "tool"],
+                    str | None,
+                    list[tuple[str, str, str]] | None,
+                    str | None,
+                ]
+            ],
+            tuple[int, int] | None,
+            tuple[int, int] | None,
+            bool | None,
+            list[tuple[str, tuple[int, int]]],
+        ]
+        | None,
     ]
     | None
 ):
-    """``(model, [(role, text)], max_tokens, stream, key, prompt_tokens, required_caps)``
-    of the usual chat-completions body: a non-empty ``model``; ``messages``, each exactly
-    ``{"role", "content"}`` with a system, developer (read as system), user or assistant
-    role and non-empty text; ``max_completion_tokens`` (else ``max_tokens``) an integer
-    of at least 1 or absent; ``stream`` a boolean or absent; no other field
-    ``parse_openai_request`` reads. ``None`` for any other body (``parse_openai_request``
-    decides what it is), and for one ``request_key`` refuses.
+    """``(model, [(role, text)], max_tokens, stream, key, prompt_tokens, required_caps,
+    turn)`` of the usual chat-completions body: a non-empty ``model``; ``messages``, each
+    exactly ``{"role", "content"}`` with a system, developer (read as system), user or
+    assistant role and non-empty text; ``max_completion_tokens`` (else ``max_tokens``) an
+    integer of at least 1 or absent; ``stream`` a boolean or absent; no other field
+    ``parse_openai_request`` reads. ``turn`` is ``None`` then.
+
+    An agent's turn (``tools``, ``tool_choice``, ``parallel_tool_calls``; assistant
+    messages with ``tool_calls``, ``tool`` messages; the options ``n``,
+    ``stream_options``, ``response_format``, ``temperature``, ``top_p``, ``stop``,
+    ``seed``) comes with no plain messages and ``turn = (messages, tools, tool_choice,
+    parallel_tool_calls, options)``: each message ``(role, text or None, [(id, name,
+    arguments)] or None, tool_call_id)`` as ``parse_openai_request`` reads it (an empty
+    ``arguments`` as ``"{}"``), and the ``tools`` and ``tool_choice`` members' values
+    and those of the options present (``[(name, range)]``) as ``(start, end)`` byte
+    ranges of the body, for the caller to read (``None``: absent). A message with
+    ``name``, content parts, or a member read for another role gives ``None``.
+    ``prompt_tokens`` counts a response format's schema; ``CAP_JSON_SCHEMA`` is the
+    caller's to add.
+
+    ``None`` for any other body (``parse_openai_request`` decides what it is), and for one
+    ``request_key`` refuses.
 
     ``key`` is ``request_key(body, scope + ("s" if stream else "n"))``, ``None`` when
     ``scope`` is; ``prompt_tokens`` is ``estimate_tokens(body)``; ``required_caps`` the
-    ``CAP_*`` bits the request needs (``CAP_STREAMING`` when streamed, nothing else)."""
+    ``CAP_*`` bits the core knows the request needs (``CAP_STREAMING`` when streamed;
+    ``CAP_TOOLS`` is the caller's to add, from the tools and tool choice it reads)."""
 
 def read_openai_completion(
     body: bytes,

@@ -26,9 +26,13 @@ __all__ = [
     "TextPart",
     "Tool",
     "ToolCall",
+    "ToolSet",
 ]
 
 Role = Literal["system", "user", "assistant", "tool"]
+# A message as the core read it: (role, text, [(id, name, arguments)] or None,
+# tool_call_id); see ``ChatRequest.turn``.
+TurnMessage = tuple[str, str | None, Sequence[tuple[str, str, str]] | None, str | None]
 
 
 # Not frozen, unlike the other parts: one is made per message of every request, and a
@@ -83,6 +87,19 @@ class Tool:
     strict: bool = False
 
 
+@dataclass(slots=True, eq=False)
+class ToolSet:
+    """The tools of one ``tools`` array, read once from its exact bytes and shared by
+    every request that sends those bytes again (an agent sends the same tools with every
+    turn; ``server/parse_openai.py`` keeps them). Shared, so never changed: not the list,
+    not a :class:`Tool` (frozen), not a tool's ``parameters`` (read and embedded, never
+    written). ``forms``: what an adapter derived of them, by the adapter's name (its
+    written tools), made on first use."""
+
+    tools: list[Tool]
+    forms: dict[str, Any]
+
+
 @dataclass(slots=True, frozen=True)
 class ResponseFormat:
     kind: Literal["text", "json_object", "json_schema"] = "text"
@@ -122,6 +139,17 @@ class ChatRequest:
     plain: tuple[list[Message], Sequence[tuple[str, str]]] | None = field(
         default=None, compare=False, repr=False
     )
+    # The shared tools ``tools`` was read from: valid only while ``self.tools is
+    # toolset.tools`` (see ``tool_forms``).
+    toolset: ToolSet | None = field(default=None, compare=False, repr=False)
+    # ``(messages, [(role, text, calls, tool_call_id), ...], [(role, text), ...])``: the
+    # core's reading of an agent's turn (``_core.ingest_chat_request``) and every text
+    # the safety scan reads of it (text parts and tool-call arguments), when the core
+    # read the messages but not all as plain text; valid, like ``plain``, only while
+    # ``self.messages is`` that same list.
+    turn: tuple[list[Message], Sequence[TurnMessage], Sequence[tuple[str, str]]] | None = field(
+        default=None, compare=False, repr=False
+    )
 
     @property
     def plain_texts(self) -> Sequence[tuple[str, str]] | None:
@@ -129,6 +157,31 @@ class ChatRequest:
         (see ``plain``); None otherwise."""
         plain = self.plain
         return plain[1] if plain is not None and plain[0] is self.messages else None
+
+    @property
+    def scan_texts(self) -> Sequence[tuple[str, str]] | None:
+        """Every text of the messages the safety scan reads, as ``(role, text)``, when
+        the core read the messages (see ``plain`` and ``turn``); None otherwise."""
+        plain = self.plain
+        if plain is not None:
+            return plain[1] if plain[0] is self.messages else None
+        turn = self.turn
+        return turn[2] if turn is not None and turn[0] is self.messages else None
+
+    @property
+    def turn_messages(self) -> Sequence[TurnMessage] | None:
+        """The core's reading of an agent's turn (see ``turn``), while it is still the
+        messages'; None otherwise."""
+        turn = self.turn
+        return turn[1] if turn is not None and turn[0] is self.messages else None
+
+    @property
+    def tool_forms(self) -> dict[str, Any] | None:
+        """The adapters' forms of the tools, shared by the requests that sent the same
+        tools (see :class:`ToolSet`), while ``tools`` is still the toolset's; None
+        otherwise (tools made another way)."""
+        toolset = self.toolset
+        return toolset.forms if toolset is not None and toolset.tools is self.tools else None
 
     @property
     def system_text(self) -> str:

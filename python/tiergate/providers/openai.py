@@ -116,30 +116,61 @@ def build_openai_request(
     servers understand) instead of ``max_completion_tokens``. Streaming always asks for
     usage (``stream_options.include_usage``) so cost is known.
     """
+    body = _body(request, deployment, compatible, written=False)
+    if request.stream:
+        body.update(_STREAM_MEMBERS)
+    return body
+
+
+def _body(
+    request: ChatRequest, deployment: DeploymentConfig, compatible: bool, *, written: bool
+) -> dict[str, Any]:
+    """:func:`build_openai_request` but for the stream members (``written``: see
+    :func:`_add_options`)."""
     body: dict[str, Any] = {
         "model": deployment.model,
         "messages": build_openai_messages(request.messages),
     }
     limit = request.max_tokens or deployment.max_output_tokens
     body["max_tokens" if compatible else "max_completion_tokens"] = limit
-    _add_options(body, request)
-    if request.stream:
-        body.update(_STREAM_MEMBERS)
+    _add_options(body, request, written=written)
     return body
 
 
-def _add_options(body: dict[str, Any], request: ChatRequest) -> None:
-    """The members after the output bound, but for the stream flag."""
+def _tools(request: ChatRequest) -> list[dict[str, Any]]:
+    tools = []
+    for t in request.tools:
+        fn: dict[str, Any] = {"name": t.name, "parameters": t.parameters}
+        if t.description:
+            fn["description"] = t.description
+        if t.strict:
+            fn["strict"] = True
+        tools.append({"type": "function", "function": fn})
+    return tools
+
+
+def _written_tools(request: ChatRequest) -> Any:
+    """The tools as orjson writes them in a body: written once for the requests that
+    sent the same tools (``ChatRequest.tool_forms``), else built for this request."""
+    forms = request.tool_forms
+    if forms is None:
+        return _tools(request)
+    written = forms.get("openai")
+    if written is None:
+        tools = _tools(request)
+        try:
+            written = forms["openai"] = orjson.Fragment(orjson.dumps(tools))
+        except TypeError:  # a value orjson refuses: the body's dumps refuses it there
+            return tools
+    return written
+
+
+def _add_options(body: dict[str, Any], request: ChatRequest, *, written: bool = False) -> None:
+    """The members after the output bound, but for the stream flag. ``written``: the
+    tools as an ``orjson.Fragment`` when they were written before (for a body orjson
+    writes next, never for a dict a caller reads)."""
     if request.tools:
-        tools = []
-        for t in request.tools:
-            fn: dict[str, Any] = {"name": t.name, "parameters": t.parameters}
-            if t.description:
-                fn["description"] = t.description
-            if t.strict:
-                fn["strict"] = True
-            tools.append({"type": "function", "function": fn})
-        body["tools"] = tools
+        body["tools"] = _written_tools(request) if written else _tools(request)
         if request.tool_choice == "function":
             body["tool_choice"] = {
                 "type": "function",
@@ -181,20 +212,23 @@ def openai_body(
     # text}: one text part, no name, no tool calls, not a tool result. Inline, as a
     # function call costs as much as the loop; the core's reading when it has one.
     messages: Sequence[tuple[str, str]] | None = request.plain_texts
+    turn = None
     if messages is None:
-        pairs: list[tuple[str, str]] = []
-        messages = pairs
-        for m in request.messages:
-            parts = m.parts
-            if len(parts) != 1 or m.tool_calls or m.name or m.role == "tool":
-                messages = None
-                break
-            part = parts[0]
-            if type(part) is not TextPart:
-                messages = None
-                break
-            pairs.append((m.role, part.text))
-    if messages is not None:
+        turn = request.turn_messages  # an agent's turn, as the core read it
+        if turn is None:
+            pairs: list[tuple[str, str]] = []
+            messages = pairs
+            for m in request.messages:
+                parts = m.parts
+                if len(parts) != 1 or m.tool_calls or m.name or m.role == "tool":
+                    messages = None
+                    break
+                part = parts[0]
+                if type(part) is not TextPart:
+                    messages = None
+                    break
+                pairs.append((m.role, part.text))
+    if messages is not None or turn is not None:
         options: dict[str, Any] | None = None
         if (
             request.tools
@@ -205,7 +239,7 @@ def openai_body(
             or request.seed is not None
         ):  # options follow the bound (most requests have none of these)
             options = {}
-            _add_options(options, request)
+            _add_options(options, request, written=True)
             if stream:
                 options.update(_STREAM_MEMBERS)
         try:
@@ -214,21 +248,17 @@ def openai_body(
             rest = _STREAM_REST if stream else None
             if options is not None:
                 rest = orjson.dumps(options)
-            return _core.openai_chat_body(
-                deployment.model,
-                messages,
-                "max_tokens" if compatible else "max_completion_tokens",
-                request.max_tokens or deployment.max_output_tokens,
-                rest,
-            )
+            limit_key = "max_tokens" if compatible else "max_completion_tokens"
+            limit = request.max_tokens or deployment.max_output_tokens
+            if messages is not None:
+                return _core.openai_chat_body(deployment.model, messages, limit_key, limit, rest)
+            if turn is not None:
+                return _core.openai_turn_body(deployment.model, turn, limit_key, limit, rest)
         except (TypeError, ValueError, OverflowError):
             pass  # a value the core cannot take: orjson writes it (or refuses) below
-    body = build_openai_request(request, deployment, compatible=compatible)
+    body = _body(request, deployment, compatible, written=True)
     if stream:
         body.update(_STREAM_MEMBERS)
-    else:
-        for member in _STREAM_MEMBERS:
-            body.pop(member, None)
     return orjson.dumps(body)
 
 

@@ -188,10 +188,12 @@ def request_findings(chat: ChatRequest, policy: SafetyPolicy) -> list[SafetyFind
     findings: list[SafetyFinding] = []
     if not policy.enabled:
         return findings
-    plain = chat.plain_texts
+    plain = chat.scan_texts
     if plain is not None:
-        # The core's reading of a plain body: one call, long texts seen lately (a system
-        # prompt, earlier turns) answered from the core's memo.
+        # The core's reading of the messages' texts (tool-call arguments among them):
+        # one call, texts seen lately (a system prompt, earlier turns) answered from
+        # the core's memo. Each text is scanned for every kind, injection too, so
+        # no match there means none in the loop below.
         if not _core.scan_texts_any(plain):
             return findings
     else:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from tiergate import _core
 from tiergate.envelope import (
     TEXT_FORMAT,
@@ -22,6 +24,7 @@ from tiergate.envelope import (
     TextPart,
     Tool,
     ToolCall,
+    ToolSet,
 )
 from tiergate.errors import RequestError
 from tiergate.server.validate import (
@@ -55,7 +58,9 @@ def ingest_plain_openai_request(
     fields = _core.ingest_chat_request(raw, scope)
     if fields is None:
         return None
-    model, messages, max_tokens, stream, key, prompt_tokens, required_caps = fields
+    model, messages, max_tokens, stream, key, prompt_tokens, required_caps, turn = fields
+    if turn is not None:
+        return _ingest_turn(raw, model, max_tokens, stream, key, prompt_tokens, required_caps, turn)
     # Every field by position, defaults spelled out: keywords and default factories cost
     # a third more on every request that takes this path (ChatRequest 7.0k -> 5.0k).
     parsed = [Message(role, [TextPart(text)], []) for role, text in messages]
@@ -78,6 +83,172 @@ def ingest_plain_openai_request(
         (parsed, messages),
     )
     return chat, key, (required_caps, prompt_tokens)
+
+
+def _ingest_turn(
+    raw: bytes,
+    model: str,
+    max_tokens: int | None,
+    stream: bool,
+    key: bytes | None,
+    prompt_tokens: int,
+    caps: int,
+    turn: Any,
+) -> tuple[ChatRequest, bytes | None, Known] | None:
+    """:func:`ingest_plain_openai_request` of an agent's turn: the core read the messages
+    and found the values of ``tools``, ``tool_choice`` and the options, read here (the
+    tools from :data:`TOOLSETS` when their bytes were seen lately). None when one is a
+    value :func:`parse_openai_request` refuses: it reads the body again and names the
+    field."""
+    messages, tools_at, choice_at, parallel, options = turn
+    toolset = None
+    tools: list[Tool] = []
+    if tools_at is not None:
+        toolset = TOOLSETS.get(raw[tools_at[0] : tools_at[1]])
+        if toolset is None:
+            return None
+        tools = toolset.tools
+    tool_choice: Any = "auto"
+    tool_choice_name = None
+    if choice_at is not None:
+        try:
+            tool_choice, tool_choice_name = _tool_choice(
+                orjson.loads(raw[choice_at[0] : choice_at[1]]), tools
+            )
+        except (RequestError, orjson.JSONDecodeError):
+            return None
+    if options:
+        try:
+            response_format, temperature, top_p, stop, seed, include_usage = _turn_options(
+                {name: orjson.loads(raw[a:b]) for name, (a, b) in options}
+            )
+        except (RequestError, orjson.JSONDecodeError):
+            return None
+        if response_format.kind == "json_schema":
+            caps |= _core.CAP_JSON_SCHEMA
+    else:
+        response_format, temperature, top_p, stop, seed = TEXT_FORMAT, None, None, [], None
+        include_usage = False
+    parsed: list[Message] = []
+    texts: list[tuple[str, str]] = []
+    every_plain = True
+    for role, text, calls, call_id in messages:
+        if text is None:
+            parsed.append(
+                Message(role, [], [ToolCall(*c) for c in calls] if calls else [], call_id)
+            )
+            every_plain = False
+        else:
+            texts.append((role, text))
+            if calls is None and call_id is None:
+                parsed.append(Message(role, [TextPart(text)], []))
+                continue
+            parsed.append(
+                Message(
+                    role, [TextPart(text)], [ToolCall(*c) for c in calls] if calls else [], call_id
+                )
+            )
+            every_plain = False
+        if calls:
+            texts.extend([(role, c[2]) for c in calls])
+    if tools and tool_choice != "none":
+        caps |= _core.CAP_TOOLS
+    chat = ChatRequest(
+        model,
+        parsed,
+        tools,
+        tool_choice,
+        tool_choice_name,
+        True if parallel is None else parallel,
+        response_format,
+        max_tokens,
+        temperature,
+        top_p,
+        stop,
+        seed,
+        stream,
+        include_usage,
+        raw,
+        (parsed, texts) if every_plain else None,
+        toolset,
+        None if every_plain else (parsed, messages, texts),
+    )
+    return chat, key, (caps, prompt_tokens)
+
+
+def _turn_options(
+    body: dict[str, Any],
+) -> tuple[ResponseFormat, float | None, float | None, list[str], int | None, bool]:
+    """The options of a turn's body (``body``: those present, read), checked as
+    :func:`parse_openai_request` checks them; raises what it would (though perhaps
+    another of several errors: the caller then leaves the body to it)."""
+    get = body.get
+    if get("n") is not None:
+        n = opt_int(body, "n", "n", minimum=1)
+        if n != 1:
+            raise RequestError(
+                "`n` greater than 1 is not supported", param="n", code="unsupported_value"
+            )
+    include_usage = False
+    options = get("stream_options")
+    if options is not None:
+        if not isinstance(options, dict):
+            bad("stream_options", "must be an object")
+        include_usage = opt_bool(options, "include_usage", "stream_options.include_usage") or False
+    return (
+        _response_format(get("response_format")),
+        None
+        if get("temperature") is None
+        else opt_number(body, "temperature", "temperature", 0.0, 2.0),
+        None if get("top_p") is None else opt_number(body, "top_p", "top_p", 0.0, 1.0),
+        stop_list(get("stop"), "stop", limit=4),
+        None if get("seed") is None else opt_int(body, "seed", "seed"),
+        include_usage,
+    )
+
+
+class ToolSets:
+    """The tools read lately, by the exact bytes of their ``tools`` array (never by a
+    hash or a name: a caller's tools are served only to a body holding the same bytes).
+    Bounded in entries and in the bytes kept; the oldest entry goes first. A hit gives
+    what a miss reads: the same tools, checked the same way (property tests)."""
+
+    __slots__ = ("_kept", "_max_bytes", "_max_entries", "_sets")
+
+    def __init__(self, max_entries: int = 256, max_bytes: int = 1 << 20) -> None:
+        self._sets: dict[bytes, ToolSet] = {}
+        self._kept = 0
+        self._max_entries = max_entries
+        self._max_bytes = max_bytes
+
+    def get(self, src: bytes) -> ToolSet | None:
+        """The tools of the ``tools`` value ``src`` (JSON the core checked); None when
+        :func:`parse_openai_request` would refuse them."""
+        toolset = self._sets.get(src)
+        if toolset is not None:
+            return toolset
+        try:
+            tools = _tools(orjson.loads(src))
+        except (RequestError, orjson.JSONDecodeError):
+            return None
+        toolset = ToolSet(tools, {})
+        size = len(src)
+        if size * 4 <= self._max_bytes:  # a larger array is read afresh each time
+            sets = self._sets
+            while sets and (len(sets) >= self._max_entries or self._kept + size > self._max_bytes):
+                oldest = next(iter(sets))
+                self._kept -= len(oldest)
+                del sets[oldest]
+            sets[src] = toolset
+            self._kept += size
+        return toolset
+
+    def __len__(self) -> int:
+        return len(self._sets)
+
+
+# Per process: requests run on the event loop's thread.
+TOOLSETS = ToolSets()
 
 
 def parse_openai_request(body: Any, raw: bytes = b"") -> ChatRequest:
@@ -144,10 +315,13 @@ def _messages(value: Any) -> list[Message]:
         # checks (which would accept them unchanged) and without naming their path.
         if type(m) is dict and len(m) == 2:
             content = m.get("content")
-            role = _PLAIN_ROLES.get(m.get("role"))  # type: ignore[arg-type]
-            if role is not None and type(content) is str and content:
-                out.append(Message(role, [TextPart(content)]))
-                continue
+            role = m.get("role")
+            # (a role of another type, unhashable say, is _message's to refuse)
+            if type(role) is str and type(content) is str and content:
+                plain_role = _PLAIN_ROLES.get(role)
+                if plain_role is not None:
+                    out.append(Message(plain_role, [TextPart(content)]))
+                    continue
         out.append(_message(m, f"messages[{i}]"))
     return out
 

@@ -56,6 +56,7 @@ use xxhash_rust::xxh3::xxh3_128;
 
 use crate::error::{CoreError, Result};
 use crate::json::write_int;
+use crate::memo::ValueMemo;
 use crate::rawjson::{Esc, Parser, Value};
 
 /// Top-level fields that only shape the transport, never the answer.
@@ -76,7 +77,7 @@ pub const TRANSPORT_FIELDS: &[&str] = &[
 /// Parse a body and return its canonical bytes (see the module documentation).
 pub fn canonical_request(body: &[u8]) -> Result<Vec<u8>> {
     let mut out = Vec::new();
-    let end = write_canonical(body, &mut out, 0, &mut Spare::default())?;
+    let end = write_canonical(body, &mut out, 0, &mut Spare::default(), None)?;
     out.truncate(end);
     Ok(out)
 }
@@ -92,7 +93,8 @@ pub fn request_key(body: &[u8], tenant: &str) -> Result<[u8; 16]> {
         }
         buf[..8].copy_from_slice(&(tenant.len() as u64).to_le_bytes());
         buf[8..pre].copy_from_slice(tenant.as_bytes());
-        let written = write_canonical(body, buf, pre, spare);
+        let written = KNOWN_TOOLS
+            .with_borrow_mut(|known| write_canonical(body, buf, pre, spare, Some(known)));
         let key = written.map(|end| key_of(&buf[..end]));
         if buf.capacity() > KEEP_BYTES || spare.capacity_bytes() > KEEP_BYTES {
             // One huge body must not pin its buffers for the thread's lifetime.
@@ -113,6 +115,12 @@ pub fn key_of(prefixed: &[u8]) -> [u8; 16] {
 const KEEP_BYTES: usize = 1 << 20;
 
 thread_local! {
+    /// The canonical forms of the `tools` arrays keyed lately (up to 64 KiB each), by
+    /// their bytes: an agent sends the same tools with every turn, and most of its
+    /// body's canonicalising is theirs.
+    static KNOWN_TOOLS: std::cell::RefCell<ValueMemo<Box<[u8]>>> =
+        std::cell::RefCell::new(ValueMemo::new(8, 1 << 16));
+
     /// `request_key`'s output and [`Spare`] buffers, reused from call to call: allocating
     /// body-sized buffers per call cost about 4% of the call's time.
     static KEY_BUFFERS: std::cell::RefCell<(Vec<u8>, Spare)> =
@@ -140,11 +148,15 @@ impl Spare {
 /// Write the canonical form of `body` into `out` from `start`; where it ends. `out` is
 /// lengthened when it is shorter than the form can be, never shortened: the bytes after
 /// the end are left as they were, so a reused buffer is not filled again per call.
+///
+/// `known`: the canonical forms of top-level `tools` values read before, by their bytes
+/// (see [`ValueMemo`]): one found is copied rather than read, one not is kept.
 fn write_canonical(
     body: &[u8],
     out: &mut Vec<u8>,
     start: usize,
     spare: &mut Spare,
+    known: Option<&mut ValueMemo<Box<[u8]>>>,
 ) -> Result<usize> {
     let p = Parser::new_ascii_fast(body)?;
     if p.peek() != Some(b'{') {
@@ -159,6 +171,7 @@ fn write_canonical(
         members: std::mem::take(&mut spare.members),
         order: std::mem::take(&mut spare.order),
         side: std::mem::take(&mut spare.side),
+        known,
     };
     w.nodes.clear();
     w.members.clear();
@@ -277,7 +290,7 @@ impl Out<'_> {
 /// canonical as written — becomes one input span. The second ([`Canon::emit`]) writes
 /// the canonical form from the tape, each object's members in key order, so every
 /// output byte is written once: no object is written in input order and reassembled.
-struct Canon<'a> {
+struct Canon<'a, 'm> {
     p: Parser<'a>,
     b: &'a [u8],
     nodes: Vec<Node>,
@@ -286,9 +299,11 @@ struct Canon<'a> {
     /// Each object's key nodes in canonical order (see [`Kind::Obj`]).
     order: Vec<usize>,
     side: Vec<u8>,
+    /// See [`write_canonical`].
+    known: Option<&'m mut ValueMemo<Box<[u8]>>>,
 }
 
-impl<'a> Canon<'a> {
+impl<'a> Canon<'a, '_> {
     #[inline]
     fn push(&mut self, kind: Kind, a: usize, e: usize) {
         self.nodes.push(Node {
@@ -451,7 +466,11 @@ impl<'a> Canon<'a> {
                 } else {
                     Ctx::Other
                 };
-                self.read(inner)?;
+                if ctx == Ctx::Top && self.known.is_some() && self.key_is(k, "tools") {
+                    self.read_tools()?;
+                } else {
+                    self.read(inner)?;
+                }
                 if let Some(sum) = len {
                     len = match self.span_len(k + 1) {
                         Some(v) if esc != Esc::Other => Some(sum + (close + 1 - q) + v + 2),
@@ -481,6 +500,38 @@ impl<'a> Canon<'a> {
             (n.a, n.e, n.x) = (from, end, to);
         }
         self.members.truncate(base);
+        Ok(())
+    }
+
+    /// A top-level `tools` value (see [`write_canonical`]'s `known`): one sent before is
+    /// its canonical form, onto the side buffer, and the cursor past it; any other is
+    /// read, and an array kept with its canonical form as the second pass will write it.
+    fn read_tools(&mut self) -> Result<()> {
+        let a = self.p.i;
+        if let Some((n, canon)) = self.known.as_deref().and_then(|k| k.find(&self.b[a..])) {
+            let s = self.side.len();
+            self.side.extend_from_slice(canon);
+            self.push(Kind::Side, s, self.side.len());
+            self.p.i += n;
+            return Ok(());
+        }
+        let at = self.nodes.len();
+        self.read(Ctx::Other)?;
+        let raw = &self.b[a..self.p.i];
+        if raw.first() == Some(&b'[') && raw.len() <= 1 << 16 {
+            // The bound `write_canonical` sizes its output by, for this value alone.
+            let mut buf = vec![0; raw.len() + self.side.len() + 16];
+            let mut o = Out {
+                buf: &mut buf,
+                pos: 0,
+            };
+            self.emit(at, &mut o, Ctx::Other);
+            let end = o.pos;
+            buf.truncate(end);
+            if let Some(known) = self.known.as_deref_mut() {
+                known.keep(raw, buf.into_boxed_slice());
+            }
+        }
         Ok(())
     }
 
@@ -681,6 +732,7 @@ impl<'a> Canon<'a> {
             let non_empty_array = match v.kind {
                 Kind::Arr => v.e > k + 2,
                 Kind::Span => self.b[v.a] == b'[' && v.e - v.a > 2,
+                Kind::Side => self.side[v.a] == b'[' && v.e - v.a > 2,
                 _ => false,
             };
             non_empty_array && self.key_is(k, "tools")
@@ -1549,6 +1601,56 @@ mod tests {
     /// The thread's reused buffers carry nothing from one call to the next: after a
     /// failed call, after a call that left a deep object half written, and after a body
     /// big enough for its buffers to be freed, keys equal those of fresh buffers.
+    /// Tools sent again are keyed from their kept canonical form: every key equals the
+    /// one written afresh, whatever else the body holds and wherever the tools sit.
+    #[test]
+    fn tools_sent_before_key_as_afresh() {
+        const TOOLS: &[&str] = &[
+            "[]",
+            "[1]",
+            r#"[{"type":"function","function":{"name":"f","parameters":{"b":1,"a":[1.0,2,"\u00e9"]}}}]"#,
+            r#"[ {"z":null, "y" : [ ] } ]"#,
+            r#"[{"type":"function","function":{"name":"g"}}]"#,
+            r#"{"not":"an array"}"#,
+        ];
+        const OTHER: &[&str] = &[
+            r#""tool_choice":"auto""#,
+            r#""tool_choice":"none""#,
+            r#""tools":null"#,
+            r#""temperature":1.0"#,
+            r#""messages":[{"role":"user","content":"x","name":null}]"#,
+        ];
+        let fresh = |body: &[u8]| {
+            let mut buf = 1u64.to_le_bytes().to_vec();
+            buf.push(b't');
+            buf.extend_from_slice(&canonical_request(body).unwrap());
+            xxh3_128(&buf).to_be_bytes()
+        };
+        let mut g = Gen(0x0DDB_A11C_AFE0_0001);
+        for _ in 0..3000 {
+            let mut members = vec![r#""model":"m""#.to_string()];
+            for _ in 0..=g.next(2) {
+                members.push(format!("\"tools\" : {}", g.pick(TOOLS)));
+            }
+            for _ in 0..g.next(3) {
+                members.push(g.pick(OTHER).to_string());
+            }
+            let at = g.next(members.len());
+            members.swap(0, at);
+            let body = format!("{{{}}}", members.join(","));
+            assert_eq!(
+                request_key(body.as_bytes(), "t").unwrap(),
+                fresh(body.as_bytes()),
+                "{body}"
+            );
+            assert_eq!(
+                canonical_request(body.as_bytes()).unwrap(),
+                tree_canon(body.as_bytes()).unwrap(),
+                "{body}"
+            );
+        }
+    }
+
     #[test]
     fn reused_buffers_carry_nothing_over() {
         let fresh = |body: &[u8], tenant: &str| {

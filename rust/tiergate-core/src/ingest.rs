@@ -10,10 +10,14 @@
 
 use crate::hash;
 use crate::json::{write_escaped, write_int};
-use crate::memo::TextMemo;
+use crate::memo::{TextMemo, ValueMemo};
 use crate::policy::CAP_STREAMING;
 use crate::request::{plain_chat_request, PlainRequest};
-use crate::tokens::{round_tokens, text_millitokens, PER_MESSAGE_MILLI, REPLY_PRIMING_MILLI};
+use crate::tokens::{
+    call_millitokens, response_format_millitokens, round_tokens, text_millitokens,
+    tools_millitokens, PER_MESSAGE_MILLI, REPLY_PRIMING_MILLI,
+};
+use crate::turn::{chat_turn_with, Turn, OPTIONS};
 
 /// What the request side needs of a plain body.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -63,6 +67,101 @@ pub fn ingest_with(body: &[u8], scope: Option<&str>, memo: &mut TextMemo<u64>) -
         prompt_tokens,
         required_caps,
     })
+}
+
+/// What the request side needs of an agent's turn ([`chat_turn`](crate::turn::chat_turn)).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TurnIngested {
+    pub turn: Turn,
+    /// The idempotency key, when a scope was given.
+    pub key: Option<[u8; 16]>,
+    /// [`estimate_tokens`](crate::tokens::estimate_tokens) of the body.
+    pub prompt_tokens: u64,
+    /// `CAP_*` bits the core knows of: streaming. Whether tools are required depends on
+    /// the tools' and the tool choice's values, which the caller reads.
+    pub required_caps: u64,
+}
+
+/// [`ingest`] of a body that is not plain but an agent's turn: tools offered, tool
+/// calls and tool results among the messages. `None` when the Python parser must read
+/// it (or the key cannot be computed, so that the general path meets the same error).
+pub fn ingest_turn(body: &[u8], scope: Option<&str>) -> Option<TurnIngested> {
+    ingest_turn_with(
+        body,
+        scope,
+        &mut TextMemo::none(),
+        &mut ValueMemo::new(0, 0),
+    )
+}
+
+/// [`ingest_turn`], the token estimates of long texts taken from `memo`, and a `tools`
+/// array sent lately found in `tools` (by its bytes) with its token count.
+pub fn ingest_turn_with(
+    body: &[u8],
+    scope: Option<&str>,
+    memo: &mut TextMemo<u64>,
+    tools: &mut ValueMemo<Option<u64>>,
+) -> Option<TurnIngested> {
+    let turn = chat_turn_with(body, tools)?;
+    let key = match scope {
+        Some(scope) => {
+            let mut tenant = String::with_capacity(scope.len() + 1);
+            tenant.push_str(scope);
+            tenant.push(if turn.stream { 's' } else { 'n' });
+            Some(hash::request_key(body, &tenant).ok()?)
+        }
+        None => None,
+    };
+    let prompt_tokens = turn_tokens(body, &turn, memo, tools)?;
+    let required_caps = if turn.stream { CAP_STREAMING } else { 0 };
+    Some(TurnIngested {
+        turn,
+        key,
+        prompt_tokens,
+        required_caps,
+    })
+}
+
+/// [`estimate_tokens`] of a turn's body, counted from what [`chat_turn`] read: per
+/// message 3, its role as spelled, its text and per tool call 3, the function's name and
+/// arguments as sent; the tools as [`tools_millitokens`] counts them. Nothing else in
+/// such a body is counted but a response format's schema.
+fn turn_tokens(
+    body: &[u8],
+    turn: &Turn,
+    memo: &mut TextMemo<u64>,
+    tools: &mut ValueMemo<Option<u64>>,
+) -> Option<u64> {
+    let mut milli = REPLY_PRIMING_MILLI;
+    for m in &turn.messages {
+        milli += PER_MESSAGE_MILLI + text_millitokens(m.role.wire());
+        if let Some(text) = &m.text {
+            milli += memo.get_or(text, text_millitokens);
+        }
+        for c in &m.calls {
+            milli += call_millitokens(&c.name, &c.arguments);
+        }
+    }
+    for &(i, (a, e)) in &turn.options {
+        if OPTIONS[i] == "response_format" {
+            milli += response_format_millitokens(std::str::from_utf8(&body[a..e]).ok()?).ok()?;
+        }
+    }
+    if let Some((a, e)) = turn.tools {
+        let raw = &body[a..e];
+        // `None`: not counted (nor, then, is the body: `estimate_tokens` fails).
+        let counted = match tools.find(raw) {
+            Some((n, counted)) if n == raw.len() => *counted,
+            _ => {
+                // A value the reader checked, of a body that is UTF-8.
+                let counted = tools_millitokens(std::str::from_utf8(raw).ok()?).ok();
+                tools.keep(raw, counted);
+                counted
+            }
+        };
+        milli += counted?;
+    }
+    Some(round_tokens(milli))
 }
 
 /// [`hash::request_key`] of a body holding only what `r` read and transport fields,
@@ -119,6 +218,7 @@ mod tests {
     use super::*;
     use crate::request::Role;
     use crate::tokens::estimate_tokens;
+    use crate::turn::chat_turn;
 
     /// Every field as the separate calls give it.
     fn check(body: &[u8], scope: &str) {
@@ -255,6 +355,52 @@ mod tests {
             dev.prompt_tokens,
             estimate_tokens(br#"{"messages":[{"role":"developer","content":"x"}]}"#).unwrap()
         );
+    }
+
+    #[test]
+    fn a_turn_gets_what_the_separate_calls_give() {
+        let body = br#"{"model":"auto","tools":[{"type":"function","function":{"name":"f"}}],
+            "messages":[{"role":"user","content":"x"},{"role":"assistant","content":null,
+            "tool_calls":[{"id":"c","type":"function","function":{"name":"f","arguments":"{}"}}]},
+            {"role":"tool","tool_call_id":"c","content":"42"}],"stream":true}"#;
+        assert_eq!(ingest(body, Some("t\0openai\0")), None);
+        let got = ingest_turn(body, Some("t\0openai\0")).unwrap();
+        assert_eq!(got.turn, chat_turn(body).unwrap());
+        assert_eq!(
+            got.key.unwrap(),
+            hash::request_key(body, "t\0openai\0s").unwrap()
+        );
+        assert_eq!(got.prompt_tokens, estimate_tokens(body).unwrap());
+        assert_eq!(got.required_caps, CAP_STREAMING);
+        assert_eq!(ingest_turn(body, None).unwrap().key, None);
+    }
+
+    /// With memos, a turn's tools and long texts sent again are estimated as the
+    /// separate call estimates the whole body.
+    #[test]
+    fn a_turn_with_memos_changes_no_estimate() {
+        let tool = |name: &str| {
+            format!(
+                r#"{{"type":"function","function":{{"name":"{name}","description":"Look it up by id, r\u00e9sum\u00e9 \"quoted\".",
+                "parameters":{{"type":"object","properties":{{"id":{{"type":"string","description":"the id"}},"n":{{"type":"integer"}}}},"required":["id"]}}}}}}"#
+            )
+        };
+        let tools = format!("[{},{},{}]", tool("get"), tool("put"), tool("list"));
+        assert!(tools.len() > crate::memo::MIN_BYTES);
+        let system = "You are a bank's agent; use the tools. ".repeat(20);
+        let (mut memo, mut memo_tools) = (TextMemo::new(16), ValueMemo::new(2, 1 << 16));
+        for question in ["Why?", "And then?", "Why?"] {
+            let body = format!(
+                r#"{{"model":"auto","tools":{tools},"messages":[{{"role":"developer","content":"{system}"}},
+                {{"role":"assistant","content":"","tool_calls":[{{"id":"c","type":"function","function":{{"name":"get"}}}},
+                {{"id":"d","function":{{"name":"put","arguments":"{{\"id\":\"\u00e9\"}}"}}}}]}},
+                {{"role":"tool","tool_call_id":"c","content":null}},{{"role":"tool","tool_call_id":"d","content":"ok"}},
+                {{"role":"user","content":"{question}"}}],"tools":{tools}}}"#
+            );
+            let got = ingest_turn_with(body.as_bytes(), None, &mut memo, &mut memo_tools).unwrap();
+            assert_eq!(got.prompt_tokens, estimate_tokens(body.as_bytes()).unwrap());
+            assert_eq!(got, ingest_turn(body.as_bytes(), None).unwrap());
+        }
     }
 
     #[test]

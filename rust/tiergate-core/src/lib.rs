@@ -1,9 +1,11 @@
 //! tiergate's routing core: pure functions and data structures, no I/O, no Python.
 //!
-//! * [`chatbody`]: the `OpenAI` chat body a provider is sent for plain-text messages;
+//! * [`chatbody`]: the `OpenAI` chat body a provider is sent for plain-text messages
+//!   and for an agent's turn;
 //! * [`completion`]: an `OpenAI` chat completion read and written;
 //! * [`hash`]: canonical form and xxh3-128 idempotency key of a chat request;
-//! * [`ingest`]: the usual chat request with its key, token estimate and capabilities;
+//! * [`ingest`]: the usual chat request (or an agent's turn) with its key, token
+//!   estimate and capabilities;
 //! * [`window`]: sliding-window latency quantiles;
 //! * [`logline`]: the request log line written from the request's record;
 //! * [`tokens`]: prompt-token estimate of a chat request;
@@ -15,6 +17,7 @@
 //! * [`request`]: the usual chat request read in one pass;
 //! * [`safety`]: PII, secret and prompt-injection spans in one text;
 //! * [`tally`]: the request metrics, tallied per series until scraped;
+//! * [`turn`]: an agent's turn (tools, tool calls, tool results) read in one pass;
 //! * [`signals`]: difficulty signals of a prompt for the heuristic quality prior.
 #![forbid(unsafe_code)]
 // Every fallible function returns a `CoreError` naming the input it rejected (see
@@ -45,6 +48,7 @@ pub mod signals;
 pub mod sse;
 pub mod tally;
 pub mod tokens;
+pub mod turn;
 pub mod window;
 
 pub use error::{CoreError, ErrorKind, Result};

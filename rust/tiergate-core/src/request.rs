@@ -177,7 +177,7 @@ fn messages(p: &mut Parser<'_>) -> Option<Vec<(Role, String)>> {
 }
 
 #[allow(clippy::option_option)] // outer: read here or not; inner: the bound
-fn bound(v: Option<&Value<'_>>) -> Option<Option<i64>> {
+pub(crate) fn bound(v: Option<&Value<'_>>) -> Option<Option<i64>> {
     match v {
         None | Some(Value::Null) => Some(None),
         Some(Value::Int(i)) if *i >= 1 => Some(Some(*i)),

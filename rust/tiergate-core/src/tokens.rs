@@ -930,6 +930,51 @@ pub fn estimate_tokens(body: &[u8]) -> Result<u64> {
     ))
 }
 
+/// The milli-tokens [`estimate_tokens`] counts for a body's `tools` member of value
+/// `value` (its JSON text): what a turn's tools add to its estimate (`crate::ingest`
+/// keeps it by the text, as agents send the same tools with every turn).
+pub fn tools_millitokens(value: &str) -> Result<u64> {
+    let mut w = Walk {
+        p: Parser::of_str(value),
+        keys: Vec::new(),
+        buf: String::new(),
+    };
+    let mut tools = 0;
+    w.array(|w| {
+        tools += w.tool()?;
+        Ok(())
+    })?;
+    w.p.finish()?;
+    Ok(tools)
+}
+
+/// The milli-tokens [`estimate_tokens`] counts for a body's `response_format` member of
+/// value `value` (its JSON text): its `json_schema`, if any.
+pub fn response_format_millitokens(value: &str) -> Result<u64> {
+    let mut w = Walk {
+        p: Parser::of_str(value),
+        keys: Vec::new(),
+        buf: String::new(),
+    };
+    let mut schema = 0;
+    w.object(|w, key| {
+        if key.is("json_schema") {
+            schema = w.json()?;
+            Ok(())
+        } else {
+            w.p.skip()
+        }
+    })?;
+    w.p.finish()?;
+    Ok(schema)
+}
+
+/// The milli-tokens [`estimate_tokens`] counts for one tool call of a message: its
+/// `function`'s `name` and `arguments` as sent.
+pub fn call_millitokens(name: &str, arguments: &str) -> u64 {
+    3000 + text_millitokens(name) + text_millitokens(arguments)
+}
+
 /// The tree-walking estimator the streaming one replaced: the oracle of its tests.
 #[cfg(test)]
 mod tree {

@@ -5,17 +5,40 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString};
 use std::cell::RefCell;
 use tiergate_core::ingest;
-use tiergate_core::memo::TextMemo;
+use tiergate_core::memo::{TextMemo, ValueMemo};
 use tiergate_core::request::Role;
+use tiergate_core::turn::{Span, TurnRole, OPTIONS};
 
 thread_local! {
     /// The long texts' token estimates seen lately (48 KiB): a system prompt or an
     /// earlier turn comes back with every request. Per thread, so no lock; requests
     /// run on the event loop's thread.
     static MEMO: RefCell<TextMemo<u64>> = RefCell::new(TextMemo::new(1024));
+    /// The `tools` arrays seen lately (up to 64 KiB each) with their token counts: an
+    /// agent sends the same tools with every turn.
+    static TOOLS: RefCell<ValueMemo<Option<u64>>> = RefCell::new(ValueMemo::new(8, 1 << 16));
 }
 
-/// `(model, [(role, text)], max_tokens, stream, key, prompt_tokens, required_caps)`.
+/// A turn's message: `(role, text, [(id, name, arguments)] or None, tool_call_id)`.
+type TurnMessage<'py> = (
+    Bound<'py, PyString>,
+    Option<String>,
+    Option<Vec<(String, String, String)>>,
+    Option<String>,
+);
+
+/// `(messages, tools, tool_choice, parallel_tool_calls, options)` of an agent's turn,
+/// the members' values as byte ranges of the body (`options`: `[(name, range)]`).
+type TurnFields<'py> = (
+    Vec<TurnMessage<'py>>,
+    Option<Span>,
+    Option<Span>,
+    Option<bool>,
+    Vec<(&'static str, Span)>,
+);
+
+/// `(model, [(role, text)], max_tokens, stream, key, prompt_tokens, required_caps,
+/// turn)`: for an agent's turn the plain messages are empty and `turn` holds them.
 type Fields<'py> = (
     String,
     Vec<(Bound<'py, PyString>, String)>,
@@ -24,18 +47,21 @@ type Fields<'py> = (
     Option<Bound<'py, PyBytes>>,
     u64,
     u64,
+    Option<TurnFields<'py>>,
 );
 
-/// The plain request in `body` with what the request side needs of it, or None when
-/// the Python parser must read the body. `scope`: the key's scope without its stream
-/// mark, or None for no key.
+/// The plain request in `body` (or an agent's turn) with what the request side needs of
+/// it, or None when the Python parser must read the body. `scope`: the key's scope
+/// without its stream mark, or None for no key.
 #[pyfunction]
 fn ingest_chat_request<'py>(
     py: Python<'py>,
     body: &[u8],
     scope: Option<&str>,
 ) -> Option<Fields<'py>> {
-    let i = MEMO.with_borrow_mut(|memo| ingest::ingest_with(body, scope, memo))?;
+    let Some(i) = MEMO.with_borrow_mut(|memo| ingest::ingest_with(body, scope, memo)) else {
+        return ingest_turn(py, body, scope);
+    };
     let r = i.request;
     let messages = r
         .messages
@@ -51,7 +77,60 @@ fn ingest_chat_request<'py>(
         key,
         i.prompt_tokens,
         i.required_caps,
+        None,
     ))
+}
+
+fn ingest_turn<'py>(py: Python<'py>, body: &[u8], scope: Option<&str>) -> Option<Fields<'py>> {
+    let i = MEMO.with_borrow_mut(|memo| {
+        TOOLS.with_borrow_mut(|tools| ingest::ingest_turn_with(body, scope, memo, tools))
+    })?;
+    let t = i.turn;
+    let messages = t
+        .messages
+        .into_iter()
+        .map(|m| {
+            let calls = (!m.calls.is_empty()).then(|| {
+                m.calls
+                    .into_iter()
+                    .map(|c| {
+                        let arguments = c.arguments_or_empty_object().to_owned();
+                        (c.id, c.name, arguments)
+                    })
+                    .collect()
+            });
+            (turn_role_name(py, m.role), m.text, calls, m.call_id)
+        })
+        .collect();
+    let key = i.key.map(|k| PyBytes::new(py, &k));
+    Some((
+        t.model,
+        Vec::new(),
+        t.max_tokens,
+        t.stream,
+        key,
+        i.prompt_tokens,
+        i.required_caps,
+        Some((
+            messages,
+            t.tools,
+            t.tool_choice,
+            t.parallel_tool_calls,
+            t.options
+                .iter()
+                .map(|&(i, span)| (OPTIONS[i], span))
+                .collect(),
+        )),
+    ))
+}
+
+fn turn_role_name(py: Python<'_>, role: TurnRole) -> Bound<'_, PyString> {
+    match role.name() {
+        "system" => intern!(py, "system").clone(),
+        "user" => intern!(py, "user").clone(),
+        "tool" => intern!(py, "tool").clone(),
+        _ => intern!(py, "assistant").clone(),
+    }
 }
 
 /// The role's canonical name as a Python string made once per process (a `&str` is

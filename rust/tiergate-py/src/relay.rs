@@ -111,6 +111,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(finish_reason, m)?)?;
     m.add_function(wrap_pyfunction!(render_openai_completion, m)?)?;
     m.add_function(wrap_pyfunction!(openai_chat_body, m)?)?;
+    m.add_function(wrap_pyfunction!(openai_turn_body, m)?)?;
     m.add_function(wrap_pyfunction!(read_openai_completion, m)?)?;
     m.add_function(wrap_pyfunction!(openai_completion_with_head, m)?)?;
     for (name, value) in [
@@ -258,5 +259,40 @@ fn openai_chat_body<'py>(
     let pairs: Vec<(&str, &str)> = messages.iter().map(|(r, t)| (&**r, &**t)).collect();
     let body =
         chatbody::write_openai_chat_body(model, &pairs, limit_key, limit, rest).map_err(to_py)?;
+    Ok(PyBytes::new(py, &body))
+}
+
+/// A turn's message as `ingest_chat_request` gives it: `(role, text, calls, call_id)`.
+type TurnMessage = (
+    PyBackedStr,
+    Option<PyBackedStr>,
+    Option<Vec<(PyBackedStr, PyBackedStr, PyBackedStr)>>,
+    Option<PyBackedStr>,
+);
+
+/// [`openai_chat_body`] of an agent's turn, its messages as `ingest_chat_request` read
+/// them.
+#[pyfunction]
+fn openai_turn_body<'py>(
+    py: Python<'py>,
+    model: &str,
+    messages: Vec<TurnMessage>,
+    limit_key: &str,
+    limit: i64,
+    rest: Option<&[u8]>,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let refs: Vec<chatbody::TurnMessageRef<'_>> = messages
+        .iter()
+        .map(|(role, text, calls, call_id)| chatbody::TurnMessageRef {
+            role,
+            text: text.as_deref(),
+            calls: calls.as_ref().map_or_else(Vec::new, |calls| {
+                calls.iter().map(|(i, n, a)| (&**i, &**n, &**a)).collect()
+            }),
+            call_id: call_id.as_deref(),
+        })
+        .collect();
+    let body =
+        chatbody::write_openai_turn_body(model, &refs, limit_key, limit, rest).map_err(to_py)?;
     Ok(PyBytes::new(py, &body))
 }

@@ -2,7 +2,7 @@
 use pyo3::prelude::*;
 use pyo3::types::{PyString, PyTuple};
 use std::cell::RefCell;
-use tiergate_core::memo::TextMemo;
+use tiergate_core::memo::{self, TextMemo};
 use tiergate_core::safety;
 
 /// Every finding in `text`: `(kind code, start, end)` byte offsets into its UTF-8
@@ -24,9 +24,10 @@ fn scan_any(raw: &[u8]) -> bool {
 }
 
 thread_local! {
-    /// Whether each long text seen lately holds any finding (32 KiB): a system prompt
-    /// or an earlier turn comes back with every request. Per thread, so no lock.
-    static ANY: RefCell<TextMemo<bool>> = RefCell::new(TextMemo::new(1024));
+    /// Whether each text seen lately holds any finding (32 KiB): a system prompt or an
+    /// earlier turn comes back with every request. Per thread, so no lock.
+    static ANY: RefCell<TextMemo<bool>> =
+        RefCell::new(TextMemo::keeping(1024, memo::SCAN_SHORT_BYTES));
 }
 
 /// Whether any text of `texts` (`(role, text)` pairs: a plain request's messages) holds
