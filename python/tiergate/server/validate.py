@@ -63,6 +63,8 @@ def opt_int(body: dict[str, Any], key: str, param: str, minimum: int | None = No
         value = int(value)
     if minimum is not None and value < minimum:
         bad(param, f"must be at least {minimum}")
+    if not -(2**63) <= value < 2**63:  # no API takes more; the core reads 64 bits
+        bad(param, "must fit in 64 bits")
     return value
 
 
