@@ -70,6 +70,13 @@ class Loop:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
         self.loop.close()
+        # An upstream call still in flight when a server stopped leaves its aiohttp
+        # Connection unreleased; the session's close already closed its socket. Collect
+        # it here, where it was made, instead of letting a later test's garbage
+        # collection raise aiohttp's "Unclosed connection" warning as that test's error.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Unclosed connection", ResourceWarning)
+            gc.collect()
 
 
 def fast_sim_config(path: Path = REPO / "examples" / "sim.yaml", **routing: Any) -> Config:
@@ -111,15 +118,8 @@ class Stack:
     def close(self) -> None:
         self.run(self.server.stop())
         self.run(self.sim.stop())
-        self.background.close()
         self.http.clear()
-        # An upstream call still in flight when the stack stopped leaves its aiohttp
-        # Connection unreleased; the session's close already closed its socket. Collect
-        # it here, where it was made, instead of letting a later test's garbage
-        # collection raise aiohttp's "Unclosed connection" warning as that test's error.
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", "Unclosed connection", ResourceWarning)
-            gc.collect()
+        self.background.close()
 
     def _sim(self, method: str, path: str, body: Any = None) -> Any:
         data = orjson.dumps(body) if body is not None else None
