@@ -322,7 +322,7 @@ def render(
             "above send the 0.6 KB body; the next row a 3.4 KB one (a long system prompt), "
             "where what each byte costs shows, and the last an agent's turn (five tool "
             "definitions sent again, an assistant tool call, its result, a new question), "
-            "which the plain body's fast path does not cover:",
+            "where the tools seen before are remembered by their bytes:",
             "",
             "| mode | bare proxy | tiergate | ratio |",
             "|---|---:|---:|---:|",
