@@ -674,11 +674,11 @@ class Pipeline:
                     ErrorClass.SERVER_ERROR, "the provider's stream ended before completion"
                 )
         except (ConnectionResetError, asyncio.CancelledError) as exc:
-            # The caller went away (or stopped reading: CallerStalled): stop the
-            # upstream stream; nothing is kept. The usage
-            # is the provider's when the stream had ended (the caller left at the last
-            # send), else an estimate from what was delivered. A step the hang-up
-            # interrupted is ended first: the iterator cannot close while it runs.
+            # The caller went away (or stopped reading: CallerStalled): stop the upstream
+            # stream; nothing is kept. The usage is the provider's when the stream had
+            # ended (the caller left at the last send), else an estimate from what was
+            # delivered. A step the hang-up interrupted is ended first: the iterator
+            # cannot close while it runs.
             if pending is not None:
                 await _aclose(pending)
             await _aclose(rest)
@@ -720,8 +720,8 @@ class Pipeline:
                 terminal = AnthropicStreamRenderer.error(reason)
             else:
                 terminal = OpenAIStreamRenderer.error(reason, code)
-            # What was rendered and not yet sent, then the end.
             gw.idempotency.abandon(flight, self._failure(RuntimeError()))
+            # What was rendered and not yet sent, then the end.
             if (late := start(response.write(b"".join(frames[sent:]) + terminal))) is not None:
                 await self._send_late(late)
             if (late := start(response.write_eof())) is not None:
