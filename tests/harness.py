@@ -54,6 +54,29 @@ async def serve(
     return runner, site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
 
+def assert_honest(resp: Any, surface: str) -> None:
+    """What any request must get, whatever it sent and whatever failed behind it: an
+    answer or an error in the caller's API shape (a 5xx only as the providers' failure,
+    never the sidecar's 500); a stream ends with its terminal or an error event."""
+    assert resp.status != 500, resp.data[:400]
+    if resp.status >= 400:
+        err = orjson.loads(resp.data)
+        if surface == "openai":
+            assert set(err["error"]) == {"message", "type", "param", "code"}, err
+        else:
+            assert err["type"] == "error", err
+        assert err["error"]["message"], err
+        return
+    if resp.headers.get("content-type", "").startswith("text/event-stream"):
+        text = resp.data.decode()
+        if surface == "openai":
+            assert text.endswith("data: [DONE]\n\n") or '"error"' in text.split("data: ")[-1]
+        else:
+            assert "event: message_stop" in text or "event: error" in text, text[-300:]
+    else:
+        orjson.loads(resp.data)
+
+
 class Loop:
     """An event loop on a thread of its own, where servers a synchronous test talks to
     run (a stand-in upstream, a sidecar started from a config of the test's)."""

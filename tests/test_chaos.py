@@ -9,12 +9,11 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from harness import Stack, fast_sim_config
+from harness import Stack, assert_honest, fast_sim_config
 
 DEPLOYMENTS = [
     "gpt-4o-mini",
@@ -84,24 +83,6 @@ def _send(stack: Stack, surface: str, body: dict[str, Any], key: str) -> Any:
     return stack.post(path, body, {"idempotency-key": key, "x-tiergate-timeout-ms": "1500"})
 
 
-def _check(resp: Any, surface: str, stream: bool) -> None:
-    assert resp.status != 500, resp.data[:300]
-    if resp.status >= 400:
-        err = orjson.loads(resp.data)
-        assert err["error"]["message"]
-        if surface == "anthropic":
-            assert err["type"] == "error"
-        return
-    if stream:
-        text = resp.data.decode()
-        if surface == "openai":
-            assert text.endswith("data: [DONE]\n\n") or '"error"' in text.split("data: ")[-1]
-        else:
-            assert "event: message_stop" in text or "event: error" in text
-    else:
-        orjson.loads(resp.data)
-
-
 @settings(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -121,7 +102,7 @@ def test_whatever_fails_each_caller_gets_an_honest_answer(
             body = _body(surface, route, stream, tools)
             key = uuid.uuid4().hex
             first = _send(stack, surface, body, key)
-            _check(first, surface, stream)
+            assert_honest(first, surface)
             if first.status != 200 or '"error"' in first.data.decode()[-400:]:
                 continue  # failures are never stored
             calls = {d: stack.calls(d) for d in DEPLOYMENTS}

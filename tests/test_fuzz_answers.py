@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fuzzing import mutated
-from harness import Loop, serve
+from harness import Loop, assert_honest, serve
 from tiergate.config import load_config
 from tiergate.server.main import RunningServer, start_server
 
@@ -152,9 +152,8 @@ def _ask(url: str, route: str, surface: str, stream: bool) -> Any:
 
 
 def _check(resp: Any, surface: str) -> None:
-    assert resp.status in (200, 502, 504), (resp.status, resp.data[:400])
-    if resp.status != 200:
-        assert orjson.loads(resp.data)["error"]["message"]  # either surface's shape
+    assert resp.status in (200, 502, 504), (resp.status, resp.data[:400])  # served or failed over
+    assert_honest(resp, surface)
 
 
 S = settings(
@@ -330,14 +329,6 @@ def test_any_streamed_answer(served: Any, route: str, surface: str, data: st.Dat
     up.answer = _sse(route, events if isinstance(events, list) else [])
     resp = _ask(url, route, surface, True)
     _check(resp, surface)
-    if resp.status == 200:
-        text = resp.data.decode()
-        if surface == "openai":
-            assert text.endswith("data: [DONE]\n\n") or '"error"' in text.split("data: ")[-1], text[
-                -300:
-            ]
-        else:
-            assert "event: message_stop" in text or "event: error" in text, text[-300:]
 
 
 def test_answers_the_fuzz_found_are_malformed_not_crashes() -> None:

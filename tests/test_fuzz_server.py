@@ -10,13 +10,12 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fuzzing import mutated, values
-from harness import Stack, fast_sim_config
+from harness import Stack, assert_honest, fast_sim_config
 
 WEATHER = {
     "type": "object",
@@ -107,27 +106,6 @@ def _raw(body: dict[str, Any]) -> bytes:
     return json.dumps(body).encode()
 
 
-def _check(resp: Any, surface: str) -> None:
-    # 5xx only as the providers' failure (a schema no answer can meet, say), never ours.
-    assert resp.status != 500, resp.data[:500]
-    if resp.status >= 400:
-        err = orjson.loads(resp.data)
-        if surface == "openai":
-            assert set(err["error"]) == {"message", "type", "param", "code"}, err
-            assert err["error"]["message"]
-        else:
-            assert err["type"] == "error" and err["error"]["message"], err
-        return
-    if resp.headers.get("content-type", "").startswith("text/event-stream"):
-        text = resp.data.decode()
-        if surface == "openai":
-            assert text.endswith("data: [DONE]\n\n") or '"error"' in text.split("data: ")[-1]
-        else:
-            assert "event: message_stop" in text or "event: error" in text
-    else:
-        orjson.loads(resp.data)
-
-
 _SETTINGS = settings(
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -138,7 +116,7 @@ _SETTINGS = settings(
 def test_the_openai_surface_answers_or_refuses_any_request(
     stack: Stack, body: dict[str, Any]
 ) -> None:
-    _check(stack.post("/v1/chat/completions", _raw(body)), "openai")
+    assert_honest(stack.post("/v1/chat/completions", _raw(body)), "openai")
 
 
 @_SETTINGS
@@ -146,13 +124,13 @@ def test_the_openai_surface_answers_or_refuses_any_request(
 def test_the_anthropic_surface_answers_or_refuses_any_request(
     stack: Stack, body: dict[str, Any]
 ) -> None:
-    _check(stack.post("/v1/messages", _raw(body)), "anthropic")
+    assert_honest(stack.post("/v1/messages", _raw(body)), "anthropic")
 
 
 @_SETTINGS
 @given(body=mutated(OPENAI_BASES))
 def test_explain_answers_or_refuses_any_request(stack: Stack, body: dict[str, Any]) -> None:
-    _check(stack.post("/v1/route/explain", _raw(body)), "openai")
+    assert_honest(stack.post("/v1/route/explain", _raw(body)), "openai")
 
 
 @_SETTINGS
@@ -176,6 +154,6 @@ def test_explain_answers_or_refuses_any_request(stack: Stack, body: dict[str, An
 def test_feedback_and_headers_are_answered_or_refused(
     stack: Stack, body: Any, headers: dict[str, str]
 ) -> None:
-    _check(stack.post("/v1/feedback", json.dumps(body).encode()), "openai")
+    assert_honest(stack.post("/v1/feedback", json.dumps(body).encode()), "openai")
     resp = stack.post("/v1/chat/completions", _raw(OPENAI_BASES[0]), headers)
-    _check(resp, "openai")
+    assert_honest(resp, "openai")

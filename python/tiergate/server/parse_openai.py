@@ -183,18 +183,7 @@ def _turn_options(
     :func:`parse_openai_request` checks them; raises what it would (though perhaps
     another of several errors: the caller then leaves the body to it)."""
     get = body.get
-    if get("n") is not None:
-        n = opt_int(body, "n", "n", minimum=1)
-        if n != 1:
-            raise RequestError(
-                "`n` greater than 1 is not supported", param="n", code="unsupported_value"
-            )
-    include_usage = False
-    options = get("stream_options")
-    if options is not None:
-        if not isinstance(options, dict):
-            bad("stream_options", "must be an object")
-        include_usage = opt_bool(options, "include_usage", "stream_options.include_usage") or False
+    _check_n(body)
     return (
         _response_format(get("response_format")),
         None
@@ -203,8 +192,27 @@ def _turn_options(
         None if get("top_p") is None else opt_number(body, "top_p", "top_p", 0.0, 1.0),
         stop_list(get("stop"), "stop", limit=4),
         None if get("seed") is None else opt_int(body, "seed", "seed"),
-        include_usage,
+        _include_usage(body),
     )
+
+
+def _check_n(body: dict[str, Any]) -> None:
+    if body.get("n") is not None:
+        n = opt_int(body, "n", "n", minimum=1)
+        if n != 1:
+            raise RequestError(
+                "`n` greater than 1 is not supported", param="n", code="unsupported_value"
+            )
+
+
+def _include_usage(body: dict[str, Any]) -> bool:
+    """``stream_options.include_usage``, checked."""
+    options = body.get("stream_options")
+    if options is None:
+        return False
+    if not isinstance(options, dict):
+        bad("stream_options", "must be an object")
+    return opt_bool(options, "include_usage", "stream_options.include_usage") or False
 
 
 class ToolSets:
@@ -260,12 +268,7 @@ def parse_openai_request(body: Any, raw: bytes = b"") -> ChatRequest:
     # Optional fields are checked only when present (most bodies carry a few).
     tools = _tools(get("tools")) if "tools" in body else []
     tool_choice, tool_choice_name = _tool_choice(get("tool_choice"), tools)
-    if get("n") is not None:
-        n = opt_int(body, "n", "n", minimum=1)
-        if n != 1:
-            raise RequestError(
-                "`n` greater than 1 is not supported", param="n", code="unsupported_value"
-            )
+    _check_n(body)
     max_tokens = None
     if get("max_completion_tokens") is not None:
         max_tokens = opt_int(body, "max_completion_tokens", "max_completion_tokens", minimum=1)
@@ -274,12 +277,7 @@ def parse_openai_request(body: Any, raw: bytes = b"") -> ChatRequest:
     stream = False
     if get("stream") is not None:
         stream = opt_bool(body, "stream", "stream") or False
-    include_usage = False
-    options = get("stream_options")
-    if options is not None:
-        if not isinstance(options, dict):
-            bad("stream_options", "must be an object")
-        include_usage = opt_bool(options, "include_usage", "stream_options.include_usage") or False
+    include_usage = _include_usage(body)
     parallel = opt_bool(body, "parallel_tool_calls", "parallel_tool_calls")
     return ChatRequest(
         model=model,
