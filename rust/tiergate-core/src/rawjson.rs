@@ -302,6 +302,51 @@ impl<'a> Parser<'a> {
         }
     }
 
+    /// At an object: `f(self, key)` per member with the cursor at its value (which `f`
+    /// must consume); `None` when the value is not an object or `f` gives `None`. The
+    /// readers that walk a body without building it (request.rs, turn.rs) read with it.
+    #[inline]
+    pub(crate) fn each_member(
+        &mut self,
+        mut f: impl FnMut(&mut Self, &str) -> Option<()>,
+    ) -> Option<()> {
+        if self.peek() != Some(b'{') {
+            return None;
+        }
+        self.enter().ok()?;
+        if !self.empty(b'}') {
+            loop {
+                let key = self.key().ok()?;
+                f(self, &key.text())?;
+                if !self.next_or_close(b'}').ok()? {
+                    break;
+                }
+            }
+        }
+        self.leave();
+        Some(())
+    }
+
+    /// At an array: `f(self)` per item; `None` when the value is not an array or `f`
+    /// gives `None`.
+    #[inline]
+    pub(crate) fn each_item(&mut self, mut f: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
+        if self.peek() != Some(b'[') {
+            return None;
+        }
+        self.enter().ok()?;
+        if !self.empty(b']') {
+            loop {
+                f(self)?;
+                if !self.next_or_close(b']').ok()? {
+                    break;
+                }
+            }
+        }
+        self.leave();
+        Some(())
+    }
+
     /// At a key: the key, then past the `:` and whitespace.
     #[inline]
     pub(crate) fn key(&mut self) -> Result<JStr<'a>> {

@@ -86,44 +86,22 @@ struct Members<'a> {
 
 fn members(body: &str) -> Option<Members<'_>> {
     let mut p = Parser::of_str(body);
-    if p.peek() != Some(b'{') {
-        return None;
-    }
     let mut m = Members::default();
-    p.enter().ok()?;
-    if !p.empty(b'}') {
-        loop {
-            let key = p.key().ok()?;
-            let name = key.text();
-            let slot = match name.as_ref() {
-                "model" => &mut m.model,
-                "messages" => {
-                    m.messages = Some(messages(&mut p)?);
-                    if p.next_or_close(b'}').ok()? {
-                        continue;
-                    }
-                    break;
-                }
-                "max_tokens" => &mut m.max_tokens,
-                "max_completion_tokens" => &mut m.max_completion_tokens,
-                "stream" => &mut m.stream,
-                other if PYTHON_READS.contains(&other) => return None,
-                other => {
-                    m.others |= !TRANSPORT_FIELDS.contains(&other);
-                    p.skip().ok()?;
-                    if p.next_or_close(b'}').ok()? {
-                        continue;
-                    }
-                    break;
-                }
-            };
-            *slot = Some(p.value().ok()?);
-            if !p.next_or_close(b'}').ok()? {
-                break;
+    p.each_member(|p, name| {
+        match name {
+            "model" => m.model = Some(p.value().ok()?),
+            "messages" => m.messages = Some(messages(p)?),
+            "max_tokens" => m.max_tokens = Some(p.value().ok()?),
+            "max_completion_tokens" => m.max_completion_tokens = Some(p.value().ok()?),
+            "stream" => m.stream = Some(p.value().ok()?),
+            other if PYTHON_READS.contains(&other) => return None,
+            other => {
+                m.others |= !TRANSPORT_FIELDS.contains(&other);
+                p.skip().ok()?;
             }
         }
-    }
-    p.leave();
+        Some(())
+    })?;
     p.finish().ok()?;
     Some(m)
 }
@@ -135,44 +113,24 @@ fn members(body: &str) -> Option<Members<'_>> {
 /// non-empty string), a repeated key's last value counting, as the Python parser reads
 /// it. `None` for anything else.
 fn messages(p: &mut Parser<'_>) -> Option<Vec<(Role, String)>> {
-    if p.peek() != Some(b'[') {
-        return None;
-    }
-    p.enter().ok()?;
     let mut out = Vec::new();
-    if !p.empty(b']') {
-        loop {
-            if p.peek() != Some(b'{') {
-                return None;
-            }
-            p.enter().ok()?;
-            let (mut who, mut content) = (None, None);
-            if !p.empty(b'}') {
-                loop {
-                    let key = p.key().ok()?;
-                    let slot = match key.text().as_ref() {
-                        "role" => &mut who,
-                        "content" => &mut content,
-                        _ => return None,
-                    };
-                    *slot = Some(p.value().ok()?);
-                    if !p.next_or_close(b'}').ok()? {
-                        break;
-                    }
-                }
-            }
-            p.leave();
-            let who = role(&who?)?;
-            match content? {
-                Value::Str(s) if !s.raw().is_empty() => out.push((who, s.text().into_owned())),
+    p.each_item(|p| {
+        let (mut who, mut content) = (None, None);
+        p.each_member(|p, key| {
+            match key {
+                "role" => who = Some(p.value().ok()?),
+                "content" => content = Some(p.value().ok()?),
                 _ => return None,
             }
-            if !p.next_or_close(b']').ok()? {
-                break;
-            }
+            Some(())
+        })?;
+        let who = role(&who?)?;
+        match content? {
+            Value::Str(s) if !s.raw().is_empty() => out.push((who, s.text().into_owned())),
+            _ => return None,
         }
-    }
-    p.leave();
+        Some(())
+    })?;
     Some(out)
 }
 

@@ -141,108 +141,44 @@ struct Members<'a> {
 
 fn members<'a, V>(body: &'a str, known: &ValueMemo<V>) -> Option<Members<'a>> {
     let mut p = Parser::of_str(body);
-    if p.peek() != Some(b'{') {
-        return None;
-    }
     let mut m = Members::default();
-    p.enter().ok()?;
-    if !p.empty(b'}') {
-        loop {
-            let key = p.key().ok()?;
-            let name = key.text();
-            let slot = match name.as_ref() {
-                "model" => Some(&mut m.model),
-                "messages" => {
-                    m.messages = Some(messages(&mut p)?);
-                    None
+    p.each_member(|p, name| {
+        match name {
+            "model" => m.model = Some(p.value().ok()?),
+            "messages" => m.messages = Some(messages(p)?),
+            "max_tokens" => m.max_tokens = Some(p.value().ok()?),
+            "max_completion_tokens" => m.max_completion_tokens = Some(p.value().ok()?),
+            "stream" => m.stream = Some(p.value().ok()?),
+            "parallel_tool_calls" => m.parallel = Some(p.value().ok()?),
+            "tools" | "tool_choice" => {
+                let start = p.i;
+                // Tools sent before (an agent's every turn) end where they ended.
+                let known = (name == "tools")
+                    .then(|| known.find(&p.input()[start..]))
+                    .flatten();
+                match known {
+                    Some((n, _)) => p.i += n,
+                    None => p.skip().ok()?,
                 }
-                "max_tokens" => Some(&mut m.max_tokens),
-                "max_completion_tokens" => Some(&mut m.max_completion_tokens),
-                "stream" => Some(&mut m.stream),
-                "parallel_tool_calls" => Some(&mut m.parallel),
-                "tools" | "tool_choice" => {
-                    let start = p.i;
-                    // Tools sent before (an agent's every turn) end where they ended.
-                    let known = (name == "tools")
-                        .then(|| known.find(&p.input()[start..]))
-                        .flatten();
-                    match known {
-                        Some((n, _)) => p.i += n,
-                        None => p.skip().ok()?,
-                    }
-                    let span = Some((start, p.i));
-                    if name == "tools" {
-                        m.tools = span;
-                    } else {
-                        m.tool_choice = span;
-                    }
-                    None
+                let span = Some((start, p.i));
+                if name == "tools" {
+                    m.tools = span;
+                } else {
+                    m.tool_choice = span;
                 }
-                other if OPTIONS.contains(&other) => {
-                    let start = p.i;
-                    p.skip().ok()?;
-                    let i = OPTIONS.iter().position(|o| *o == other)?;
-                    m.options[i] = Some((start, p.i));
-                    None
-                }
-                _ => {
-                    p.skip().ok()?; // ignored by the Python parser too
-                    None
-                }
-            };
-            if let Some(slot) = slot {
-                *slot = Some(p.value().ok()?);
             }
-            if !p.next_or_close(b'}').ok()? {
-                break;
+            other if OPTIONS.contains(&other) => {
+                let start = p.i;
+                p.skip().ok()?;
+                let i = OPTIONS.iter().position(|o| *o == other)?;
+                m.options[i] = Some((start, p.i));
             }
+            _ => p.skip().ok()?, // ignored by the Python parser too
         }
-    }
-    p.leave();
+        Some(())
+    })?;
     p.finish().ok()?;
     Some(m)
-}
-
-/// At an object: `f(p, key)` per member with the cursor at its value (which `f` must
-/// consume); `None` when the value is not an object or `f` gives `None`.
-fn object<'a>(
-    p: &mut Parser<'a>,
-    mut f: impl FnMut(&mut Parser<'a>, &str) -> Option<()>,
-) -> Option<()> {
-    if p.peek() != Some(b'{') {
-        return None;
-    }
-    p.enter().ok()?;
-    if !p.empty(b'}') {
-        loop {
-            let key = p.key().ok()?;
-            f(p, &key.text())?;
-            if !p.next_or_close(b'}').ok()? {
-                break;
-            }
-        }
-    }
-    p.leave();
-    Some(())
-}
-
-/// At an array: `f(p)` per item; `None` when the value is not an array or `f` gives
-/// `None`.
-fn array<'a>(p: &mut Parser<'a>, mut f: impl FnMut(&mut Parser<'a>) -> Option<()>) -> Option<()> {
-    if p.peek() != Some(b'[') {
-        return None;
-    }
-    p.enter().ok()?;
-    if !p.empty(b']') {
-        loop {
-            f(p)?;
-            if !p.next_or_close(b']').ok()? {
-                break;
-            }
-        }
-    }
-    p.leave();
-    Some(())
 }
 
 /// A non-empty string's text.
@@ -255,7 +191,7 @@ fn nonempty(v: &Value<'_>) -> Option<String> {
 
 fn messages(p: &mut Parser<'_>) -> Option<Vec<TurnMessage>> {
     let mut out = Vec::new();
-    array(p, |p| {
+    p.each_item(|p| {
         out.push(message(p)?);
         Some(())
     })?;
@@ -268,7 +204,7 @@ fn messages(p: &mut Parser<'_>) -> Option<Vec<TurnMessage>> {
 /// message) send the body to it.
 fn message(p: &mut Parser<'_>) -> Option<TurnMessage> {
     let (mut who, mut content, mut calls, mut call_id) = (None, None, None, None);
-    object(p, |p, key| {
+    p.each_member(|p, key| {
         match key {
             "role" => who = Some(p.value().ok()?),
             "content" => content = Some(p.value().ok()?),
@@ -345,14 +281,14 @@ fn message(p: &mut Parser<'_>) -> Option<TurnMessage> {
 /// (`type` unread, as the Python parser leaves it).
 fn tool_calls(p: &mut Parser<'_>) -> Option<Vec<Call>> {
     let mut out = Vec::new();
-    array(p, |p| {
+    p.each_item(|p| {
         let (mut id, mut function) = (None, None);
-        object(p, |p, key| {
+        p.each_member(|p, key| {
             match key {
                 "id" => id = Some(p.value().ok()?),
                 "function" => {
                     let (mut name, mut arguments) = (None, None);
-                    object(p, |p, key| {
+                    p.each_member(|p, key| {
                         match key {
                             "name" => name = Some(p.value().ok()?),
                             "arguments" => arguments = Some(p.value().ok()?),
