@@ -281,12 +281,26 @@ class Planner:
             scope = self._scopes.get(envelope.route)
             if scope is None:
                 raise _unknown_route(envelope.route)
+        return self.router.request(*self._ask(request, envelope, tenant, scope, known))
+
+    def _ask(
+        self,
+        request: ChatRequest,
+        envelope: Envelope,
+        tenant: TenantPolicy,
+        scope: _Scope,
+        known: Known | None,
+    ) -> _Ask:
+        """What the core's ``Router.request`` and ``route_heuristic`` take first: the
+        scope, the request's capabilities and tokens, each setting as the header and the
+        tenant give it (the core resolves them over the route's), the masks."""
         caps, prompt_tokens = known if known is not None else _known(request)
-        return self.router.request(
+        max_tokens = request.max_tokens
+        return (
             scope.index,
             caps,
             prompt_tokens,
-            request.max_tokens,
+            max_tokens,
             envelope.latency_budget_ms,
             tenant.latency_budget_ms,
             envelope.max_cost_usd,
@@ -294,7 +308,7 @@ class Planner:
             envelope.min_quality,
             tenant.min_quality,
             tenant.allowed_mask,
-            self._near_limit(scope, prompt_tokens, request.max_tokens) if self._limited else 0,
+            self._near_limit(scope, prompt_tokens, max_tokens) if self._limited else 0,
         )
 
     def _near_limit(self, scope: _Scope, prompt_tokens: int, max_tokens: int | None) -> int:
@@ -317,22 +331,9 @@ class Planner:
             raise _unknown_route(envelope.route)
         quality = self.quality
         if quality is self._heuristic:  # the record, qualities and plan in one core call
-            caps, prompt_tokens = known if known is not None else _known(request)
             messages = request.messages
-            max_tokens = request.max_tokens
             deployments, relaxed, qualities, features = self.router.route_heuristic(
-                scope.index,
-                caps,
-                prompt_tokens,
-                max_tokens,
-                envelope.latency_budget_ms,
-                tenant.latency_budget_ms,
-                envelope.max_cost_usd,
-                tenant.max_cost_usd,
-                envelope.min_quality,
-                tenant.min_quality,
-                tenant.allowed_mask,
-                self._near_limit(scope, prompt_tokens, max_tokens) if self._limited else 0,
+                *self._ask(request, envelope, tenant, scope, known),
                 messages[-1].text if messages else None,
                 bool(request.tools),
                 request.response_format.kind == "json_schema",
@@ -420,6 +421,14 @@ class Planner:
             route, self.index[deployment], ttft_ms, total_ms, output_tokens, streamed
         )
 
+
+# Router.request's and route_heuristic's first arguments (Planner._ask): scope index,
+# capability bits, prompt tokens, max_tokens, then each setting from the header and from
+# the tenant (latency budget, cost ceiling, quality floor), the allowed and near-limit masks.
+_Ask = tuple[
+    int, int, int, int | None, float | None, float | None, float | None, float | None,
+    float | None, float | None, int, int,
+]  # fmt: skip
 
 # (name, allowed mask, first mask, latency budget, cost ceiling, quality floor, pinned).
 _ScopeRow = tuple[str, int, int, float | None, float | None, float | None, int | None]
