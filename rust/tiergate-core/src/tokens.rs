@@ -638,6 +638,15 @@ struct Walk<'a> {
 }
 
 impl<'a> Walk<'a> {
+    /// A walk of one member's value `value` (its JSON text).
+    fn of(value: &'a str) -> Self {
+        Walk {
+            p: Parser::of_str(value),
+            keys: Vec::new(),
+            buf: String::new(),
+        }
+    }
+
     /// At an object: `f(self, key)` per member, with the cursor at its value (which `f`
     /// must consume). Anything but an object is skipped, and `f` never called.
     #[inline]
@@ -934,11 +943,7 @@ pub fn estimate_tokens(body: &[u8]) -> Result<u64> {
 /// `value` (its JSON text): what a turn's tools add to its estimate (`crate::ingest`
 /// keeps it by the text, as agents send the same tools with every turn).
 pub fn tools_millitokens(value: &str) -> Result<u64> {
-    let mut w = Walk {
-        p: Parser::of_str(value),
-        keys: Vec::new(),
-        buf: String::new(),
-    };
+    let mut w = Walk::of(value);
     let mut tools = 0;
     w.array(|w| {
         tools += w.tool()?;
@@ -951,11 +956,7 @@ pub fn tools_millitokens(value: &str) -> Result<u64> {
 /// The milli-tokens [`estimate_tokens`] counts for a body's `response_format` member of
 /// value `value` (its JSON text): its `json_schema`, if any.
 pub fn response_format_millitokens(value: &str) -> Result<u64> {
-    let mut w = Walk {
-        p: Parser::of_str(value),
-        keys: Vec::new(),
-        buf: String::new(),
-    };
+    let mut w = Walk::of(value);
     let mut schema = 0;
     w.object(|w, key| {
         if key.is("json_schema") {
