@@ -25,10 +25,30 @@ from tiergate.server.parse_openai import ingest_plain_openai_request, parse_open
 texts = st.text(max_size=8) | st.sampled_from(["", "Say hi.", 'q"\\\n\x01é日本/'])
 odd = st.none() | st.booleans() | st.integers(-2, 3) | st.floats(-1, 3) | st.just([]) | texts
 roles = st.sampled_from(["system", "developer", "user", "assistant", "tool", "other"])
-plain_messages = st.fixed_dictionaries({"role": roles, "content": texts})
+# A text as a string or as an array of one text part (the core reads both as the text).
+contents = texts | st.builds(lambda t: [{"type": "text", "text": t}], texts)
+text_part = st.fixed_dictionaries(
+    {"type": st.sampled_from(["text", "text", "refusal", "image_url"]), "text": texts},
+    optional={"cache_control": st.just({"type": "ephemeral"}), "x_note": texts},
+)
+parts = st.lists(
+    text_part | st.fixed_dictionaries({"type": odd, "text": texts | odd}) | odd, max_size=2
+)
+plain_messages = st.fixed_dictionaries({"role": roles, "content": contents})
+
+
+def readable(m: dict[str, Any]) -> bool:
+    """A message the core reads: a plain role and a non-empty text."""
+    content = m["content"]
+    text = content if isinstance(content, str) else content[0]["text"]
+    return m["role"] in ("system", "developer", "user", "assistant") and bool(text)
+
+
 messages = st.lists(
     plain_messages
-    | st.fixed_dictionaries({"role": roles, "content": texts | odd}, optional={"name": texts})
+    | st.fixed_dictionaries(
+        {"role": roles, "content": texts | parts | odd}, optional={"name": texts}
+    )
     | odd,
     max_size=3,
 )
@@ -42,9 +62,14 @@ bodies = st.fixed_dictionaries(
         "stream": st.booleans() | odd,
         "user": texts,
         "metadata": st.just({"a": "b"}),
-        "temperature": st.floats(0, 2),
-        "stream_options": st.just({"include_usage": True}),
-        "stop": st.just(["x"]),
+        "temperature": st.floats(0, 2) | st.floats(-1, 3) | st.integers(-1, 3) | odd,
+        "top_p": st.floats(0, 1) | st.sampled_from([1, 1.0, 0, -0.0, 1e-300]) | odd,
+        "seed": st.integers(-(2**63), 2**63 - 1) | st.integers(2**63, 2**64) | odd,
+        "n": st.sampled_from([1, 2, 0, 1.0]) | odd,
+        "stream_options": st.just({"include_usage": True})
+        | st.fixed_dictionaries({}, optional={"include_usage": odd, "x": odd})
+        | odd,
+        "stop": st.just(["x"]) | st.lists(texts, max_size=5) | odd,
     },
 )
 
@@ -90,9 +115,7 @@ def test_core_reads_a_body_only_as_the_parser_does(
 @settings(max_examples=200, deadline=None)
 @given(
     st.lists(
-        plain_messages.filter(
-            lambda m: m["role"] in ("system", "developer", "user", "assistant") and m["content"]
-        ),
+        plain_messages.filter(readable),
         min_size=1,
         max_size=3,
     ),
@@ -126,7 +149,8 @@ def spelled(draw: st.DrawFn, value: Any) -> str:
         members = []
         for i in order:
             key, item = items[i]
-            if draw(st.booleans()) and key in ("role", "content", "messages", "model", "stream"):
+            decoyed = ("role", "content", "messages", "model", "stream", "temperature", "seed")
+            if draw(st.booleans()) and key in decoyed:
                 members.append(f"{json.dumps(key)}:{space}{json.dumps(draw(odd))}")
             if draw(st.booleans()):
                 name = '"' + "".join(f"\\u{ord(c):04x}" for c in key) + '"'
@@ -143,14 +167,21 @@ plain_bodies = st.fixed_dictionaries(
     {
         "model": st.just("auto"),
         "messages": st.lists(
-            plain_messages.filter(
-                lambda m: m["role"] in ("system", "developer", "user", "assistant") and m["content"]
-            ),
+            plain_messages.filter(readable),
             min_size=1,
             max_size=3,
         ),
     },
-    optional={"max_tokens": st.integers(1, 99), "stream": st.booleans(), "user": texts},
+    optional={
+        "max_tokens": st.integers(1, 99),
+        "stream": st.booleans(),
+        "user": texts,
+        "temperature": st.floats(0, 2),
+        "top_p": st.floats(0, 1),
+        "seed": st.integers(-5, 5),
+        "stop": st.lists(texts, max_size=4),
+        "stream_options": st.fixed_dictionaries({"include_usage": st.booleans()}),
+    },
 )
 
 
@@ -167,6 +198,99 @@ def test_core_reads_a_respelled_body_only_as_the_parser_does(raw: bytes, tenant:
     if got is not None:
         chat, key, known = got
         assert chat == reference(raw)
+        assert (key, known) == separately(chat, raw, tenant)
+
+
+# The sampling options' values at and around the edges of what the parser accepts.
+def edges(*values: Any) -> st.SearchStrategy[Any]:
+    return st.sampled_from(values)
+
+
+options = st.fixed_dictionaries(
+    {},
+    optional={
+        "temperature": edges(0, 1, 1.0, 2, 2.0, -0.0, 0.7, 1.5, 2.0000001, -1e-9, 3, True)
+        | st.floats(-1, 3)
+        | odd,
+        "top_p": edges(0, 1, 1.0, 0.5, -0.0, 1.0000001, 2, False) | st.floats(-1, 2) | odd,
+        "seed": edges(0, -1, 2**63 - 1, -(2**63), 2**63, 1.0, 2.5, "1", True) | odd,
+        "n": edges(1, 1.0, 2, 0, -1, True, None),
+        "stop": st.lists(texts | odd, max_size=5) | texts | odd,
+        "stream_options": st.fixed_dictionaries({}, optional={"include_usage": odd, "x": odd})
+        | odd,
+    },
+)
+valid_options = st.fixed_dictionaries(
+    {},
+    optional={
+        "temperature": edges(0, 1, 1.0, 2, 2.0, -0.0, 0.7, 1.5, None) | st.floats(0, 2),
+        "top_p": edges(0, 1, 1.0, 0.5, -0.0, None) | st.floats(0, 1),
+        "seed": edges(0, -1, 2**63 - 1, -(2**63), None),
+        "n": edges(1, None),
+        "stop": st.lists(texts, max_size=4) | texts | st.none(),
+        "stream_options": st.fixed_dictionaries(
+            {}, optional={"include_usage": st.none() | st.booleans(), "x": odd}
+        )
+        | st.none(),
+    },
+)
+readable_messages = st.lists(plain_messages.filter(readable), min_size=1, max_size=3)
+
+
+@settings(max_examples=400, deadline=None)
+@given(options, readable_messages, tenants)
+def test_core_reads_the_sampling_options_only_as_the_parser_does(
+    opts: dict[str, Any], msgs: list[dict[str, Any]], tenant: str
+) -> None:
+    raw = orjson.dumps({"model": "auto", "messages": msgs, **opts})
+    got = ingest_plain_openai_request(raw, Idempotency.scope(tenant, "openai"))
+    expected = reference(raw)
+    if not isinstance(expected, ChatRequest):
+        assert got is None  # the parser names the field
+    elif got is not None:
+        chat, key, known = got
+        assert chat == expected
+        assert (key, known) == separately(chat, raw, tenant)
+
+
+@settings(max_examples=300, deadline=None)
+@given(valid_options, readable_messages, tenants)
+def test_core_takes_every_valid_sampling_option(
+    opts: dict[str, Any], msgs: list[dict[str, Any]], tenant: str
+) -> None:
+    raw = orjson.dumps({"model": "auto", "messages": msgs, **opts})
+    got = ingest_plain_openai_request(raw, Idempotency.scope(tenant, "openai"))
+    assert got is not None
+    chat, key, known = got
+    assert chat == reference(raw)
+    assert (key, known) == separately(chat, raw, tenant)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.fixed_dictionaries(
+            {
+                "role": st.sampled_from(["system", "user", "assistant"]),
+                "content": st.builds(lambda part: [part], text_part) | parts | contents,
+            }
+        ),
+        min_size=1,
+        max_size=2,
+    ),
+    tenants,
+)
+def test_core_reads_content_parts_only_as_the_parser_does(
+    msgs: list[dict[str, Any]], tenant: str
+) -> None:
+    raw = orjson.dumps({"model": "auto", "messages": msgs})
+    got = ingest_plain_openai_request(raw, Idempotency.scope(tenant, "openai"))
+    expected = reference(raw)
+    if not isinstance(expected, ChatRequest):
+        assert got is None
+    elif got is not None:
+        chat, key, known = got
+        assert chat == expected
         assert (key, known) == separately(chat, raw, tenant)
 
 

@@ -229,21 +229,26 @@ def ingest_chat_request(
             list[tuple[str, tuple[int, int]]],
         ]
         | None,
+        tuple[float | None, float | None, list[str], int | None, bool] | None,
     ]
     | None
 ):
     """``(model, [(role, text)], max_tokens, stream, key, prompt_tokens, required_caps,
-    turn)`` of the usual chat-completions body: a non-empty ``model``; ``messages``, each
-    exactly ``{"role", "content"}`` with a system, developer (read as system), user or
-    assistant role and non-empty text; ``max_completion_tokens`` (else ``max_tokens``) an
-    integer of at least 1 or absent; ``stream`` a boolean or absent; no other field
-    ``parse_openai_request`` reads. ``turn`` is ``None`` then.
+    turn, sampling)`` of the usual chat-completions body: a non-empty ``model``;
+    ``messages``, each exactly ``{"role", "content"}`` with a system, developer (read as
+    system), user or assistant role and non-empty text (a string, or an array of one
+    ``{"type": "text", "text"}`` part); ``max_completion_tokens`` (else ``max_tokens``)
+    an integer of at least 1 or absent; ``stream`` a boolean or absent; the sampling
+    options ``temperature``, ``top_p``, ``stop``, ``seed``, ``n`` (1) and
+    ``stream_options`` as ``parse_openai_request`` reads them, given as ``sampling =
+    (temperature, top_p, stop, seed, include_usage)`` (``None`` when none is set); no
+    other field ``parse_openai_request`` reads. ``turn`` is ``None`` then.
 
     An agent's turn (``tools``, ``tool_choice``, ``parallel_tool_calls``; assistant
     messages with ``tool_calls``, ``tool`` messages; the options ``n``,
     ``stream_options``, ``response_format``, ``temperature``, ``top_p``, ``stop``,
     ``seed``) comes with no plain messages and ``turn = (messages, tools, tool_choice,
-    parallel_tool_calls, options)``: each message ``(role, text or None, [(id, name,
+    parallel_tool_calls, options)`` and ``sampling = None``: each message ``(role, text or None, [(id, name,
     arguments)] or None, tool_call_id)`` as ``parse_openai_request`` reads it (an empty
     ``arguments`` as ``"{}"``), and the ``tools`` and ``tool_choice`` members' values
     and those of the options present (``[(name, range)]``) as ``(start, end)`` byte

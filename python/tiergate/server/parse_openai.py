@@ -50,20 +50,26 @@ _ROLES = ("system", "developer", "user", "assistant", "tool")
 def ingest_plain_openai_request(
     raw: bytes, scope: str | None
 ) -> tuple[ChatRequest, bytes | None, Known] | None:
-    """The usual body (a model, plain-text messages, an output bound, the stream flag)
-    taken in by the core in one call: the request as :func:`parse_openai_request` reads
-    it, its idempotency key under ``scope`` (see ``Idempotency.scope``; None without a
-    scope) and what the planner would compute of it (``Known``). None for any other
-    body, which that function then reads (and refuses, when it must)."""
+    """The usual body (a model, plain-text messages, an output bound, the stream flag,
+    the sampling options) taken in by the core in one call: the request as
+    :func:`parse_openai_request` reads it, its idempotency key under ``scope`` (see
+    ``Idempotency.scope``; None without a scope) and what the planner would compute of
+    it (``Known``). None for any other body, which that function then reads (and
+    refuses, when it must)."""
     fields = _core.ingest_chat_request(raw, scope)
     if fields is None:
         return None
-    model, messages, max_tokens, stream, key, prompt_tokens, required_caps, turn = fields
+    model, messages, max_tokens, stream, key, prompt_tokens, required_caps, turn, sampling = fields
     if turn is not None:
         return _ingest_turn(raw, model, max_tokens, stream, key, prompt_tokens, required_caps, turn)
     # Every field by position, defaults spelled out: keywords and default factories cost
     # a third more on every request that takes this path (ChatRequest 7.0k -> 5.0k).
     parsed = [Message(role, [TextPart(text)], []) for role, text in messages]
+    stop: list[str]
+    if sampling is None:
+        temperature, top_p, stop, seed, include_usage = None, None, [], None, False
+    else:
+        temperature, top_p, stop, seed, include_usage = sampling
     chat = ChatRequest(
         model,
         parsed,
@@ -73,12 +79,12 @@ def ingest_plain_openai_request(
         True,  # parallel_tool_calls
         TEXT_FORMAT,
         max_tokens,
-        None,  # temperature
-        None,  # top_p
-        [],  # stop
-        None,  # seed
+        temperature,
+        top_p,
+        stop,
+        seed,
         stream,
-        False,  # include_usage
+        include_usage,
         raw,
         (parsed, messages),
     )

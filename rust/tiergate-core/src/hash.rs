@@ -985,7 +985,8 @@ pub fn format_f64(f: f64) -> String {
     String::from_utf8(out).unwrap_or_default()
 }
 
-fn write_f64(f: f64, out: &mut Vec<u8>) {
+/// A number as the canonical form writes it (rule 6).
+pub(crate) fn write_f64(f: f64, out: &mut Vec<u8>) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     if f.fract() == 0.0 && (-TWO_POW_63..TWO_POW_63).contains(&f) {
         write_int(i128::from(f as i64), out);

@@ -20,7 +20,7 @@ use crate::tokens::{
 use crate::turn::{chat_turn_with, Turn, OPTIONS};
 
 /// What the request side needs of a plain body.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Ingested {
     pub request: PlainRequest,
     /// The idempotency key, when a scope was given.
@@ -167,7 +167,9 @@ fn turn_tokens(
 /// [`hash::request_key`] of a body holding only what `r` read and transport fields,
 /// written from `r` rather than from the bytes again: its canonical form is the object
 /// of `max_completion_tokens` and `max_tokens` (when set), `messages` (each
-/// `{"content", "role"}`, the role as spelled) and `model`, keys in that (sorted) order.
+/// `{"content", "role"}`, the role as spelled), `model`, and `seed`, `temperature` and
+/// `top_p` (when set, the last two unless 1, their default), keys in that (sorted)
+/// order.
 fn plain_key(r: &PlainRequest, tenant: &str) -> [u8; 16] {
     let texts: usize = r.messages.iter().map(|(_, t)| t.len() + 32).sum();
     let mut buf = Vec::with_capacity(8 + tenant.len() + r.model.len() + texts + 96);
@@ -197,6 +199,22 @@ fn plain_key(r: &PlainRequest, tenant: &str) -> [u8; 16] {
     }
     buf.extend_from_slice(b"],\"model\":");
     write_escaped(&r.model, &mut buf);
+    let s = &r.sampling;
+    if let Some(seed) = s.seed {
+        buf.extend_from_slice(b",\"seed\":");
+        write_int(seed.into(), &mut buf);
+    }
+    for (name, value) in [
+        (&b",\"temperature\":"[..], s.temperature),
+        (b",\"top_p\":", s.top_p),
+    ] {
+        // 1 is their default, which the canonical form drops (compared by value).
+        #[allow(clippy::float_cmp)]
+        if let Some(x) = value.filter(|&x| x != 1.0) {
+            buf.extend_from_slice(name);
+            hash::write_f64(x, &mut buf);
+        }
+    }
     buf.push(b'}');
     hash::key_of(&buf)
 }
@@ -312,6 +330,36 @@ mod tests {
             (
                 r#"{"model":"m","logprobs":false,"messages":[{"role":"user","content":"x"}]}"#,
                 false,
+            ),
+            // One text part is keyed as its string (the canonical form's rule 5).
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"xé"}]},
+                {"content":[{"text":"y","type":"text"}],"role":"assistant"}],"stream_options":{"include_usage":true},
+                "temperature":null,"seed":null}"#,
+                true,
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"temperature":0.7,
+                "top_p":1,"seed":3,"stop":["a",""],"n":1}"#,
+                false,
+            ),
+            (
+                r#"{"top_p":0.25,"model":"m","messages":[{"role":"user","content":"x"}],"temperature":0.7,
+                "seed":-9223372036854775808,"n":1,"stop":null}"#,
+                true,
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"temperature":1.0,"top_p":1}"#,
+                true,
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"temperature":-0.0,
+                "top_p":1e-1,"seed":0}"#,
+                true,
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"temperature":2,"top_p":0}"#,
+                true,
             ),
         ] {
             assert_eq!(

@@ -16,6 +16,7 @@
 //! * [`sse`]: Server-Sent Events framing;
 //! * [`request`]: the usual chat request read in one pass;
 //! * [`safety`]: PII, secret and prompt-injection spans in one text;
+//! * [`sampling`]: a chat body's sampling options read as the Python parser reads them;
 //! * [`tally`]: the request metrics, tallied per series until scraped;
 //! * [`turn`]: an agent's turn (tools, tool calls, tool results) read in one pass;
 //! * [`signals`]: difficulty signals of a prompt for the heuristic quality prior.
@@ -44,6 +45,7 @@ pub mod relay;
 pub mod request;
 pub mod routes;
 pub mod safety;
+pub mod sampling;
 pub mod signals;
 pub mod sse;
 pub mod tally;

@@ -15,15 +15,16 @@ use xxhash_rust::xxh3::xxh3_128;
 /// Texts shorter than this are not kept (by a memo made with [`TextMemo::new`]).
 pub const MIN_BYTES: usize = 512;
 
-/// Texts of at most this many bytes are kept by the safety scan's memo too (besides
-/// those of [`MIN_BYTES`] and more). Measured under callgrind: the scan of a short text
-/// can cost several thousand instructions (digits and quotes, as tool-call arguments
-/// and short prompts have, set its patterns to work), while xxh3 hashes up to 240 bytes
-/// on its short path in a few dozen; an agent sends its tool calls, short prompts and
-/// questions back with every turn. A text between this and `MIN_BYTES` would be hashed
+/// Texts of at most this many bytes are kept by the safety scan's and the token
+/// estimate's memos too (besides those of [`MIN_BYTES`] and more). Measured under
+/// callgrind: the scan of a short text can cost several thousand instructions (digits
+/// and quotes, as tool-call arguments and short prompts have, set its patterns to
+/// work), its token estimate about 20 a byte, while xxh3 hashes up to 240 bytes on its
+/// short path in a few dozen; a conversation sends its earlier turns back with every
+/// request, and an agent its tool calls, short prompts and questions. A text between this and `MIN_BYTES` would be hashed
 /// on xxh3's long path, a thousand or more, which one that never repeats (the plain
 /// benchmark's question) loses: it is scanned afresh, as before.
-pub const SCAN_SHORT_BYTES: usize = 240;
+pub const SHORT_BYTES: usize = 240;
 
 pub struct TextMemo<V: Copy> {
     slots: Box<[Option<(u128, V)>]>,
@@ -205,7 +206,7 @@ mod tests {
             2
         );
         assert_eq!(TextMemo::<u64>::none().slots.len(), 0);
-        let mut scan = TextMemo::keeping(8, SCAN_SHORT_BYTES);
+        let mut scan = TextMemo::keeping(8, SHORT_BYTES);
         assert_eq!(scan.get_or("ok", |_| 3), 3);
         assert_eq!(scan.get_or("", |_| 4), 4);
         assert_eq!(scan.get_or(&short, |_| 5), 5);

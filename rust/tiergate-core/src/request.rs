@@ -1,5 +1,5 @@
 //! The usual `OpenAI` chat-completions body read in one pass: a model, plain-text
-//! messages, at most an output bound and the stream flag.
+//! messages, at most an output bound, the stream flag and the sampling options.
 //!
 //! `parse_openai_request` (Python, `server/parse_openai.py`) reads any body, with an
 //! error naming the field for a bad one, over a dict `orjson` built first. Most bodies
@@ -9,20 +9,16 @@
 
 use crate::hash::TRANSPORT_FIELDS;
 use crate::rawjson::{Parser, Value};
+use crate::sampling::{Sampling, SamplingValues};
 
-/// Fields whose presence sends the body to the Python parser: the ones it reads
-/// besides those read here (any other field is ignored by both).
-const PYTHON_READS: [&str; 10] = [
+/// Fields whose presence sends the body to the Python parser (or to the turn reader,
+/// `crate::turn`): the ones it reads besides those read here (any other field is
+/// ignored by both).
+const PYTHON_READS: [&str; 4] = [
     "tools",
     "tool_choice",
-    "n",
-    "stream_options",
     "parallel_tool_calls",
     "response_format",
-    "temperature",
-    "top_p",
-    "stop",
-    "seed",
 ];
 
 /// A plain message's role as sent: `developer` is kept apart from `system` because the
@@ -56,20 +52,21 @@ impl Role {
     }
 }
 
-/// A plain chat request: the route, `(role, text)` messages, the output bound and the
-/// stream flag.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A plain chat request: the route, `(role, text)` messages, the output bound, the
+/// stream flag and the sampling options.
+#[derive(Clone, Debug, PartialEq)]
 pub struct PlainRequest {
     pub model: String,
     pub messages: Vec<(Role, String)>,
     pub max_tokens: Option<i64>,
     pub stream: bool,
+    pub sampling: Sampling,
     /// `max_completion_tokens` and `max_tokens` as the body has them (absent or `null`:
     /// `None`).
     pub bounds: (Option<i64>, Option<i64>),
-    /// Whether the body holds nothing but these members and transport fields
-    /// ([`TRANSPORT_FIELDS`]), so that its canonical form can be written from them
-    /// (`crate::ingest`) rather than read again from the bytes.
+    /// Whether the body holds nothing but the model, the messages, the output bounds
+    /// and transport fields ([`TRANSPORT_FIELDS`]), so that its canonical form can be
+    /// written from them (`crate::ingest`) rather than read again from the bytes.
     pub only_known: bool,
 }
 
@@ -80,6 +77,7 @@ struct Members<'a> {
     max_tokens: Option<Value<'a>>,
     max_completion_tokens: Option<Value<'a>>,
     stream: Option<Value<'a>>,
+    sampling: SamplingValues<'a>,
     /// A member skipped that is not a transport field (see [`PlainRequest::only_known`]).
     others: bool,
 }
@@ -95,6 +93,10 @@ fn members(body: &str) -> Option<Members<'_>> {
             "max_completion_tokens" => m.max_completion_tokens = Some(p.value().ok()?),
             "stream" => m.stream = Some(p.value().ok()?),
             other if PYTHON_READS.contains(&other) => return None,
+            other if m.sampling.slot(other).is_some() => {
+                let v = p.value().ok()?;
+                *m.sampling.slot(other)? = Some(v);
+            }
             other => {
                 m.others |= !TRANSPORT_FIELDS.contains(&other);
                 p.skip().ok()?;
@@ -110,8 +112,8 @@ fn members(body: &str) -> Option<Members<'_>> {
 /// 1); `Some(None)` when absent or `null`, `None` for anything else.
 /// The messages array at the cursor, read as it is walked (no tree of it is built): each
 /// message an object of exactly `role` (one of the plain roles) and `content` (a
-/// non-empty string), a repeated key's last value counting, as the Python parser reads
-/// it. `None` for anything else.
+/// non-empty string, or an array of one text part holding one), a repeated key's last
+/// value counting, as the Python parser reads it. `None` for anything else.
 fn messages(p: &mut Parser<'_>) -> Option<Vec<(Role, String)>> {
     let mut out = Vec::new();
     p.each_item(|p| {
@@ -125,13 +127,40 @@ fn messages(p: &mut Parser<'_>) -> Option<Vec<(Role, String)>> {
             Some(())
         })?;
         let who = role(&who?)?;
-        match content? {
-            Value::Str(s) if !s.raw().is_empty() => out.push((who, s.text().into_owned())),
-            _ => return None,
-        }
+        out.push((who, text(content?)?));
         Some(())
     })?;
     Some(out)
+}
+
+/// A message's content as plain text: a non-empty string, or an array of exactly one
+/// part `{"type": "text", "text": s}` (nothing else in it) with `s` non-empty, which the
+/// Python parser reads as the same message, the provider is sent as the same content
+/// (`build_openai_messages` writes one text part as a string) and the idempotency key's
+/// canonical form writes as the string (`crate::hash`, rule 5).
+fn text(content: Value<'_>) -> Option<String> {
+    let part = match content {
+        Value::Str(s) if !s.raw().is_empty() => return Some(s.text().into_owned()),
+        Value::Arr(mut parts) if parts.len() == 1 => parts.pop()?,
+        _ => return None,
+    };
+    let Value::Obj(members) = part else {
+        return None;
+    };
+    // Sorted by key, a repeated key's last value kept: exactly `text`, then `type`.
+    match &members[..] {
+        [text, kind]
+            if text.key == "text"
+                && kind.key == "type"
+                && matches!(&kind.value, Value::Str(k) if k.is("text")) =>
+        {
+            match &text.value {
+                Value::Str(s) if !s.raw().is_empty() => Some(s.text().into_owned()),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
 }
 
 #[allow(clippy::option_option)] // outer: read here or not; inner: the bound
@@ -184,8 +213,9 @@ pub fn plain_chat_request(body: &[u8]) -> Option<PlainRequest> {
         messages,
         max_tokens,
         stream,
+        sampling: m.sampling.read()?,
         bounds: (completion, tokens.flatten()),
-        only_known: !m.others && tokens.is_some(),
+        only_known: !m.others && !m.sampling.keyed() && tokens.is_some(),
     })
 }
 
@@ -219,6 +249,33 @@ mod tests {
     }
 
     #[test]
+    fn reads_one_text_part_and_the_sampling_options() {
+        let body = br#"{"model":"m","messages":[{"role":"system","content":[{"text":"Be \u00e9","type":"text"}]},
+            {"role":"user","content":[{"type":"text","text":"x","type":"text"}]}],
+            "temperature":0.2,"seed":7,"stop":"END","n":1,"stream_options":{"include_usage":true}}"#;
+        let r = plain_chat_request(body).unwrap();
+        assert_eq!(
+            r.messages,
+            [
+                (Role::System, "Be \u{e9}".to_owned()),
+                (Role::User, "x".to_owned())
+            ]
+        );
+        assert_eq!(r.sampling.temperature, Some(0.2));
+        assert_eq!(r.sampling.seed, Some(7));
+        assert_eq!(r.sampling.stop, ["END"]);
+        assert!(r.sampling.include_usage);
+        // Options are in the canonical form: the key is read from the bytes.
+        assert!(!r.only_known);
+        let r = plain_chat_request(
+            br#"{"model":"m","messages":[{"role":"user","content":"x"}],"temperature":null,"stream_options":{}}"#,
+        )
+        .unwrap();
+        assert_eq!(r.sampling, Sampling::default());
+        assert!(r.only_known);
+    }
+
+    #[test]
     fn leaves_everything_else_to_python() {
         for body in [
             &b"{nope"[..],
@@ -229,11 +286,19 @@ mod tests {
             br#"{"model":"m","messages":[{"role":"user","content":""}]}"#,
             br#"{"model":"m","messages":[{"role":"tool","content":"x"}]}"#,
             br#"{"model":"m","messages":[{"role":"user","content":"x","name":"n"}]}"#,
-            br#"{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"x"}]}]}"#,
+            br#"{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"x"},{"type":"text","text":"y"}]}]}"#,
+            br#"{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"x","cache_control":{}}]}]}"#,
+            br#"{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":""}]}]}"#,
+            br#"{"model":"m","messages":[{"role":"user","content":[{"type":"image_url","text":"x"}]}]}"#,
+            br#"{"model":"m","messages":[{"role":"user","content":[{"text":"x"}]}]}"#,
+            br#"{"model":"m","messages":[{"role":"user","content":[]}]}"#,
+            br#"{"model":"m","messages":[{"role":"user","content":["x"]}]}"#,
             br#"{"model":"m","messages":[{"role":"user","content":"x"}],"max_tokens":0}"#,
             br#"{"model":"m","messages":[{"role":"user","content":"x"}],"max_tokens":1.0}"#,
             br#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream":1}"#,
-            br#"{"model":"m","messages":[{"role":"user","content":"x"}],"temperature":null}"#,
+            br#"{"model":"m","messages":[{"role":"user","content":"x"}],"temperature":3}"#,
+            br#"{"model":"m","messages":[{"role":"user","content":"x"}],"n":2}"#,
+            br#"{"model":"m","messages":[{"role":"user","content":"x"}],"response_format":null}"#,
             br#"{"model":"m","messages":[{"role":"user","content":"x"}]} x"#,
         ] {
             assert_eq!(

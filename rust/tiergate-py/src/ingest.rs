@@ -5,15 +5,17 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString};
 use std::cell::RefCell;
 use tiergate_core::ingest;
-use tiergate_core::memo::{TextMemo, ValueMemo};
+use tiergate_core::memo::{self, TextMemo, ValueMemo};
 use tiergate_core::request::Role;
+use tiergate_core::sampling::Sampling;
 use tiergate_core::turn::{Span, TurnRole, OPTIONS};
 
 thread_local! {
-    /// The long texts' token estimates seen lately (48 KiB): a system prompt or an
-    /// earlier turn comes back with every request. Per thread, so no lock; requests
-    /// run on the event loop's thread.
-    static MEMO: RefCell<TextMemo<u64>> = RefCell::new(TextMemo::new(1024));
+    /// The token estimates of the texts seen lately (32 KiB; long texts and short ones,
+    /// see `memo::SHORT_BYTES`): a system prompt or an earlier turn comes back with
+    /// every request. Per thread, so no lock; requests run on the event loop's thread.
+    static MEMO: RefCell<TextMemo<u64>> =
+        RefCell::new(TextMemo::keeping(1024, memo::SHORT_BYTES));
     /// The `tools` arrays seen lately (up to 64 KiB each) with their token counts: an
     /// agent sends the same tools with every turn.
     static TOOLS: RefCell<ValueMemo<Option<u64>>> = RefCell::new(ValueMemo::new(8, 1 << 16));
@@ -37,8 +39,13 @@ type TurnFields<'py> = (
     Vec<(&'static str, Span)>,
 );
 
+/// `(temperature, top_p, stop, seed, include_usage)` of a plain body.
+type SamplingFields = (Option<f64>, Option<f64>, Vec<String>, Option<i64>, bool);
+
 /// `(model, [(role, text)], max_tokens, stream, key, prompt_tokens, required_caps,
-/// turn)`: for an agent's turn the plain messages are empty and `turn` holds them.
+/// turn, sampling)`: for an agent's turn the plain messages are empty and `turn` holds
+/// them; `sampling` is None when a plain body sets none of the options (and for a turn,
+/// whose options are in `turn`).
 type Fields<'py> = (
     String,
     Vec<(Bound<'py, PyString>, String)>,
@@ -48,6 +55,7 @@ type Fields<'py> = (
     u64,
     u64,
     Option<TurnFields<'py>>,
+    Option<SamplingFields>,
 );
 
 /// The plain request in `body` (or an agent's turn) with what the request side needs of
@@ -69,6 +77,14 @@ fn ingest_chat_request<'py>(
         .map(|(role, text)| (role_name(py, role), text))
         .collect();
     let key = i.key.map(|k| PyBytes::new(py, &k));
+    let s = r.sampling;
+    let sampling = (s != Sampling::default()).then_some((
+        s.temperature,
+        s.top_p,
+        s.stop,
+        s.seed,
+        s.include_usage,
+    ));
     Some((
         r.model,
         messages,
@@ -78,6 +94,7 @@ fn ingest_chat_request<'py>(
         i.prompt_tokens,
         i.required_caps,
         None,
+        sampling,
     ))
 }
 
@@ -121,6 +138,7 @@ fn ingest_turn<'py>(py: Python<'py>, body: &[u8], scope: Option<&str>) -> Option
                 .map(|&(i, span)| (OPTIONS[i], span))
                 .collect(),
         )),
+        None,
     ))
 }
 

@@ -27,7 +27,7 @@ thread_local! {
     /// Whether each text seen lately holds any finding (32 KiB): a system prompt or an
     /// earlier turn comes back with every request. Per thread, so no lock.
     static ANY: RefCell<TextMemo<bool>> =
-        RefCell::new(TextMemo::keeping(1024, memo::SCAN_SHORT_BYTES));
+        RefCell::new(TextMemo::keeping(1024, memo::SHORT_BYTES));
 }
 
 /// Whether any text of `texts` (`(role, text)` pairs: a plain request's messages) holds
