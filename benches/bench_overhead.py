@@ -73,15 +73,36 @@ _RESULT = orjson.dumps(
 )
 
 
+# A chat application's earlier turns: sent again, the same, with every new question.
+_CONVERSATION = [
+    {
+        "role": "user" if i % 2 == 0 else "assistant",
+        "content": (
+            f"Question {i // 2 + 1} about my card: what does the fee on line {i} mean?"
+            if i % 2 == 0
+            else f"Line {i - 1} is the monthly account fee. It is waived when the balance "
+            "stays above the minimum for the whole month; see section 4 of your terms."
+        ),
+    }
+    for i in range(8)
+]
+
+
 def request_body(stream: bool, kind: str = "plain") -> bytes:
     """A unique request each time, so that no target may answer from a cache: ``plain``
     0.6 KB; ``large`` 3.4 KB (a long system prompt and question); ``agent`` 3 KB, an
-    agent's turn (five tools, an assistant tool call and its result, a new question)."""
+    agent's turn (five tools, an assistant tool call and its result, a new question);
+    ``options`` the plain body with the sampling options SDK callers set
+    (``temperature``, ``top_p``, ``seed``, ``stop``, ``user``); ``conversation`` 1.2 KB,
+    a chat's fifth question after four earlier exchanges."""
     system, question = "You are terse.", "Say hello in one word. " * 20
     if kind == "large":
         system = _SYSTEM
         question = "What is the fee for a late card payment, and how do I dispute it? " * 8
     messages: list[dict[str, object]] = [{"role": "system", "content": system}]
+    if kind == "conversation":
+        messages += _CONVERSATION
+        question = "And the fee on line 9? "
     if kind == "agent":
         system = "You are a bank's support agent. Use the tools; never guess balances."
         messages = [
@@ -95,6 +116,8 @@ def request_body(stream: bool, kind: str = "plain") -> bytes:
     body: dict[str, object] = {"model": "auto", "messages": messages, "max_tokens": 16}
     if kind == "agent":
         body["tools"] = _TOOLS
+    if kind == "options":
+        body.update(temperature=0.2, top_p=0.9, seed=7, stop=["\n\n"], user="u-17")
     if stream:
         body["stream"] = True
     return orjson.dumps(body)
@@ -320,9 +343,11 @@ def render(
             "--tool=callgrind`, 300 requests after a warm-up, telemetry batches included; "
             "unlike the timings these do not move with the machine's load). The timings "
             "above send the 0.6 KB body; the next row a 3.4 KB one (a long system prompt), "
-            "where what each byte costs shows, and the last an agent's turn (five tool "
+            "where what each byte costs shows; then an agent's turn (five tool "
             "definitions sent again, an assistant tool call, its result, a new question), "
-            "where the tools seen before are remembered by their bytes:",
+            "where the tools seen before are remembered by their bytes; the plain body "
+            "with the sampling options SDK callers set; and a chat's fifth question, sent "
+            "with the four exchanges before it:",
             "",
             "| mode | bare proxy | tiergate | ratio |",
             "|---|---:|---:|---:|",
@@ -393,6 +418,11 @@ INSTRUCTION_MODES = {
     "stream": (True, "plain"),
     "non-stream, 3.4 KB body": (False, "large"),
     "non-stream, agent turn (3 KB: 5 tools, a tool call and its result)": (False, "agent"),
+    "non-stream, sampling options (temperature, top_p, seed, stop, user)": (False, "options"),
+    "non-stream, conversation (1.2 KB: 4 earlier exchanges, a new question)": (
+        False,
+        "conversation",
+    ),
 }
 
 

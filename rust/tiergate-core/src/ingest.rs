@@ -167,9 +167,9 @@ fn turn_tokens(
 /// [`hash::request_key`] of a body holding only what `r` read and transport fields,
 /// written from `r` rather than from the bytes again: its canonical form is the object
 /// of `max_completion_tokens` and `max_tokens` (when set), `messages` (each
-/// `{"content", "role"}`, the role as spelled), `model`, and `seed`, `temperature` and
-/// `top_p` (when set, the last two unless 1, their default), keys in that (sorted)
-/// order.
+/// `{"content", "role"}`, the role as spelled), `model`, and `seed`, `stop`,
+/// `temperature` and `top_p` (when set: `stop` unless empty, a string as its one-string
+/// list; the last two unless 1, their default), keys in that (sorted) order.
 fn plain_key(r: &PlainRequest, tenant: &str) -> [u8; 16] {
     let texts: usize = r.messages.iter().map(|(_, t)| t.len() + 32).sum();
     let mut buf = Vec::with_capacity(8 + tenant.len() + r.model.len() + texts + 96);
@@ -203,6 +203,16 @@ fn plain_key(r: &PlainRequest, tenant: &str) -> [u8; 16] {
     if let Some(seed) = s.seed {
         buf.extend_from_slice(b",\"seed\":");
         write_int(seed.into(), &mut buf);
+    }
+    if !s.stop.is_empty() {
+        buf.extend_from_slice(b",\"stop\":[");
+        for (i, text) in s.stop.iter().enumerate() {
+            if i > 0 {
+                buf.push(b',');
+            }
+            write_escaped(text, &mut buf);
+        }
+        buf.push(b']');
     }
     for (name, value) in [
         (&b",\"temperature\":"[..], s.temperature),
@@ -344,6 +354,24 @@ mod tests {
                 false,
             ),
             (
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"stop":""}"#,
+                false,
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"stop":"\n\u00e9\"",
+                "seed":1}"#,
+                true,
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"stop":["b","a\\"],
+                "temperature":0.5}"#,
+                true,
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"stop":[]}"#,
+                true,
+            ),
+            (
                 r#"{"top_p":0.25,"model":"m","messages":[{"role":"user","content":"x"}],"temperature":0.7,
                 "seed":-9223372036854775808,"n":1,"stop":null}"#,
                 true,
@@ -363,7 +391,7 @@ mod tests {
             ),
         ] {
             assert_eq!(
-                plain_chat_request(body.as_bytes()).unwrap().only_known,
+                plain_chat_request(body.as_bytes()).expect(body).only_known,
                 known,
                 "{body}"
             );

@@ -265,7 +265,14 @@ mod tests {
         assert_eq!(r.sampling.seed, Some(7));
         assert_eq!(r.sampling.stop, ["END"]);
         assert!(r.sampling.include_usage);
-        // Options are in the canonical form: the key is read from the bytes.
+        // The options are written back into the key's canonical form (`crate::ingest`)...
+        assert!(r.only_known);
+        // ...but for a stop list holding an empty string, which the request drops.
+        let r = plain_chat_request(
+            br#"{"model":"m","messages":[{"role":"user","content":"x"}],"stop":["END",""]}"#,
+        )
+        .unwrap();
+        assert_eq!(r.sampling.stop, ["END"]);
         assert!(!r.only_known);
         let r = plain_chat_request(
             br#"{"model":"m","messages":[{"role":"user","content":"x"}],"temperature":null,"stream_options":{}}"#,

@@ -50,11 +50,17 @@ impl<'a> SamplingValues<'a> {
     }
 
     /// Whether the idempotency key's canonical form holds an option that [`Sampling`]
-    /// cannot write back: a `stop` (whose empty strings it drops). The others it can:
-    /// `temperature`, `top_p` and `seed` as read, `n` only when 1 or `null`, which the
-    /// form drops, and `stream_options`, a transport field, never in it.
+    /// cannot write back: a `stop` holding an empty string (which `stop` drops, and the
+    /// form keeps). The others it can: `temperature`, `top_p` and `seed` as read, `stop`
+    /// as its list, `n` only when 1 or `null`, which the form drops, and
+    /// `stream_options`, a transport field, never in it.
     pub fn keyed(&self) -> bool {
-        !matches!(self.stop, None | Some(Value::Null))
+        let empty = |v: &Value<'_>| matches!(v, Value::Str(s) if s.raw().is_empty());
+        match &self.stop {
+            Some(Value::Arr(items)) => items.iter().any(empty),
+            Some(v) => empty(v),
+            None => false,
+        }
     }
 
     /// The options read, or `None` when the Python parser must read them.
@@ -215,6 +221,13 @@ mod tests {
         v.stop = Some(Value::Null);
         assert!(!v.keyed());
         v.stop = Some(Value::Arr(Vec::new()));
+        assert!(!v.keyed());
+        let text = |t| Value::parse(t).unwrap();
+        v.stop = Some(Value::Arr(vec![text(br#""a""#), text(br#""""#)]));
         assert!(v.keyed());
+        v.stop = Some(text(br#""""#));
+        assert!(v.keyed());
+        v.stop = Some(text(br#""a""#));
+        assert!(!v.keyed());
     }
 }
