@@ -232,6 +232,46 @@ def test_output_refusals_and_schema() -> None:
     assert scan_output("[1]", ResponseFormat("text")) == []
 
 
+_REFUSAL_PIECES = st.sampled_from(
+    [
+        "I'm sorry",
+        "I am afraid",
+        "Unfortunately",
+        "as an AI",
+        ",",
+        " ",
+        "\n",
+        ".",
+        "!",
+        "I",
+        "i  ",
+        "can't",
+        "cannot",
+        "won't",
+        "will not",
+        "am unable",
+        "must decline",
+        "help",
+        "assist",
+        "with that",
+        "Sure",
+        "here",
+    ]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_REFUSAL_PIECES | st.text(max_size=12), max_size=14))
+def test_refusal_is_found_as_a_search_finds_it(pieces: list[str]) -> None:
+    """scan_output matches the anchored refusal pattern at the start only: the same
+    findings as searching every position of the first 300 characters."""
+    from tiergate.safety.scan import _REFUSAL
+
+    text = "".join(pieces)
+    found = [f.kind for f in scan_output(text)] == ["refusal"]
+    assert found == (_REFUSAL.search(text, 0, 300) is not None)
+
+
 def test_scan_cost_under_budget() -> None:
     """Coarse guard (CI machines vary): the benchmark holds the real figure."""
     import time

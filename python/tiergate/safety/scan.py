@@ -248,7 +248,10 @@ def scan_output(
     """Refusal and schema checks on the provider's answer (``where="output"``; action is log)."""
     policy = policy or _DEFAULT_POLICY
     findings: list[SafetyFinding] = []
-    if policy.checks_refusal and _REFUSAL.search(text, 0, 300) is not None:
+    # match, not search: the pattern is anchored (``^``, no MULTILINE), so a search can
+    # only succeed where a match does, and would first fail at each of the other 299
+    # positions (about 1.5 µs on an ordinary answer).
+    if policy.checks_refusal and _REFUSAL.match(text, 0, 300) is not None:
         findings.append(SafetyFinding("refusal", "output", "log", "choices[0].message.content"))
     fmt = response_format
     if fmt is not None and fmt.kind != "text" and policy.checks_schema:
