@@ -232,42 +232,43 @@ def test_output_refusals_and_schema() -> None:
     assert scan_output("[1]", ResponseFormat("text")) == []
 
 
-_REFUSAL_PIECES = st.sampled_from(
-    [
-        "I'm sorry",
-        "I am afraid",
-        "Unfortunately",
-        "as an AI",
-        ",",
-        " ",
-        "\n",
-        ".",
-        "!",
-        "I",
-        "i  ",
+def _one_of(*values: str) -> st.SearchStrategy[str]:
+    return st.sampled_from(values)
+
+
+# Texts shaped like refusals and near misses: an apology or none, a few words (perhaps a
+# sentence's end among them), "I", a verb, an object, anything after.
+_REFUSALISH = st.builds(
+    lambda *parts: "".join(parts),
+    _one_of("", " ", "\n", "**", ". "),
+    _one_of("", "I'm sorry", "I am afraid", "Unfortunately", "as an AI", "Sorry"),
+    _one_of("", ", but", " but ", ". Well,", " - ", "!"),
+    st.text(alphabet=" abcI.,!?\n'", max_size=70),
+    _one_of(" I ", " i  ", "I\t", " ", "I"),
+    _one_of(
         "can't",
         "cannot",
         "won't",
+        "wont",
         "will not",
         "am unable",
+        "'m not able",
         "must decline",
-        "help",
-        "assist",
-        "with that",
-        "Sure",
-        "here",
-    ]
+        "can",
+        "will",
+    ),
+    _one_of(" help", " assist", " do that", " with", "", " write"),
+    st.text(max_size=20),
 )
 
 
-@settings(max_examples=300, deadline=None)
-@given(st.lists(_REFUSAL_PIECES | st.text(max_size=12), max_size=14))
-def test_refusal_is_found_as_a_search_finds_it(pieces: list[str]) -> None:
+@settings(max_examples=400, deadline=None)
+@given(_REFUSALISH | st.text(max_size=40))
+def test_refusal_is_found_as_a_search_finds_it(text: str) -> None:
     """scan_output matches the anchored refusal pattern at the start only: the same
     findings as searching every position of the first 300 characters."""
     from tiergate.safety.scan import _REFUSAL
 
-    text = "".join(pieces)
     found = [f.kind for f in scan_output(text)] == ["refusal"]
     assert found == (_REFUSAL.search(text, 0, 300) is not None)
 
