@@ -157,7 +157,10 @@ def test_an_ingested_request_uses_the_cores_reading_only_for_its_own_messages(
     if got is None:  # a text the core does not take plain (a lone surrogate, say)
         return
     chat = got[0]
-    assert chat.plain is not None and chat.plain[0] is chat.messages
+    assert chat.plain_texts == pairs  # the messages not made yet: the pairs are theirs
+    messages = chat.messages
+    assert chat.plain is not None and chat.plain[0] is messages and chat.messages is messages
+    assert chat.plain_texts == pairs  # made from the pairs: still theirs
     dep = DeploymentConfig(provider="p", model="m", tier="t", price=Price(input=1, output=1))
     assert core(chat, dep, False, stream) == reference(chat, dep, False, stream)
     redacted = dataclasses.replace(

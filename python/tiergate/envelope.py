@@ -12,7 +12,7 @@ quality floor, tenant, route, idempotency key, deadline) from headers and defaul
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "ImagePart",
     "Message",
     "Part",
+    "PlainChatRequest",
     "ResponseFormat",
     "TextPart",
     "Tool",
@@ -184,6 +185,12 @@ class ChatRequest:
         return toolset.forms if toolset is not None and toolset.tools is self.tools else None
 
     @property
+    def last_text(self) -> str | None:
+        """The last message's text (None without messages)."""
+        messages = self.messages
+        return messages[-1].text if messages else None
+
+    @property
     def system_text(self) -> str:
         """System messages joined with blank lines (for providers with one system slot)."""
         return "\n\n".join(m.text for m in self.messages if m.role == "system")
@@ -195,6 +202,70 @@ class ChatRequest:
                 if isinstance(p, ImagePart):
                     return True
         return False
+
+
+# The slot ChatRequest keeps its messages in (PlainChatRequest reads and writes it past
+# its own ``messages`` property).
+_MESSAGES: Any = ChatRequest.__dict__["messages"]
+_FIELDS = tuple(f.name for f in fields(ChatRequest) if f.compare)
+
+
+class PlainChatRequest(ChatRequest):
+    """A :class:`ChatRequest` the core read whole (``server/parse_openai.py``), every
+    message plain text: its :class:`Message` objects are made on first use, from
+    ``plain``'s ``(role, text)`` pairs, as ``parse_openai_request`` would have made them.
+
+    The usual request never needs them (the provider's body, the safety scan and the
+    planner read the pairs), and making two objects a message costs more than the core's
+    whole reading of it. Made with ``messages=None`` and ``plain=(None, pairs)``; once
+    made, ``plain`` holds them as ChatRequest's does (``(messages, pairs)``), and
+    messages set otherwise (``dataclasses.replace``) are not the pairs' any more. Equal
+    to a ChatRequest with equal fields.
+    """
+
+    __slots__ = ()
+
+    # ChatRequest's slot holds the messages, or None until they are made (never unset:
+    # a read that raised would cost more than the objects).
+    @property
+    def messages(self) -> list[Message]:
+        made: list[Message] | None = _MESSAGES.__get__(self)
+        if made is None:
+            pairs = self.plain[1]  # type: ignore[index]
+            made = [Message(role, [TextPart(text)], []) for role, text in pairs]  # type: ignore[arg-type]
+            _MESSAGES.__set__(self, made)
+            self.plain = (made, pairs)
+        return made
+
+    @messages.setter
+    def messages(self, value: list[Message] | None) -> None:
+        _MESSAGES.__set__(self, value)
+
+    @property
+    def plain_texts(self) -> Sequence[tuple[str, str]] | None:
+        plain = self.plain
+        assert plain is not None
+        messages = _MESSAGES.__get__(self)
+        # Not made yet (the pairs are the messages), or made from the pairs.
+        return plain[1] if messages is None or messages is plain[0] else None
+
+    @property
+    def scan_texts(self) -> Sequence[tuple[str, str]] | None:
+        return self.plain_texts
+
+    @property
+    def last_text(self) -> str | None:
+        pairs = self.plain_texts
+        if pairs is None:
+            return ChatRequest.last_text.fget(self)  # type: ignore[attr-defined,no-any-return]
+        return pairs[-1][1]  # the core reads no body without messages
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ChatRequest):
+            return NotImplemented
+        return all(getattr(self, n) == getattr(other, n) for n in _FIELDS)
+
+    __hash__ = None  # type: ignore[assignment]
 
 
 @dataclass(slots=True)

@@ -117,7 +117,7 @@ class HeuristicQuality:
 def _heuristic_inputs(request: ChatRequest) -> tuple[str | None, bool, bool]:
     """(last message's text, tools offered, JSON schema asked for)."""
     return (
-        request.messages[-1].text if request.messages else None,
+        request.last_text,
         bool(request.tools),
         request.response_format.kind == "json_schema",
     )
@@ -331,10 +331,9 @@ class Planner:
             raise _unknown_route(envelope.route)
         quality = self.quality
         if quality is self._heuristic:  # the record, qualities and plan in one core call
-            messages = request.messages
             deployments, relaxed, qualities, features = self.router.route_heuristic(
                 *self._ask(request, envelope, tenant, scope, known),
-                messages[-1].text if messages else None,
+                request.last_text,
                 bool(request.tools),
                 request.response_format.kind == "json_schema",
             )

@@ -381,7 +381,7 @@ mod tests {
                 true,
             ),
             (
-                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"temperature":-0.0,
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"temperature":0.0,
                 "top_p":1e-1,"seed":0}"#,
                 true,
             ),
