@@ -1,5 +1,7 @@
 //! tiergate's routing core: pure functions and data structures, no I/O, no Python.
 //!
+//! * [`anthropic_request`]: the usual Anthropic Messages body with its key, token
+//!   estimate and capabilities;
 //! * [`chatbody`]: the `OpenAI` chat body a provider is sent for plain-text messages
 //!   and for an agent's turn;
 //! * [`completion`]: an `OpenAI` chat completion read and written;
@@ -24,6 +26,7 @@
 // `error.rs`); an `# Errors` section on each would repeat that.
 #![allow(clippy::missing_errors_doc)]
 
+pub mod anthropic_request;
 mod bytemask;
 pub mod chatbody;
 mod chunk;

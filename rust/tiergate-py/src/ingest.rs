@@ -147,3 +147,60 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(ingest_chat_request, m)?)?;
     Ok(())
 }
+
+/// `(model, [(role, text)], sizes, max_tokens, temperature, top_p, stop, stream, key,
+/// prompt_tokens, required_caps)` of a plain Anthropic body; `sizes`: the number of texts
+/// of each message, `None` when each is one.
+type AnthropicFields<'py> = (
+    String,
+    Vec<(Bound<'py, PyString>, String)>,
+    Option<Vec<usize>>,
+    i64,
+    Option<f64>,
+    Option<f64>,
+    Vec<String>,
+    bool,
+    Option<Bound<'py, PyBytes>>,
+    u64,
+    u64,
+);
+
+/// The plain Anthropic Messages request in `body` with what the request side needs of
+/// it, or None when the Python parser must read the body. `scope`: the key's scope
+/// without its stream mark, or None for no key.
+#[pyfunction]
+fn ingest_anthropic_request<'py>(
+    py: Python<'py>,
+    body: &[u8],
+    scope: Option<&str>,
+) -> Option<AnthropicFields<'py>> {
+    let i = MEMO.with_borrow_mut(|memo| {
+        tiergate_core::anthropic_request::ingest_anthropic_with(body, scope, memo)
+    })?;
+    let r = i.request;
+    let texts = r
+        .texts
+        .into_iter()
+        .map(|(role, text)| (role_name(py, role), text))
+        .collect();
+    let sizes = (!r.sizes.is_empty()).then_some(r.sizes);
+    let key = i.key.map(|k| PyBytes::new(py, &k));
+    Some((
+        r.model,
+        texts,
+        sizes,
+        r.max_tokens,
+        r.temperature,
+        r.top_p,
+        r.stop,
+        r.stream,
+        key,
+        i.prompt_tokens,
+        i.required_caps,
+    ))
+}
+
+pub fn register_anthropic(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(ingest_anthropic_request, m)?)?;
+    Ok(())
+}
