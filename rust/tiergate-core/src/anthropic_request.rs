@@ -10,7 +10,8 @@
 //! returns `None`, and the Python parser decides. It is the oracle of the differential
 //! tests (`tests/test_anthropic_ingest.py`).
 
-use crate::hash;
+use crate::hash::{self, TRANSPORT_FIELDS};
+use crate::json::{write_escaped, write_int};
 use crate::memo::TextMemo;
 use crate::policy::CAP_STREAMING;
 use crate::rawjson::{JStr, Parser, Value};
@@ -47,6 +48,24 @@ pub struct AnthropicRequest {
     /// The non-empty stop sequences.
     pub stop: Vec<String>,
     pub stream: bool,
+    /// How the body gave the system prompt (its canonical form keeps the shape).
+    pub system: System,
+    /// Whether the body holds nothing but the members read here (`stop_sequences` absent
+    /// or `null`, no `cache_control`), transport fields ([`TRANSPORT_FIELDS`]) and `null`
+    /// members, so that its canonical form can be written from what was read rather than
+    /// read again from the bytes (see [`ingest_anthropic`]).
+    pub only_known: bool,
+}
+
+/// The form of the `system` member.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum System {
+    /// Absent or `null`.
+    Absent,
+    /// A string (perhaps empty: no system message, but a member of the canonical form).
+    Text,
+    /// An array of text blocks (perhaps none).
+    Blocks,
 }
 
 /// A message's texts as they sit in the body (decoded only once the body is accepted).
@@ -72,12 +91,15 @@ type Turns<'a> = Vec<(Role, Content<'a>)>;
 struct Members<'a> {
     model: Option<Value<'a>>,
     max_tokens: Option<Value<'a>>,
-    system: Option<Vec<JStr<'a>>>,
+    system: Option<(System, Vec<JStr<'a>>)>,
     messages: Option<Turns<'a>>,
     temperature: Option<Value<'a>>,
     top_p: Option<Value<'a>>,
     stop: Option<Value<'a>>,
     stream: Option<Value<'a>>,
+    /// A member skipped that is neither a transport field nor `null`, or a block with
+    /// `cache_control` (see [`AnthropicRequest::only_known`]).
+    others: bool,
 }
 
 /// The members of the body, a repeated one's last value counting (as `orjson` reads it).
@@ -88,16 +110,19 @@ fn members(body: &str) -> Option<Members<'_>> {
         match name {
             "model" => m.model = Some(p.value().ok()?),
             "max_tokens" => m.max_tokens = Some(p.value().ok()?),
-            "system" => m.system = Some(system(p)?),
-            "messages" => m.messages = Some(turns(p)?),
+            "system" => m.system = Some(system(p, &mut m.others)?),
+            "messages" => m.messages = Some(turns(p, &mut m.others)?),
             "temperature" => m.temperature = Some(p.value().ok()?),
             "top_p" => m.top_p = Some(p.value().ok()?),
             "stop_sequences" => m.stop = Some(p.value().ok()?),
             "stream" => m.stream = Some(p.value().ok()?),
             other if PYTHON_READS.contains(&other) => return None,
             // Ignored by the Python parser (`metadata`, `top_k`, `service_tier`, …) and
-            // by the token estimate.
-            _ => p.skip().ok()?,
+            // by the token estimate. (Only `null` begins with `n`.)
+            other => {
+                m.others |= !TRANSPORT_FIELDS.contains(&other) && p.peek() != Some(b'n');
+                p.skip().ok()?;
+            }
         }
         Some(())
     })?;
@@ -107,13 +132,13 @@ fn members(body: &str) -> Option<Members<'_>> {
 
 /// The system prompt's texts: none for `null` or `""`, a string's text, or the text of
 /// each text block of an array.
-fn system<'a>(p: &mut Parser<'a>) -> Option<Vec<JStr<'a>>> {
+fn system<'a>(p: &mut Parser<'a>, others: &mut bool) -> Option<(System, Vec<JStr<'a>>)> {
     match p.peek()? {
-        b'[' => blocks(p),
+        b'[' => Some((System::Blocks, blocks(p, others)?)),
         _ => match p.value().ok()? {
-            Value::Null => Some(Vec::new()),
-            Value::Str(s) if s.raw().is_empty() => Some(Vec::new()),
-            Value::Str(s) => Some(vec![s]),
+            Value::Null => Some((System::Absent, Vec::new())),
+            Value::Str(s) if s.raw().is_empty() => Some((System::Text, Vec::new())),
+            Value::Str(s) => Some((System::Text, vec![s])),
             _ => None,
         },
     }
@@ -122,7 +147,8 @@ fn system<'a>(p: &mut Parser<'a>) -> Option<Vec<JStr<'a>>> {
 /// An array of text blocks, each an object of `type` `"text"`, a string `text` and
 /// perhaps `cache_control` (which the Python parser drops, as it is dropped here). Any
 /// other block, or member, is the Python parser's to read.
-fn blocks<'a>(p: &mut Parser<'a>) -> Option<Vec<JStr<'a>>> {
+/// `others` is set when a block has `cache_control`.
+fn blocks<'a>(p: &mut Parser<'a>, others: &mut bool) -> Option<Vec<JStr<'a>>> {
     let mut out = Vec::new();
     p.each_item(|p| {
         let (mut kind, mut text) = (None, None);
@@ -130,7 +156,10 @@ fn blocks<'a>(p: &mut Parser<'a>) -> Option<Vec<JStr<'a>>> {
             match key {
                 "type" => kind = Some(p.value().ok()?),
                 "text" => text = Some(p.value().ok()?),
-                "cache_control" => p.skip().ok()?,
+                "cache_control" => {
+                    *others = true;
+                    p.skip().ok()?;
+                }
                 _ => return None,
             }
             Some(())
@@ -147,7 +176,7 @@ fn blocks<'a>(p: &mut Parser<'a>) -> Option<Vec<JStr<'a>>> {
 /// The `messages` array: a non-empty array of objects of exactly `role` (`user` or
 /// `assistant`) and `content` (a non-empty string, or a non-empty array of text blocks;
 /// an assistant's with some text).
-fn turns<'a>(p: &mut Parser<'a>) -> Option<Turns<'a>> {
+fn turns<'a>(p: &mut Parser<'a>, others: &mut bool) -> Option<Turns<'a>> {
     let mut out = Vec::new();
     p.each_item(|p| {
         let (mut who, mut content) = (None, None);
@@ -156,7 +185,7 @@ fn turns<'a>(p: &mut Parser<'a>) -> Option<Turns<'a>> {
                 "role" => who = Some(p.value().ok()?),
                 "content" => {
                     content = Some(if p.peek()? == b'[' {
-                        Content::Blocks(blocks(p)?)
+                        Content::Blocks(blocks(p, others)?)
                     } else {
                         match p.value().ok()? {
                             Value::Str(s) => Content::One(s),
@@ -245,7 +274,8 @@ pub fn anthropic_request(body: &[u8]) -> Option<AnthropicRequest> {
         Some(Value::Bool(b)) => *b,
         Some(_) => return None,
     };
-    let system = m.system.unwrap_or_default();
+    let (form, system) = m.system.unwrap_or((System::Absent, Vec::new()));
+    let only_known = !m.others && matches!(m.stop, None | Some(Value::Null));
     let one_each = system.len() <= 1 && turns.iter().all(|(_, c)| c.len() == 1);
     let mut texts = Vec::with_capacity(system.len() + turns.len());
     let mut sizes = Vec::new();
@@ -270,6 +300,8 @@ pub fn anthropic_request(body: &[u8]) -> Option<AnthropicRequest> {
         top_p,
         stop,
         stream,
+        system: form,
+        only_known,
     })
 }
 
@@ -310,7 +342,11 @@ pub fn ingest_anthropic_with(
             let mut tenant = String::with_capacity(scope.len() + 1);
             tenant.push_str(scope);
             tenant.push(if request.stream { 's' } else { 'n' });
-            Some(hash::request_key(body, &tenant).ok()?)
+            Some(if request.only_known {
+                plain_key(&request, &tenant)
+            } else {
+                hash::request_key(body, &tenant).ok()?
+            })
         }
         None => None,
     };
@@ -322,6 +358,89 @@ pub fn ingest_anthropic_with(
         prompt_tokens,
         required_caps,
     })
+}
+
+/// [`hash::request_key`] of a body that is [`AnthropicRequest::only_known`], written
+/// from what was read: its canonical form has `max_tokens`, `messages` (each `{"content",
+/// "role"}`, a content of one text block as its text), `model`, `system` as given (a
+/// string, or text blocks `{"text", "type"}`), and `temperature` and `top_p` unless 1,
+/// keys in that (sorted) order; `stream` and `metadata` are transport fields.
+fn plain_key(r: &AnthropicRequest, tenant: &str) -> [u8; 16] {
+    fn block(text: &str, buf: &mut Vec<u8>) {
+        buf.extend_from_slice(b"{\"text\":");
+        write_escaped(text, buf);
+        buf.extend_from_slice(b",\"type\":\"text\"}");
+    }
+    fn blocks<'t>(texts: impl Iterator<Item = &'t str>, buf: &mut Vec<u8>) {
+        buf.push(b'[');
+        for (i, text) in texts.enumerate() {
+            if i > 0 {
+                buf.push(b',');
+            }
+            block(text, buf);
+        }
+        buf.push(b']');
+    }
+    #[allow(clippy::float_cmp)] // the canonical form drops exactly 1 (`1` and `1.0`)
+    fn option(name: &[u8], value: Option<f64>, buf: &mut Vec<u8>) {
+        if let Some(v) = value.filter(|&v| v != 1.0) {
+            buf.extend_from_slice(name);
+            buf.extend_from_slice(hash::format_f64(v).as_bytes());
+        }
+    }
+    let texts: usize = r.texts.iter().map(|(_, t)| t.len() + 40).sum();
+    let mut buf = Vec::with_capacity(8 + tenant.len() + r.model.len() + texts + 128);
+    buf.extend_from_slice(&(tenant.len() as u64).to_le_bytes());
+    buf.extend_from_slice(tenant.as_bytes());
+    buf.extend_from_slice(b"{\"max_tokens\":");
+    write_int(r.max_tokens.into(), &mut buf);
+    buf.extend_from_slice(b",\"messages\":[");
+    let system = r
+        .texts
+        .iter()
+        .take_while(|(role, _)| *role == Role::System)
+        .count();
+    let mut turns = r.texts[system..].iter();
+    let mut sizes = r
+        .sizes
+        .iter()
+        .skip(usize::from(system > 0 && !r.sizes.is_empty()));
+    let mut first = true;
+    while let Some((role, text)) = turns.next() {
+        if !first {
+            buf.push(b',');
+        }
+        first = false;
+        buf.extend_from_slice(b"{\"content\":");
+        let n = sizes.next().copied().unwrap_or(1);
+        if n == 1 {
+            write_escaped(text, &mut buf);
+        } else {
+            let rest = turns.by_ref().take(n - 1).map(|(_, t)| t.as_str());
+            blocks(std::iter::once(text.as_str()).chain(rest), &mut buf);
+        }
+        buf.extend_from_slice(b",\"role\":\"");
+        buf.extend_from_slice(role.wire().as_bytes());
+        buf.extend_from_slice(b"\"}");
+    }
+    buf.extend_from_slice(b"],\"model\":");
+    write_escaped(&r.model, &mut buf);
+    let mut system = r.texts[..system].iter().map(|(_, t)| t.as_str());
+    match r.system {
+        System::Absent => {}
+        System::Text => {
+            buf.extend_from_slice(b",\"system\":");
+            write_escaped(system.next_back().unwrap_or(""), &mut buf);
+        }
+        System::Blocks => {
+            buf.extend_from_slice(b",\"system\":");
+            blocks(system, &mut buf);
+        }
+    }
+    option(b",\"temperature\":", r.temperature, &mut buf);
+    option(b",\"top_p\":", r.top_p, &mut buf);
+    buf.push(b'}');
+    hash::key_of(&buf)
 }
 
 /// `estimate_tokens` of such a body. It counts the `messages` member as an `OpenAI`
@@ -456,6 +575,62 @@ mod tests {
                 "text":"the last text counts"}]}]}"#,
         ] {
             check(body, "tenant\0anthropic\0");
+        }
+    }
+
+    /// A body of known members, transport fields and nulls is keyed from what was read;
+    /// any other member, a `stop_sequences` or a `cache_control` sends it to the
+    /// canonicaliser. Both give `request_key`'s key (`check`).
+    #[test]
+    fn keys_written_from_the_request_match_the_canonical_form() {
+        let two = r#"[{"type":"text","text":"a\u00e9"},{"text":"b\"\n","type":"text"}]"#;
+        let one = r#"[{"type":"text","text":"\/one"}]"#;
+        for (members, known) in [
+            (r#""system":"S""#, true),
+            (r#""system":"""#, true),
+            (r#""system":null"#, true),
+            (r#""system":[]"#, true),
+            (&format!(r#""system":{one}"#), true),
+            (&format!(r#""system":{two}"#), true),
+            (
+                &format!(r#""system":{two},"messages":[{{"role":"user","content":{two}}}]"#),
+                true,
+            ),
+            (
+                &format!(r#""system":{one},"messages":[{{"role":"user","content":{two}}}]"#),
+                true,
+            ),
+            (
+                &format!(
+                    r#""messages":[{{"role":"user","content":{one}}},{{"role":"assistant","content":{two}}},
+                {{"content":"x","role":"user"}}]"#
+                ),
+                true,
+            ),
+            (r#""temperature":1,"top_p":1.0"#, true),
+            (r#""temperature":0,"top_p":0.0"#, true),
+            (r#""temperature":0.7,"top_p":1e-300"#, true),
+            (
+                r#""stream":true,"metadata":{"user_id":"u"},"top_k":null,"stop_sequences":null"#,
+                true,
+            ),
+            (
+                r#""\u006dodel":"\u00e9","m\u0061x_tokens":7,"system":"x","system":null"#,
+                true,
+            ),
+            (r#""stop_sequences":[]"#, false),
+            (r#""top_k":3"#, false),
+            (r#""thinking":{"type":"disabled"}"#, false),
+            (
+                r#""system":[{"type":"text","text":"S","cache_control":{"type":"ephemeral"}}]"#,
+                false,
+            ),
+        ] {
+            let body = format!(
+                r#"{{"model":"m","max_tokens":5,"messages":[{{"role":"user","content":"q"}}],{members}}}"#
+            );
+            let got = check(&body, "t\0anthropic\0");
+            assert_eq!(got.request.only_known, known, "{body}");
         }
     }
 
