@@ -74,6 +74,7 @@ __all__ = [
     "openai_completion_with_head",
     "openai_turn_body",
     "read_openai_completion",
+    "render_anthropic_message",
     "render_openai_completion",
     "request_key",
     "request_log_lines",
@@ -302,6 +303,22 @@ def ingest_anthropic_request(
     ``key`` is ``request_key(body, scope + ("s" if stream else "n"))``, ``None`` when
     ``scope`` is; ``prompt_tokens`` is ``estimate_tokens(body)`` (which does not read
     ``system``); ``required_caps`` is ``CAP_STREAMING`` when streamed, else 0."""
+
+def render_anthropic_message(
+    message_id: str,
+    model: str,
+    text: str | None,
+    stop_reason: str,
+    input_tokens: int,
+    output_tokens: int,
+    cached_tokens: int,
+) -> bytes:
+    """``orjson.dumps(render_anthropic_message(c, message_id, model))`` of an answer of
+    text alone (``server/render_anthropic.py``): a text block when ``text`` is not empty,
+    ``input_tokens`` less ``cached_tokens`` (at least 0) and ``cache_read_input_tokens``
+    ``cached_tokens``. ``TypeError`` for a count that is not an ``int`` (a ``bool``
+    too), ``OverflowError`` past 64 bits, ``ValueError`` for a text ``orjson`` refuses:
+    the caller then writes it in Python."""
 
 def read_openai_completion(
     body: bytes,

@@ -43,7 +43,7 @@ from tiergate.server.parse_openai import ingest_plain_openai_request, parse_open
 from tiergate.server.render_anthropic import (
     AnthropicStreamRenderer,
     anthropic_error_body,
-    render_anthropic_message,
+    anthropic_message_body,
 )
 from tiergate.server.render_openai import (
     OpenAIStreamRenderer,
@@ -538,7 +538,7 @@ class Pipeline:
         record.cached_tokens = c.usage.cached_tokens
         record.predicted_quality = plan.predicted_quality(gw.planner, outcome.deployment)
         if self.surface == "anthropic":
-            body = orjson.dumps(render_anthropic_message(c, f"msg_{record.request_id}", c.model))
+            body = anthropic_message_body(c, f"msg_{record.request_id}", c.model)
         else:
             body = openai_completion_body(c, f"chatcmpl-{record.request_id}", c.model)
         headers = _decision_headers(_JSON_HEADERS, record, plan, len(record.attempts))

@@ -6,6 +6,7 @@ from typing import Any
 
 import orjson
 
+from tiergate import _core
 from tiergate.errors import DispatchError, RequestError
 from tiergate.providers.base import (
     Completion,
@@ -16,7 +17,12 @@ from tiergate.providers.base import (
     Usage,
 )
 
-__all__ = ["AnthropicStreamRenderer", "anthropic_error_body", "render_anthropic_message"]
+__all__ = [
+    "AnthropicStreamRenderer",
+    "anthropic_error_body",
+    "anthropic_message_body",
+    "render_anthropic_message",
+]
 
 STOP_REASON: dict[FinishReason, str] = {
     "stop": "end_turn",
@@ -79,6 +85,28 @@ def render_anthropic_message(c: Completion, message_id: str, model: str) -> dict
         "stop_sequence": None,
         "usage": _usage(c.usage),
     }
+
+
+def anthropic_message_body(c: Completion, message_id: str, model: str) -> bytes:
+    """``orjson.dumps(render_anthropic_message(...))``, written by the core for an answer
+    of text alone (the usual one); an answer with tool calls, or values the core would
+    write otherwise or refuse (a count that is no ``int``, past 64 bits; a text that is
+    not a string or not UTF-8), go through the dict."""
+    if not c.tool_calls:
+        u = c.usage
+        try:
+            return _core.render_anthropic_message(
+                message_id,
+                model,
+                c.text if c.text is not None else c.refusal,
+                STOP_REASON[c.finish_reason],
+                u.input_tokens,
+                u.output_tokens,
+                u.cached_tokens,
+            )
+        except (TypeError, OverflowError, ValueError):
+            pass
+    return orjson.dumps(render_anthropic_message(c, message_id, model))
 
 
 def _event(name: str, data: dict[str, Any]) -> bytes:

@@ -200,7 +200,46 @@ fn ingest_anthropic_request<'py>(
     ))
 }
 
+/// A token count as `orjson` writes it: an `int` (not a `bool`, which it writes as
+/// `true`) within 64 bits; `TypeError` or `OverflowError` otherwise.
+fn count(v: &Bound<'_, PyAny>) -> PyResult<i64> {
+    if v.is_exact_instance_of::<pyo3::types::PyInt>() {
+        v.extract()
+    } else {
+        Err(pyo3::exceptions::PyTypeError::new_err(
+            "token counts must be int",
+        ))
+    }
+}
+
+/// The Anthropic surface's message for a text answer (`render_anthropic_message`'s,
+/// written as `orjson` writes it). `TypeError`, `OverflowError` or `ValueError` for
+/// values `orjson` would write otherwise or refuse (the caller then renders in Python).
+#[pyfunction]
+#[allow(clippy::too_many_arguments)] // the answer's fields, as render_openai_completion takes them
+fn render_anthropic_message<'py>(
+    py: Python<'py>,
+    message_id: &str,
+    model: &str,
+    text: Option<&str>,
+    stop_reason: &str,
+    input_tokens: &Bound<'py, PyAny>,
+    output_tokens: &Bound<'py, PyAny>,
+    cached_tokens: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyBytes>> {
+    use tiergate_core::anthropic_message;
+    let usage = anthropic_message::Usage {
+        input_tokens: count(input_tokens)?,
+        output_tokens: count(output_tokens)?,
+        cached_tokens: count(cached_tokens)?,
+    };
+    let body =
+        anthropic_message::render_anthropic_message(message_id, model, text, stop_reason, usage);
+    Ok(PyBytes::new(py, &body))
+}
+
 pub fn register_anthropic(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(ingest_anthropic_request, m)?)?;
+    m.add_function(wrap_pyfunction!(render_anthropic_message, m)?)?;
     Ok(())
 }
