@@ -25,7 +25,7 @@ from tiergate.routing.tenants import Tenants
 from tiergate.server.parse_anthropic import ingest_plain_anthropic_request, parse_anthropic_request
 
 texts = st.text(max_size=8) | st.sampled_from(["", "Say hi.", 'q"\\\n\x01é日本/\u2028'])
-odd = (
+odd: st.SearchStrategy[Any] = (
     st.none()
     | st.booleans()
     | st.integers(-2, 3)

@@ -12,9 +12,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tiergate import _core
-from tiergate.providers.base import Completion, ToolCall, Usage
+from tiergate.envelope import ToolCall
+from tiergate.providers.base import (
+    Completion,
+    StreamEnd,
+    StreamEvent,
+    TextDelta,
+    ToolCallDelta,
+    Usage,
+)
 from tiergate.server.render_anthropic import (
     STOP_REASON,
+    AnthropicStreamRenderer,
+    _usage,
     anthropic_message_body,
     render_anthropic_message,
 )
@@ -90,3 +100,130 @@ def test_values_orjson_writes_otherwise_are_refused(
 ) -> None:
     with pytest.raises(error):
         _core.render_anthropic_message("i", "m", text, "end_turn", *counts)
+
+
+def _event(name: str, data: dict[str, Any]) -> bytes:
+    return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+
+
+class DictRenderer:
+    """The stream renderer as it was, every frame dumped from its dicts: the oracle of
+    the bytes of :class:`AnthropicStreamRenderer`."""
+
+    __slots__ = ("_message_id", "_model", "_next", "_open", "_open_kind", "_started", "_tools")
+
+    def __init__(self, message_id: str, model: str) -> None:
+        self._message_id = message_id
+        self._model = model
+        self._started = False
+        self._next = 0  # index the next content block gets
+        self._open = -1  # index of the open block, -1 when none
+        self._open_kind = ""
+        self._tools: dict[int, int] = {}  # canonical tool-call index → block index
+
+    def _start(self) -> bytes:
+        self._started = True
+        message: dict[str, Any] = {
+            "id": self._message_id,
+            "type": "message",
+            "role": "assistant",
+            "model": self._model,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {"input_tokens": 0, "output_tokens": 0},
+        }
+        return _event("message_start", {"type": "message_start", "message": message}) + _event(
+            "ping", {"type": "ping"}
+        )
+
+    def _close(self) -> bytes:
+        if self._open < 0:
+            return b""
+        index, self._open = self._open, -1
+        return _event("content_block_stop", {"type": "content_block_stop", "index": index})
+
+    def _begin(self, kind: str, block: dict[str, Any]) -> bytes:
+        out = self._close()
+        self._open, self._open_kind = self._next, kind
+        self._next += 1
+        return out + _event(
+            "content_block_start",
+            {"type": "content_block_start", "index": self._open, "content_block": block},
+        )
+
+    def _delta(self, index: int, delta: dict[str, Any]) -> bytes:
+        return _event(
+            "content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}
+        )
+
+    def render(self, event: StreamEvent) -> bytes:
+        out = b"" if self._started else self._start()
+        if isinstance(event, TextDelta):
+            if self._open < 0 or self._open_kind != "text":
+                out += self._begin("text", {"type": "text", "text": ""})
+            return out + self._delta(self._open, {"type": "text_delta", "text": event.text})
+        if isinstance(event, StreamEnd):
+            if event.refusal:
+                out += self.render(TextDelta(event.refusal))
+            out += self._close()
+            delta = {"stop_reason": STOP_REASON[event.finish_reason], "stop_sequence": None}
+            out += _event(
+                "message_delta",
+                {"type": "message_delta", "delta": delta, "usage": _usage(event.usage)},
+            )
+            return out + _event("message_stop", {"type": "message_stop"})
+        if event.index not in self._tools:
+            block = {
+                "type": "tool_use",
+                "id": event.id or "",
+                "name": event.name or "",
+                "input": {},
+            }
+            out += self._begin("tool", block)
+            self._tools[event.index] = self._open
+        if not event.arguments:
+            return out
+        index = self._tools[event.index]
+        return out + self._delta(
+            index, {"type": "input_json_delta", "partial_json": event.arguments}
+        )
+
+
+events = st.lists(
+    st.builds(TextDelta, texts)
+    | st.builds(
+        ToolCallDelta,
+        st.integers(0, 2),
+        st.none() | texts,
+        st.none() | texts,
+        st.sampled_from(["", '{"a":', "1}"]),
+    ),
+    max_size=6,
+)
+ends = st.builds(
+    StreamEnd,
+    st.sampled_from(sorted(STOP_REASON)),
+    st.builds(Usage, *[counts.filter(lambda n: -(2**63) <= n < 2**64)] * 3, st.integers(0, 9)),
+    texts,
+    st.none() | texts,
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(texts, texts, events, st.none() | ends)
+def test_the_stream_is_rendered_as_its_dicts_are(
+    message_id: str, model: str, stream: list[StreamEvent], end: StreamEnd | None
+) -> None:
+    if end is not None:
+        stream = [*stream, end]
+    fast, slow = AnthropicStreamRenderer(message_id, model), DictRenderer(message_id, model)
+    for event in stream:
+        assert fast.render(event) == slow.render(event)
+
+
+def test_an_odd_count_fails_as_it_did() -> None:
+    end = StreamEnd("stop", Usage(2**64, 1, 0, 0), "m")
+    for renderer in (AnthropicStreamRenderer("i", "m"), DictRenderer("i", "m")):
+        with pytest.raises(TypeError):
+            renderer.render(end)
