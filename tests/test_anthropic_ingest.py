@@ -9,12 +9,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import anthropic
 import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fuzzing import mutated
+from harness import Stack, fast_sim_config
 from tiergate.config import DeploymentConfig, Price, parse_config
 from tiergate.envelope import Envelope, TextPart
 from tiergate.errors import RequestError
@@ -335,3 +337,49 @@ def test_the_openai_adapter_writes_the_same_body_from_the_core_reading(
 
 
 DEPLOYMENT = DeploymentConfig(provider="p", model="gpt-x", tier="t", price=Price(input=1, output=1))
+
+
+def test_through_the_sidecar_the_core_and_the_parser_key_alike() -> None:
+    """Real HTTP with the Anthropic SDK: a body of text blocks and options served from
+    the core's reading (the parser's too, by the differential tests above), then the same
+    body with a ``"tools": null`` the core leaves to the parser, which keys it alike:
+    the second is the first's replay, streamed or not."""
+    stack = Stack(fast_sim_config())
+    try:
+        client = anthropic.Anthropic(base_url=stack.url, api_key="app-key", max_retries=0)
+        body: dict[str, Any] = {
+            "model": "claude-haiku",
+            "max_tokens": 60,
+            "system": [
+                {"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}
+            ],
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": "Hello"},
+                        {"type": "text", "text": " there"},
+                    ],
+                }
+            ],
+            "temperature": 0.5,
+            "stop_sequences": ["\n\nHuman:"],
+            "metadata": {"user_id": "u-1"},
+        }
+        sdk = {k: v for k, v in body.items() if k != "temperature"}  # not an SDK argument
+        raw = client.messages.with_raw_response.create(**sdk, extra_body={"temperature": 0.5})
+        msg = raw.parse()
+        assert msg.content[0].type == "text" and msg.content[0].text
+        assert "x-tiergate-idempotency" not in raw.headers  # led, not replayed
+        for stream in (False, True):
+            first = stack.post("/v1/messages", {**body, "stream": stream})
+            assert (
+                ingest_plain_anthropic_request(orjson.dumps({**body, "tools": None}), None) is None
+            )
+            again = stack.post("/v1/messages", {**body, "stream": stream, "tools": None})
+            assert first.status == again.status == 200
+            assert again.headers["x-tiergate-idempotency"] == "replay"
+            assert again.data == first.data
+        client.close()
+    finally:
+        stack.close()
