@@ -68,11 +68,13 @@ __all__ = [
     "feature_config",
     "features_batch",
     "finish_reason",
+    "ingest_anthropic_request",
     "ingest_chat_request",
     "openai_chat_body",
     "openai_completion_with_head",
     "openai_turn_body",
     "read_openai_completion",
+    "render_anthropic_message",
     "render_openai_completion",
     "request_key",
     "request_log_lines",
@@ -264,6 +266,64 @@ def ingest_chat_request(
     ``scope`` is; ``prompt_tokens`` is ``estimate_tokens(body)``; ``required_caps`` the
     ``CAP_*`` bits the core knows the request needs (``CAP_STREAMING`` when streamed;
     ``CAP_TOOLS`` is the caller's to add, from the tools and tool choice it reads)."""
+
+def ingest_anthropic_request(
+    body: bytes, scope: str | None
+) -> (
+    tuple[
+        str,
+        list[tuple[Literal["system", "user", "assistant"], str]],
+        list[int] | None,
+        int,
+        float | None,
+        float | None,
+        list[str],
+        bool,
+        bytes | None,
+        int,
+        int,
+    ]
+    | None
+):
+    """``(model, [(role, text)], sizes, max_tokens, temperature, top_p, stop, stream,
+    key, prompt_tokens, required_caps)`` of the usual Anthropic Messages body, as
+    ``parse_anthropic_request`` reads it: a non-empty ``model``; ``max_tokens`` an integer
+    of at least 1; ``system`` absent, a string or an array of text blocks; ``messages``,
+    each exactly ``{"role", "content"}`` with a user or assistant role and a non-empty
+    string or non-empty array of text blocks (``{"type": "text", "text"}``, perhaps with
+    ``cache_control``, dropped), an assistant's with some text; ``temperature`` and
+    ``top_p`` numbers in [0, 1] or absent; ``stop_sequences`` a string or at most 16
+    strings (the non-empty ones given) or absent; ``stream`` a boolean or absent; no
+    ``tools``, ``tool_choice``, ``output_config``, ``output_format`` or
+    ``response_format``. Other fields are ignored, as the parser ignores them.
+
+    ``[(role, text)]``: every text of the canonical messages in order with its message's
+    role, the system prompt's (one ``system`` message, none when empty) first.
+    ``sizes``: the number of texts of each message, ``None`` when each is one text (then
+    the list is the messages).
+
+    ``None`` for any other body (``parse_anthropic_request`` decides what it is), and for
+    one ``request_key`` refuses.
+
+    ``key`` is ``request_key(body, scope + ("s" if stream else "n"))``, ``None`` when
+    ``scope`` is; ``prompt_tokens`` is ``estimate_tokens(body)`` (which does not read
+    ``system``); ``required_caps`` is ``CAP_STREAMING`` when streamed, else 0."""
+
+def render_anthropic_message(
+    message_id: str,
+    model: str,
+    text: str | None,
+    stop_reason: str,
+    input_tokens: int,
+    output_tokens: int,
+    cached_tokens: int,
+) -> bytes:
+    """``orjson.dumps(render_anthropic_message(c, message_id, model))`` of an answer of
+    text alone (``server/render_anthropic.py``): a text block when ``text`` is not empty,
+    ``input_tokens`` less ``cached_tokens`` (at least 0) and ``cache_read_input_tokens``
+    ``cached_tokens``. ``TypeError`` for a count that is not an ``int`` (a ``bool``
+    too), ``OverflowError`` past 64 bits, ``ValueError`` for a text ``orjson`` refuses:
+    the caller then writes it in Python."""
 
 def read_openai_completion(
     body: bytes,

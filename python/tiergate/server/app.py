@@ -35,12 +35,15 @@ from tiergate.routing.dispatch import StreamItem
 from tiergate.routing.idempotency import Flight, Idempotency, Recorded
 from tiergate.routing.planner import Known, Plan
 from tiergate.safety import SafetyPolicy, request_findings, scan_output, scan_request
-from tiergate.server.parse_anthropic import parse_anthropic_request
+from tiergate.server.parse_anthropic import (
+    ingest_plain_anthropic_request,
+    parse_anthropic_request,
+)
 from tiergate.server.parse_openai import ingest_plain_openai_request, parse_openai_request
 from tiergate.server.render_anthropic import (
     AnthropicStreamRenderer,
     anthropic_error_body,
-    render_anthropic_message,
+    anthropic_message_body,
 )
 from tiergate.server.render_openai import (
     OpenAIStreamRenderer,
@@ -414,6 +417,9 @@ class Pipeline:
             # No key here when the caller sent its own: Idempotency.key hashes that.
             scope = None if caller_key is not None else Idempotency.scope(tenant.name, "openai")
             ingested = ingest_plain_openai_request(raw, scope)
+        elif self.surface == "anthropic":
+            scope = None if caller_key is not None else Idempotency.scope(tenant.name, "anthropic")
+            ingested = ingest_plain_anthropic_request(raw, scope)
         if ingested is not None:
             chat, key, known = ingested
         elif self.surface == "anthropic":
@@ -532,7 +538,7 @@ class Pipeline:
         record.cached_tokens = c.usage.cached_tokens
         record.predicted_quality = plan.predicted_quality(gw.planner, outcome.deployment)
         if self.surface == "anthropic":
-            body = orjson.dumps(render_anthropic_message(c, f"msg_{record.request_id}", c.model))
+            body = anthropic_message_body(c, f"msg_{record.request_id}", c.model)
         else:
             body = openai_completion_body(c, f"chatcmpl-{record.request_id}", c.model)
         headers = _decision_headers(_JSON_HEADERS, record, plan, len(record.attempts))

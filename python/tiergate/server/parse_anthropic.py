@@ -7,10 +7,12 @@ become the assistant's tool calls with their ``input`` as JSON text.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from tiergate import _core
 from tiergate.envelope import (
     TEXT_FORMAT,
     ChatRequest,
@@ -34,7 +36,60 @@ from tiergate.server.validate import (
     stop_list,
 )
 
-__all__ = ["parse_anthropic_request"]
+if TYPE_CHECKING:
+    from tiergate.routing.planner import Known
+
+__all__ = ["ingest_plain_anthropic_request", "parse_anthropic_request"]
+
+
+def ingest_plain_anthropic_request(
+    raw: bytes, scope: str | None
+) -> tuple[ChatRequest, bytes | None, Known] | None:
+    """The usual body (a model, an output bound, a system prompt, turns of text as a
+    string or text blocks, the sampling options, the stream flag) taken in by the core in
+    one call: the request as :func:`parse_anthropic_request` reads it, its idempotency
+    key under ``scope`` (see ``Idempotency.scope``; None without a scope) and what the
+    planner would compute of it (``Known``). None for any other body, which that function
+    then reads (and refuses, when it must)."""
+    fields = _core.ingest_anthropic_request(raw, scope)
+    if fields is None:
+        return None
+    (model, texts, sizes, max_tokens, temperature, top_p, stop, stream, key, prompt_tokens,
+     caps) = fields  # fmt: skip
+    plain: tuple[list[Message], Sequence[tuple[str, str]]] | None = None
+    if sizes is None:
+        # Every message one text: the core's reading is the messages (ChatRequest.plain),
+        # from which the OpenAI adapter writes the provider's body in the core.
+        messages = [Message(role, [TextPart(text)], []) for role, text in texts]
+        plain = (messages, texts)
+    else:
+        messages = []
+        at = 0
+        for size in sizes:
+            end = at + size
+            parts: list[Part] = [TextPart(text) for _, text in texts[at:end]]
+            messages.append(Message(texts[at][0], parts, []))
+            at = end
+    # Every field by position, defaults spelled out (see ingest_plain_openai_request).
+    chat = ChatRequest(
+        model,
+        messages,
+        [],  # tools
+        "auto",  # tool_choice
+        None,  # tool_choice_name
+        True,  # parallel_tool_calls
+        TEXT_FORMAT,
+        max_tokens,
+        temperature,
+        top_p,
+        stop,
+        None,  # seed
+        stream,
+        True,  # include_usage
+        raw,
+        plain,
+    )
+    return chat, key, (caps, prompt_tokens)
 
 
 def parse_anthropic_request(body: Any, raw: bytes = b"") -> ChatRequest:

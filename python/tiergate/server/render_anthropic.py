@@ -6,6 +6,7 @@ from typing import Any
 
 import orjson
 
+from tiergate import _core
 from tiergate.errors import DispatchError, RequestError
 from tiergate.providers.base import (
     Completion,
@@ -16,7 +17,12 @@ from tiergate.providers.base import (
     Usage,
 )
 
-__all__ = ["AnthropicStreamRenderer", "anthropic_error_body", "render_anthropic_message"]
+__all__ = [
+    "AnthropicStreamRenderer",
+    "anthropic_error_body",
+    "anthropic_message_body",
+    "render_anthropic_message",
+]
 
 STOP_REASON: dict[FinishReason, str] = {
     "stop": "end_turn",
@@ -24,6 +30,9 @@ STOP_REASON: dict[FinishReason, str] = {
     "tool_calls": "tool_use",
     "content_filter": "refusal",
 }
+
+# The stop reasons as JSON, for the stream's message_delta.
+_STOP_REASONS = {reason: orjson.dumps(name) for reason, name in STOP_REASON.items()}
 
 # RequestError/DispatchError `type` → Anthropic error type.
 _ERROR_TYPE = {
@@ -81,8 +90,53 @@ def render_anthropic_message(c: Completion, message_id: str, model: str) -> dict
     }
 
 
+def anthropic_message_body(c: Completion, message_id: str, model: str) -> bytes:
+    """``orjson.dumps(render_anthropic_message(...))``, written by the core for an answer
+    of text alone (the usual one); an answer with tool calls, or values the core would
+    write otherwise or refuse (a count that is no ``int``, past 64 bits; a text that is
+    not a string or not UTF-8), go through the dict."""
+    if not c.tool_calls:
+        u = c.usage
+        try:
+            return _core.render_anthropic_message(
+                message_id,
+                model,
+                c.text if c.text is not None else c.refusal,
+                STOP_REASON[c.finish_reason],
+                u.input_tokens,
+                u.output_tokens,
+                u.cached_tokens,
+            )
+        except (TypeError, OverflowError, ValueError):
+            pass
+    return orjson.dumps(render_anthropic_message(c, message_id, model))
+
+
 def _event(name: str, data: dict[str, Any]) -> bytes:
     return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+
+
+# The frames of a stream as orjson writes their dicts (compact, members in order), cut
+# where a value goes: written from these pieces, a text delta costs a fifth of building
+# and dumping its dicts (tests/test_anthropic_render.py holds the dict renderer as the
+# oracle of the bytes).
+_START = b'event: message_start\ndata: {"type":"message_start","message":{"id":'
+_START_MODEL = b',"type":"message","role":"assistant","model":'
+_START_END = (
+    b',"content":[],"stop_reason":null,"stop_sequence":null,'
+    b'"usage":{"input_tokens":0,"output_tokens":0}}}\n\n'
+    b'event: ping\ndata: {"type":"ping"}\n\n'
+)
+_BLOCK_START = b'event: content_block_start\ndata: {"type":"content_block_start","index":'
+_TEXT_BLOCK = b',"content_block":{"type":"text","text":""}}\n\n'
+_DELTA = b'event: content_block_delta\ndata: {"type":"content_block_delta","index":'
+_TEXT_DELTA = b',"delta":{"type":"text_delta","text":'
+_DELTA_END = b"}}\n\n"
+_BLOCK_STOP = b'event: content_block_stop\ndata: {"type":"content_block_stop","index":'
+_BLOCK_STOP_END = b"}\n\n"
+_MESSAGE_DELTA = b'event: message_delta\ndata: {"type":"message_delta","delta":{"stop_reason":'
+_MESSAGE_DELTA_USAGE = b',"stop_sequence":null},"usage":'
+_MESSAGE_STOP = b'}\n\nevent: message_stop\ndata: {"type":"message_stop"}\n\n'
 
 
 class AnthropicStreamRenderer:
@@ -90,7 +144,16 @@ class AnthropicStreamRenderer:
 
     Each text run and each tool call is its own content block, numbered in order."""
 
-    __slots__ = ("_message_id", "_model", "_next", "_open", "_open_kind", "_started", "_tools")
+    __slots__ = (
+        "_message_id",
+        "_model",
+        "_next",
+        "_open",
+        "_open_kind",
+        "_started",
+        "_text_delta",
+        "_tools",
+    )
 
     def __init__(self, message_id: str, model: str) -> None:
         self._message_id = message_id
@@ -100,28 +163,24 @@ class AnthropicStreamRenderer:
         self._open = -1  # index of the open block, -1 when none
         self._open_kind = ""
         self._tools: dict[int, int] = {}  # canonical tool-call index → block index
+        # A text delta's frame up to its text, for the open text block.
+        self._text_delta = b""
 
     def _start(self) -> bytes:
         self._started = True
-        message: dict[str, Any] = {
-            "id": self._message_id,
-            "type": "message",
-            "role": "assistant",
-            "model": self._model,
-            "content": [],
-            "stop_reason": None,
-            "stop_sequence": None,
-            "usage": {"input_tokens": 0, "output_tokens": 0},
-        }
-        return _event("message_start", {"type": "message_start", "message": message}) + _event(
-            "ping", {"type": "ping"}
+        return (
+            _START
+            + orjson.dumps(self._message_id)
+            + _START_MODEL
+            + orjson.dumps(self._model)
+            + _START_END
         )
 
     def _close(self) -> bytes:
         if self._open < 0:
             return b""
         index, self._open = self._open, -1
-        return _event("content_block_stop", {"type": "content_block_stop", "index": index})
+        return _BLOCK_STOP + str(index).encode() + _BLOCK_STOP_END
 
     def _begin(self, kind: str, block: dict[str, Any]) -> bytes:
         out = self._close()
@@ -141,18 +200,26 @@ class AnthropicStreamRenderer:
         out = b"" if self._started else self._start()
         if isinstance(event, TextDelta):
             if self._open < 0 or self._open_kind != "text":
-                out += self._begin("text", {"type": "text", "text": ""})
-            return out + self._delta(self._open, {"type": "text_delta", "text": event.text})
+                out += self._close()
+                index = self._open = self._next
+                self._open_kind = "text"
+                self._next += 1
+                at = str(index).encode()
+                self._text_delta = _DELTA + at + _TEXT_DELTA
+                out += _BLOCK_START + at + _TEXT_BLOCK
+            return out + self._text_delta + orjson.dumps(event.text) + _DELTA_END
         if isinstance(event, StreamEnd):
             if event.refusal:
                 out += self.render(TextDelta(event.refusal))
-            out += self._close()
-            delta = {"stop_reason": STOP_REASON[event.finish_reason], "stop_sequence": None}
-            out += _event(
-                "message_delta",
-                {"type": "message_delta", "delta": delta, "usage": _usage(event.usage)},
+            return (
+                out
+                + self._close()
+                + _MESSAGE_DELTA
+                + _STOP_REASONS[event.finish_reason]
+                + _MESSAGE_DELTA_USAGE
+                + orjson.dumps(_usage(event.usage))
+                + _MESSAGE_STOP
             )
-            return out + _event("message_stop", {"type": "message_stop"})
         if event.index not in self._tools:
             block = {
                 "type": "tool_use",

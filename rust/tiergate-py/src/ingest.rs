@@ -165,3 +165,99 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(ingest_chat_request, m)?)?;
     Ok(())
 }
+
+/// `(model, [(role, text)], sizes, max_tokens, temperature, top_p, stop, stream, key,
+/// prompt_tokens, required_caps)` of a plain Anthropic body; `sizes`: the number of texts
+/// of each message, `None` when each is one.
+type AnthropicFields<'py> = (
+    String,
+    Vec<(Bound<'py, PyString>, String)>,
+    Option<Vec<usize>>,
+    i64,
+    Option<f64>,
+    Option<f64>,
+    Vec<String>,
+    bool,
+    Option<Bound<'py, PyBytes>>,
+    u64,
+    u64,
+);
+
+/// The plain Anthropic Messages request in `body` with what the request side needs of
+/// it, or None when the Python parser must read the body. `scope`: the key's scope
+/// without its stream mark, or None for no key.
+#[pyfunction]
+fn ingest_anthropic_request<'py>(
+    py: Python<'py>,
+    body: &[u8],
+    scope: Option<&str>,
+) -> Option<AnthropicFields<'py>> {
+    let i = MEMO.with_borrow_mut(|memo| {
+        tiergate_core::anthropic_request::ingest_anthropic_with(body, scope, memo)
+    })?;
+    let r = i.request;
+    let texts = r
+        .texts
+        .into_iter()
+        .map(|(role, text)| (role_name(py, role), text))
+        .collect();
+    let sizes = (!r.sizes.is_empty()).then_some(r.sizes);
+    let key = i.key.map(|k| PyBytes::new(py, &k));
+    Some((
+        r.model,
+        texts,
+        sizes,
+        r.max_tokens,
+        r.temperature,
+        r.top_p,
+        r.stop,
+        r.stream,
+        key,
+        i.prompt_tokens,
+        i.required_caps,
+    ))
+}
+
+/// A token count as `orjson` writes it: an `int` (not a `bool`, which it writes as
+/// `true`) within 64 bits; `TypeError` or `OverflowError` otherwise.
+fn count(v: &Bound<'_, PyAny>) -> PyResult<i64> {
+    if v.is_exact_instance_of::<pyo3::types::PyInt>() {
+        v.extract()
+    } else {
+        Err(pyo3::exceptions::PyTypeError::new_err(
+            "token counts must be int",
+        ))
+    }
+}
+
+/// The Anthropic surface's message for a text answer (`render_anthropic_message`'s,
+/// written as `orjson` writes it). `TypeError`, `OverflowError` or `ValueError` for
+/// values `orjson` would write otherwise or refuse (the caller then renders in Python).
+#[pyfunction]
+#[allow(clippy::too_many_arguments)] // the answer's fields, as render_openai_completion takes them
+fn render_anthropic_message<'py>(
+    py: Python<'py>,
+    message_id: &str,
+    model: &str,
+    text: Option<&str>,
+    stop_reason: &str,
+    input_tokens: &Bound<'py, PyAny>,
+    output_tokens: &Bound<'py, PyAny>,
+    cached_tokens: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyBytes>> {
+    use tiergate_core::anthropic_message;
+    let usage = anthropic_message::Usage {
+        input_tokens: count(input_tokens)?,
+        output_tokens: count(output_tokens)?,
+        cached_tokens: count(cached_tokens)?,
+    };
+    let body =
+        anthropic_message::render_anthropic_message(message_id, model, text, stop_reason, usage);
+    Ok(PyBytes::new(py, &body))
+}
+
+pub fn register_anthropic(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(ingest_anthropic_request, m)?)?;
+    m.add_function(wrap_pyfunction!(render_anthropic_message, m)?)?;
+    Ok(())
+}

@@ -751,6 +751,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     classifier::register(m)?;
     safety::register(m)?;
     ingest::register(m)?;
+    ingest::register_anthropic(m)?;
     relay::register(m)?;
     telemetry::register(m)?;
     m.add(
