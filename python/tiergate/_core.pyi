@@ -228,7 +228,7 @@ def ingest_chat_request(
             tuple[int, int] | None,
             tuple[int, int] | None,
             bool | None,
-            list[tuple[str, tuple[int, int]]],
+            tuple[int, int] | None,
         ]
         | None,
         tuple[float | None, float | None, list[str], int | None, bool] | None,
@@ -246,18 +246,17 @@ def ingest_chat_request(
     (temperature, top_p, stop, seed, include_usage)`` (``None`` when none is set); no
     other field ``parse_openai_request`` reads. ``turn`` is ``None`` then.
 
-    An agent's turn (``tools``, ``tool_choice``, ``parallel_tool_calls``; assistant
-    messages with ``tool_calls``, ``tool`` messages; the options ``n``,
-    ``stream_options``, ``response_format``, ``temperature``, ``top_p``, ``stop``,
-    ``seed``) comes with no plain messages and ``turn = (messages, tools, tool_choice,
-    parallel_tool_calls, options)`` and ``sampling = None``: each message ``(role, text or None, [(id, name,
-    arguments)] or None, tool_call_id)`` as ``parse_openai_request`` reads it (an empty
-    ``arguments`` as ``"{}"``), and the ``tools`` and ``tool_choice`` members' values
-    and those of the options present (``[(name, range)]``) as ``(start, end)`` byte
-    ranges of the body, for the caller to read (``None``: absent). A message with
-    ``name``, content parts, or a member read for another role gives ``None``.
-    ``prompt_tokens`` counts a response format's schema; ``CAP_JSON_SCHEMA`` is the
-    caller's to add.
+    An agent's turn (``tools``, ``tool_choice``, ``parallel_tool_calls``,
+    ``response_format``; assistant messages with ``tool_calls``, ``tool`` messages) comes
+    with no plain messages and ``turn = (messages, tools, tool_choice,
+    parallel_tool_calls, response_format)``: each message ``(role, text or None, [(id,
+    name, arguments)] or None, tool_call_id)`` as ``parse_openai_request`` reads it (an
+    empty ``arguments`` as ``"{}"``), and the ``tools``, ``tool_choice`` and
+    ``response_format`` members' values as ``(start, end)`` byte ranges of the body, for
+    the caller to read (``None``: absent); its sampling options as a plain body's. A
+    message with ``name``, content parts, or a member read for another role gives
+    ``None``. ``prompt_tokens`` counts a response format's schema; ``CAP_JSON_SCHEMA`` is
+    the caller's to add.
 
     ``None`` for any other body (``parse_openai_request`` decides what it is), and for one
     ``request_key`` refuses.

@@ -64,7 +64,9 @@ def ingest_plain_openai_request(
         return None
     model, messages, max_tokens, stream, key, prompt_tokens, required_caps, turn, sampling = fields
     if turn is not None:
-        return _ingest_turn(raw, model, max_tokens, stream, key, prompt_tokens, required_caps, turn)
+        return _ingest_turn(
+            raw, model, max_tokens, stream, key, prompt_tokens, required_caps, turn, sampling
+        )
     stop: list[str]
     if sampling is None:
         temperature, top_p, stop, seed, include_usage = None, None, [], None, False
@@ -103,13 +105,14 @@ def _ingest_turn(
     prompt_tokens: int,
     caps: int,
     turn: Any,
+    sampling: tuple[float | None, float | None, list[str], int | None, bool] | None,
 ) -> tuple[ChatRequest, bytes | None, Known] | None:
     """:func:`ingest_plain_openai_request` of an agent's turn: the core read the messages
-    and found the values of ``tools``, ``tool_choice`` and the options, read here (the
-    tools from :data:`TOOLSETS` when their bytes were seen lately). None when one is a
-    value :func:`parse_openai_request` refuses: it reads the body again and names the
-    field."""
-    messages, tools_at, choice_at, parallel, options = turn
+    and the sampling options, and found the values of ``tools``, ``tool_choice`` and
+    ``response_format``, read here (the tools from :data:`TOOLSETS` when their bytes were
+    seen lately). None when one is a value :func:`parse_openai_request` refuses: it reads
+    the body again and names the field."""
+    messages, tools_at, choice_at, parallel, format_at = turn
     toolset = None
     tools: list[Tool] = []
     if tools_at is not None:
@@ -126,18 +129,19 @@ def _ingest_turn(
             )
         except (RequestError, orjson.JSONDecodeError):
             return None
-    if options:
+    response_format = TEXT_FORMAT
+    if format_at is not None:
         try:
-            response_format, temperature, top_p, stop, seed, include_usage = _turn_options(
-                {name: orjson.loads(raw[a:b]) for name, (a, b) in options}
-            )
+            response_format = _response_format(orjson.loads(raw[format_at[0] : format_at[1]]))
         except (RequestError, orjson.JSONDecodeError):
             return None
         if response_format.kind == "json_schema":
             caps |= _core.CAP_JSON_SCHEMA
+    stop: list[str]
+    if sampling is None:
+        temperature, top_p, stop, seed, include_usage = None, None, [], None, False
     else:
-        response_format, temperature, top_p, stop, seed = TEXT_FORMAT, None, None, [], None
-        include_usage = False
+        temperature, top_p, stop, seed, include_usage = sampling
     parsed: list[Message] = []
     texts: list[tuple[str, str]] = []
     every_plain = True
@@ -183,26 +187,6 @@ def _ingest_turn(
         None if every_plain else (parsed, messages, texts),
     )
     return chat, key, (caps, prompt_tokens)
-
-
-def _turn_options(
-    body: dict[str, Any],
-) -> tuple[ResponseFormat, float | None, float | None, list[str], int | None, bool]:
-    """The options of a turn's body (``body``: those present, read), checked as
-    :func:`parse_openai_request` checks them; raises what it would (though perhaps
-    another of several errors: the caller then leaves the body to it)."""
-    get = body.get
-    _check_n(body)
-    return (
-        _response_format(get("response_format")),
-        None
-        if get("temperature") is None
-        else opt_number(body, "temperature", "temperature", 0.0, 2.0),
-        None if get("top_p") is None else opt_number(body, "top_p", "top_p", 0.0, 1.0),
-        stop_list(get("stop"), "stop", limit=4),
-        None if get("seed") is None else opt_int(body, "seed", "seed"),
-        _include_usage(body),
-    )
 
 
 def _check_n(body: dict[str, Any]) -> None:

@@ -17,7 +17,7 @@ use crate::tokens::{
     call_millitokens, response_format_millitokens, round_tokens, text_millitokens,
     tools_millitokens, PER_MESSAGE_MILLI, REPLY_PRIMING_MILLI,
 };
-use crate::turn::{chat_turn_with, Turn, OPTIONS};
+use crate::turn::{chat_turn_with, Turn};
 
 /// What the request side needs of a plain body.
 #[derive(Clone, Debug, PartialEq)]
@@ -70,7 +70,7 @@ pub fn ingest_with(body: &[u8], scope: Option<&str>, memo: &mut TextMemo<u64>) -
 }
 
 /// What the request side needs of an agent's turn ([`chat_turn`](crate::turn::chat_turn)).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct TurnIngested {
     pub turn: Turn,
     /// The idempotency key, when a scope was given.
@@ -142,10 +142,8 @@ fn turn_tokens(
             milli += call_millitokens(&c.name, &c.arguments);
         }
     }
-    for &(i, (a, e)) in &turn.options {
-        if OPTIONS[i] == "response_format" {
-            milli += response_format_millitokens(std::str::from_utf8(&body[a..e]).ok()?).ok()?;
-        }
+    if let Some((a, e)) = turn.response_format {
+        milli += response_format_millitokens(std::str::from_utf8(&body[a..e]).ok()?).ok()?;
     }
     if let Some((a, e)) = turn.tools {
         let raw = &body[a..e];

@@ -12,18 +12,8 @@
 use crate::memo::ValueMemo;
 use crate::rawjson::{Parser, Value};
 use crate::request::bound;
+use crate::sampling::{Sampling, SamplingValues};
 
-/// Fields the Python parser reads besides those read here: handed back as byte ranges
-/// (see [`Turn::options`]), for the caller to read with the parser's own checks.
-pub const OPTIONS: [&str; 7] = [
-    "n",
-    "stream_options",
-    "response_format",
-    "temperature",
-    "top_p",
-    "stop",
-    "seed",
-];
 
 /// A message's role as sent (`developer` kept apart: the token estimate counts it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -109,7 +99,7 @@ impl TurnMessage {
 /// A byte range of the body: a member's value, from its first byte to past its last.
 pub type Span = (usize, usize);
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Turn {
     pub model: String,
     pub messages: Vec<TurnMessage>,
@@ -121,9 +111,11 @@ pub struct Turn {
     pub tool_choice: Option<Span>,
     /// `parallel_tool_calls` (absent or `null`: `None`).
     pub parallel_tool_calls: Option<bool>,
-    /// The values of the [`OPTIONS`] present, by their index there (the last of a
-    /// repeated key), in the order of that list.
-    pub options: Vec<(usize, Span)>,
+    /// The value of `response_format` (the last, when repeated), for the caller to
+    /// read with the Python parser's own checks.
+    pub response_format: Option<Span>,
+    /// The sampling options, read as the Python parser reads them.
+    pub sampling: Sampling,
 }
 
 #[derive(Default)]
@@ -136,7 +128,8 @@ struct Members<'a> {
     parallel: Option<Value<'a>>,
     tools: Option<Span>,
     tool_choice: Option<Span>,
-    options: [Option<Span>; OPTIONS.len()],
+    response_format: Option<Span>,
+    sampling: SamplingValues<'a>,
 }
 
 fn members<'a, V>(body: &'a str, known: &ValueMemo<V>) -> Option<Members<'a>> {
@@ -167,11 +160,14 @@ fn members<'a, V>(body: &'a str, known: &ValueMemo<V>) -> Option<Members<'a>> {
                     m.tool_choice = span;
                 }
             }
-            other if OPTIONS.contains(&other) => {
+            "response_format" => {
                 let start = p.i;
                 p.skip().ok()?;
-                let i = OPTIONS.iter().position(|o| *o == other)?;
-                m.options[i] = Some((start, p.i));
+                m.response_format = Some((start, p.i));
+            }
+            other if m.sampling.slot(other).is_some() => {
+                let v = p.value().ok()?;
+                *m.sampling.slot(other)? = Some(v);
             }
             _ => p.skip().ok()?, // ignored by the Python parser too
         }
@@ -359,12 +355,8 @@ pub fn chat_turn_with<V>(body: &[u8], known: &ValueMemo<V>) -> Option<Turn> {
         tools: m.tools,
         tool_choice: m.tool_choice,
         parallel_tool_calls,
-        options: m
-            .options
-            .iter()
-            .enumerate()
-            .filter_map(|(i, span)| span.map(|s| (i, s)))
-            .collect(),
+        response_format: m.response_format,
+        sampling: m.sampling.read()?,
     })
 }
 
@@ -417,22 +409,19 @@ mod tests {
     }
 
     #[test]
-    fn hands_back_the_options() {
+    fn reads_the_options() {
         let body = br#"{"model":"m","temperature":0.5,"messages":[{"role":"user","content":"x"}],
-            "seed":1,"response_format":{"type":"json_object"},"temperature":null}"#;
+            "seed":1,"response_format":{"type":"json_object"},"temperature":null,"stop":"END"}"#;
         let t = chat_turn(body).unwrap();
-        let got: Vec<_> = t
-            .options
-            .iter()
-            .map(|&(i, (a, e))| (OPTIONS[i], std::str::from_utf8(&body[a..e]).unwrap()))
-            .collect();
+        let (a, e) = t.response_format.unwrap();
+        assert_eq!(&body[a..e], br#"{"type":"json_object"}"#);
+        assert_eq!(t.sampling.temperature, None); // the last of the repeated key
+        assert_eq!(t.sampling.seed, Some(1));
+        assert_eq!(t.sampling.stop, ["END"]);
+        // A value the Python parser would refuse leaves the body to it.
         assert_eq!(
-            got,
-            [
-                ("response_format", r#"{"type":"json_object"}"#),
-                ("temperature", "null"),
-                ("seed", "1")
-            ]
+            chat_turn(br#"{"model":"m","messages":[{"role":"user","content":"x"}],"n":2}"#),
+            None
         );
     }
 

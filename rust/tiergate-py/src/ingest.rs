@@ -8,7 +8,7 @@ use tiergate_core::ingest;
 use tiergate_core::memo::{self, TextMemo, ValueMemo};
 use tiergate_core::request::Role;
 use tiergate_core::sampling::Sampling;
-use tiergate_core::turn::{Span, TurnRole, OPTIONS};
+use tiergate_core::turn::{Span, TurnRole};
 
 thread_local! {
     /// The token estimates of the texts seen lately (32 KiB; long texts and short ones,
@@ -29,14 +29,14 @@ type TurnMessage<'py> = (
     Option<String>,
 );
 
-/// `(messages, tools, tool_choice, parallel_tool_calls, options)` of an agent's turn,
-/// the members' values as byte ranges of the body (`options`: `[(name, range)]`).
+/// `(messages, tools, tool_choice, parallel_tool_calls, response_format)` of an agent's
+/// turn, the members' values as byte ranges of the body.
 type TurnFields<'py> = (
     Vec<TurnMessage<'py>>,
     Option<Span>,
     Option<Span>,
     Option<bool>,
-    Vec<(&'static str, Span)>,
+    Option<Span>,
 );
 
 /// `(temperature, top_p, stop, seed, include_usage)` of a plain body.
@@ -44,8 +44,7 @@ type SamplingFields = (Option<f64>, Option<f64>, Vec<String>, Option<i64>, bool)
 
 /// `(model, [(role, text)], max_tokens, stream, key, prompt_tokens, required_caps,
 /// turn, sampling)`: for an agent's turn the plain messages are empty and `turn` holds
-/// them; `sampling` is None when a plain body sets none of the options (and for a turn,
-/// whose options are in `turn`).
+/// them; `sampling` is None when the body sets none of the options.
 type Fields<'py> = (
     String,
     Vec<(Bound<'py, PyString>, String)>,
@@ -133,13 +132,14 @@ fn ingest_turn<'py>(py: Python<'py>, body: &[u8], scope: Option<&str>) -> Option
             t.tools,
             t.tool_choice,
             t.parallel_tool_calls,
-            t.options
-                .iter()
-                .map(|&(i, span)| (OPTIONS[i], span))
-                .collect(),
+            t.response_format,
         )),
-        None,
+        sampling_fields(t.sampling),
     ))
+}
+
+fn sampling_fields(s: Sampling) -> Option<SamplingFields> {
+    (s != Sampling::default()).then_some((s.temperature, s.top_p, s.stop, s.seed, s.include_usage))
 }
 
 fn turn_role_name(py: Python<'_>, role: TurnRole) -> Bound<'_, PyString> {
