@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 __all__ = [
+    "MADE_LATER",
     "TEXT_FORMAT",
     "ChatRequest",
     "Envelope",
@@ -204,6 +205,9 @@ class ChatRequest:
         return False
 
 
+# What a PlainChatRequest is made with for its messages, and in ``plain``, until they are
+# made (typed Any: the constructor's signature is ChatRequest's).
+MADE_LATER: Any = None
 # The slot ChatRequest keeps its messages in (PlainChatRequest reads and writes it past
 # its own ``messages`` property).
 _MESSAGES: Any = ChatRequest.__dict__["messages"]
@@ -217,7 +221,8 @@ class PlainChatRequest(ChatRequest):
 
     The usual request never needs them (the provider's body, the safety scan and the
     planner read the pairs), and making two objects a message costs more than the core's
-    whole reading of it. Made with ``messages=None`` and ``plain=(None, pairs)``; once
+    whole reading of it. Made with ``messages=MADE_LATER`` and ``plain=(MADE_LATER,
+    pairs)``; once
     made, ``plain`` holds them as ChatRequest's does (``(messages, pairs)``), and
     messages set otherwise (``dataclasses.replace``) are not the pairs' any more. Equal
     to a ChatRequest with equal fields.

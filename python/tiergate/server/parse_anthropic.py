@@ -14,11 +14,13 @@ import orjson
 
 from tiergate import _core
 from tiergate.envelope import (
+    MADE_LATER,
     TEXT_FORMAT,
     ChatRequest,
     ImagePart,
     Message,
     Part,
+    PlainChatRequest,
     ResponseFormat,
     TextPart,
     Tool,
@@ -57,11 +59,14 @@ def ingest_plain_anthropic_request(
     (model, texts, sizes, max_tokens, temperature, top_p, stop, stream, key, prompt_tokens,
      caps) = fields  # fmt: skip
     plain: tuple[list[Message], Sequence[tuple[str, str]]] | None = None
+    kind = ChatRequest
     if sizes is None:
         # Every message one text: the core's reading is the messages (ChatRequest.plain),
-        # from which the OpenAI adapter writes the provider's body in the core.
-        messages = [Message(role, [TextPart(text)], []) for role, text in texts]
-        plain = (messages, texts)
+        # from which the OpenAI adapter writes the provider's body in the core; they are
+        # made on first use (PlainChatRequest).
+        kind = PlainChatRequest
+        messages = MADE_LATER
+        plain = (MADE_LATER, texts)
     else:
         messages = []
         at = 0
@@ -71,7 +76,7 @@ def ingest_plain_anthropic_request(
             messages.append(Message(texts[at][0], parts, []))
             at = end
     # Every field by position, defaults spelled out (see ingest_plain_openai_request).
-    chat = ChatRequest(
+    chat = kind(
         model,
         messages,
         [],  # tools

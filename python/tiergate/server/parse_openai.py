@@ -14,6 +14,7 @@ import orjson
 
 from tiergate import _core
 from tiergate.envelope import (
+    MADE_LATER,
     TEXT_FORMAT,
     ChatRequest,
     ImagePart,
@@ -46,8 +47,6 @@ if TYPE_CHECKING:
 __all__ = ["ingest_plain_openai_request", "parse_openai_request"]
 
 _ROLES = ("system", "developer", "user", "assistant", "tool")
-# PlainChatRequest's messages before they are made (see its docstring).
-_MADE_LATER: Any = None
 
 
 def ingest_plain_openai_request(
@@ -77,7 +76,7 @@ def ingest_plain_openai_request(
     # messages are made on first use from the pairs (see PlainChatRequest).
     chat = PlainChatRequest(
         model,
-        _MADE_LATER,
+        MADE_LATER,
         [],  # tools
         "auto",  # tool_choice
         None,  # tool_choice_name
@@ -91,7 +90,7 @@ def ingest_plain_openai_request(
         stream,
         include_usage,
         raw,
-        (_MADE_LATER, messages),
+        (MADE_LATER, messages),
     )
     return chat, key, (required_caps, prompt_tokens)
 
