@@ -94,8 +94,14 @@ def request_body(stream: bool, kind: str = "plain") -> bytes:
     agent's turn (five tools, an assistant tool call and its result, a new question);
     ``options`` the plain body with the sampling options SDK callers set
     (``temperature``, ``top_p``, ``seed``, ``stop``, ``user``); ``conversation`` 1.2 KB,
-    a chat's fifth question after four earlier exchanges."""
+    a chat's fifth question after four earlier exchanges; ``anthropic`` the plain body's
+    request as the Anthropic SDK sends it (for ``/v1/messages``; a pass-through proxy
+    forwards its bytes as any others)."""
     system, question = "You are terse.", "Say hello in one word. " * 20
+    if kind == "anthropic":
+        user = {"role": "user", "content": question + str(next(_COUNTER))}
+        anthropic = {"model": "auto", "max_tokens": 16, "system": system, "messages": [user]}
+        return orjson.dumps({**anthropic, "stream": True} if stream else anthropic)
     if kind == "large":
         system = _SYSTEM
         question = "What is the fee for a late card payment, and how do I dispute it? " * 8
@@ -346,8 +352,10 @@ def render(
             "where what each byte costs shows; then an agent's turn (five tool "
             "definitions sent again, an assistant tool call, its result, a new question), "
             "where the tools seen before are remembered by their bytes; the plain body "
-            "with the sampling options SDK callers set; and a chat's fifth question, sent "
-            "with the four exchanges before it:",
+            "with the sampling options SDK callers set; a chat's fifth question, sent "
+            "with the four exchanges before it; and the plain request as the Anthropic SDK "
+            "sends it (the sidecar answers in the Anthropic shape from an OpenAI-protocol "
+            "upstream; the bare proxy forwards the same bytes):",
             "",
             "| mode | bare proxy | tiergate | ratio |",
             "|---|---:|---:|---:|",
@@ -423,6 +431,10 @@ INSTRUCTION_MODES = {
         False,
         "conversation",
     ),
+    "non-stream, the plain request on the Anthropic surface (`/v1/messages`)": (
+        False,
+        "anthropic",
+    ),
 }
 
 
@@ -452,10 +464,11 @@ async def instructions_per_request(n: int = 300) -> dict[tuple[str, str], float]
             }
             config = str(REPO / "examples" / "overhead.yaml")
             tg = [sys.executable, "-m", "tiergate.cli", "serve", "--config", config]
+            path = "messages" if kind == "anthropic" else "chat/completions"
             out[("tiergate", mode)] = await _instructions(
                 "tiergate",
                 tg,
-                f"http://127.0.0.1:{port}/v1/chat/completions",
+                f"http://127.0.0.1:{port}/v1/{path}",
                 f"http://127.0.0.1:{admin}/readyz",
                 env,
                 stream,
