@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import itertools
 import random
+import re
+import sys
 
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from tiergate import _core
 from tiergate.envelope import ChatRequest, Message, ResponseFormat, TextPart, ToolCall
 from tiergate.errors import RequestError
 from tiergate.safety import (
@@ -458,3 +461,30 @@ def test_long_texts_seen_again_are_scanned_as_the_first_time(
             assert ingested is not None
             chat = ingested[0]
             assert request_findings(chat, policy) == scan_request(chat, policy).findings, which
+
+
+def test_the_core_rules_a_refusal_out_only_where_the_pattern_cannot_match() -> None:
+    """refusal_possible's letters and spaces are exactly what the pattern's ``I`` (under
+    IGNORECASE) and ``\\s`` match, for every code point."""
+    from tiergate.safety.scan import _REFUSAL
+
+    letter, space = re.compile("(?i)I"), re.compile(r"\s")
+    for c in range(sys.maxunicode + 1):
+        ch = chr(c)
+        if 0xD800 <= c < 0xE000:
+            assert _core.refusal_possible("I" + ch)  # not UTF-8: the pattern decides
+            continue
+        assert _core.refusal_possible(ch + " ") == bool(letter.match(ch)), hex(c)
+        assert _core.refusal_possible("I" + ch) == bool(space.match(ch)), hex(c)
+    # Whatever the pattern finds, the core allows.
+    for text in ["I can't help", "x" * 250 + " I cannot help", "ı  cannot assist"]:
+        assert _REFUSAL.match(text, 0, _core.REFUSAL_WINDOW) is None or _core.refusal_possible(text)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_REFUSALISH | st.text(max_size=40))
+def test_the_refusal_pattern_matches_only_where_the_core_allows(text: str) -> None:
+    from tiergate.safety.scan import _REFUSAL
+
+    if _REFUSAL.match(text, 0, _core.REFUSAL_WINDOW) is not None:
+        assert _core.refusal_possible(text)

@@ -18,6 +18,7 @@ __all__ = [
     "FLAG_ALLOW_QUALITY_RELAX",
     "MAX_CANDIDATES",
     "QUALITY_MODEL_VERSION",
+    "REFUSAL_WINDOW",
     "RELAX_COST",
     "RELAX_LATENCY",
     "RELAX_QUALITY",
@@ -74,6 +75,7 @@ __all__ = [
     "openai_completion_with_head",
     "openai_turn_body",
     "read_openai_completion",
+    "refusal_possible",
     "render_anthropic_message",
     "render_openai_completion",
     "request_key",
@@ -158,6 +160,15 @@ def scan_texts_any(texts: Sequence[tuple[str, str]]) -> bool:
     """Whether any text of ``texts`` (``(role, text)`` pairs: a plain request's messages)
     holds a finding, injection markers included: ``scan_text`` of each, the long texts
     answered from the memo when seen lately."""
+
+REFUSAL_WINDOW: Final[int]
+"""How many characters of an answer the output scan's refusal pattern reads (300)."""
+
+def refusal_possible(text: str) -> bool:
+    """Whether the output scan's refusal pattern (``safety/scan.py``) could match
+    ``text``: ``False`` only when its first ``REFUSAL_WINDOW`` characters hold no ``I``
+    (as ``re.IGNORECASE`` reads it: ``I``, ``i``, ``İ``, ``ı``) followed by whitespace (as
+    ``\\s`` reads it), which every match holds. ``True`` for a text with lone surrogates."""
 
 # ----------------------------------------------------------------------- relay
 RELAY_FAIL_NOT_JSON: Final[int]  # 1: an event's data was not JSON

@@ -250,8 +250,13 @@ def scan_output(
     findings: list[SafetyFinding] = []
     # match, not search: the pattern is anchored (``^``, no MULTILINE), so a search can
     # only succeed where a match does, and would first fail at each of the other 299
-    # positions (about 1.5 µs on an ordinary answer).
-    if policy.checks_refusal and _REFUSAL.match(text, 0, 300) is not None:
+    # positions (about 1.5 µs on an ordinary answer). Even the match costs several µs on
+    # a long answer; the core tells first whether it could match at all.
+    if (
+        policy.checks_refusal
+        and _core.refusal_possible(text)
+        and _REFUSAL.match(text, 0, _core.REFUSAL_WINDOW) is not None
+    ):
         findings.append(SafetyFinding("refusal", "output", "log", "choices[0].message.content"))
     fmt = response_format
     if fmt is not None and fmt.kind != "text" and policy.checks_schema:

@@ -135,6 +135,31 @@ fn compiled() -> &'static Compiled {
     })
 }
 
+/// How many characters of an answer the output scan's refusal pattern reads
+/// (`safety/scan.py`: `_REFUSAL.match(text, 0, REFUSAL_WINDOW)`).
+pub const REFUSAL_WINDOW: usize = 300;
+
+/// Whether the refusal pattern of the output scan (`safety/scan.py` `_REFUSAL`) could
+/// match `text`: false only when it cannot, so the scan runs it only then.
+///
+/// Every match of that pattern holds `I` followed by whitespace in its first
+/// [`REFUSAL_WINDOW`] characters (both of its alternatives begin `I\s+`). Under Python's
+/// `re.IGNORECASE` the letter matches `I`, `i`, `İ` and `ı`, and `\s` the characters
+/// `str.isspace` accepts: Rust's whitespace and the separators U+001C-U+001F. Checked
+/// against `re` for every code point in the tests. The pattern itself costs Python's
+/// regex engine about 60 instructions a character of an ordinary answer (a lazy
+/// 60-character window tried at each step); this reads each character once.
+pub fn refusal_possible(text: &str) -> bool {
+    let mut after_i = false;
+    for c in text.chars().take(REFUSAL_WINDOW) {
+        if after_i && (c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)) {
+            return true;
+        }
+        after_i = matches!(c, 'I' | 'i' | '\u{130}' | '\u{131}');
+    }
+    false
+}
+
 /// Every finding in `text` (`injection`: also look for injection markers), sorted by
 /// start and disjoint (overlaps merged into the earlier span, widened).
 pub fn scan(text: &str, injection: bool) -> Vec<Span> {
@@ -1314,5 +1339,33 @@ mod tests {
             assert!(spans.windows(2).all(|w| w[0].end <= w[1].start));
             assert!(spans.iter().all(|s| s.start < s.end && s.end <= text.len()));
         }
+    }
+
+    #[test]
+    fn a_refusal_is_possible_only_with_i_and_whitespace_in_the_window() {
+        for text in [
+            "I can't help with that.",
+            "Sorry, but i\tcannot",
+            "x \u{130}\u{3000}",
+            "\u{131}\u{1f}",
+            "ok I\n",
+        ] {
+            assert!(refusal_possible(text), "{text:?}");
+        }
+        for text in [
+            "",
+            "Hello.",
+            "I",
+            "Hey there",
+            "iI",
+            "I\u{200b}x",
+            "word0 word1 word2",
+        ] {
+            assert!(!refusal_possible(text), "{text:?}");
+        }
+        let late = format!("{}I ", "x".repeat(REFUSAL_WINDOW - 2));
+        assert!(refusal_possible(&late));
+        let past = format!("{}I ", "é".repeat(REFUSAL_WINDOW - 1));
+        assert!(!refusal_possible(&past)); // the space is the 301st character
     }
 }

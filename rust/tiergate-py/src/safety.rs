@@ -48,10 +48,19 @@ fn scan_texts_any(texts: &Bound<'_, PyAny>) -> PyResult<bool> {
     })
 }
 
+/// Whether the output scan's refusal pattern could match `text` (`false` only when it
+/// cannot); a text that is not UTF-8 (lone surrogates) could.
+#[pyfunction]
+fn refusal_possible(text: &Bound<'_, PyString>) -> bool {
+    text.to_str().map_or(true, safety::refusal_possible)
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(scan_text, m)?)?;
     m.add_function(wrap_pyfunction!(scan_any, m)?)?;
     m.add_function(wrap_pyfunction!(scan_texts_any, m)?)?;
+    m.add_function(wrap_pyfunction!(refusal_possible, m)?)?;
+    m.add("REFUSAL_WINDOW", safety::REFUSAL_WINDOW)?;
     m.add("SAFETY_KINDS", PyTuple::new(m.py(), safety::KINDS)?)?;
     Ok(())
 }
