@@ -148,6 +148,22 @@ def test_begin_anthropic_replaces_begin() -> None:
     assert relay.ended and relay.end == ("stop", 0, 0, 0, 0, "m-9")
 
 
+@pytest.mark.parametrize(
+    "delta", [{"tool_calls": [{"index": None}]}, {"tool_calls": [{"id": 3}]}, {"content": 5}]
+)
+def test_a_field_of_another_type_ends_the_anthropic_frames_too(delta: dict[str, Any]) -> None:
+    # As on the OpenAI surface: a malformed chunk (which the Python path would carry on
+    # with, or fail on later), after the frames of the events before it.
+    relay = _core.OpenAIRelay("m")
+    relay.begin_anthropic("msg_x", "m")
+    relay.feed((_chunk({"content": "a"}) + _chunk(delta)).encode())
+    assert relay.failure is not None and relay.failure[0] == _core.RELAY_FAIL_SHAPE
+    out = relay.render()
+    assert out.count(b"event: ") == 4  # message_start, ping, the block's start, "a"
+    assert out.endswith(b'"delta":{"type":"text_delta","text":"a"}}\n\n')
+    assert not relay.ended
+
+
 # Through the server, against the simulator.
 
 DEP = "gpt-4o-mini"  # an `openai` deployment of examples/sim.yaml
