@@ -382,11 +382,12 @@ def render_openai_completion(
 
 @final
 class OpenAIRelay:
-    """An OpenAI chat-completions stream relayed to a caller of the OpenAI surface in
-    one pass: parsed as ``OpenAIStreamParser`` parses (SSE over any split, choice 0's
-    text and tool-call deltas, refusal, finish reason, usage, model; ``[DONE]``, or the
-    body's end after a finish reason and usage, ends it), rendered as
-    ``OpenAIStreamRenderer`` renders. One task uses it at a time."""
+    """An OpenAI chat-completions stream relayed to a caller in one pass: parsed as
+    ``OpenAIStreamParser`` parses (SSE over any split, choice 0's text and tool-call
+    deltas, refusal, finish reason, usage, model; ``[DONE]``, or the body's end after a
+    finish reason and usage, ends it), rendered as ``OpenAIStreamRenderer`` renders
+    (after ``begin``) or as ``AnthropicStreamRenderer`` does (after
+    ``begin_anthropic``). One task uses it at a time."""
 
     def __new__(cls, model: str) -> OpenAIRelay:
         """``model``: the deployment's model id, the end's model unless the provider
@@ -414,10 +415,17 @@ class OpenAIRelay:
         ``int(time.time())``), and whether the last chunk reports usage. Before the
         first ``render``."""
 
+    def begin_anthropic(self, message_id: str, model: str) -> None:
+        """The caller's stream is an Anthropic Messages stream with this message id and
+        model: ``render`` writes its events (``message_start`` and ``ping`` before the
+        first delta, a content block per text run and per tool call, the refusal as a
+        last text run, ``message_delta`` and ``message_stop`` for the end). Before the
+        first ``render``; instead of ``begin``."""
+
     def render(self, _item: object = None, /) -> bytes:
         """The frames of every delta parsed since the last call (the role chunk before
-        the first; refusal, finish, usage and ``[DONE]`` for the end). ``ValueError``
-        before ``begin``. ``_item`` is not read: the server's stream loop passes each
+        the first; refusal, finish, usage and ``[DONE]`` for the end; or the Anthropic
+        events after ``begin_anthropic``). ``ValueError`` before either begin. ``_item`` is not read: the server's stream loop passes each
         item it renders, and a relay's items are the relay itself."""
 
     @property

@@ -445,7 +445,7 @@ class OpenAIAdapter(HttpAdapter):
     def relay(
         self, request: ChatRequest, deployment: DeploymentConfig, timeout_s: float
     ) -> AsyncIterator[_core.OpenAIRelay]:
-        """The stream for a caller of the OpenAI surface: :meth:`stream`'s call, its
-        body parsed and re-rendered by the core (``providers/relay.py``)."""
+        """:meth:`stream`'s call, its body parsed and rendered as the caller's frames
+        (either surface's) by the core (``providers/relay.py``)."""
         body = openai_body(request, deployment, compatible=self._compatible, stream=True)
         return RelayStream(self, self._url, body, timeout_s, _core.OpenAIRelay(deployment.model))

@@ -1,10 +1,11 @@
-"""An OpenAI chat-completions stream relayed to the OpenAI surface through the core.
+"""An OpenAI chat-completions stream relayed to either surface through the core.
 
-When both the provider and the caller speak OpenAI chat completions, the canonical
-deltas between them are only a waypoint: :class:`tiergate._core.OpenAIRelay` parses the
+When the provider speaks OpenAI chat completions, the canonical deltas between it and
+the caller are only a waypoint: :class:`tiergate._core.OpenAIRelay` parses the
 provider's SSE body and renders the caller's frames in one pass, with the results of
-``OpenAIStreamParser`` and ``OpenAIStreamRenderer`` (about a fifth of the instructions
-of building, yielding and rendering a Python object per delta). The stream yields the
+``OpenAIStreamParser`` and ``OpenAIStreamRenderer`` (the OpenAI surface) or
+``AnthropicStreamRenderer`` (the Anthropic surface): about a fifth of the instructions
+of building, yielding and rendering a Python object per delta. The stream yields the
 relay itself whenever a network chunk completed at least one delta; the server renders
 what it holds. Failures are the ProviderErrors the parser would raise, after the deltas
 parsed before them.

@@ -406,8 +406,9 @@ class Dispatcher:
     ) -> StreamOutcome:
         """Opens the stream on the first deployment that yields an event before the deadline.
 
-        ``relay``: the caller speaks the OpenAI surface; an adapter that can relay its
-        stream to it (``providers/relay.py``) yields its relay instead of events."""
+        ``relay``: an adapter that can relay its stream to the caller's surface
+        (``providers/relay.py``; the core renders either surface's frames) yields its
+        relay instead of events."""
         deadline = self.deadline(envelope, plan)
         self.hedges.seen()
         last: ProviderError | None = None

@@ -561,9 +561,8 @@ class Pipeline:
         gw, record = self.gw, self.record
         attempts: list[AttemptRecord] = []
         try:
-            outcome = await gw.dispatcher.stream(
-                plan, chat, envelope, attempts, self.surface == "openai"
-            )
+            # Either surface takes a relay: the core renders both surfaces' frames.
+            outcome = await gw.dispatcher.stream(plan, chat, envelope, attempts, True)
         except BaseException as exc:
             _account(gw, record, attempts)
             gw.idempotency.abandon(flight, self._failure(exc))
@@ -577,7 +576,10 @@ class Pipeline:
         if type(event) is _core.OpenAIRelay:
             # The relay renders what it parsed: it is its own framer.
             relayed = True
-            event.begin(f"chatcmpl-{record.request_id}", model, None, chat.include_usage)
+            if self.surface == "anthropic":
+                event.begin_anthropic(f"msg_{record.request_id}", model)
+            else:
+                event.begin(f"chatcmpl-{record.request_id}", model, None, chat.include_usage)
             framer = event
         elif self.surface == "anthropic":
             framer = EventFrames(AnthropicStreamRenderer(f"msg_{record.request_id}", model))

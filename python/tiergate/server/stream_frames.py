@@ -3,7 +3,7 @@ frames, plus what accounting reads afterwards (the text delivered, the end).
 
 Two kinds, one interface: :class:`EventFrames` renders canonical events with a
 surface's renderer; a core relay (:class:`tiergate._core.OpenAIRelay`, an OpenAI
-provider relayed to the OpenAI surface, ``providers/relay.py``) renders what it parsed
+provider relayed to either surface, ``providers/relay.py``) renders what it parsed
 itself, and the loop uses it as it is: a wrapper would add a Python call to every item
 and an object to every stream.
 """

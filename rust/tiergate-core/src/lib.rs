@@ -30,6 +30,7 @@
 
 pub mod anthropic_message;
 pub mod anthropic_request;
+mod anthropic_stream;
 mod bytemask;
 pub mod chatbody;
 mod chunk;

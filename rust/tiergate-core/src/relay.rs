@@ -14,12 +14,16 @@
 //! * rendering as `OpenAIStreamRenderer` (`server/render_openai.py`): the role chunk
 //!   before the first delta, one chunk per delta, then refusal, finish, usage (when the
 //!   caller asked for it) and `[DONE]`, with the sidecar's id, model and time;
+//! * or, for a caller of the Anthropic surface ([`OpenAiRelay::begin_anthropic`]),
+//!   rendering as `AnthropicStreamRenderer` (`server/render_anthropic.py`; the frames
+//!   are [`crate::anthropic_stream`]'s);
 //! * what accounting reads: the text delivered, how many text deltas were rendered, and
 //!   the end (canonical finish reason, usage, model).
 //!
 //! A field whose JSON type the Python parser cannot use (it would fail on it, or carry
 //! it into a later failure) makes the chunk malformed here ([`FAIL_SHAPE`]).
 
+use crate::anthropic_stream::AnthropicFrames;
 use crate::completion::write_object_head;
 use crate::json::{write_escaped, write_int};
 use std::borrow::Cow;
@@ -126,6 +130,9 @@ pub struct OpenAiRelay {
     parsed: Parsed,
     /// `data: {"id":…,"object":"chat.completion.chunk","created":…,"model":…` (no `}`).
     head: Vec<u8>,
+    /// The Anthropic surface's frames, when the caller speaks it (else the `OpenAI`
+    /// surface's, from `head`).
+    anthropic: Option<AnthropicFrames>,
     include_usage: bool,
     started: bool,
     ended: bool,
@@ -159,6 +166,7 @@ impl OpenAiRelay {
                 head: chunk::Head::default(),
             },
             head: Vec::new(),
+            anthropic: None,
             include_usage: false,
             started: false,
             ended: false,
@@ -221,8 +229,17 @@ impl OpenAiRelay {
         self.include_usage = include_usage;
     }
 
+    /// Name the caller's stream as a caller of the Anthropic surface: its frames are
+    /// Anthropic Messages stream events with this message id and model.
+    pub fn begin_anthropic(&mut self, message_id: &str, model: &str) {
+        self.anthropic = Some(AnthropicFrames::new(message_id, model));
+    }
+
     /// The frames of every delta parsed since the last call.
     pub fn render(&mut self) -> Result<Vec<u8>> {
+        if self.anthropic.is_some() {
+            return Ok(self.render_anthropic());
+        }
         if self.head.is_empty() {
             return Err(CoreError::invalid("render before begin"));
         }
@@ -270,6 +287,40 @@ impl OpenAiRelay {
             }
         }
         Ok(out)
+    }
+
+    fn render_anthropic(&mut self) -> Vec<u8> {
+        let Some(frames) = self.anthropic.as_mut() else {
+            return Vec::new();
+        };
+        let mut out = Vec::with_capacity(self.parsed.pending.len() * 160);
+        let pending = std::mem::take(&mut self.parsed.pending);
+        for delta in pending {
+            if !self.started {
+                self.started = true;
+                frames.start(&mut out);
+            }
+            match delta {
+                Delta::Text(text) => {
+                    frames.text(&text, &mut out);
+                    self.text.push_str(&text);
+                    self.delivered += 1;
+                }
+                Delta::Tool {
+                    index,
+                    id,
+                    name,
+                    arguments,
+                } => frames.tool(index, id.as_deref(), name.as_deref(), &arguments, &mut out),
+                Delta::End => {
+                    let p = &self.parsed;
+                    let finish = p.finish.as_deref().map_or("stop", finish_reason);
+                    frames.end(finish, &p.refusal, p.usage, &mut out);
+                    self.ended = true;
+                }
+            }
+        }
+        out
     }
 
     fn open_delta(&self, out: &mut Vec<u8>) {
@@ -542,6 +593,53 @@ mod tests {
         assert_eq!(finish_reason("eos_token"), "stop");
         assert_eq!(finish_reason("MAX_TOKENS"), "length");
         assert_eq!(finish_reason("whatever"), "stop");
+    }
+
+    #[test]
+    fn anthropic_frames_of_a_text_stream() {
+        let wire = concat!(
+            r#"data: {"model":"m-1","choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}"#,
+            "\n\n",
+            r#"data: {"choices":[{"index":0,"delta":{"content":"He\"l"}}]}"#,
+            "\n\n",
+            r#"data: {"choices":[{"index":0,"delta":{"content":"lo","refusal":"no"},"finish_reason":"length"}]}"#,
+            "\n\n",
+            r#"data: {"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":1}}}"#,
+            "\n\ndata: [DONE]\n\n",
+        );
+        let mut r = OpenAiRelay::new("dep-model");
+        r.begin_anthropic("msg_x", "dep-model");
+        let mut out = Vec::new();
+        // Split mid-event: the frames are the same whatever the pieces.
+        for piece in wire.as_bytes().chunks(13) {
+            r.feed(piece);
+            out.extend(r.render().unwrap());
+        }
+        let out = String::from_utf8(out).unwrap();
+        let expected = concat!(
+            "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_x\",",
+            "\"type\":\"message\",\"role\":\"assistant\",\"model\":\"dep-model\",\"content\":[],",
+            "\"stop_reason\":null,\"stop_sequence\":null,\"usage\":{\"input_tokens\":0,\"output_tokens\":0}}}\n\n",
+            "event: ping\ndata: {\"type\":\"ping\"}\n\n",
+            "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,",
+            "\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n",
+            "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,",
+            "\"delta\":{\"type\":\"text_delta\",\"text\":\"He\\\"l\"}}\n\n",
+            "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,",
+            "\"delta\":{\"type\":\"text_delta\",\"text\":\"lo\"}}\n\n",
+            "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,",
+            "\"delta\":{\"type\":\"text_delta\",\"text\":\"no\"}}\n\n",
+            "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n",
+            "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"max_tokens\",",
+            "\"stop_sequence\":null},\"usage\":{\"input_tokens\":4,\"output_tokens\":2,",
+            "\"cache_read_input_tokens\":1,\"cache_creation_input_tokens\":0}}\n\n",
+            "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+        );
+        assert_eq!(out, expected);
+        assert!(r.ended());
+        // The refusal is not a delivered text delta, as in the Python stream loop.
+        assert_eq!((r.delivered(), r.text(), r.model()), (2, "He\"llo", "m-1"));
+        assert_eq!(r.finish_reason(), "length");
     }
 
     #[test]

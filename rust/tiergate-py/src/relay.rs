@@ -55,6 +55,12 @@ impl OpenAiRelay {
         self.inner.begin(response_id, model, created, include_usage);
     }
 
+    /// Name the caller's stream as a caller of the Anthropic surface: the frames are
+    /// Anthropic Messages stream events (instead of `begin`'s chunks).
+    fn begin_anthropic(&mut self, message_id: &str, model: &str) {
+        self.inner.begin_anthropic(message_id, model);
+    }
+
     /// `_item` is not read: the server's stream loop renders a relay's items (the relay
     /// itself) and canonical events with one call, `framer.render(item)`.
     #[pyo3(signature = (_item=None, /))]

@@ -1,0 +1,258 @@
+"""The core relay writing the Anthropic surface's stream (an OpenAI deployment streamed
+to ``POST /v1/messages``): byte for byte what ``OpenAIStreamParser`` and
+``AnthropicStreamRenderer`` send for the same body, through the server too, with the
+same terminal errors and replays."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import anthropic
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from harness import Stack, fast_sim_config
+from test_relay import wires
+from tiergate import _core
+from tiergate.errors import ProviderError
+from tiergate.providers.base import StreamEnd, TextDelta
+from tiergate.providers.normalise import SSEParser
+from tiergate.providers.openai import OpenAIAdapter, OpenAIStreamParser
+from tiergate.providers.relay import relay_error
+from tiergate.server.render_anthropic import AnthropicStreamRenderer
+
+Outcome = tuple[bytes, str, int, Any, Any]
+
+
+def reference(chunks: list[bytes]) -> Outcome:
+    """The canonical-event path: the Python parser, then the Python renderer."""
+    renderer = AnthropicStreamRenderer("msg_x", "dep-model")
+    sse, parser = SSEParser(), OpenAIStreamParser("prov", "dep-model")
+    out, pieces = b"", []
+    end: StreamEnd | None = None
+    error: ProviderError | None = None
+
+    def render(events: list[Any]) -> None:
+        nonlocal out, end
+        for e in events:
+            out += renderer.render(e)
+            if isinstance(e, TextDelta):
+                pieces.append(e.text)
+            if isinstance(e, StreamEnd):
+                end = e
+
+    try:
+        for chunk in chunks:
+            for event in sse.feed(chunk):
+                render(parser.feed(event))
+                if parser.done:
+                    break
+            if parser.done:
+                break
+        else:
+            sse.finish()
+            render(parser.finish())
+    except ProviderError as exc:
+        error = exc
+    ends = None
+    if end is not None:
+        u = end.usage
+        ends = (
+            end.finish_reason,
+            u.input_tokens,
+            u.output_tokens,
+            u.cached_tokens,
+            u.reasoning_tokens,
+            end.model,
+        )
+    errs = (error.error_class, error.message) if error is not None else None
+    return out, "".join(pieces), len(pieces), ends, errs
+
+
+def relayed(chunks: list[bytes]) -> Outcome:
+    relay = _core.OpenAIRelay("dep-model")
+    relay.begin_anthropic("msg_x", "dep-model")
+    out = b""
+    for chunk in chunks:
+        relay.feed(chunk)
+        out += relay.render()
+        if relay.stopped:
+            break
+    else:
+        relay.finish()
+        out += relay.render()
+    failure = relay.failure
+    error = relay_error(failure, "prov") if failure is not None else None
+    errs = (error.error_class, error.message) if error is not None else None
+    return out, relay.text, relay.delivered, relay.end, errs
+
+
+# Any body (text, tool calls, refusals, usage or none, every finish reason, failures),
+# split anywhere: the same frames, text, counts, end and error.
+@settings(max_examples=500, deadline=None)
+@given(wires())
+def test_anthropic_relay_matches_the_python_stream_path(chunks: list[bytes]) -> None:
+    assert relayed(chunks) == reference(chunks)
+
+
+def _chunk(delta: dict[str, Any], finish: str | None = None) -> str:
+    choice: dict[str, Any] = {"index": 0, "delta": delta}
+    if finish is not None:
+        choice["finish_reason"] = finish
+    return "data: " + json.dumps({"id": "u", "model": "m-9", "choices": [choice]}) + "\n\n"
+
+
+texts = st.text(min_size=1, max_size=6)
+
+
+@st.composite
+def text_streams(draw: st.DrawFn) -> list[bytes]:
+    """The usual answer: text deltas, a finish reason, usage or not, then [DONE] or the
+    body's end, cut at any byte (inside a UTF-8 character too)."""
+    parts = [_chunk({"role": "assistant", "content": ""})]
+    parts += [_chunk({"content": t}) for t in draw(st.lists(texts, max_size=6))]
+    parts.append(_chunk({}, draw(st.sampled_from(["stop", "length", "content_filter", "x"]))))
+    if draw(st.booleans()):
+        usage = {"prompt_tokens": draw(st.integers(0, 99)), "completion_tokens": 3}
+        if draw(st.booleans()):
+            usage["prompt_tokens_details"] = {"cached_tokens": draw(st.integers(0, 150))}
+        parts.append("data: " + json.dumps({"choices": [], "usage": usage}) + "\n\n")
+    if draw(st.booleans()):
+        parts.append("data: [DONE]\n\n")
+    wire = "".join(parts).encode()
+    cuts = sorted(draw(st.lists(st.integers(0, len(wire)), max_size=8)))
+    return [wire[a:b] for a, b in zip([0, *cuts], [*cuts, len(wire)], strict=True)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(text_streams())
+def test_anthropic_relay_of_text_streams(chunks: list[bytes]) -> None:
+    expected = reference(chunks)
+    assert relayed(chunks) == expected
+    assert expected[4] is not None or expected[0].endswith(b'data: {"type":"message_stop"}\n\n')
+
+
+def test_begin_anthropic_replaces_begin() -> None:
+    relay = _core.OpenAIRelay("m")
+    relay.begin_anthropic("msg_\u2028", "m\n")
+    relay.feed(_chunk({"content": "hi"}, "stop").encode() + b"data: [DONE]\n\n")
+    out = relay.render(None)
+    assert out.startswith(b"event: message_start\n")
+    assert b'"id":"msg_\xe2\x80\xa8","type":"message","role":"assistant","model":"m\\n"' in out
+    assert out.endswith(b'event: message_stop\ndata: {"type":"message_stop"}\n\n')
+    assert relay.ended and relay.end == ("stop", 0, 0, 0, 0, "m-9")
+
+
+@pytest.mark.parametrize(
+    "delta", [{"tool_calls": [{"index": None}]}, {"tool_calls": [{"id": 3}]}, {"content": 5}]
+)
+def test_a_field_of_another_type_ends_the_anthropic_frames_too(delta: dict[str, Any]) -> None:
+    # As on the OpenAI surface: a malformed chunk (which the Python path would carry on
+    # with, or fail on later), after the frames of the events before it.
+    relay = _core.OpenAIRelay("m")
+    relay.begin_anthropic("msg_x", "m")
+    relay.feed((_chunk({"content": "a"}) + _chunk(delta)).encode())
+    assert relay.failure is not None and relay.failure[0] == _core.RELAY_FAIL_SHAPE
+    out = relay.render()
+    assert out.count(b"event: ") == 4  # message_start, ping, the block's start, "a"
+    assert out.endswith(b'"delta":{"type":"text_delta","text":"a"}}\n\n')
+    assert not relay.ended
+
+
+# Through the server, against the simulator.
+
+DEP = "gpt-4o-mini"  # an `openai` deployment of examples/sim.yaml
+WEATHER = {
+    "name": "get_weather",
+    "description": "weather",
+    "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}},
+}
+
+
+@pytest.fixture
+def stack() -> Iterator[Stack]:
+    s = Stack(fast_sim_config())
+    yield s
+    s.close()
+
+
+def body(**extra: Any) -> dict[str, Any]:
+    question = f"Explain routing briefly. {uuid.uuid4().hex}"
+    messages = [{"role": "user", "content": question}]
+    return {"model": DEP, "messages": messages, "max_tokens": 40, "stream": True, **extra}
+
+
+_IDS = re.compile(rb'"id":"msg_[0-9a-f]+"')
+
+
+def _anonymous(data: bytes) -> bytes:
+    return _IDS.sub(b'"id":"-"', data)
+
+
+@pytest.mark.parametrize(
+    "extra", [{}, {"tools": [WEATHER], "tool_choice": {"type": "any"}}], ids=["text", "tools"]
+)
+def test_relay_sends_what_the_event_path_sends(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch, extra: dict[str, Any]
+) -> None:
+    req = body(**extra)
+    relayed = stack.post("/v1/messages", req, {"idempotency-key": "a"})
+    monkeypatch.delattr(OpenAIAdapter, "relay")  # the dispatcher falls back to events
+    evented = stack.post("/v1/messages", req, {"idempotency-key": "b"})
+    assert relayed.status == evented.status == 200
+    assert relayed.headers["x-tiergate-deployment"] == DEP
+    assert "x-tiergate-replay" not in evented.headers
+    assert relayed.data.endswith(b'event: message_stop\ndata: {"type":"message_stop"}\n\n')
+    assert _anonymous(relayed.data) == _anonymous(evented.data)
+    assert (b'"type":"tool_use"' in relayed.data) == bool(extra)
+    assert stack.calls(DEP) == 2
+
+
+def test_relayed_anthropic_replay_is_identical(stack: Stack) -> None:
+    req = body()
+    first = stack.post("/v1/messages", req)
+    second = stack.post("/v1/messages", req)
+    assert second.headers["x-tiergate-replay"] == "true"
+    assert second.data == first.data
+    assert first.data.endswith(b'data: {"type":"message_stop"}\n\n')
+    assert stack.calls(DEP) == 1
+
+
+def test_the_anthropic_sdk_streams_a_relayed_answer(stack: Stack) -> None:
+    client = anthropic.Anthropic(base_url=stack.url, api_key="app-key", max_retries=0)
+    question = f"Explain routing briefly. {uuid.uuid4().hex}"
+    with client.messages.stream(
+        model=DEP, max_tokens=40, messages=[{"role": "user", "content": question}]
+    ) as stream:
+        assert stream.response.headers["x-tiergate-deployment"] == DEP
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text and final.content[0].type == "text" and final.content[0].text == text
+    assert final.stop_reason in ("end_turn", "max_tokens")
+    assert final.usage.output_tokens > 0 and final.usage.input_tokens > 0
+    assert stack.calls(DEP) == 1
+
+
+@pytest.mark.parametrize(
+    ("fault", "message"),
+    [
+        ("cut", "stream ended before completion"),
+        ("malformed", "malformed stream chunk (not JSON)"),
+        ("stream_error", "server_error in stream: "),
+    ],
+)
+def test_a_relayed_anthropic_stream_failing_midway_ends_with_an_error_event(
+    stack: Stack, fault: str, message: str
+) -> None:
+    stack.fault(DEP, fault)
+    resp = stack.post("/v1/messages", body(max_tokens=200))
+    assert resp.status == 200 and resp.headers["x-tiergate-deployment"] == DEP
+    assert b"message_stop" not in resp.data and b"text_delta" in resp.data
+    last = resp.data.decode().rstrip("\n").split("\n\n")[-1]
+    assert last.startswith('event: error\ndata: {"type":"error","error":{"type":"api_error"')
+    assert f'"message":"{message}' in last
