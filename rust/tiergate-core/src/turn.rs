@@ -14,7 +14,6 @@ use crate::rawjson::{Parser, Value};
 use crate::request::bound;
 use crate::sampling::{Sampling, SamplingValues};
 
-
 /// A message's role as sent (`developer` kept apart: the token estimate counts it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TurnRole {
