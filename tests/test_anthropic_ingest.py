@@ -17,13 +17,13 @@ from hypothesis import strategies as st
 
 from fuzzing import mutated
 from harness import Stack, fast_sim_config
-from tiergate.config import DeploymentConfig, Price, parse_config
-from tiergate.envelope import Envelope, TextPart
+from planning import assert_plans_alike
+from tiergate.config import DeploymentConfig, Price
+from tiergate.envelope import TextPart
 from tiergate.errors import RequestError
 from tiergate.providers.openai import openai_body
 from tiergate.routing.idempotency import Idempotency
-from tiergate.routing.planner import Planner, _known
-from tiergate.routing.tenants import Tenants
+from tiergate.routing.planner import _known
 from tiergate.server.parse_anthropic import ingest_plain_anthropic_request, parse_anthropic_request
 
 texts = st.text(max_size=8) | st.sampled_from(["", "Say hi.", 'q"\\\n\x01é日本/\u2028'])
@@ -274,28 +274,6 @@ def test_a_refused_body_is_left_to_the_parser(body: dict[str, Any], param: str) 
 
 
 def test_the_planner_plans_alike_with_what_the_core_computed() -> None:
-    config = parse_config(
-        {
-            "providers": {"p": {"kind": "openai"}},
-            "tiers": ["small", "large"],
-            "deployments": {
-                name: {
-                    "provider": "p",
-                    "model": name,
-                    "tier": tier,
-                    "price": {"input": price, "output": price},
-                    "capabilities": caps,
-                    "context_window": 300,
-                }
-                for name, tier, price, caps in [
-                    ("s", "small", 0.1, []),
-                    ("l", "large", 2.0, ["streaming"]),
-                ]
-            },
-        }
-    )
-    planner = Planner(config)
-    tenant = Tenants(config, planner.index).resolve(None, None, None)
     for text, stream in [("Say hi.", False), ("Prove it step by step. " * 40, True)]:
         raw = orjson.dumps(
             {
@@ -309,16 +287,7 @@ def test_the_planner_plans_alike_with_what_the_core_computed() -> None:
         got = ingest_plain_anthropic_request(raw, None)
         assert got is not None
         chat, _, known = got
-        envelope = Envelope("anthropic", "auto")
-        alike = [
-            plan._replace(decision_us=0.0)
-            for plan in (
-                planner.plan(chat, envelope, tenant),
-                planner.plan(chat, envelope, tenant, known),
-            )
-        ]
-        assert alike[0] == alike[1]
-        assert alike[0].request is not None and alike[0].request.required_caps == known[0]
+        assert_plans_alike(chat, known, "anthropic")
 
 
 @settings(max_examples=200, deadline=None)

@@ -15,13 +15,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from planning import assert_plans_alike
 from tiergate import _core
-from tiergate.config import parse_config
-from tiergate.envelope import ChatRequest, Envelope, Message, PlainChatRequest, TextPart
+from tiergate.envelope import ChatRequest, Message, PlainChatRequest, TextPart
 from tiergate.errors import RequestError
 from tiergate.routing.idempotency import Idempotency
-from tiergate.routing.planner import Planner
-from tiergate.routing.tenants import Tenants
 from tiergate.server.parse_openai import ingest_plain_openai_request, parse_openai_request
 
 texts = st.text(max_size=8) | st.sampled_from(["", "Say hi.", 'q"\\\n\x01é日本/'])
@@ -311,28 +309,6 @@ def test_bodies_that_are_not_plain_are_left_to_the_parser() -> None:
 
 
 def test_the_planner_plans_alike_with_what_the_core_computed() -> None:
-    config = parse_config(
-        {
-            "providers": {"p": {"kind": "openai"}},
-            "tiers": ["small", "large"],
-            "deployments": {
-                name: {
-                    "provider": "p",
-                    "model": name,
-                    "tier": tier,
-                    "price": {"input": price, "output": price},
-                    "capabilities": caps,
-                    "context_window": 300,
-                }
-                for name, tier, price, caps in [
-                    ("s", "small", 0.1, []),
-                    ("l", "large", 2.0, ["streaming"]),
-                ]
-            },
-        }
-    )
-    planner = Planner(config)
-    tenant = Tenants(config, planner.index).resolve(None, None, None)
     for text, stream in [("Say hi.", False), ("Prove it step by step. " * 40, True)]:
         raw = orjson.dumps(
             {"model": "auto", "messages": [{"role": "user", "content": text}], "stream": stream}
@@ -340,16 +316,7 @@ def test_the_planner_plans_alike_with_what_the_core_computed() -> None:
         got = ingest_plain_openai_request(raw, None)
         assert got is not None
         chat, _, known = got
-        envelope = Envelope("openai", "auto")
-        alike = [
-            plan._replace(decision_us=0.0)
-            for plan in (
-                planner.plan(chat, envelope, tenant),
-                planner.plan(chat, envelope, tenant, known),
-            )
-        ]
-        assert alike[0] == alike[1]
-        assert alike[0].request is not None and alike[0].request.required_caps == known[0]
+        assert_plans_alike(chat, known, "openai")
 
 
 def test_a_plain_request_makes_its_messages_on_first_use() -> None:

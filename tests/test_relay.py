@@ -30,8 +30,9 @@ from tiergate.server.render_openai import OpenAIStreamRenderer
 Outcome = tuple[bytes, str, int, Any, Any]
 
 
-def reference(chunks: list[bytes], include_usage: bool) -> tuple[Outcome, int]:
-    renderer = OpenAIStreamRenderer("chatcmpl-x", "dep-model", include_usage)
+def through_parser(chunks: list[bytes], renderer: Any) -> Outcome:
+    """The canonical-event path of ``chunks``: the Python parser, then ``renderer``
+    (either surface's): frames, text, deltas, end facts, error."""
     sse, parser = SSEParser(), OpenAIStreamParser("prov", "dep-model")
     out, pieces = b"", []
     end: StreamEnd | None = None
@@ -61,7 +62,12 @@ def reference(chunks: list[bytes], include_usage: bool) -> tuple[Outcome, int]:
         error = exc
     ends = (end.finish_reason, *_usage(end), end.model) if end is not None else None
     errs = (error.error_class, error.message) if error is not None else None
-    return (out, "".join(pieces), len(pieces), ends, errs), renderer._base["created"]  # type: ignore[return-value]
+    return out, "".join(pieces), len(pieces), ends, errs
+
+
+def reference(chunks: list[bytes], include_usage: bool) -> tuple[Outcome, int]:
+    renderer = OpenAIStreamRenderer("chatcmpl-x", "dep-model", include_usage)
+    return through_parser(chunks, renderer), renderer._base["created"]  # type: ignore[return-value]
 
 
 def _usage(end: StreamEnd) -> tuple[int, int, int, int]:
@@ -69,9 +75,9 @@ def _usage(end: StreamEnd) -> tuple[int, int, int, int]:
     return (u.input_tokens, u.output_tokens, u.cached_tokens, u.reasoning_tokens)
 
 
-def relayed(chunks: list[bytes], include_usage: bool, created: int) -> Outcome:
-    relay = _core.OpenAIRelay("dep-model")
-    relay.begin("chatcmpl-x", "dep-model", created, include_usage)
+def through_relay(chunks: list[bytes], relay: _core.OpenAIRelay) -> Outcome:
+    """``chunks`` through ``relay`` (begun for either surface), as ``through_parser``
+    gives them."""
     out = b""
     for chunk in chunks:
         relay.feed(chunk)
@@ -85,6 +91,12 @@ def relayed(chunks: list[bytes], include_usage: bool, created: int) -> Outcome:
     error = relay_error(failure, "prov") if failure is not None else None
     errs = (error.error_class, error.message) if error is not None else None
     return out, relay.text, relay.delivered, relay.end, errs
+
+
+def relayed(chunks: list[bytes], include_usage: bool, created: int) -> Outcome:
+    relay = _core.OpenAIRelay("dep-model")
+    relay.begin("chatcmpl-x", "dep-model", created, include_usage)
+    return through_relay(chunks, relay)
 
 
 def check(chunks: list[bytes], include_usage: bool = True) -> None:

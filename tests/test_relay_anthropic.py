@@ -17,79 +17,22 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from harness import Stack, fast_sim_config
-from test_relay import wires
+from test_relay import Outcome, through_parser, through_relay, wires
+from test_relay_server import MIDWAY_FAULTS
 from tiergate import _core
-from tiergate.errors import ProviderError
-from tiergate.providers.base import StreamEnd, TextDelta
-from tiergate.providers.normalise import SSEParser
-from tiergate.providers.openai import OpenAIAdapter, OpenAIStreamParser
-from tiergate.providers.relay import relay_error
+from tiergate.providers.openai import OpenAIAdapter
 from tiergate.server.render_anthropic import AnthropicStreamRenderer
-
-Outcome = tuple[bytes, str, int, Any, Any]
 
 
 def reference(chunks: list[bytes]) -> Outcome:
     """The canonical-event path: the Python parser, then the Python renderer."""
-    renderer = AnthropicStreamRenderer("msg_x", "dep-model")
-    sse, parser = SSEParser(), OpenAIStreamParser("prov", "dep-model")
-    out, pieces = b"", []
-    end: StreamEnd | None = None
-    error: ProviderError | None = None
-
-    def render(events: list[Any]) -> None:
-        nonlocal out, end
-        for e in events:
-            out += renderer.render(e)
-            if isinstance(e, TextDelta):
-                pieces.append(e.text)
-            if isinstance(e, StreamEnd):
-                end = e
-
-    try:
-        for chunk in chunks:
-            for event in sse.feed(chunk):
-                render(parser.feed(event))
-                if parser.done:
-                    break
-            if parser.done:
-                break
-        else:
-            sse.finish()
-            render(parser.finish())
-    except ProviderError as exc:
-        error = exc
-    ends = None
-    if end is not None:
-        u = end.usage
-        ends = (
-            end.finish_reason,
-            u.input_tokens,
-            u.output_tokens,
-            u.cached_tokens,
-            u.reasoning_tokens,
-            end.model,
-        )
-    errs = (error.error_class, error.message) if error is not None else None
-    return out, "".join(pieces), len(pieces), ends, errs
+    return through_parser(chunks, AnthropicStreamRenderer("msg_x", "dep-model"))
 
 
 def relayed(chunks: list[bytes]) -> Outcome:
     relay = _core.OpenAIRelay("dep-model")
     relay.begin_anthropic("msg_x", "dep-model")
-    out = b""
-    for chunk in chunks:
-        relay.feed(chunk)
-        out += relay.render()
-        if relay.stopped:
-            break
-    else:
-        relay.finish()
-        out += relay.render()
-    failure = relay.failure
-    error = relay_error(failure, "prov") if failure is not None else None
-    errs = (error.error_class, error.message) if error is not None else None
-    return out, relay.text, relay.delivered, relay.end, errs
+    return through_relay(chunks, relay)
 
 
 # Any body (text, tool calls, refusals, usage or none, every finish reason, failures),
@@ -238,14 +181,7 @@ def test_the_anthropic_sdk_streams_a_relayed_answer(stack: Stack) -> None:
     assert stack.calls(DEP) == 1
 
 
-@pytest.mark.parametrize(
-    ("fault", "message"),
-    [
-        ("cut", "stream ended before completion"),
-        ("malformed", "malformed stream chunk (not JSON)"),
-        ("stream_error", "server_error in stream: "),
-    ],
-)
+@pytest.mark.parametrize(("fault", "message"), MIDWAY_FAULTS)
 def test_a_relayed_anthropic_stream_failing_midway_ends_with_an_error_event(
     stack: Stack, fault: str, message: str
 ) -> None:

@@ -83,14 +83,15 @@ def test_relayed_replay_is_identical(stack: Stack) -> None:
     assert stack.calls(DEP) == 1
 
 
-@pytest.mark.parametrize(
-    ("fault", "message"),
-    [
-        ("cut", "stream ended before completion"),
-        ("malformed", "malformed stream chunk (not JSON)"),
-        ("stream_error", "server_error in stream: "),
-    ],
-)
+# Faults that end a relayed stream midway, and the message its terminal error carries.
+MIDWAY_FAULTS = [
+    ("cut", "stream ended before completion"),
+    ("malformed", "malformed stream chunk (not JSON)"),
+    ("stream_error", "server_error in stream: "),
+]
+
+
+@pytest.mark.parametrize(("fault", "message"), MIDWAY_FAULTS)
 def test_a_relayed_stream_failing_midway_ends_with_a_terminal_error(
     stack: Stack, fault: str, message: str
 ) -> None:

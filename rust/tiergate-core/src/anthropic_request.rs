@@ -11,6 +11,7 @@
 //! tests (`tests/test_anthropic_ingest.py`).
 
 use crate::hash::{self, TRANSPORT_FIELDS};
+use crate::ingest;
 use crate::json::{write_escaped, write_int};
 use crate::memo::TextMemo;
 use crate::policy::CAP_STREAMING;
@@ -337,19 +338,9 @@ pub fn ingest_anthropic_with(
     memo: &mut TextMemo<u64>,
 ) -> Option<AnthropicIngested> {
     let request = anthropic_request(body)?;
-    let key = match scope {
-        Some(scope) => {
-            let mut tenant = String::with_capacity(scope.len() + 1);
-            tenant.push_str(scope);
-            tenant.push(if request.stream { 's' } else { 'n' });
-            Some(if request.only_known {
-                plain_key(&request, &tenant)
-            } else {
-                hash::request_key(body, &tenant).ok()?
-            })
-        }
-        None => None,
-    };
+    let key = ingest::scoped_key(body, scope, request.stream, |tenant| {
+        request.only_known.then(|| plain_key(&request, tenant))
+    })?;
     let prompt_tokens = prompt_tokens(&request, memo);
     let required_caps = if request.stream { CAP_STREAMING } else { 0 };
     Some(AnthropicIngested {

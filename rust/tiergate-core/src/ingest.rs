@@ -46,19 +46,9 @@ pub fn ingest(body: &[u8], scope: Option<&str>) -> Option<Ingested> {
 /// [`ingest`], the token estimates of long texts taken from `memo` when it has them.
 pub fn ingest_with(body: &[u8], scope: Option<&str>, memo: &mut TextMemo<u64>) -> Option<Ingested> {
     let request = plain_chat_request(body)?;
-    let key = match scope {
-        Some(scope) => {
-            let mut tenant = String::with_capacity(scope.len() + 1);
-            tenant.push_str(scope);
-            tenant.push(if request.stream { 's' } else { 'n' });
-            Some(if request.only_known {
-                plain_key(&request, &tenant)
-            } else {
-                hash::request_key(body, &tenant).ok()?
-            })
-        }
-        None => None,
-    };
+    let key = scoped_key(body, scope, request.stream, |tenant| {
+        request.only_known.then(|| plain_key(&request, tenant))
+    })?;
     let prompt_tokens = prompt_tokens(&request, memo);
     let required_caps = if request.stream { CAP_STREAMING } else { 0 };
     Some(Ingested {
@@ -103,15 +93,7 @@ pub fn ingest_turn_with(
     tools: &mut ValueMemo<Option<u64>>,
 ) -> Option<TurnIngested> {
     let turn = chat_turn_with(body, tools)?;
-    let key = match scope {
-        Some(scope) => {
-            let mut tenant = String::with_capacity(scope.len() + 1);
-            tenant.push_str(scope);
-            tenant.push(if turn.stream { 's' } else { 'n' });
-            Some(hash::request_key(body, &tenant).ok()?)
-        }
-        None => None,
-    };
+    let key = scoped_key(body, scope, turn.stream, |_| None)?;
     let prompt_tokens = turn_tokens(body, &turn, memo, tools)?;
     let required_caps = if turn.stream { CAP_STREAMING } else { 0 };
     Some(TurnIngested {
@@ -160,6 +142,29 @@ fn turn_tokens(
         milli += counted?;
     }
     Some(round_tokens(milli))
+}
+
+/// The idempotency key of `body` under `scope` with the stream mark (see [`ingest`]):
+/// what `written` gives for the marked scope when it can write the canonical form from
+/// what was read, else the canonicaliser's over the bytes. `Some(None)` without a scope;
+/// `None` for a body the canonicaliser refuses.
+#[allow(clippy::option_option)] // outer: keyed or refused; inner: a key asked for
+pub(crate) fn scoped_key(
+    body: &[u8],
+    scope: Option<&str>,
+    stream: bool,
+    written: impl FnOnce(&str) -> Option<[u8; 16]>,
+) -> Option<Option<[u8; 16]>> {
+    let Some(scope) = scope else {
+        return Some(None);
+    };
+    let mut tenant = String::with_capacity(scope.len() + 1);
+    tenant.push_str(scope);
+    tenant.push(if stream { 's' } else { 'n' });
+    match written(&tenant) {
+        Some(key) => Some(Some(key)),
+        None => hash::request_key(body, &tenant).ok().map(Some),
+    }
 }
 
 /// [`hash::request_key`] of a body holding only what `r` read and transport fields,
