@@ -242,7 +242,7 @@ def ingest_chat_request(
             tuple[int, int] | None,
         ]
         | None,
-        tuple[float | None, float | None, list[str], int | None, bool] | None,
+        tuple[float | None, float | None, list[str], int | None, bool],
     ]
     | None
 ):
@@ -254,7 +254,7 @@ def ingest_chat_request(
     an integer of at least 1 or absent; ``stream`` a boolean or absent; the sampling
     options ``temperature``, ``top_p``, ``stop``, ``seed``, ``n`` (1) and
     ``stream_options`` as ``parse_openai_request`` reads them, given as ``sampling =
-    (temperature, top_p, stop, seed, include_usage)`` (``None`` when none is set); no
+    (temperature, top_p, stop, seed, include_usage)``; no
     other field ``parse_openai_request`` reads. ``turn`` is ``None`` then.
 
     An agent's turn (``tools``, ``tool_choice``, ``parallel_tool_calls``,

@@ -66,11 +66,7 @@ def ingest_plain_openai_request(
         return _ingest_turn(
             raw, model, max_tokens, stream, key, prompt_tokens, required_caps, turn, sampling
         )
-    stop: list[str]
-    if sampling is None:
-        temperature, top_p, stop, seed, include_usage = None, None, [], None, False
-    else:
-        temperature, top_p, stop, seed, include_usage = sampling
+    temperature, top_p, stop, seed, include_usage = sampling
     # Every field by position, defaults spelled out: keywords and default factories cost
     # a third more on every request that takes this path (ChatRequest 7.0k -> 5.0k). The
     # messages are made on first use from the pairs (see PlainChatRequest).
@@ -104,7 +100,7 @@ def _ingest_turn(
     prompt_tokens: int,
     caps: int,
     turn: Any,
-    sampling: tuple[float | None, float | None, list[str], int | None, bool] | None,
+    sampling: tuple[float | None, float | None, list[str], int | None, bool],
 ) -> tuple[ChatRequest, bytes | None, Known] | None:
     """:func:`ingest_plain_openai_request` of an agent's turn: the core read the messages
     and the sampling options, and found the values of ``tools``, ``tool_choice`` and
@@ -136,11 +132,7 @@ def _ingest_turn(
             return None
         if response_format.kind == "json_schema":
             caps |= _core.CAP_JSON_SCHEMA
-    stop: list[str]
-    if sampling is None:
-        temperature, top_p, stop, seed, include_usage = None, None, [], None, False
-    else:
-        temperature, top_p, stop, seed, include_usage = sampling
+    temperature, top_p, stop, seed, include_usage = sampling
     parsed: list[Message] = []
     texts: list[tuple[str, str]] = []
     every_plain = True

@@ -17,6 +17,7 @@ use crate::memo::TextMemo;
 use crate::policy::CAP_STREAMING;
 use crate::rawjson::{JStr, Parser, Value};
 use crate::request::Role;
+use crate::sampling;
 use crate::tokens::{round_tokens, text_millitokens, PER_MESSAGE_MILLI, REPLY_PRIMING_MILLI};
 
 /// Members whose presence sends the body to the Python parser: those it reads besides
@@ -218,42 +219,6 @@ fn turns<'a>(p: &mut Parser<'a>, others: &mut bool) -> Option<Turns<'a>> {
     (!out.is_empty()).then_some(out)
 }
 
-/// A sampling option as `opt_number(body, key, key, 0.0, 1.0)` reads it: absent or
-/// `null` is `Some(None)`; a number in `[0, 1]` its value. `None` for anything else, and
-/// for `-0.0` and `-0` (the one value whose spelling `orjson` and this parser could
-/// read apart).
-#[allow(clippy::option_option)] // outer: read here or not; inner: the option
-fn unit(v: Option<&Value<'_>>) -> Option<Option<f64>> {
-    match v {
-        None | Some(Value::Null) => Some(None),
-        Some(Value::Int(0)) => Some(Some(0.0)),
-        Some(Value::Int(1)) => Some(Some(1.0)),
-        Some(Value::Float(f)) if (0.0..=1.0).contains(f) && f.is_sign_positive() => Some(Some(*f)),
-        Some(_) => None,
-    }
-}
-
-/// `stop_sequences` as `stop_list(value, ..., limit=16)` reads it: none, a string's own
-/// (if not empty), or an array's non-empty strings.
-fn stop(v: Option<&Value<'_>>) -> Option<Vec<String>> {
-    match v {
-        None | Some(Value::Null) => Some(Vec::new()),
-        Some(Value::Str(s)) if s.raw().is_empty() => Some(Vec::new()),
-        Some(Value::Str(s)) => Some(vec![s.text().into_owned()]),
-        Some(Value::Arr(items)) if items.len() <= MAX_STOP_SEQUENCES => {
-            let mut out = Vec::with_capacity(items.len());
-            for item in items {
-                let Value::Str(s) = item else { return None };
-                if !s.raw().is_empty() {
-                    out.push(s.text().into_owned());
-                }
-            }
-            Some(out)
-        }
-        Some(_) => None,
-    }
-}
-
 /// The plain Anthropic request in `body`, or `None` when the Python parser must read it.
 pub fn anthropic_request(body: &[u8]) -> Option<AnthropicRequest> {
     let body = std::str::from_utf8(body).ok()?;
@@ -267,9 +232,11 @@ pub fn anthropic_request(body: &[u8]) -> Option<AnthropicRequest> {
         _ => return None,
     };
     let turns = m.messages?;
-    let temperature = unit(m.temperature.as_ref())?;
-    let top_p = unit(m.top_p.as_ref())?;
-    let stop = stop(m.stop.as_ref())?;
+    // `opt_number(..., 0.0, 1.0)` and `stop_list(..., limit=16)`, as the OpenAI
+    // surface's options are read.
+    let temperature = sampling::number(m.temperature.as_ref(), 1.0)?;
+    let top_p = sampling::number(m.top_p.as_ref(), 1.0)?;
+    let stop = sampling::stop_list(m.stop.as_ref(), MAX_STOP_SEQUENCES)?;
     let stream = match &m.stream {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => *b,

@@ -93,13 +93,11 @@ fn members(body: &str) -> Option<Members<'_>> {
             "max_completion_tokens" => m.max_completion_tokens = Some(p.value().ok()?),
             "stream" => m.stream = Some(p.value().ok()?),
             other if PYTHON_READS.contains(&other) => return None,
-            other if m.sampling.slot(other).is_some() => {
-                let v = p.value().ok()?;
-                *m.sampling.slot(other)? = Some(v);
-            }
             other => {
-                m.others |= !TRANSPORT_FIELDS.contains(&other);
-                p.skip().ok()?;
+                if !m.sampling.read_member(p, other)? {
+                    m.others |= !TRANSPORT_FIELDS.contains(&other);
+                    p.skip().ok()?;
+                }
             }
         }
         Some(())

@@ -9,7 +9,7 @@
 //! (a `seed` of `3.0`, an `n` of `1.0`), gives `None`: the caller leaves the body to
 //! the Python parser, which accepts it or names the field.
 
-use crate::rawjson::Value;
+use crate::rawjson::{Parser, Value};
 
 /// The sampling options as the Python parser reads them; the default is a body with
 /// none of them.
@@ -36,17 +36,21 @@ pub struct SamplingValues<'a> {
 }
 
 impl<'a> SamplingValues<'a> {
-    /// The slot of the option named `name`, or `None` for any other member.
-    pub fn slot(&mut self, name: &str) -> Option<&mut Option<Value<'a>>> {
-        Some(match name {
+    /// Reads the member `name` at the cursor when it is one of the options: `Some(true)`
+    /// then, `Some(false)` for any other member (left at the cursor), `None` for a value
+    /// that is not JSON.
+    pub(crate) fn read_member(&mut self, p: &mut Parser<'a>, name: &str) -> Option<bool> {
+        let slot = match name {
             "temperature" => &mut self.temperature,
             "top_p" => &mut self.top_p,
             "stop" => &mut self.stop,
             "seed" => &mut self.seed,
             "n" => &mut self.n,
             "stream_options" => &mut self.stream_options,
-            _ => return None,
-        })
+            _ => return Some(false),
+        };
+        *slot = Some(p.value().ok()?);
+        Some(true)
     }
 
     /// Whether the idempotency key's canonical form holds an option that [`Sampling`]
@@ -72,7 +76,7 @@ impl<'a> SamplingValues<'a> {
         Some(Sampling {
             temperature: number(self.temperature.as_ref(), 2.0)?,
             top_p: number(self.top_p.as_ref(), 1.0)?,
-            stop: stop(self.stop.as_ref())?,
+            stop: stop_list(self.stop.as_ref(), 4)?,
             seed: match &self.seed {
                 None | Some(Value::Null) => None,
                 Some(Value::Int(i)) => Some(*i),
@@ -89,7 +93,7 @@ impl<'a> SamplingValues<'a> {
 /// as the integer 0, and the provider would be sent `-0.0` for `0.0`.
 #[allow(clippy::option_option)] // outer: read here or not; inner: the value
 #[allow(clippy::cast_precision_loss)] // integers in [0, 2] only
-fn number(v: Option<&Value<'_>>, high: f64) -> Option<Option<f64>> {
+pub(crate) fn number(v: Option<&Value<'_>>, high: f64) -> Option<Option<f64>> {
     let x = match v {
         None | Some(Value::Null) => return Some(None),
         Some(Value::Int(i)) if (0..=2).contains(i) => *i as f64,
@@ -99,14 +103,14 @@ fn number(v: Option<&Value<'_>>, high: f64) -> Option<Option<f64>> {
     (0.0..=high).contains(&x).then_some(Some(x))
 }
 
-/// `stop` as `stop_list(value, limit=4)` reads it: a string, or an array of at most four
-/// strings, empty ones dropped.
-fn stop(v: Option<&Value<'_>>) -> Option<Vec<String>> {
+/// Stop sequences as `stop_list(value, limit)` reads them: a string, or an array of at
+/// most `limit` strings, empty ones dropped.
+pub(crate) fn stop_list(v: Option<&Value<'_>>, limit: usize) -> Option<Vec<String>> {
     match v {
         None | Some(Value::Null) => Some(Vec::new()),
         Some(Value::Str(s)) if s.raw().is_empty() => Some(Vec::new()),
         Some(Value::Str(s)) => Some(vec![s.text().into_owned()]),
-        Some(Value::Arr(items)) if items.len() <= 4 => items
+        Some(Value::Arr(items)) if items.len() <= limit => items
             .iter()
             .filter_map(|item| match item {
                 Value::Str(s) if s.raw().is_empty() => None,
@@ -141,16 +145,14 @@ fn include_usage(v: Option<&Value<'_>>) -> Option<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rawjson::Parser;
 
     /// The options of the body's members, as a reader collects them.
     fn read(body: &str) -> Option<Sampling> {
         let mut values = SamplingValues::default();
         let mut p = Parser::of_str(body);
         p.each_member(|p, name| {
-            let v = p.value().ok()?;
-            if let Some(slot) = values.slot(name) {
-                *slot = Some(v);
+            if !values.read_member(p, name)? {
+                p.skip().ok()?;
             }
             Some(())
         })?;

@@ -164,11 +164,11 @@ fn members<'a, V>(body: &'a str, known: &ValueMemo<V>) -> Option<Members<'a>> {
                 p.skip().ok()?;
                 m.response_format = Some((start, p.i));
             }
-            other if m.sampling.slot(other).is_some() => {
-                let v = p.value().ok()?;
-                *m.sampling.slot(other)? = Some(v);
+            other => {
+                if !m.sampling.read_member(p, other)? {
+                    p.skip().ok()?; // ignored by the Python parser too
+                }
             }
-            _ => p.skip().ok()?, // ignored by the Python parser too
         }
         Some(())
     })?;

@@ -44,7 +44,7 @@ type SamplingFields = (Option<f64>, Option<f64>, Vec<String>, Option<i64>, bool)
 
 /// `(model, [(role, text)], max_tokens, stream, key, prompt_tokens, required_caps,
 /// turn, sampling)`: for an agent's turn the plain messages are empty and `turn` holds
-/// them; `sampling` is None when the body sets none of the options.
+/// them.
 type Fields<'py> = (
     String,
     Vec<(Bound<'py, PyString>, String)>,
@@ -54,7 +54,7 @@ type Fields<'py> = (
     u64,
     u64,
     Option<TurnFields<'py>>,
-    Option<SamplingFields>,
+    SamplingFields,
 );
 
 /// The plain request in `body` (or an agent's turn) with what the request side needs of
@@ -76,14 +76,6 @@ fn ingest_chat_request<'py>(
         .map(|(role, text)| (role_name(py, role), text))
         .collect();
     let key = i.key.map(|k| PyBytes::new(py, &k));
-    let s = r.sampling;
-    let sampling = (s != Sampling::default()).then_some((
-        s.temperature,
-        s.top_p,
-        s.stop,
-        s.seed,
-        s.include_usage,
-    ));
     Some((
         r.model,
         messages,
@@ -93,7 +85,7 @@ fn ingest_chat_request<'py>(
         i.prompt_tokens,
         i.required_caps,
         None,
-        sampling,
+        sampling_fields(r.sampling),
     ))
 }
 
@@ -138,8 +130,8 @@ fn ingest_turn<'py>(py: Python<'py>, body: &[u8], scope: Option<&str>) -> Option
     ))
 }
 
-fn sampling_fields(s: Sampling) -> Option<SamplingFields> {
-    (s != Sampling::default()).then_some((s.temperature, s.top_p, s.stop, s.seed, s.include_usage))
+fn sampling_fields(s: Sampling) -> SamplingFields {
+    (s.temperature, s.top_p, s.stop, s.seed, s.include_usage)
 }
 
 fn turn_role_name(py: Python<'_>, role: TurnRole) -> Bound<'_, PyString> {
