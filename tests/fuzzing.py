@@ -4,12 +4,13 @@ answers reach the code behind the first checks, where random documents never get
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
 from hypothesis import strategies as st
 
-__all__ = ["mutated", "values"]
+__all__ = ["mutated", "spelled", "values"]
 
 scalars = (
     st.none()
@@ -59,3 +60,33 @@ def mutated(draw: st.DrawFn, bases: list[dict[str, Any]]) -> dict[str, Any]:
         elif isinstance(parent, dict):
             parent[draw(st.text(max_size=6))] = draw(values)
     return doc
+
+
+def spelled(
+    draw: st.DrawFn,
+    value: Any,
+    decoys: st.SearchStrategy[Any],
+    decoyed: tuple[str, ...] | None = None,
+) -> str:
+    """``value`` as JSON spelled as a client might: members in any order, some preceded by
+    a decoy of the same key (a value of ``decoys``; the last one counts) when the key is
+    one of ``decoyed`` (None: any key), whitespace here and there, and key characters
+    escaped as ``\\u`` sequences."""
+    space = draw(st.sampled_from(["", " ", "\n  "]))
+    if isinstance(value, dict):
+        items = list(value.items())
+        order = draw(st.permutations(range(len(items))))
+        members = []
+        for i in order:
+            key, item = items[i]
+            if draw(st.booleans()) and (decoyed is None or key in decoyed):
+                members.append(f"{json.dumps(key)}:{space}{json.dumps(draw(decoys))}")
+            if draw(st.booleans()):
+                name = '"' + "".join(f"\\u{ord(c):04x}" for c in key) + '"'
+            else:
+                name = json.dumps(key)
+            members.append(f"{name}{space}:{space}{spelled(draw, item, decoys, decoyed)}")
+        return "{" + space + f",{space}".join(members) + space + "}"
+    if isinstance(value, list):
+        return "[" + f",{space}".join(spelled(draw, v, decoys, decoyed) for v in value) + "]"
+    return json.dumps(value, ensure_ascii=draw(st.booleans()))

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fuzzing import mutated
+from fuzzing import mutated, spelled
 from harness import Stack, fast_sim_config
 from planning import assert_plans_alike
 from tiergate.config import DeploymentConfig, Price
@@ -177,33 +177,9 @@ def test_core_reads_the_usual_shapes(body: dict[str, Any], tenant: str) -> None:
     assert check(orjson.dumps(body), tenant)
 
 
-def spelled(draw: st.DrawFn, value: Any) -> str:
-    """``value`` as JSON spelled as a client might: members in any order, some preceded by
-    a decoy of the same key (the last one counts), whitespace here and there, and key
-    characters escaped as ``\\u`` sequences."""
-    space = draw(st.sampled_from(["", " ", "\n  "]))
-    if isinstance(value, dict):
-        items = list(value.items())
-        order = draw(st.permutations(range(len(items))))
-        members = []
-        for i in order:
-            key, item = items[i]
-            if draw(st.booleans()):
-                members.append(f"{json.dumps(key)}:{space}{json.dumps(draw(odd))}")
-            if draw(st.booleans()):
-                name = '"' + "".join(f"\\u{ord(c):04x}" for c in key) + '"'
-            else:
-                name = json.dumps(key)
-            members.append(f"{name}{space}:{space}{spelled(draw, item)}")
-        return "{" + space + f",{space}".join(members) + space + "}"
-    if isinstance(value, list):
-        return "[" + f",{space}".join(spelled(draw, v) for v in value) + "]"
-    return json.dumps(value, ensure_ascii=draw(st.booleans()))
-
-
 @st.composite
 def respelled_bodies(draw: st.DrawFn) -> bytes:
-    return spelled(draw, draw(plain_bodies | near_plain_bodies())).encode()
+    return spelled(draw, draw(plain_bodies | near_plain_bodies()), odd).encode()
 
 
 @settings(max_examples=600, deadline=None)

@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fuzzing import spelled
 from planning import assert_plans_alike
 from tiergate import _core
 from tiergate.envelope import ChatRequest, Message, PlainChatRequest, TextPart
@@ -99,17 +100,30 @@ def separately(chat: ChatRequest, raw: bytes, tenant: str) -> tuple[bytes, tuple
     return key, (caps, _core.estimate_tokens(raw))
 
 
+def check(raw: bytes, tenant: str) -> bool:
+    """The core reads ``raw`` only as the parser does: it leaves a body the parser refuses
+    to it, and for one it takes gives the parser's request, the general path's key and
+    ``(capabilities, tokens)``. Whether it took the body."""
+    got = ingest_plain_openai_request(raw, Idempotency.scope(tenant, "openai"))
+    expected = reference(raw)
+    if got is None:
+        return False
+    assert isinstance(expected, ChatRequest)  # the parser names the field otherwise
+    chat, key, known = got
+    assert chat == expected
+    # (== takes -0.0 for 0.0; the provider's body would not)
+    assert repr((chat.temperature, chat.top_p)) == repr((expected.temperature, expected.top_p))
+    assert (key, known) == separately(chat, raw, tenant)
+    return True
+
+
 @settings(max_examples=600, deadline=None)
 @given(bodies, st.booleans(), tenants)
 def test_core_reads_a_body_only_as_the_parser_does(
     body: dict[str, Any], ascii_only: bool, tenant: str
 ) -> None:
     raw = json.dumps(body, ensure_ascii=ascii_only).encode()
-    got = ingest_plain_openai_request(raw, Idempotency.scope(tenant, "openai"))
-    if got is not None:
-        chat, key, known = got
-        assert chat == reference(raw)
-        assert (key, known) == separately(chat, raw, tenant)
+    check(raw, tenant)
 
 
 @settings(max_examples=200, deadline=None)
@@ -131,36 +145,7 @@ def test_core_reads_the_plain_shape(
     if stream is not None:
         body["stream"] = stream
     raw = orjson.dumps(body)
-    got = ingest_plain_openai_request(raw, Idempotency.scope("t", "openai"))
-    assert got is not None
-    chat, key, known = got
-    assert chat == reference(raw)
-    assert (key, known) == separately(chat, raw, "t")
-
-
-def spelled(draw: st.DrawFn, value: Any) -> str:
-    """``value`` as JSON spelled as a client might: members in any order, some preceded by
-    a decoy of the same key (the last one counts), whitespace here and there, and key
-    characters escaped as ``\\u`` sequences."""
-    space = draw(st.sampled_from(["", " ", "\n  "]))
-    if isinstance(value, dict):
-        items = list(value.items())
-        order = draw(st.permutations(range(len(items))))
-        members = []
-        for i in order:
-            key, item = items[i]
-            decoyed = ("role", "content", "messages", "model", "stream", "temperature", "seed")
-            if draw(st.booleans()) and key in decoyed:
-                members.append(f"{json.dumps(key)}:{space}{json.dumps(draw(odd))}")
-            if draw(st.booleans()):
-                name = '"' + "".join(f"\\u{ord(c):04x}" for c in key) + '"'
-            else:
-                name = json.dumps(key)
-            members.append(f"{name}{space}:{space}{spelled(draw, item)}")
-        return "{" + space + f",{space}".join(members) + space + "}"
-    if isinstance(value, list):
-        return "[" + f",{space}".join(spelled(draw, v) for v in value) + "]"
-    return json.dumps(value)
+    assert check(raw, "t")
 
 
 plain_bodies = st.fixed_dictionaries(
@@ -185,20 +170,20 @@ plain_bodies = st.fixed_dictionaries(
 )
 
 
+# Keys a respelled body may hold a decoy of before its value.
+_DECOYED = ("role", "content", "messages", "model", "stream", "temperature", "seed")
+
+
 @st.composite
 def respelled_bodies(draw: st.DrawFn) -> bytes:
     """Plain bodies and all the others, respelled."""
-    return spelled(draw, draw(plain_bodies | bodies)).encode()
+    return spelled(draw, draw(plain_bodies | bodies), odd, _DECOYED).encode()
 
 
 @settings(max_examples=600, deadline=None)
 @given(respelled_bodies(), tenants)
 def test_core_reads_a_respelled_body_only_as_the_parser_does(raw: bytes, tenant: str) -> None:
-    got = ingest_plain_openai_request(raw, Idempotency.scope(tenant, "openai"))
-    if got is not None:
-        chat, key, known = got
-        assert chat == reference(raw)
-        assert (key, known) == separately(chat, raw, tenant)
+    check(raw, tenant)
 
 
 # The sampling options' values at and around the edges of what the parser accepts.
@@ -206,20 +191,17 @@ def edges(*values: Any) -> st.SearchStrategy[Any]:
     return st.sampled_from(values)
 
 
-options = st.fixed_dictionaries(
-    {},
-    optional={
-        "temperature": edges(0, 1, 1.0, 2, 2.0, -0.0, 0.7, 1.5, 2.0000001, -1e-9, 3, True)
-        | st.floats(-1, 3)
-        | odd,
-        "top_p": edges(0, 1, 1.0, 0.5, -0.0, 1.0000001, 2, False) | st.floats(-1, 2) | odd,
-        "seed": edges(0, -1, 2**63 - 1, -(2**63), 2**63, 1.0, 2.5, "1", True) | odd,
-        "n": edges(1, 1.0, 2, 0, -1, True, None),
-        "stop": st.lists(texts | odd, max_size=5) | texts | odd,
-        "stream_options": st.fixed_dictionaries({}, optional={"include_usage": odd, "x": odd})
-        | odd,
-    },
-)
+options_fields: dict[str, st.SearchStrategy[Any]] = {
+    "temperature": edges(0, 1, 1.0, 2, 2.0, -0.0, 0.7, 1.5, 2.0000001, -1e-9, 3, True)
+    | st.floats(-1, 3)
+    | odd,
+    "top_p": edges(0, 1, 1.0, 0.5, -0.0, 1.0000001, 2, False) | st.floats(-1, 2) | odd,
+    "seed": edges(0, -1, 2**63 - 1, -(2**63), 2**63, 1.0, 2.5, "1", True) | odd,
+    "n": edges(1, 1.0, 2, 0, -1, True, None),
+    "stop": st.lists(texts | odd, max_size=5) | texts | odd,
+    "stream_options": st.fixed_dictionaries({}, optional={"include_usage": odd, "x": odd}) | odd,
+}
+options = st.fixed_dictionaries({}, optional=options_fields)
 valid_options = st.fixed_dictionaries(
     {},
     optional={
@@ -244,16 +226,22 @@ def test_core_reads_the_sampling_options_only_as_the_parser_does(
     opts: dict[str, Any], msgs: list[dict[str, Any]], tenant: str
 ) -> None:
     raw = orjson.dumps({"model": "auto", "messages": msgs, **opts})
-    got = ingest_plain_openai_request(raw, Idempotency.scope(tenant, "openai"))
-    expected = reference(raw)
-    if not isinstance(expected, ChatRequest):
-        assert got is None  # the parser names the field
-    elif got is not None:
-        chat, key, known = got
-        assert chat == expected
-        # (== takes -0.0 for 0.0; the provider's body would not)
-        assert repr((chat.temperature, chat.top_p)) == repr((expected.temperature, expected.top_p))
-        assert (key, known) == separately(chat, raw, tenant)
+    check(raw, tenant)
+
+
+# One option at a time: a value the parser refuses is then the body's only fault.
+one_option = st.sampled_from(list(options_fields)).flatmap(
+    lambda name: st.tuples(st.just(name), options_fields[name])
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(one_option, readable_messages, tenants)
+def test_core_reads_each_sampling_option_only_as_the_parser_does(
+    option: tuple[str, Any], msgs: list[dict[str, Any]], tenant: str
+) -> None:
+    name, value = option
+    check(orjson.dumps({"model": "auto", "messages": msgs, name: value}), tenant)
 
 
 @settings(max_examples=300, deadline=None)
@@ -262,11 +250,7 @@ def test_core_takes_every_valid_sampling_option(
     opts: dict[str, Any], msgs: list[dict[str, Any]], tenant: str
 ) -> None:
     raw = orjson.dumps({"model": "auto", "messages": msgs, **opts})
-    got = ingest_plain_openai_request(raw, Idempotency.scope(tenant, "openai"))
-    assert got is not None
-    chat, key, known = got
-    assert chat == reference(raw)
-    assert (key, known) == separately(chat, raw, tenant)
+    assert check(raw, tenant)
 
 
 @settings(max_examples=300, deadline=None)
@@ -287,14 +271,7 @@ def test_core_reads_content_parts_only_as_the_parser_does(
     msgs: list[dict[str, Any]], tenant: str
 ) -> None:
     raw = orjson.dumps({"model": "auto", "messages": msgs})
-    got = ingest_plain_openai_request(raw, Idempotency.scope(tenant, "openai"))
-    expected = reference(raw)
-    if not isinstance(expected, ChatRequest):
-        assert got is None
-    elif got is not None:
-        chat, key, known = got
-        assert chat == expected
-        assert (key, known) == separately(chat, raw, tenant)
+    check(raw, tenant)
 
 
 def test_without_a_scope_there_is_no_key() -> None:

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from harness import Stack, fast_sim_config
 from test_relay import Outcome, through_parser, through_relay, wires
-from test_relay_server import MIDWAY_FAULTS
+from test_relay_server import DEP, MIDWAY_FAULTS, body  # a streamed question to DEP
 from tiergate import _core
 from tiergate.providers.openai import OpenAIAdapter
 from tiergate.server.render_anthropic import AnthropicStreamRenderer
@@ -109,7 +109,6 @@ def test_a_field_of_another_type_ends_the_anthropic_frames_too(delta: dict[str, 
 
 # Through the server, against the simulator.
 
-DEP = "gpt-4o-mini"  # an `openai` deployment of examples/sim.yaml
 WEATHER = {
     "name": "get_weather",
     "description": "weather",
@@ -122,12 +121,6 @@ def stack() -> Iterator[Stack]:
     s = Stack(fast_sim_config())
     yield s
     s.close()
-
-
-def body(**extra: Any) -> dict[str, Any]:
-    question = f"Explain routing briefly. {uuid.uuid4().hex}"
-    messages = [{"role": "user", "content": question}]
-    return {"model": DEP, "messages": messages, "max_tokens": 40, "stream": True, **extra}
 
 
 _IDS = re.compile(rb'"id":"msg_[0-9a-f]+"')
