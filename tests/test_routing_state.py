@@ -299,6 +299,24 @@ async def test_store_is_bounded_and_expires() -> None:
     assert await store.get(b"short") is None
 
 
+@given(
+    st.binary(max_size=300),
+    st.lists(st.binary(max_size=40), max_size=8),
+    st.lists(st.tuples(st.text(max_size=20), st.text(max_size=60)), max_size=8),
+)
+def test_a_records_size_counts_every_byte_and_character_it_holds(
+    body: bytes, frames: list[bytes], headers: list[tuple[str, str]]
+) -> None:
+    # The core sums the lengths; each byte of the body, a frame, or a header's name or
+    # value (in characters, as len counts them) adds one to the size.
+    held = len(body) + sum(map(len, frames)) + sum(len(k) + len(v) for k, v in headers)
+    rec = Recorded(200, tuple(headers), body, tuple(frames), stream=bool(frames))
+    bare = Recorded(200, tuple(("", "") for _ in headers), b"", tuple(b"" for _ in frames))
+    assert rec.size - bare.size == held
+    with pytest.raises(TypeError):
+        Recorded(200, (("a", 1),))  # type: ignore[arg-type]
+
+
 async def test_identical_concurrent_requests_share_one_call() -> None:
     idem = Idempotency(MemoryStore(), ttl_s=60)
     key = Idempotency.key(b"{}", "t", "openai", False, "caller-key")

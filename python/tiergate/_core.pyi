@@ -65,6 +65,7 @@ __all__ = [
     "canonical_request",
     "classifier_text",
     "estimate_text_tokens",
+    "held_len",
     "estimate_tokens",
     "feature_config",
     "features_batch",
@@ -129,6 +130,11 @@ def estimate_tokens(body: bytes) -> int:
 
 def estimate_text_tokens(text: str) -> int:
     """Approximate cl100k_base tokens of one text (no message overhead)."""
+
+def held_len(frames: tuple[bytes, ...], headers: tuple[tuple[str, str], ...]) -> int:
+    """``sum(map(len, frames))`` plus the ``len`` of every name and value in ``headers``:
+    what a replay record holds beyond its fixed overheads. ``TypeError`` when a header
+    is not a tuple or an item has no length."""
 
 SIG_CODE: Final[int]
 SIG_HARD: Final[int]
