@@ -18,6 +18,26 @@ pub fn ascii_letters(chunk: &[u8; 16]) -> (u32, u32) {
     imp::ascii_letters(chunk)
 }
 
+/// Bits of the ASCII letters of `block`, of those that are upper-case, and of its spaces
+/// (`b' '` only): the token walk's view of 64 bytes of prose at a time.
+#[inline]
+pub fn prose_masks(block: &[u8; 64]) -> (u64, u64, u64) {
+    let (mut letters, mut upper, mut spaces) = (0u64, 0u64, 0u64);
+    for k in 0..4 {
+        let (l, u, s) = imp::letters_spaces(sub16(block, k));
+        letters |= u64::from(l) << (16 * k);
+        upper |= u64::from(u) << (16 * k);
+        spaces |= u64::from(s) << (16 * k);
+    }
+    (letters, upper, spaces)
+}
+
+/// The `k`-th sixteen bytes of `block` (`k` < 4).
+#[inline]
+fn sub16(block: &[u8; 64], k: usize) -> &[u8; 16] {
+    block[16 * k..16 * k + 16].try_into().unwrap_or(&[0; 16])
+}
+
 /// The safety scan's classes of the sixteen positions starting at `w[0]` (`w` holds three
 /// bytes more, the needle bytes after a position): the key characters `[A-Za-z0-9_-]`
 /// (bits 0 to 15) and the digits (bits 16 to 31); and where another anchor may start:
@@ -68,6 +88,15 @@ mod imp {
         let lower = cmp_eq_mask_i8_m128i(v & set_splat_i8_m128i(0x20), set_splat_i8_m128i(0x20));
         let letters = move_mask_i8_m128i(letter) as u32;
         (letters, letters & !(move_mask_i8_m128i(lower) as u32))
+    }
+
+    #[allow(clippy::inline_always)] // four per 64 bytes of prose in the token walk
+    #[inline(always)]
+    pub fn letters_spaces(chunk: &[u8; 16]) -> (u32, u32, u32) {
+        let (letters, upper) = ascii_letters(chunk);
+        let v = load_unaligned_m128i(chunk);
+        let space = cmp_eq_mask_i8_m128i(v, set_splat_i8_m128i(b' ' as i8));
+        (letters, upper, move_mask_i8_m128i(space) as u32)
     }
 
     use super::sub;
@@ -125,6 +154,10 @@ mod imp {
         super::ascii_letters_portable(chunk)
     }
 
+    pub fn letters_spaces(chunk: &[u8; 16]) -> (u32, u32, u32) {
+        super::letters_spaces_portable(chunk)
+    }
+
     pub fn safety_classes(w: &[u8; 35]) -> (u64, u64) {
         super::safety_classes_portable(w)
     }
@@ -148,6 +181,16 @@ fn ascii_letters_portable(chunk: &[u8; 16]) -> (u32, u32) {
         upper |= u32::from(c.is_ascii_uppercase()) << j;
     }
     (letters, upper)
+}
+
+#[allow(dead_code)] // used on targets without SSE2, and by the tests
+fn letters_spaces_portable(chunk: &[u8; 16]) -> (u32, u32, u32) {
+    let (letters, upper) = ascii_letters_portable(chunk);
+    let mut spaces = 0u32;
+    for (j, &c) in chunk.iter().enumerate() {
+        spaces |= u32::from(c == b' ') << j;
+    }
+    (letters, upper, spaces)
 }
 
 #[allow(dead_code)] // used on targets without SSE2, and by the tests
@@ -226,6 +269,26 @@ mod tests {
             }
             assert_eq!(string_specials(&chunk), string_specials_portable(&chunk));
             assert_eq!(ascii_letters(&chunk), ascii_letters_portable(&chunk));
+            assert_eq!(imp::letters_spaces(&chunk), letters_spaces_portable(&chunk));
+        }
+    }
+
+    #[test]
+    fn prose_masks_are_the_bytes_classes() {
+        let mut rng = crate::mutate::XorShift(0x2545_F491_4F6C_DD1D);
+        for _ in 0..5_000 {
+            let mut block = [0u8; 64];
+            for c in &mut block {
+                *c = [
+                    b' ', b'a', b'z', b'A', b'Z', b'@', b'[', b'`', b'{', b'\t', 0x80, 0xE9,
+                ][rng.below(12)];
+            }
+            let (letters, upper, spaces) = prose_masks(&block);
+            for (j, &c) in block.iter().enumerate() {
+                assert_eq!(letters >> j & 1 == 1, c.is_ascii_alphabetic());
+                assert_eq!(upper >> j & 1 == 1, c.is_ascii_uppercase());
+                assert_eq!(spaces >> j & 1 == 1, c == b' ');
+            }
         }
     }
 
