@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import random
 import shutil
 import socket
 import statistics
@@ -88,13 +89,44 @@ _CONVERSATION = [
 ]
 
 
+# Retrieved passages, as a RAG application puts them before its question: about 16 KB
+# of a bank's terms in numbered passages (prose, figures, capitals, newlines), the same
+# for every request (fixed seed).
+_TERMS = [
+    "A late payment fee of $25 applies when the minimum payment is not received by 5 p.m. "
+    "Eastern Time on the due date.",
+    "Disputes must be opened within 60 days of the statement date on which the charge "
+    "first appeared; we may ask for receipts.",
+    "The monthly account fee is waived when the daily balance stays above $1,500 for the "
+    "whole statement period.",
+    "Foreign transactions carry a fee of 3% of the amount in U.S. dollars, shown as a "
+    "separate line on your statement.",
+    "Interest on purchases is charged from the transaction date unless the previous "
+    "balance was paid in full by its due date.",
+    "If your card is lost or stolen, call us at once; you are not liable for charges "
+    "made after you report it.",
+    "Cash advances start accruing interest immediately at the cash APR, currently 27.49% "
+    "variable.",
+    "We credit refunds from merchants to your account within 3 business days of "
+    "receiving them.",
+    "Autopay can be set for the minimum payment, the statement balance or a fixed amount "
+    "between $25 and $10,000.",
+    "Overdraft protection transfers funds from a linked savings account in increments "
+    "of $100, free of charge.",
+]
+_PASSAGES = "\n\n".join(
+    f"[{i + 1}] " + " ".join(random.Random(i).choices(_TERMS, k=5)) for i in range(30)
+)
+
+
 def request_body(stream: bool, kind: str = "plain") -> bytes:
     """A unique request each time, so that no target may answer from a cache: ``plain``
     0.6 KB; ``large`` 3.4 KB (a long system prompt and question); ``agent`` 3 KB, an
     agent's turn (five tools, an assistant tool call and its result, a new question);
     ``options`` the plain body with the sampling options SDK callers set
     (``temperature``, ``top_p``, ``seed``, ``stop``, ``user``); ``conversation`` 1.2 KB,
-    a chat's fifth question after four earlier exchanges; ``anthropic`` the plain body's
+    a chat's fifth question after four earlier exchanges; ``rag`` 16 KB, retrieved
+    passages before a question; ``anthropic`` the plain body's
     request as the Anthropic SDK sends it (for ``/v1/messages``; a pass-through proxy
     forwards its bytes as any others)."""
     system, question = "You are terse.", "Say hello in one word. " * 20
@@ -109,6 +141,8 @@ def request_body(stream: bool, kind: str = "plain") -> bytes:
     if kind == "conversation":
         messages += _CONVERSATION
         question = "And the fee on line 9? "
+    if kind == "rag":
+        question = f"Answer from these passages.\n\n{_PASSAGES}\n\nQuestion: what is the late fee? "
     if kind == "agent":
         system = "You are a bank's support agent. Use the tools; never guess balances."
         messages = [
@@ -431,6 +465,7 @@ INSTRUCTION_MODES = {
         False,
         "conversation",
     ),
+    "non-stream, retrieved passages (16 KB) before a question": (False, "rag"),
     "non-stream, the plain request on the Anthropic surface (`/v1/messages`)": (
         False,
         "anthropic",

@@ -372,20 +372,55 @@ fn ascii_word<const ASCII: bool>(
     Some((end, cost))
 }
 
-/// The words of prose in the 64 bytes at `p` (a space, then an ASCII letter): the
-/// chunks `" word"` that end within them, summed as [`ascii_word`] counts each, and the
-/// end of the last; `None` when none ends there or the text has not 64 bytes left. A
-/// word ends at a byte that is neither a letter nor a space before a letter, or at a
-/// space before a letter; a word reaching the block's end, or (`!ASCII`) a non-ASCII
-/// byte, may go on, and is left to the caller. About a dozen instructions a word, where
-/// a load per word cost about fifty.
+/// The classes of the 64 bytes of a text from `at` ([`prose_masks`]), kept while the
+/// walk moves through them: between figures and punctuation a run of prose is a few
+/// words, and classifying 64 bytes afresh for each run cost more than its words.
+struct Window {
+    at: usize,
+    letters: u64,
+    upper: u64,
+    spaces: u64,
+}
+
+impl Window {
+    const EMPTY: Self = Self {
+        at: usize::MAX,
+        letters: 0,
+        upper: 0,
+        spaces: 0,
+    };
+}
+
+/// The words of prose from `p` (a space, then an ASCII letter) that end within the 64
+/// bytes `win` holds (classified anew when fewer than 16 of them lie ahead): the chunks
+/// `" word"`, summed as [`ascii_word`] counts each, and the end of the last; `None` when
+/// none ends there or the text has not 64 bytes left. A word ends at a byte that is
+/// neither a letter nor a space before a letter, or at a space before a letter; a word
+/// reaching the window's end, or (`!ASCII`) a non-ASCII byte, may go on, and is left to
+/// the caller. About a dozen instructions a word, where a load per word cost fifty.
 #[inline]
-fn prose_block<const ASCII: bool>(bytes: &[u8], p: usize) -> Option<(usize, u64)> {
-    let block: &[u8; 64] = bytes.get(p..p + 64)?.try_into().ok()?;
-    let (letters, upper, spaces) = prose_masks(block);
-    // Spaces before a letter: each begins a chunk (bit 0 does; bit 63 is not known).
+fn prose_block<const ASCII: bool>(
+    bytes: &[u8],
+    p: usize,
+    win: &mut Window,
+) -> Option<(usize, u64)> {
+    if p.checked_sub(win.at).is_none_or(|off| off > 48) {
+        let block: &[u8; 64] = bytes.get(p..p + 64)?.try_into().ok()?;
+        let (letters, upper, spaces) = prose_masks(block);
+        *win = Window {
+            at: p,
+            letters,
+            upper,
+            spaces,
+        };
+    }
+    let off = p - win.at;
+    let n = 64 - off; // the window's bytes from `p`: at least 16
+    let (letters, upper, spaces) = (win.letters >> off, win.upper >> off, win.spaces >> off);
+    // Spaces before a letter: each begins a chunk (bit 0 does). Past the window the
+    // shifts read no letter, so a space at its last byte begins none.
     let starts = spaces & (letters >> 1);
-    let stop = !(letters | starts);
+    let stop = !(letters | starts); // set from bit `n` on when `n` < 64
     let mut end = if stop == 0 {
         64
     } else {
@@ -393,7 +428,7 @@ fn prose_block<const ASCII: bool>(bytes: &[u8], p: usize) -> Option<(usize, u64)
     };
     let mut starts = starts & low_bits(end);
     let last = 63 - starts.leading_zeros() as usize; // bit 0 is set: not empty
-    if end == 64 || (!ASCII && block[end] >= 0x80) {
+    if end >= n || (!ASCII && bytes[p + end] >= 0x80) {
         // The last word may go on past what is known of it.
         starts &= !(1 << last);
         end = last;
@@ -413,12 +448,12 @@ fn prose_block<const ASCII: bool>(bytes: &[u8], p: usize) -> Option<(usize, u64)
         } else {
             rest.trailing_zeros() as usize
         };
-        // Most blocks have no inner capital: one test for the block, none per word. A
+        // Most windows have no inner capital: one test for the run, none per word. A
         // word here is shorter than 63 bytes: the mask only spares a bounds check.
         cost += if inner == 0 || inner & low_bits(e) & !low_bits(s) == 0 {
             LOWER_COST[1][(e - s - 1) & (COST_LEN - 1)]
         } else {
-            ascii_word_cost(1, &block[s + 1..e])
+            ascii_word_cost(1, &bytes[p + s + 1..p + e])
         };
     }
     Some((p + end, cost))
@@ -438,7 +473,12 @@ fn low_bits(n: usize) -> u64 {
 /// ASCII — rules 2 to 5 of [`text_millitokens`] (a contraction is left to the general
 /// path); `None` when a non-ASCII character (or a `'` before a letter) is involved.
 #[inline]
-fn ascii_chunk<const ASCII: bool>(bytes: &[u8], padded: &[u8], i: usize) -> Option<(usize, u64)> {
+fn ascii_chunk<const ASCII: bool>(
+    bytes: &[u8],
+    padded: &[u8],
+    i: usize,
+    win: &mut Window,
+) -> Option<(usize, u64)> {
     let len = bytes.len();
     let c0 = bytes[i];
     let f0 = FLAGS[c0 as usize];
@@ -453,7 +493,7 @@ fn ascii_chunk<const ASCII: bool>(bytes: &[u8], padded: &[u8], i: usize) -> Opti
         // where the text allows (`prose_block`).
         let (mut end, mut cost) = (i, 0);
         loop {
-            if let Some((e, c)) = prose_block::<ASCII>(bytes, end) {
+            if let Some((e, c)) = prose_block::<ASCII>(bytes, end, win) {
                 end = e;
                 cost += c;
             } else {
@@ -572,9 +612,10 @@ fn millitokens<const FAST: bool, const ASCII: bool>(s: &str, padded: &[u8]) -> u
     let len = bytes.len();
     let mut total = 0u64;
     let mut i = 0;
+    let mut win = Window::EMPTY;
     while i < len {
         if FAST {
-            if let Some((end, cost)) = ascii_chunk::<ASCII>(bytes, padded, i) {
+            if let Some((end, cost)) = ascii_chunk::<ASCII>(bytes, padded, i, &mut win) {
                 total += cost;
                 i = end;
                 continue;
