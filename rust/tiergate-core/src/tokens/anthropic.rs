@@ -14,7 +14,7 @@ use crate::error::Result;
 use crate::json::{write_float, write_int};
 use crate::rawjson::{Esc, JStr, Parser, Value};
 
-/// Estimated prompt tokens of an Anthropic Messages body (see the module documentation).
+/// Estimated prompt tokens of an Anthropic Messages body (the rule: [`crate::tokens`]).
 /// Errors only on invalid JSON or a non-object body; unknown shapes inside count what
 /// they can.
 pub fn estimate_anthropic_tokens(body: &[u8]) -> Result<u64> {
