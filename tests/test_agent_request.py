@@ -241,7 +241,7 @@ def check_against_the_parser(raw: bytes, tenant: str = "t") -> ChatRequest | Non
     ref = reference(raw)
     assert chat == ref
     assert key == Idempotency.key(raw, tenant, "openai", ref.stream, None)
-    assert known == _known(ref)
+    assert known == _known(ref, "openai")
     for compatible in (False, True):
         for stream in (False, True):
             # The reference was parsed from the dict: no tools memo, no core reading.

@@ -148,7 +148,7 @@ def check(raw: bytes, tenant: str) -> bool:
     # are a ChatRequest's)
     assert repr(chat).removeprefix("Plain") == repr(parsed)
     assert key == Idempotency.key(raw, tenant, "anthropic", chat.stream, None)
-    assert known == _known(chat)
+    assert known == _known(chat, "anthropic")
     plain = chat.plain_texts
     if plain is not None:
         # The core's reading is the messages: what the OpenAI adapter writes from.

@@ -64,6 +64,7 @@ __all__ = [
     "_noop",
     "canonical_request",
     "classifier_text",
+    "estimate_anthropic_tokens",
     "estimate_text_tokens",
     "estimate_tokens",
     "feature_config",
@@ -127,6 +128,21 @@ def estimate_tokens(body: bytes) -> int:
     message 3 + role + content text (string or text parts; image parts 85) + name (+1),
     per tool call 3 + name + arguments, per tool 8 + name + description + parameters,
     plus ``response_format.json_schema``. ``ValueError`` on invalid JSON / non-object."""
+
+def estimate_anthropic_tokens(body: bytes) -> int:
+    """``estimate_tokens`` of the chat-completions body an Anthropic Messages body would
+    be, as ``parse_anthropic_request`` reads it: ``system`` (a string or blocks; none
+    when empty) the first message, of role ``system``; per turn, a ``tool`` message per
+    ``tool_result`` block (its ``content``, a string or blocks, as the message's), then
+    the turn's own message of its role with its other blocks as parts (text blocks their
+    ``text``, image blocks 85, thinking blocks nothing) and its ``tool_use`` blocks as
+    tool calls (``name``, and ``orjson.dumps(input)`` as ``arguments``; ``{}`` when
+    absent), left out for a user turn of tool results alone; per tool, ``name``,
+    ``description`` and ``input_schema`` as the function's; a structured output's
+    schema (``output_config.format``, else ``output_format``) as ``response_format``'s
+    ``json_schema`` ``{"name": "response", "schema": ..., "strict": true}``. The
+    parser's rewording of a tool result (texts joined, ``Error: ``) is not applied.
+    ``ValueError`` on invalid JSON / non-object."""
 
 def estimate_text_tokens(text: str) -> int:
     """Approximate cl100k_base tokens of one text (no message overhead)."""
@@ -310,8 +326,8 @@ def ingest_anthropic_request(
     ``cache_control``, dropped), an assistant's with some text; ``temperature`` and
     ``top_p`` numbers in [0, 1] or absent; ``stop_sequences`` a string or at most 16
     strings (the non-empty ones given) or absent; ``stream`` a boolean or absent; no
-    ``tools``, ``tool_choice``, ``output_config``, ``output_format`` or
-    ``response_format``. Other fields are ignored, as the parser ignores them.
+    ``tools``, ``tool_choice``, ``output_config`` or ``output_format``. Other fields
+    are ignored, as the parser ignores them.
 
     ``[(role, text)]``: every text of the canonical messages in order with its message's
     role, the system prompt's (one ``system`` message, none when empty) first.
@@ -322,8 +338,8 @@ def ingest_anthropic_request(
     one ``request_key`` refuses.
 
     ``key`` is ``request_key(body, scope + ("s" if stream else "n"))``, ``None`` when
-    ``scope`` is; ``prompt_tokens`` is ``estimate_tokens(body)`` (which does not read
-    ``system``); ``required_caps`` is ``CAP_STREAMING`` when streamed, else 0."""
+    ``scope`` is; ``prompt_tokens`` is ``estimate_anthropic_tokens(body)``;
+    ``required_caps`` is ``CAP_STREAMING`` when streamed, else 0."""
 
 def render_anthropic_message(
     message_id: str,

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from typing import NamedTuple, Protocol, cast
+from typing import Literal, NamedTuple, Protocol, cast
 
 from tiergate import _core
 from tiergate.classifier.model import LearnedQuality, load_quality_model
@@ -294,7 +294,7 @@ class Planner:
         """What the core's ``Router.request`` and ``route_heuristic`` take first: the
         scope, the request's capabilities and tokens, each setting as the header and the
         tenant give it (the core resolves them over the route's), the masks."""
-        caps, prompt_tokens = known if known is not None else _known(request)
+        caps, prompt_tokens = known if known is not None else _known(request, envelope.surface)
         max_tokens = request.max_tokens
         return (
             scope.index,
@@ -443,8 +443,9 @@ def _unknown_route(name: str) -> RequestError:
     )
 
 
-def _known(request: ChatRequest) -> Known:
-    """(required capabilities, prompt tokens) of a request the core's parse did not read."""
+def _known(request: ChatRequest, surface: Literal["openai", "anthropic"]) -> Known:
+    """(required capabilities, prompt tokens) of a request the core's parse did not read;
+    ``surface``: the one its body (``raw``) came in on, which the estimate reads."""
     caps = 0
     if request.tools and request.tool_choice != "none":
         caps |= _core.CAP_TOOLS
@@ -454,4 +455,9 @@ def _known(request: ChatRequest) -> Known:
         caps |= _core.CAP_STREAMING
     if request.has_images:
         caps |= _core.CAP_VISION
-    return caps, _core.estimate_tokens(request.raw) if request.raw else 0
+    raw = request.raw
+    if not raw:
+        return caps, 0
+    if surface == "anthropic":
+        return caps, _core.estimate_anthropic_tokens(raw)
+    return caps, _core.estimate_tokens(raw)

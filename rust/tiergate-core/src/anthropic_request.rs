@@ -21,15 +21,8 @@ use crate::sampling;
 use crate::tokens::{round_tokens, text_millitokens, PER_MESSAGE_MILLI, REPLY_PRIMING_MILLI};
 
 /// Members whose presence sends the body to the Python parser: those it reads besides
-/// the ones read here, and `response_format`, which it ignores but the token estimate
-/// counts (the estimate is the `OpenAI` body's, applied to any body).
-const PYTHON_READS: [&str; 5] = [
-    "tools",
-    "tool_choice",
-    "output_config",
-    "output_format",
-    "response_format",
-];
+/// the ones read here.
+const PYTHON_READS: [&str; 4] = ["tools", "tool_choice", "output_config", "output_format"];
 
 /// At most this many `stop_sequences` (the Python parser's limit).
 pub const MAX_STOP_SEQUENCES: usize = 16;
@@ -119,8 +112,9 @@ fn members(body: &str) -> Option<Members<'_>> {
             "stop_sequences" => m.stop = Some(p.value().ok()?),
             "stream" => m.stream = Some(p.value().ok()?),
             other if PYTHON_READS.contains(&other) => return None,
-            // Ignored by the Python parser (`metadata`, `top_k`, `service_tier`, …) and
-            // by the token estimate. (Only `null` begins with `n`.)
+            // Ignored by the Python parser (`metadata`, `top_k`, `service_tier`,
+            // `response_format`, …) and by the token estimate. (Only `null` begins
+            // with `n`.)
             other => {
                 m.others |= !TRANSPORT_FIELDS.contains(&other) && p.peek() != Some(b'n');
                 p.skip().ok()?;
@@ -279,7 +273,8 @@ pub struct AnthropicIngested {
     pub request: AnthropicRequest,
     /// The idempotency key, when a scope was given.
     pub key: Option<[u8; 16]>,
-    /// Equal to [`estimate_tokens`](crate::tokens::estimate_tokens) of the body.
+    /// Equal to [`estimate_anthropic_tokens`](crate::tokens::estimate_anthropic_tokens)
+    /// of the body.
     pub prompt_tokens: u64,
     /// `CAP_*` bits: a plain body asks for no tools, schema or image, so streaming alone.
     pub required_caps: u64,
@@ -401,10 +396,10 @@ fn plain_key(r: &AnthropicRequest, tenant: &str) -> [u8; 16] {
     hash::key_of(&buf)
 }
 
-/// `estimate_tokens` of such a body. It counts the `messages` member as an `OpenAI`
-/// body's: 3 for reply priming and per turn 3, its role as spelled and the text of each
-/// text block. The top-level `system` is no member it reads, so the system prompt is
-/// not counted (the planner's estimate of the same body through the general path).
+/// `estimate_anthropic_tokens` of such a body: 3 for reply priming, and per message
+/// of its canonical form (the system prompt's first, when not empty) 3, its role and
+/// the text of each of its texts. Long texts' estimates come from `memo`: agents send
+/// the same system prompt, and the earlier turns, with every request.
 fn prompt_tokens(request: &AnthropicRequest, memo: &mut TextMemo<u64>) -> u64 {
     let mut milli = REPLY_PRIMING_MILLI;
     let mut sizes = request.sizes.iter();
@@ -412,14 +407,10 @@ fn prompt_tokens(request: &AnthropicRequest, memo: &mut TextMemo<u64>) -> u64 {
     for (role, text) in &request.texts {
         if left == 0 {
             left = sizes.next().copied().unwrap_or(1);
-            if *role != Role::System {
-                milli += PER_MESSAGE_MILLI + text_millitokens(role.wire());
-            }
+            milli += PER_MESSAGE_MILLI + text_millitokens(role.wire());
         }
         left -= 1;
-        if *role != Role::System {
-            milli += memo.get_or(text, text_millitokens);
-        }
+        milli += memo.get_or(text, text_millitokens);
     }
     round_tokens(milli)
 }
@@ -427,7 +418,7 @@ fn prompt_tokens(request: &AnthropicRequest, memo: &mut TextMemo<u64>) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tokens::estimate_tokens;
+    use crate::tokens::estimate_anthropic_tokens;
 
     fn read(body: &str) -> Option<AnthropicRequest> {
         anthropic_request(body.as_bytes())
@@ -444,7 +435,7 @@ mod tests {
         );
         assert_eq!(
             got.prompt_tokens,
-            estimate_tokens(body.as_bytes()).unwrap(),
+            estimate_anthropic_tokens(body.as_bytes()).unwrap(),
             "{body}"
         );
         let caps = if got.request.stream { CAP_STREAMING } else { 0 };
@@ -577,6 +568,7 @@ mod tests {
                 true,
             ),
             (r#""stop_sequences":[]"#, false),
+            (r#""response_format":{"type":"json_object"}"#, false),
             (r#""top_k":3"#, false),
             (r#""thinking":{"type":"disabled"}"#, false),
             (
@@ -604,8 +596,42 @@ mod tests {
                 {{"role":"user","content":[{{"type":"text","text":"{earlier}"}},{{"type":"text","text":"{question}"}}]}}]}}"#
             );
             let got = ingest_anthropic_with(body.as_bytes(), None, &mut memo).unwrap();
-            assert_eq!(got.prompt_tokens, estimate_tokens(body.as_bytes()).unwrap());
+            assert_eq!(
+                got.prompt_tokens,
+                estimate_anthropic_tokens(body.as_bytes()).unwrap()
+            );
             assert_eq!(got, ingest_anthropic(body.as_bytes(), None).unwrap());
+        }
+    }
+
+    /// The system prompt is counted as the chat-completions body's first message: a
+    /// string or text blocks, none when empty.
+    #[test]
+    fn counts_the_system_prompt() {
+        let long = "You answer questions about card fees. ".repeat(50);
+        for (system, openai) in [
+            ("null", None),
+            (r#""""#, None),
+            ("[]", None),
+            (r#""Be terse.""#, Some(r#""Be terse.""#)),
+            (&format!(r#""{long}""#), Some(&format!(r#""{long}""#))),
+            (
+                r#"[{"type":"text","text":"a b"},{"type":"text","text":"","cache_control":{"type":"ephemeral"}}]"#,
+                Some(r#"[{"type":"text","text":"a b"},{"type":"text","text":""}]"#),
+            ),
+        ] {
+            let body = format!(
+                r#"{{"model":"m","max_tokens":5,"system":{system},"messages":[{{"role":"user","content":"q"}}]}}"#
+            );
+            let system = openai.map_or(String::new(), |c| {
+                format!(r#"{{"role":"system","content":{c}}},"#)
+            });
+            let chat = format!(r#"{{"messages":[{system}{{"role":"user","content":"q"}}]}}"#);
+            assert_eq!(
+                check(&body, "t\0anthropic\0").prompt_tokens,
+                crate::tokens::estimate_tokens(chat.as_bytes()).unwrap(),
+                "{body}"
+            );
         }
     }
 
@@ -631,7 +657,6 @@ mod tests {
             r#""tool_choice":null"#,
             r#""output_config":{}"#,
             r#""output_format":null"#,
-            r#""response_format":{"type":"text"}"#,
             r#""temperature":1.5"#,
             r#""temperature":-0.0"#,
             r#""temperature":-0"#,
@@ -703,7 +728,7 @@ mod tests {
         {
             if let Some(got) = ingest_anthropic(&body, Some("t\0anthropic\0")) {
                 read += 1;
-                assert_eq!(Ok(got.prompt_tokens), estimate_tokens(&body));
+                assert_eq!(Ok(got.prompt_tokens), estimate_anthropic_tokens(&body));
                 let mark = if got.request.stream { "s" } else { "n" };
                 assert_eq!(
                     got.key,

@@ -23,10 +23,36 @@
 //! `json(response_format.json_schema)`. `json(v)` walks the value: an object costs
 //! `1 + Σ(key + 1 + json(value))`, an array `1 + Σ(json(item))`, a string its text + 1,
 //! any other scalar 1. Chunks are summed in milli-tokens and rounded once at the end.
+//!
+//! # Anthropic Messages bodies
+//! [`estimate_anthropic_tokens`] of an Anthropic body is [`estimate_tokens`] of the
+//! chat-completions body the same request would be, built as `parse_anthropic_request`
+//! reads it (Python, `server/parse_anthropic.py`):
+//!
+//! * `system`, a string or an array of blocks, is the first message, of role `system`
+//!   with that content (an empty string or array is no message);
+//! * each entry of `messages` becomes, in order, a tool message per `tool_result` block
+//!   (its `content`, a string or blocks, as the message's), then its own message of its
+//!   role (as spelled) whose parts are its other blocks (a text block its `text`, an
+//!   `image` block an `image_url` part, a thinking block nothing) and whose tool calls
+//!   are its `tool_use` blocks (`name`, and `orjson.dumps(input)` as `arguments`; `{}`
+//!   when absent) — left out for a `user` turn whose blocks are all tool results;
+//! * each entry of `tools` is a function tool of its `name`, `description` and
+//!   `input_schema` as `parameters`;
+//! * a structured output's schema `S` (`output_config.format.schema` when
+//!   `output_config` is present and not null, else `output_format.schema`) is
+//!   `response_format.json_schema` `{"name": "response", "schema": S, "strict": true}`.
+//!
+//! Nothing else counts (`tool_choice`, a `response_format` member, which the parser
+//! ignores). The parser's rewording of a result (texts joined by newlines, `Error: `
+//! before a failed one) is not applied: a result counts its texts as parts.
 
 use crate::bytemask::{ascii_letters, prose_masks};
 use crate::error::{CoreError, Result};
 use crate::rawjson::{decode_into, Esc, JStr, Parser, Value};
+
+mod anthropic;
+pub use anthropic::estimate_anthropic_tokens;
 
 /// Tokens counted for an image part (`OpenAI`'s "low detail" cost).
 pub const IMAGE_TOKENS: u64 = 85;
@@ -759,6 +785,22 @@ impl<'a> Walk<'a> {
         }
     }
 
+    /// A walk of a whole request body: an error for invalid JSON or a non-object body.
+    #[inline]
+    fn of_body(body: &'a [u8]) -> Result<Self> {
+        let p = Parser::new(body)?;
+        if p.peek() != Some(b'{') {
+            // Reject bad JSON as bad JSON before saying it is not an object.
+            Value::parse(body)?;
+            return Err(CoreError::invalid("request body must be a JSON object"));
+        }
+        Ok(Walk {
+            p,
+            keys: Vec::new(),
+            buf: String::with_capacity(body.len()),
+        })
+    }
+
     /// At an object: `f(self, key)` per member, with the cursor at its value (which `f`
     /// must consume). Anything but an object is skipped, and `f` never called.
     #[inline]
@@ -1006,17 +1048,7 @@ fn last_of_each_key(ms: &mut [(JStr<'_>, u64)]) -> u64 {
 /// Estimated prompt tokens of a chat-completions body. Errors only on invalid JSON or a
 /// non-object body; unknown shapes inside count what they can.
 pub fn estimate_tokens(body: &[u8]) -> Result<u64> {
-    let p = Parser::new(body)?;
-    if p.peek() != Some(b'{') {
-        // Reject bad JSON as bad JSON before saying it is not an object.
-        Value::parse(body)?;
-        return Err(CoreError::invalid("request body must be a JSON object"));
-    }
-    let mut w = Walk {
-        p,
-        keys: Vec::new(),
-        buf: String::with_capacity(body.len()),
-    };
+    let mut w = Walk::of_body(body)?;
     let (mut messages, mut tools, mut schema) = (0, 0, 0);
     w.object(|w, key| {
         if key.is("messages") {

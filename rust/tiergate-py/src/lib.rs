@@ -79,6 +79,13 @@ fn estimate_tokens(body: &[u8]) -> PyResult<u64> {
     tokens::estimate_tokens(body).map_err(to_py)
 }
 
+/// Approximate `cl100k_base` prompt tokens of an Anthropic Messages body: those of the
+/// chat-completions body the same request would be.
+#[pyfunction]
+fn estimate_anthropic_tokens(body: &[u8]) -> PyResult<u64> {
+    tokens::estimate_anthropic_tokens(body).map_err(to_py)
+}
+
 /// Approximate tokens of one text, without message overhead.
 #[pyfunction]
 fn estimate_text_tokens(text: &str) -> u64 {
@@ -758,6 +765,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(request_key, m)?)?;
     m.add_function(wrap_pyfunction!(canonical_request, m)?)?;
     m.add_function(wrap_pyfunction!(estimate_tokens, m)?)?;
+    m.add_function(wrap_pyfunction!(estimate_anthropic_tokens, m)?)?;
     m.add_function(wrap_pyfunction!(estimate_text_tokens, m)?)?;
     m.add_function(wrap_pyfunction!(text_signals, m)?)?;
     m.add_function(wrap_pyfunction!(_noop, m)?)?;
