@@ -105,10 +105,8 @@ _TERMS = [
     "balance was paid in full by its due date.",
     "If your card is lost or stolen, call us at once; you are not liable for charges "
     "made after you report it.",
-    "Cash advances start accruing interest immediately at the cash APR, currently 27.49% "
-    "variable.",
-    "We credit refunds from merchants to your account within 3 business days of "
-    "receiving them.",
+    "Cash advances start accruing interest immediately at the cash APR, currently 27.49% variable.",
+    "We credit refunds from merchants to your account within 3 business days of receiving them.",
     "Autopay can be set for the minimum payment, the statement balance or a fixed amount "
     "between $25 and $10,000.",
     "Overdraft protection transfers funds from a linked savings account in increments "
