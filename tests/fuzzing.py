@@ -62,6 +62,15 @@ def mutated(draw: st.DrawFn, bases: list[dict[str, Any]]) -> dict[str, Any]:
     return doc
 
 
+def _escaped(c: str) -> str:
+    """``c`` as a JSON ``\\u`` escape: a surrogate pair beyond the Basic Multilingual Plane."""
+    n = ord(c)
+    if n < 0x10000:
+        return f"\\u{n:04x}"
+    n -= 0x10000
+    return f"\\u{0xD800 + (n >> 10):04x}\\u{0xDC00 + (n & 0x3FF):04x}"
+
+
 def spelled(
     draw: st.DrawFn,
     value: Any,
@@ -82,7 +91,7 @@ def spelled(
             if draw(st.booleans()) and (decoyed is None or key in decoyed):
                 members.append(f"{json.dumps(key)}:{space}{json.dumps(draw(decoys))}")
             if draw(st.booleans()):
-                name = '"' + "".join(f"\\u{ord(c):04x}" for c in key) + '"'
+                name = '"' + "".join(map(_escaped, key)) + '"'
             else:
                 name = json.dumps(key)
             members.append(f"{name}{space}:{space}{spelled(draw, item, decoys, decoyed)}")
