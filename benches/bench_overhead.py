@@ -385,7 +385,11 @@ def render(
             "definitions sent again, an assistant tool call, its result, a new question), "
             "where the tools seen before are remembered by their bytes; the plain body "
             "with the sampling options SDK callers set; a chat's fifth question, sent "
-            "with the four exchanges before it; and the plain request as the Anthropic SDK "
+            "with the four exchanges before it; 16 KB of retrieved passages before a "
+            "question, as a RAG application sends them (a text that never repeats: the "
+            "sidecar estimates its tokens, scans it and reads its difficulty signals, a "
+            "few passes over each byte where the bare proxy parses and writes it once); "
+            "and the plain request as the Anthropic SDK "
             "sends it (the sidecar answers in the Anthropic shape from an OpenAI-protocol "
             "upstream; the bare proxy forwards the same bytes):",
             "",
