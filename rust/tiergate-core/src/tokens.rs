@@ -1002,23 +1002,30 @@ impl<'a> Walk<'a> {
             if !key.is("function") {
                 return w.p.skip();
             }
-            let (mut name, mut description, mut parameters) = (0, 0, 0);
-            w.object(|w, key| {
-                if key.is("name") {
-                    name = w.text()?.unwrap_or(0);
-                } else if key.is("description") {
-                    description = w.text()?.unwrap_or(0);
-                } else if key.is("parameters") {
-                    parameters = w.json()?;
-                } else {
-                    w.p.skip()?;
-                }
-                Ok(())
-            })?;
-            f = name + description + parameters;
+            f = w.function("parameters")?;
             Ok(())
         })?;
         Ok(8000 + f)
+    }
+
+    /// `name + description + json(schema)` of a function's definition, its schema under
+    /// `schema_key` (`parameters` in a chat-completions tool, `input_schema` in an
+    /// Anthropic one).
+    fn function(&mut self, schema_key: &str) -> Result<u64> {
+        let (mut name, mut description, mut schema) = (0, 0, 0);
+        self.object(|w, key| {
+            if key.is("name") {
+                name = w.text()?.unwrap_or(0);
+            } else if key.is("description") {
+                description = w.text()?.unwrap_or(0);
+            } else if key.is(schema_key) {
+                schema = w.json()?;
+            } else {
+                w.p.skip()?;
+            }
+            Ok(())
+        })?;
+        Ok(name + description + schema)
     }
 }
 

@@ -249,20 +249,7 @@ impl Walk<'_> {
 
     /// A tool definition: `8 + name + description + json(input_schema)`.
     fn anthropic_tool(&mut self) -> Result<u64> {
-        let (mut name, mut description, mut schema) = (0, 0, 0);
-        self.object(|w, key| {
-            if key.is("name") {
-                name = w.text()?.unwrap_or(0);
-            } else if key.is("description") {
-                description = w.text()?.unwrap_or(0);
-            } else if key.is("input_schema") {
-                schema = w.json()?;
-            } else {
-                w.p.skip()?;
-            }
-            Ok(())
-        })?;
-        Ok(8000 + name + description + schema)
+        Ok(8000 + self.function("input_schema")?)
     }
 
     /// `json(schema)` of a structured output's spec (`{"type": "json_schema", "schema"}`)
