@@ -115,7 +115,7 @@ class _Facts:
         cached price (the input price when none is set), the rest at the input price."""
         cached = usage.cached_tokens
         fresh = usage.input_tokens - cached
-        if fresh < 0:  # a conditional: max() parses its arguments, ~700 instructions
+        if fresh < 0:  # a conditional: max() parses its arguments (~600 instructions)
             fresh = 0
         return (fresh * self.input + cached * self.cached + usage.output_tokens * self.output) / 1e6
 
