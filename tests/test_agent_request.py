@@ -390,6 +390,38 @@ def test_adapters_never_change_the_shared_tools() -> None:
     assert TOOLSETS.get(orjson.dumps(AGENT["tools"])) is chat.toolset
 
 
+def test_adapters_never_change_the_shared_anthropic_tools() -> None:
+    from tiergate.server import parse_anthropic
+
+    tools = [
+        {
+            "name": "get_fee",
+            "description": "A fee by name.",
+            "input_schema": {"type": "object", "properties": {"name": {"type": "string"}}},
+        }
+    ]
+    body = {
+        "model": "m",
+        "max_tokens": 5,
+        "messages": [{"role": "user", "content": "x"}],
+        "tools": tools,
+    }
+    chat = parse_anthropic.parse_anthropic_request(copy.deepcopy(body))
+    before = copy.deepcopy(chat.tools)
+    for build in (
+        build_openai_request,
+        build_anthropic_request,
+        build_converse_request,
+        build_gemini_request,
+        build_sagemaker_body,
+        openai_body,
+    ):
+        build(chat, DEP)
+    assert chat.tools == before
+    assert parse_anthropic.TOOLSETS.get(orjson.dumps(tools)) is chat.toolset
+    assert parse_anthropic.parse_anthropic_request(body).tools == before
+
+
 def test_a_role_of_another_type_is_refused_not_a_crash() -> None:
     with pytest.raises(RequestError) as info:
         parse_openai_request({"model": "m", "messages": [{"role": [], "content": "x"}]})

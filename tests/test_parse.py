@@ -357,3 +357,45 @@ def test_a_schema_with_integers_past_64_bits_is_a_schema() -> None:
         )
     )
     assert req.response_format.schema == {"type": "integer", "maximum": 2**70}
+
+
+# Anthropic tools as agents send them, and as they should not: the memo must give what a
+# fresh read gives, and refuse what it refuses (the fresh read naming the field).
+_anthropic_tools = st.lists(
+    st.fixed_dictionaries(
+        {
+            "name": st.sampled_from(["get_fee", "list", "a-b_9", "bad name", ""]),
+            "input_schema": st.sampled_from(
+                [{"type": "object"}, {"type": "object", "properties": {"x": {"type": "string"}}}]
+            )
+            | st.sampled_from([None, "object", {"type": 5}]),
+        },
+        optional={
+            "description": st.text(max_size=8) | st.just(3),
+            "type": st.sampled_from(["custom", "bash_20250124"]),
+            "cache_control": st.just({"type": "ephemeral"}),
+        },
+    ),
+    min_size=1,
+    max_size=3,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_anthropic_tools | st.sampled_from([{"name": "x"}, "tools", 3, [3]]))
+def test_anthropic_tools_read_twice_are_what_one_read_gives(tools: Any) -> None:
+    from tiergate.server import parse_anthropic
+
+    body = {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}
+    try:
+        fresh = parse_anthropic._tools(tools)
+    except RequestError as exc:
+        for _ in range(2):  # refused alike before and after a memo could hold them
+            with pytest.raises(RequestError) as info:
+                parse_anthropic_request({**body, "tools": tools})
+            assert info.value.param == exc.param
+        return
+    first = parse_anthropic_request({**body, "tools": tools})
+    again = parse_anthropic_request({**body, "tools": tools})
+    assert first.tools == again.tools == fresh
+    assert first.toolset is not None and again.toolset is first.toolset  # read once

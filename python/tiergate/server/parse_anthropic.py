@@ -25,8 +25,10 @@ from tiergate.envelope import (
     TextPart,
     Tool,
     ToolCall,
+    ToolSet,
 )
 from tiergate.errors import RequestError
+from tiergate.server.parse_openai import ToolSets
 from tiergate.server.validate import (
     bad,
     check_schema,
@@ -112,7 +114,9 @@ def parse_anthropic_request(body: Any, raw: bytes = b"") -> ChatRequest:
         bad("messages", "must be a non-empty array of messages")
     for i, m in enumerate(raw_messages):
         messages.extend(_message(m, f"messages.{i}"))
-    tools = _tools(body.get("tools"))
+    raw_tools = body.get("tools")
+    toolset = _toolset(raw_tools) if raw_tools else None
+    tools = toolset.tools if toolset is not None else _tools(raw_tools)
     tool_choice, name, parallel = _tool_choice(body.get("tool_choice"), tools)
     return ChatRequest(
         model=model,
@@ -129,7 +133,20 @@ def parse_anthropic_request(body: Any, raw: bytes = b"") -> ChatRequest:
         stream=opt_bool(body, "stream", "stream") or False,
         include_usage=True,
         raw=raw,
+        toolset=toolset,
     )
+
+
+def _toolset(value: Any) -> ToolSet | None:
+    """The tools of a ``tools`` value from :data:`TOOLSETS`, by the bytes ``orjson``
+    writes of it (an agent sends its tools again with every turn: read and checked once);
+    None when they are to be read afresh: refused (the fresh read names the field), or
+    not written (an integer past 64 bits)."""
+    try:
+        src = orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        return None
+    return TOOLSETS.get(src)
 
 
 def _system(value: Any) -> list[Message]:
@@ -312,3 +329,7 @@ def _tool_choice(value: Any, tools: list[Tool]) -> tuple[Any, str | None, bool]:
             bad("tool_choice.name", f"names no tool in `tools`: {name!r}")
         return "function", name, parallel
     bad("tool_choice.type", f"must be 'auto', 'any', 'tool' or 'none'; got {kind!r}")
+
+
+# The tools read lately (per process: requests run on the event loop's thread).
+TOOLSETS = ToolSets(read=_tools)

@@ -8,6 +8,7 @@ accepted and ignored, as OpenAI-compatible servers do.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -203,24 +204,33 @@ class ToolSets:
     """The tools read lately, by the exact bytes of their ``tools`` array (never by a
     hash or a name: a caller's tools are served only to a body holding the same bytes).
     Bounded in entries and in the bytes kept; the oldest entry goes first. A hit gives
-    what a miss reads: the same tools, checked the same way (property tests)."""
+    what a miss reads: the same tools, checked the same way (property tests).
 
-    __slots__ = ("_kept", "_max_bytes", "_max_entries", "_sets")
+    ``read``: the surface's reader of a ``tools`` value (this module's by default; the
+    Anthropic parser keeps its own set, read by its own reader)."""
 
-    def __init__(self, max_entries: int = 256, max_bytes: int = 1 << 20) -> None:
+    __slots__ = ("_kept", "_max_bytes", "_max_entries", "_read", "_sets")
+
+    def __init__(
+        self,
+        max_entries: int = 256,
+        max_bytes: int = 1 << 20,
+        read: Callable[[Any], list[Tool]] | None = None,
+    ) -> None:
         self._sets: dict[bytes, ToolSet] = {}
         self._kept = 0
         self._max_entries = max_entries
         self._max_bytes = max_bytes
+        self._read = read  # None: this module's reader (defined below)
 
     def get(self, src: bytes) -> ToolSet | None:
-        """The tools of the ``tools`` value ``src`` (JSON the core checked); None when
-        :func:`parse_openai_request` would refuse them."""
+        """The tools of the ``tools`` value ``src`` (JSON); None when the surface's
+        parser would refuse them (or ``src`` is not JSON)."""
         toolset = self._sets.get(src)
         if toolset is not None:
             return toolset
         try:
-            tools = _tools(orjson.loads(src))
+            tools = (self._read or _tools)(orjson.loads(src))
         except (RequestError, orjson.JSONDecodeError):
             return None
         toolset = ToolSet(tools, {})
