@@ -117,6 +117,40 @@ _PASSAGES = "\n\n".join(
 )
 
 
+def _anthropic_turn(question: str) -> dict[str, object]:
+    """The agent turn of ``request_body``'s ``agent`` as the Anthropic SDK sends it: the
+    same tools (``input_schema``), the call a ``tool_use`` block, its result a
+    ``tool_result`` block."""
+    tools = [
+        {
+            "name": t["function"]["name"],  # type: ignore[index]
+            "description": t["function"]["description"],  # type: ignore[index]
+            "input_schema": t["function"]["parameters"],  # type: ignore[index]
+        }
+        for t in _TOOLS
+    ]
+    call = {"type": "tool_use", "id": "toolu_1", "name": "list_transactions"}
+    messages = [
+        {"role": "user", "content": "Why was I charged twice on my card last week?"},
+        {"role": "assistant", "content": [{**call, "input": {"account_id": "a-17"}}]},
+        {
+            "role": "user",
+            "content": [
+                {"type": "tool_result", "tool_use_id": "toolu_1", "content": _RESULT.decode()},
+                {"type": "text", "text": question},
+            ],
+        },
+    ]
+    system = "You are a bank's support agent. Use the tools; never guess balances."
+    return {
+        "model": "auto",
+        "max_tokens": 16,
+        "system": system,
+        "tools": tools,
+        "messages": messages,
+    }
+
+
 def request_body(stream: bool, kind: str = "plain") -> bytes:
     """A unique request each time, so that no target may answer from a cache: ``plain``
     0.6 KB; ``large`` 3.4 KB (a long system prompt and question); ``agent`` 3 KB, an
@@ -132,6 +166,8 @@ def request_body(stream: bool, kind: str = "plain") -> bytes:
         user = {"role": "user", "content": question + str(next(_COUNTER))}
         anthropic = {"model": "auto", "max_tokens": 16, "system": system, "messages": [user]}
         return orjson.dumps({**anthropic, "stream": True} if stream else anthropic)
+    if kind == "anthropic_agent":
+        return orjson.dumps(_anthropic_turn("The coffee one, twice. " + str(next(_COUNTER))))
     if kind == "large":
         system = _SYSTEM
         question = "What is the fee for a late card payment, and how do I dispute it? " * 8
@@ -391,7 +427,9 @@ def render(
             "few passes over each byte where the bare proxy parses and writes it once); "
             "and the plain request as the Anthropic SDK "
             "sends it (the sidecar answers in the Anthropic shape from an OpenAI-protocol "
-            "upstream; the bare proxy forwards the same bytes):",
+            "upstream; the bare proxy forwards the same bytes), then the agent's turn as "
+            "it sends it (tool_use and tool_result blocks: read by the Python parser, as "
+            "no core reader takes an Anthropic turn yet):",
             "",
             "| mode | bare proxy | tiergate | ratio |",
             "|---|---:|---:|---:|",
@@ -472,6 +510,10 @@ INSTRUCTION_MODES = {
         False,
         "anthropic",
     ),
+    "non-stream, the agent turn on the Anthropic surface (tool_use, tool_result)": (
+        False,
+        "anthropic_agent",
+    ),
 }
 
 
@@ -501,7 +543,7 @@ async def instructions_per_request(n: int = 300) -> dict[tuple[str, str], float]
             }
             config = str(REPO / "examples" / "overhead.yaml")
             tg = [sys.executable, "-m", "tiergate.cli", "serve", "--config", config]
-            path = "messages" if kind == "anthropic" else "chat/completions"
+            path = "messages" if kind.startswith("anthropic") else "chat/completions"
             out[("tiergate", mode)] = await _instructions(
                 "tiergate",
                 tg,
