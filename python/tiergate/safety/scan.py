@@ -181,6 +181,19 @@ def scan_request(chat: ChatRequest, policy: SafetyPolicy) -> SafetyResult:
 _CLEAN_BODY_MAX = 64 * 1024
 
 
+def _texts_clean(chat: ChatRequest) -> bool:
+    """Whether no text the loop of :func:`request_findings` reads holds a finding, in one
+    call to the core (each text scanned for every kind, injection too: more than the
+    loop looks for; texts seen lately answered from the core's memo), where the loop
+    cost a call per text. False when the core cannot tell (lone surrogates)."""
+    texts = [("", p.text) for m in chat.messages for p in m.parts if isinstance(p, TextPart)]
+    texts += [("", c.arguments) for m in chat.messages for c in m.tool_calls]
+    try:
+        return not _core.scan_texts_any(texts)
+    except UnicodeEncodeError:
+        return False
+
+
 def request_findings(chat: ChatRequest, policy: SafetyPolicy) -> list[SafetyFinding]:
     """:func:`scan_request`'s findings alone, for a policy that only logs (nothing to
     redact or block, so no copy of the request is built): the scan that runs after the
@@ -198,10 +211,13 @@ def request_findings(chat: ChatRequest, policy: SafetyPolicy) -> list[SafetyFind
             return findings
     else:
         raw = chat.raw
-        if raw and len(raw) <= _CLEAN_BODY_MAX and b"\\" not in raw and not _core.scan_any(raw):
+        if raw and len(raw) <= _CLEAN_BODY_MAX and b"\\" not in raw:
             # A body with no escapes holds each text's bytes as they are, between JSON's
             # quotes (which, like a text's ends, are neither word, digit nor sign to the
             # patterns): no finding in the whole body means none in any text of it.
+            if not _core.scan_any(raw):
+                return findings
+        elif _texts_clean(chat):
             return findings
     wants_injection = policy.wants_injection
     roles = policy.injection_roles
