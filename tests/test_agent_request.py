@@ -371,12 +371,9 @@ def test_a_bad_tool_gets_the_parsers_400() -> None:
     assert ingest_plain_openai_request(choice, None) is None
 
 
-def test_adapters_never_change_the_shared_tools() -> None:
-    raw = orjson.dumps(AGENT)
-    got = ingest_plain_openai_request(raw, None)
-    assert got is not None
-    chat = got[0]
-    before = copy.deepcopy(chat.tools)
+def _build_with_every_adapter(chat: Any) -> None:
+    """Each adapter's provider request from ``chat`` (what the shared-tools tests check
+    leaves the tools as they were)."""
     for build in (
         build_openai_request,
         build_anthropic_request,
@@ -386,6 +383,15 @@ def test_adapters_never_change_the_shared_tools() -> None:
         openai_body,
     ):
         build(chat, DEP)
+
+
+def test_adapters_never_change_the_shared_tools() -> None:
+    raw = orjson.dumps(AGENT)
+    got = ingest_plain_openai_request(raw, None)
+    assert got is not None
+    chat = got[0]
+    before = copy.deepcopy(chat.tools)
+    _build_with_every_adapter(chat)
     assert chat.tools == before
     assert TOOLSETS.get(orjson.dumps(AGENT["tools"])) is chat.toolset
 
@@ -408,15 +414,7 @@ def test_adapters_never_change_the_shared_anthropic_tools() -> None:
     }
     chat = parse_anthropic.parse_anthropic_request(copy.deepcopy(body))
     before = copy.deepcopy(chat.tools)
-    for build in (
-        build_openai_request,
-        build_anthropic_request,
-        build_converse_request,
-        build_gemini_request,
-        build_sagemaker_body,
-        openai_body,
-    ):
-        build(chat, DEP)
+    _build_with_every_adapter(chat)
     assert chat.tools == before
     assert parse_anthropic.TOOLSETS.get(orjson.dumps(tools)) is chat.toolset
     assert parse_anthropic.parse_anthropic_request(body).tools == before
