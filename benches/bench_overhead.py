@@ -23,6 +23,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import orjson
@@ -75,7 +76,7 @@ _RESULT = orjson.dumps(
 
 
 # A chat application's earlier turns: sent again, the same, with every new question.
-_CONVERSATION = [
+_CONVERSATION: list[dict[str, object]] = [
     {
         "role": "user" if i % 2 == 0 else "assistant",
         "content": (
@@ -121,13 +122,10 @@ def _anthropic_turn(question: str) -> dict[str, object]:
     """The agent turn of ``request_body``'s ``agent`` as the Anthropic SDK sends it: the
     same tools (``input_schema``), the call a ``tool_use`` block, its result a
     ``tool_result`` block."""
+    functions: list[Any] = [t["function"] for t in _TOOLS]
     tools = [
-        {
-            "name": t["function"]["name"],  # type: ignore[index]
-            "description": t["function"]["description"],  # type: ignore[index]
-            "input_schema": t["function"]["parameters"],  # type: ignore[index]
-        }
-        for t in _TOOLS
+        {"name": f["name"], "description": f["description"], "input_schema": f["parameters"]}
+        for f in functions
     ]
     call = {"type": "tool_use", "id": "toolu_1", "name": "list_transactions"}
     messages = [

@@ -28,7 +28,7 @@ from tiergate.envelope import (
     ToolSet,
 )
 from tiergate.errors import RequestError
-from tiergate.server.parse_openai import ToolSets
+from tiergate.server.toolsets import ToolSets
 from tiergate.server.validate import (
     bad,
     check_schema,
@@ -332,4 +332,4 @@ def _tool_choice(value: Any, tools: list[Tool]) -> tuple[Any, str | None, bool]:
 
 
 # The tools read lately (per process: requests run on the event loop's thread).
-TOOLSETS = ToolSets(read=_tools)
+TOOLSETS = ToolSets(_tools)

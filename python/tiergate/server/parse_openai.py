@@ -8,7 +8,6 @@ accepted and ignored, as OpenAI-compatible servers do.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -27,9 +26,9 @@ from tiergate.envelope import (
     TextPart,
     Tool,
     ToolCall,
-    ToolSet,
 )
 from tiergate.errors import RequestError
+from tiergate.server.toolsets import ToolSets
 from tiergate.server.validate import (
     bad,
     check_schema,
@@ -198,59 +197,6 @@ def _include_usage(body: dict[str, Any]) -> bool:
     if not isinstance(options, dict):
         bad("stream_options", "must be an object")
     return opt_bool(options, "include_usage", "stream_options.include_usage") or False
-
-
-class ToolSets:
-    """The tools read lately, by the exact bytes of their ``tools`` array (never by a
-    hash or a name: a caller's tools are served only to a body holding the same bytes).
-    Bounded in entries and in the bytes kept; the oldest entry goes first. A hit gives
-    what a miss reads: the same tools, checked the same way (property tests).
-
-    ``read``: the surface's reader of a ``tools`` value (this module's by default; the
-    Anthropic parser keeps its own set, read by its own reader)."""
-
-    __slots__ = ("_kept", "_max_bytes", "_max_entries", "_read", "_sets")
-
-    def __init__(
-        self,
-        max_entries: int = 256,
-        max_bytes: int = 1 << 20,
-        read: Callable[[Any], list[Tool]] | None = None,
-    ) -> None:
-        self._sets: dict[bytes, ToolSet] = {}
-        self._kept = 0
-        self._max_entries = max_entries
-        self._max_bytes = max_bytes
-        self._read = read  # None: this module's reader (defined below)
-
-    def get(self, src: bytes) -> ToolSet | None:
-        """The tools of the ``tools`` value ``src`` (JSON); None when the surface's
-        parser would refuse them (or ``src`` is not JSON)."""
-        toolset = self._sets.get(src)
-        if toolset is not None:
-            return toolset
-        try:
-            tools = (self._read or _tools)(orjson.loads(src))
-        except (RequestError, orjson.JSONDecodeError):
-            return None
-        toolset = ToolSet(tools, {})
-        size = len(src)
-        if size * 4 <= self._max_bytes:  # a larger array is read afresh each time
-            sets = self._sets
-            while sets and (len(sets) >= self._max_entries or self._kept + size > self._max_bytes):
-                oldest = next(iter(sets))
-                self._kept -= len(oldest)
-                del sets[oldest]
-            sets[src] = toolset
-            self._kept += size
-        return toolset
-
-    def __len__(self) -> int:
-        return len(self._sets)
-
-
-# Per process: requests run on the event loop's thread.
-TOOLSETS = ToolSets()
 
 
 def parse_openai_request(body: Any, raw: bytes = b"") -> ChatRequest:
@@ -528,3 +474,7 @@ def _response_format(value: Any) -> ResponseFormat:
         schema = check_schema(spec.get("schema", {}), "response_format.json_schema.schema")
         return ResponseFormat("json_schema", schema, name, bool(spec.get("strict", False)))
     bad("response_format.type", f"must be 'text', 'json_object' or 'json_schema'; got {kind!r}")
+
+
+# The tools read lately (per process: requests run on the event loop's thread).
+TOOLSETS = ToolSets(_tools)
