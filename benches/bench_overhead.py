@@ -320,6 +320,10 @@ async def batch(
     return latencies, n / (time.perf_counter() - start)
 
 
+# Requests per target and mode in a round at concurrency 32 (at 1: ``--per-round``).
+C32_REQUESTS = 1600
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * (len(ordered) - 1) + 0.5))]
@@ -332,7 +336,9 @@ async def measure(
     second, and (``added_p50``, ``added_p99``) of the target's figure less the direct
     path's in the same round. Each round runs the targets in a turned order (direct,
     bare, tiergate; then bare, tiergate, direct; ...), so that none always runs first
-    or last in its block."""
+    or last in its block. For tiergate, ``spread_p50`` and ``spread_p99`` hold the
+    quartiles of the per-round ratio of its added figure to the bare proxy's: how far a
+    single round strays on a shared machine."""
     rows: dict[tuple[str, int, bool], list[dict[str, float]]] = {}
     names = list(targets)
     connector = aiohttp.TCPConnector(limit=0)
@@ -345,9 +351,9 @@ async def measure(
             for concurrency in (1, 32):
                 for stream in (False, True):
                     for name in order:
-                        # A round's p99 is its (n/100)th-largest latency: 400 at
-                        # concurrency 1 keep it off the single slowest few.
-                        n = per_round if concurrency == 1 else per_round * 4
+                        # A round's p99 is its (n/100)th-largest latency: enough requests
+                        # to keep it off the single slowest few.
+                        n = per_round if concurrency == 1 else C32_REQUESTS
                         lat, rps = await batch(session, targets[name], stream, concurrency, n)
                         rows.setdefault((name, concurrency, stream), []).append(
                             {"p50": pct(lat, 0.5), "p99": pct(lat, 0.99), "rps": rps}
@@ -364,6 +370,20 @@ async def measure(
                 for m in ("p50", "p99")
             },
         }
+    for (name, concurrency, stream), runs in rows.items():
+        if name != "tiergate":
+            continue
+        direct = rows[("direct", concurrency, stream)]
+        bare = rows[("bare", concurrency, stream)]
+        for m in ("p50", "p99"):
+            ratios = sorted(
+                (t[m] - d[m]) / (b[m] - d[m])
+                for t, b, d in zip(runs, bare, direct, strict=True)
+                if b[m] > d[m]
+            )
+            if ratios:
+                res[(name, concurrency, stream)][f"spread_lo_{m}"] = pct(ratios, 0.25)
+                res[(name, concurrency, stream)][f"spread_hi_{m}"] = pct(ratios, 0.75)
     return res
 
 
@@ -386,6 +406,7 @@ def render(
         "| mode | concurrency | direct p50 ms | bare added p50 | tiergate added p50 | ratio p50 (target ≤ 1.3) | bare added p99 | tiergate added p99 | ratio p99 (≤ 1.3) | rps bare | rps tiergate | rps ratio (≥ 0.8) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    spread: list[str] = []
     for concurrency in (1, 32):
         for stream in (False, True):
             d = res[("direct", concurrency, stream)]
@@ -398,9 +419,17 @@ def render(
                 f"| {mode} | {concurrency} | {d['p50']:.3f} | {ab50:.3f} | {at50:.3f} | {at50 / ab50:.2f} | "
                 f"{ab99:.3f} | {at99:.3f} | {at99 / ab99:.2f} | {b['rps']:.0f} | {t['rps']:.0f} | {t['rps'] / b['rps']:.2f} |"
             )
+            spread.append(
+                f"{mode} at {concurrency}: p50 {_spread(t, 'p50')}, p99 {_spread(t, 'p99')}"
+            )
     c1 = res[("tiergate", 1, False)]["added_p50"]
     decision = statistics.median(DECISIONS_US) if DECISIONS_US else float("nan")
     lines += [
+        "",
+        f"How far single rounds stray (quartiles over the {rounds} rounds of tiergate's "
+        "added latency over the bare proxy's, each round against itself): "
+        + "; ".join(spread)
+        + ".",
         "",
         f"Routing decision (planner, from `x-tiergate-decision-us`): median {decision:.1f} µs, "
         f"{decision / 1000 / c1 * 100:.1f}% of tiergate's added p50 at concurrency 1.",
@@ -437,6 +466,11 @@ def render(
             lines.append(f"| {mode} | {ib / 1000:,.0f} k | {it / 1000:,.0f} k | {it / ib:.2f} |")
         lines.append("")
     return "\n".join(lines)
+
+
+def _spread(row: dict[str, float], m: str) -> str:
+    lo, hi = row.get(f"spread_lo_{m}"), row.get(f"spread_hi_{m}")
+    return "n/a" if lo is None or hi is None else f"{lo:.2f}–{hi:.2f}"
 
 
 async def _callgrind_control(switch: str, pid: int) -> None:
@@ -608,13 +642,15 @@ async def run_async(rounds: int, per_round: int) -> str:
     return render(res, rss, ready_s, rounds, per_round, await instructions_per_request())
 
 
-def run(rounds: int = 7, per_round: int = 400) -> str:
+def run(rounds: int = 11, per_round: int = 1000) -> str:
     return asyncio.run(run_async(rounds, per_round))
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--per-round", type=int, default=400)
+    parser.add_argument("--rounds", type=int, default=11)
+    parser.add_argument(
+        "--per-round", type=int, default=1000, help="requests per target and mode at concurrency 1"
+    )
     args = parser.parse_args()
     print(run(args.rounds, args.per_round))
