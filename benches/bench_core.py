@@ -234,8 +234,8 @@ def run() -> str:
     if crit:
         out += ["| bench | median | target |", "| --- | --- | --- |"]
         for name, ns in crit:
-            target = CRITERION_TARGETS.get(name)
-            verdict = "" if target is None else f"≤ {fmt_ns(target)} {verdict_of(ns, target, 0, 0)}"
+            bound = CRITERION_TARGETS.get(name)
+            verdict = "" if bound is None else f"≤ {fmt_ns(bound)} {verdict_of(ns, bound, 0, 0)}"
             out.append(f"| {name} | {fmt_ns(ns)} | {verdict} |")
     else:
         out.append("_no criterion output under target/criterion; run `make bench`_")

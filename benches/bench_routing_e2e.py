@@ -140,7 +140,10 @@ def run() -> str:
     ratio = (r_correct / r_n) / (f_correct / f_n) if f_correct and r_n else 0.0
     saving = 1 - r_cost / f_cost if f_cost else 0.0
     med = statistics.median
-    p95 = lambda xs: sorted(xs)[int(0.95 * (len(xs) - 1))]  # noqa: E731
+
+    def p95(xs: list[float]) -> float:
+        return sorted(xs)[int(0.95 * (len(xs) - 1))]
+
     chosen = {k: round(v * offline["n"]) for k, v in offline["routed_share"].items()}
     fams = {n: d.family or n for n, d in _config(model).deployments.items()}
     by_family = {fams.get(k, k): v for k, v in served.items()}

@@ -239,6 +239,6 @@ def wait_line(
             for raw in log.read_bytes().splitlines():
                 line = orjson.loads(raw) if raw.strip() else {}
                 if match(line):
-                    return line  # type: ignore[no-any-return]
+                    return line
         time.sleep(0.05)
     raise AssertionError(f"no matching line in {log}")
