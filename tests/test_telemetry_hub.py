@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from telemetry_helpers import config, record
 from tiergate.telemetry import Telemetry, add_admin_routes, feedback_handler, hub
-from tiergate.telemetry.logline import attempt_fields
+from tiergate.telemetry.logline import HOLD_BYTES, JsonLines, attempt_fields
 from tiergate.telemetry.record import AttemptRecord
 
 
@@ -248,13 +248,71 @@ async def test_exporters_take_turns_with_requests(streams: tuple[io.BytesIO, io.
     loop = asyncio.get_running_loop()
     tel._linger.cancel()
     tel._linger._fire()  # what the timer does, now
+    assert tel._log is not None
+
+    def exported() -> int:  # lines written, and those held for the drain's one write
+        assert tel._log is not None
+        return len(log.getvalue().splitlines()) + b"".join(tel._log._held).count(b"\n")
+
     seen: list[int] = []
-    loop.call_soon(lambda: seen.append(len(log.getvalue().splitlines())))
+    loop.call_soon(lambda: seen.append(exported()))
     for _ in range(2 * n):
         await asyncio.sleep(0)
     assert seen == [hub.BATCH]
     assert len(log.getvalue().splitlines()) == n
     await tel.stop()
+
+
+class _Writes(io.BytesIO):
+    """A log stream that counts its writes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, b: object) -> int:
+        self.writes += 1
+        return super().write(b)  # type: ignore[arg-type]
+
+
+async def test_a_drain_is_written_once() -> None:
+    """However many slices the queue leaves in, its lines reach the stream in one write
+    (and a flush): in a pod each write to stdout wakes the log collector."""
+    log = _Writes()
+    tel = Telemetry.from_config(config(), log_stream=log, safety_stream=io.BytesIO())
+    await tel.start()
+    n = 5 * hub.BATCH + 1
+    for i in range(n):
+        tel.record(record(f"r{i}"))
+    tel._linger.cancel()
+    tel._linger._fire()
+    for _ in range(2 * n):
+        await asyncio.sleep(0)
+    assert log.writes == 1
+    assert [orjson.loads(x)["request_id"] for x in log.getvalue().splitlines()] == [
+        f"r{i}" for i in range(n)
+    ]
+    tel.record(record("late"))
+    await tel.stop()  # what stop drains is written too
+    assert log.writes == 2
+    assert orjson.loads(log.getvalue().splitlines()[-1])["request_id"] == "late"
+
+
+def test_held_lines_are_written_past_the_bound() -> None:
+    """A queue that never empties still writes: held lines go out once they reach
+    HOLD_BYTES, so memory stays bounded."""
+    log = _Writes()
+    lines = JsonLines("-", log)
+    line = b"x" * 1000 + b"\n"
+    per_write = -(-HOLD_BYTES // len(line))
+    for _ in range(per_write - 1):
+        lines.hold(line)
+    assert log.writes == 0
+    lines.hold(line)
+    assert log.writes == 1 and log.getvalue() == line * per_write
+    lines.hold(line)
+    lines.close()
+    assert log.writes == 2 and log.getvalue() == line * (per_write + 1)
 
 
 async def test_record_is_cheap() -> None:

@@ -28,7 +28,13 @@ from typing import IO, TYPE_CHECKING, Any, Generic, TypeVar
 
 from tiergate.config import Config, SafetyPolicyConfig
 from tiergate.safety.scan import Action, SafetyPolicy
-from tiergate.telemetry.logline import JsonLines, finding_event, record_line, record_lines
+from tiergate.telemetry.logline import (
+    JsonLines,
+    finding_event,
+    json_lines,
+    record_line,
+    record_lines,
+)
 from tiergate.telemetry.metrics import Metrics
 from tiergate.telemetry.record import RequestRecord, SafetyFinding
 
@@ -89,11 +95,13 @@ class _Worker(Generic[T]):
     :class:`_Linger` timer; when it fires, everything buffered goes to the exporter in
     slices of ``BATCH``, yielding to the event loop between slices. An exporter that
     never waits (``inline``: a plain function) runs its slices in ``call_soon``
-    callbacks, one per turn of the loop; one that does I/O runs in a short-lived task.
+    callbacks, one per turn of the loop, and ``done`` (if any) once the buffer is empty;
+    one that does I/O runs in a short-lived task.
     No queue object and no resident task: idle, a worker costs nothing.
     """
 
     __slots__ = (
+        "_done",
         "_export",
         "_handle",
         "_items",
@@ -116,8 +124,10 @@ class _Worker(Generic[T]):
         linger: _Linger,
         inline: Callable[[list[T]], None] | None = None,
         also: tuple[str, ...] = (),
+        done: Callable[[], None] | None = None,
     ) -> None:
         self.name = name
+        self._done = done
         # Sinks this worker exports for besides its own (each drop is theirs too).
         self.also = also
         self._handle = handle
@@ -180,6 +190,15 @@ class _Worker(Generic[T]):
         self._export_slice()
         if self._items:
             self._slice = asyncio.get_running_loop().call_soon(self._run_slice)
+        else:
+            self._finish()
+
+    def _finish(self) -> None:
+        if self._done is not None:
+            try:
+                self._done()
+            except Exception:
+                log.exception("telemetry exporter %s failed to finish", self.name)
 
     async def _run(self) -> None:
         handle = self._handle
@@ -204,6 +223,7 @@ class _Worker(Generic[T]):
                 self._slice = None
             while self._items:
                 self._export_slice()
+            self._finish()
             return
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout_s):
@@ -262,10 +282,17 @@ class Telemetry:
         if self._log is not None and not tc.log_text and self.metrics.tallies:
             # One worker, one core call per batch: each record read once for its log
             # line and its metrics.
-            self._add("log", None, size, inline=self._write_log_and_metrics, also=("metrics",))
+            self._add(
+                "log",
+                None,
+                size,
+                inline=self._write_log_and_metrics,
+                also=("metrics",),
+                done=self._log.flush,
+            )
         else:
             if self._log is not None:
-                self._add("log", None, size, inline=self._write_log)
+                self._add("log", None, size, inline=self._write_log, done=self._log.flush)
             self._add("metrics", None, size, inline=self._write_metrics)
         if otel:
             from tiergate.telemetry.otel import make_tracer_provider
@@ -337,8 +364,11 @@ class Telemetry:
         size: int,
         inline: Callable[[list[RequestRecord]], None] | None = None,
         also: tuple[str, ...] = (),
+        done: Callable[[], None] | None = None,
     ) -> None:
-        self._workers.append(_Worker(name, handle, size, self._dropped, self._linger, inline, also))
+        self._workers.append(
+            _Worker(name, handle, size, self._dropped, self._linger, inline, also, done)
+        )
 
     def _dropped(self, sink: str) -> None:
         self.metrics.dropped.add(1, sink)
@@ -424,13 +454,13 @@ class Telemetry:
     def _write_log(self, batch: list[RequestRecord]) -> None:
         assert self._log is not None
         if self.config.telemetry.log_text:
-            self._log.write([record_line(r, include_text=True) for r in batch])
+            self._log.hold(json_lines([record_line(r, include_text=True) for r in batch]))
         else:
-            self._log.write_bytes(record_lines(batch))
+            self._log.hold(record_lines(batch))
 
     def _write_log_and_metrics(self, batch: list[RequestRecord]) -> None:
         assert self._log is not None
-        self._log.write_bytes(self.metrics.log_lines(batch))
+        self._log.hold(self.metrics.log_lines(batch))
 
     def _write_metrics(self, batch: list[RequestRecord]) -> None:
         self.metrics.observe_requests(batch)

@@ -17,7 +17,14 @@ from tiergate import _core
 from tiergate.safety.detectors import redact_text
 from tiergate.telemetry.record import AttemptRecord, RequestRecord, SafetyFinding
 
-__all__ = ["JsonLines", "attempt_fields", "finding_event", "record_line", "record_lines"]
+__all__ = [
+    "JsonLines",
+    "attempt_fields",
+    "finding_event",
+    "json_lines",
+    "record_line",
+    "record_lines",
+]
 
 
 _second: list[Any] = [None, ""]  # the last second formatted, and its text
@@ -123,14 +130,26 @@ def finding_event(f: SafetyFinding, request_id: str, tenant: str, ts_ns: int) ->
     }
 
 
-class JsonLines:
-    """Appends JSON lines to stdout (``"-"``) or a file; one write and flush per batch."""
+# At most this many bytes of lines wait in a JsonLines for its flush.
+HOLD_BYTES = 1 << 16
 
-    __slots__ = ("_out", "_owned", "target")
+
+def json_lines(objs: list[dict[str, Any]]) -> bytes:
+    """``objs`` as JSON lines, each with its newline."""
+    return b"".join(orjson.dumps(o, option=orjson.OPT_APPEND_NEWLINE) for o in objs)
+
+
+class JsonLines:
+    """Appends JSON lines to stdout (``"-"``) or a file; one write and flush per batch,
+    or, for lines given to :meth:`hold`, one per :meth:`flush`."""
+
+    __slots__ = ("_held", "_held_bytes", "_out", "_owned", "target")
 
     def __init__(self, target: str | Path, stream: IO[bytes] | None = None) -> None:
         self.target = str(target)
         self._owned = False
+        self._held: list[bytes] = []
+        self._held_bytes = 0
         if stream is not None:
             self._out: IO[bytes] = stream
         elif self.target == "-":
@@ -142,10 +161,7 @@ class JsonLines:
             self._owned = True
 
     def write(self, objs: list[dict[str, Any]]) -> None:
-        if not objs:
-            return
-        self._out.write(b"".join(orjson.dumps(o, option=orjson.OPT_APPEND_NEWLINE) for o in objs))
-        self._out.flush()
+        self.write_bytes(json_lines(objs))
 
     def write_bytes(self, lines: bytes) -> None:
         """Lines already serialised, each with its newline."""
@@ -154,6 +170,24 @@ class JsonLines:
         self._out.write(lines)
         self._out.flush()
 
+    def hold(self, lines: bytes) -> None:
+        """Lines already serialised, each with its newline, written at the next
+        :meth:`flush`: an exporter that takes a queue a slice at a time writes it in one
+        system call (in a pod, each write to stdout wakes the log collector)."""
+        if lines:
+            self._held.append(lines)
+            self._held_bytes += len(lines)
+            if self._held_bytes >= HOLD_BYTES:  # a queue that never empties: memory bounded
+                self.flush()
+
+    def flush(self) -> None:
+        held = self._held
+        if held:
+            self._held = []
+            self._held_bytes = 0
+            self.write_bytes(held[0] if len(held) == 1 else b"".join(held))
+
     def close(self) -> None:
+        self.flush()
         if self._owned:
             self._out.close()
