@@ -334,3 +334,27 @@ def test_a_long_system_prompt_skips_a_window_it_overflows(stack: Stack, with_too
             assert raw.parse().content
             served.append(raw.headers["x-tiergate-deployment"])
     assert served == [CHEAP, ROOMY, ROOMY]
+
+
+def test_explain_reads_a_messages_body_on_the_anthropic_surface(stack: Stack) -> None:
+    """``POST /v1/messages/route/explain`` takes the body the Anthropic SDK sends, counts
+    its system prompt (the cheaper window fails on context) and answers a bad body in
+    the Anthropic error shape."""
+    long = "Answer questions about card fees in two sentences, citing the schedule. " * 500
+    body = {"model": "auto", "max_tokens": 16, "system": long, "messages": [{"role": "user", "content": "Fee?"}]}  # fmt: skip
+    with anthropic.Anthropic(base_url=stack.url, api_key="app-key", max_retries=0) as client:
+        explained = client.post("/v1/messages/route/explain", body=body, cast_to=object)
+    assert isinstance(explained, dict)
+    verdicts = {c["deployment"]: c["failed"] for c in explained["candidates"]}
+    assert "context" in verdicts[CHEAP] and verdicts[ROOMY] == []
+    assert explained["request"]["prompt_tokens"] > 2_000
+    assert explained["plan"][0] == ROOMY
+    # The same conversation as a chat body is read as one on the OpenAI path.
+    chat = {"model": "auto", "max_tokens": 16, "messages": [{"role": "system", "content": long}, {"role": "user", "content": "Fee?"}]}  # fmt: skip
+    as_chat = orjson.loads(stack.post("/v1/route/explain", chat).data)
+    assert as_chat["request"]["prompt_tokens"] == explained["request"]["prompt_tokens"]
+    bad = stack.post("/v1/messages/route/explain", {"model": "auto", "messages": []})
+    assert bad.status == 400
+    error = orjson.loads(bad.data)
+    assert error["type"] == "error" and error["error"]["type"] == "invalid_request_error"
+    assert "max_tokens" in error["error"]["message"]

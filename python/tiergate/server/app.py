@@ -758,17 +758,21 @@ async def _aclose(events: Any) -> None:
             pass
 
 
-def explain(runtime: Runtime) -> Handler:
+def explain(runtime: Runtime, surface: Surface) -> Handler:
+    """``POST /v1/route/explain`` (a chat-completions body) or, on the Anthropic surface,
+    ``POST /v1/messages/route/explain`` (a Messages body)."""
+    parse = parse_anthropic_request if surface == "anthropic" else parse_openai_request
+
     async def explained(request: web.BaseRequest) -> web.Response:
-        """The routing decision for a chat body, without calling any provider."""
+        """The routing decision for a body, without calling any provider."""
         gw = runtime.current
         raw = await read_body(request, gw.body_limit, gw.client_timeout_s)
-        chat = parse_openai_request(parse_json(raw), raw)
+        chat = parse(parse_json(raw), raw)
         h = request.headers
         envelope = make_envelope(
             h,
             chat,
-            "openai",
+            surface,
             os.urandom(12).hex(),
             h.get("x-tiergate-tenant"),
             h.get("idempotency-key"),
@@ -817,7 +821,10 @@ def make_handler(runtime: Runtime, telemetry: Telemetry) -> Handler:
         "/v1/chat/completions": {"POST": chat_completions},
         "/chat/completions": {"POST": chat_completions},
         "/v1/messages": {"POST": messages},
-        "/v1/route/explain": {"POST": caller_shaped(explain(runtime), "openai")},
+        "/v1/route/explain": {"POST": caller_shaped(explain(runtime, "openai"), "openai")},
+        "/v1/messages/route/explain": {
+            "POST": caller_shaped(explain(runtime, "anthropic"), "anthropic")
+        },
         "/v1/models": {"GET": models, "HEAD": models},
         "/models": {"GET": models, "HEAD": models},
         "/v1/feedback": {"POST": feedback},
