@@ -6,7 +6,7 @@
 //! are rare and of many types; the caller hands them over already written (`rest`, the
 //! JSON object orjson wrote of them), and they follow the bound unchanged.
 
-use crate::json::{write_escaped, write_int};
+use crate::json::{escaped_room, write_escaped, write_int};
 use crate::{CoreError, Result};
 
 /// `{"model":…,"messages":[{"role":…,"content":…},…],"<limit_key>":<limit>,…rest}`:
@@ -18,7 +18,10 @@ pub fn write_openai_chat_body(
     limit: i64,
     rest: Option<&[u8]>,
 ) -> Result<Vec<u8>> {
-    let texts: usize = messages.iter().map(|(r, t)| r.len() + t.len() + 32).sum();
+    let texts: usize = messages
+        .iter()
+        .map(|(r, t)| r.len() + escaped_room(t.len()) + 32)
+        .sum();
     write_body(model, texts, limit_key, limit, rest, |out| {
         for (i, (role, text)) in messages.iter().enumerate() {
             if i > 0 {
@@ -63,9 +66,9 @@ pub fn write_openai_turn_body(
             let calls: usize = m
                 .calls
                 .iter()
-                .map(|(i, n, a)| i.len() + n.len() + a.len() + 64)
+                .map(|(i, n, a)| i.len() + n.len() + escaped_room(a.len()) + 64)
                 .sum();
-            m.text.map_or(0, str::len) + calls + 48
+            m.text.map_or(0, |t| escaped_room(t.len())) + calls + 48
         })
         .sum();
     write_body(model, texts, limit_key, limit, rest, |out| {

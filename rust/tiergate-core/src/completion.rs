@@ -10,7 +10,7 @@
 //!
 //! Writing gives the bytes `orjson.dumps(render_openai_completion(...))` gives.
 
-use crate::json::{write_escaped, write_int};
+use crate::json::{escaped_room, write_escaped, write_int};
 use crate::rawjson::{Parser, Value};
 use crate::relay::{finish_reason, Usage};
 use crate::{CoreError, Result};
@@ -425,8 +425,11 @@ pub fn render_openai_completion_tail(c: &Completion, model: &str) -> Result<Vec<
     }
     let mut out = Vec::with_capacity(
         300 + model.len()
-            + c.text.as_ref().map_or(0, String::len)
-            + c.tool_calls.iter().map(|t| t.2.len() + 64).sum::<usize>(),
+            + c.text.as_ref().map_or(0, |t| escaped_room(t.len()))
+            + c.tool_calls
+                .iter()
+                .map(|t| escaped_room(t.2.len()) + 64)
+                .sum::<usize>(),
     );
     out.extend_from_slice(b",\"model\":");
     write_escaped(model, &mut out);

@@ -9,7 +9,7 @@
 //! the Python parser reads it and the separate calls serve it.
 
 use crate::hash;
-use crate::json::{write_escaped, write_int};
+use crate::json::{escaped_room, write_escaped, write_int};
 use crate::memo::{TextMemo, ValueMemo};
 use crate::policy::CAP_STREAMING;
 use crate::request::{plain_chat_request, PlainRequest};
@@ -174,7 +174,11 @@ pub(crate) fn scoped_key(
 /// `temperature` and `top_p` (when set: `stop` unless empty, a string as its one-string
 /// list; the last two unless 1, their default), keys in that (sorted) order.
 fn plain_key(r: &PlainRequest, tenant: &str) -> [u8; 16] {
-    let texts: usize = r.messages.iter().map(|(_, t)| t.len() + 32).sum();
+    let texts: usize = r
+        .messages
+        .iter()
+        .map(|(_, t)| escaped_room(t.len()) + 32)
+        .sum();
     let mut buf = Vec::with_capacity(8 + tenant.len() + r.model.len() + texts + 96);
     buf.extend_from_slice(&(tenant.len() as u64).to_le_bytes());
     buf.extend_from_slice(tenant.as_bytes());

@@ -59,6 +59,14 @@ pub(crate) fn push_escaped_ascii(b: u8, out: &mut Vec<u8>) {
     }
 }
 
+/// Room for the escape of a text of `len` bytes, quotes included: what a buffer written
+/// with long texts reserves for each, so that their escapes (a retrieved passage's
+/// newlines and quotes, an eighth of its bytes at most) do not make it grow, copying
+/// everything written before, while it is written.
+pub fn escaped_room(len: usize) -> usize {
+    len + len / 8 + 2
+}
+
 /// Append `s` as a JSON string, escaped exactly as `serde_json` escapes: `\"`, `\\`,
 /// `\b \f \n \r \t`, other control characters as `\u00xx`, nothing else.
 pub fn write_escaped(s: &str, out: &mut Vec<u8>) {
