@@ -408,6 +408,8 @@ def test_a_first_turn_keeps_the_plain_reading() -> None:
     [
         ({"tools": [{"name": "bad name", "input_schema": {"type": "object"}}]}, "tools.0.name"),
         ({"tool_choice": {"type": "tool", "name": "nope"}}, "tool_choice.name"),
+        # Unhashable: refused by name, not a TypeError (a 500) from the set of names.
+        ({"tool_choice": {"type": "tool", "name": ["get_card"]}}, "tool_choice.name"),
         ({"tool_choice": {"type": "any"}, "tools": None}, "tool_choice"),
         ({"tool_choice": "auto"}, "tool_choice"),
         ({"tools": {}}, "tools"),

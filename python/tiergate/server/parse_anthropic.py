@@ -390,7 +390,8 @@ def _tool_choice(value: Any, tools: list[Tool]) -> tuple[Any, str | None, bool]:
         return "required", None, parallel
     if kind == "tool":
         name = value.get("name")
-        if name not in {t.name for t in tools}:
+        # (a name of another type, unhashable say, names no tool: not a TypeError)
+        if not isinstance(name, str) or name not in {t.name for t in tools}:
             bad("tool_choice.name", f"names no tool in `tools`: {name!r}")
         return "function", name, parallel
     bad("tool_choice.type", f"must be 'auto', 'any', 'tool' or 'none'; got {kind!r}")
