@@ -314,11 +314,24 @@ def ingest_anthropic_request(
         bytes | None,
         int,
         int,
+        tuple[
+            list[
+                tuple[
+                    Literal["system", "user", "assistant", "tool"],
+                    str | None,
+                    list[tuple[str, str, str]] | None,
+                    str | None,
+                ]
+            ],
+            tuple[int, int] | None,
+            tuple[int, int] | None,
+        ]
+        | None,
     ]
     | None
 ):
     """``(model, [(role, text)], sizes, max_tokens, temperature, top_p, stop, stream,
-    key, prompt_tokens, required_caps)`` of the usual Anthropic Messages body, as
+    key, prompt_tokens, required_caps, turn)`` of the usual Anthropic Messages body, as
     ``parse_anthropic_request`` reads it: a non-empty ``model``; ``max_tokens`` an integer
     of at least 1; ``system`` absent, a string or an array of text blocks; ``messages``,
     each exactly ``{"role", "content"}`` with a user or assistant role and a non-empty
@@ -332,14 +345,27 @@ def ingest_anthropic_request(
     ``[(role, text)]``: every text of the canonical messages in order with its message's
     role, the system prompt's (one ``system`` message, none when empty) first.
     ``sizes``: the number of texts of each message, ``None`` when each is one text (then
-    the list is the messages).
+    the list is the messages). ``turn`` is ``None`` then.
+
+    An agent's turn (``tools``, ``tool_choice``; ``tool_use``, ``tool_result`` and
+    thinking blocks; members of turns and blocks the parser ignores) comes with no texts,
+    ``sizes`` ``None`` and ``turn = (messages, tools, tool_choice)``: each message
+    ``(role, text or None, [(id, name, arguments)] or None, tool_call_id)`` as
+    ``parse_anthropic_request`` builds it (a ``tool_result`` a ``tool`` message, a
+    ``tool_use`` a call whose arguments are ``orjson.dumps`` of its ``input``; the
+    thinking blocks dropped), and the ``tools`` and ``tool_choice`` members' values as
+    ``(start, end)`` byte ranges of the body, for the caller to read (``None``: absent or
+    ``null``). A message of several text parts or an image, an ``input`` holding a
+    number but an integer of 64 bits, a structured output (``output_config`` or
+    ``output_format`` not ``null``) give ``None``.
 
     ``None`` for any other body (``parse_anthropic_request`` decides what it is), and for
     one ``request_key`` refuses.
 
     ``key`` is ``request_key(body, scope + ("s" if stream else "n"))``, ``None`` when
     ``scope`` is; ``prompt_tokens`` is ``estimate_anthropic_tokens(body)``;
-    ``required_caps`` is ``CAP_STREAMING`` when streamed, else 0."""
+    ``required_caps`` is ``CAP_STREAMING`` when streamed, else 0 (``CAP_TOOLS`` is the
+    caller's to add, from the tools and tool choice it reads)."""
 
 def render_anthropic_message(
     message_id: str,

@@ -29,6 +29,7 @@ from tiergate.envelope import (
 )
 from tiergate.errors import RequestError
 from tiergate.server.toolsets import ToolSets
+from tiergate.server.turns import turn_request
 from tiergate.server.validate import (
     bad,
     check_schema,
@@ -50,8 +51,9 @@ def ingest_plain_anthropic_request(
     raw: bytes, scope: str | None
 ) -> tuple[ChatRequest, bytes | None, Known] | None:
     """The usual body (a model, an output bound, a system prompt, turns of text as a
-    string or text blocks, the sampling options, the stream flag) taken in by the core in
-    one call: the request as :func:`parse_anthropic_request` reads it, its idempotency
+    string or text blocks, the sampling options, the stream flag), or an agent's turn
+    (tools, a tool choice, ``tool_use`` and ``tool_result`` blocks), taken in by the core
+    in one call: the request as :func:`parse_anthropic_request` reads it, its idempotency
     key under ``scope`` (see ``Idempotency.scope``; None without a scope) and what the
     planner would compute of it (``Known``). None for any other body, which that function
     then reads (and refuses, when it must)."""
@@ -59,7 +61,11 @@ def ingest_plain_anthropic_request(
     if fields is None:
         return None
     (model, texts, sizes, max_tokens, temperature, top_p, stop, stream, key, prompt_tokens,
-     caps) = fields  # fmt: skip
+     caps, turn) = fields  # fmt: skip
+    if turn is not None:
+        return _ingest_turn(
+            raw, model, max_tokens, temperature, top_p, stop, stream, key, prompt_tokens, caps, turn
+        )
     plain: tuple[list[Message], Sequence[tuple[str, str]]] | None = None
     kind = ChatRequest
     if sizes is None:
@@ -97,6 +103,65 @@ def ingest_plain_anthropic_request(
         plain,
     )
     return chat, key, (caps, prompt_tokens)
+
+
+def _ingest_turn(
+    raw: bytes,
+    model: str,
+    max_tokens: int,
+    temperature: float | None,
+    top_p: float | None,
+    stop: list[str],
+    stream: bool,
+    key: bytes | None,
+    prompt_tokens: int,
+    caps: int,
+    turn: Any,
+) -> tuple[ChatRequest, bytes | None, Known] | None:
+    """:func:`ingest_plain_anthropic_request` of an agent's turn: the core read the
+    messages and found the values of ``tools`` and ``tool_choice``, read here (the tools
+    from :data:`TOOLSETS` when their bytes were seen lately). None when one is a value
+    :func:`parse_anthropic_request` refuses: it reads the body again and names the
+    field."""
+    messages, tools_at, choice_at = turn
+    toolset = None
+    tools: list[Tool] = []
+    if tools_at is not None:
+        toolset = TOOLSETS.get(raw[tools_at[0] : tools_at[1]])
+        if toolset is None:
+            return None
+        tools = toolset.tools
+        if not tools:
+            toolset = None  # as the parser reads an empty array: no tools, no toolset
+    choice = None
+    try:
+        if choice_at is not None:
+            choice = orjson.loads(raw[choice_at[0] : choice_at[1]])
+        tool_choice, tool_choice_name, parallel = _tool_choice(choice, tools)
+    except (RequestError, orjson.JSONDecodeError):
+        return None
+    # Every field by position, defaults spelled out (see ingest_plain_openai_request).
+    return turn_request(
+        model,
+        messages,
+        tools,
+        tool_choice,
+        tool_choice_name,
+        parallel,
+        TEXT_FORMAT,
+        max_tokens,
+        temperature,
+        top_p,
+        stop,
+        None,  # seed
+        stream,
+        True,  # include_usage
+        raw,
+        toolset,
+        key,
+        prompt_tokens,
+        caps,
+    )
 
 
 def parse_anthropic_request(body: Any, raw: bytes = b"") -> ChatRequest:
@@ -325,7 +390,8 @@ def _tool_choice(value: Any, tools: list[Tool]) -> tuple[Any, str | None, bool]:
         return "required", None, parallel
     if kind == "tool":
         name = value.get("name")
-        if name not in {t.name for t in tools}:
+        # (a name of another type, unhashable say, names no tool: not a TypeError)
+        if not isinstance(name, str) or name not in {t.name for t in tools}:
             bad("tool_choice.name", f"names no tool in `tools`: {name!r}")
         return "function", name, parallel
     bad("tool_choice.type", f"must be 'auto', 'any', 'tool' or 'none'; got {kind!r}")

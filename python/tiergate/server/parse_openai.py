@@ -29,6 +29,7 @@ from tiergate.envelope import (
 )
 from tiergate.errors import RequestError
 from tiergate.server.toolsets import ToolSets
+from tiergate.server.turns import turn_request
 from tiergate.server.validate import (
     bad,
     check_schema,
@@ -133,33 +134,9 @@ def _ingest_turn(
         if response_format.kind == "json_schema":
             caps |= _core.CAP_JSON_SCHEMA
     temperature, top_p, stop, seed, include_usage = sampling
-    parsed: list[Message] = []
-    texts: list[tuple[str, str]] = []
-    every_plain = True
-    for role, text, calls, call_id in messages:
-        if text is None:
-            parsed.append(
-                Message(role, [], [ToolCall(*c) for c in calls] if calls else [], call_id)
-            )
-            every_plain = False
-        else:
-            texts.append((role, text))
-            if calls is None and call_id is None:
-                parsed.append(Message(role, [TextPart(text)], []))
-                continue
-            parsed.append(
-                Message(
-                    role, [TextPart(text)], [ToolCall(*c) for c in calls] if calls else [], call_id
-                )
-            )
-            every_plain = False
-        if calls:
-            texts.extend([(role, c[2]) for c in calls])
-    if tools and tool_choice != "none":
-        caps |= _core.CAP_TOOLS
-    chat = ChatRequest(
+    return turn_request(
         model,
-        parsed,
+        messages,
         tools,
         tool_choice,
         tool_choice_name,
@@ -173,11 +150,11 @@ def _ingest_turn(
         stream,
         include_usage,
         raw,
-        (parsed, texts) if every_plain else None,
         toolset,
-        None if every_plain else (parsed, messages, texts),
+        key,
+        prompt_tokens,
+        caps,
     )
-    return chat, key, (caps, prompt_tokens)
 
 
 def _check_n(body: dict[str, Any]) -> None:

@@ -82,16 +82,87 @@ impl Content<'_> {
 /// The turns of `messages`: each with its role and content.
 type Turns<'a> = Vec<(Role, Content<'a>)>;
 
+/// The members every Anthropic body is read for alike (here and by
+/// [`crate::anthropic_turn`]): the model, the output bound, the sampling options and
+/// the stream flag, a repeated one's last value counting.
 #[derive(Default)]
-struct Members<'a> {
+pub(crate) struct Scalars<'a> {
     model: Option<Value<'a>>,
     max_tokens: Option<Value<'a>>,
-    system: Option<(System, Vec<JStr<'a>>)>,
-    messages: Option<Turns<'a>>,
     temperature: Option<Value<'a>>,
     top_p: Option<Value<'a>>,
     stop: Option<Value<'a>>,
     stream: Option<Value<'a>>,
+}
+
+/// What [`Scalars`] holds, read as `parse_anthropic_request` reads it.
+pub(crate) struct Options {
+    pub model: String,
+    pub max_tokens: i64,
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+    /// The non-empty stop sequences.
+    pub stop: Vec<String>,
+    pub stream: bool,
+}
+
+impl<'a> Scalars<'a> {
+    /// Read member `name` at the cursor if it is one of these: `Some(true)` then,
+    /// `Some(false)` for any other member (left at the cursor), `None` for a value that
+    /// is not JSON.
+    pub(crate) fn read_member(&mut self, p: &mut Parser<'a>, name: &str) -> Option<bool> {
+        let slot = match name {
+            "model" => &mut self.model,
+            "max_tokens" => &mut self.max_tokens,
+            "temperature" => &mut self.temperature,
+            "top_p" => &mut self.top_p,
+            "stop_sequences" => &mut self.stop,
+            "stream" => &mut self.stream,
+            _ => return Some(false),
+        };
+        *slot = Some(p.value().ok()?);
+        Some(true)
+    }
+
+    /// Whether `stop_sequences` is absent or `null` (see [`AnthropicRequest::only_known`]).
+    fn no_stop(&self) -> bool {
+        matches!(self.stop, None | Some(Value::Null))
+    }
+
+    /// The values read, or `None` when the Python parser must read them: a model that
+    /// is a non-empty string, an output bound of at least 1, `opt_number(..., 0.0,
+    /// 1.0)` and `stop_list(..., limit=16)` as the `OpenAI` surface's options are read, a
+    /// boolean (or `null`) stream flag.
+    pub(crate) fn read(&self) -> Option<Options> {
+        let model = match &self.model {
+            Some(Value::Str(s)) if !s.raw().is_empty() => s.text().into_owned(),
+            _ => return None,
+        };
+        let max_tokens = match self.max_tokens {
+            Some(Value::Int(n)) if n >= 1 => n,
+            _ => return None,
+        };
+        let stream = match &self.stream {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => return None,
+        };
+        Some(Options {
+            model,
+            max_tokens,
+            temperature: sampling::number(self.temperature.as_ref(), 1.0)?,
+            top_p: sampling::number(self.top_p.as_ref(), 1.0)?,
+            stop: sampling::stop_list(self.stop.as_ref(), MAX_STOP_SEQUENCES)?,
+            stream,
+        })
+    }
+}
+
+#[derive(Default)]
+struct Members<'a> {
+    scalars: Scalars<'a>,
+    system: Option<(System, Vec<JStr<'a>>)>,
+    messages: Option<Turns<'a>>,
     /// A member skipped that is neither a transport field nor `null`, or a block with
     /// `cache_control` (see [`AnthropicRequest::only_known`]).
     others: bool,
@@ -103,14 +174,9 @@ fn members(body: &str) -> Option<Members<'_>> {
     let mut m = Members::default();
     p.each_member(|p, name| {
         match name {
-            "model" => m.model = Some(p.value().ok()?),
-            "max_tokens" => m.max_tokens = Some(p.value().ok()?),
             "system" => m.system = Some(system(p, &mut m.others)?),
             "messages" => m.messages = Some(turns(p, &mut m.others)?),
-            "temperature" => m.temperature = Some(p.value().ok()?),
-            "top_p" => m.top_p = Some(p.value().ok()?),
-            "stop_sequences" => m.stop = Some(p.value().ok()?),
-            "stream" => m.stream = Some(p.value().ok()?),
+            other if m.scalars.read_member(p, other)? => {}
             other if PYTHON_READS.contains(&other) => return None,
             // Ignored by the Python parser (`metadata`, `top_k`, `service_tier`,
             // `response_format`, …) and by the token estimate. (Only `null` begins
@@ -128,7 +194,7 @@ fn members(body: &str) -> Option<Members<'_>> {
 
 /// The system prompt's texts: none for `null` or `""`, a string's text, or the text of
 /// each text block of an array.
-fn system<'a>(p: &mut Parser<'a>, others: &mut bool) -> Option<(System, Vec<JStr<'a>>)> {
+pub(crate) fn system<'a>(p: &mut Parser<'a>, others: &mut bool) -> Option<(System, Vec<JStr<'a>>)> {
     match p.peek()? {
         b'[' => Some((System::Blocks, blocks(p, others)?)),
         _ => match p.value().ok()? {
@@ -144,7 +210,7 @@ fn system<'a>(p: &mut Parser<'a>, others: &mut bool) -> Option<(System, Vec<JStr
 /// perhaps `cache_control` (which the Python parser drops, as it is dropped here). Any
 /// other block, or member, is the Python parser's to read.
 /// `others` is set when a block has `cache_control`.
-fn blocks<'a>(p: &mut Parser<'a>, others: &mut bool) -> Option<Vec<JStr<'a>>> {
+pub(crate) fn blocks<'a>(p: &mut Parser<'a>, others: &mut bool) -> Option<Vec<JStr<'a>>> {
     let mut out = Vec::new();
     p.each_item(|p| {
         let (mut kind, mut text) = (None, None);
@@ -217,27 +283,17 @@ fn turns<'a>(p: &mut Parser<'a>, others: &mut bool) -> Option<Turns<'a>> {
 pub fn anthropic_request(body: &[u8]) -> Option<AnthropicRequest> {
     let body = std::str::from_utf8(body).ok()?;
     let m = members(body)?;
-    let model = match &m.model {
-        Some(Value::Str(s)) if !s.raw().is_empty() => s.text().into_owned(),
-        _ => return None,
-    };
-    let max_tokens = match m.max_tokens? {
-        Value::Int(n) if n >= 1 => n,
-        _ => return None,
-    };
+    let Options {
+        model,
+        max_tokens,
+        temperature,
+        top_p,
+        stop,
+        stream,
+    } = m.scalars.read()?;
     let turns = m.messages?;
-    // `opt_number(..., 0.0, 1.0)` and `stop_list(..., limit=16)`, as the OpenAI
-    // surface's options are read.
-    let temperature = sampling::number(m.temperature.as_ref(), 1.0)?;
-    let top_p = sampling::number(m.top_p.as_ref(), 1.0)?;
-    let stop = sampling::stop_list(m.stop.as_ref(), MAX_STOP_SEQUENCES)?;
-    let stream = match &m.stream {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
-        Some(_) => return None,
-    };
     let (form, system) = m.system.unwrap_or((System::Absent, Vec::new()));
-    let only_known = !m.others && matches!(m.stop, None | Some(Value::Null));
+    let only_known = !m.others && m.scalars.no_stop();
     let one_each = system.len() <= 1 && turns.iter().all(|(_, c)| c.len() == 1);
     let mut texts = Vec::with_capacity(system.len() + turns.len());
     let mut sizes = Vec::new();

@@ -3,6 +3,8 @@
 //! * [`anthropic_message`]: the Anthropic surface's answer of text written;
 //! * [`anthropic_request`]: the usual Anthropic Messages body with its key, token
 //!   estimate and capabilities;
+//! * [`anthropic_turn`]: an agent's turn on the Anthropic surface (`tool_use`,
+//!   `tool_result`, tools) read in one pass;
 //! * [`chatbody`]: the `OpenAI` chat body a provider is sent for plain-text messages
 //!   and for an agent's turn;
 //! * [`completion`]: an `OpenAI` chat completion read and written;
@@ -31,6 +33,7 @@
 pub mod anthropic_message;
 pub mod anthropic_request;
 mod anthropic_stream;
+pub mod anthropic_turn;
 mod bytemask;
 pub mod chatbody;
 mod chunk;

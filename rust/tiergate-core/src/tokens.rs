@@ -52,7 +52,8 @@ use crate::error::{CoreError, Result};
 use crate::rawjson::{decode_into, Esc, JStr, Parser, Value};
 
 mod anthropic;
-pub use anthropic::estimate_anthropic_tokens;
+pub(crate) use anthropic::orjson_text;
+pub use anthropic::{anthropic_tools_millitokens, estimate_anthropic_tokens};
 
 /// Tokens counted for an image part (`OpenAI`'s "low detail" cost).
 pub const IMAGE_TOKENS: u64 = 85;

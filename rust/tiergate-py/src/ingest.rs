@@ -8,7 +8,7 @@ use tiergate_core::ingest;
 use tiergate_core::memo::{self, TextMemo, ValueMemo};
 use tiergate_core::request::Role;
 use tiergate_core::sampling::Sampling;
-use tiergate_core::turn::{Span, TurnRole};
+use tiergate_core::turn::{self, Span, TurnRole};
 
 thread_local! {
     /// The token estimates of the texts seen lately (32 KiB; long texts and short ones,
@@ -19,6 +19,9 @@ thread_local! {
     /// The `tools` arrays seen lately (up to 64 KiB each) with their token counts: an
     /// agent sends the same tools with every turn.
     static TOOLS: RefCell<ValueMemo<Option<u64>>> = RefCell::new(ValueMemo::new(8, 1 << 16));
+    /// [`TOOLS`] of the Anthropic surface, whose tools are counted by its own rule.
+    static ANTHROPIC_TOOLS: RefCell<ValueMemo<Option<u64>>> =
+        RefCell::new(ValueMemo::new(8, 1 << 16));
 }
 
 /// A turn's message: `(role, text, [(id, name, arguments)] or None, tool_call_id)`.
@@ -94,22 +97,7 @@ fn ingest_turn<'py>(py: Python<'py>, body: &[u8], scope: Option<&str>) -> Option
         TOOLS.with_borrow_mut(|tools| ingest::ingest_turn_with(body, scope, memo, tools))
     })?;
     let t = i.turn;
-    let messages = t
-        .messages
-        .into_iter()
-        .map(|m| {
-            let calls = (!m.calls.is_empty()).then(|| {
-                m.calls
-                    .into_iter()
-                    .map(|c| {
-                        let arguments = c.arguments_or_empty_object().to_owned();
-                        (c.id, c.name, arguments)
-                    })
-                    .collect()
-            });
-            (turn_role_name(py, m.role), m.text, calls, m.call_id)
-        })
-        .collect();
+    let messages = turn_messages(py, t.messages);
     let key = i.key.map(|k| PyBytes::new(py, &k));
     Some((
         t.model,
@@ -128,6 +116,25 @@ fn ingest_turn<'py>(py: Python<'py>, body: &[u8], scope: Option<&str>) -> Option
         )),
         sampling_fields(t.sampling),
     ))
+}
+
+/// A turn's messages as Python tuples (see [`TurnMessage`]).
+fn turn_messages(py: Python<'_>, messages: Vec<turn::TurnMessage>) -> Vec<TurnMessage<'_>> {
+    messages
+        .into_iter()
+        .map(|m| {
+            let calls = (!m.calls.is_empty()).then(|| {
+                m.calls
+                    .into_iter()
+                    .map(|c| {
+                        let arguments = c.arguments_or_empty_object().to_owned();
+                        (c.id, c.name, arguments)
+                    })
+                    .collect()
+            });
+            (turn_role_name(py, m.role), m.text, calls, m.call_id)
+        })
+        .collect()
 }
 
 fn sampling_fields(s: Sampling) -> SamplingFields {
@@ -158,9 +165,14 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     Ok(())
 }
 
+/// `(messages, tools, tool_choice)` of an Anthropic agent's turn, the members' values as
+/// byte ranges of the body.
+type AnthropicTurnFields<'py> = (Vec<TurnMessage<'py>>, Option<Span>, Option<Span>);
+
 /// `(model, [(role, text)], sizes, max_tokens, temperature, top_p, stop, stream, key,
-/// prompt_tokens, required_caps)` of a plain Anthropic body; `sizes`: the number of texts
-/// of each message, `None` when each is one.
+/// prompt_tokens, required_caps, turn)` of an Anthropic body; `sizes`: the number of
+/// texts of each message, `None` when each is one. For an agent's turn the texts are
+/// empty and `turn` holds the messages.
 type AnthropicFields<'py> = (
     String,
     Vec<(Bound<'py, PyString>, String)>,
@@ -173,20 +185,23 @@ type AnthropicFields<'py> = (
     Option<Bound<'py, PyBytes>>,
     u64,
     u64,
+    Option<AnthropicTurnFields<'py>>,
 );
 
-/// The plain Anthropic Messages request in `body` with what the request side needs of
-/// it, or None when the Python parser must read the body. `scope`: the key's scope
-/// without its stream mark, or None for no key.
+/// The plain Anthropic Messages request in `body` (or an agent's turn) with what the
+/// request side needs of it, or None when the Python parser must read the body.
+/// `scope`: the key's scope without its stream mark, or None for no key.
 #[pyfunction]
 fn ingest_anthropic_request<'py>(
     py: Python<'py>,
     body: &[u8],
     scope: Option<&str>,
 ) -> Option<AnthropicFields<'py>> {
-    let i = MEMO.with_borrow_mut(|memo| {
+    let Some(i) = MEMO.with_borrow_mut(|memo| {
         tiergate_core::anthropic_request::ingest_anthropic_with(body, scope, memo)
-    })?;
+    }) else {
+        return ingest_anthropic_turn(py, body, scope);
+    };
     let r = i.request;
     let texts = r
         .texts
@@ -207,6 +222,35 @@ fn ingest_anthropic_request<'py>(
         key,
         i.prompt_tokens,
         i.required_caps,
+        None,
+    ))
+}
+
+fn ingest_anthropic_turn<'py>(
+    py: Python<'py>,
+    body: &[u8],
+    scope: Option<&str>,
+) -> Option<AnthropicFields<'py>> {
+    let i = MEMO.with_borrow_mut(|memo| {
+        ANTHROPIC_TOOLS.with_borrow_mut(|tools| {
+            tiergate_core::anthropic_turn::ingest_anthropic_turn_with(body, scope, memo, tools)
+        })
+    })?;
+    let t = i.turn;
+    let key = i.key.map(|k| PyBytes::new(py, &k));
+    Some((
+        t.model,
+        Vec::new(),
+        None,
+        t.max_tokens,
+        t.temperature,
+        t.top_p,
+        t.stop,
+        t.stream,
+        key,
+        i.prompt_tokens,
+        i.required_caps,
+        Some((turn_messages(py, t.messages), t.tools, t.tool_choice)),
     ))
 }
 
