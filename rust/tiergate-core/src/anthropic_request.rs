@@ -12,7 +12,7 @@
 
 use crate::hash::{self, TRANSPORT_FIELDS};
 use crate::ingest;
-use crate::json::{write_escaped, write_int};
+use crate::json::{escaped_room, write_escaped, write_int};
 use crate::memo::TextMemo;
 use crate::policy::CAP_STREAMING;
 use crate::rawjson::{JStr, Parser, Value};
@@ -397,7 +397,11 @@ fn plain_key(r: &AnthropicRequest, tenant: &str) -> [u8; 16] {
             buf.extend_from_slice(hash::format_f64(v).as_bytes());
         }
     }
-    let texts: usize = r.texts.iter().map(|(_, t)| t.len() + 40).sum();
+    let texts: usize = r
+        .texts
+        .iter()
+        .map(|(_, t)| escaped_room(t.len()) + 40)
+        .sum();
     let mut buf = Vec::with_capacity(8 + tenant.len() + r.model.len() + texts + 128);
     buf.extend_from_slice(&(tenant.len() as u64).to_le_bytes());
     buf.extend_from_slice(tenant.as_bytes());

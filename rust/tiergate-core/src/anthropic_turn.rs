@@ -505,17 +505,8 @@ pub fn ingest_anthropic_turn_with(
     let key = ingest::scoped_key(body, scope, turn.stream, |_| None)?;
     let mut milli = turn.counted;
     if let Some((a, e)) = turn.tools {
-        let raw = &body[a..e];
-        let counted = match tools.find(raw) {
-            Some((n, counted)) if n == raw.len() => *counted,
-            _ => {
-                // A value the reader walked, of a body that is UTF-8.
-                let counted = anthropic_tools_millitokens(std::str::from_utf8(raw).ok()?).ok();
-                tools.keep(raw, counted);
-                counted
-            }
-        };
-        milli += counted?;
+        milli +=
+            ingest::tools_counted(&body[a..e], tools, |t| anthropic_tools_millitokens(t).ok())?;
     }
     let required_caps = if turn.stream { CAP_STREAMING } else { 0 };
     Some(AnthropicTurnIngested {

@@ -128,20 +128,28 @@ fn turn_tokens(
         milli += response_format_millitokens(std::str::from_utf8(&body[a..e]).ok()?).ok()?;
     }
     if let Some((a, e)) = turn.tools {
-        let raw = &body[a..e];
-        // `None`: not counted (nor, then, is the body: `estimate_tokens` fails).
-        let counted = match tools.find(raw) {
-            Some((n, counted)) if n == raw.len() => *counted,
-            _ => {
-                // A value the reader checked, of a body that is UTF-8.
-                let counted = tools_millitokens(std::str::from_utf8(raw).ok()?).ok();
-                tools.keep(raw, counted);
-                counted
-            }
-        };
-        milli += counted?;
+        milli += tools_counted(&body[a..e], tools, |t| tools_millitokens(t).ok())?;
     }
     Some(round_tokens(milli))
+}
+
+/// The milli-tokens `count` gives of a `tools` value's bytes `raw` (a value the reader
+/// walked, of a body that is UTF-8), remembered by those bytes in `tools`: an agent
+/// sends the same tools with every turn. `None`: not counted (nor, then, is the body:
+/// the estimate fails).
+pub(crate) fn tools_counted(
+    raw: &[u8],
+    tools: &mut ValueMemo<Option<u64>>,
+    count: impl FnOnce(&str) -> Option<u64>,
+) -> Option<u64> {
+    match tools.find(raw) {
+        Some((n, counted)) if n == raw.len() => *counted,
+        _ => {
+            let counted = count(std::str::from_utf8(raw).ok()?);
+            tools.keep(raw, counted);
+            counted
+        }
+    }
 }
 
 /// The idempotency key of `body` under `scope` with the stream mark (see [`ingest`]):
