@@ -455,8 +455,8 @@ def render(
             "and the plain request as the Anthropic SDK "
             "sends it (the sidecar answers in the Anthropic shape from an OpenAI-protocol "
             "upstream; the bare proxy forwards the same bytes), then the agent's turn as "
-            "it sends it (tool_use and tool_result blocks: read by the Python parser, as "
-            "no core reader takes an Anthropic turn yet):",
+            "it sends it (tool_use and tool_result blocks, which the sidecar translates "
+            "into the upstream's tool calls and tool messages):",
             "",
             "| mode | bare proxy | tiergate | ratio |",
             "|---|---:|---:|---:|",
