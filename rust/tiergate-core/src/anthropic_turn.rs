@@ -25,11 +25,12 @@ use crate::ingest;
 use crate::memo::{TextMemo, ValueMemo};
 use crate::policy::CAP_STREAMING;
 use crate::rawjson::{JStr, Parser, Value};
+use crate::request::Role;
 use crate::tokens::{
     anthropic_tools_millitokens, call_millitokens, orjson_text, round_tokens, text_millitokens,
     PER_MESSAGE_MILLI, REPLY_PRIMING_MILLI,
 };
-use crate::turn::{Call, Span, TurnMessage, TurnRole};
+use crate::turn::{Call, Span, TurnMessage};
 
 /// An Anthropic agent's turn, as `parse_anthropic_request` reads it.
 #[derive(Clone, Debug, PartialEq)]
@@ -104,7 +105,7 @@ impl Reader<'_> {
             [one] => {
                 let text = one.text().into_owned();
                 let milli = PER_MESSAGE_MILLI + text_millitokens("system") + self.tokens(&text);
-                Some((Some(message(TurnRole::System, Some(text))), milli))
+                Some((Some(message(Role::System, Some(text))), milli))
             }
             _ => None,
         }
@@ -148,8 +149,8 @@ impl Reader<'_> {
             Some(())
         })?;
         let role = match who? {
-            v if v.is_str("user") => TurnRole::User,
-            v if v.is_str("assistant") => TurnRole::Assistant,
+            v if v.is_str("user") => Role::User,
+            v if v.is_str("assistant") => Role::Assistant,
             _ => return None,
         };
         let own = PER_MESSAGE_MILLI + text_millitokens(role.name());
@@ -176,24 +177,24 @@ impl Reader<'_> {
                     milli += self.tokens(&s);
                     text = Some(s);
                 }
-                (Block::Use(call, counted), TurnRole::Assistant) => {
+                (Block::Use(call, counted), Role::Assistant) => {
                     milli += counted;
                     calls.push(call);
                 }
-                (Block::Result(id, result, counted), TurnRole::User) => {
+                (Block::Result(id, result, counted), Role::User) => {
                     milli += PER_MESSAGE_MILLI + text_millitokens("tool") + counted;
                     out.push(TurnMessage {
-                        role: TurnRole::Tool,
+                        role: Role::Tool,
                         text: (!result.is_empty()).then_some(result),
                         calls: Vec::new(),
                         call_id: Some(id),
                     });
                 }
-                (Block::Thinking, TurnRole::Assistant) => {}
+                (Block::Thinking, Role::Assistant) => {}
                 _ => return None, // refused by the Python parser for this role
             }
         }
-        if role == TurnRole::User {
+        if role == Role::User {
             // Tool results alone make no user message (nor does the estimate count one).
             if only_results {
                 return Some(milli);
@@ -341,7 +342,7 @@ impl Reader<'_> {
     }
 }
 
-fn message(role: TurnRole, text: Option<String>) -> TurnMessage {
+fn message(role: Role, text: Option<String>) -> TurnMessage {
     TurnMessage {
         role,
         text,
@@ -570,7 +571,7 @@ mod tests {
 
     fn tool(id: &str, text: Option<&str>) -> TurnMessage {
         TurnMessage {
-            role: TurnRole::Tool,
+            role: Role::Tool,
             text: text.map(Into::into),
             calls: Vec::new(),
             call_id: Some(id.into()),
@@ -594,10 +595,10 @@ mod tests {
         assert_eq!(
             t.messages,
             [
-                message(TurnRole::System, Some("You are a bank's agent.".into())),
-                message(TurnRole::User, Some("Why was I charged twice?".into())),
+                message(Role::System, Some("You are a bank's agent.".into())),
+                message(Role::User, Some("Why was I charged twice?".into())),
                 TurnMessage {
-                    role: TurnRole::Assistant,
+                    role: Role::Assistant,
                     text: None,
                     calls: vec![
                         // orjson's: key order kept, the last of a repeated key.
@@ -609,7 +610,7 @@ mod tests {
                 tool("toolu_1", Some("[1,2]")),
                 tool("toolu_2", Some("Error: a\nb")),
                 tool("toolu_3", None),
-                message(TurnRole::User, Some("The coffee one.".into())),
+                message(Role::User, Some("The coffee one.".into())),
             ]
         );
     }
@@ -629,13 +630,13 @@ mod tests {
             // One empty text part is a part.
             (
                 r#"{"role":"user","content":[{"type":"text","text":""}]}"#,
-                vec![message(TurnRole::User, Some(String::new()))],
+                vec![message(Role::User, Some(String::new()))],
             ),
             (
                 r#"{"role":"assistant","content":[{"type":"text","text":""},
                 {"type":"tool_use","id":"c","name":"f","input":{}}]}"#,
                 vec![TurnMessage {
-                    role: TurnRole::Assistant,
+                    role: Role::Assistant,
                     text: Some(String::new()),
                     calls: vec![call("c", "f", "{}")],
                     call_id: None,
@@ -643,13 +644,13 @@ mod tests {
             ),
             (
                 r#"{"content":[{"type":"redacted_thinking","data":"x"},{"text":"hi","type":"text"}],"role":"assistant","x":1}"#,
-                vec![message(TurnRole::Assistant, Some("hi".into()))],
+                vec![message(Role::Assistant, Some("hi".into()))],
             ),
             (
                 r#"{"role":"assistant","content":[{"type":"tool_use","id":"c","name":"f-_9",
                 "input":{"s":"\"\\\/\u0001\u007f\u2028日本","n":[-1,18446744073709551615,true,false,{}]}}]}"#,
                 vec![TurnMessage {
-                    role: TurnRole::Assistant,
+                    role: Role::Assistant,
                     text: None,
                     calls: vec![call(
                         "c",
@@ -664,7 +665,7 @@ mod tests {
                 r#"{{"model":"m","max_tokens":3,"system":[{{"type":"text","text":""}}],"messages":[{turns}]}}"#
             );
             let t = check(&body).turn;
-            assert_eq!(t.messages[0], message(TurnRole::System, Some(String::new())));
+            assert_eq!(t.messages[0], message(Role::System, Some(String::new())));
             assert_eq!(t.messages[1..], want, "{body}");
         }
     }

@@ -29,6 +29,8 @@ pub enum Role {
     Developer,
     User,
     Assistant,
+    /// A tool's result (an agent's turn: `crate::turn`; never a plain request's).
+    Tool,
 }
 
 impl Role {
@@ -38,16 +40,15 @@ impl Role {
             Role::System | Role::Developer => "system",
             Role::User => "user",
             Role::Assistant => "assistant",
+            Role::Tool => "tool",
         }
     }
 
     /// The role as the body spelled it.
     pub fn wire(self) -> &'static str {
         match self {
-            Role::System => "system",
             Role::Developer => "developer",
-            Role::User => "user",
-            Role::Assistant => "assistant",
+            other => other.name(),
         }
     }
 }

@@ -11,48 +11,19 @@
 
 use crate::memo::ValueMemo;
 use crate::rawjson::{Parser, Value};
-use crate::request::bound;
+use crate::request::{bound, Role};
 use crate::sampling::{Sampling, SamplingValues};
 
-/// A message's role as sent (`developer` kept apart: the token estimate counts it).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TurnRole {
-    System,
-    Developer,
-    User,
-    Assistant,
-    Tool,
-}
-
-impl TurnRole {
-    /// The canonical role (`developer` read as `system`, as the Python parser reads it).
-    pub fn name(self) -> &'static str {
-        match self {
-            TurnRole::System | TurnRole::Developer => "system",
-            TurnRole::User => "user",
-            TurnRole::Assistant => "assistant",
-            TurnRole::Tool => "tool",
-        }
-    }
-
-    /// The role as the body spelled it.
-    pub fn wire(self) -> &'static str {
-        match self {
-            TurnRole::Developer => "developer",
-            other => other.name(),
-        }
-    }
-
-    fn of(v: &Value<'_>) -> Option<TurnRole> {
-        let Value::Str(s) = v else { return None };
-        match s.text().as_ref() {
-            "system" => Some(TurnRole::System),
-            "developer" => Some(TurnRole::Developer),
-            "user" => Some(TurnRole::User),
-            "assistant" => Some(TurnRole::Assistant),
-            "tool" => Some(TurnRole::Tool),
-            _ => None,
-        }
+/// A turn's role as sent: a plain request's, or `tool`.
+fn role_of(v: &Value<'_>) -> Option<Role> {
+    let Value::Str(s) = v else { return None };
+    match s.text().as_ref() {
+        "system" => Some(Role::System),
+        "developer" => Some(Role::Developer),
+        "user" => Some(Role::User),
+        "assistant" => Some(Role::Assistant),
+        "tool" => Some(Role::Tool),
+        _ => None,
     }
 }
 
@@ -78,7 +49,7 @@ impl Call {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TurnMessage {
-    pub role: TurnRole,
+    pub role: Role,
     /// The one text part; `None` for none (a tool call's or a tool result's empty
     /// content).
     pub text: Option<String>,
@@ -217,10 +188,10 @@ fn message(p: &mut Parser<'_>) -> Option<TurnMessage> {
         }
         Some(())
     })?;
-    let role = TurnRole::of(&who?)?;
+    let role = role_of(&who?)?;
     let content = content.unwrap_or(Value::Null);
     match role {
-        TurnRole::Assistant => {
+        Role::Assistant => {
             if call_id.is_some() {
                 return None;
             }
@@ -241,7 +212,7 @@ fn message(p: &mut Parser<'_>) -> Option<TurnMessage> {
                 call_id: None,
             })
         }
-        TurnRole::Tool => {
+        Role::Tool => {
             if calls.is_some() {
                 return None;
             }
@@ -491,7 +462,7 @@ mod tests {
         let body = br#"{"model":"m","tools":[],"messages":[{"role":"tool","role":"assistant","content":"x",
             "tool_calls":[],"tool_calls":null}],"tools":null,"parallel_tool_calls":true,"parallel_tool_calls":null}"#;
         let t = chat_turn(body).unwrap();
-        assert_eq!(t.messages[0].role, TurnRole::Assistant);
+        assert_eq!(t.messages[0].role, Role::Assistant);
         assert!(t.messages[0].is_plain());
         let (a, e) = t.tools.unwrap();
         assert_eq!(&body[a..e], b"null");

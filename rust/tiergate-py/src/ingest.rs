@@ -8,7 +8,7 @@ use tiergate_core::ingest;
 use tiergate_core::memo::{self, TextMemo, ValueMemo};
 use tiergate_core::request::Role;
 use tiergate_core::sampling::Sampling;
-use tiergate_core::turn::{self, Span, TurnRole};
+use tiergate_core::turn::{self, Span};
 
 thread_local! {
     /// The token estimates of the texts seen lately (32 KiB; long texts and short ones,
@@ -132,7 +132,7 @@ fn turn_messages(py: Python<'_>, messages: Vec<turn::TurnMessage>) -> Vec<TurnMe
                     })
                     .collect()
             });
-            (turn_role_name(py, m.role), m.text, calls, m.call_id)
+            (role_name(py, m.role), m.text, calls, m.call_id)
         })
         .collect()
 }
@@ -141,21 +141,13 @@ fn sampling_fields(s: Sampling) -> SamplingFields {
     (s.temperature, s.top_p, s.stop, s.seed, s.include_usage)
 }
 
-fn turn_role_name(py: Python<'_>, role: TurnRole) -> Bound<'_, PyString> {
-    match role.name() {
-        "system" => intern!(py, "system").clone(),
-        "user" => intern!(py, "user").clone(),
-        "tool" => intern!(py, "tool").clone(),
-        _ => intern!(py, "assistant").clone(),
-    }
-}
-
 /// The role's canonical name as a Python string made once per process (a `&str` is
 /// converted, and interned, on every call).
 fn role_name(py: Python<'_>, role: Role) -> Bound<'_, PyString> {
     match role.name() {
         "system" => intern!(py, "system").clone(),
         "user" => intern!(py, "user").clone(),
+        "tool" => intern!(py, "tool").clone(),
         _ => intern!(py, "assistant").clone(),
     }
 }
