@@ -91,12 +91,19 @@ choices = st.fixed_dictionaries(
     {"type": st.sampled_from(["auto", "any", "none", "tool"])},
     optional={"name": names, "disable_parallel_tool_use": st.booleans()},
 )
-# What a tool's input holds: integers (orjson's text the core writes), or floats too
-# (which the core leaves to the parser).
+# What a tool's input holds, which the core writes as orjson does: any value orjson
+# writes (floats at the edges of their forms among them) and, in bodies json.dumps
+# writes, integers past 64 bits (floats to orjson).
 exact_scalars = (
-    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | texts | st.text(max_size=6)
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | texts
+    | st.text(max_size=6)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.sampled_from([-0.0, 0.5, 1e15, 1e16, 1e-7, 5e-324, 1.7976931348623157e308])
 )
-scalars = exact_scalars | st.floats(allow_nan=False) | st.sampled_from([-0.0, 1e16, 0.5])
+scalars = exact_scalars | st.integers(2**64, 2**80) | st.integers(-(2**80), -(2**63) - 1)
 
 
 def json_values(leaves: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
@@ -176,7 +183,7 @@ agent_bodies = st.fixed_dictionaries(
 @st.composite
 def held_bodies(draw: st.DrawFn) -> dict[str, Any]:
     """Turns the core's reading holds, which it must take in: at most one text part a
-    message, integers alone in the inputs, a tool choice the tools allow."""
+    message, a tool choice the tools allow."""
     tools = draw(st.none() | tool_arrays)
     one_text = st.lists(text_blocks, max_size=1)
     messages = []
@@ -207,7 +214,8 @@ def held_bodies(draw: st.DrawFn) -> dict[str, Any]:
 @st.composite
 def near_bodies(draw: st.DrawFn) -> dict[str, Any]:
     """An agent's turn with one value somewhere replaced by an odd one, or with a block
-    of a kind the core leaves to the parser (an image, several text parts, a float)."""
+    of a kind the core leaves to the parser (an image, several text parts) or reads (a
+    float in a tool's input)."""
     body = draw(agent_bodies)
     where = draw(st.sampled_from(["body", "turn", "block", "extra"]))
     turn = draw(st.sampled_from(body["messages"]))
@@ -445,22 +453,48 @@ def test_a_refused_turn_gets_the_parsers_400(change: dict[str, Any], param: str)
                 {"type": "image", "source": {"type": "url", "url": "https://x.test/a.png"}}
             ],
         },
-        # Numbers orjson writes its own way in a tool's input: a float, an integer past 64
-        # bits, and -0.0 (which the parser reads as a float).
-        *(
-            {
-                "role": "assistant",
-                "content": [
-                    {"type": "tool_use", "id": "t", "name": "get_card", "input": {"v": [v]}}
-                ],
-            }
-            for v in (2.5, 2**64, -0.0, 1e16)
-        ),
     ],
 )
 def test_what_the_reading_cannot_hold_is_the_parsers(message: dict[str, Any]) -> None:
     raw = json.dumps(AGENT | {"messages": [message]}).encode()
     assert not isinstance(reference(raw), tuple)  # the parser reads it
+    assert ingest_plain_anthropic_request(raw, None) is None
+
+
+def _called_with(number: str) -> bytes:
+    call = {"type": "tool_use", "id": "t", "name": "get_card", "input": {"v": ["N"]}}
+    raw = json.dumps(AGENT | {"messages": [{"role": "assistant", "content": [call]}]})
+    return raw.replace('"N"', number).encode()
+
+
+@pytest.mark.parametrize(
+    ("number", "arguments"),
+    [
+        ("2.50", '{"v":[2.5]}'),
+        ("-0.0", '{"v":[-0.0]}'),
+        ("-0", '{"v":[0]}'),
+        ("1E16", '{"v":[1e+16]}'),
+        ("1e15", '{"v":[1000000000000000.0]}'),
+        ("0.0000001", '{"v":[1e-7]}'),
+        ("123456789.123456789", '{"v":[123456789.12345679]}'),
+        ("18446744073709551616", '{"v":[1.8446744073709552e+19]}'),
+        ("-9223372036854775809", '{"v":[-9.223372036854776e+18]}'),
+    ],
+)
+def test_numbers_in_a_tools_input_are_written_as_orjson_writes_them(
+    number: str, arguments: str
+) -> None:
+    """An agent's call with figures (an amount, a rate) is taken in by the core, its
+    arguments the text the parser makes of them (`orjson.dumps` of what it read)."""
+    chat = check(_called_with(number))
+    assert chat is not None and chat.turn_messages is not None
+    assert chat.messages[-1].tool_calls[0].arguments == arguments
+
+
+@pytest.mark.parametrize("number", ["1e400", "-1E309"])
+def test_a_number_past_a_floats_range_is_the_parsers_to_refuse(number: str) -> None:
+    raw = _called_with(number)
+    assert reference(raw) == ("not json",)
     assert ingest_plain_anthropic_request(raw, None) is None
 
 

@@ -355,9 +355,8 @@ def ingest_anthropic_request(
     ``tool_use`` a call whose arguments are ``orjson.dumps`` of its ``input``; the
     thinking blocks dropped), and the ``tools`` and ``tool_choice`` members' values as
     ``(start, end)`` byte ranges of the body, for the caller to read (``None``: absent or
-    ``null``). A message of several text parts or an image, an ``input`` holding a
-    number but an integer of 64 bits, a structured output (``output_config`` or
-    ``output_format`` not ``null``) give ``None``.
+    ``null``). A message of several text parts or an image, a structured output
+    (``output_config`` or ``output_format`` not ``null``) give ``None``.
 
     ``None`` for any other body (``parse_anthropic_request`` decides what it is), and for
     one ``request_key`` refuses.

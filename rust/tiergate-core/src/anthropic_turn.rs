@@ -12,7 +12,7 @@
 //! handed back as byte ranges, which the caller reads (and remembers by their bytes).
 //! Anything the tuple of a [`TurnMessage`] cannot say (a message of several text
 //! parts, an image), any value the Python parser would refuse or read otherwise (a
-//! structured output, an `input` whose numbers orjson writes its own way), returns
+//! structured output), returns
 //! `None` and the Python parser decides: it is the oracle of the differential tests
 //! (`tests/test_anthropic_turn.py`).
 //!
@@ -714,6 +714,27 @@ mod tests {
     }
 
     #[test]
+    fn writes_an_inputs_numbers_as_orjson_does() {
+        // orjson reads `-0` as the integer 0, an integer past 64 bits as a float, and
+        // writes a float's shortest text (an exponent from 1e16, with its sign).
+        for (number, arguments) in [
+            ("1.50", r#"{"a":1.5}"#),
+            ("1e2", r#"{"a":100.0}"#),
+            ("-0", r#"{"a":0}"#),
+            ("-0.0", r#"{"a":-0.0}"#),
+            ("1E16", r#"{"a":1e+16}"#),
+            ("0.0000001", r#"{"a":1e-7}"#),
+            ("18446744073709551616", r#"{"a":1.8446744073709552e+19}"#),
+        ] {
+            let body = format!(
+                r#"{{"model":"m","max_tokens":4,"messages":[{{"role":"assistant","content":[{{"type":"tool_use","id":"c","name":"f","input":{{"a":{number}}}}}]}}]}}"#
+            );
+            let turn = anthropic_turn(body.as_bytes()).expect(number);
+            assert_eq!(turn.messages[0].calls[0].arguments, arguments, "{number}");
+        }
+    }
+
+    #[test]
     fn leaves_everything_else_to_python() {
         let ok = r#""model":"m","max_tokens":4,"messages":[{"role":"user","content":"x"}]"#;
         assert!(anthropic_turn(format!("{{{ok}}}").as_bytes()).is_some());
@@ -756,10 +777,6 @@ mod tests {
             tool_use(r#""name":"f""#),
             tool_use(r#""id":"c","name":"f","input":null"#),
             tool_use(r#""id":"c","name":"f","input":[]"#),
-            tool_use(r#""id":"c","name":"f","input":{"a":1.5}"#),
-            tool_use(r#""id":"c","name":"f","input":{"a":1e2}"#),
-            tool_use(r#""id":"c","name":"f","input":{"a":-0}"#),
-            tool_use(r#""id":"c","name":"f","input":{"a":18446744073709551616}"#),
             tool_use(r#""id":"c","name":"f","input":{"a":"\ud800"}"#),
             tool_use(r#""id":"c","name":"f","text":"x""#),
             tool_result(r#""tool_use_id":"""#),

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use super::{
     round_tokens, text_millitokens, Walk, IMAGE_TOKENS, PER_MESSAGE_MILLI, REPLY_PRIMING_MILLI,
 };
-use crate::error::{CoreError, Result};
+use crate::error::Result;
 use crate::json::{write_float, write_int};
 use crate::rawjson::{Esc, JStr, Parser, Value};
 
@@ -242,7 +242,7 @@ impl Walk<'_> {
     /// `orjson.dumps` of it, what `parse_anthropic_request` makes of a `tool_use` input.
     fn arguments(&mut self) -> Result<u64> {
         let mut out = Vec::new();
-        write_compact::<false>(&mut self.p, &mut out)?;
+        write_compact(&mut self.p, &mut out)?;
         // Every byte written is ASCII or a whole UTF-8 character of a string.
         Ok(text_millitokens(&String::from_utf8_lossy(&out)))
     }
@@ -286,11 +286,10 @@ pub fn anthropic_tools_millitokens(value: &str) -> Result<u64> {
 /// `orjson.dumps(orjson.loads(value)).decode()` of the JSON value at the cursor (a
 /// `tool_use` block's `input`, which `parse_anthropic_request` makes a tool call's
 /// arguments of), written as [`write_compact`] writes it; `None`, the cursor anywhere,
-/// for a value that is not JSON or holds a number other than an integer of 64 bits
-/// (whose text orjson writes its own way: a float, an integer past 64 bits, `-0`).
+/// for a value that is not JSON (a number past a float's range among them, as to orjson).
 pub(crate) fn orjson_text(p: &mut Parser<'_>) -> Option<String> {
     let mut out = Vec::new();
-    write_compact::<true>(p, &mut out).ok()?;
+    write_compact(p, &mut out).ok()?;
     // Every byte written is ASCII or a whole UTF-8 character of a string.
     String::from_utf8(out).ok()
 }
@@ -298,9 +297,10 @@ pub(crate) fn orjson_text(p: &mut Parser<'_>) -> Option<String> {
 /// Append the value at the cursor as `orjson.dumps(orjson.loads(value))` writes it:
 /// compact, an object's keys in the order they first appear with the last value of a
 /// repeated one (a Python dict's), strings escaped as `serde_json` escapes, an integer
-/// as written (`-0` as `0`), any other number as the shortest float text. `INTEGERS`:
-/// an error for any number but an integer of 64 bits instead (`-0` among them).
-fn write_compact<const INTEGERS: bool>(p: &mut Parser<'_>, out: &mut Vec<u8>) -> Result<()> {
+/// as written (`-0` as `0`), any other number as the shortest text of the float it
+/// reads as (an integer past 64 bits too, as orjson reads it; one past a float's range
+/// is not JSON to the reader, nor to orjson).
+fn write_compact(p: &mut Parser<'_>, out: &mut Vec<u8>) -> Result<()> {
     match p.peek() {
         Some(b'{') => {
             p.enter()?;
@@ -311,7 +311,7 @@ fn write_compact<const INTEGERS: bool>(p: &mut Parser<'_>, out: &mut Vec<u8>) ->
                     let mut member = Vec::new();
                     key.write_json(&mut member);
                     member.push(b':');
-                    write_compact::<INTEGERS>(p, &mut member)?;
+                    write_compact(p, &mut member)?;
                     members.set(key, member);
                     if !p.next_or_close(b'}')? {
                         break;
@@ -333,7 +333,7 @@ fn write_compact<const INTEGERS: bool>(p: &mut Parser<'_>, out: &mut Vec<u8>) ->
             out.push(b'[');
             if !p.empty(b']') {
                 loop {
-                    write_compact::<INTEGERS>(p, out)?;
+                    write_compact(p, out)?;
                     if !p.next_or_close(b']')? {
                         break;
                     }
@@ -351,9 +351,6 @@ fn write_compact<const INTEGERS: bool>(p: &mut Parser<'_>, out: &mut Vec<u8>) ->
                 Value::Bool(b) => out.extend_from_slice(if b { b"true" } else { b"false" }),
                 Value::Int(i) => write_int(i.into(), out),
                 Value::UInt(u) => write_int(u.into(), out),
-                Value::Float(_) if INTEGERS => {
-                    return Err(CoreError::invalid("a number orjson writes its own way"));
-                }
                 // `-0` is the integer 0 to orjson (an integer past 64 bits is a float to
                 // both).
                 Value::Float(_) if p.input()[start..p.i].trim_ascii() == b"-0" => out.push(b'0'),
@@ -425,7 +422,7 @@ mod tests {
     fn compact(value: &str) -> String {
         let mut out = Vec::new();
         let mut p = Parser::of_str(value);
-        write_compact::<false>(&mut p, &mut out).unwrap();
+        write_compact(&mut p, &mut out).unwrap();
         p.finish().unwrap();
         String::from_utf8(out).unwrap()
     }
