@@ -160,11 +160,15 @@ def test_relayed_anthropic_replay_is_identical(stack: Stack) -> None:
 
 
 def test_the_anthropic_sdk_streams_a_relayed_answer(stack: Stack) -> None:
-    client = anthropic.Anthropic(base_url=stack.url, api_key="app-key", max_retries=0)
     question = f"Explain routing briefly. {uuid.uuid4().hex}"
-    with client.messages.stream(
-        model=DEP, max_tokens=40, messages=[{"role": "user", "content": question}]
-    ) as stream:
+    # Closed here: a pooled connection left to the garbage collector is a ResourceWarning
+    # at whichever test's collection finds it.
+    with (
+        anthropic.Anthropic(base_url=stack.url, api_key="app-key", max_retries=0) as client,
+        client.messages.stream(
+            model=DEP, max_tokens=40, messages=[{"role": "user", "content": question}]
+        ) as stream,
+    ):
         assert stream.response.headers["x-tiergate-deployment"] == DEP
         text = "".join(stream.text_stream)
         final = stream.get_final_message()
