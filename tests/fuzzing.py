@@ -5,12 +5,15 @@ answers reach the code behind the first checks, where random documents never get
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 from hypothesis import strategies as st
 
-__all__ = ["mutated", "spelled", "values"]
+from tiergate.errors import RequestError
+
+__all__ = ["mutated", "parser_reading", "spelled", "values"]
 
 scalars = (
     st.none()
@@ -99,3 +102,15 @@ def spelled(
     if isinstance(value, list):
         return "[" + f",{space}".join(spelled(draw, v, decoys, decoyed) for v in value) + "]"
     return json.dumps(value, ensure_ascii=draw(st.booleans()))
+
+
+def parser_reading(parse: Callable[[Any, bytes], Any], raw: bytes) -> Any:
+    """What a surface's parser (``parse_openai_request``, ``parse_anthropic_request``)
+    makes of the body ``raw``, the oracle of the core readers' differential tests: the
+    request, ``("refused", message, param)``, or ``("not json",)``."""
+    try:
+        return parse(orjson.loads(raw), raw)
+    except RequestError as exc:
+        return ("refused", exc.message, exc.param)
+    except orjson.JSONDecodeError:
+        return ("not json",)

@@ -18,6 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fuzzing import parser_reading
 from tiergate.config import DeploymentConfig, Price
 from tiergate.envelope import ChatRequest, TextPart
 from tiergate.errors import RequestError
@@ -227,10 +228,7 @@ POLICIES = [SafetyPolicy(), SafetyPolicy(default="off", kinds={"injection": "log
 
 
 def reference(raw: bytes) -> Any:
-    try:
-        return parse_openai_request(orjson.loads(raw), raw)
-    except RequestError as exc:
-        return ("refused", exc.message, exc.param)
+    return parser_reading(parse_openai_request, raw)
 
 
 def check_against_the_parser(raw: bytes, tenant: str = "t") -> ChatRequest | None:

@@ -15,12 +15,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fuzzing import mutated, spelled
+from fuzzing import mutated, parser_reading, spelled
 from harness import Stack, fast_sim_config
 from planning import assert_plans_alike
 from tiergate.config import DeploymentConfig, Price
 from tiergate.envelope import TextPart
-from tiergate.errors import RequestError
 from tiergate.providers.openai import openai_body
 from tiergate.routing.idempotency import Idempotency
 from tiergate.routing.planner import _known
@@ -127,12 +126,7 @@ tenants = st.sampled_from(["default", "t", "é\x00x"])
 
 
 def reference(raw: bytes) -> Any:
-    try:
-        return parse_anthropic_request(orjson.loads(raw), raw)
-    except RequestError as exc:
-        return ("refused", exc.message, exc.param)
-    except orjson.JSONDecodeError:
-        return ("not json",)
+    return parser_reading(parse_anthropic_request, raw)
 
 
 def check(raw: bytes, tenant: str) -> bool:

@@ -30,7 +30,7 @@ use crate::tokens::{
     anthropic_tools_millitokens, call_millitokens, orjson_text, round_tokens, text_millitokens,
     PER_MESSAGE_MILLI, REPLY_PRIMING_MILLI,
 };
-use crate::turn::{Call, Span, TurnMessage};
+use crate::turn::{member_span, Call, Span, TurnMessage};
 
 /// An Anthropic agent's turn, as `parse_anthropic_request` reads it.
 #[derive(Clone, Debug, PartialEq)]
@@ -390,16 +390,9 @@ fn members<'a, V>(body: &'a str, known: &ValueMemo<V>, r: &mut Reader<'_>) -> Op
             "system" => m.system = Some(r.system(p)?),
             "messages" => m.messages = Some(r.turns(p)?),
             "tools" | "tool_choice" => {
-                let start = p.i;
-                let known = (name == "tools")
-                    .then(|| known.find(&p.input()[start..]))
-                    .flatten();
-                match known {
-                    Some((n, _)) => p.i += n,
-                    None => p.skip().ok()?,
-                }
+                let (start, end) = member_span(p, (name == "tools").then_some(known))?;
                 // `null` is no tools and the default choice to the Python parser.
-                let span = (&p.input()[start..p.i] != b"null").then_some((start, p.i));
+                let span = (&p.input()[start..end] != b"null").then_some((start, end));
                 if name == "tools" {
                     m.tools = span;
                 } else {

@@ -51,6 +51,20 @@ impl Role {
             other => other.name(),
         }
     }
+
+    /// The role a message's `role` value spells (`tool` among them: a plain request
+    /// refuses it, a turn takes it).
+    pub(crate) fn of(v: &Value<'_>) -> Option<Role> {
+        let Value::Str(s) = v else { return None };
+        match s.text().as_ref() {
+            "system" => Some(Role::System),
+            "developer" => Some(Role::Developer),
+            "user" => Some(Role::User),
+            "assistant" => Some(Role::Assistant),
+            "tool" => Some(Role::Tool),
+            _ => None,
+        }
+    }
 }
 
 /// A plain chat request: the route, `(role, text)` messages, the output bound, the
@@ -125,7 +139,7 @@ fn messages(p: &mut Parser<'_>) -> Option<Vec<(Role, String)>> {
             }
             Some(())
         })?;
-        let who = role(&who?)?;
+        let who = Role::of(&who?).filter(|r| *r != Role::Tool)?;
         out.push((who, text(content?)?));
         Some(())
     })?;
@@ -168,17 +182,6 @@ pub(crate) fn bound(v: Option<&Value<'_>>) -> Option<Option<i64>> {
         None | Some(Value::Null) => Some(None),
         Some(Value::Int(i)) if *i >= 1 => Some(Some(*i)),
         Some(_) => None,
-    }
-}
-
-fn role(v: &Value<'_>) -> Option<Role> {
-    let Value::Str(s) = v else { return None };
-    match s.text().as_ref() {
-        "system" => Some(Role::System),
-        "developer" => Some(Role::Developer),
-        "user" => Some(Role::User),
-        "assistant" => Some(Role::Assistant),
-        _ => None,
     }
 }
 

@@ -14,17 +14,15 @@ use crate::rawjson::{Parser, Value};
 use crate::request::{bound, Role};
 use crate::sampling::{Sampling, SamplingValues};
 
-/// A turn's role as sent: a plain request's, or `tool`.
-fn role_of(v: &Value<'_>) -> Option<Role> {
-    let Value::Str(s) = v else { return None };
-    match s.text().as_ref() {
-        "system" => Some(Role::System),
-        "developer" => Some(Role::Developer),
-        "user" => Some(Role::User),
-        "assistant" => Some(Role::Assistant),
-        "tool" => Some(Role::Tool),
-        _ => None,
+/// The byte range of the value at the cursor, stepped over: a value held in `known`
+/// (tools sent before: an agent's every turn) ends where it ended, read no further.
+pub(crate) fn member_span<V>(p: &mut Parser<'_>, known: Option<&ValueMemo<V>>) -> Option<Span> {
+    let start = p.i;
+    match known.and_then(|k| k.find(&p.input()[start..])) {
+        Some((n, _)) => p.i += n,
+        None => p.skip().ok()?,
     }
+    Some((start, p.i))
 }
 
 /// One tool call of an assistant message: id, function name, arguments (JSON text) as
@@ -114,16 +112,7 @@ fn members<'a, V>(body: &'a str, known: &ValueMemo<V>) -> Option<Members<'a>> {
             "stream" => m.stream = Some(p.value().ok()?),
             "parallel_tool_calls" => m.parallel = Some(p.value().ok()?),
             "tools" | "tool_choice" => {
-                let start = p.i;
-                // Tools sent before (an agent's every turn) end where they ended.
-                let known = (name == "tools")
-                    .then(|| known.find(&p.input()[start..]))
-                    .flatten();
-                match known {
-                    Some((n, _)) => p.i += n,
-                    None => p.skip().ok()?,
-                }
-                let span = Some((start, p.i));
+                let span = Some(member_span(p, (name == "tools").then_some(known))?);
                 if name == "tools" {
                     m.tools = span;
                 } else {
@@ -188,7 +177,7 @@ fn message(p: &mut Parser<'_>) -> Option<TurnMessage> {
         }
         Some(())
     })?;
-    let role = role_of(&who?)?;
+    let role = Role::of(&who?)?;
     let content = content.unwrap_or(Value::Null);
     match role {
         Role::Assistant => {
