@@ -110,8 +110,9 @@ tool_calls = st.lists(
     st.fixed_dictionaries(
         {},
         optional={
-            "index": st.integers(0, 3),
-            "id": st.none() | texts,
+            # Absent or null: placed by the id or the last delta (Gemini, Ollama).
+            "index": st.none() | st.integers(0, 3),
+            "id": st.none() | texts | st.sampled_from(["c1", "c2"]),
             "type": st.just("function"),
             "function": st.fixed_dictionaries(
                 {}, optional={"name": st.none() | texts, "arguments": st.none() | texts}
@@ -263,7 +264,7 @@ def test_relay_examples(wire: bytes) -> None:
         ({"content": 5}, "content"),
         ({"refusal": ["x"]}, "refusal"),
         ({"tool_calls": {"index": 0}}, "tool_calls"),
-        ({"tool_calls": [{"index": None}]}, "index"),
+        ({"tool_calls": [{"index": "1"}]}, "index"),
         ({"tool_calls": [{"function": {"arguments": {"a": 1}}}]}, "arguments"),
         ({"tool_calls": [{"id": 3}]}, "id"),
     ],
@@ -276,6 +277,53 @@ def test_a_field_of_another_type_is_a_malformed_chunk(delta: dict[str, Any], fie
     assert err.error_class is ErrorClass.INVALID_OUTPUT and field in err.message
     relay.begin("id", "m", 0, False)
     assert relay.render().count(b"data: ") == 2  # the role chunk and "a", nothing more
+
+
+# Streams of tool-call deltas only, indexes often left out or null and ids repeated, so
+# that every placing rule (the wire's index, a known id, a new id, the last call) meets
+# every other.
+placed_calls = st.lists(
+    st.lists(
+        st.fixed_dictionaries(
+            {"function": st.fixed_dictionaries({"arguments": st.sampled_from(["", "{", "}"])})},
+            optional={
+                "index": st.none() | st.integers(0, 2),
+                "id": st.sampled_from([None, "", "c1", "c2", "c3"]),
+            },
+        ),
+        min_size=1,
+        max_size=3,
+    ),
+    min_size=1,
+    max_size=6,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(placed_calls)
+def test_tool_calls_without_an_index_are_placed_as_the_python_path_places_them(
+    events: list[list[dict[str, Any]]],
+) -> None:
+    wire = b"".join(_chunk({"tool_calls": calls}) for calls in events)
+    check([wire + _chunk({}, "tool_calls") + USAGE])
+
+
+def test_whole_calls_without_an_index_stay_apart() -> None:
+    """Ollama's shape: two whole calls in one event, ids and no index."""
+    calls = [
+        {"id": "a", "function": {"name": "f", "arguments": "{}"}},
+        {"id": "b", "function": {"name": "g", "arguments": '{"x": 1}'}},
+    ]
+    relay = _core.OpenAIRelay("m")
+    relay.begin("id", "m", 0, False)
+    relay.feed(_chunk({"tool_calls": calls}) + _chunk({}, "tool_calls") + USAGE)
+    frames = [json.loads(f[len(b"data: ") :]) for f in relay.render().split(b"\n\n") if f]
+    placed = [
+        (c["index"], c.get("id"), c["function"]["arguments"])
+        for f in frames
+        for c in f["choices"][0]["delta"].get("tool_calls", [])
+    ]
+    assert placed == [(0, "a", "{}"), (1, "b", '{"x": 1}')]
 
 
 def test_finish_reasons_agree_with_the_normaliser() -> None:

@@ -334,9 +334,23 @@ class OpenAIStreamParser:
     A body that ends after a chunk carrying ``finish_reason`` and one carrying
     ``usage`` but before ``[DONE]`` still counts as complete (some compatible servers
     omit ``[DONE]``); a body that ends sooner is a cut stream.
+
+    A tool-call delta without an ``index`` (or with a null one), as Gemini's and Ollama's
+    compatible streams send them, is placed by :meth:`_place`.
     """
 
-    __slots__ = ("_finish", "_model", "_refusal", "_usage", "_usage_seen", "done", "provider")
+    __slots__ = (
+        "_finish",
+        "_ids",
+        "_last",
+        "_model",
+        "_next",
+        "_refusal",
+        "_usage",
+        "_usage_seen",
+        "done",
+        "provider",
+    )
 
     def __init__(self, provider: str = "", model: str = "") -> None:
         self.provider = provider
@@ -346,6 +360,27 @@ class OpenAIStreamParser:
         self._refusal: list[str] = []
         self._usage = Usage()
         self._usage_seen = False
+        self._ids: dict[str, int] = {}  # tool-call id -> its index
+        self._last: int | None = None  # the index of the last tool-call delta
+        self._next = 0  # past the highest index seen
+
+    def _place(self, index: Any, call_id: Any) -> Any:
+        """The index of a tool-call delta: the wire's when it gave one, else the call
+        its id opened, a new call for an id not seen before, else the call the last
+        delta was about (more of its arguments). The core relay's rule
+        (``chunk::ToolSlots``)."""
+        known = self._ids.get(call_id) if type(call_id) is str and call_id else None
+        if index is None:
+            if type(call_id) is str and call_id:
+                index = self._next if known is None else known
+            else:
+                index = self._next if self._last is None else self._last
+        if known is None and type(call_id) is str and call_id:
+            self._ids[call_id] = index
+        self._last = index
+        if type(index) is int and index >= self._next:
+            self._next = index + 1
+        return index
 
     def feed(self, event: SSEEvent) -> list[StreamEvent]:
         data = event.data
@@ -381,7 +416,7 @@ class OpenAIStreamParser:
                 fn = tc.get("function") or {}
                 out.append(
                     ToolCallDelta(
-                        index=tc.get("index", 0),
+                        index=self._place(tc.get("index"), tc.get("id")),
                         id=tc.get("id"),
                         name=fn.get("name"),
                         arguments=fn.get("arguments") or "",

@@ -31,7 +31,8 @@ use crate::CoreError;
 pub(crate) enum Delta {
     Text(String),
     Tool {
-        index: i64,
+        /// As the wire gave it; `None` when absent or null (see [`ToolSlots`]).
+        index: Option<i64>,
         id: Option<String>,
         name: Option<String>,
         arguments: String,
@@ -47,6 +48,36 @@ pub(crate) enum Refused {
     ErrorObject,
     /// A field had a type the protocol does not allow (its name).
     Shape(&'static str),
+}
+
+/// Which call a tool-call delta belongs to when the provider leaves its `index` out or
+/// null (Gemini's and Ollama's OpenAI-compatible streams, `SGLang`, `mistral.rs`): the call
+/// its `id` opened, a new call for an `id` not seen before, else the call the last delta
+/// was about (a later piece of its arguments). Deltas with an index keep it. The rule is
+/// `OpenAIStreamParser._place`'s (Python); one per stream.
+#[derive(Debug, Default)]
+pub(crate) struct ToolSlots {
+    ids: Vec<(String, i64)>,
+    last: Option<i64>,
+    next: i64,
+}
+
+impl ToolSlots {
+    pub(crate) fn place(&mut self, index: Option<i64>, id: Option<&str>) -> i64 {
+        let id = id.filter(|id| !id.is_empty());
+        let known = id.and_then(|id| self.ids.iter().find(|(k, _)| k == id).map(|&(_, i)| i));
+        let index = match (index, id) {
+            (Some(i), _) => i,
+            (None, Some(_)) => known.unwrap_or(self.next),
+            (None, None) => self.last.unwrap_or(self.next),
+        };
+        if let (Some(id), None) = (id, known) {
+            self.ids.push((id.to_owned(), index));
+        }
+        self.last = Some(index);
+        self.next = self.next.max(index.saturating_add(1));
+        index
+    }
 }
 
 /// What one event says besides its deltas (each `None` when it says nothing of it).
@@ -492,11 +523,15 @@ fn one_call(p: &mut Parser<'_>, deltas: &mut Vec<Delta>) -> One<()> {
     if p.peek() != Some(b'{') {
         return Err(GiveUp);
     }
-    let (mut index, mut id, mut name, mut arguments) = (0, None, None, String::new());
+    let (mut index, mut id, mut name, mut arguments) = (None, None, None, String::new());
     walk(p, ["index", "id", "function"], |p, j| match j {
         0 => match item(p)? {
             Item::Int(i) => {
-                index = i;
+                index = Some(i);
+                Ok(())
+            }
+            Item::Null => {
+                index = None;
                 Ok(())
             }
             _ => Err(GiveUp),
@@ -690,8 +725,8 @@ fn two_delta(p: &Parser<'_>, at: usize, out: &mut Out<'_, '_>) -> Two<()> {
         };
         let [index, function, id] = fields(p, at, ["index", "function", "id"])?;
         let index = match index {
-            None => 0,
-            Some(Item::Int(i)) => i,
+            None | Some(Item::Null) => None,
+            Some(Item::Int(i)) => Some(i),
             Some(_) => return Err(Refused::Shape("index")),
         };
         let opt_text =
@@ -734,6 +769,22 @@ mod tests {
         ),
         Refused,
     >;
+
+    #[test]
+    fn tool_slots_place_deltas_without_an_index() {
+        let mut s = ToolSlots::default();
+        assert_eq!(s.place(None, None), 0); // a first piece: the first call
+        assert_eq!(s.place(None, Some("a")), 1); // an id not seen: a new call
+        assert_eq!(s.place(None, Some("b")), 2);
+        assert_eq!(s.place(None, None), 2); // more of the last
+        assert_eq!(s.place(None, Some("a")), 1); // a known id: its call
+        assert_eq!(s.place(None, Some("")), 1); // an empty id says nothing
+        assert_eq!(s.place(Some(5), Some("c")), 5); // an index is kept
+        assert_eq!(s.place(None, Some("d")), 6); // new calls after the highest
+        assert_eq!(s.place(None, Some("c")), 5);
+        assert_eq!(s.place(Some(i64::MAX), None), i64::MAX);
+        assert_eq!(s.place(None, Some("e")), i64::MAX); // saturated, no overflow
+    }
 
     fn fast(text: &str) -> Outcome {
         fast_after(text, &mut Head::default())
@@ -873,8 +924,8 @@ mod tests {
                 return Err(Refused::Shape("tool_calls"));
             }
             let index = match call.get("index") {
-                None => 0,
-                Some(Value::Int(i)) => *i,
+                None | Some(Value::Null) => None,
+                Some(Value::Int(i)) => Some(*i),
                 Some(_) => return Err(Refused::Shape("index")),
             };
             let (name, arguments) = match obj(call.get("function"), "function")? {

@@ -120,6 +120,7 @@ struct Parsed {
     failure: Option<Failure>,
     /// The last event's leading members, for the next event to skip (`chunk::Head`).
     head: chunk::Head,
+    slots: chunk::ToolSlots,
 }
 
 /// One relayed stream. Feed it the provider's body as it arrives; after [`Self::begin`]
@@ -164,6 +165,7 @@ impl OpenAiRelay {
                 done: false,
                 failure: None,
                 head: chunk::Head::default(),
+                slots: chunk::ToolSlots::default(),
             },
             head: Vec::new(),
             anthropic: None,
@@ -268,7 +270,8 @@ impl OpenAiRelay {
                 } => {
                     self.open_delta(&mut out);
                     out.extend_from_slice(b"{\"tool_calls\":[{\"index\":");
-                    write_int(i128::from(index), &mut out);
+                    // Placed when read (`Parsed::event`): never None here.
+                    write_int(i128::from(index.unwrap_or_default()), &mut out);
                     if let Some(id) = id {
                         out.extend_from_slice(b",\"id\":");
                         write_escaped(&id, &mut out);
@@ -311,7 +314,13 @@ impl OpenAiRelay {
                     id,
                     name,
                     arguments,
-                } => frames.tool(index, id.as_deref(), name.as_deref(), &arguments, &mut out),
+                } => frames.tool(
+                    index.unwrap_or_default(), // placed when read (`Parsed::event`)
+                    id.as_deref(),
+                    name.as_deref(),
+                    &arguments,
+                    &mut out,
+                ),
                 Delta::End => {
                     let p = &self.parsed;
                     let finish = p.finish.as_deref().map_or("stop", finish_reason);
@@ -412,8 +421,14 @@ impl Parsed {
             Ok(s) => Cow::Borrowed(s),
             Err(_) => String::from_utf8_lossy(data),
         };
+        let from = self.pending.len();
         match chunk::read(&text, &mut self.pending, &mut self.refusal, &mut self.head) {
             Ok(said) => {
+                for delta in &mut self.pending[from..] {
+                    if let Delta::Tool { index, id, .. } = delta {
+                        *index = Some(self.slots.place(*index, id.as_deref()));
+                    }
+                }
                 // Every event names the model: replaced only when it changes.
                 if let Some(model) = said.model.filter(|m| *m != self.model) {
                     self.model = model.into_owned();
@@ -539,6 +554,31 @@ mod tests {
         assert!(!out.contains("usage"));
         assert!(!out.contains("other choice"));
         assert_eq!((r.delivered(), r.finish_reason()), (0, "tool_calls"));
+    }
+
+    #[test]
+    fn tool_calls_without_an_index_are_placed() {
+        // Ollama: whole calls, two in one event, ids and no index; then SGLang-like
+        // pieces: an id and a name, then arguments with neither id nor index (null).
+        let wire = concat!(
+            r#"data: {"choices":[{"delta":{"tool_calls":[{"id":"a","function":{"name":"f","arguments":"{}"}},{"id":"b","function":{"name":"g","arguments":"{\"x\":1}"}}]}}]}"#,
+            "\n\n",
+            r#"data: {"choices":[{"delta":{"tool_calls":[{"index":null,"id":"c","function":{"name":"h","arguments":""}}]}}]}"#,
+            "\n\n",
+            r#"data: {"choices":[{"delta":{"tool_calls":[{"index":null,"function":{"arguments":"{\"y\":"}}]}}]}"#,
+            "\n\n",
+            r#"data: {"choices":[{"delta":{"tool_calls":[{"id":"c","function":{"arguments":"2}"}}]}}]}"#,
+            "\n\n",
+            r#"data: {"choices":[{"delta":{},"finish_reason":"tool_calls"}]}"#,
+            "\n\ndata: [DONE]\n\n",
+        );
+        let (_, out) = relay(&[wire.as_bytes()], false);
+        let placed: Vec<&str> = out
+            .match_indices(r#""tool_calls":[{"index":"#)
+            .map(|(at, m)| &out[at + m.len()..=at + m.len()])
+            .collect();
+        assert_eq!(placed, ["0", "1", "2", "2", "2"]);
+        assert!(out.contains(r#"{"index":1,"id":"b","type":"function","function":{"arguments":"{\"x\":1}","name":"g"}}"#));
     }
 
     #[test]

@@ -1,0 +1,163 @@
+"""Streamed tool calls from OpenAI-compatible servers that leave out each delta's
+``index`` (Ollama, Gemini's compatible API) or send it null (SGLang, mistral.rs): the
+sidecar places each delta in its call, so the official SDKs' stream helpers, which
+need the index, assemble the calls the server meant, on either surface."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import openai
+import pytest
+from aiohttp import web
+
+from harness import Loop, serve
+from tiergate.config import load_config
+from tiergate.server.main import RunningServer, start_server
+
+CONFIG = """
+providers:
+  local: {kind: openai_compatible, base_url: "http://127.0.0.1:PORT/v1", api_key: {env: TOOL_INDEX_KEY}}
+tiers: [one]
+deployments:
+  d: {provider: local, model: m-local, tier: one, price: {input: 1, output: 2}}
+routes:
+  r: {deployment: d}
+telemetry: {log: null}
+"""
+
+
+def _event(delta: dict[str, Any] | None, finish: str | None = None, **extra: Any) -> bytes:
+    body: dict[str, Any] = {"id": "u", "object": "chat.completion.chunk", "model": "m-local"}
+    body["choices"] = (
+        [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish}]
+    )
+    body.update(extra)
+    return b"data: " + json.dumps(body).encode() + b"\n\n"
+
+
+def _end() -> bytes:
+    usage = {"prompt_tokens": 9, "completion_tokens": 4}
+    return _event({}, "tool_calls") + _event(None, usage=usage) + b"data: [DONE]\n\n"
+
+
+# Ollama: whole calls, both in one event, with ids and no index.
+WHOLE = (
+    _event({"role": "assistant", "content": ""})
+    + _event(
+        {
+            "tool_calls": [
+                {"id": "call_a", "function": {"name": "weather", "arguments": '{"city": "Oslo"}'}},
+                {"id": "call_b", "function": {"name": "time", "arguments": '{"zone": "CET"}'}},
+            ]
+        }
+    )
+    + _end()
+)
+
+# SGLang-like: a call opens with its id and name, its arguments follow in pieces whose
+# index is null and that carry no id; then a second call the same way.
+PIECES = (
+    _event({"role": "assistant", "content": ""})
+    + _event({"tool_calls": [{"index": None, "id": "call_a", "function": {"name": "weather"}}]})
+    + _event({"tool_calls": [{"index": None, "function": {"arguments": '{"city": '}}]})
+    + _event({"tool_calls": [{"index": None, "function": {"arguments": '"Oslo"}'}}]})
+    + _event({"tool_calls": [{"index": None, "id": "call_b", "function": {"name": "time"}}]})
+    + _event({"tool_calls": [{"index": None, "function": {"arguments": '{"zone": "CET"}'}}]})
+    + _end()
+)
+
+EXPECTED = [("call_a", "weather", {"city": "Oslo"}), ("call_b", "time", {"zone": "CET"})]
+
+
+class Upstream:
+    def __init__(self) -> None:
+        self.wire = WHOLE
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        await request.read()
+        resp = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(self.wire)
+        await resp.write_eof()
+        return resp
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Upstream]]:
+    os.environ.setdefault("TOOL_INDEX_KEY", "k")
+    background = Loop()
+    up = Upstream()
+    runner, port = background.run(serve(up.handle))
+    path: Path = tmp_path_factory.mktemp("tool-index") / "c.yaml"
+    path.write_text(CONFIG.replace("PORT", str(port)))
+    server: RunningServer = background.run(start_server(load_config(path), port=0, admin_port=0))
+    try:
+        yield server.url, up
+    finally:
+        background.run(server.stop())
+        background.run(runner.cleanup())
+        background.close()
+
+
+def _tool(name: str, param: str) -> dict[str, Any]:
+    schema = {"type": "object", "properties": {param: {"type": "string"}}, "required": [param]}
+    return {"name": name, "description": f"the {name}", "parameters": schema}
+
+
+TOOLS = [_tool("weather", "city"), _tool("time", "zone")]
+
+
+@pytest.mark.parametrize("wire", [WHOLE, PIECES], ids=["whole-calls", "pieces"])
+def test_the_openai_stream_helper_assembles_each_call(
+    served: tuple[str, Upstream], wire: bytes
+) -> None:
+    url, up = served
+    up.wire = wire
+    with (
+        openai.OpenAI(base_url=url + "/v1", api_key="k", max_retries=0) as client,
+        client.chat.completions.stream(
+            model="r",
+            messages=[{"role": "user", "content": "Weather and time in Oslo?"}],
+            tools=[{"type": "function", "function": t} for t in TOOLS],
+        ) as stream,
+    ):
+        final = stream.get_final_completion()
+    message = final.choices[0].message
+    calls = message.tool_calls or []
+    got = [(c.id, c.function.name, json.loads(c.function.arguments)) for c in calls]
+    assert got == EXPECTED
+    assert final.choices[0].finish_reason == "tool_calls"
+
+
+@pytest.mark.parametrize("wire", [WHOLE, PIECES], ids=["whole-calls", "pieces"])
+def test_the_anthropic_stream_helper_gets_one_block_a_call(
+    served: tuple[str, Upstream], wire: bytes
+) -> None:
+    url, up = served
+    up.wire = wire
+    with (
+        anthropic.Anthropic(base_url=url, api_key="k", max_retries=0) as client,
+        client.messages.stream(
+            model="r",
+            max_tokens=100,
+            messages=[{"role": "user", "content": "Weather and time in Oslo?"}],
+            tools=[
+                {
+                    "name": t["name"],
+                    "description": t["description"],
+                    "input_schema": t["parameters"],
+                }
+                for t in TOOLS
+            ],
+        ) as stream,
+    ):
+        final = stream.get_final_message()
+    uses = [b for b in final.content if b.type == "tool_use"]
+    assert [(b.id, b.name, b.input) for b in uses] == EXPECTED
+    assert final.stop_reason == "tool_use"
