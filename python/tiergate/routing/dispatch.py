@@ -217,6 +217,7 @@ class Dispatcher:
     async def _attempt(
         self,
         name: str,
+        plan: Plan,
         request: ChatRequest,
         envelope: Envelope,
         deadline: float,
@@ -275,6 +276,8 @@ class Dispatcher:
             )
             raise
         usage = completion.usage
+        if not (usage.input_tokens or usage.output_tokens):
+            usage = _estimated_usage(plan, request, completion)
         record = self._attempt_record(
             name,
             started,
@@ -317,7 +320,7 @@ class Dispatcher:
                             plan, name, backup, queue, request, envelope, deadline, attempts
                         )
                         return _new_outcome(Outcome, (completion, winner, attempts, hedged))
-                completion = await self._attempt(name, request, envelope, deadline, attempts)
+                completion = await self._attempt(name, plan, request, envelope, deadline, attempts)
                 return _new_outcome(Outcome, (completion, name, attempts, hedged))
             except ProviderError as exc:
                 if not exc.retryable:
@@ -361,7 +364,9 @@ class Dispatcher:
         # Hedge at the primary's p95, and at the latest halfway to the deadline so the
         # backup always has time to answer.
         delay = max(0.0, min(p95_s, (deadline - time.monotonic()) / 2))
-        first = asyncio.ensure_future(self._attempt(primary, request, envelope, deadline, attempts))
+        first = asyncio.ensure_future(
+            self._attempt(primary, plan, request, envelope, deadline, attempts)
+        )
         started = [first]
         try:
             done, _ = await asyncio.wait({first}, timeout=delay)
@@ -369,7 +374,7 @@ class Dispatcher:
                 return await first, primary, False
             queue.remove(backup)
             second = asyncio.ensure_future(
-                self._attempt(backup, request, envelope, deadline, attempts, hedge=True)
+                self._attempt(backup, plan, request, envelope, deadline, attempts, hedge=True)
             )
             started.append(second)
             pending = {first, second}
@@ -498,10 +503,11 @@ class Dispatcher:
         """Account for the winning stream once it ended: completed, failed mid-way, or
         abandoned by the caller (which says nothing about the deployment's health).
 
-        A stream that ended without its usage is billed as the prompt estimate plus the
-        ``delivered`` text pieces, since the provider charged for them."""
+        A stream that ended without its usage (or with a provider's zeros: a compatible
+        server that ignores ``stream_options.include_usage``) is billed as the prompt
+        estimate plus the ``delivered`` text pieces, since the provider charged for them."""
         name = outcome.deployment
-        if usage is None:
+        if usage is None or not (usage.input_tokens or usage.output_tokens):
             usage = Usage(outcome.prompt_tokens, delivered)
         if caller_gone:
             error_class: str | None = "cancelled"
@@ -531,6 +537,18 @@ class Dispatcher:
         else:
             self._failed(name, error)
         return record
+
+
+def _estimated_usage(plan: Plan, request: ChatRequest, completion: Completion) -> Usage:
+    """What an answer that reported no usage is billed (a compatible server that leaves
+    ``usage`` out reads as zeros, and no real call reads nothing): the planner's estimate
+    of the prompt and the core's of the answer, its text and tool calls."""
+    r = plan.request
+    prompt = r.prompt_tokens if r is not None else len(request.raw) // 4
+    answer = completion.text or ""
+    for call in completion.tool_calls:
+        answer += call.name + call.arguments
+    return Usage(prompt, _core.estimate_text_tokens(answer) if answer else 0)
 
 
 def _tokens_hint(request: ChatRequest) -> int:
