@@ -487,6 +487,22 @@ def test_anthropic_stream_documented_events() -> None:
     assert done.model == "claude-3-5-haiku-20241022"
 
 
+def test_a_streamed_tool_without_input_has_empty_object_arguments() -> None:
+    # A tool without parameters: Anthropic streams only an empty input_json_delta.
+    start = ANTHROPIC_STREAM.index(
+        b'event: content_block_delta\ndata: {"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": "{'
+    )
+    end = ANTHROPIC_STREAM.index(
+        b'event: content_block_stop\ndata: {"type": "content_block_stop", "index": 1}'
+    )
+    events = feed_sse(
+        AnthropicStreamParser("anthropic"), ANTHROPIC_STREAM[:start] + ANTHROPIC_STREAM[end:]
+    )
+    assert ToolCallDelta(0, arguments="{}") in events
+    done = collect(events).completion()
+    assert done.tool_calls == [ToolCall("toolu_01T", "get_weather", "{}")]
+
+
 def test_anthropic_stream_cut_and_error_event() -> None:
     cut = ANTHROPIC_STREAM[: ANTHROPIC_STREAM.index(b"event: message_delta")]
     with pytest.raises(ProviderError, match="stream ended before completion"):
@@ -816,6 +832,27 @@ def test_converse_stream_events() -> None:
         cut.feed(ev)
     with pytest.raises(ProviderError, match="stream ended"):
         cut.finish()
+
+
+def test_bedrock_stream_tool_without_input_has_empty_object_arguments() -> None:
+    parser = BedrockStreamParser(model="m")
+    out: list[StreamEvent] = []
+    for ev in [
+        {"messageStart": {"role": "assistant"}},
+        {
+            "contentBlockStart": {
+                "start": {"toolUse": {"toolUseId": "tu1", "name": "now"}},
+                "contentBlockIndex": 0,
+            }
+        },
+        {"contentBlockDelta": {"delta": {"toolUse": {"input": ""}}, "contentBlockIndex": 0}},
+        {"contentBlockStop": {"contentBlockIndex": 0}},
+        {"messageStop": {"stopReason": "tool_use"}},
+        {"metadata": {"usage": {"inputTokens": 5, "outputTokens": 6, "totalTokens": 11}}},
+    ]:
+        out.extend(parser.feed(ev))
+    assert parser.done
+    assert collect(out).completion().tool_calls == [ToolCall("tu1", "now", "{}")]
 
 
 # ================================================================ SageMaker

@@ -1,7 +1,9 @@
-"""Streamed tool calls from OpenAI-compatible servers that leave out each delta's
-``index`` (Ollama, Gemini's compatible API) or send it null (SGLang, mistral.rs): the
-sidecar places each delta in its call, so the official SDKs' stream helpers, which
-need the index, assemble the calls the server meant, on either surface."""
+"""Streamed tool calls as providers send them and SDKs need them: OpenAI-compatible
+servers that leave out each delta's ``index`` (Ollama, Gemini's compatible API) or send
+it null (SGLang, mistral.rs) have each delta placed in its call, so the official SDKs'
+stream helpers, which need the index, assemble the calls the server meant, on either
+surface; a tool without parameters, whose input Anthropic streams as nothing, reaches
+an OpenAI caller with ``{}`` as its arguments (valid JSON, as OpenAI sends it)."""
 
 from __future__ import annotations
 
@@ -23,11 +25,14 @@ from tiergate.server.main import RunningServer, start_server
 CONFIG = """
 providers:
   local: {kind: openai_compatible, base_url: "http://127.0.0.1:PORT/v1", api_key: {env: TOOL_INDEX_KEY}}
+  claude: {kind: anthropic, base_url: "http://127.0.0.1:PORT", api_key: {env: TOOL_INDEX_KEY}}
 tiers: [one]
 deployments:
   d: {provider: local, model: m-local, tier: one, price: {input: 1, output: 2}}
+  da: {provider: claude, model: m-claude, tier: one, price: {input: 1, output: 2}}
 routes:
   r: {deployment: d}
+  ra: {deployment: da}
 telemetry: {log: null}
 """
 
@@ -75,6 +80,47 @@ PIECES = (
 EXPECTED = [("call_a", "weather", {"city": "Oslo"}), ("call_b", "time", {"zone": "CET"})]
 
 
+def _sse(kind: str, data: dict[str, Any]) -> bytes:
+    return f"event: {kind}\ndata: {json.dumps({'type': kind, **data})}\n\n".encode()
+
+
+# Anthropic's stream of a call to a tool without parameters: an empty input delta.
+NO_INPUT = b"".join(
+    [
+        _sse(
+            "message_start",
+            {
+                "message": {
+                    "id": "msg_1",
+                    "type": "message",
+                    "role": "assistant",
+                    "content": [],
+                    "model": "m-claude",
+                    "stop_reason": None,
+                    "usage": {"input_tokens": 30, "output_tokens": 1},
+                }
+            },
+        ),
+        _sse(
+            "content_block_start",
+            {
+                "index": 0,
+                "content_block": {"type": "tool_use", "id": "toolu_1", "name": "now", "input": {}},
+            },
+        ),
+        _sse(
+            "content_block_delta",
+            {"index": 0, "delta": {"type": "input_json_delta", "partial_json": ""}},
+        ),
+        _sse("content_block_stop", {"index": 0}),
+        _sse(
+            "message_delta", {"delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 9}}
+        ),
+        _sse("message_stop", {}),
+    ]
+)
+
+
 class Upstream:
     def __init__(self) -> None:
         self.wire = WHOLE
@@ -83,7 +129,7 @@ class Upstream:
         await request.read()
         resp = web.StreamResponse(headers={"content-type": "text/event-stream"})
         await resp.prepare(request)
-        await resp.write(self.wire)
+        await resp.write(NO_INPUT if request.path.endswith("/messages") else self.wire)
         await resp.write_eof()
         return resp
 
@@ -93,7 +139,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Upst
     os.environ.setdefault("TOOL_INDEX_KEY", "k")
     background = Loop()
     up = Upstream()
-    runner, port = background.run(serve(up.handle))
+    runner, port = background.run(serve(up.handle, None))
     path: Path = tmp_path_factory.mktemp("tool-index") / "c.yaml"
     path.write_text(CONFIG.replace("PORT", str(port)))
     server: RunningServer = background.run(start_server(load_config(path), port=0, admin_port=0))
@@ -161,3 +207,23 @@ def test_the_anthropic_stream_helper_gets_one_block_a_call(
     uses = [b for b in final.content if b.type == "tool_use"]
     assert [(b.id, b.name, b.input) for b in uses] == EXPECTED
     assert final.stop_reason == "tool_use"
+
+
+def test_a_tool_without_parameters_has_empty_object_arguments(
+    served: tuple[str, Upstream],
+) -> None:
+    url, _ = served
+    now = {"name": "now", "description": "the time", "parameters": {"type": "object"}}
+    with (
+        openai.OpenAI(base_url=url + "/v1", api_key="k", max_retries=0) as client,
+        client.chat.completions.stream(
+            model="ra",
+            messages=[{"role": "user", "content": "What time is it?"}],
+            tools=[{"type": "function", "function": now}],
+        ) as stream,
+    ):
+        final = stream.get_final_completion()
+    calls = final.choices[0].message.tool_calls or []
+    assert [(c.id, c.function.name, c.function.arguments) for c in calls] == [
+        ("toolu_1", "now", "{}")
+    ]

@@ -237,6 +237,7 @@ class AnthropicStreamParser:
     """
 
     __slots__ = (
+        "_argued",
         "_blocks",
         "_calls",
         "_held",
@@ -269,6 +270,7 @@ class AnthropicStreamParser:
         self._usage = Usage()
         self._blocks: dict[int, tuple[int, int]] = {}  # block index -> (kind, tool ordinal)
         self._calls = 0
+        self._argued: set[int] = set()  # tool ordinals given some input
         self._stop: str | None = None
         self._started = False
 
@@ -304,6 +306,10 @@ class AnthropicStreamParser:
             block = self._blocks.get(data.get("index", 0))
             if self._unwrap and block is not None and block[0] == self._JSON:
                 return [TextDelta(unwrap_answer("".join(self._held), self.provider))]
+            if block is not None and block[0] == self._TOOL and block[1] not in self._argued:
+                # A tool without parameters streams no input (or only ""): its arguments
+                # are the empty object, as OpenAI sends them, never the empty string.
+                return [ToolCallDelta(index=block[1], arguments="{}")]
             return []
         if kind == "message_stop":
             return [self._end()]
@@ -350,6 +356,7 @@ class AnthropicStreamParser:
             if not part:
                 return []
             if kind == self._TOOL:
+                self._argued.add(ordinal)
                 return [ToolCallDelta(index=ordinal, arguments=part)]
             if kind == self._JSON:
                 if self._unwrap:

@@ -257,6 +257,7 @@ class BedrockStreamParser:
     """
 
     __slots__ = (
+        "_argued",
         "_blocks",
         "_calls",
         "_held",
@@ -285,6 +286,7 @@ class BedrockStreamParser:
         self._json_tool = json_tool
         self._blocks: dict[int, int] = {}  # block index -> tool ordinal (-1: JSON answer)
         self._calls = 0
+        self._argued: set[int] = set()  # tool ordinals given some input
         self._stop: str | None = None
         self._usage = Usage()
 
@@ -314,6 +316,7 @@ class BedrockStreamParser:
                         self._held.append(part)
                         return []
                     return [TextDelta(part)]
+                self._argued.add(ordinal)
                 return [ToolCallDelta(index=ordinal, arguments=part)]
             return []
         if "contentBlockStart" in event:
@@ -332,8 +335,13 @@ class BedrockStreamParser:
             return []
         if "contentBlockStop" in event:
             index = event["contentBlockStop"].get("contentBlockIndex", 0)
-            if self._blocks.get(index) == -1 and self._unwrap:
+            ordinal = self._blocks.get(index)
+            if ordinal == -1 and self._unwrap:
                 return [TextDelta(unwrap_answer("".join(self._held), self.provider))]
+            if ordinal is not None and ordinal >= 0 and ordinal not in self._argued:
+                # A tool without parameters streams no input: its arguments are the
+                # empty object, as OpenAI sends them, never the empty string.
+                return [ToolCallDelta(index=ordinal, arguments="{}")]
             return []
         if "messageStop" in event:
             stop = event["messageStop"].get("stopReason")
