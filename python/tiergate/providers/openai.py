@@ -369,14 +369,15 @@ class OpenAIStreamParser:
         its id opened, a new call for an id not seen before, else the call the last
         delta was about (more of its arguments). The core relay's rule
         (``chunk::ToolSlots``)."""
-        known = self._ids.get(call_id) if type(call_id) is str and call_id else None
+        cid = call_id if type(call_id) is str and call_id else None
+        known = None if cid is None else self._ids.get(cid)
         if index is None:
-            if type(call_id) is str and call_id:
+            if cid is not None:
                 index = self._next if known is None else known
             else:
                 index = self._next if self._last is None else self._last
-        if known is None and type(call_id) is str and call_id:
-            self._ids[call_id] = index
+        if cid is not None and known is None:
+            self._ids[cid] = index
         self._last = index
         if type(index) is int and index >= self._next:
             self._next = index + 1
