@@ -14,7 +14,8 @@ import socket
 import threading
 import time
 import warnings
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -52,6 +53,28 @@ async def serve(
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     return runner, site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+
+@contextmanager
+def sidecar_before(handler: Any, config: str, folder: Path) -> Iterator[str]:
+    """tiergate started from the YAML ``config``, whose ``PORT`` is that of a stand-in
+    upstream on 127.0.0.1 answering every method and path with ``handler``: the
+    sidecar's URL, both stopped on exit. The config file is written to ``folder``."""
+    background = Loop()
+    runner, port = background.run(serve(handler, None))
+    try:
+        path = folder / "tiergate.yaml"
+        path.write_text(config.replace("PORT", str(port)))
+        server: RunningServer = background.run(
+            start_server(load_config(path), port=0, admin_port=0)
+        )
+        try:
+            yield server.url
+        finally:
+            background.run(server.stop())
+    finally:
+        background.run(runner.cleanup())
+        background.close()
 
 
 def assert_honest(resp: Any, surface: str) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -19,9 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fuzzing import mutated
-from harness import Loop, assert_honest, serve
-from tiergate.config import load_config
-from tiergate.server.main import RunningServer, start_server
+from harness import assert_honest, sidecar_before
 
 CONFIG = """
 providers:
@@ -115,18 +112,9 @@ class Upstream:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Upstream]]:
     os.environ.setdefault("FUZZ_KEY", "k")
-    background = Loop()
     up = Upstream()
-    runner, port = background.run(serve(up.handle, None))
-    path: Path = tmp_path_factory.mktemp("fuzz") / "c.yaml"
-    path.write_text(CONFIG.replace("PORT", str(port)))
-    server: RunningServer = background.run(start_server(load_config(path), port=0, admin_port=0))
-    try:
-        yield server.url, up
-    finally:
-        background.run(server.stop())
-        background.run(runner.cleanup())
-        background.close()
+    with sidecar_before(up.handle, CONFIG, tmp_path_factory.mktemp("fuzz")) as url:
+        yield url, up
 
 
 HTTP = urllib3.PoolManager()

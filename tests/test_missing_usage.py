@@ -16,9 +16,7 @@ import openai
 import pytest
 from aiohttp import web
 
-from harness import Loop, logged_line, serve
-from tiergate.config import load_config
-from tiergate.server.main import RunningServer, start_server
+from harness import logged_line, sidecar_before
 
 CONFIG = """
 providers:
@@ -79,20 +77,11 @@ def _event(choices: list[dict[str, Any]], **extra: Any) -> bytes:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Upstream, Path]]:
     os.environ.setdefault("USAGE_KEY", "k")
-    background = Loop()
     up = Upstream()
-    runner, port = background.run(serve(up.handle))
     folder = tmp_path_factory.mktemp("usage")
     log = folder / "requests.jsonl"
-    path = folder / "c.yaml"
-    path.write_text(CONFIG.replace("PORT", str(port)).replace("LOG", str(log)))
-    server: RunningServer = background.run(start_server(load_config(path), port=0, admin_port=0))
-    try:
-        yield server.url, up, log
-    finally:
-        background.run(server.stop())
-        background.run(runner.cleanup())
-        background.close()
+    with sidecar_before(up.handle, CONFIG.replace("LOG", str(log)), folder) as url:
+        yield url, up, log
 
 
 QUESTION = "What is the capital of Norway? Answer in one sentence, and name the fjord."

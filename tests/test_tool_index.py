@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -18,9 +17,7 @@ import openai
 import pytest
 from aiohttp import web
 
-from harness import Loop, serve
-from tiergate.config import load_config
-from tiergate.server.main import RunningServer, start_server
+from harness import sidecar_before
 
 CONFIG = """
 providers:
@@ -137,18 +134,9 @@ class Upstream:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Upstream]]:
     os.environ.setdefault("TOOL_INDEX_KEY", "k")
-    background = Loop()
     up = Upstream()
-    runner, port = background.run(serve(up.handle, None))
-    path: Path = tmp_path_factory.mktemp("tool-index") / "c.yaml"
-    path.write_text(CONFIG.replace("PORT", str(port)))
-    server: RunningServer = background.run(start_server(load_config(path), port=0, admin_port=0))
-    try:
-        yield server.url, up
-    finally:
-        background.run(server.stop())
-        background.run(runner.cleanup())
-        background.close()
+    with sidecar_before(up.handle, CONFIG, tmp_path_factory.mktemp("tool-index")) as url:
+        yield url, up
 
 
 def _tool(name: str, param: str) -> dict[str, Any]:
