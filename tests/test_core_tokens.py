@@ -88,7 +88,8 @@ BROKEN_PROSE = st.lists(
     | st.text(st.sampled_from(list("0123456789")), min_size=1, max_size=8)
     | st.text(st.sampled_from([" ", " ", " ", "\n", "\t", "\r", "\x0b"]), min_size=1, max_size=5)
     | st.sampled_from([".\n", ".,\n", "?!\n\n", "--\r\n", ")\n", "...\n", ". \n"])
-    | st.sampled_from(["'s", "'t", "'ll", "é", "—", "’", "\x00"]),
+    | st.sampled_from(["'s", "'t", "'ll", "'re", "'ve", "'m", "'d", "'S", "'x", "'"])
+    | st.sampled_from(["é", "—", "’", "\x00"]),
     max_size=150,
 ).map("".join)
 

@@ -418,30 +418,16 @@ fn block(bytes: &[u8], padded: &[u8], p: usize) -> (usize, u64, usize) {
         None => tail_masks(&bytes[p..]),
     };
     let full = avail.min(64);
-    // Newlines, tabs and the other controls, one by one: a few per paragraph.
-    let mut lim = full;
-    let (mut nl, mut tabs) = (0u64, 0u64);
-    let mut rare = masks.rare & low_bits(full);
-    while rare != 0 {
-        let j = rare.trailing_zeros() as usize;
-        rare &= rare - 1;
-        match bytes[p + j] {
-            b'\n' | b'\r' => nl |= 1 << j,
-            b'\t' | 0x0b | 0x0c => tabs |= 1 << j,
-            0..=0x1f => {} // punctuation
-            _ => {
-                lim = j;
-                break;
-            }
-        }
-    }
+    let rare = rare_bytes(&bytes[p..], masks.rare, masks.letters, full);
+    let lim = rare.lim;
+    let (nl, tabs) = (rare.newlines, rare.tabs);
     let valid = low_bits(lim);
-    let lets = masks.letters & valid;
+    let lets = masks.letters & valid & !rare.contracted;
     let digs = masks.digits & valid;
     let sp = masks.spaces & valid;
     let nn = sp | tabs; // whitespace but newlines
     let white = nn | nl;
-    let pu = valid & !(lets | digs | white);
+    let pu = valid & !(lets | digs | white | rare.contractions | rare.contracted);
 
     // Rule 2: a letter run; the byte before is its prefix when it is a space, a tab, or
     // punctuation beginning its chunk (not after punctuation, or a space, which take it).
@@ -476,7 +462,7 @@ fn block(bytes: &[u8], padded: &[u8], p: usize) -> (usize, u64, usize) {
 
     // Keep the chunks before the one holding the last known byte, or before the
     // whitespace run ending there: `keep`, up to the last chunk start at or before it.
-    let starts = spaced | glued | bare | groups | punct | ws_first;
+    let starts = spaced | glued | bare | groups | punct | ws_first | rare.contractions;
     let known = if lim == 0 {
         0
     } else if white >> (lim - 1) & 1 == 1 {
@@ -494,7 +480,9 @@ fn block(bytes: &[u8], padded: &[u8], p: usize) -> (usize, u64, usize) {
 
     // Most chunks cost one token: words up to the tables' first step, figures,
     // whitespace, punctuation runs of one or two.
-    let ones = (spaced | glued | bare | groups | punct | first_nl | tail | rest) & keep;
+    let ones =
+        (spaced | glued | bare | groups | punct | first_nl | tail | rest | rare.contractions)
+            & keep;
     let mut cost = 1000 * u64::from(ones.count_ones());
     cost += word_extras(&bytes[p..], lets, masks.caps, spaced, glued, keep);
     // Punctuation runs of three or more, or of two before a newline.
@@ -507,15 +495,70 @@ fn block(bytes: &[u8], padded: &[u8], p: usize) -> (usize, u64, usize) {
     }
 
     let resume = if lim < full {
-        // Past the byte not classed; past the window when nothing was summed before it
-        // (text mostly not ASCII).
-        p + if kept == 0 { 64 } else { lim + 1 }
+        p + lim + 1 // past the byte not classed
     } else if full < 64 {
         usize::MAX // the text's end: its last chunks are the per-chunk walk's
     } else {
         p + kept.max(1) // a chunk longer than the window: the per-chunk walk's
     };
     (p + kept, cost, resume)
+}
+
+/// The bytes of a [`block`] its masks leave undecided, looked at one by one (a few per
+/// paragraph of prose).
+struct Rare {
+    /// The bytes known: up to the first the block does not class (or the window's end).
+    lim: usize,
+    newlines: u64,
+    /// `\t`, `\x0b`, `\x0c`: whitespace but not newlines.
+    tabs: u64,
+    /// The `'` of contractions after a letter (rule 1: `'s`, `'ll`, ...): one token each.
+    contractions: u64,
+    /// The letters of those contractions: not a word's.
+    contracted: u64,
+}
+
+/// [`Rare`] of the `full` (≤ 64) bytes of `text` whose bits are set in `rare`; `letters`:
+/// its letters. A `'` after a letter begins a chunk: a contraction, or punctuation like
+/// any other when none follows; elsewhere (after a space or punctuation, which may take
+/// it, or too near the window's end to tell) it ends what the block knows, as does a
+/// non-ASCII byte.
+#[inline]
+fn rare_bytes(text: &[u8], mut rare: u64, letters: u64, full: usize) -> Rare {
+    let mut r = Rare {
+        lim: full,
+        newlines: 0,
+        tabs: 0,
+        contractions: 0,
+        contracted: 0,
+    };
+    rare &= low_bits(full);
+    while rare != 0 {
+        let j = rare.trailing_zeros() as usize;
+        rare &= rare - 1;
+        match text[j] {
+            b'\n' | b'\r' => r.newlines |= 1 << j,
+            b'\t' | 0x0b | 0x0c => r.tabs |= 1 << j,
+            0..=0x1f => {} // punctuation
+            b'\'' if j >= 1 && j + 2 < full && letters >> (j - 1) & 1 == 1 => {
+                // `| 0x20` lower-cases letters and makes no letter of anything else.
+                let n = match [text[j + 1] | 0x20, text[j + 2] | 0x20] {
+                    [b'l', b'l'] | [b'v' | b'r', b'e'] => 2,
+                    [b's' | b'd' | b'm' | b't', _] => 1,
+                    _ => 0, // punctuation
+                };
+                if n > 0 {
+                    r.contractions |= 1 << j;
+                    r.contracted |= low_bits(n) << (j + 1);
+                }
+            }
+            _ => {
+                r.lim = j;
+                break;
+            }
+        }
+    }
+    r
 }
 
 /// What the words of a [`block`] cost beyond one token each: the words past their
@@ -528,10 +571,6 @@ fn word_extras(text: &[u8], lets: u64, caps: u64, spaced: u64, glued: u64, keep:
     let first = lets & !(lets << 1);
     let (spaced_at, glued_at) = (spaced << 1, glued << 1);
     let bare = first & !(spaced_at | glued_at);
-    let l2 = lets & (lets >> 1);
-    let l3 = l2 & (lets >> 2);
-    let l6 = l3 & (l3 >> 3);
-    let long_words = (spaced_at & l6) | (bare & l3) | (glued_at & l2);
     let mut inner = caps & lets & (lets << 1) & keep;
     let mut capped = 0u64;
     while inner != 0 {
@@ -539,24 +578,32 @@ fn word_extras(text: &[u8], lets: u64, caps: u64, spaced: u64, glued: u64, keep:
         inner &= inner - 1;
         capped |= 1 << (first & low_bits(i + 1)).ilog2();
     }
-    let mut special = (long_words | capped) & keep;
+    let others = !lets;
     let mut cost = 0;
-    while special != 0 {
-        let a = special.trailing_zeros() as usize;
-        special &= special - 1;
-        let n = (!lets >> a).trailing_zeros() as usize;
+    // Words without capitals inside, by prefix: one table each, no test per word.
+    let l2 = lets & (lets >> 1);
+    let l3 = l2 & (lets >> 2);
+    let l6 = l3 & (l3 >> 3);
+    let kinds = [bare & l3, spaced_at & l6, glued_at & l2];
+    for (table, words) in LOWER_COST.iter().zip(kinds) {
+        let mut words = words & keep & !capped;
+        while words != 0 {
+            let a = words.trailing_zeros() as usize;
+            words &= words - 1;
+            let n = (others >> a).trailing_zeros() as usize;
+            cost += table[n & (COST_LEN - 1)] - 1000;
+        }
+    }
+    while capped != 0 {
+        let a = capped.trailing_zeros() as usize;
+        capped &= capped - 1;
+        let n = (others >> a).trailing_zeros() as usize;
         let prefix = if spaced_at >> a & 1 == 1 {
             1
-        } else if glued_at >> a & 1 == 1 {
-            2
         } else {
-            0
+            2 * u8::from(glued_at >> a & 1 == 1)
         };
-        cost += if capped >> a & 1 == 1 {
-            ascii_word_cost(prefix, &text[a..a + n])
-        } else {
-            LOWER_COST[usize::from(prefix)][n & (COST_LEN - 1)]
-        } - 1000;
+        cost += ascii_word_cost(prefix, &text[a..a + n]) - 1000;
     }
     cost
 }
@@ -699,8 +746,10 @@ fn millitokens<const FAST: bool, const ASCII: bool>(s: &str, padded: &[u8]) -> u
     let len = bytes.len();
     let mut total = 0u64;
     let mut i = 0;
-    // Where the per-chunk walk hands back to the block walk.
-    let mut resume = 0;
+    // Where the per-chunk walk hands back to the block walk; how far it goes on at least
+    // when the block walk summed nothing (doubling while it sums nothing: a text mostly
+    // not ASCII costs a few tries, not one per chunk).
+    let (mut resume, mut backoff) = (0, 64);
     while i < len {
         if FAST {
             if i >= resume {
@@ -709,8 +758,11 @@ fn millitokens<const FAST: bool, const ASCII: bool>(s: &str, padded: &[u8]) -> u
                 resume = next;
                 if end > i {
                     i = end;
+                    backoff = 64;
                     continue;
                 }
+                resume = resume.max(i.saturating_add(backoff));
+                backoff = (backoff * 2).min(1 << 12);
             }
             if let Some((end, cost)) = ascii_chunk::<ASCII>(bytes, padded, i) {
                 total += cost;
@@ -1477,8 +1529,8 @@ mod tests {
     /// The block walk counts what the general rules count on prose broken as people break
     /// it: words (lower, Capitalised, ALL CAPS, camelCase, long), punctuation runs of one
     /// to eight (before and after words and spaces), figures of one to eight digits,
-    /// runs of spaces, tabs and newlines, and now and then a contraction or a non-ASCII
-    /// character; each text also shifted by 0 to 63 bytes of filler, so that every chunk
+    /// runs of spaces, tabs and newlines, and now and then a contraction (or a `'` that is
+    /// none) or a non-ASCII character; each text also shifted by 0 to 63 bytes of filler, so that every chunk
     /// boundary falls at every position of a 64-byte window, and cut at every length.
     #[test]
     fn block_walk_matches_general_rules_on_broken_prose() {
@@ -1507,15 +1559,16 @@ mod tests {
             " ", " ", " ", "  ", "   ", "\n", "\n\n", " \n", "\n ", "\t", " \t", "\r\n", "\n\n  ",
             "\x0b", "\x0c", "\t\n\t",
         ];
-        const RARE: &[&str] = &[
-            "'s", "'t", "'ll", "'x", "é", "—", "\u{a0}", "’", "\x00", "\x7f",
+        const QUOTED: &[&str] = &[
+            "'s", "'t", "'ll", "'x", "'m", "'re", "'ve", "'d", "'S", "'LL", "'st", "'l", "'",
         ];
+        const WIDE: &[&str] = &["é", "—", "\u{a0}", "’", "\x00", "\x7f"];
         let mut rng = crate::mutate::XorShift(0xD1B5_4A32_D192_ED03);
         let mut next = move |n: usize| rng.below(n);
         for round in 0..2_500 {
             let mut s = String::new();
             let target = 40 + next(260);
-            let rare = round % 3 == 0;
+            let wide = round % 3 == 0;
             while s.len() < target {
                 match next(10) {
                     0..=4 => s.push_str(WORDS[next(WORDS.len())]),
@@ -1525,7 +1578,8 @@ mod tests {
                             s.push(char::from(b'0' + next(10) as u8));
                         }
                     }
-                    8 if rare && next(3) == 0 => s.push_str(RARE[next(RARE.len())]),
+                    8 if next(2) == 0 => s.push_str(QUOTED[next(QUOTED.len())]),
+                    8 if wide => s.push_str(WIDE[next(WIDE.len())]),
                     _ => {}
                 }
                 // Often a space, but pieces glued too: "(word", "word,", "5th", "$25".
