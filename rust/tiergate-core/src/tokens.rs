@@ -379,7 +379,7 @@ const FLAGS: [u8; 256] = {
 
 /// The ASCII letter run starting at `start` after a prefix of kind `prefix`: its end and
 /// cost (rule 2), or `None` when it ends at a non-ASCII byte (which may be a letter).
-#[allow(clippy::inline_always)] // three call sites in the per-chunk loop; a call costs more
+#[allow(clippy::inline_always)] // two call sites in the per-chunk loop; a call costs more
 #[inline(always)]
 fn ascii_word<const ASCII: bool>(
     bytes: &[u8],
@@ -406,10 +406,12 @@ fn ascii_word<const ASCII: bool>(
 ///
 /// Returns the end of the chunks summed (`p` when none), their cost, and where the
 /// caller's per-chunk walk hands back to this one. The block stops at the first byte it
-/// does not class (a `'`, which may begin a contraction, or a non-ASCII byte: the
+/// does not class (a non-ASCII byte, a `'` not after a letter: see [`rare_bytes`]; the
 /// per-chunk walk then goes past it) and keeps only chunks that bytes after the known
 /// ones cannot change: not the one holding the last known byte, nor those of a
-/// whitespace run reaching it (how a run splits depends on where it ends).
+/// whitespace run reaching it (how a run splits depends on where it ends). Each chunk's
+/// cost is counted at a bit inside it, so that the chunks kept are the bits below
+/// `keep`; most cost one token, and are counted together ([`u64::count_ones`]).
 #[inline]
 fn block(bytes: &[u8], padded: &[u8], p: usize) -> (usize, u64, usize) {
     let avail = bytes.len() - p;
@@ -737,8 +739,9 @@ fn padded_millitokens(s: &str, padded: &[u8]) -> u64 {
     }
 }
 
-/// [`text_millitokens`], with the ASCII fast path or (`FAST = false`, the oracle of its
-/// tests) the general rules alone; `ASCII`: the text is all ASCII (the fast path then
+/// [`text_millitokens`], with the ASCII fast paths (64 bytes at a time, [`block`], else
+/// chunk by chunk, [`ascii_chunk`]) or (`FAST = false`, the oracle of their tests) the
+/// general rules alone; `ASCII`: the text is all ASCII (the fast path then
 /// skips its tests for non-ASCII bytes).
 #[inline]
 fn millitokens<const FAST: bool, const ASCII: bool>(s: &str, padded: &[u8]) -> u64 {
