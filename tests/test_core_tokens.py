@@ -79,6 +79,50 @@ def test_tricky_text_matches_reference(text: str) -> None:
     assert _core.estimate_text_tokens(text) == ref.estimate_text_tokens(text)
 
 
+# Prose as people break it, for the core's block walk: words, punctuation runs, figures,
+# runs of spaces, tabs and newlines (some after punctuation), glued or not, in any mix and length (so that chunks
+# straddle its 64-byte windows), now and then a contraction or a non-ASCII character.
+BROKEN_PROSE = st.lists(
+    st.sampled_from(["the", "sites", "In", "APR", "McDonald", "approximately", "x", "iPhone"])
+    | st.text(st.sampled_from(list(',.()%$;:-"[]/?!*')), min_size=1, max_size=8)
+    | st.text(st.sampled_from(list("0123456789")), min_size=1, max_size=8)
+    | st.text(st.sampled_from([" ", " ", " ", "\n", "\t", "\r", "\x0b"]), min_size=1, max_size=5)
+    | st.sampled_from([".\n", ".,\n", "?!\n\n", "--\r\n", ")\n", "...\n", ". \n"])
+    | st.sampled_from(["'s", "'t", "'ll", "'re", "'ve", "'m", "'d", "'S", "'x", "'"])
+    | st.sampled_from(["é", "—", "’", "\x00"]),
+    max_size=150,
+).map("".join)
+
+# 5a + 4b covers every residue modulo 100 with a < 20, b < 5.
+_STEPS = {(5 * a + 4 * b) % 100: (a, b) for a in range(20) for b in range(5)}
+
+
+def assert_same_millitokens(text: str) -> None:
+    """The core counts what the reference counts, to the milli-token, though both round:
+    words of known cost before the text bring the reference's count to 10 below and then
+    exactly at a rounding boundary, where any difference changes the rounded count."""
+    exact = ref.text_millitokens(text)
+    for target in (490, 500):
+        a, b = _STEPS[((target - exact) % 1000) // 10]
+        # " abcdefg" costs 1050, " abcdef" 1040, "123" 1000 and ends its chunk whatever follows.
+        probe = " abcdefg" * a + " abcdef" * b + "123" + text
+        assert ref.text_millitokens(probe) % 1000 == target
+        assert _core.estimate_text_tokens(probe) == ref.estimate_text_tokens(probe), repr(text)
+
+
+@settings(max_examples=400, deadline=None)
+@given(BROKEN_PROSE)
+def test_broken_prose_matches_reference_exactly(text: str) -> None:
+    assert_same_millitokens(text)
+
+
+@settings(max_examples=100, deadline=None)
+@given(BROKEN_PROSE, st.integers(0, 63))
+def test_broken_prose_at_every_window_offset(text: str, shift: int) -> None:
+    assert_same_millitokens("x" * shift + text)
+    assert_same_millitokens(" " * shift + text)
+
+
 SCALARS = st.none() | st.booleans() | st.integers(-1000, 1000) | TEXT
 JSON = st.recursive(
     SCALARS,

@@ -18,18 +18,41 @@ pub fn ascii_letters(chunk: &[u8; 16]) -> (u32, u32) {
     imp::ascii_letters(chunk)
 }
 
-/// Bits of the ASCII letters of `block`, of those that are upper-case, and of its spaces
-/// (`b' '` only): the token walk's view of 64 bytes of prose at a time.
+/// The classes of 64 bytes the token walk's block path tells apart, bit `j` for byte `j`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TokenMasks {
+    /// ASCII letters.
+    pub letters: u64,
+    /// Bytes whose bit 5 is clear: among letters, the upper-case ones.
+    pub caps: u64,
+    /// ASCII digits.
+    pub digits: u64,
+    /// Spaces (`b' '` only).
+    pub spaces: u64,
+    /// Bytes below 0x20 (newlines, tabs, other controls), from 0x80, and `'`: the
+    /// bytes the caller looks at one by one.
+    pub rare: u64,
+}
+
+/// [`TokenMasks`] of `block`: about fifteen SSE2 instructions per sixteen bytes.
 #[inline]
-pub fn prose_masks(block: &[u8; 64]) -> (u64, u64, u64) {
-    let (mut letters, mut upper, mut spaces) = (0u64, 0u64, 0u64);
+pub fn token_masks(block: &[u8; 64]) -> TokenMasks {
+    let mut m = TokenMasks {
+        letters: 0,
+        caps: 0,
+        digits: 0,
+        spaces: 0,
+        rare: 0,
+    };
     for k in 0..4 {
-        let (l, u, s) = imp::letters_spaces(sub16(block, k));
-        letters |= u64::from(l) << (16 * k);
-        upper |= u64::from(u) << (16 * k);
-        spaces |= u64::from(s) << (16 * k);
+        let [letters, caps, digits, spaces, rare] = imp::token_classes(sub16(block, k));
+        m.letters |= u64::from(letters) << (16 * k);
+        m.caps |= u64::from(caps) << (16 * k);
+        m.digits |= u64::from(digits) << (16 * k);
+        m.spaces |= u64::from(spaces) << (16 * k);
+        m.rare |= u64::from(rare) << (16 * k);
     }
-    (letters, upper, spaces)
+    m
 }
 
 /// The `k`-th sixteen bytes of `block` (`k` < 4).
@@ -63,8 +86,8 @@ fn sub<const K: usize, const N: usize, const M: usize>(w: &[u8; M]) -> &[u8; N] 
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 mod imp {
     use safe_arch::{
-        cmp_eq_mask_i8_m128i, load_unaligned_m128i, min_u8_m128i, move_mask_i8_m128i,
-        set_splat_i8_m128i, sub_i8_m128i,
+        add_i8_m128i, cmp_eq_mask_i8_m128i, cmp_lt_mask_i8_m128i, load_unaligned_m128i,
+        min_u8_m128i, move_mask_i8_m128i, set_splat_i8_m128i, shl_imm_u16_m128i, sub_i8_m128i,
     };
 
     #[allow(clippy::inline_always)] // a dozen instructions in every scan loop
@@ -90,13 +113,25 @@ mod imp {
         (letters, letters & !(move_mask_i8_m128i(lower) as u32))
     }
 
-    #[allow(clippy::inline_always)] // four per 64 bytes of prose in the token walk
+    #[allow(clippy::inline_always)] // four per 64 bytes of text in the token walk
     #[inline(always)]
-    pub fn letters_spaces(chunk: &[u8; 16]) -> (u32, u32, u32) {
-        let (letters, upper) = ascii_letters(chunk);
+    pub fn token_classes(chunk: &[u8; 16]) -> [u32; 5] {
         let v = load_unaligned_m128i(chunk);
-        let space = cmp_eq_mask_i8_m128i(v, set_splat_i8_m128i(b' ' as i8));
-        (letters, upper, move_mask_i8_m128i(space) as u32)
+        let mask = |m| move_mask_i8_m128i(m) as u32;
+        // Signed compares after a shift of the range's start to -128: one compare each.
+        let range = |x, lo: u8, n: u8| {
+            let shifted = add_i8_m128i(x, set_splat_i8_m128i(0x80u8.wrapping_sub(lo) as i8));
+            cmp_lt_mask_i8_m128i(shifted, set_splat_i8_m128i((0x80u8 + n) as i8))
+        };
+        let letters = mask(range(v | set_splat_i8_m128i(0x20), b'a', 26));
+        // Bit 5 of each byte moved to bit 7 (the 16-bit shift moves no other bit there).
+        let caps = !mask(shl_imm_u16_m128i::<2>(v)) & 0xFFFF;
+        let digits = mask(range(v, b'0', 10));
+        let spaces = mask(cmp_eq_mask_i8_m128i(v, set_splat_i8_m128i(b' ' as i8)));
+        // Below 0x20 as a signed byte: the controls and every byte from 0x80.
+        let rare = cmp_lt_mask_i8_m128i(v, set_splat_i8_m128i(0x20))
+            | cmp_eq_mask_i8_m128i(v, set_splat_i8_m128i(b'\'' as i8));
+        [letters, caps, digits, spaces, mask(rare)]
     }
 
     use super::sub;
@@ -154,12 +189,12 @@ mod imp {
         super::ascii_letters_portable(chunk)
     }
 
-    pub fn letters_spaces(chunk: &[u8; 16]) -> (u32, u32, u32) {
-        super::letters_spaces_portable(chunk)
-    }
-
     pub fn safety_classes(w: &[u8; 35]) -> (u64, u64) {
         super::safety_classes_portable(w)
+    }
+
+    pub fn token_classes(chunk: &[u8; 16]) -> [u32; 5] {
+        super::token_classes_portable(chunk)
     }
 }
 
@@ -184,13 +219,21 @@ fn ascii_letters_portable(chunk: &[u8; 16]) -> (u32, u32) {
 }
 
 #[allow(dead_code)] // used on targets without SSE2, and by the tests
-fn letters_spaces_portable(chunk: &[u8; 16]) -> (u32, u32, u32) {
-    let (letters, upper) = ascii_letters_portable(chunk);
-    let mut spaces = 0u32;
+fn token_classes_portable(chunk: &[u8; 16]) -> [u32; 5] {
+    let mut m = [0u32; 5];
     for (j, &c) in chunk.iter().enumerate() {
-        spaces |= u32::from(c == b' ') << j;
+        let bits = [
+            c.is_ascii_alphabetic(),
+            c & 0x20 == 0,
+            c.is_ascii_digit(),
+            c == b' ',
+            !(0x20..0x80).contains(&c) || c == b'\'',
+        ];
+        for (m, bit) in m.iter_mut().zip(bits) {
+            *m |= u32::from(bit) << j;
+        }
     }
-    (letters, upper, spaces)
+    m
 }
 
 #[allow(dead_code)] // used on targets without SSE2, and by the tests
@@ -251,6 +294,11 @@ mod tests {
                 let others = 0xFFFF & !(1 << lane); // the 'a' around it
                 assert_eq!(ascii_letters(&chunk), (letter | others, upper), "{c:#04x}");
                 assert_eq!(ascii_letters_portable(&chunk), (letter | others, upper));
+                assert_eq!(
+                    imp::token_classes(&chunk),
+                    token_classes_portable(&chunk),
+                    "{c:#04x}"
+                );
             }
         }
     }
@@ -269,25 +317,31 @@ mod tests {
             }
             assert_eq!(string_specials(&chunk), string_specials_portable(&chunk));
             assert_eq!(ascii_letters(&chunk), ascii_letters_portable(&chunk));
-            assert_eq!(imp::letters_spaces(&chunk), letters_spaces_portable(&chunk));
+            assert_eq!(imp::token_classes(&chunk), token_classes_portable(&chunk));
         }
     }
 
     #[test]
-    fn prose_masks_are_the_bytes_classes() {
+    fn token_masks_are_the_bytes_classes() {
         let mut rng = crate::mutate::XorShift(0x2545_F491_4F6C_DD1D);
         for _ in 0..5_000 {
             let mut block = [0u8; 64];
             for c in &mut block {
                 *c = [
-                    b' ', b'a', b'z', b'A', b'Z', b'@', b'[', b'`', b'{', b'\t', 0x80, 0xE9,
-                ][rng.below(12)];
+                    b' ', b'a', b'z', b'A', b'Z', b'@', b'[', b'`', b'{', b'\t', 0x80, 0xE9, b'0',
+                    b'9', b'/', b':', b'\'', b'\n', 0x1F, 0x7F, 0xFF, 0x00,
+                ][rng.below(22)];
             }
-            let (letters, upper, spaces) = prose_masks(&block);
+            let m = token_masks(&block);
             for (j, &c) in block.iter().enumerate() {
-                assert_eq!(letters >> j & 1 == 1, c.is_ascii_alphabetic());
-                assert_eq!(upper >> j & 1 == 1, c.is_ascii_uppercase());
-                assert_eq!(spaces >> j & 1 == 1, c == b' ');
+                assert_eq!(m.letters >> j & 1 == 1, c.is_ascii_alphabetic());
+                assert_eq!(m.caps >> j & 1 == 1, c & 0x20 == 0);
+                assert_eq!(m.digits >> j & 1 == 1, c.is_ascii_digit());
+                assert_eq!(m.spaces >> j & 1 == 1, c == b' ');
+                assert_eq!(
+                    m.rare >> j & 1 == 1,
+                    !(0x20..0x80).contains(&c) || c == b'\''
+                );
             }
         }
     }

@@ -47,7 +47,7 @@
 //! ignores). The parser's rewording of a result (texts joined by newlines, `Error: `
 //! before a failed one) is not applied: a result counts its texts as parts.
 
-use crate::bytemask::{ascii_letters, prose_masks};
+use crate::bytemask::{ascii_letters, token_masks, TokenMasks};
 use crate::error::{CoreError, Result};
 use crate::rawjson::{decode_into, Esc, JStr, Parser, Value};
 
@@ -379,7 +379,7 @@ const FLAGS: [u8; 256] = {
 
 /// The ASCII letter run starting at `start` after a prefix of kind `prefix`: its end and
 /// cost (rule 2), or `None` when it ends at a non-ASCII byte (which may be a letter).
-#[allow(clippy::inline_always)] // three call sites in the per-chunk loop; a call costs more
+#[allow(clippy::inline_always)] // two call sites in the per-chunk loop; a call costs more
 #[inline(always)]
 fn ascii_word<const ASCII: bool>(
     bytes: &[u8],
@@ -399,91 +399,235 @@ fn ascii_word<const ASCII: bool>(
     Some((end, cost))
 }
 
-/// The classes of the 64 bytes of a text from `at` ([`prose_masks`]), kept while the
-/// walk moves through them: between figures and punctuation a run of prose is a few
-/// words, and classifying 64 bytes afresh for each run cost more than its words.
-struct Window {
-    at: usize,
-    letters: u64,
-    upper: u64,
-    spaces: u64,
-}
-
-impl Window {
-    const EMPTY: Self = Self {
-        at: usize::MAX,
-        letters: 0,
-        upper: 0,
-        spaces: 0,
-    };
-}
-
-/// The words of prose from `p` (a space, then an ASCII letter) that end within the 64
-/// bytes `win` holds (classified anew when fewer than 16 of them lie ahead): the chunks
-/// `" word"`, summed as [`ascii_word`] counts each, and the end of the last; `None` when
-/// none ends there or the text has not 64 bytes left. A word ends at a byte that is
-/// neither a letter nor a space before a letter, or at a space before a letter; a word
-/// reaching the window's end, or (`!ASCII`) a non-ASCII byte, may go on, and is left to
-/// the caller. About a dozen instructions a word, where a load per word cost fifty.
+/// The ASCII chunks of the (up to) 64 bytes of a text from the chunk start `p`, all
+/// classified at once ([`token_masks`]) and their boundaries found with bit operations,
+/// where the per-chunk walk pays a dispatch and a loop per chunk: prose as people write
+/// it, words broken every few by a comma, a full stop, a figure or a newline.
+///
+/// Returns the end of the chunks summed (`p` when none), their cost, and where the
+/// caller's per-chunk walk hands back to this one. The block stops at the first byte it
+/// does not class (a non-ASCII byte, a `'` not after a letter: see [`rare_bytes`]; the
+/// per-chunk walk then goes past it) and keeps only chunks that bytes after the known
+/// ones cannot change: not the one holding the last known byte, nor those of a
+/// whitespace run reaching it (how a run splits depends on where it ends). Each chunk's
+/// cost is counted at a bit inside it, so that the chunks kept are the bits below
+/// `keep`; most cost one token, and are counted together ([`u64::count_ones`]).
 #[inline]
-fn prose_block<const ASCII: bool>(
-    bytes: &[u8],
-    p: usize,
-    win: &mut Window,
-) -> Option<(usize, u64)> {
-    if p.checked_sub(win.at).is_none_or(|off| off > 48) {
-        let block: &[u8; 64] = bytes.get(p..p + 64)?.try_into().ok()?;
-        let (letters, upper, spaces) = prose_masks(block);
-        *win = Window {
-            at: p,
-            letters,
-            upper,
-            spaces,
-        };
-    }
-    let off = p - win.at;
-    let n = 64 - off; // the window's bytes from `p`: at least 16
-    let (letters, upper, spaces) = (win.letters >> off, win.upper >> off, win.spaces >> off);
-    // Spaces before a letter: each begins a chunk (bit 0 does). Past the window the
-    // shifts read no letter, so a space at its last byte begins none.
-    let starts = spaces & (letters >> 1);
-    let stop = !(letters | starts); // set from bit `n` on when `n` < 64
-    let mut end = if stop == 0 {
-        64
-    } else {
-        stop.trailing_zeros() as usize
+fn block(bytes: &[u8], padded: &[u8], p: usize) -> (usize, u64, usize) {
+    let avail = bytes.len() - p;
+    let masks = match padded.get(p..).and_then(<[u8]>::first_chunk::<64>) {
+        Some(window) => token_masks(window),
+        None => tail_masks(&bytes[p..]),
     };
-    let mut starts = starts & low_bits(end);
-    let last = 63 - starts.leading_zeros() as usize; // bit 0 is set: not empty
-    if end >= n || (!ASCII && bytes[p + end] >= 0x80) {
-        // The last word may go on past what is known of it.
-        starts &= !(1 << last);
-        end = last;
+    let full = avail.min(64);
+    let rare = rare_bytes(&bytes[p..], masks.rare, masks.letters, full);
+    let lim = rare.lim;
+    let (nl, tabs) = (rare.newlines, rare.tabs);
+    let valid = low_bits(lim);
+    let lets = masks.letters & valid & !rare.contracted;
+    let digs = masks.digits & valid;
+    let sp = masks.spaces & valid;
+    let nn = sp | tabs; // whitespace but newlines
+    let white = nn | nl;
+    let pu = valid & !(lets | digs | white | rare.contractions | rare.contracted);
+
+    // Rule 2: a letter run; the byte before is its prefix when it is a space, a tab, or
+    // punctuation beginning its chunk (not after punctuation, or a space, which take it).
+    let first = lets & !(lets << 1);
+    let before = first >> 1;
+    let spaced = sp & before;
+    let glued = (tabs & before) | (pu & before & !((pu | sp) << 1));
+    let bare = first & !((spaced | glued) << 1);
+    // Rule 3: digit runs in groups of three from their first.
+    let d3 = digs & (digs << 1) & (digs << 2);
+    let mut group = digs & !(digs << 1);
+    let mut groups = group;
+    while group != 0 {
+        group = (group << 3) & d3;
+        groups |= group;
     }
-    if starts == 0 {
-        return None;
+    // Rule 4: punctuation runs but prefixes, with the space before them, and the
+    // newlines after them (carried through each run of newlines after punctuation).
+    let runs = pu & !(pu << 1) & !glued;
+    let punct = (runs & !(sp << 1)) | ((runs & (sp << 1)) >> 1);
+    let trailing = (nl.wrapping_add(nl & (pu << 1)) ^ nl) & nl;
+    // Rule 5 on the whitespace left: a run's chunk up to its last newline (counted at its
+    // first newline, found by carrying through the run's leading non-newlines); then,
+    // of what follows its last newline (or of a run without one), the last character
+    // alone (or a word's or a punctuation run's prefix, counted once at the same bit) and
+    // the rest before it (counted at the character before the last).
+    let ws = white & !trailing;
+    let ws_first = ws & !(ws << 1);
+    let first_nl = (nn.wrapping_add(ws_first & nn) | ws_first) & nl;
+    let tail = ws & !(ws >> 1) & nn;
+    let rest = (tail & (nn << 1)) >> 1;
+
+    // Keep the chunks before the one holding the last known byte, or before the
+    // whitespace run ending there: `keep`, up to the last chunk start at or before it.
+    let starts = spaced | glued | bare | groups | punct | ws_first | rare.contractions;
+    let known = if lim == 0 {
+        0
+    } else if white >> (lim - 1) & 1 == 1 {
+        64 - (!white & valid).leading_zeros() as usize
+    } else {
+        lim - 1
+    };
+    let up_to = starts & low_bits(known + 1);
+    let kept = if up_to == 0 {
+        0
+    } else {
+        up_to.ilog2() as usize
+    };
+    let keep = low_bits(kept);
+
+    // Most chunks cost one token: words up to the tables' first step, figures,
+    // whitespace, punctuation runs of one or two.
+    let ones =
+        (spaced | glued | bare | groups | punct | first_nl | tail | rest | rare.contractions)
+            & keep;
+    let mut cost = 1000 * u64::from(ones.count_ones());
+    cost += word_extras(&bytes[p..], lets, masks.caps, spaced, glued, keep);
+    // Punctuation runs of three or more, or of two before a newline.
+    let mut odd = runs & (pu >> 1) & ((pu >> 2) | (nl >> 2)) & keep;
+    while odd != 0 {
+        let s = odd.trailing_zeros() as usize;
+        odd &= odd - 1;
+        let n = (!pu >> s).trailing_zeros() as usize;
+        cost += ascii_punct_cost(n, nl >> (s + n) & 1 == 1) - 1000;
     }
-    // Upper-case letters after a word's first: such a word splits (`ascii_word_cost`).
-    let inner = upper & !(starts << 1) & low_bits(end);
+
+    let resume = if lim < full {
+        p + lim + 1 // past the byte not classed
+    } else if full < 64 {
+        usize::MAX // the text's end: its last chunks are the per-chunk walk's
+    } else {
+        p + kept.max(1) // a chunk longer than the window: the per-chunk walk's
+    };
+    (p + kept, cost, resume)
+}
+
+/// The bytes of a [`block`] its masks leave undecided, looked at one by one (a few per
+/// paragraph of prose).
+struct Rare {
+    /// The bytes known: up to the first the block does not class (or the window's end).
+    lim: usize,
+    newlines: u64,
+    /// `\t`, `\x0b`, `\x0c`: whitespace but not newlines.
+    tabs: u64,
+    /// The `'` of contractions after a letter (rule 1: `'s`, `'ll`, ...): one token each.
+    contractions: u64,
+    /// The letters of those contractions: not a word's.
+    contracted: u64,
+}
+
+/// [`Rare`] of the `full` (≤ 64) bytes of `text` whose bits are set in `rare`; `letters`:
+/// its letters. A `'` after a letter begins a chunk: a contraction, or punctuation like
+/// any other when none follows; elsewhere (after a space or punctuation, which may take
+/// it, or too near the window's end to tell) it ends what the block knows, as does a
+/// non-ASCII byte.
+#[inline]
+fn rare_bytes(text: &[u8], mut rare: u64, letters: u64, full: usize) -> Rare {
+    let mut r = Rare {
+        lim: full,
+        newlines: 0,
+        tabs: 0,
+        contractions: 0,
+        contracted: 0,
+    };
+    rare &= low_bits(full);
+    while rare != 0 {
+        let j = rare.trailing_zeros() as usize;
+        rare &= rare - 1;
+        match text[j] {
+            b'\n' | b'\r' => r.newlines |= 1 << j,
+            b'\t' | 0x0b | 0x0c => r.tabs |= 1 << j,
+            0..=0x1f => {} // punctuation
+            b'\'' if j >= 1 && j + 2 < full && letters >> (j - 1) & 1 == 1 => {
+                // `| 0x20` lower-cases letters and makes no letter of anything else.
+                let n = match [text[j + 1] | 0x20, text[j + 2] | 0x20] {
+                    [b'l', b'l'] | [b'v' | b'r', b'e'] => 2,
+                    [b's' | b'd' | b'm' | b't', _] => 1,
+                    _ => 0, // punctuation
+                };
+                if n > 0 {
+                    r.contractions |= 1 << j;
+                    r.contracted |= low_bits(n) << (j + 1);
+                }
+            }
+            _ => {
+                r.lim = j;
+                break;
+            }
+        }
+    }
+    r
+}
+
+/// What the words of a [`block`] cost beyond one token each: the words past their
+/// table's first step (counted at their first letter), and those with capitals inside.
+/// `text`: the block's bytes on; `lets`, `caps`: its letters and bytes with bit 5 clear;
+/// `spaced`, `glued`: the prefixes of its words after a space and after anything else;
+/// `keep`: the bytes of the chunks kept.
+#[inline]
+fn word_extras(text: &[u8], lets: u64, caps: u64, spaced: u64, glued: u64, keep: u64) -> u64 {
+    let first = lets & !(lets << 1);
+    let (spaced_at, glued_at) = (spaced << 1, glued << 1);
+    let bare = first & !(spaced_at | glued_at);
+    let mut inner = caps & lets & (lets << 1) & keep;
+    let mut capped = 0u64;
+    while inner != 0 {
+        let i = inner.trailing_zeros() as usize;
+        inner &= inner - 1;
+        capped |= 1 << (first & low_bits(i + 1)).ilog2();
+    }
+    let others = !lets;
     let mut cost = 0;
-    let mut rest = starts;
-    while rest != 0 {
-        let s = rest.trailing_zeros() as usize;
-        rest &= rest - 1;
-        let e = if rest == 0 {
-            end
-        } else {
-            rest.trailing_zeros() as usize
-        };
-        // Most windows have no inner capital: one test for the run, none per word. A
-        // word here is shorter than 63 bytes: the mask only spares a bounds check.
-        cost += if inner == 0 || inner & low_bits(e) & !low_bits(s) == 0 {
-            LOWER_COST[1][(e - s - 1) & (COST_LEN - 1)]
-        } else {
-            ascii_word_cost(1, &bytes[p + s + 1..p + e])
-        };
+    // Words without capitals inside, by prefix: one table each, no test per word.
+    let l2 = lets & (lets >> 1);
+    let l3 = l2 & (lets >> 2);
+    let l6 = l3 & (l3 >> 3);
+    let kinds = [bare & l3, spaced_at & l6, glued_at & l2];
+    for (table, words) in LOWER_COST.iter().zip(kinds) {
+        let mut words = words & keep & !capped;
+        while words != 0 {
+            let a = words.trailing_zeros() as usize;
+            words &= words - 1;
+            let n = (others >> a).trailing_zeros() as usize;
+            cost += table[n & (COST_LEN - 1)] - 1000;
+        }
     }
-    Some((p + end, cost))
+    while capped != 0 {
+        let a = capped.trailing_zeros() as usize;
+        capped &= capped - 1;
+        let n = (others >> a).trailing_zeros() as usize;
+        let prefix = if spaced_at >> a & 1 == 1 {
+            1
+        } else {
+            2 * u8::from(glued_at >> a & 1 == 1)
+        };
+        cost += ascii_word_cost(prefix, &text[a..a + n]) - 1000;
+    }
+    cost
+}
+
+/// [`token_masks`] of the last bytes of a text (fewer than 64).
+#[cold]
+fn tail_masks(rest: &[u8]) -> TokenMasks {
+    let mut block = [0u8; 64];
+    block[..rest.len()].copy_from_slice(rest);
+    token_masks(&block)
+}
+
+/// Milli-tokens of a run of `n` ASCII punctuation characters (rule 4), `newline`: with
+/// newlines after it.
+#[inline]
+fn ascii_punct_cost(n: usize, newline: bool) -> u64 {
+    let cost = if n < PUNCT.len() {
+        PUNCT[n]
+    } else {
+        500 * n as u64
+    };
+    cost + if newline && n >= 2 { 100 } else { 0 }
 }
 
 /// The mask of bits below `n` (`n` ≤ 64).
@@ -500,12 +644,7 @@ fn low_bits(n: usize) -> u64 {
 /// ASCII — rules 2 to 5 of [`text_millitokens`] (a contraction is left to the general
 /// path); `None` when a non-ASCII character (or a `'` before a letter) is involved.
 #[inline]
-fn ascii_chunk<const ASCII: bool>(
-    bytes: &[u8],
-    padded: &[u8],
-    i: usize,
-    win: &mut Window,
-) -> Option<(usize, u64)> {
+fn ascii_chunk<const ASCII: bool>(bytes: &[u8], padded: &[u8], i: usize) -> Option<(usize, u64)> {
     let len = bytes.len();
     let c0 = bytes[i];
     let f0 = FLAGS[c0 as usize];
@@ -514,28 +653,6 @@ fn ascii_chunk<const ASCII: bool>(
     }
     // The class of the next character decides the rest (0 at the end).
     let f1 = bytes.get(i + 1).map_or(0, |&b| FLAGS[b as usize]);
-    if c0 == b' ' && f1 & F_LETTER != 0 {
-        // Rule 2 after a space, the most common chunk of prose; the chunks of a run of
-        // them are summed here, without a dispatch per word, and 64 bytes at a time
-        // where the text allows (`prose_block`).
-        let (mut end, mut cost) = (i, 0);
-        loop {
-            if let Some((e, c)) = prose_block::<ASCII>(bytes, end, win) {
-                end = e;
-                cost += c;
-            } else {
-                let Some((e, c)) = ascii_word::<ASCII>(bytes, padded, end + 1, 1) else {
-                    break;
-                };
-                end = e;
-                cost += c;
-            }
-            if !(end + 1 < len && bytes[end] == b' ' && bytes[end + 1].is_ascii_alphabetic()) {
-                break;
-            }
-        }
-        return (end > i).then_some((end, cost));
-    }
     if f0 & F_DIGIT != 0 {
         // Rule 3: up to three digits.
         let mut j = i + 1;
@@ -568,15 +685,7 @@ fn ascii_chunk<const ASCII: bool>(
         while j < len && is_newline(bytes[j]) {
             j += 1;
         }
-        let mut cost = if n < PUNCT.len() {
-            PUNCT[n]
-        } else {
-            500 * n as u64
-        };
-        if j > start + n && n >= 2 {
-            cost += 100;
-        }
-        return Some((j, cost));
+        return Some((j, ascii_punct_cost(n, j > start + n)));
     }
     // Rule 5: an ASCII whitespace run (see `whitespace_end`).
     let mut j = i + 1;
@@ -630,8 +739,9 @@ fn padded_millitokens(s: &str, padded: &[u8]) -> u64 {
     }
 }
 
-/// [`text_millitokens`], with the ASCII fast path or (`FAST = false`, the oracle of its
-/// tests) the general rules alone; `ASCII`: the text is all ASCII (the fast path then
+/// [`text_millitokens`], with the ASCII fast paths (64 bytes at a time, [`block`], else
+/// chunk by chunk, [`ascii_chunk`]) or (`FAST = false`, the oracle of their tests) the
+/// general rules alone; `ASCII`: the text is all ASCII (the fast path then
 /// skips its tests for non-ASCII bytes).
 #[inline]
 fn millitokens<const FAST: bool, const ASCII: bool>(s: &str, padded: &[u8]) -> u64 {
@@ -639,10 +749,25 @@ fn millitokens<const FAST: bool, const ASCII: bool>(s: &str, padded: &[u8]) -> u
     let len = bytes.len();
     let mut total = 0u64;
     let mut i = 0;
-    let mut win = Window::EMPTY;
+    // Where the per-chunk walk hands back to the block walk; how far it goes on at least
+    // when the block walk summed nothing (doubling while it sums nothing: a text mostly
+    // not ASCII costs a few tries, not one per chunk).
+    let (mut resume, mut backoff) = (0, 64);
     while i < len {
         if FAST {
-            if let Some((end, cost)) = ascii_chunk::<ASCII>(bytes, padded, i, &mut win) {
+            if i >= resume {
+                let (end, cost, next) = block(bytes, padded, i);
+                total += cost;
+                resume = next;
+                if end > i {
+                    i = end;
+                    backoff = 64;
+                    continue;
+                }
+                resume = resume.max(i.saturating_add(backoff));
+                backoff = (backoff * 2).min(1 << 12);
+            }
+            if let Some((end, cost)) = ascii_chunk::<ASCII>(bytes, padded, i) {
                 total += cost;
                 i = end;
                 continue;
@@ -1401,6 +1526,83 @@ mod tests {
             assert_eq!(text_millitokens(&s), general, "{s:?}");
             let padded = format!("{s}\"abcdefghijklmnopqrstuvwxyz\"}}");
             assert_eq!(padded_millitokens(&s, padded.as_bytes()), general, "{s:?}");
+        }
+    }
+
+    /// The block walk counts what the general rules count on prose broken as people break
+    /// it: words (lower, Capitalised, ALL CAPS, camelCase, long), punctuation runs of one
+    /// to eight (before and after words and spaces), figures of one to eight digits,
+    /// runs of spaces, tabs and newlines, and now and then a contraction (or a `'` that is
+    /// none) or a non-ASCII character; each text also shifted by 0 to 63 bytes of filler, so that every chunk
+    /// boundary falls at every position of a 64-byte window, and cut at every length.
+    #[test]
+    fn block_walk_matches_general_rules_on_broken_prose() {
+        const WORDS: &[&str] = &[
+            "a",
+            "of",
+            "the",
+            "sites",
+            "survey",
+            "reported",
+            "approximately",
+            "The",
+            "In",
+            "APR",
+            "US",
+            "iPhone",
+            "McDonald",
+            "incomprehensibilities",
+            "x",
+        ];
+        const PUNCT: &[&str] = &[
+            ",", ".", "(", ")", "%", "$", ";", ":", "-", "\"", "...", "?!", "**", "--->", "[", "]",
+            "/", ".,;:!?()",
+        ];
+        const SPACES: &[&str] = &[
+            " ", " ", " ", "  ", "   ", "\n", "\n\n", " \n", "\n ", "\t", " \t", "\r\n", "\n\n  ",
+            "\x0b", "\x0c", "\t\n\t",
+        ];
+        const QUOTED: &[&str] = &[
+            "'s", "'t", "'ll", "'x", "'m", "'re", "'ve", "'d", "'S", "'LL", "'st", "'l", "'",
+        ];
+        const WIDE: &[&str] = &["é", "—", "\u{a0}", "’", "\x00", "\x7f"];
+        let mut rng = crate::mutate::XorShift(0xD1B5_4A32_D192_ED03);
+        let mut next = move |n: usize| rng.below(n);
+        for round in 0..2_500 {
+            let mut s = String::new();
+            let target = 40 + next(260);
+            let wide = round % 3 == 0;
+            while s.len() < target {
+                match next(10) {
+                    0..=4 => s.push_str(WORDS[next(WORDS.len())]),
+                    5 | 6 => s.push_str(PUNCT[next(PUNCT.len())]),
+                    7 => {
+                        for _ in 0..=next(8) {
+                            s.push(char::from(b'0' + next(10) as u8));
+                        }
+                    }
+                    8 if next(2) == 0 => s.push_str(QUOTED[next(QUOTED.len())]),
+                    8 if wide => s.push_str(WIDE[next(WIDE.len())]),
+                    _ => {}
+                }
+                // Often a space, but pieces glued too: "(word", "word,", "5th", "$25".
+                if next(5) < 3 {
+                    s.push_str(SPACES[next(SPACES.len())]);
+                }
+            }
+            for shift in 0..64 {
+                let filler = ["x", " ", ".", "1", "\n"][next(5)].repeat(shift);
+                let t = format!("{filler}{s}");
+                assert_eq!(text_millitokens(&t), general_millitokens(&t), "{t:?}");
+            }
+            for cut in 0..s.len() {
+                if let Some(t) = s.get(..cut) {
+                    assert_eq!(text_millitokens(t), general_millitokens(t), "{t:?}");
+                    let padded = format!("{t}\"abcdefghijklmnopqrstuvwxyz\"}}");
+                    let general = general_millitokens(t);
+                    assert_eq!(padded_millitokens(t, padded.as_bytes()), general, "{t:?}");
+                }
+            }
         }
     }
 
