@@ -266,7 +266,7 @@ def test_relay_examples(wire: bytes) -> None:
         ({"tool_calls": {"index": 0}}, "tool_calls"),
         ({"tool_calls": [{"index": "1"}]}, "index"),
         ({"tool_calls": [{"function": {"arguments": {"a": 1}}}]}, "arguments"),
-        ({"tool_calls": [{"id": 3}]}, "id"),
+        ({"tool_calls": [{"id": 3.5}]}, "id"),
     ],
 )
 def test_a_field_of_another_type_is_a_malformed_chunk(delta: dict[str, Any], field: str) -> None:
@@ -288,7 +288,8 @@ placed_calls = st.lists(
             {"function": st.fixed_dictionaries({"arguments": st.sampled_from(["", "{", "}"])})},
             optional={
                 "index": st.none() | st.integers(0, 2),
-                "id": st.sampled_from([None, "", "c1", "c2", "c3"]),
+                # Numbers too: some compatible servers send them (their text is the id).
+                "id": st.sampled_from([None, "", "c1", "c2", "c3", 7, 8, 2**64 - 1]),
             },
         ),
         min_size=1,

@@ -92,7 +92,7 @@ def test_begin_anthropic_replaces_begin() -> None:
 
 
 @pytest.mark.parametrize(
-    "delta", [{"tool_calls": [{"index": "1"}]}, {"tool_calls": [{"id": 3}]}, {"content": 5}]
+    "delta", [{"tool_calls": [{"index": "1"}]}, {"tool_calls": [{"id": 3.5}]}, {"content": 5}]
 )
 def test_a_field_of_another_type_ends_the_anthropic_frames_too(delta: dict[str, Any]) -> None:
     # As on the OpenAI surface: a malformed chunk (which the Python path would carry on

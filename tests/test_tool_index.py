@@ -2,7 +2,7 @@
 servers that leave out each delta's ``index`` (Ollama, Gemini's compatible API) or send
 it null (SGLang, mistral.rs) have each delta placed in its call, so the official SDKs'
 stream helpers, which need the index, assemble the calls the server meant, on either
-surface; a tool without parameters, whose input Anthropic streams as nothing, reaches
+surface; a call id sent as a number reaches the caller as its text; a tool without parameters, whose input Anthropic streams as nothing, reaches
 an OpenAI caller with ``{}`` as its arguments (valid JSON, as OpenAI sends it)."""
 
 from __future__ import annotations
@@ -195,6 +195,23 @@ def test_the_anthropic_stream_helper_gets_one_block_a_call(
     uses = [b for b in final.content if b.type == "tool_use"]
     assert [(b.id, b.name, b.input) for b in uses] == EXPECTED
     assert final.stop_reason == "tool_use"
+
+
+def test_numeric_call_ids_reach_the_caller_as_text(served: tuple[str, Upstream]) -> None:
+    """Some compatible servers number their calls: the ids the SDK gets are strings."""
+    url, up = served
+    up.wire = WHOLE.replace(b'"call_a"', b"7").replace(b'"call_b"', b"8")
+    with (
+        openai.OpenAI(base_url=url + "/v1", api_key="k", max_retries=0) as client,
+        client.chat.completions.stream(
+            model="r",
+            messages=[{"role": "user", "content": "Weather and time in Oslo, numbered?"}],
+            tools=[{"type": "function", "function": t} for t in TOOLS],
+        ) as stream,
+    ):
+        final = stream.get_final_completion()
+    calls = final.choices[0].message.tool_calls or []
+    assert [(c.id, c.function.name) for c in calls] == [("7", "weather"), ("8", "time")]
 
 
 def test_a_tool_without_parameters_has_empty_object_arguments(

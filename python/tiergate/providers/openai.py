@@ -415,10 +415,13 @@ class OpenAIStreamParser:
                 self._refusal.append(refusal)
             for tc in delta.get("tool_calls") or ():
                 fn = tc.get("function") or {}
+                call_id = tc.get("id")
+                if type(call_id) is int:  # a number (some compatible servers): its text
+                    call_id = str(call_id)
                 out.append(
                     ToolCallDelta(
-                        index=self._place(tc.get("index"), tc.get("id")),
-                        id=tc.get("id"),
+                        index=self._place(tc.get("index"), call_id),
+                        id=call_id,
                         name=fn.get("name"),
                         arguments=fn.get("arguments") or "",
                     )

@@ -743,9 +743,15 @@ fn two_delta(p: &Parser<'_>, at: usize, out: &mut Out<'_, '_>) -> Two<()> {
             }
             None => (None, String::new()),
         };
+        // An id given as a number (some compatible servers) is its decimal text.
+        let id = match id {
+            Some(Item::Int(i)) => Some(i.to_string()),
+            Some(Item::UInt(u)) => Some(u.to_string()),
+            id => opt_text(id, "id")?,
+        };
         out.deltas.push(Delta::Tool {
             index,
-            id: opt_text(id, "id")?,
+            id,
             name,
             arguments,
         });
@@ -935,7 +941,11 @@ mod tests {
                 ),
                 None => (None, String::new()),
             };
-            let id = opt_text(call.get("id"), "id")?;
+            let id = match call.get("id") {
+                Some(Value::Int(i)) => Some(i.to_string()),
+                Some(Value::UInt(u)) => Some(u.to_string()),
+                id => opt_text(id, "id")?,
+            };
             deltas.push(Delta::Tool {
                 index,
                 id,
