@@ -147,21 +147,26 @@ def _tool(name: str, param: str) -> dict[str, Any]:
 TOOLS = [_tool("weather", "city"), _tool("time", "zone")]
 
 
+def _openai_final(url: str, route: str, question: str, tools: list[dict[str, Any]]) -> Any:
+    """The completion the OpenAI SDK's stream helper assembles for ``question``."""
+    with (
+        openai.OpenAI(base_url=url + "/v1", api_key="k", max_retries=0) as client,
+        client.chat.completions.stream(
+            model=route,
+            messages=[{"role": "user", "content": question}],
+            tools=[{"type": "function", "function": t} for t in tools],
+        ) as stream,
+    ):
+        return stream.get_final_completion()
+
+
 @pytest.mark.parametrize("wire", [WHOLE, PIECES], ids=["whole-calls", "pieces"])
 def test_the_openai_stream_helper_assembles_each_call(
     served: tuple[str, Upstream], wire: bytes
 ) -> None:
     url, up = served
     up.wire = wire
-    with (
-        openai.OpenAI(base_url=url + "/v1", api_key="k", max_retries=0) as client,
-        client.chat.completions.stream(
-            model="r",
-            messages=[{"role": "user", "content": "Weather and time in Oslo?"}],
-            tools=[{"type": "function", "function": t} for t in TOOLS],
-        ) as stream,
-    ):
-        final = stream.get_final_completion()
+    final = _openai_final(url, "r", "Weather and time in Oslo?", TOOLS)
     message = final.choices[0].message
     calls = message.tool_calls or []
     got = [(c.id, c.function.name, json.loads(c.function.arguments)) for c in calls]
@@ -201,15 +206,7 @@ def test_numeric_call_ids_reach_the_caller_as_text(served: tuple[str, Upstream])
     """Some compatible servers number their calls: the ids the SDK gets are strings."""
     url, up = served
     up.wire = WHOLE.replace(b'"call_a"', b"7").replace(b'"call_b"', b"8")
-    with (
-        openai.OpenAI(base_url=url + "/v1", api_key="k", max_retries=0) as client,
-        client.chat.completions.stream(
-            model="r",
-            messages=[{"role": "user", "content": "Weather and time in Oslo, numbered?"}],
-            tools=[{"type": "function", "function": t} for t in TOOLS],
-        ) as stream,
-    ):
-        final = stream.get_final_completion()
+    final = _openai_final(url, "r", "Weather and time in Oslo, numbered?", TOOLS)
     calls = final.choices[0].message.tool_calls or []
     assert [(c.id, c.function.name) for c in calls] == [("7", "weather"), ("8", "time")]
 
@@ -219,15 +216,7 @@ def test_a_tool_without_parameters_has_empty_object_arguments(
 ) -> None:
     url, _ = served
     now = {"name": "now", "description": "the time", "parameters": {"type": "object"}}
-    with (
-        openai.OpenAI(base_url=url + "/v1", api_key="k", max_retries=0) as client,
-        client.chat.completions.stream(
-            model="ra",
-            messages=[{"role": "user", "content": "What time is it?"}],
-            tools=[{"type": "function", "function": now}],
-        ) as stream,
-    ):
-        final = stream.get_final_completion()
+    final = _openai_final(url, "ra", "What time is it?", [now])
     calls = final.choices[0].message.tool_calls or []
     assert [(c.id, c.function.name, c.function.arguments) for c in calls] == [
         ("toolu_1", "now", "{}")

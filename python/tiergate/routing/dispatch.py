@@ -544,7 +544,9 @@ def _estimated_usage(plan: Plan, request: ChatRequest, completion: Completion) -
     ``usage`` out reads as zeros, and no real call reads nothing): the planner's estimate
     of the prompt and the core's of the answer, its text and tool calls."""
     r = plan.request
-    prompt = r.prompt_tokens if r is not None else len(request.raw) // 4
+    # The plan's estimate; a plan without one (never the planner's) the size hint, as a
+    # stream's prompt_tokens is.
+    prompt = _tokens_hint(request) if r is None else r.prompt_tokens
     answer = completion.text or ""
     for call in completion.tool_calls:
         answer += call.name + call.arguments
